@@ -1,0 +1,1 @@
+"""Response plans: the language (`schema`), the automated actions a plan may name, and validation."""
