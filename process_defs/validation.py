@@ -70,8 +70,27 @@ class LoadedYaml:
         return self.lines.get((), 1)
 
 
+MAX_YAML_NODES = 200_000
+"""Aliases can make a small file expand enormously ("billion laughs"); stop building beyond this many values."""
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _construct_error(exc: Exception) -> str:
+    """One line saying why a scalar could not be read (PyYAML's own messages span several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc.problem or exc.context or "cannot read the value")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | None:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
+    except yaml.YAMLError as exc:
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        problems.append(Problem(file, line, "", f"malformed YAML: {_construct_error(exc)}"))
+        return None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -80,7 +99,7 @@ def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | No
         problems.append(Problem(file, line, "", f"malformed YAML: {exc.problem or exc.context}"))
         return None
     except yaml.YAMLError as exc:
-        problems.append(Problem(file, 1, "", f"malformed YAML: {exc}"))
+        problems.append(Problem(file, 1, "", f"malformed YAML: {_construct_error(exc)}"))
         return None
     finally:
         loader.dispose()
@@ -88,56 +107,97 @@ def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | No
         problems.append(Problem(file, 1, "", "the file is empty"))
         return None
     loaded = LoadedYaml(data=None)
+    building: set[int] = set()  # ids of the collection nodes on the current path (a recursive alias loops)
+    count = 0
+
+    class _TooBigError(Exception):
+        pass
+
+    def construct(n: yaml.Node, path: PathT) -> tuple[bool, Any]:
+        try:
+            return True, loader.construct_object(n, deep=True)
+        except Exception as exc:  # PyYAML raises ValueError too, e.g. for the date 2024-13-45
+            shown = f" '{n.value}'" if isinstance(n, yaml.ScalarNode) and 0 < len(n.value) <= 40 else ""
+            problems.append(Problem(file, n.start_mark.line + 1, format_path(path),
+                                    f"bad value{shown}: {_construct_error(exc)}"))
+            return False, None
 
     def build(n: yaml.Node, path: PathT) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise _TooBigError
         loaded.lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            order: list[str] = []
-            for key_node, value_node in n.value:
-                key = loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) or key is None:
-                    problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path),
-                                            "mapping keys must be plain words"))
-                    continue
-                key = str(key)
-                child = (*path, key)
-                if key in result:
-                    problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child),
-                                            f"duplicate key '{key}' (first on line {loaded.lines[child]})"))
-                    continue
-                loaded.lines[child] = key_node.start_mark.line + 1
-                order.append(key)
-                result[key] = build(value_node, child)
-            loaded.key_order[path] = order
-            return result
-        if isinstance(n, yaml.SequenceNode):
-            return [build(item, (*path, i)) for i, item in enumerate(n.value)]
-        try:
-            return loader.construct_object(n, deep=True)
-        except yaml.YAMLError as exc:
-            problems.append(Problem(file, n.start_mark.line + 1, format_path(path), f"bad value: {exc}"))
-            return None
+        if isinstance(n, yaml.MappingNode | yaml.SequenceNode):
+            if id(n) in building:
+                problems.append(Problem(file, n.start_mark.line + 1, format_path(path),
+                                        "an alias refers to a value that contains it"))
+                return None
+            building.add(id(n))
+            try:
+                return build_mapping(n, path) if isinstance(n, yaml.MappingNode) else [
+                    build(item, (*path, i)) for i, item in enumerate(n.value)]
+            finally:
+                building.discard(id(n))
+        ok, value = construct(n, path)
+        return value if ok else None
 
-    loaded.data = build(node, ())
+    def build_mapping(n: yaml.MappingNode, path: PathT) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        order: list[str] = []
+        for key_node, value_node in n.value:
+            if key_node.tag == _MERGE_TAG:
+                problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path),
+                                        "merge keys ('<<') are not supported; write the keys out"))
+                continue
+            ok, key = construct(key_node, path)
+            if not ok:
+                continue
+            if not isinstance(key, str | int | float | bool) or key is None:
+                problems.append(Problem(file, key_node.start_mark.line + 1, format_path(path),
+                                        "mapping keys must be plain words"))
+                continue
+            key = str(key)
+            child = (*path, key)
+            if key in result:
+                problems.append(Problem(file, key_node.start_mark.line + 1, format_path(child),
+                                        f"duplicate key '{key}' (first on line {loaded.lines[child]})"))
+                continue
+            loaded.lines[child] = key_node.start_mark.line + 1
+            order.append(key)
+            result[key] = build(value_node, child)
+        loaded.key_order[path] = order
+        return result
+
+    try:
+        loaded.data = build(node, ())
+    except _TooBigError:
+        problems.append(Problem(file, 1, "", f"the file expands to more than {MAX_YAML_NODES} values "
+                                             "(aliases repeated inside aliases?)"))
+        return None
     return loaded
+
+
+def _error_message(err: Any) -> tuple[PathT, str]:
+    """The location (without pydantic's `[key]` marker for a bad dictionary key) and message of one error."""
+    loc = tuple(part for part in err["loc"] if part != "[key]")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return loc, f"unknown key '{loc[-1]}'"
+    if kind == "missing":
+        return loc, f"required key '{loc[-1]}' is missing"
+    message = str(err["msg"])
+    if kind not in ("value_error", "assertion_error") and "input" in err:
+        shown = repr(err["input"])
+        if len(shown) <= 60:
+            message += f" (got {shown})"
+    return loc, message
 
 
 def _shape_problems(exc: ValidationError, file: str, loaded: LoadedYaml) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'"
-        elif kind == "missing":
-            message = f"required key '{loc[-1]}' is missing"
-        else:
-            message = err["msg"]
-            if kind not in ("value_error", "assertion_error") and "input" in err:
-                shown = repr(err["input"])
-                if len(shown) <= 60:
-                    message += f" (got {shown})"
+        loc, message = _error_message(err)
         problems.append(Problem(file, loaded.line_of(loc), format_path(loc), message))
     return problems
 
@@ -280,9 +340,8 @@ def check_plan(
                         params = ACTIONS[step.action].model_validate(step.params)
                     except ValidationError as exc:
                         for err in exc.errors():
-                            loc = (*base, "params", *err["loc"])
-                            msg = f"unknown key '{err['loc'][-1]}'" if err["type"] == "extra_forbidden" else err["msg"]
-                            add(loc, msg)
+                            loc, msg = _error_message(err)
+                            add((*base, "params", *loc), msg)
                     else:
                         target = getattr(params, "target", None)
                         if target is not None and dept_keys is not None and target not in dept_keys:
@@ -343,6 +402,9 @@ def check_plan(
                         value = parse_duration(text)
                     except ValueError as exc:
                         add(lpath, str(exc))
+                        continue
+                    except OverflowError:
+                        add(lpath, f"deadline {text} is too long")
                         continue
                     if value.total_seconds() <= 0:
                         add(lpath, f"deadline {text} must be longer than zero")
@@ -436,7 +498,9 @@ def check_plan(
                     else:
                         choices = {c.value for c in src_field.choices or []}
                         why = _value_fits(src_field.type, choices, cond.op, cond.value)
-                        if why is not None:
+                        if why is not None and cond.op == "ne":  # `ne` a value the field never takes: always true
+                            add(cpath, f"the condition is always true, so it has no effect: the condition {why}")
+                        elif why is not None:
                             add(cpath, f"the step can never activate: the condition {why}")
                 if source is not None and level_rank(source.min_level) > level_rank(step.min_level):
                     add((*base, "when"), f"the condition reads step '{cond.step}', which only activates from level "
@@ -495,22 +559,36 @@ def load_registry(path: Path) -> tuple[DepartmentRegistry | None, list[Problem]]
     return registry, problems
 
 
+def _parse_plan(
+    text: str, file: str, registry: DepartmentRegistry | None
+) -> tuple[IncidentType | None, LoadedYaml | None, list[Problem]]:
+    plan, loaded, problems = _parse(IncidentType, text, file)
+    if plan is None or loaded is None:
+        return None, loaded, problems
+    problems = check_plan(plan, registry, file, loaded)
+    return (None if problems else plan), loaded, sorted(problems, key=lambda p: p.line)
+
+
 def parse_plan(
     text: str, file: str, registry: DepartmentRegistry | None
 ) -> tuple[IncidentType | None, list[Problem]]:
-    plan, loaded, problems = _parse(IncidentType, text, file)
-    if plan is None or loaded is None:
-        return None, problems
-    problems = check_plan(plan, registry, file, loaded)
-    return (None if problems else plan), sorted(problems, key=lambda p: p.line)
+    plan, _, problems = _parse_plan(text, file, registry)
+    return plan, problems
 
 
-def load_plan(path: Path, registry: DepartmentRegistry | None) -> tuple[IncidentType | None, list[Problem]]:
+def _load_plan(
+    path: Path, registry: DepartmentRegistry | None
+) -> tuple[IncidentType | None, LoadedYaml | None, list[Problem]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem(path.name, 1, "", f"cannot read the file: {exc}")]
-    return parse_plan(text, path.name, registry)
+        return None, None, [Problem(path.name, 1, "", f"cannot read the file: {exc}")]
+    return _parse_plan(text, path.name, registry)
+
+
+def load_plan(path: Path, registry: DepartmentRegistry | None) -> tuple[IncidentType | None, list[Problem]]:
+    plan, _, problems = _load_plan(path, registry)
+    return plan, problems
 
 
 @dataclass
@@ -546,18 +624,28 @@ def check_paths(paths: Sequence[Path] | None = None) -> CheckResult:
     problems.extend(registry_problems)
     plans: dict[str, IncidentType] = {}
     prefixes: dict[str, str] = {}
+    keys: dict[str, Path] = {}
+    seen_files: set[Path] = set()
     for file in files:
+        if file.resolve() in seen_files:  # e.g. a folder and one of its files both given
+            continue
+        seen_files.add(file.resolve())
         if not file.exists():
             problems.append(Problem(file.name, 1, "", "no such file"))
             continue
-        plan, plan_problems = load_plan(file, registry)
+        plan, loaded, plan_problems = _load_plan(file, registry)
         problems.extend(plan_problems)
-        if plan is not None:
+        if plan is not None and loaded is not None:
+            if plan.key in keys:
+                problems.append(Problem(file.name, loaded.line_of(("key",)), "key",
+                                        f"plan '{plan.key}' is already defined in {keys[plan.key]}"))
+                continue
             if plan.code_prefix in prefixes:
                 used_by = prefixes[plan.code_prefix]
-                problems.append(Problem(file.name, 1, "code_prefix",
+                problems.append(Problem(file.name, loaded.line_of(("code_prefix",)), "code_prefix",
                                         f"code prefix '{plan.code_prefix}' is already used by {used_by}"))
                 continue
+            keys[plan.key] = file
             prefixes[plan.code_prefix] = file.name
             plans[plan.key] = plan
     return CheckResult(registry=registry, plans=plans, problems=problems, files=[registry_file, *files])

@@ -1,0 +1,61 @@
+"""Domain errors. Each carries a stable code; the API maps them to HTTP once, the CLI prints them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatonError(Exception):
+    code = "baton_error"
+    http_status = 400
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(BatonError):
+    code = "not_found"
+    http_status = 404
+
+
+class UnknownIncidentType(BatonError):
+    code = "unknown_incident_type"
+    http_status = 422
+
+
+class InvalidLevel(BatonError):
+    code = "invalid_level"
+    http_status = 422
+
+
+class TaskStateConflict(BatonError):
+    """The task is not in a state that allows this action (e.g. completing it twice)."""
+
+    code = "task_state_conflict"
+    http_status = 409
+
+
+class IncidentClosed(BatonError):
+    code = "incident_closed"
+    http_status = 409
+
+
+class FormInvalid(BatonError):
+    """Outputs do not match the step's form; `details` lists `{field, message}` for each bad field."""
+
+    code = "form_invalid"
+    http_status = 422
+
+
+class LeaseLost(BatonError):
+    """This worker no longer holds the incident; another worker has taken it over."""
+
+    code = "lease_lost"
+    http_status = 409
+
+
+class PlanInvalid(BatonError):
+    code = "plan_invalid"
+    http_status = 422

@@ -1,0 +1,67 @@
+"""Plans as the engine sees them: the shipped files, and the frozen version each incident was opened with."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from core.errors import PlanInvalid, UnknownIncidentType
+from core.models import PlanVersion
+from core.settings import get_settings
+from process_defs.schema import DepartmentRegistry, IncidentType
+from process_defs.validation import REGISTRY_FILE, load_registry, parse_plan
+
+
+@lru_cache(maxsize=4)
+def _registry(plans_dir: str) -> DepartmentRegistry:
+    registry, problems = load_registry(Path(plans_dir) / REGISTRY_FILE)
+    if registry is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems))
+    return registry
+
+
+def registry() -> DepartmentRegistry:
+    return _registry(str(get_settings().plans_dir))
+
+
+def current_plan_text(type_key: str) -> str:
+    path = get_settings().plans_dir / f"{type_key}.yaml"
+    if type_key == REGISTRY_FILE.removesuffix(".yaml") or not path.is_file():
+        raise UnknownIncidentType(f"no response plan for incident type '{type_key}'")
+    return path.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=256)
+def parse_plan_text(text: str, file: str) -> IncidentType:
+    plan, problems = parse_plan(text, file, registry())
+    if plan is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems), details=[str(p) for p in problems])
+    return plan
+
+
+def list_types() -> list[str]:
+    return sorted(p.stem for p in get_settings().plans_dir.glob("*.yaml") if p.name != REGISTRY_FILE)
+
+
+def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, IncidentType]:
+    """Store (once) the current plan text of `type_key` and return it with its parsed plan."""
+    text = current_plan_text(type_key)
+    plan = parse_plan_text(text, f"{type_key}.yaml")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    row = session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.version == plan.version,
+                                                 PlanVersion.digest == digest)).first()
+    if row is None:
+        row = PlanVersion(type=type_key, version=plan.version, digest=digest, content=text)
+        session.add(row)
+        session.flush()
+    return row, plan
+
+
+def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
+    row = session.get(PlanVersion, plan_version_id)
+    if row is None:
+        raise PlanInvalid(f"plan version {plan_version_id} is missing")
+    return parse_plan_text(row.content, f"{row.type}.yaml")
