@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
 from core.settings import get_settings
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=8)
@@ -66,3 +69,18 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+async def in_transaction(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run `fn(session, **kwargs)` in one transaction on a worker thread, off the event loop."""
+
+    def work() -> T:
+        with session_scope() as session:
+            return fn(session, **kwargs)
+
+    return await anyio.to_thread.run_sync(work, limiter=_limiter())
+
+
+@lru_cache(maxsize=1)
+def _limiter() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(16)

@@ -83,7 +83,9 @@ def condition_holds(condition: Condition, tasks: dict[str, DepartmentTask]) -> b
     if value is None:
         return False
     if condition.op == "in":
-        return value in (condition.value or [])
+        allowed = condition.value or []
+        # A multiple-choice answer matches when any of its values is allowed.
+        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
     try:
         return _OPS[condition.op](value, condition.value)
     except TypeError:
@@ -106,7 +108,7 @@ def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTas
     return out
 
 
-def _queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
+def queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
                     payload: dict[str, Any]) -> OutboundDelivery:
     existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
     if existing is not None:
@@ -277,7 +279,7 @@ class _Advancer:
                 if self.now >= remind_at and self.now < task.due_at:
                     task.reminded_at = self.now
                     self.session.add(task)
-                    _queue_delivery(self.session, incident=self.incident, key=f"{task.id}:reminder",
+                    queue_delivery(self.session, incident=self.incident, key=f"{task.id}:reminder",
                                     purpose="reminder", target=task.department,
                                     payload={"task": {"id": task.id, "step": task.step_key,
                                                       "due_at": task.due_at.isoformat()}})
@@ -292,7 +294,7 @@ class _Advancer:
                 self._ledger(LedgerKind.task_escalated, key=f"{task.id}:escalated", from_party=task.department,
                              to_party=target, step_key=task.step_key,
                              details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"})
-                _queue_delivery(self.session, incident=self.incident, key=f"{task.id}:escalation",
+                queue_delivery(self.session, incident=self.incident, key=f"{task.id}:escalation",
                                 purpose="escalation", target=target,
                                 payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
                                                   "due_at": task.due_at.isoformat()}})

@@ -22,7 +22,7 @@ def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,
     if limit <= 0:
         return []
     candidates = (select(Incident.id)
-                  .where(Incident.status == IncidentStatus.open,
+                  .where(col(Incident.status) == IncidentStatus.open,
                          or_(col(Incident.lease_owner).is_(None), col(Incident.lease_expires_at) < moment))
                   .order_by(col(Incident.created_at)).limit(limit))
     if is_postgres(session):
@@ -33,7 +33,7 @@ def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,
     # The WHERE repeats the test so that, between two workers, only one UPDATE takes each row.
     result = session.execute(
         update(Incident)
-        .where(col(Incident.id).in_(ids), Incident.status == IncidentStatus.open,
+        .where(col(Incident.id).in_(ids), col(Incident.status) == IncidentStatus.open,
                or_(col(Incident.lease_owner).is_(None), col(Incident.lease_expires_at) < moment))
         .values(lease_owner=worker_id, lease_expires_at=moment + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
@@ -41,7 +41,7 @@ def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,
     if result.rowcount == 0:  # type: ignore[attr-defined]
         return []
     return list(session.exec(select(Incident.id).where(col(Incident.id).in_(ids),
-                                                       Incident.lease_owner == worker_id)).all())
+                                                       col(Incident.lease_owner) == worker_id)).all())
 
 
 def renew(session: Session, *, worker_id: str, lease_seconds: float, now: datetime | None = None) -> set[str]:
@@ -49,28 +49,28 @@ def renew(session: Session, *, worker_id: str, lease_seconds: float, now: dateti
     moment = now or utcnow()
     session.execute(
         update(Incident)
-        .where(Incident.lease_owner == worker_id, Incident.status == IncidentStatus.open)
+        .where(col(Incident.lease_owner) == worker_id, col(Incident.status) == IncidentStatus.open)
         .values(lease_expires_at=moment + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    return set(session.exec(select(Incident.id).where(Incident.lease_owner == worker_id,
-                                                      Incident.status == IncidentStatus.open)).all())
+    return set(session.exec(select(Incident.id).where(col(Incident.lease_owner) == worker_id,
+                                                      col(Incident.status) == IncidentStatus.open)).all())
 
 
 def release(session: Session, *, worker_id: str, incident_ids: list[str] | None = None) -> None:
-    condition = Incident.lease_owner == worker_id
+    condition = col(Incident.lease_owner) == worker_id
     if incident_ids is not None:
-        condition = and_(condition, col(Incident.id).in_(incident_ids))  # type: ignore[assignment]
+        condition = and_(condition, col(Incident.id).in_(incident_ids))
     session.execute(update(Incident).where(condition).values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False))
 
 
 def recently_woken(session: Session, *, worker_id: str, since: datetime) -> list[tuple[str, datetime]]:
     rows = session.exec(select(Incident.id, Incident.woken_at)
-                        .where(Incident.lease_owner == worker_id, col(Incident.woken_at) >= since)).all()
+                        .where(col(Incident.lease_owner) == worker_id, col(Incident.woken_at) >= since)).all()
     return [(row[0], row[1]) for row in rows]
 
 
 def set_flow_run(session: Session, *, incident_id: str, flow_run_id: str) -> None:
-    session.execute(update(Incident).where(Incident.id == incident_id, col(Incident.flow_run_id).is_(None))
+    session.execute(update(Incident).where(col(Incident.id) == incident_id, col(Incident.flow_run_id).is_(None))
                     .values(flow_run_id=flow_run_id).execution_options(synchronize_session=False))

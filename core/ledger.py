@@ -122,7 +122,9 @@ class Verification:
     reason: str | None = None
 
 
-def verify_entries(entries: list[LedgerEntry], head_seq: int | None = None, head_hash: str | None = None) -> Verification:
+def verify_entries(
+    entries: list[LedgerEntry], head_seq: int | None = None, head_hash: str | None = None
+) -> Verification:
     """Check a chain read in storage order (by row id), naming the first entry that does not fit."""
     previous_hash = GENESIS
     expected_seq = 1

@@ -1,15 +1,287 @@
-"""The `baton` command."""
+"""The `baton` command: plans, the database, workers, the embedded system, and the office's and
+departments' actions from a terminal."""
 
 from __future__ import annotations
 
-import typer
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import BatonError
+from core.settings import get_settings
 from process_defs.cli import app as defs_app
 
 app = typer.Typer(help="Baton: multi-department emergency response, every handoff accounted for.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(defs_app, name="defs")
+db_app = typer.Typer(help="The application database.", no_args_is_help=True)
+incident_app = typer.Typer(help="Open, list, show incidents; change their level.", no_args_is_help=True)
+task_app = typer.Typer(help="Department tasks: list, acknowledge, complete, hand back.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The accountability ledger.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(incident_app, name="incident")
+app.add_typer(task_app, name="task")
+app.add_typer(ledger_app, name="ledger")
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+
+def _session_call(fn: Callable[..., T], **kwargs: Any) -> T:
+    """Run a service in one transaction; domain errors become a clear message and exit code 1."""
+    from core.db import session_scope
+    from core.migrate import upgrade
+
+    upgrade()
+    try:
+        with session_scope() as session:
+            return fn(session, **kwargs)
+    except BatonError as exc:
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        if exc.details:
+            for item in exc.details if isinstance(exc.details, list) else [exc.details]:
+                err.print(f"  - {item}")
+        raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database to the latest schema."""
+    from core.migrate import current_revision, upgrade
+
+    upgrade()
+    console.print(f"database at revision {current_revision()}: {get_settings().resolved_database_url()}")
+
+
+@app.command("worker")
+def worker() -> None:
+    """Run a Baton worker (needs PREFECT_API_URL pointing at a Prefect server)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from flows.worker import run_worker
+
+    run_worker()
+
+
+# -- incidents ---------------------------------------------------------------------------------------
+@incident_app.command("open")
+def incident_open(
+    type_key: Annotated[str, typer.Argument(metavar="TYPE", help="Incident type, e.g. flood.")],
+    title: Annotated[str, typer.Option(help="Short title.")],
+    level: Annotated[str | None, typer.Option(help="IV, III, II or I (default: the plan's).")] = None,
+    location: Annotated[str | None, typer.Option(help="Place name.")] = None,
+    drill: Annotated[bool, typer.Option(help="Open as a drill.")] = False,
+    actor: Annotated[str, typer.Option(help="Who opens it.")] = "cli:office",
+) -> None:
+    """Open an incident; a running worker starts its flow."""
+    from core.incidents import open_incident
+
+    opened = _session_call(open_incident, type_key=type_key, title=title, level=level, location_name=location,
+                           drill=drill, actor=actor)
+    console.print(f"opened {opened.incident.code} ({opened.incident.id}) at level {opened.incident.level}")
+
+
+@incident_app.command("list")
+def incident_list() -> None:
+    from sqlmodel import col, select
+
+    from core.models import Incident
+
+    rows = _session_call(lambda s: list(s.exec(select(Incident).order_by(col(Incident.created_at).desc())
+                                               .limit(200)).all()))
+    table = Table("code", "type", "level", "stage", "status", "drill", "flow run", "title")
+    for row in rows:
+        table.add_row(row.code, row.type, row.level, row.stage, row.status, "yes" if row.drill else "",
+                      row.flow_run_id or "-", row.title)
+    console.print(table)
+
+
+@incident_app.command("show")
+def incident_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
+    from core.engine import latest_tasks
+    from core.incidents import find_incident
+
+    def load(session: Any) -> tuple[Any, list[Any]]:
+        incident = find_incident(session, ref)
+        tasks = sorted(latest_tasks(session, incident.id).values(), key=lambda t: t.created_at)
+        return incident, tasks
+
+    incident, tasks = _session_call(load)
+    console.print(f"[bold]{incident.code}[/bold] {incident.title} type={incident.type} level={incident.level} "
+                  f"stage={incident.stage} status={incident.status} flow_run={incident.flow_run_id}")
+    table = Table("task id", "stage", "step", "department", "kind", "status", "due (UTC)")
+    for task in tasks:
+        table.add_row(task.id, task.stage, task.step_key, task.department, task.kind, task.status,
+                      task.due_at.strftime("%m-%d %H:%M") if task.due_at else "")
+    console.print(table)
+
+
+@incident_app.command("level")
+def incident_level(
+    ref: Annotated[str, typer.Argument(help="Incident code or id.")],
+    level: Annotated[str, typer.Argument(help="New level: IV, III, II or I.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
+    actor: Annotated[str, typer.Option()] = "cli:office",
+) -> None:
+    from core.incidents import change_level, find_incident
+
+    incident = _session_call(lambda s: change_level(s, incident_id=find_incident(s, ref).id, level=level,
+                                                    actor=actor, reason=reason))
+    console.print(f"{incident.code} is now at level {incident.level}")
+
+
+# -- tasks -------------------------------------------------------------------------------------------
+@task_app.command("list")
+def task_list(
+    department: Annotated[str | None, typer.Option(help="Only this department's inbox.")] = None,
+    incident: Annotated[str | None, typer.Option(help="Only this incident (code or id).")] = None,
+    open_only: Annotated[bool, typer.Option("--open/--all", help="Only open tasks.")] = True,
+) -> None:
+    from sqlmodel import col, select
+
+    from core.incidents import find_incident
+    from core.models import OPEN_STATUSES, DepartmentTask, Incident
+
+    def load(session: Any) -> list[Any]:
+        query = select(DepartmentTask, Incident.code).join(Incident, col(Incident.id) == DepartmentTask.incident_id)
+        if department:
+            query = query.where(DepartmentTask.department == department)
+        if incident:
+            query = query.where(DepartmentTask.incident_id == find_incident(session, incident).id)
+        if open_only:
+            query = query.where(col(DepartmentTask.status).in_(OPEN_STATUSES), DepartmentTask.kind == "human")
+        return list(session.exec(query.order_by(col(DepartmentTask.created_at))).all())
+
+    table = Table("task id", "incident", "step", "department", "status", "due (UTC)")
+    for task, code in _session_call(load):
+        table.add_row(task.id, code, task.step_key, task.department, task.status,
+                      task.due_at.strftime("%m-%d %H:%M") if task.due_at else "")
+    console.print(table)
+
+
+@task_app.command("ack")
+def task_ack(task_id: str, actor: Annotated[str, typer.Option()] = "cli:department") -> None:
+    from core.handoffs import acknowledge
+
+    task = _session_call(acknowledge, task_id=task_id, actor=actor)
+    console.print(f"acknowledged {task.step_key} ({task.department})")
+
+
+@task_app.command("complete")
+def task_complete(
+    task_id: str,
+    outputs: Annotated[str, typer.Option(help="Form values as JSON, or @file.json.")] = "{}",
+    note: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str, typer.Option()] = "cli:department",
+) -> None:
+    from core.handoffs import complete
+
+    text = Path(outputs[1:]).read_text(encoding="utf-8") if outputs.startswith("@") else outputs
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error[/red] --outputs is not JSON: {exc}")
+        raise typer.Exit(1) from None
+    task = _session_call(complete, task_id=task_id, actor=actor, outputs=values, note=note)
+    console.print(f"completed {task.step_key} ({task.department})")
+
+
+@task_app.command("hand-back")
+def task_hand_back(task_id: str, reason: Annotated[str, typer.Option()],
+                   actor: Annotated[str, typer.Option()] = "cli:department") -> None:
+    from core.handoffs import hand_back
+
+    task = _session_call(hand_back, task_id=task_id, actor=actor, reason=reason)
+    console.print(f"handed back {task.step_key} ({task.department})")
+
+
+# -- ledger ------------------------------------------------------------------------------------------
+@ledger_app.command("verify")
+def ledger_verify(
+    ref: Annotated[str | None, typer.Argument(help="Incident code or id (default: all).")] = None,
+) -> None:
+    """Check the hash chain; name the first bad entry. Exit 1 if any chain is broken."""
+    from sqlmodel import select
+
+    from core.incidents import find_incident
+    from core.ledger import verify_incident
+    from core.models import Incident
+
+    def run(session: Any) -> list[tuple[str, Any]]:
+        incidents = [find_incident(session, ref)] if ref else list(session.exec(select(Incident)).all())
+        return [(i.code, verify_incident(session, i.id)) for i in incidents]
+
+    bad = 0
+    for code, result in _session_call(run):
+        if result.valid:
+            console.print(f"[green]valid[/green] {code}: {result.entries} entries")
+        else:
+            bad += 1
+            console.print(f"[red]BROKEN[/red] {code}: first bad entry {result.first_bad_seq} ({result.reason})")
+    if bad:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("show")
+def ledger_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
+    from core.incidents import find_incident
+    from core.ledger import read_chain
+
+    entries = _session_call(lambda s: read_chain(s, find_incident(s, ref).id))
+    table = Table("seq", "time (UTC)", "kind", "actor", "from", "to", "step", "hash")
+    for e in entries:
+        table.add_row(str(e.seq), e.at.strftime("%H:%M:%S.%f")[:-3], e.kind, e.actor, e.from_party, e.to_party,
+                      e.step_key or "", e.hash[:12])
+    console.print(table)
+
+
+# -- the embedded system -----------------------------------------------------------------------------
+@app.command("up")
+def up(
+    workers: Annotated[int, typer.Option(help="Baton worker processes.")] = 1,
+    prefect_port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+) -> None:
+    """Run the whole system on this machine (Prefect server and workers) until Ctrl-C."""
+    import time
+
+    from core.migrate import upgrade
+    from flows.stack import embedded_stack
+
+    settings = get_settings()
+    upgrade()
+    with embedded_stack(settings, workers=workers, prefect_port=prefect_port) as stack:
+        console.print(f"Prefect: {stack.api_url.removesuffix('/api')}   workers: {workers}   "
+                      f"database: {settings.resolved_database_url()}")
+        try:
+            while all(p.poll() is None for p in stack.processes.values()):
+                time.sleep(1)
+            err.print("[red]a process stopped; see the logs under[/red] " + str(settings.home / "logs"))
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("demo")
+def demo(
+    keep_running: Annotated[bool, typer.Option("--keep-running/--exit", help="Stay up after the demo.")] = True,
+    prefect_port: Annotated[int, typer.Option()] = 4200,
+    level: Annotated[str, typer.Option()] = "II",
+) -> None:
+    """Start the system and drive a demo flood incident, with simulated departments, to its end."""
+    from flows.demo import run_demo
+
+    sys.exit(run_demo(keep_running=keep_running, prefect_port=prefect_port, level=level))
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

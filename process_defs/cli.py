@@ -60,7 +60,7 @@ _WORDS = {
            "ends_stage": "完成即结束本阶段", "no_deadline": "无时限", "inputs": "读取"},
     "en": {"category": "category", "version": "version", "prefix": "code prefix", "level": "level",
            "active": "active", "default": "default", "steps": "steps", "gate": "gate", "human": "human",
-           "action": "action", "deadline": "deadline", "depends": "after", "only_if": "only if",
+           "action": "action", "deadline": "deadline", "depends": "depends on", "only_if": "only if",
            "escalate": "escalates to", "from_level": "and above", "inactive": "inactive", "no_steps": "(no steps)",
            "hidden": "{n} more step(s) inactive at this level", "ends_stage": "completing it ends the stage",
            "no_deadline": "no deadline", "inputs": "reads"},
@@ -72,7 +72,7 @@ INACTIVE_MARK = "○"
 
 def format_duration(value: timedelta) -> str:
     """A short human reading of a deadline: `30 min`, `2 h`, `1 h 30 min`, `3 d`, `1 d 12 h`."""
-    seconds = int(round(value.total_seconds()))
+    seconds = round(value.total_seconds())
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

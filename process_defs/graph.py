@@ -77,8 +77,8 @@ def mermaid_text(text: str) -> str:
 def mermaid(plan: IncidentType, lang: str = "zh") -> str:
     """A Mermaid `flowchart LR`: one subgraph per stage, an edge per dependency, action and gate steps styled."""
     lines = [
-        f"%% {mermaid_text(plan.name.zh)} / {mermaid_text(plan.name.en)} ({plan.key} v{plan.version})",
         "flowchart LR",
+        f"  %% {mermaid_text(plan.name.zh)} / {mermaid_text(plan.name.en)} ({plan.key} v{plan.version})",
     ]
     action_ids: list[str] = []
     gate_ids: list[str] = []
@@ -87,7 +87,6 @@ def mermaid(plan: IncidentType, lang: str = "zh") -> str:
         stage_def = plan.stages.get(stage)
         title = STAGE_NAMES[stage]["en" if lang.startswith("en") else "zh"]
         lines.append(f'  subgraph stage_{stage}["{mermaid_text(title)} ({stage})"]')
-        lines.append("    direction TB")
         if not stage_def.steps:
             lines.append(f'    stage_{stage}_empty(["{"no steps" if lang.startswith("en") else "无步骤"}"])')
         for step in stage_def.steps:
@@ -131,7 +130,7 @@ def mermaid(plan: IncidentType, lang: str = "zh") -> str:
 # --------------------------------------------------------------------------------------------- SVG layout
 
 BOX_W = 210
-BOX_H = 64
+BOX_H = 76
 COL_GAP = 56
 ROW_GAP = 22
 BAND_PAD = 20
@@ -196,11 +195,8 @@ def layout(plan: IncidentType) -> Layout:
             columns[depths[s.key]].append(s.key)
         for c, keys in enumerate(columns):
             if c > 0:  # put a step level with the average of its in-stage dependencies to limit crossings
-                def centre(key: str) -> tuple[float, int]:
-                    parents = [rows[d] for d in by_key[key].depends_on if d in rows and d in by_key]
-                    return (sum(parents) / len(parents) if parents else float("inf")), order[key]
-
-                keys.sort(key=centre)
+                centres = {key: _barycentre(by_key[key], by_key, rows, order) for key in keys}
+                keys.sort(key=centres.__getitem__)
             for r, key in enumerate(keys):
                 rows[key] = r
         grid[stage] = columns
@@ -224,6 +220,12 @@ def layout(plan: IncidentType) -> Layout:
     result.width = x - COL_GAP / 2 + MARGIN
     result.edges = [(dep, step.key) for _, step in plan.steps() for dep in step.depends_on if dep in result.boxes]
     return result
+
+
+def _barycentre(step: Step, stage_steps: dict[str, Step], rows: dict[str, int], order: dict[str, int]
+                ) -> tuple[float, int]:
+    parents = [rows[d] for d in step.depends_on if d in rows and d in stage_steps]
+    return (sum(parents) / len(parents) if parents else float("inf")), order[step.key]
 
 
 # --------------------------------------------------------------------------------------------- SVG drawing
@@ -373,16 +375,24 @@ def _svg_box(step: Step, box: Box, gate: bool, lang: str, registry: DepartmentRe
         classes.append("gate")
     if step.when and step.when.condition:
         classes.append("conditional")
-    title_lines = fit_lines(step.title.get(lang), FONT, BOX_W - 16, max_lines=2)
+    badges = []
+    if gate:
+        badges.append("GATE" if lang.startswith("en") else "关卡")
+    if step.min_level != "IV":
+        badges.append(f"≥{step.min_level}")
+    badge = " ".join(badges)
+    # The badge sits in the top right corner; the first title line must stay clear of it.
+    title_lines = fit_lines(step.title.get(lang), FONT, BOX_W - 20 - (text_width(badge, 10) if badge else 0),
+                            max_lines=2)
     out = [f'<g class="{" ".join(classes)}" id={xml_attr("step-" + step.key)} data-key={xml_attr(step.key)}>',
            f"<title>{xml_text(_tooltip(step, lang, registry))}</title>",
            f'<rect class="box" x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w}" height="{box.h}" rx="6"/>']
     if len(title_lines) == 1:
-        ys = [box.y + 22]
-        key_y = box.y + 40
+        ys = [box.y + 24]
+        key_y = box.y + 44
     else:
-        ys = [box.y + 17, box.y + 33]
-        key_y = box.y + 48
+        ys = [box.y + 18, box.y + 34]
+        key_y = box.y + 51
     for y, line in zip(ys, title_lines, strict=False):
         out.append(f'<text class="step-title" x="{box.x + 8:.1f}" y="{y:.1f}">{xml_text(line)}</text>')
     out.append(f'<text class="step-key" x="{box.x + 8:.1f}" y="{key_y:.1f}">{xml_text(step.key)}</text>')
@@ -395,16 +405,10 @@ def _svg_box(step: Step, box: Box, gate: bool, lang: str, registry: DepartmentRe
     if step.kind is StepKind.action and step.action:
         meta.append(step.action)
     meta_text = fit_lines(" · ".join(meta), 10, BOX_W - 16, max_lines=1)[0]
-    out.append(f'<text class="step-meta" x="{box.x + 8:.1f}" y="{box.y + box.h - 6:.1f}">{xml_text(meta_text)}</text>')
-    badges = []
-    if gate:
-        badges.append("GATE" if lang.startswith("en") else "关卡")
-    if step.min_level != "IV":
-        badges.append(f"≥{step.min_level}")
-    if badges:
-        text = " ".join(badges)
-        out.append(f'<text class="badge" x="{box.x + box.w - 6 - text_width(text, 10):.1f}" y="{box.y + 12:.1f}">'
-                   f"{xml_text(text)}</text>")
+    out.append(f'<text class="step-meta" x="{box.x + 8:.1f}" y="{box.y + box.h - 8:.1f}">{xml_text(meta_text)}</text>')
+    if badge:
+        out.append(f'<text class="badge" x="{box.x + box.w - 6 - text_width(badge, 10):.1f}" y="{box.y + 13:.1f}">'
+                   f"{xml_text(badge)}</text>")
     out.append("</g>")
     return out
 

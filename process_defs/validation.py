@@ -96,7 +96,11 @@ def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | No
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        problems.append(Problem(file, line, "", f"malformed YAML: {exc.problem or exc.context}"))
+        message = f"malformed YAML: {exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            # e.g. an unclosed `{` is only noticed on a later line; say where it was opened.
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        problems.append(Problem(file, line, "", message))
         return None
     except yaml.YAMLError as exc:
         problems.append(Problem(file, 1, "", f"malformed YAML: {_construct_error(exc)}"))

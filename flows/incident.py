@@ -1,0 +1,95 @@
+"""Incident flows: one Prefect flow per incident type (`incident-<type>`), one flow run per incident.
+
+The flow body is a loop: reconcile the incident with its plan (assign what is due, move stages, escalate
+what is overdue), run the automated steps as Prefect tasks, then wait (costing nothing but a coroutine)
+until a department acts, a deadline comes, or the periodic re-check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import lru_cache
+from typing import Any
+
+from prefect import Flow, flow, get_run_logger
+
+from core.db import in_transaction
+from core.engine import AdvanceResult, advance
+from core.models import utcnow
+from core.plans import list_types
+from core.settings import get_settings
+from flows.waking import current_runtime
+from tasks.actions import ACTION_TASKS
+from tasks.delivery import deliver_with_retries
+
+log = logging.getLogger("baton.flow")
+
+
+def _advance(session: Any, *, incident_id: str, worker_id: str | None) -> AdvanceResult:
+    return advance(session, incident_id=incident_id, worker_id=worker_id,
+                   reminder_before=get_settings().reminder_before)
+
+
+def _action_of(session: Any, *, task_id: str) -> str:
+    from core.models import DepartmentTask, Incident
+    from core.plans import plan_for_version
+
+    row = session.get(DepartmentTask, task_id)
+    incident = session.get(Incident, row.incident_id)
+    action = plan_for_version(session, incident.plan_version_id).step(row.step_key).action
+    assert action is not None
+    return action
+
+
+async def _run_action(task_id: str) -> None:
+    action = await in_transaction(_action_of, task_id=task_id)
+    await ACTION_TASKS[action](task_id)
+
+
+async def run_incident(incident_id: str) -> dict[str, Any]:
+    runtime = current_runtime()
+    settings = get_settings()
+    logger = get_run_logger()
+    sending: dict[str, asyncio.Task[str]] = {}
+    try:
+        while True:
+            event = runtime.waker.arm(incident_id)
+            result = await in_transaction(_advance, incident_id=incident_id, worker_id=runtime.worker_id)
+            # Deliveries run beside the flow: a slow department system never holds the incident up.
+            for delivery_id in result.deliveries:
+                if delivery_id not in sending or sending[delivery_id].done():
+                    sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
+            if result.actions:
+                await asyncio.gather(*(_run_action(task_id) for task_id in result.actions))
+                continue
+            if result.closed:
+                logger.info("Incident %s closed at level %s", result.code, result.level)
+                break
+            timeout = settings.recheck_seconds
+            if result.next_check is not None:
+                timeout = min(timeout, (result.next_check - utcnow()).total_seconds() + 0.05)
+            if runtime.worker_id is None:
+                timeout = min(timeout, runtime.poll_without_worker)
+            await runtime.waker.wait(event, timeout)
+        pending = [t for t in sending.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=settings.recheck_seconds)
+        return {"incident_id": incident_id, "code": result.code, "status": result.status, "level": result.level}
+    finally:
+        runtime.waker.forget(incident_id)
+        for item in sending.values():
+            item.cancel()
+
+
+@lru_cache(maxsize=64)
+def incident_flow(type_key: str) -> Flow[..., Any]:
+    """The Prefect flow for one incident type; every incident of that type is a run of it."""
+    return flow(name=f"incident-{type_key}", persist_result=False, log_prints=False, retries=0,
+                description=f"Walks a '{type_key}' incident through warning, response, recovery and learning.")(
+        run_incident)
+
+
+def all_incident_flows() -> dict[str, Flow[..., Any]]:
+    return {key: incident_flow(key) for key in list_types()}
+

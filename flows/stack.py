@@ -1,0 +1,112 @@
+"""The embedded system on one machine: a local Prefect server and Baton workers, as child processes.
+
+Everything lives under the Baton home (`.baton/` by default): the SQLite database, the Prefect server's
+own home and database, and the logs of each process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from core.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PREFECT_HOME": str((home / "prefect").resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        # The pause-expiry scan walks every paused run each loop; Baton pauses none, so look rarely.
+        "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "60",
+    })
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    home: Path
+    api_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_prefect(self, port: int) -> None:
+        log = self.home / "logs" / "prefect-server.log"
+        env = prefect_env(self.home)
+        env.pop("PREFECT_API_URL", None)
+        env["PREFECT_UI_ENABLED"] = env.get("PREFECT_UI_ENABLED", "true")
+        self.processes["prefect-server"] = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_http(f"http://127.0.0.1:{port}/api/health", 120, self.processes["prefect-server"], log)
+
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = self.home / "logs" / f"{name}.log"
+        env = prefect_env(self.home, self.api_url)
+        env.update({"BATON_HOME": str(self.home.resolve()), "BATON_WORKER_ID": name, **(extra_env or {})})
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.processes[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | None = None) -> Iterator[Stack]:
+    """Start Prefect (unless PREFECT_API_URL points at one) and `workers` Baton workers; stop them after."""
+    home = settings.home
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    external = os.environ.get("PREFECT_API_URL")
+    port = prefect_port or free_port()
+    stack = Stack(home=home, api_url=external or f"http://127.0.0.1:{port}/api")
+    try:
+        if not external:
+            stack.start_prefect(port)
+        os.environ["PREFECT_API_URL"] = stack.api_url
+        for i in range(workers):
+            stack.start_worker(f"worker-{i + 1}")
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,205 @@
+"""The Baton worker: one long-lived process running many incident flow runs in its own event loop.
+
+It claims incidents (leases in the application database), creates or resumes each incident's Prefect
+flow run (no deployment, named by the incident code), runs it in-process, and wakes the waiting flows
+when the database shows that a department acted. Several workers share the work; when one dies its leases
+expire and the others take its incidents over, resuming the same flow runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+from prefect.client.schemas.objects import FlowRun
+from prefect.flow_engine import run_flow_async
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.states import Pending, to_state_create
+from sqlmodel import Session
+
+from core import leases
+from core.db import in_transaction
+from core.models import Incident, utcnow
+from core.settings import Settings, get_settings
+from flows.incident import incident_flow
+from flows.waking import RUNTIME, Runtime, Waker
+
+log = logging.getLogger("baton.worker")
+
+
+def run_tags(incident: Incident) -> list[str]:
+    tags = [f"type:{incident.type}", f"level:{incident.level}", "baton"]
+    if incident.drill:
+        tags.append("drill")
+    return tags
+
+
+def _snapshot(session: Session, *, incident_id: str) -> dict[str, Any] | None:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return None
+    return {"id": incident.id, "code": incident.code, "type": incident.type, "status": incident.status,
+            "flow_run_id": incident.flow_run_id, "tags": run_tags(incident)}
+
+
+class BatonWorker:
+    def __init__(self, settings: Settings | None = None, worker_id: str | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.worker_id = worker_id or self.settings.resolved_worker_id()
+        self.waker = Waker()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.seen: dict[str, Any] = {}
+        self._client: PrefectClient | None = None
+        self._flow_ids: dict[str, UUID] = {}
+        self.stopping = asyncio.Event()
+
+    # -- flow runs -----------------------------------------------------------------------------------
+    async def _flow_id(self, name: str) -> UUID:
+        if name not in self._flow_ids:
+            assert self._client is not None
+            response = await self._client.request("POST", "/flows/", json=FlowCreate(name=name).model_dump(mode="json"))
+            self._flow_ids[name] = UUID(response.json()["id"])
+        return self._flow_ids[name]
+
+    async def ensure_flow_run(self, info: dict[str, Any]) -> FlowRun:
+        """The incident's flow run: created once (idempotently, keyed by the incident), then resumed."""
+        assert self._client is not None
+        client = self._client
+        if info["flow_run_id"]:
+            run = await client.read_flow_run(UUID(info["flow_run_id"]))
+        else:
+            flow_obj = incident_flow(info["type"])
+            body = FlowRunCreate(
+                flow_id=await self._flow_id(flow_obj.name), name=info["code"],
+                parameters={"incident_id": info["id"]}, tags=info["tags"], state=to_state_create(Pending()),
+                idempotency_key=f"baton-incident:{info['id']}",
+            ).model_dump(mode="json", exclude_unset=True)
+            response = await client.request("POST", "/flow_runs/", json=body)
+            run = FlowRun.model_validate(response.json())
+            await in_transaction(leases.set_flow_run, incident_id=info["id"], flow_run_id=str(run.id))
+        if run.state is not None and (run.state.is_final() or run.state.is_paused()):
+            # The incident is still open, so its run must go on (e.g. it crashed with its old worker).
+            await client.set_flow_run_state(run.id, Pending(message="resumed by Baton"), force=True)
+            run = await client.read_flow_run(run.id)
+        return run
+
+    async def _run_incident(self, incident_id: str) -> None:
+        try:
+            info = await in_transaction(_snapshot, incident_id=incident_id)
+            if info is None or info["status"] != "open":
+                return
+            run = await self.ensure_flow_run(info)
+            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker))
+            try:
+                await run_flow_async(incident_flow(info["type"]), flow_run=run,
+                                     parameters={"incident_id": incident_id}, return_type="state")
+            finally:
+                RUNTIME.reset(token)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("incident %s: flow run failed; releasing it for another attempt", incident_id)
+            await asyncio.sleep(2.0)
+        finally:
+            self.running.pop(incident_id, None)
+            if not self.stopping.is_set():
+                with contextlib.suppress(Exception):
+                    await in_transaction(leases.release, worker_id=self.worker_id, incident_ids=[incident_id])
+
+    # -- loops ---------------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                room = self.settings.worker_capacity - len(self.running)
+                claimed = await in_transaction(leases.claim, worker_id=self.worker_id, limit=min(room, 50),
+                                               lease_seconds=self.settings.lease_seconds)
+                for incident_id in claimed:
+                    if incident_id not in self.running:
+                        self.running[incident_id] = asyncio.create_task(self._run_incident(incident_id))
+                delay = 0.0 if len(claimed) >= 50 else self.settings.claim_interval
+            except Exception:
+                log.exception("claim failed")
+                delay = 2.0
+            await self._sleep(delay)
+
+    async def _renew_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                held = await in_transaction(leases.renew, worker_id=self.worker_id,
+                                            lease_seconds=self.settings.lease_seconds)
+                for incident_id, task in list(self.running.items()):
+                    if incident_id not in held and not task.done():
+                        log.warning("incident %s: lease lost to another worker; stopping here", incident_id)
+                        task.cancel()
+            except Exception:
+                log.exception("lease renewal failed")
+            await self._sleep(self.settings.lease_seconds / 3)
+
+    async def _wake_loop(self) -> None:
+        margin = timedelta(seconds=5)
+        since = utcnow() - margin
+        while not self.stopping.is_set():
+            started = utcnow()
+            try:
+                rows = await in_transaction(leases.recently_woken, worker_id=self.worker_id, since=since)
+                for incident_id, woken_at in rows:
+                    if self.seen.get(incident_id) != woken_at:
+                        self.seen[incident_id] = woken_at
+                        self.waker.wake(incident_id)
+                # Overlap the windows: a write committed late with an earlier timestamp is still seen.
+                since = started - margin
+                if len(self.seen) > 4 * max(len(self.running), 100):
+                    self.seen = {k: v for k, v in self.seen.items() if k in self.running}
+            except Exception:
+                log.exception("wake poll failed")
+            await self._sleep(self.settings.wake_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def serve(self) -> None:
+        # Baton's leases find dead workers; Prefect's per-run heartbeat threads would only add threads.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            async with get_client() as client:
+                self._client = client
+                loops = [asyncio.create_task(coro) for coro in
+                         (self._claim_loop(), self._renew_loop(), self._wake_loop())]
+                log.info("Baton worker %s started", self.worker_id)
+                await self.stopping.wait()
+                for item in loops:
+                    item.cancel()
+                for item in list(self.running.values()):
+                    item.cancel()
+                await asyncio.gather(*loops, *self.running.values(), return_exceptions=True)
+                # Hand the incidents back at once rather than making others wait for the leases to lapse.
+                with contextlib.suppress(Exception):
+                    await in_transaction(leases.release, worker_id=self.worker_id)
+                log.info("Baton worker %s stopped", self.worker_id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def run_worker(settings: Settings | None = None) -> None:
+    """Run a worker until SIGINT or SIGTERM."""
+    from core.migrate import upgrade
+
+    upgrade()
+    worker = BatonWorker(settings)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.serve()
+
+    asyncio.run(main())

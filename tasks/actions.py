@@ -1,0 +1,116 @@
+"""The automated steps a plan can name (see `process_defs.actions`), as Prefect tasks that take IDs."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from sqlmodel import Session, select
+
+from core.cap import render_alert
+from core.db import in_transaction
+from core.engine import finish_action, latest_tasks, queue_delivery
+from core.models import CapAlert, DepartmentTask, Incident, TaskStatus, utcnow
+from core.plans import plan_for_version, registry
+from core.settings import get_settings
+from process_defs.actions import NotifyDepartmentParams, PublishWarningParams, SituationSummaryParams
+from process_defs.schema import Classification
+
+
+def _context(session: Session, task_id: str) -> tuple[DepartmentTask, Incident, Any]:
+    row = session.get(DepartmentTask, task_id)
+    if row is None:
+        raise LookupError(f"no task {task_id}")
+    incident = session.get(Incident, row.incident_id)
+    assert incident is not None
+    step = plan_for_version(session, incident.plan_version_id).step(row.step_key)
+    return row, incident, step
+
+
+def _notify(session: Session, *, task_id: str) -> dict[str, Any]:
+    row, incident, step = _context(session, task_id)
+    if row.status != TaskStatus.pending:
+        return {"skipped": True}
+    params = NotifyDepartmentParams.model_validate(step.params)
+    target = params.target or step.department
+    delivery = queue_delivery(session, incident=incident, key=f"{incident.id}:{step.key}:notify",
+                               purpose="notice", target=target,
+                               payload={"step": step.key, "message": params.message.model_dump()})
+    finish_action(session, task_id=task_id, outputs={"delivery_id": delivery.id, "target": target})
+    return {"delivery_id": delivery.id}
+
+
+def _publish(session: Session, *, task_id: str) -> dict[str, Any]:
+    row, incident, step = _context(session, task_id)
+    if row.status != TaskStatus.pending:
+        return {"skipped": True}
+    params = PublishWarningParams.model_validate(step.params)
+    key = f"{incident.id}:{step.key}:cap"
+    alert = session.exec(select(CapAlert).where(CapAlert.idempotency_key == key)).first()
+    if alert is None:
+        domain = get_settings().sender.split("@")[-1]
+        sent = utcnow()
+        tasks = latest_tasks(session, incident.id)
+        facts = [f"{k}: {v}" for dep in step.depends_on if (t := tasks.get(dep)) and t.outputs
+                 for k, v in t.outputs.items() if not isinstance(v, dict | list)]
+        rendered = render_alert(incident, params, identifier=f"{domain}.{incident.code}.{step.key}", sent=sent,
+                                description_zh="；".join(facts), description_en="; ".join(facts))
+        # A drill never reaches the public: the alert is kept, marked Exercise, and not published.
+        alert = CapAlert(incident_id=incident.id, identifier=rendered.identifier, idempotency_key=key,
+                         msg_type=params.msg_type, status=rendered.status, published=not incident.drill,
+                         xml=rendered.xml, sent_at=sent)
+        session.add(alert)
+        session.flush()
+    finish_action(session, task_id=task_id, outputs={"identifier": alert.identifier, "published": alert.published,
+                                                    "msg_type": alert.msg_type, "status": alert.status})
+    return {"identifier": alert.identifier}
+
+
+def _summarise(session: Session, *, task_id: str) -> dict[str, Any]:
+    row, incident, step = _context(session, task_id)
+    if row.status != TaskStatus.pending:
+        return {"skipped": True}
+    SituationSummaryParams.model_validate(step.params)
+    plan = plan_for_version(session, incident.plan_version_id)
+    reg = registry()
+    entries = []
+    for key, item in sorted(latest_tasks(session, incident.id).items(),
+                            key=lambda kv: kv[1].completed_at or datetime.max.replace(tzinfo=UTC)):
+        source = plan.step(key)
+        if item.status != TaskStatus.completed or source.share is None or item.kind != "human":
+            continue
+        if source.share.classification == Classification.restricted:
+            continue  # restricted outputs stay with the departments named in the plan
+        dept = reg.department(item.department)
+        entries.append({"step": key, "title": source.title.model_dump(), "department": item.department,
+                        "department_name": dept.name.model_dump() if dept else None,
+                        "completed_at": item.completed_at.isoformat() if item.completed_at else None,
+                        "outputs": item.outputs, "classification": source.share.classification.value})
+    summary = {"incident": incident.code, "level": incident.level, "stage": incident.stage,
+               "compiled_at": utcnow().isoformat(), "entries": entries}
+    finish_action(session, task_id=task_id, outputs={"summary": summary, "entries": len(entries)})
+    return {"entries": len(entries)}
+
+
+@task(name="notify_department", retries=3, retry_delay_seconds=[1, 5, 20])
+async def notify_department(task_id: str) -> dict[str, Any]:
+    return await in_transaction(_notify, task_id=task_id)
+
+
+@task(name="publish_warning", retries=3, retry_delay_seconds=[1, 5, 20])
+async def publish_warning(task_id: str) -> dict[str, Any]:
+    return await in_transaction(_publish, task_id=task_id)
+
+
+@task(name="compile_situation_summary", retries=3, retry_delay_seconds=[1, 5, 20])
+async def compile_situation_summary(task_id: str) -> dict[str, Any]:
+    return await in_transaction(_summarise, task_id=task_id)
+
+
+ACTION_TASKS: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
+    "notify_department": notify_department,
+    "publish_warning": publish_warning,
+    "compile_situation_summary": compile_situation_summary,
+}
