@@ -1,0 +1,89 @@
+"""Test fixtures: one real Prefect server per session, a fresh application database per test (SQLite, or
+PostgreSQL for tests marked `postgres`), and Baton settings pointed at them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import PROCESS_DEFS_DIR, get_settings
+from tests.servers import PostgresCluster, PrefectServer
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = PrefectServer().start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def baton_home(tmp_path: Path) -> Path:
+    return tmp_path / "baton"
+
+
+@pytest.fixture
+def plans_dir() -> Path:
+    return PROCESS_DEFS_DIR
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, db_kind: str, baton_home: Path) -> str:
+    if db_kind == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        return cluster.create_database(f"baton_{uuid.uuid4().hex[:12]}")
+    return f"sqlite:///{baton_home / 'baton.db'}"
+
+
+@pytest.fixture
+def baton(monkeypatch: pytest.MonkeyPatch, database_url: str, baton_home: Path, plans_dir: Path) -> Iterator[str]:
+    """Baton settings for this test; the database migrated to head. Yields the database URL."""
+    from core.migrate import upgrade
+    from core.plans import _registry, parse_plan_text
+
+    baton_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("BATON_HOME", str(baton_home))
+    monkeypatch.setenv("BATON_DATABASE_URL", database_url)
+    monkeypatch.setenv("BATON_PLANS_DIR", str(plans_dir))
+    monkeypatch.setenv("BATON_RETRY_DELAYS", "[0.1, 0.2, 0.3]")
+    get_settings.cache_clear()
+    _registry.cache_clear()
+    parse_plan_text.cache_clear()
+    upgrade()
+    yield database_url
+    get_settings.cache_clear()
+    _registry.cache_clear()
+    parse_plan_text.cache_clear()
+
+
+def copy_plans(target: Path, *names: str) -> Path:
+    """A plans folder with the shipped registry and the named shipped plans (edit them in the test)."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROCESS_DEFS_DIR / "departments.yaml", target / "departments.yaml")
+    for name in names:
+        shutil.copy(PROCESS_DEFS_DIR / f"{name}.yaml", target / f"{name}.yaml")
+    return target

@@ -1,0 +1,78 @@
+"""Drive the engine synchronously (no Prefect) the way a worker's flow would, for rule tests."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select
+
+from core.db import session_scope
+from core.engine import AdvanceResult, advance, finish_action, latest_tasks
+from core.handoffs import complete
+from core.incidents import open_incident
+from core.models import OPEN_STATUSES, DepartmentTask, Incident
+from core.plans import plan_for_version
+from core.simulation import sample_outputs
+
+
+def open_(type_key: str = "flood", level: str = "IV", **kwargs: Any) -> str:
+    with session_scope() as session:
+        return open_incident(session, type_key=type_key, level=level, title="test incident", actor="test:office",
+                             **kwargs).incident.id
+
+
+def step(incident_id: str, now: datetime | None = None) -> AdvanceResult:
+    """One reconciliation, with automated steps finished as their tasks would."""
+    while True:
+        with session_scope() as session:
+            result = advance(session, incident_id=incident_id, now=now)
+            for task_id in result.actions:
+                finish_action(session, task_id=task_id, outputs={"simulated": True})
+        if not result.actions:
+            return result
+
+
+def open_tasks(incident_id: str) -> dict[str, DepartmentTask]:
+    with session_scope() as session:
+        rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id,
+                                                         DepartmentTask.kind == "human",
+                                                         col(DepartmentTask.status).in_(OPEN_STATUSES))).all()
+        return {row.step_key: row for row in rows}
+
+
+def tasks(incident_id: str) -> dict[str, DepartmentTask]:
+    with session_scope() as session:
+        return latest_tasks(session, incident_id)
+
+
+def incident(incident_id: str) -> Incident:
+    with session_scope() as session:
+        row = session.get(Incident, incident_id)
+        assert row is not None
+        return row
+
+
+def complete_step(incident_id: str, step_key: str, outputs: dict[str, Any] | None = None,
+                  actor: str = "test:dept") -> DepartmentTask:
+    task = open_tasks(incident_id)[step_key]
+    with session_scope() as session:
+        row = session.get(Incident, incident_id)
+        assert row is not None
+        plan_step = plan_for_version(session, row.plan_version_id).step(step_key)
+        values = outputs if outputs is not None else sample_outputs(plan_step, random.Random(1))
+        return complete(session, task_id=task.id, actor=actor, outputs=values)
+
+
+def run_to_end(incident_id: str, fills: dict[str, dict[str, Any]] | None = None, limit: int = 200) -> list[str]:
+    """Complete every open task as it appears until the incident closes; returns the steps in order done."""
+    done: list[str] = []
+    for _ in range(limit):
+        result = step(incident_id)
+        if result.closed:
+            return done
+        for key in sorted(open_tasks(incident_id)):
+            complete_step(incident_id, key, (fills or {}).get(key))
+            done.append(key)
+    raise AssertionError(f"incident did not close; done so far: {done}")

@@ -1,0 +1,185 @@
+"""Incidents as Prefect flow runs, run by real Baton worker processes against a real Prefect server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+from prefect import get_client
+from sqlmodel import select
+
+from core import ledger
+from core.db import session_scope
+from core.models import DepartmentTask, Incident, LedgerEntry
+from tests import engine_driver as drive
+from tests.conftest import copy_plans
+from tests.servers import PrefectServer
+
+pytestmark = pytest.mark.prefect
+BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                               indirect=True)
+FILLS: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"},
+         "rainstorm_forecast": {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
+                                "valid_until": "2026-07-20T18:00:00+08:00"},
+         "flood_risk_assessment": {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}}
+
+
+@pytest.fixture
+def workers(
+    prefect_server: PrefectServer, baton: str, tmp_path: Path
+) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, BATON_WORKER_ID=name, PREFECT_API_URL=prefect_server.api_url)
+        log = (tmp_path / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def work_open_tasks(incident_id: str, only: set[str] | None = None) -> list[str]:
+    done = []
+    for key in sorted(drive.open_tasks(incident_id)):
+        if only is None or key in only:
+            drive.complete_step(incident_id, key, FILLS.get(key))
+            done.append(key)
+    return done
+
+
+def drive_until(incident_id: str, stop: Callable[[Incident], bool], timeout: float = 90,
+                only: set[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = drive.incident(incident_id)
+        if stop(row):
+            return
+        work_open_tasks(incident_id, only)
+        time.sleep(0.1)
+    raise AssertionError(f"incident stuck in {drive.incident(incident_id).stage}")
+
+
+async def read_run(flow_run_id: str) -> tuple[str, str, list[str], str]:
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(flow_run_id))
+        flow = await client.read_flow(run.flow_id)
+        assert run.state is not None
+        return run.name, flow.name, list(run.tags), run.state.type.value
+
+
+def completed_run(flow_run_id: str, timeout: float = 30) -> tuple[str, str, list[str]]:
+    """Name, flow name and tags of the flow run, once Prefect shows it Completed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        name, flow_name, tags, state = asyncio.run(read_run(flow_run_id))
+        if state == "COMPLETED":
+            return name, flow_name, tags
+        time.sleep(0.2)
+    raise AssertionError(f"flow run {flow_run_id} is {state}, not COMPLETED")
+
+
+@BOTH
+def test_flood_incident_runs_as_a_prefect_flow_run_named_by_its_code(workers: Callable[[str], object]) -> None:
+    workers("worker-a")
+    incident_id = drive.open_("flood", level="III", drill=True)
+    # The worker picks the incident up and assigns the first step without anyone calling it.
+    wait_for(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "first assignment")
+    drive_until(incident_id, lambda row: row.status == "closed")
+    row = drive.incident(incident_id)
+    assert row.flow_run_id is not None
+    name, flow_name, tags = completed_run(row.flow_run_id)
+    assert name == row.code and flow_name == "incident-flood"
+    assert {"type:flood", "level:III", "drill"} <= set(tags)
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+        kinds = Counter((e.kind, e.step_key) for e in ledger.read_chain(session, incident_id))
+        # Level III activates the underground check; the automated steps ran as Prefect tasks.
+        tasks = {t.step_key: t for t in session.exec(select(DepartmentTask).where(
+            DepartmentTask.incident_id == incident_id)).all()}
+    assert tasks["underground_space_check"].status == "completed"
+    assert tasks["publish_rainstorm_warning"].status == "completed"
+    assert (tasks["publish_rainstorm_warning"].outputs or {})["published"] is False  # a drill is never published
+    assert all(count == 1 for (kind, _), count in kinds.items() if kind == "task.assigned")
+
+
+def test_worker_killed_mid_stage_is_taken_over_and_the_same_flow_run_resumes(
+        workers: Callable[[str], subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATON_LEASE_SECONDS", "3")
+    first = workers("worker-a")
+    incident_id = drive.open_("flood", level="IV")
+    drive_until(incident_id, lambda row: row.stage == "response")
+    wait_for(lambda: "activate_command" in drive.open_tasks(incident_id), 30, "response assignment")
+    flow_run_id = drive.incident(incident_id).flow_run_id
+    assert flow_run_id
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    # A completion while no worker runs is kept and acted on after the takeover.
+    drive.complete_step(incident_id, "activate_command")
+    workers("worker-b")
+    wait_for(lambda: drive.incident(incident_id).lease_owner == "worker-b", 60, "takeover by worker-b")
+    wait_for(lambda: "drainage_operations" in drive.open_tasks(incident_id), 30, "fan-out after takeover")
+    drive_until(incident_id, lambda row: row.status == "closed")
+    row = drive.incident(incident_id)
+    assert row.flow_run_id == flow_run_id
+    name, _, _ = completed_run(flow_run_id)
+    assert name == row.code
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+        entries = session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id)).all()
+    assigned = Counter(e.step_key for e in entries if e.kind == "task.assigned")
+    assert assigned and max(assigned.values()) == 1, assigned
+
+
+def test_overdue_task_escalates_while_the_flow_waits(
+        workers: Callable[[str], object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    plans = copy_plans(tmp_path / "plans", "flood")
+    plan = yaml.safe_load((plans / "flood.yaml").read_text(encoding="utf-8"))
+    plan["stages"]["warning"]["steps"][0]["deadline"] = "PT3S"
+    (plans / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("BATON_PLANS_DIR", str(plans))
+    from core.plans import _registry
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    _registry.cache_clear()
+    workers("worker-a")
+    incident_id = drive.open_("flood", level="IV")
+    wait_for(lambda: drive.tasks(incident_id).get("rainstorm_forecast"), 60, "assignment")
+    task = wait_for(lambda: (t := drive.tasks(incident_id)["rainstorm_forecast"]).status == "escalated" and t,
+                    30, "escalation")
+    assert task.escalated_to == "city_government"  # type: ignore[attr-defined]
+    with session_scope() as session:
+        assert session.exec(select(LedgerEntry).where(LedgerEntry.kind == "task.escalated",
+                                                      LedgerEntry.incident_id == incident_id)).one()
