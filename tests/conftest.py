@@ -16,6 +16,8 @@ from tests.servers import PostgresCluster, PrefectServer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Logs shipped to a server that the session has already stopped would only print connection errors.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import datetime
 from typing import Any
@@ -23,15 +24,33 @@ def open_(type_key: str = "flood", level: str = "IV", **kwargs: Any) -> str:
                              **kwargs).incident.id
 
 
-def step(incident_id: str, now: datetime | None = None) -> AdvanceResult:
-    """One reconciliation, with automated steps finished as their tasks would."""
+def step(incident_id: str, now: datetime | None = None, real_actions: bool = False) -> AdvanceResult:
+    """One reconciliation, with automated steps finished: by their real task bodies when `real_actions`,
+    else with a stand-in result."""
     while True:
         with session_scope() as session:
             result = advance(session, incident_id=incident_id, now=now)
+            if not real_actions:
+                for task_id in result.actions:
+                    finish_action(session, task_id=task_id, outputs={"simulated": True})
+        if real_actions:
             for task_id in result.actions:
-                finish_action(session, task_id=task_id, outputs={"simulated": True})
+                _run_real_action(task_id)
         if not result.actions:
             return result
+
+
+def _run_real_action(task_id: str) -> None:
+    from tasks.actions import ACTION_TASKS
+
+    with session_scope() as session:
+        row = session.get(DepartmentTask, task_id)
+        assert row is not None
+        incident = session.get(Incident, row.incident_id)
+        assert incident is not None
+        action = plan_for_version(session, incident.plan_version_id).step(row.step_key).action
+    assert action is not None
+    asyncio.run(ACTION_TASKS[action].fn(task_id))  # type: ignore[attr-defined]
 
 
 def open_tasks(incident_id: str) -> dict[str, DepartmentTask]:

@@ -1,0 +1,187 @@
+"""Automated steps: signed, retried department notices (department systems mocked at the httpx transport),
+CAP 1.2 warnings checked against the OASIS schema, situation summaries, and the action registry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+import respx
+import xmlschema
+from prefect import flow
+from sqlmodel import select
+
+from core.cap import CAP_SCHEMA
+from core.db import session_scope
+from core.engine import queue_delivery
+from core.models import CapAlert, DeliveryAttempt, DepartmentTask, Incident, OutboundDelivery
+from core.settings import get_settings
+from core.signing import HEADER, verify
+from process_defs.actions import ACTIONS
+from tasks.actions import ACTION_TASKS, compile_situation_summary, publish_warning
+from tasks.delivery import deliver_with_retries
+from tests import engine_driver as drive
+
+NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
+HOOK = "https://met.example.gov.cn/baton/hook"
+SECRET = "test-secret-not-real"
+
+
+@pytest.fixture
+def endpoint(baton: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("BATON_ENDPOINTS", json.dumps({"meteorology": {"url": HOOK, "secret": SECRET}}))
+    get_settings.cache_clear()
+    return HOOK
+
+
+def test_every_plan_action_has_a_task() -> None:
+    assert set(ACTION_TASKS) == set(ACTIONS)
+
+
+def _queued(incident_id: str) -> str:
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        return queue_delivery(session, incident=incident, key=f"{incident_id}:test:notify", purpose="notice",
+                              target="meteorology", payload={"message": {"zh": "测试", "en": "test"}}).id
+
+
+@flow(name="test-delivery")
+async def _deliver(delivery_id: str) -> str:
+    return await deliver_with_retries(delivery_id)
+
+
+def _attempts(delivery_id: str) -> tuple[OutboundDelivery, list[DeliveryAttempt]]:
+    with session_scope() as session:
+        delivery = session.get(OutboundDelivery, delivery_id)
+        assert delivery is not None
+        rows = session.exec(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
+                            .order_by(DeliveryAttempt.number)).all()
+        return delivery, list(rows)
+
+
+@pytest.mark.prefect
+def test_notice_is_signed_retried_with_backoff_and_every_attempt_recorded(
+        prefect_server: Any, endpoint: str) -> None:
+    incident_id = drive.open_("flood")
+    delivery_id = _queued(incident_id)
+    with respx.mock() as mock:
+        mock.route(host="127.0.0.1").pass_through()  # the Prefect server is real
+        route = mock.post(endpoint).mock(side_effect=[httpx.Response(500), httpx.ConnectError("refused"),
+                                                      httpx.Response(202)])
+        assert asyncio.run(_deliver(delivery_id)) == "delivered"
+    assert route.call_count == 3
+    request = route.calls.last.request
+    assert verify(SECRET, request.content, request.headers[HEADER])
+    assert not verify("wrong-secret", request.content, request.headers[HEADER])
+    assert request.headers["Idempotency-Key"] == f"{incident_id}:test:notify"
+    body = json.loads(request.content)
+    assert body["incident"]["id"] == incident_id and body["purpose"] == "notice"
+    delivery, attempts = _attempts(delivery_id)
+    assert (delivery.outcome, delivery.attempts, delivery.last_status) == ("delivered", 3, 202)
+    assert [a.status_code for a in attempts] == [500, None, 202]
+    assert attempts[1].error is not None and "ConnectError" in attempts[1].error
+
+
+@pytest.mark.prefect
+def test_notice_that_keeps_failing_is_dead_lettered_after_the_last_retry(prefect_server: Any, endpoint: str) -> None:
+    delivery_id = _queued(drive.open_("flood"))
+    with respx.mock() as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        route = mock.post(endpoint).mock(return_value=httpx.Response(503))
+        assert asyncio.run(_deliver(delivery_id)) == "failed"
+    retries = len(get_settings().retry_delays)
+    assert route.call_count == retries + 1
+    delivery, attempts = _attempts(delivery_id)
+    assert delivery.outcome == "failed" and len(attempts) == retries + 1
+
+
+@pytest.mark.prefect
+def test_a_rejected_notice_is_not_retried(prefect_server: Any, endpoint: str) -> None:
+    delivery_id = _queued(drive.open_("flood"))
+    with respx.mock() as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        route = mock.post(endpoint).mock(return_value=httpx.Response(400))
+        assert asyncio.run(_deliver(delivery_id)) == "failed"
+    assert route.call_count == 1
+
+
+def test_department_without_an_endpoint_is_recorded_not_called(baton: str) -> None:
+    from tasks.delivery import send_once
+
+    delivery_id = _queued(drive.open_("flood"))
+    with respx.mock() as mock:
+        assert asyncio.run(send_once(delivery_id)) == "no_endpoint"
+        assert not mock.calls
+    delivery, attempts = _attempts(delivery_id)
+    assert delivery.outcome == "no_endpoint" and attempts[0].error == "no endpoint configured"
+
+
+def _publish_for(incident_id: str) -> CapAlert:
+    drive.step(incident_id)  # assigns the forecast
+    drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
+                                                            "warning_colour": "red",
+                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+    from core.engine import advance
+
+    with session_scope() as session:
+        result = advance(session, incident_id=incident_id)
+    publish = [t for t in result.actions if drive.tasks(incident_id)["publish_rainstorm_warning"].id == t]
+    assert publish, "the warning step should be due"
+    asyncio.run(publish_warning.fn(publish[0]))
+    with session_scope() as session:
+        return session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)).one()
+
+
+@pytest.mark.parametrize("drill", [False, True])
+def test_warning_is_valid_cap_1_2_with_both_languages(baton: str, drill: bool) -> None:
+    incident_id = drive.open_("flood", level="I", drill=drill, lat=30.25, lon=120.17,
+                              location_name="滨江区 <Binjiang> & riverside")
+    alert = _publish_for(incident_id)
+    schema = xmlschema.XMLSchema(str(CAP_SCHEMA))
+    schema.validate(alert.xml)  # raises with the reason if the document is not valid CAP 1.2
+    root = ElementTree.fromstring(alert.xml.encode("utf-8"))
+
+    def find(path: str, node: ElementTree.Element = root) -> list[str]:
+        return [e.text or "" for e in node.findall(path, NS)]
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00", find("cap:sent")[0])
+    assert find("cap:status") == ["Exercise" if drill else "Actual"]
+    assert find("cap:msgType") == ["Alert"]
+    assert find("cap:info/cap:language") == ["zh-CN", "en-US"]
+    assert set(find("cap:info/cap:severity")) == {"Extreme"}
+    assert find("cap:info/cap:area/cap:areaDesc")[0] == "滨江区 <Binjiang> & riverside"
+    assert find("cap:info/cap:area/cap:circle")[0] == "30.2500,120.1700 5.0"
+    assert alert.published is (not drill)
+    task = drive.tasks(incident_id)["publish_rainstorm_warning"]
+    assert task.status == "completed" and (task.outputs or {})["identifier"] == alert.identifier
+
+
+def test_situation_summary_leaves_out_restricted_outputs(baton: str) -> None:
+    incident_id = drive.open_("flood", level="III")
+    # Walk to the summary step, finishing everything on the way.
+    for _ in range(60):
+        drive.step(incident_id, real_actions=True)
+        tasks = drive.tasks(incident_id)
+        if "situation_summary" in tasks:
+            break
+        for key in sorted(drive.open_tasks(incident_id)):
+            outputs = {"decision": "respond"} if key == "lift_warning" else None
+            if key == "flood_risk_assessment":
+                outputs = {"hot_spots": 2, "pumps_deployed": 3, "river_level_high": False}
+            drive.complete_step(incident_id, key, outputs)
+    with session_scope() as session:
+        summary_task = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id,
+                                                                 DepartmentTask.step_key == "situation_summary")
+                                    ).one()
+    assert summary_task.status == "completed"
+    entries = (summary_task.outputs or {})["summary"]["entries"]
+    steps = {e["step"] for e in entries}
+    assert {"rainstorm_forecast", "drainage_operations"} <= steps
+    assert "water_rescue" not in steps  # restricted in the plan
+    asyncio.run(compile_situation_summary.fn(summary_task.id))  # a second run changes nothing
