@@ -235,13 +235,15 @@ def check_registry(registry: DepartmentRegistry, file: str, loaded: LoadedYaml) 
             add(("departments", i, "supervisor"), f"unknown department '{dept.supervisor}'")
         elif dept.supervisor == dept.key:
             add(("departments", i, "supervisor"), "a department cannot supervise itself")
-    # A supervision cycle would make escalation loop forever.
+    # A supervision cycle would make escalation loop forever; report each cycle once, at its first department.
+    cycles: set[frozenset[str]] = set()
     for i, dept in enumerate(registry.departments):
         chain, current = [dept.key], dept.supervisor
         while current is not None and current in seen and current not in chain:
             chain.append(current)
             current = registry.departments[seen[current]].supervisor
-        if current is not None and current == dept.key and len(chain) > 1:
+        if current is not None and current == dept.key and len(chain) > 1 and frozenset(chain) not in cycles:
+            cycles.add(frozenset(chain))
             add(("departments", i, "supervisor"), "supervision cycle: " + " -> ".join([*chain, dept.key]))
     role_keys: set[str] = set()
     for i, role in enumerate(registry.roles):

@@ -171,7 +171,7 @@ def test_situation_summary_leaves_out_restricted_outputs(baton: str) -> None:
         if "situation_summary" in tasks:
             break
         for key in sorted(drive.open_tasks(incident_id)):
-            outputs = {"decision": "respond"} if key == "lift_warning" else None
+            outputs: dict[str, Any] | None = {"decision": "respond"} if key == "lift_warning" else None
             if key == "flood_risk_assessment":
                 outputs = {"hot_spots": 2, "pumps_deployed": 3, "river_level_high": False}
             drive.complete_step(incident_id, key, outputs)
