@@ -358,3 +358,12 @@ def finish_action(session: Session, *, task_id: str, outputs: dict[str, Any], ok
     session.add(incident)
     return task
 
+
+def fail_action(session: Session, *, task_id: str, error: str) -> DepartmentTask:
+    """An automated step that failed after its retries: recorded as done-with-failure in the ledger, and the
+    command office is told, so the incident goes on and a person follows up."""
+    task = finish_action(session, task_id=task_id, outputs={"ok": False, "error": error}, ok=False)
+    incident = lock_incident(session, task.incident_id)
+    queue_delivery(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
+                   target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
+    return task

@@ -30,7 +30,9 @@ def lock_incident(session: Session, incident_id: str) -> Incident:
     """
     query = select(Incident).where(Incident.id == incident_id)
     if is_postgres(session):
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE: compatible with the KEY SHARE locks that inserting rows referencing the
+        # incident takes, so a transaction that inserted first and locks second cannot deadlock another.
+        query = query.with_for_update(key_share=True)
     incident = session.exec(query.execution_options(populate_existing=True)).first()
     if incident is None:
         raise NotFound(f"no incident '{incident_id}'")

@@ -65,6 +65,8 @@ def db_upgrade() -> None:
 def worker() -> None:
     """Run a Baton worker (needs PREFECT_API_URL pointing at a Prefect server)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from flows.worker import run_worker
 
     run_worker()

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import Flow, flow, get_run_logger
 
 from core.db import in_transaction
-from core.engine import AdvanceResult, advance
+from core.engine import AdvanceResult, advance, fail_action
 from core.models import utcnow
 from core.plans import list_types
 from core.settings import get_settings
@@ -44,7 +44,10 @@ def _action_of(session: Any, *, task_id: str) -> str:
 
 async def _run_action(task_id: str) -> None:
     action = await in_transaction(_action_of, task_id=task_id)
-    await ACTION_TASKS[action](task_id)
+    state = await ACTION_TASKS[action](task_id, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        # Out of retries: record the failure and tell the command office rather than stall the incident.
+        await in_transaction(fail_action, task_id=task_id, error=str(state.message or state.name)[:500])
 
 
 async def run_incident(incident_id: str) -> dict[str, Any]:

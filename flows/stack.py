@@ -6,10 +6,14 @@ own home and database, and the logs of each process.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from core.settings import Settings
 
@@ -63,10 +68,13 @@ class Stack:
     api_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start_prefect(self, port: int) -> None:
+    def start_prefect(self, port: int, database_url: str | None = None) -> None:
+        """Start a Prefect server; on PostgreSQL when `database_url` (postgresql+asyncpg://…) is given."""
         log = self.home / "logs" / "prefect-server.log"
         env = prefect_env(self.home)
         env.pop("PREFECT_API_URL", None)
+        if database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         env["PREFECT_UI_ENABLED"] = env.get("PREFECT_UI_ENABLED", "true")
         self.processes["prefect-server"] = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -110,3 +118,62 @@ def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | Non
         yield stack
     finally:
         stack.stop()
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+class PostgresCluster:
+    """A throwaway cluster (trust auth on loopback), run as the `postgres` user when we are root."""
+
+    def __init__(self) -> None:
+        bindir = postgres_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="baton-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.root, "postgres")
+            os.chmod(self.root, 0o755)
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True)
+
+    def start(self) -> PostgresCluster:
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--locale=C.UTF-8")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"), "-w",
+                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=300 "
+                        "-c fsync=off", "start")
+        return self
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (immediate mode)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
+    def restart(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"), "-w",
+                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}", "start")
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (self.data / "postmaster.pid").exists():
+            time.sleep(0.1)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
@@ -30,11 +31,11 @@ app = typer.Typer(help="Response plans: check, show, graph.", no_args_is_help=Tr
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, emoji=False)
 
 
 def _err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
 
 
 class Lang(StrEnum):
@@ -92,7 +93,7 @@ def known_plans() -> list[str]:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err_console().print(f"[red]error:[/red] {message}", soft_wrap=True)
+    _err_console().print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from sqlmodel import Session, select
 
 from core.cap import render_alert
 from core.db import in_transaction
 from core.engine import finish_action, latest_tasks, queue_delivery
+from core.incidents import lock_incident
 from core.models import CapAlert, DepartmentTask, Incident, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
 from core.settings import get_settings
@@ -23,8 +23,9 @@ def _context(session: Session, task_id: str) -> tuple[DepartmentTask, Incident, 
     row = session.get(DepartmentTask, task_id)
     if row is None:
         raise LookupError(f"no task {task_id}")
-    incident = session.get(Incident, row.incident_id)
-    assert incident is not None
+    # Lock first, write after: every writer of an incident takes its lock before anything else.
+    incident = lock_incident(session, row.incident_id)
+    session.refresh(row)
     step = plan_for_version(session, incident.plan_version_id).step(row.step_key)
     return row, incident, step
 
@@ -109,7 +110,7 @@ async def compile_situation_summary(task_id: str) -> dict[str, Any]:
     return await in_transaction(_summarise, task_id=task_id)
 
 
-ACTION_TASKS: dict[str, Callable[[str], Awaitable[dict[str, Any]]]] = {
+ACTION_TASKS: dict[str, Task[..., Any]] = {
     "notify_department": notify_department,
     "publish_warning": publish_warning,
     "compile_situation_summary": compile_situation_summary,

@@ -50,7 +50,7 @@ def _run_real_action(task_id: str) -> None:
         assert incident is not None
         action = plan_for_version(session, incident.plan_version_id).step(row.step_key).action
     assert action is not None
-    asyncio.run(ACTION_TASKS[action].fn(task_id))  # type: ignore[attr-defined]
+    asyncio.run(ACTION_TASKS[action].fn(task_id))
 
 
 def open_tasks(incident_id: str) -> dict[str, DepartmentTask]:

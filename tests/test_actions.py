@@ -14,7 +14,7 @@ import pytest
 import respx
 import xmlschema
 from prefect import flow
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core.cap import CAP_SCHEMA
 from core.db import session_scope
@@ -61,7 +61,7 @@ def _attempts(delivery_id: str) -> tuple[OutboundDelivery, list[DeliveryAttempt]
         delivery = session.get(OutboundDelivery, delivery_id)
         assert delivery is not None
         rows = session.exec(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)
-                            .order_by(DeliveryAttempt.number)).all()
+                            .order_by(col(DeliveryAttempt.number))).all()
         return delivery, list(rows)
 
 
@@ -185,3 +185,43 @@ def test_situation_summary_leaves_out_restricted_outputs(baton: str) -> None:
     assert {"rainstorm_forecast", "drainage_operations"} <= steps
     assert "water_rescue" not in steps  # restricted in the plan
     asyncio.run(compile_situation_summary.fn(summary_task.id))  # a second run changes nothing
+
+
+@pytest.mark.prefect
+def test_an_action_out_of_retries_is_recorded_and_reported_not_left_hanging(
+        prefect_server: Any, baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import task
+
+    import flows.incident as incident_flow_module
+    from core.engine import advance
+
+    @task(name="broken_warning", retries=1, retry_delay_seconds=0)
+    async def broken(task_id: str) -> dict[str, Any]:
+        raise RuntimeError("CAP gateway rejected the document")
+
+    monkeypatch.setitem(incident_flow_module.ACTION_TASKS, "publish_warning", broken)
+    incident_id = drive.open_("flood")
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
+                                                            "warning_colour": "red",
+                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+    with session_scope() as session:
+        advance(session, incident_id=incident_id)
+    task_id = drive.tasks(incident_id)["publish_rainstorm_warning"].id
+
+    @flow(name="test-action")
+    async def run_it() -> None:
+        await incident_flow_module._run_action(task_id)
+
+    asyncio.run(run_it())
+    row = drive.tasks(incident_id)["publish_rainstorm_warning"]
+    assert row.status == "completed" and (row.outputs or {})["ok"] is False
+    assert "rejected" in (row.outputs or {})["error"]
+    with session_scope() as session:
+        notice = session.exec(select(OutboundDelivery).where(OutboundDelivery.purpose == "action_failed")).one()
+        assert notice.target == "emergency_office"
+        from core.models import LedgerEntry
+
+        entry = session.exec(select(LedgerEntry).where(LedgerEntry.step_key == "publish_rainstorm_warning")
+                             .where(LedgerEntry.kind == "action.completed")).one()
+        assert entry.details["ok"] is False

@@ -1,0 +1,57 @@
+"""Resident memory, threads and CPU time of process trees, read from /proc."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def tree_of(pid: int) -> list[int]:
+    tree = _children()
+    out, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        stack.extend(tree.get(current, []))
+    return out
+
+
+@dataclass
+class Usage:
+    rss_mb: float
+    threads: int
+    cpu_seconds: float
+
+
+def usage(pids: list[int]) -> Usage:
+    rss = 0.0
+    threads = 0
+    cpu = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            statm = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / TICKS
+        threads += int(fields[17])
+        rss += int(statm[1]) * PAGE / 1e6
+    return Usage(rss, threads, cpu)

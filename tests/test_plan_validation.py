@@ -1,0 +1,340 @@
+"""Plan validation: the shipped plans pass, and each broken plan is rejected with the right file, line and message."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from process_defs.schema import STAGES
+from process_defs.validation import (
+    PLAN_DIR,
+    REGISTRY_FILE,
+    Problem,
+    check_paths,
+    format_path,
+    load_plan,
+    load_registry,
+    parse_plan,
+)
+
+BROKEN = Path(__file__).resolve().parent / "broken_plans"
+SHIPPED = sorted(p for p in PLAN_DIR.glob("*.yaml") if p.name != REGISTRY_FILE)
+
+# (file in tests/broken_plans, what `check_paths([file])` must report: its only problem contains this text).
+# Lines were checked by hand against the files; the comment at the top of each file says what is broken.
+BROKEN_CASES: list[tuple[str, str]] = [
+    ("malformed_yaml.yaml",
+     "malformed_yaml.yaml:38: malformed YAML: expected ',' or '}', but got ':' "
+     "(while parsing a flow mapping that starts on line 37)"),
+    ("bad_indentation.yaml", "bad_indentation.yaml:31: malformed YAML: mapping values are not allowed here"),
+    ("duplicate_yaml_key.yaml",
+     "duplicate_yaml_key.yaml:32 stages.response.steps[0].kind: duplicate key 'kind' (first on line 31)"),
+    ("unknown_key.yaml", "unknown_key.yaml:39 stages.response.steps[1].owner: unknown key 'owner'"),
+    ("missing_required_key.yaml",
+     "missing_required_key.yaml:36 stages.response.steps[1].department: required key 'department' is missing"),
+    ("missing_english.yaml", "missing_english.yaml:14 stages.warning.steps[0].title.en: required key 'en' is missing"),
+    ("duplicate_step_key.yaml",
+     "duplicate_step_key.yaml:36 stages.response.steps[1].key: duplicate step key 'notify' "
+     "(first at stages.response.steps[0])"),
+    ("unknown_department.yaml",
+     "unknown_department.yaml:38 stages.response.steps[1].department: unknown department 'fire_brigade'"),
+    ("unknown_dependency.yaml",
+     "unknown_dependency.yaml:40 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'"),
+    ("flood_unknown_dep.yaml",
+     "flood_unknown_dep.yaml:165 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'"),
+    ("later_stage_dependency.yaml",
+     "later_stage_dependency.yaml:17 stages.warning.steps[0].depends_on[0]: step 'review' is in the later stage "
+     "'learning'"),
+    ("dependency_cycle.yaml",
+     "dependency_cycle.yaml:33 stages.response.steps[0].depends_on: dependency cycle: notify -> act -> notify"),
+    ("self_dependency.yaml",
+     "self_dependency.yaml:40 stages.response.steps[1].depends_on[0]: a step cannot depend on itself"),
+    ("unknown_action.yaml",
+     "unknown_action.yaml:32 stages.response.steps[0].action: unknown action 'send_sms' (known: "
+     "compile_situation_summary, notify_department, publish_warning)"),
+    ("action_params_missing.yaml",
+     "action_params_missing.yaml:33 stages.response.steps[0].params.message: required key 'message' is missing"),
+    ("action_params_unknown.yaml",
+     "action_params_unknown.yaml:35 stages.response.steps[0].params.urgency: unknown key 'urgency'"),
+    ("action_target_unknown.yaml",
+     "action_target_unknown.yaml:34 stages.response.steps[0].params.target: unknown department 'street_office'"),
+    ("human_without_deadline.yaml",
+     "human_without_deadline.yaml:36 stages.response.steps[1].deadline: a human step needs a deadline"),
+    ("zero_deadline.yaml",
+     "zero_deadline.yaml:43 stages.response.steps[1].deadline: deadline PT0M must be longer than zero"),
+    ("loosening_deadline.yaml",
+     "loosening_deadline.yaml:17 stages.warning.steps[0].deadline.II: deadline PT2H at level II is looser than "
+     "PT1H at level IV; deadlines must tighten as the level rises"),
+    ("bad_duration.yaml",
+     "bad_duration.yaml:43 stages.response.steps[1].deadline: '2 hours' is not an ISO 8601 duration"),
+    ("unknown_escalation_target.yaml",
+     "unknown_escalation_target.yaml:18 stages.warning.steps[0].escalate_to: unknown escalation target 'mayor'"),
+    ("unknown_role.yaml", "unknown_role.yaml:44 stages.response.steps[1].escalate_to: unknown role 'night_leader'"),
+    ("no_supervisor.yaml",
+     "no_supervisor.yaml:18 stages.warning.steps[0].escalate_to: department 'city_government' has no supervisor "
+     "to escalate to"),
+    ("condition_unknown_step.yaml",
+     "condition_unknown_step.yaml:41 stages.response.steps[1].when.condition.step: unknown step 'asses'"),
+    ("condition_unknown_field.yaml",
+     "condition_unknown_field.yaml:41 stages.response.steps[1].when.condition.field: step 'assess' has no form "
+     "field 'level'"),
+    ("condition_not_ancestor.yaml",
+     "condition_not_ancestor.yaml:33 stages.response.steps[0].when.condition.step: step 'act' is neither an "
+     "earlier stage's step nor among this step's dependencies"),
+    ("condition_never_true.yaml",
+     "condition_never_true.yaml:41 stages.response.steps[1].when.condition: the step can never activate: the "
+     "condition 'extreme' is not one of the field's choices (high, low)"),
+    ("condition_level_mismatch.yaml",
+     "condition_level_mismatch.yaml:41 stages.response.steps[1].when: the condition reads step 'assess', which "
+     "only activates from level II"),
+    ("inputs_unknown_field.yaml",
+     "inputs_unknown_field.yaml:42 stages.response.steps[1].inputs[0]: step 'assess' has no form field 'colour'"),
+    ("inputs_unknown_step.yaml",
+     "inputs_unknown_step.yaml:42 stages.response.steps[1].inputs[1]: unknown step 'survey'"),
+    ("unknown_share_department.yaml",
+     "unknown_share_department.yaml:45 stages.response.steps[1].share.with[1]: unknown department 'press'"),
+    ("gate_not_in_stage.yaml",
+     "gate_not_in_stage.yaml:11 stages.warning.gate: gate step 'act' is not in stage 'warning'"),
+    ("gate_unknown_step.yaml", "gate_unknown_step.yaml:11 stages.warning.gate: unknown step 'lift_warning'"),
+    ("gate_conditional.yaml",
+     "gate_conditional.yaml:27 stages.response.gate: gate step 'act' must activate at every level and without "
+     "condition"),
+    ("no_after_action.yaml",
+     "no_after_action.yaml:49 stages.learning.steps: the learning stage needs an after-action review step"),
+    ("after_action_early.yaml",
+     "after_action_early.yaml:40 stages.response.steps[1].after_action: after-action review belongs in the "
+     "learning stage"),
+    ("stages_out_of_order.yaml",
+     "stages_out_of_order.yaml:9 stages: stages must come in the order warning, response, recovery, learning "
+     "(found warning, recovery, response, learning)"),
+    ("key_mismatch.yaml", "key_mismatch.yaml:2 key: key 'minimal' must equal the file name 'key_mismatch'"),
+    ("bad_category.yaml", "bad_category.yaml:4 category: Input should be 'natural_disaster'"),
+    ("bad_default_level.yaml", "bad_default_level.yaml:7 default_level: Input should be 'IV', 'III', 'II' or 'I'"),
+    ("bad_deadline_level.yaml",
+     "bad_deadline_level.yaml:17 stages.warning.steps[0].deadline.2: Input should be 'IV', 'III', 'II' or 'I' "
+     "(got '2')"),
+    ("bad_min_level.yaml",
+     "bad_min_level.yaml:37 stages.response.steps[1].when.min_level: Input should be 'IV', 'III', 'II' or 'I' "
+     "(got 2)"),
+    ("choice_without_choices.yaml",
+     "choice_without_choices.yaml:20 stages.warning.steps[0].form[0].choices: a choice field needs choices"),
+    ("bad_date_value.yaml", "bad_date_value.yaml:5 version: bad value '2024-13-45': month must be in 1..12"),
+]
+CASE_IDS = [name.removesuffix(".yaml") for name, _ in BROKEN_CASES]
+# Files checked by their own tests below rather than through the table.
+SPECIAL_FILES = {"three_problems.yaml", "duplicate_prefix.yaml"}
+
+
+def problems_of(*paths: Path) -> list[str]:
+    return [str(p) for p in check_paths(list(paths)).problems]
+
+
+# ------------------------------------------------------------------------------------------- shipped plans
+
+
+def test_shipped_plans_are_present() -> None:
+    assert (PLAN_DIR / "flood.yaml") in SHIPPED
+    assert (PLAN_DIR / REGISTRY_FILE).is_file()
+
+
+def test_all_shipped_plans_validate_together() -> None:
+    result = check_paths()
+    assert [str(p) for p in result.problems] == []
+    assert result.registry is not None
+    assert sorted(result.plans) == sorted(p.stem for p in SHIPPED)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_each_shipped_plan_validates(path: Path) -> None:
+    result = check_paths([path])
+    assert [str(p) for p in result.problems] == []
+    plan = result.plans[path.stem]
+    assert plan.key == path.stem
+    assert plan.stages.learning.steps, "the learning stage holds the after-action review"
+    assert len({step.key for _, step in plan.steps()}) == len(plan.steps())
+
+
+def test_shipped_registry_validates() -> None:
+    registry, problems = load_registry(PLAN_DIR / REGISTRY_FILE)
+    assert problems == []
+    assert registry is not None
+    assert registry.department("emergency_office") is not None
+
+
+# ------------------------------------------------------------------------------------------- broken plans
+
+
+def test_broken_plan_table_is_big_enough() -> None:
+    assert len(BROKEN_CASES) >= 25
+    assert len({name for name, _ in BROKEN_CASES}) == len(BROKEN_CASES)
+
+
+def test_every_broken_file_is_in_the_table() -> None:
+    on_disk = {p.name for p in BROKEN.glob("*.yaml")}
+    assert on_disk == {name for name, _ in BROKEN_CASES} | SPECIAL_FILES
+    assert not (BROKEN / REGISTRY_FILE).exists(), "it would become the registry of every broken plan"
+
+
+@pytest.mark.parametrize(("name", "expected"), BROKEN_CASES, ids=CASE_IDS)
+def test_broken_plan_is_rejected_with_file_line_and_message(name: str, expected: str) -> None:
+    path = BROKEN / name
+    assert path.is_file()
+    found = problems_of(path)
+    assert len(found) == 1, f"{name} should break exactly one thing, got {found}"
+    assert expected in found[0]
+    plan, problems = load_plan(path, check_paths([path]).registry)
+    assert plan is None
+    assert [str(p) for p in problems] == found
+
+
+@pytest.mark.parametrize(("name", "_expected"), BROKEN_CASES, ids=CASE_IDS)
+def test_the_reported_line_holds_what_the_path_names(name: str, _expected: str) -> None:
+    """The line of a problem shows the key at the end of its path, or the item (or mapping) that lacks it."""
+    (problem,) = check_paths([BROKEN / name]).problems
+    line = (BROKEN / name).read_text(encoding="utf-8").splitlines()[problem.line - 1]
+    if not problem.path or "missing" in problem.message or "needs" in problem.message:
+        return
+    last = problem.path.rsplit(".", 1)[-1].split("[")[0]
+    assert f"{last}:" in line or line.lstrip().startswith("- ") or f"{last}: " in line, (problem, line)
+
+
+def test_all_problems_of_a_file_are_reported_at_once() -> None:
+    result = check_paths([BROKEN / "three_problems.yaml"])
+    assert [str(p) for p in result.problems] == [
+        "three_problems.yaml:38 stages.response.steps[1].department: unknown department 'fire_brigade'",
+        "three_problems.yaml:40 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'",
+        "three_problems.yaml:55 stages.learning.steps[0].deadline: '7 days' is not an ISO 8601 duration such as "
+        "PT30M, PT4H or P2D",
+    ]
+    assert result.plans == {}
+
+
+def test_problems_of_several_files_are_reported_together() -> None:
+    found = problems_of(BROKEN / "unknown_role.yaml", BROKEN / "zero_deadline.yaml", PLAN_DIR / "flood.yaml")
+    assert len(found) == 2
+    assert found[0].startswith("unknown_role.yaml:44 ")
+    assert found[1].startswith("zero_deadline.yaml:43 ")
+
+
+def test_duplicate_code_prefix_is_reported_at_its_line() -> None:
+    alone = check_paths([BROKEN / "duplicate_prefix.yaml"])
+    assert alone.problems == [] and "duplicate_prefix" in alone.plans
+    found = problems_of(PLAN_DIR / "flood.yaml", BROKEN / "duplicate_prefix.yaml")
+    assert found == ["duplicate_prefix.yaml:8 code_prefix: code prefix 'FLD' is already used by flood.yaml"]
+
+
+def test_a_plan_given_twice_is_checked_once() -> None:
+    result = check_paths([PLAN_DIR, PLAN_DIR / "flood.yaml"])
+    assert result.problems == []
+
+
+def test_same_plan_key_in_two_folders(tmp_path: Path) -> None:
+    other = tmp_path / "flood.yaml"
+    other.write_text((PLAN_DIR / "flood.yaml").read_text(encoding="utf-8").replace("code_prefix: FLD",
+                                                                                  "code_prefix: FLDX"),
+                     encoding="utf-8")
+    found = problems_of(PLAN_DIR / "flood.yaml", other)
+    assert len(found) == 1
+    assert found[0].startswith("flood.yaml:5 key: plan 'flood' is already defined in ")
+
+
+# ------------------------------------------------------------------------------------------- the registry
+
+
+def test_broken_registry_beside_a_plan(tmp_path: Path) -> None:
+    shutil.copy(BROKEN / "registry" / REGISTRY_FILE, tmp_path / REGISTRY_FILE)
+    shutil.copy(PLAN_DIR / "flood.yaml", tmp_path / "flood.yaml")
+    expected = ["departments.yaml:15 departments[2].supervisor: unknown department 'fire_department'"]
+    by_folder = check_paths([tmp_path])
+    assert [str(p) for p in by_folder.problems] == expected
+    assert by_folder.registry is None
+    # Given only the plan, the registry next to it is still the one used.
+    assert problems_of(tmp_path / "flood.yaml") == expected
+    # And a registry named among the paths wins over the shipped one.
+    assert problems_of(BROKEN / "registry" / REGISTRY_FILE, PLAN_DIR / "flood.yaml") == expected
+
+
+REGISTRY_HEAD = "version: 1\ndepartments:\n"
+
+
+def _dept(key: str, supervisor: str | None = None) -> str:
+    text = f"  - key: {key}\n    name: {{zh: 部门{key}, en: Department {key}}}\n    kind: government\n"
+    return text + (f"    supervisor: {supervisor}\n" if supervisor else "")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_dept("a") + _dept("a"),
+         "departments.yaml:6 departments[1].key: duplicate department 'a' (also departments[0])"),
+        (_dept("a", "a"), "departments.yaml:6 departments[0].supervisor: a department cannot supervise itself"),
+        (_dept("a", "b") + _dept("b", "a"),
+         "departments.yaml:6 departments[0].supervisor: supervision cycle: a -> b -> a"),
+        (_dept("a") + "roles:\n  - key: r\n    name: {zh: 角色, en: Role}\n    department: nobody\n",
+         "departments.yaml:9 roles[0].department: unknown department 'nobody'"),
+        (_dept("a").replace("kind: government", "kind: ministry"),
+         "departments.yaml:5 departments[0].kind: Input should be"),
+    ],
+    ids=["duplicate", "self", "cycle", "role", "kind"],
+)
+def test_registry_problems(tmp_path: Path, body: str, expected: str) -> None:
+    path = tmp_path / REGISTRY_FILE
+    path.write_text(REGISTRY_HEAD + body, encoding="utf-8")
+    registry, problems = load_registry(path)
+    assert registry is None
+    assert len(problems) == 1, [str(p) for p in problems]
+    assert expected in str(problems[0])
+
+
+# ------------------------------------------------------------------------------------------- never a traceback
+
+FLOOD = (PLAN_DIR / "flood.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "flood.yaml:1: the file is empty"),
+        ("# only a comment\n", "flood.yaml:1: the file is empty"),
+        ("- a\n- b\n", "flood.yaml:1: the file must be a mapping of keys to values"),
+        ("key: flood\nname: \x07\n", "flood.yaml:2: malformed YAML: unacceptable character #x0007"),
+        ("key: flood\nname: &a [*a]\n", "flood.yaml:2 name[0]: an alias refers to a value that contains it"),
+        ("key: flood\n<<: {version: 1}\n", "flood.yaml:2: merge keys ('<<') are not supported"),
+        ("key: !!python/name:os.system x\n", "flood.yaml:1 key: bad value 'x': could not determine a constructor"),
+        ("key: flood\n? [a, b]\n: 1\n", "flood.yaml:2: mapping keys must be plain words"),
+        ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+         "flood.yaml:1: the file expands to more than"),
+        ("key: flood\n---\nkey: flood\n", "flood.yaml:2: malformed YAML: but found another document"),
+        (FLOOD.replace("deadline: P14D", "deadline: P99999999999D"),
+         "flood.yaml:404 stages.learning.steps[1].deadline: deadline P99999999999D is too long"),
+        (FLOOD.replace("op: gt, value: 0}}", "op: ne, value: zero}}"),
+         "flood.yaml:218 stages.response.steps[4].when.condition: the condition is always true, so it has no "
+         "effect: the condition compares a number field with 'zero'"),
+    ],
+    ids=["empty", "comment", "list", "control-char", "recursive-alias", "merge-key", "python-tag", "list-key",
+         "alias-bomb", "two-documents", "huge-duration", "ne-always-true"],
+)
+def test_odd_input_gives_problems_not_tracebacks(text: str, expected: str) -> None:
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    plan, problems = parse_plan(text, "flood.yaml", registry)
+    assert plan is None
+    assert any(expected in str(p) for p in problems), [str(p) for p in problems]
+
+
+def test_unreadable_and_missing_files(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin.yaml"
+    latin1.write_bytes("key: caf\xe9\n".encode("latin-1"))
+    found = problems_of(latin1, tmp_path / "nowhere.yaml")
+    assert found[0].startswith("latin.yaml:1: cannot read the file:")
+    assert found[1] == "nowhere.yaml:1: no such file"
+
+
+def test_problem_formatting() -> None:
+    assert format_path(("stages", "warning", "steps", 3, "depends_on", 0)) == "stages.warning.steps[3].depends_on[0]"
+    assert str(Problem("a.yaml", 4, "key", "bad")) == "a.yaml:4 key: bad"
+    assert str(Problem("a.yaml", 1, "", "empty")) == "a.yaml:1: empty"
+    assert list(STAGES) == ["warning", "response", "recovery", "learning"]
