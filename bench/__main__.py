@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="baton-bench-"))
-    os.environ["BATON_HOME"] = str(home)
+    os.environ["BATON_DATA_DIR"] = str(home)
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     cluster = None
     from flows.stack import PostgresCluster, Stack, free_port

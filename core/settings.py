@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +26,15 @@ class Settings(BaseSettings):
         env_prefix="BATON_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    home: Path = Field(default=Path(".baton"), description="Where the embedded system keeps its files.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under `home`.")
+    data_dir: Path = Field(default=Path(".baton"), description="Where the embedded system keeps its files.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under `data_dir`.")
+    prefect_api_url: str | None = Field(
+        default=None, description="A Prefect server to use; unset, `baton serve` starts one of its own.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs page sessions' CSRF tokens; unset, one is made in `data_dir`.")
+    token_hours: float = 8.0
+    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
+    max_body_bytes: int = 1_000_000
     plans_dir: Path = PROCESS_DEFS_DIR
     timezone: str = "Asia/Shanghai"
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
@@ -46,7 +54,21 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.home / 'baton.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'baton.db').resolve()}"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+    def resolved_prefect_api_url(self) -> str | None:
+        return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
 
     def resolved_worker_id(self) -> str:
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"

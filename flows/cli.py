@@ -25,10 +25,12 @@ db_app = typer.Typer(help="The application database.", no_args_is_help=True)
 incident_app = typer.Typer(help="Open, list, show incidents; change their level.", no_args_is_help=True)
 task_app = typer.Typer(help="Department tasks: list, acknowledge, complete, hand back.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The accountability ledger.", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the API and pages.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(incident_app, name="incident")
 app.add_typer(task_app, name="task")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(users_app, name="users")
 
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -244,6 +246,38 @@ def ledger_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]
     console.print(table)
 
 
+# -- users -------------------------------------------------------------------------------------------
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="office, department, manager or admin.")],
+    department: Annotated[str | None, typer.Option(help="Department key (department users only).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    display_name: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Add a user. The password comes from stdin (never from the command line, where `ps` would show it)."""
+    from core.users import add_user
+
+    if not password_stdin:
+        err.print("[red]error[/red] give the password on stdin with --password-stdin")
+        raise typer.Exit(2)
+    password = sys.stdin.readline().rstrip("\n")
+    user = _session_call(add_user, username=name, role=role, department=department, password=password,
+                         display_name=display_name)
+    console.print(f"added {user.username} ({user.role}{', ' + user.department if user.department else ''})")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    from core.users import list_users
+
+    table = Table("user", "name", "role", "department", "active")
+    for user in _session_call(list_users):
+        table.add_row(user.username, user.display_name, user.role, user.department or "",
+                      "yes" if user.active else "no")
+    console.print(table)
+
+
 # -- the embedded system -----------------------------------------------------------------------------
 @app.command("up")
 def up(
@@ -264,7 +298,7 @@ def up(
         try:
             while all(p.poll() is None for p in stack.processes.values()):
                 time.sleep(1)
-            err.print("[red]a process stopped; see the logs under[/red] " + str(settings.home / "logs"))
+            err.print("[red]a process stopped; see the logs under[/red] " + str(settings.data_dir / "logs"))
         except KeyboardInterrupt:
             pass
 

@@ -84,7 +84,7 @@ class Stack:
     def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = self.home / "logs" / f"{name}.log"
         env = prefect_env(self.home, self.api_url)
-        env.update({"BATON_HOME": str(self.home.resolve()), "BATON_WORKER_ID": name, **(extra_env or {})})
+        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_WORKER_ID": name, **(extra_env or {})})
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], stdout=log.open("ab"),
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes[name] = proc
@@ -104,7 +104,7 @@ class Stack:
 @contextmanager
 def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | None = None) -> Iterator[Stack]:
     """Start Prefect (unless PREFECT_API_URL points at one) and `workers` Baton workers; stop them after."""
-    home = settings.home
+    home = settings.data_dir
     (home / "logs").mkdir(parents=True, exist_ok=True)
     external = os.environ.get("PREFECT_API_URL")
     port = prefect_port or free_port()

@@ -68,7 +68,7 @@ def baton(monkeypatch: pytest.MonkeyPatch, database_url: str, baton_home: Path, 
     from core.plans import _registry, parse_plan_text
 
     baton_home.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setenv("BATON_HOME", str(baton_home))
+    monkeypatch.setenv("BATON_DATA_DIR", str(baton_home))
     monkeypatch.setenv("BATON_DATABASE_URL", database_url)
     monkeypatch.setenv("BATON_PLANS_DIR", str(plans_dir))
     monkeypatch.setenv("BATON_RETRY_DELAYS", "[0.1, 0.2, 0.3]")

@@ -11,7 +11,7 @@ from core.migrate import alembic_config, current_revision, upgrade
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
-TABLES = {"incident", "department_task", "level_change", "outbound_delivery", "delivery_attempt", "ledger_entry",
+TABLES = {"app_user", "access_token", "audit_event", "incident", "department_task", "level_change", "outbound_delivery", "delivery_attempt", "ledger_entry",
           "plan_version", "incident_counter", "cap_alert"}
 
 

@@ -1,0 +1,111 @@
+"""Dependencies shared by routes and pages: the database session, the current user, role checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session
+
+from api.errors import ApiError
+from core.db import get_engine
+from core.incidents import COMMAND
+from core.models import AccessToken, Role, User
+from core.settings import get_settings
+from core.users import user_for_token
+
+SESSION_COOKIE = "baton_session"
+
+
+def get_session() -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    token: AccessToken
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user.username}"
+
+    @property
+    def acts_for(self) -> str | None:
+        """The department whose tasks this user may act on."""
+        if self.user.role == Role.department:
+            return self.user.department
+        if self.user.role in (Role.office, Role.admin):
+            return COMMAND
+        return None
+
+    @property
+    def sees_all(self) -> bool:
+        return self.user.role in (Role.office, Role.manager, Role.admin)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def current_principal(request: Request, session: SessionDep) -> Principal:
+    token = _bearer(request)
+    kind = "bearer"
+    if token is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        kind = "session"
+    found = user_for_token(session, token, kind=kind) if token else None
+    if found is None:
+        raise ApiError(401, "not_authenticated", "log in first: a valid bearer token or session is needed",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return Principal(user=found[0], token=found[1])
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    allowed = {r.value for r in roles}
+
+    def check(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise ApiError(403, "forbidden", f"this needs the role {' or '.join(sorted(allowed))}")
+        return principal
+
+    return check
+
+
+OfficeUser = Annotated[Principal, Depends(require(Role.office, Role.admin))]
+ReviewerUser = Annotated[Principal, Depends(require(Role.office, Role.manager, Role.admin))]
+ActingUser = Annotated[Principal, Depends(require(Role.office, Role.department, Role.admin))]
+AdminUser = Annotated[Principal, Depends(require(Role.admin))]
+
+
+def csrf_token(token_id: str) -> str:
+    key = get_settings().resolved_secret_key().encode("utf-8")
+    return hmac.new(key, f"csrf:{token_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def check_csrf(principal: Principal, given: str | None) -> None:
+    if not given or not hmac.compare_digest(csrf_token(principal.token.id), given):
+        raise ApiError(403, "csrf_failed", "the form is out of date or was not sent by Baton; reload and try again")

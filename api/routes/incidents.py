@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import CurrentUser, OfficeUser, ReviewerUser, SessionDep
+from api.schemas import (
+    IncidentCreate,
+    IncidentPage,
+    IncidentPublic,
+    LedgerEntryOut,
+    LedgerOut,
+    Level,
+    LevelChangeIn,
+    VerifyOut,
+)
+from core import reads
+from core.incidents import change_level, open_incident
+from core.ledger import verify_incident
+from core.models import Incident
+
+router = APIRouter(prefix="/api/incidents", tags=["incidents"])
+
+
+def public(incident: Incident) -> IncidentPublic:
+    location = None
+    if incident.location_name or incident.lat is not None:
+        location = {"name": incident.location_name, "lat": incident.lat, "lon": incident.lon}
+    return IncidentPublic(id=incident.id, code=incident.code, type=incident.type, level=incident.level,
+                          status=incident.status, stage=incident.stage, title=incident.title, drill=incident.drill,
+                          flow_run_id=incident.flow_run_id, created_at=incident.created_at,
+                          closed_at=incident.closed_at, location=location, plan_version=incident.plan_version)
+
+
+@router.post("", status_code=201, response_model=IncidentPublic)
+def create(body: IncidentCreate, principal: OfficeUser, session: SessionDep, response: Response,
+           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> IncidentPublic:
+    """Open an incident. A Baton worker starts its flow; `flow_run_id` appears once it has."""
+    key = f"{principal.user.id}:{idempotency_key}" if idempotency_key else None
+    kwargs: dict[str, Any] = {
+        "type_key": body.type, "level": body.level, "title": body.title, "description": body.description,
+        "drill": body.drill, "actor": principal.actor, "idempotency_key": key,
+    }
+    if body.location is not None:
+        kwargs.update(location_name=body.location.name, lat=body.location.lat, lon=body.location.lon)
+    try:
+        with session.begin_nested():
+            opened = open_incident(session, **kwargs)
+    except IntegrityError:
+        # The same key raced in from a retry: the first one won; answer with it.
+        opened = open_incident(session, **kwargs)
+    if not opened.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return public(opened.incident)
+
+
+@router.get("", response_model=IncidentPage)
+def list_(principal: CurrentUser, session: SessionDep,
+          status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
+          type: Annotated[str | None, Query(max_length=64)] = None,
+          level: Level | None = None,
+          stage: Annotated[str | None, Query(pattern="^(warning|response|recovery|learning)$")] = None,
+          limit: Annotated[int, Query(ge=1, le=200)] = 50,
+          offset: Annotated[int, Query(ge=0)] = 0) -> IncidentPage:
+    department = None if principal.sees_all else principal.user.department
+    page = reads.list_incidents(session, department=department, status=status, type_key=type, level=level,
+                                stage=stage, limit=limit, offset=offset)
+    return IncidentPage(items=[public(i) for i in page.items], total=page.total, limit=limit, offset=offset)
+
+
+@router.get("/{incident_id}", response_model=IncidentPublic)
+def get(incident_id: str, principal: CurrentUser, session: SessionDep) -> IncidentPublic:
+    department = None if principal.sees_all else principal.user.department
+    return public(reads.get_incident(session, incident_id, department))
+
+
+@router.post("/{incident_id}/level", response_model=IncidentPublic)
+def level(incident_id: str, body: LevelChangeIn, principal: OfficeUser, session: SessionDep) -> IncidentPublic:
+    """Raise or lower the response level, with the reason recorded in the ledger."""
+    incident = reads.get_incident(session, incident_id, None)
+    return public(change_level(session, incident_id=incident.id, level=body.level, actor=principal.actor,
+                               reason=body.reason))
+
+
+@router.get("/{incident_id}/timeline")
+def timeline(incident_id: str, principal: ReviewerUser, session: SessionDep) -> dict[str, Any]:
+    incident = reads.get_incident(session, incident_id, None)
+    return {**reads.timeline(session, incident),
+            "deadlines_by_department": reads.deadlines_by_department(session, incident)}
+
+
+@router.get("/{incident_id}/ledger", response_model=LedgerOut)
+def ledger(incident_id: str, principal: ReviewerUser, session: SessionDep) -> LedgerOut:
+    incident = reads.get_incident(session, incident_id, None)
+    view = reads.ledger_view(session, incident)
+    entries = [LedgerEntryOut.model_validate(e, from_attributes=True) for e in view["entries"]]
+    return LedgerOut(incident_id=incident.id, code=incident.code, entries=entries)
+
+
+@router.get("/{incident_id}/ledger/verify", response_model=VerifyOut)
+def verify(incident_id: str, principal: ReviewerUser, session: SessionDep) -> VerifyOut:
+    incident = reads.get_incident(session, incident_id, None)
+    result = verify_incident(session, incident.id)
+    return VerifyOut(valid=result.valid, entries=result.entries, first_bad_seq=result.first_bad_seq,
+                     reason=result.reason)
+
+
+@router.get("/{incident_id}/shared")
+def shared(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """What departments reported on this incident, as far as the plan shares it with the reader."""
+    department = None if principal.sees_all else principal.user.department
+    incident = reads.get_incident(session, incident_id, department)
+    return {"incident_id": incident.id, "items": reads.shared_with(session, incident, department)}

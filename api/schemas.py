@@ -1,0 +1,131 @@
+"""Request and response models of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Level = Literal["IV", "III", "II", "I"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocationIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class IncidentCreate(Strict):
+    type: str = Field(min_length=1, max_length=64)
+    level: Level
+    title: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    location: LocationIn | None = None
+    drill: bool = False
+
+
+class IncidentPublic(BaseModel):
+    id: str
+    code: str
+    type: str
+    level: str
+    status: str
+    stage: str
+    title: str
+    drill: bool
+    flow_run_id: str | None
+    created_at: datetime
+    closed_at: datetime | None = None
+    location: dict[str, Any] | None = None
+    plan_version: int
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class LevelChangeIn(Strict):
+    level: Level
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class TaskPublic(BaseModel):
+    id: str
+    incident_id: str
+    incident_code: str | None = None
+    step_key: str
+    title: dict[str, str] | None = None
+    stage: str
+    department: str
+    status: str
+    attempt: int
+    assigned_at: datetime | None
+    due_at: datetime | None
+    acknowledged_at: datetime | None
+    completed_at: datetime | None
+    escalated_to: str | None
+    overdue: bool
+    outputs: dict[str, Any] | None = None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskDetail(TaskPublic):
+    form: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]
+    note: str | None = None
+
+
+class CompleteIn(Strict):
+    outputs: dict[str, Any]
+    note: str | None = Field(default=None, max_length=10_000)
+
+
+class HandBackIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class VerifyOut(BaseModel):
+    valid: bool
+    entries: int
+    first_bad_seq: int | None
+    reason: str | None = None
+
+
+class LedgerEntryOut(BaseModel):
+    seq: int
+    at: datetime
+    kind: str
+    actor: str
+    from_party: str
+    to_party: str
+    step_key: str | None
+    digest: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class LedgerOut(BaseModel):
+    incident_id: str
+    code: str
+    entries: list[LedgerEntryOut]

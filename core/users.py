@@ -1,0 +1,164 @@
+"""Users, passwords (argon2), tokens and page sessions, login throttling, and the audit trail."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, col, select
+
+from core.errors import BatonError, NotFound
+from core.models import AccessToken, AuditEvent, Role, User, utcnow
+from core.plans import registry
+
+_hasher = PasswordHasher()
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+# Verifying against a fixed hash when the user does not exist keeps the timing the same either way.
+_DUMMY_HASH = _hasher.hash("baton-no-such-user")
+
+
+class UserInvalid(BatonError):
+    code = "user_invalid"
+    http_status = 422
+
+
+class AuthenticationFailed(BatonError):
+    code = "authentication_failed"
+    http_status = 401
+
+
+class AccountLocked(BatonError):
+    code = "account_locked"
+    http_status = 429
+
+
+def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
+    session.add(AuditEvent(actor=actor, action=action, detail=detail))
+
+
+def add_user(session: Session, *, username: str, role: str, password: str, department: str | None = None,
+             display_name: str = "", actor: str = "cli:admin", lang: str = "zh") -> User:
+    if role not in {r.value for r in Role}:
+        raise UserInvalid(f"role must be one of {', '.join(r.value for r in Role)}, not '{role}'")
+    if role == Role.department:
+        if not department:
+            raise UserInvalid("a department user needs --department KEY")
+        if registry().department(department) is None:
+            raise UserInvalid(f"unknown department '{department}'")
+    elif department:
+        raise UserInvalid(f"only department users are bound to a department, not a {role} user")
+    if len(password) < 10:
+        raise UserInvalid("the password must be at least 10 characters")
+    if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)")
+    if session.exec(select(User).where(User.username == username)).first() is not None:
+        raise UserInvalid(f"user '{username}' already exists")
+    user = User(username=username, role=role, department=department, display_name=display_name or username,
+                password_hash=_hasher.hash(password), lang=lang)
+    session.add(user)
+    audit(session, actor=actor, action="user.added", username=username, role=role, department=department)
+    session.flush()
+    return user
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def authenticate(session: Session, *, username: str, password: str, source: str = "") -> User:
+    """Check a password; five failures in a row lock the account for 15 minutes."""
+    user = session.exec(select(User).where(User.username == username)).first()
+    now = utcnow()
+    if user is None or not user.active:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        audit(session, actor=f"anonymous:{source}", action="login.failed", username=username[:64])
+        raise AuthenticationFailed("wrong user name or password")
+    if user.locked_until is not None and user.locked_until > now:
+        audit(session, actor=f"user:{user.username}", action="login.locked", source=source)
+        raise AccountLocked("too many failed logins; try again later")
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        user.failed_logins += 1
+        if user.failed_logins >= MAX_FAILED_LOGINS:
+            user.locked_until = now + LOCKOUT
+            user.failed_logins = 0
+        session.add(user)
+        audit(session, actor=f"user:{user.username}", action="login.failed", source=source)
+        raise AuthenticationFailed("wrong user name or password") from None
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    session.add(user)
+    audit(session, actor=f"user:{user.username}", action="login", source=source)
+    return user
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    record: AccessToken
+
+
+def issue_token(
+    session: Session, *, user: User, kind: str = "bearer", ttl: timedelta = timedelta(hours=8)
+) -> IssuedToken:
+    token = secrets.token_urlsafe(32)
+    record = AccessToken(digest=_digest(token), user_id=user.id, kind=kind, expires_at=utcnow() + ttl)
+    session.add(record)
+    session.flush()
+    return IssuedToken(token=token, expires_in=int(ttl.total_seconds()), record=record)
+
+
+def user_for_token(session: Session, token: str, kind: str | None = None) -> tuple[User, AccessToken] | None:
+    record = session.exec(select(AccessToken).where(AccessToken.digest == _digest(token))).first()
+    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
+        return None
+    if kind is not None and record.kind != kind:
+        return None
+    user = session.get(User, record.user_id)
+    if user is None or not user.active:
+        return None
+    return user, record
+
+
+def revoke(session: Session, *, token_id: str, actor: str) -> None:
+    record = session.get(AccessToken, token_id)
+    if record is None:
+        raise NotFound("no such token")
+    if record.revoked_at is None:
+        record.revoked_at = utcnow()
+        session.add(record)
+        audit(session, actor=actor, action="token.revoked", token_id=token_id)
+
+
+def revoke_all(session: Session, *, user_id: str, actor: str) -> int:
+    rows = session.exec(select(AccessToken).where(AccessToken.user_id == user_id,
+                                                  col(AccessToken.revoked_at).is_(None))).all()
+    now = utcnow()
+    for row in rows:
+        row.revoked_at = now
+        session.add(row)
+    audit(session, actor=actor, action="tokens.revoked", user_id=user_id, count=len(rows))
+    return len(rows)
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.exec(select(User).order_by(col(User.username))).all())
+
+
+def set_lang(session: Session, *, user_id: str, lang: str) -> None:
+    user = session.get(User, user_id)
+    if user is not None and lang in ("zh", "en"):
+        user.lang = lang
+        session.add(user)
