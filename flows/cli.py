@@ -4,6 +4,7 @@ departments' actions from a terminal."""
 from __future__ import annotations
 
 import json
+import shutil
 import logging
 import sys
 from collections.abc import Callable
@@ -32,8 +33,10 @@ app.add_typer(task_app, name="task")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(users_app, name="users")
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Tables stay readable when piped (to grep, to a log): no terminal means a wide page, not 80 columns.
+WIDTH = max(shutil.get_terminal_size((160, 40)).columns, 100)
+console = Console(highlight=False, width=WIDTH)
+err = Console(stderr=True, highlight=False, width=WIDTH)
 T = TypeVar("T")
 
 
@@ -279,12 +282,16 @@ def users_list() -> None:
 
 
 # -- the embedded system -----------------------------------------------------------------------------
-@app.command("up")
-def up(
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API and pages.")] = 8000,
     workers: Annotated[int, typer.Option(help="Baton worker processes.")] = 1,
-    prefect_port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    api_workers: Annotated[int, typer.Option(help="uvicorn worker processes for the API.")] = 1,
+    prefect_port: Annotated[int, typer.Option(help="Port of the local Prefect server (when Baton starts one).")] = 4200,
 ) -> None:
-    """Run the whole system on this machine (Prefect server and workers) until Ctrl-C."""
+    """Run the whole system: a Prefect server (unless BATON_PREFECT_API_URL names one), Baton workers and the
+    API with the pages, until Ctrl-C. Settings come from BATON_* environment variables."""
     import time
 
     from core.migrate import upgrade
@@ -292,27 +299,42 @@ def up(
 
     settings = get_settings()
     upgrade()
-    with embedded_stack(settings, workers=workers, prefect_port=prefect_port) as stack:
-        console.print(f"Prefect: {stack.api_url.removesuffix('/api')}   workers: {workers}   "
-                      f"database: {settings.resolved_database_url()}")
-        try:
-            while all(p.poll() is None for p in stack.processes.values()):
-                time.sleep(1)
-            err.print("[red]a process stopped; see the logs under[/red] " + str(settings.data_dir / "logs"))
-        except KeyboardInterrupt:
-            pass
+    try:
+        with embedded_stack(settings, workers=workers, prefect_port=prefect_port, api_host=host, api_port=port,
+                            api_workers=api_workers) as stack:
+            console.print(f"Baton: http://{host}:{port}/  (API docs /docs)   Prefect: "
+                          f"{stack.api_url.removesuffix('/api')}   workers: {workers}   "
+                          f"database: {settings.resolved_database_url()}")
+            try:
+                while all(p.poll() is None for p in stack.processes.values()):
+                    time.sleep(1)
+                err.print("[red]a process stopped; see the logs under[/red] " + str(settings.data_dir / "logs"))
+                raise typer.Exit(1)
+            except KeyboardInterrupt:
+                pass
+    except RuntimeError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command("demo")
 def demo(
+    simulate: Annotated[bool, typer.Option(help="Let simulated departments work the demo incident.")] = False,
     keep_running: Annotated[bool, typer.Option("--keep-running/--exit", help="Stay up after the demo.")] = True,
+    port: Annotated[int, typer.Option(help="Port of the API and pages.")] = 8000,
     prefect_port: Annotated[int, typer.Option()] = 4200,
     level: Annotated[str, typer.Option()] = "II",
 ) -> None:
-    """Start the system and drive a demo flood incident, with simulated departments, to its end."""
+    """`make run`: the whole system with demo users (passwords printed) and a demo flood incident."""
     from flows.demo import run_demo
 
-    sys.exit(run_demo(keep_running=keep_running, prefect_port=prefect_port, level=level))
+    try:
+        code = run_demo(simulate=simulate, keep_running=keep_running, port=port, prefect_port=prefect_port,
+                        level=level)
+    except RuntimeError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        code = 1
+    raise typer.Exit(code)
 
 
 def main() -> None:

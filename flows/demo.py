@@ -1,13 +1,21 @@
-"""`make run`: the whole system on this machine with a demo flood incident worked by simulated departments."""
+"""`make run`: the whole system on this machine, demo users, and a demo flood incident to click through.
+
+With `--simulate`, simulated departments work the incident to its end (used by the tests and to watch a
+run in Prefect's UI without clicking).
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from sqlmodel import Session, col, select
 
 from core.db import session_scope
@@ -15,20 +23,47 @@ from core.handoffs import acknowledge, complete
 from core.incidents import open_incident
 from core.ledger import verify_incident
 from core.migrate import upgrade
-from core.models import OPEN_STATUSES, DepartmentTask, Incident, TaskStatus
-from core.plans import plan_for_version
+from core.models import OPEN_STATUSES, DepartmentTask, Incident, IncidentStatus, TaskStatus, User
+from core.plans import plan_for_version, registry
 from core.settings import get_settings
 from core.simulation import sample_outputs
+from core.users import add_user
 from flows.stack import embedded_stack
 
 console = Console(highlight=False)
+DEMO_TITLE = "演示：暴雨内涝 Demo: rainstorm waterlogging"
 
 
-def _open_tasks(session: Session, incident_id: str) -> list[tuple[str, str]]:
+def demo_users(data_dir: Path, departments: list[str]) -> list[tuple[str, str, str]]:
+    """Create the demo users once; their passwords are random and kept in `data_dir/demo-users.txt` (0600)."""
+    path = data_dir / "demo-users.txt"
+    known: dict[str, tuple[str, str]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, role, password = line.split("\t")
+            known[name] = (role, password)
+    wanted: list[tuple[str, str, str | None]] = [("office", "office", None), ("manager", "manager", None),
+                                                 ("admin", "admin", None)]
+    wanted += [(dept, "department", dept) for dept in departments]
+    with session_scope() as session:
+        for name, role, department in wanted:
+            if session.exec(select(User).where(User.username == name)).first() is None:
+                password = secrets.token_urlsafe(9)
+                add_user(session, username=name, role=role, department=department, password=password,
+                         actor="demo:setup")
+                known[name] = (role, password)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("".join(f"{n}\t{r}\t{p}\n" for n, (r, p) in known.items()))
+    return [(n, r, p) for n, (r, p) in known.items()]
+
+
+def _open_tasks(session: Session, incident_id: str) -> list[str]:
     rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id,
                                                      DepartmentTask.kind == "human",
                                                      col(DepartmentTask.status).in_(OPEN_STATUSES))).all()
-    return [(row.id, row.step_key) for row in rows]
+    return [row.id for row in rows]
 
 
 def _work_task(session: Session, *, task_id: str, rng: random.Random) -> str:
@@ -56,52 +91,73 @@ def _status(session: Session, incident_id: str) -> dict[str, Any]:
             "flow_run_id": incident.flow_run_id, "code": incident.code}
 
 
-def run_demo(keep_running: bool = True, prefect_port: int = 4200, level: str = "II") -> int:
+def _simulate(incident_id: str, code: str, total: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(f"{code} warning", total=total)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with session_scope() as session:
+                state = _status(session, incident_id)
+                todo = _open_tasks(session, incident_id)
+            progress.update(bar, description=f"{code} {state['stage']}", completed=min(state["completed"], total))
+            if state["status"] == IncidentStatus.closed:
+                progress.update(bar, completed=total)
+                break
+            for task_id in todo[:3]:
+                with session_scope() as session:
+                    progress.console.print("  " + _work_task(session, task_id=task_id, rng=rng))
+            time.sleep(0.3)
+    with session_scope() as session:
+        return _status(session, incident_id)
+
+
+def run_demo(simulate: bool = False, keep_running: bool = True, port: int = 8000, prefect_port: int = 4200,
+             level: str = "II") -> int:
     settings = get_settings()
     upgrade()
-    rng = random.Random(7)
-    with embedded_stack(settings, workers=1, prefect_port=prefect_port) as stack:
+    with session_scope() as session:
+        existing = session.exec(select(Incident).where(Incident.title == DEMO_TITLE,
+                                                       Incident.status == IncidentStatus.open)).first()
+        if existing is None or simulate:
+            opened = open_incident(session, type_key="flood", level=level, actor="demo:office", title=DEMO_TITLE,
+                                   location_name="滨江区 Binjiang", lat=30.2084, lon=120.2120)
+            existing = opened.incident
+        incident_id, code = existing.id, existing.code
+        plan = plan_for_version(session, existing.plan_version_id)
+    departments = sorted({step.department for _, step in plan.steps() if step.kind == "human"} - {"emergency_office"})
+    users = demo_users(settings.data_dir, departments)
+    with embedded_stack(settings, workers=1, prefect_port=prefect_port, api_port=port) as stack:
         ui = stack.api_url.removesuffix("/api")
-        console.print(f"[bold]Baton[/bold] is up. Prefect: {ui}  database: {settings.resolved_database_url()}")
-        with session_scope() as session:
-            opened = open_incident(session, type_key="flood", level=level, actor="demo:office",
-                                   title="演示：暴雨内涝 Demo: rainstorm waterlogging", location_name="滨江区 Binjiang")
-            incident_id = opened.incident.id
-            code = opened.incident.code
-            plan = plan_for_version(session, opened.incident.plan_version_id)
+        table = Table("user", "role", "password", title="Demo users (also in " + str(settings.data_dir /
+                                                                                  "demo-users.txt") + ")")
+        reg = registry()
+        for name, role, password in users:
+            dept = reg.department(name)
+            table.add_row(name, role + (f" · {dept.name.zh}" if dept else ""), password)
+        console.print(table)
+        console.print(f"[bold]Baton[/bold] is up: http://127.0.0.1:{port}/  (API docs: /docs)   Prefect: {ui}")
+        console.print(f"Demo incident {code} (flood, level {level}) is open: log in as [bold]office[/bold] to steer it "
+                      "and as each department to work its steps.")
         total = sum(1 for _, step in plan.steps() if step.kind == "human" and step.active_at(level))
-        console.print(f"Opened {code} (flood, level {level}); simulated departments will work its {total} steps.")
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=console) as progress:
-            bar = progress.add_task(f"{code} warning", total=total)
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                with session_scope() as session:
-                    state = _status(session, incident_id)
-                    todo = _open_tasks(session, incident_id)
-                progress.update(bar, description=f"{code} {state['stage']}", completed=min(state["completed"], total))
-                if state["status"] == "closed":
-                    progress.update(bar, completed=total)
-                    break
-                for task_id, _ in todo[:3]:
-                    with session_scope() as session:
-                        progress.console.print("  " + _work_task(session, task_id=task_id, rng=rng))
-                time.sleep(0.3)
-        with session_scope() as session:
-            state = _status(session, incident_id)
-            check = verify_incident(session, incident_id)
-        if state["status"] != "closed":
-            console.print(f"[red]{code} did not finish within 5 minutes (stage {state['stage']})[/red]")
-            return 1
-        console.print(f"{code} closed. Flow run in Prefect: {ui}/runs/flow-run/{state['flow_run_id']}")
-        console.print(f"Ledger: {'[green]valid[/green]' if check.valid else '[red]BROKEN[/red]'}, "
-                      f"{check.entries} entries. Try: baton ledger show {code}")
+        if simulate:
+            state = _simulate(incident_id, code, total)
+            with session_scope() as session:
+                check = verify_incident(session, incident_id)
+            if state["status"] != IncidentStatus.closed:
+                console.print(f"[red]{code} did not finish within 5 minutes (stage {state['stage']})[/red]")
+                return 1
+            console.print(f"{code} closed. Flow run in Prefect: {ui}/runs/flow-run/{state['flow_run_id']}")
+            console.print(f"Ledger: {'[green]valid[/green]' if check.valid else '[red]BROKEN[/red]'}, "
+                          f"{check.entries} entries. Try: .venv/bin/baton ledger show {code}")
+            if not check.valid:
+                return 1
         if keep_running:
-            console.print("The system keeps running; open another incident with "
-                          "`.venv/bin/baton incident open typhoon --title ... --level III`. Ctrl-C stops it.")
+            console.print("Ctrl-C stops the system.")
             try:
                 while all(p.poll() is None for p in stack.processes.values()):
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
-        return 0 if check.valid else 1
+        return 0

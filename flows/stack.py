@@ -47,14 +47,15 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None,
+              accept: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code in accept:
                 return
         except httpx.HTTPError:
             pass
@@ -90,6 +91,21 @@ class Stack:
         self.processes[name] = proc
         return proc
 
+    def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+        log = self.home / "logs" / "api.log"
+        env = prefect_env(self.home, self.api_url)
+        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_PREFECT_API_URL": self.api_url})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port),
+             "--workers", str(workers), "--proxy-headers"],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.processes["api"] = proc
+        wait_http(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/health", 60, None, log,
+                  accept=(200, 503))
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited; see {log}")
+        return proc
+
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):
             if proc.poll() is None:
@@ -101,20 +117,39 @@ class Stack:
                 proc.kill()
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 @contextmanager
-def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | None = None) -> Iterator[Stack]:
-    """Start Prefect (unless PREFECT_API_URL points at one) and `workers` Baton workers; stop them after."""
+def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | None = None,
+                   api_host: str | None = None, api_port: int | None = None,
+                   api_workers: int = 1) -> Iterator[Stack]:
+    """Start Prefect (unless BATON_PREFECT_API_URL points at one), `workers` Baton workers and, given a
+    port, the API; stop them all after."""
     home = settings.data_dir
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    external = os.environ.get("PREFECT_API_URL")
+    settings.resolved_secret_key()  # made once here, not raced by several API workers
+    external = settings.resolved_prefect_api_url()
     port = prefect_port or free_port()
+    for wanted, what in ((None if external else port, "Prefect server"), (api_port, "API")):
+        if wanted is not None and not port_free(wanted, "127.0.0.1"):
+            raise RuntimeError(f"port {wanted} for the {what} is in use; choose another with the options")
     stack = Stack(home=home, api_url=external or f"http://127.0.0.1:{port}/api")
     try:
         if not external:
             stack.start_prefect(port)
         os.environ["PREFECT_API_URL"] = stack.api_url
         for i in range(workers):
-            stack.start_worker(f"worker-{i + 1}")
+            stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}")
+        if api_port is not None:
+            stack.start_api(api_host or "127.0.0.1", api_port, api_workers)
         yield stack
     finally:
         stack.stop()

@@ -20,13 +20,14 @@ from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import TerminationSignal
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Pending, to_state_create
 from sqlmodel import Session
 
 from core import leases
-from core.db import in_transaction
+from core.db import in_transaction, session_scope
 from core.models import Incident, utcnow
 from core.settings import Settings, get_settings
 from flows.incident import incident_flow
@@ -202,4 +203,12 @@ def run_worker(settings: Settings | None = None) -> None:
             loop.add_signal_handler(sig, worker.stop)
         await worker.serve()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TerminationSignal:
+        # While flow runs are active Prefect's own SIGTERM handler is installed and raises this instead
+        # of calling ours; asyncio.run has cancelled the runs by now.
+        log.info("Baton worker %s terminated", worker.worker_id)
+    finally:
+        with contextlib.suppress(Exception), session_scope() as session:
+            leases.release(session, worker_id=worker.worker_id)

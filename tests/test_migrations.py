@@ -11,8 +11,8 @@ from core.migrate import alembic_config, current_revision, upgrade
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
-TABLES = {"app_user", "access_token", "audit_event", "incident", "department_task", "level_change", "outbound_delivery", "delivery_attempt", "ledger_entry",
-          "plan_version", "incident_counter", "cap_alert"}
+TABLES = {"app_user", "access_token", "audit_event", "incident", "department_task", "level_change",
+          "outbound_delivery", "delivery_attempt", "ledger_entry", "plan_version", "incident_counter", "cap_alert"}
 
 
 @BOTH

@@ -1,0 +1,100 @@
+"""The `baton` command as people run it: users, incidents, tasks, the ledger, and the demo (`make run`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.stack import free_port
+
+runner = CliRunner()
+
+
+def run_baton(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def test_users_add_reads_the_password_from_stdin_and_lists_users(baton: str) -> None:
+    code, out = run_baton("users", "add", "zhang", "--role", "department", "--department", "water_affairs",
+                          "--password-stdin", stdin="correct-horse-battery\n")
+    assert code == 0, out
+    code, out = run_baton("users", "list")
+    assert code == 0 and "zhang" in out and "water_affairs" in out
+    code, out = run_baton("users", "add", "li", "--role", "department", "--password-stdin", stdin="long-enough-pw\n")
+    assert code == 1 and "needs --department" in out
+    code, out = run_baton("users", "add", "wang", "--role", "chief", "--password-stdin", stdin="long-enough-pw\n")
+    assert code == 1 and "role must be one of" in out
+    code, out = run_baton("users", "add", "zhao", "--role", "office")
+    assert code == 2 and "--password-stdin" in out
+    code, out = run_baton("users", "add", "qian", "--role", "office", "--password-stdin", stdin="short\n")
+    assert code == 1 and "at least 10" in out
+
+
+def test_incident_driven_from_the_command_line_and_its_ledger_verifies(baton: str) -> None:
+    from tests import engine_driver as drive
+
+    code, out = run_baton("incident", "open", "flood", "--title", "CLI flood", "--level", "III")
+    assert code == 0 and "FLD-" in out, out
+    incident_code = out.split()[1]
+    from core.db import session_scope
+    from core.incidents import find_incident
+
+    with session_scope() as session:
+        incident_id = find_incident(session, incident_code).id
+    drive.step(incident_id)
+    task_id = drive.open_tasks(incident_id)["rainstorm_forecast"].id
+    code, out = run_baton("task", "complete", task_id, "--outputs", '{"rainfall_1h": "a lot"}')
+    assert code == 1 and "rainfall_1h: must be a number" in out
+    code, out = run_baton("task", "complete", task_id, "--outputs",
+                          '{"rainfall_1h": 40, "rainfall_24h": 90, "warning_colour": "yellow", '
+                          '"valid_until": "2026-07-20T18:00:00+08:00"}')
+    assert code == 0, out
+    code, out = run_baton("incident", "level", incident_code, "II", "--reason", "river rising")
+    assert code == 0 and "level II" in out
+    code, out = run_baton("incident", "show", incident_code)
+    assert code == 0 and "rainstorm_forecast" in out and "completed" in out
+    code, out = run_baton("ledger", "verify", incident_code)
+    assert code == 0 and "valid" in out
+    code, out = run_baton("ledger", "show", incident_code)
+    assert code == 0 and "task.completed" in out and "level.changed" in out
+    code, out = run_baton("incident", "open", "volcano", "--title", "x")
+    assert code == 1 and "no response plan for incident type 'volcano'" in out
+
+
+def test_serve_refuses_a_port_in_use_with_a_clear_message(baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATON_PREFECT_API_URL", "http://127.0.0.1:9/api")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = run_baton("serve", "--port", str(port))
+    assert code == 1 and f"port {port} for the API is in use" in out
+
+
+@pytest.mark.prefect
+def test_demo_runs_the_whole_system_and_a_flood_incident_to_its_end(tmp_path: Path) -> None:
+    """`make run`'s main job, with simulated departments and without staying up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "PREFECT_API_URL"))}
+    env["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo", "--simulate", "--exit", "--port", str(free_port()),
+         "--prefect-port", str(free_port())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "closed" in out and "Ledger: valid" in out
+    users = tmp_path / ".baton" / "demo-users.txt"
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+    names = [line.split("\t")[0] for line in users.read_text(encoding="utf-8").splitlines()]
+    assert {"office", "manager", "water_affairs", "meteorology"} <= set(names)
+    for line in users.read_text(encoding="utf-8").splitlines():
+        assert line.split("\t")[2] in out  # the passwords are printed for the newcomer
