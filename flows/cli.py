@@ -4,8 +4,8 @@ departments' actions from a terminal."""
 from __future__ import annotations
 
 import json
-import shutil
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
