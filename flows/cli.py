@@ -27,11 +27,13 @@ incident_app = typer.Typer(help="Open, list, show incidents; change their level.
 task_app = typer.Typer(help="Department tasks: list, acknowledge, complete, hand back.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The accountability ledger.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the API and pages.", no_args_is_help=True)
+stack_app = typer.Typer(help="Server mode on one machine: PostgreSQL, Prefect, workers, API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(incident_app, name="incident")
 app.add_typer(task_app, name="task")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(users_app, name="users")
+app.add_typer(stack_app, name="stack")
 
 # Tables stay readable when piped (to grep, to a log): no terminal means a wide page, not 80 columns.
 WIDTH = max(shutil.get_terminal_size((160, 40)).columns, 100)
@@ -315,6 +317,57 @@ def serve(
     except RuntimeError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from None
+
+
+@stack_app.command("up")
+def stack_up_command(
+    workers: Annotated[int, typer.Option(help="Baton worker processes.")] = 2,
+    api_workers: Annotated[int, typer.Option(help="uvicorn worker processes for the API.")] = 2,
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    prefect_port: Annotated[int, typer.Option()] = 4200,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port.")] = 5433,
+) -> None:
+    """Start server mode in the background (PostgreSQL in BATON_DATA_DIR/postgres, Prefect on it, workers, API)."""
+    from flows.stack import stack_up
+
+    data_dir = get_settings().data_dir
+    with console.status("starting PostgreSQL, Prefect, workers and the API"):
+        try:
+            state = stack_up(data_dir, workers=workers, api_workers=api_workers, api_port=port,
+                             prefect_port=prefect_port, pg_port=pg_port)
+        except RuntimeError as exc:
+            err.print(f"[red]error[/red] {exc}")
+            raise typer.Exit(1) from None
+    console.print(f"up: API {state['api_url']}  Prefect {state['prefect_api_url']}  workers {workers}")
+    console.print(f"export BATON_DATABASE_URL={state['database_url']}  (for baton users add, ledger verify …)")
+
+
+@stack_app.command("down")
+def stack_down_command() -> None:
+    """Stop the processes `baton stack up` started; the data stays for the next `up`."""
+    from flows.stack import stack_down
+
+    try:
+        stopped = stack_down(get_settings().data_dir)
+    except RuntimeError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print("stopped: " + ", ".join(stopped))
+
+
+@stack_app.command("status")
+def stack_status_command() -> None:
+    from flows.stack import alive, read_stack
+
+    try:
+        state = read_stack(get_settings().data_dir)
+    except RuntimeError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table("process", "pid", "alive")
+    for name, pid in state["processes"].items():
+        table.add_row(name, str(pid), "yes" if alive(pid) else "[red]no[/red]")
+    console.print(table)
 
 
 @app.command("demo")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -161,41 +164,67 @@ def postgres_bin() -> Path | None:
 
 
 class PostgresCluster:
-    """A throwaway cluster (trust auth on loopback), run as the `postgres` user when we are root."""
+    """A PostgreSQL cluster from Debian's packages on loopback (trust auth), run as the `postgres` user when
+    we are root. Throwaway in a temporary folder by default; kept in `root` when one is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None, port: int | None = None, durable: bool = False) -> None:
         bindir = postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="baton-pg-"))
+        self.keep = root is not None
+        self.root = (root or Path(tempfile.mkdtemp(prefix="baton-pg-"))).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
-        self.port = free_port()
+        self.port = port or free_port()
+        self.durable = durable
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             self.as_user = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.root, "postgres")
             os.chmod(self.root, 0o755)
+            if subprocess.run([*self.as_user, "test", "-w", str(self.root)]).returncode != 0:
+                raise RuntimeError(f"PostgreSQL runs as the postgres user, who cannot reach {self.root}; "
+                                   "choose a BATON_DATA_DIR whose parent folders others may enter")
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True)
+        result = subprocess.run([*self.as_user, *args], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed: {(result.stderr or result.stdout).strip()[-1500:]}")
+
+    def _options(self) -> str:
+        # A test or benchmark cluster trades durability for speed; a kept one (server mode) does not.
+        speed = "" if self.durable else " -c fsync=off -c synchronous_commit=off"
+        return f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=300{speed}"
 
     def start(self) -> PostgresCluster:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8")
+        if not (self.data / "PG_VERSION").exists():
+            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8", "--locale=C.UTF-8")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"), "-w",
-                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c max_connections=300 "
-                        "-c fsync=off", "start")
+                  "-o", self._options(), "start")
         return self
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, driver: str = "psycopg") -> str:
+        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    def _connect(self, database: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True)
+
+    def create_database(self, name: str, extensions: tuple[str, ...] = ()) -> str:
+        """Create the database unless it exists; return its SQLAlchemy URL."""
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        if extensions:
+            with self._connect(name) as conn:
+                for extension in extensions:
+                    conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{extension}"')
         return self.url(name)
+
+    def pid(self) -> int | None:
+        pid_file = self.data / "postmaster.pid"
+        return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
 
     def kill(self) -> None:
         """Stop at once, as a crash would (immediate mode)."""
@@ -203,12 +232,95 @@ class PostgresCluster:
 
     def restart(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "pg.log"), "-w",
-                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}", "start")
+                  "-o", self._options(), "start")
 
     def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(RuntimeError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (self.data / "postmaster.pid").exists():
             time.sleep(0.1)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+STACK_FILE = "stack.json"
+
+
+def stack_up(data_dir: Path, workers: int, api_workers: int, api_port: int, prefect_port: int,
+             pg_port: int) -> dict[str, object]:
+    """Server mode on one machine, every part its own OS process on loopback: PostgreSQL (a data directory
+    initialised here), a Prefect server on it, `workers` Baton workers and the API under `api_workers`
+    uvicorn workers. The processes outlive this call; `stack_down` stops them."""
+    data_dir = data_dir.resolve()
+    state_file = data_dir / STACK_FILE
+    if state_file.exists():
+        raise RuntimeError(f"a stack is already up in {data_dir} (baton stack down first)")
+    for port, what in ((api_port, "API"), (prefect_port, "Prefect server"), (pg_port, "PostgreSQL")):
+        if not port_free(port):
+            raise RuntimeError(f"port {port} for the {what} is in use; choose another with the options")
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    cluster = PostgresCluster(root=data_dir / "postgres", port=pg_port, durable=True).start()
+    try:
+        baton_url = cluster.create_database("baton")
+        cluster.create_database("prefect", extensions=("pg_trgm",))
+        os.environ["BATON_DATABASE_URL"] = baton_url
+        from core.migrate import upgrade
+
+        upgrade(baton_url)
+        stack = Stack(home=data_dir, api_url=f"http://127.0.0.1:{prefect_port}/api")
+        stack.start_prefect(prefect_port, database_url=cluster.url("prefect", driver="asyncpg"))
+        common = {"BATON_DATABASE_URL": baton_url, "BATON_PREFECT_API_URL": stack.api_url}
+        for i in range(workers):
+            stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}", extra_env=common)
+        os.environ.update(common)
+        stack.start_api("127.0.0.1", api_port, api_workers)
+    except BaseException:
+        for proc in locals().get("stack", Stack(data_dir, "")).processes.values():
+            proc.kill()
+        cluster.stop()
+        raise
+    state: dict[str, object] = {
+        "database_url": baton_url, "prefect_api_url": stack.api_url, "api_url": f"http://127.0.0.1:{api_port}",
+        "postgres": {"root": str(cluster.root), "port": cluster.port},
+        "processes": {name: proc.pid for name, proc in stack.processes.items()},
+    }
+    state_file.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def read_stack(data_dir: Path) -> dict[str, Any]:
+    state_file = data_dir.resolve() / STACK_FILE
+    if not state_file.exists():
+        raise RuntimeError(f"no stack is up in {data_dir}")
+    state: dict[str, Any] = json.loads(state_file.read_text())
+    return state
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stack_down(data_dir: Path, timeout: float = 20) -> list[str]:
+    """Stop what `stack_up` started (SIGTERM, then SIGKILL after `timeout`); the data stays."""
+    state = read_stack(data_dir)
+    processes: dict[str, int] = state["processes"]
+    for pid in processes.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for pid in processes.values()):
+        time.sleep(0.2)
+    for pid in processes.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pg = state["postgres"]
+    PostgresCluster(root=Path(pg["root"]), port=int(pg["port"])).stop()
+    (data_dir.resolve() / STACK_FILE).unlink()
+    return list(processes)
