@@ -16,7 +16,7 @@ from sqlmodel import Session, col, func, select
 from core.engine import latest_tasks
 from core.errors import NotFound
 from core.ledger import read_chain, verify_incident
-from core.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus, utcnow
+from core.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, PlanVersion, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
 from process_defs.schema import STAGES, Classification
 
@@ -76,6 +76,16 @@ def list_tasks(session: Session, *, department: str | None, status: str | None =
     rows = session.exec(query.order_by(col(DepartmentTask.due_at).is_(None), col(DepartmentTask.due_at),
                                        col(DepartmentTask.created_at)).limit(limit).offset(offset)).all()
     return Page(list(rows), int(total), limit, offset)
+
+
+def preload_incidents(session: Session, incident_ids: set[str]) -> None:
+    """Load a page's incidents and their plan versions in two queries; later `session.get` calls hit the
+    session's identity map instead of the database once per row."""
+    if not incident_ids:
+        return
+    incidents = session.exec(select(Incident).where(col(Incident.id).in_(incident_ids))).all()
+    version_ids = {i.plan_version_id for i in incidents}
+    session.exec(select(PlanVersion).where(col(PlanVersion.id).in_(version_ids))).all()
 
 
 def get_task(session: Session, task_id: str, department: str | None) -> DepartmentTask:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     worker_id: str | None = None
     lease_seconds: float = 15.0
-    claim_interval: float = 0.25
+    claim_interval: float = 0.1
     wake_interval: float = 0.2
     recheck_seconds: float = 30.0
     worker_capacity: int = 5000

@@ -55,6 +55,7 @@ def inbox(principal: CurrentUser, session: SessionDep,
         incident_id = reads.get_incident(session, incident, None if principal.sees_all else scope).id
     page = reads.list_tasks(session, department=scope, status=status, incident_id=incident_id, open_only=open,
                             limit=limit, offset=offset)
+    reads.preload_incidents(session, {t.incident_id for t in page.items})
     return TaskPage(items=[public(session, t) for t in page.items], total=page.total, limit=limit, offset=offset)
 
 
