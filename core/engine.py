@@ -26,9 +26,11 @@ from core.models import (
     IncidentStatus,
     OutboundDelivery,
     TaskStatus,
+    new_id,
     utcnow,
 )
 from core.plans import plan_for_version, registry
+from core.settings import get_settings
 from process_defs.schema import STAGES, Condition, IncidentType, Step
 
 
@@ -108,17 +110,26 @@ def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTas
     return out
 
 
+def has_endpoint(department: str) -> bool:
+    """Whether the department has a system Baton sends to (an endpoint named in the registry and configured)."""
+    dept = registry().department(department)
+    return bool(dept and dept.endpoint and dept.endpoint in get_settings().endpoints)
+
+
 def queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
                     payload: dict[str, Any]) -> OutboundDelivery:
     existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
     if existing is not None:
         return existing
     dept = registry().department(target)
-    body = {"incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
+    message_id = new_id()
+    # message_id lets a receiving system drop a message it has already processed (retries, replays).
+    body = {"message_id": message_id, "sent_for": key,
+            "incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
                          "title": incident.title, "drill": incident.drill},
             "purpose": purpose, "drill": incident.drill, **payload}
-    delivery = OutboundDelivery(incident_id=incident.id, idempotency_key=key, purpose=purpose, target=target,
-                                endpoint=dept.endpoint if dept else None, payload=body,
+    delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
+                                target=target, endpoint=dept.endpoint if dept else None, payload=body,
                                 payload_digest=ledger.digest_of(body), drill=incident.drill)
     session.add(delivery)
     session.flush()
@@ -172,6 +183,13 @@ class _Advancer:
                      step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value})
+        if step.kind == "human" and has_endpoint(task.department):
+            queue_delivery(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
+                           target=task.department,
+                           payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
+                                             "stage": task.stage, "due_at": task.due_at.isoformat()
+                                             if task.due_at else None, "inputs": handed,
+                                             "form": [f.model_dump(mode="json") for f in step.form]}})
 
     # -- steps ---------------------------------------------------------------------------------------
     def activate(self, stage: str) -> bool:

@@ -11,12 +11,14 @@ from typing import Any
 from sqlmodel import Session
 
 from core import ledger
+from core.engine import has_endpoint, queue_delivery
 from core.errors import NotFound, TaskStateConflict
 from core.forms import validate_outputs
 from core.incidents import COMMAND, lock_incident, wake
 from core.ledger import LedgerKind
 from core.models import DepartmentTask, Incident, TaskStatus, utcnow
 from core.plans import plan_for_version
+from core.sharing import recipients
 
 
 def _locked_task(session: Session, task_id: str, department: str | None) -> tuple[Incident, DepartmentTask]:
@@ -74,6 +76,16 @@ def complete(
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
                   details={"on_time": task.due_at is None or now <= task.due_at}, at=now)
+    if step.share is not None:
+        classification = step.share.classification.value
+        for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
+                                 classification=classification):
+            if has_endpoint(target):
+                queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                               target=target,
+                               payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                                   "department": task.department, "classification": classification,
+                                                   "outputs": clean}})
     wake(incident, now)
     session.add(incident)
     return task

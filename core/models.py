@@ -93,6 +93,7 @@ class Incident(IncidentBase, table=True):
     status: str = Field(default=IncidentStatus.open, max_length=16)
     stage: str = Field(default="warning", max_length=16)
     opened_by: str = Field(max_length=100)
+    signal_id: str | None = Field(default=None, max_length=36)  # the monitoring signal that opened it
     idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -175,6 +176,10 @@ class OutboundDelivery(SQLModel, table=True):
     outcome: str = Field(default="pending", max_length=16)  # pending, delivered, failed, no_endpoint
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Deliveries of closed incidents have no flow to send them; a worker's outbox loop leases them.
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = None
+    replays: int = 0
 
 
 class DeliveryAttempt(SQLModel, table=True):
@@ -201,6 +206,10 @@ class CapAlert(SQLModel, table=True):
     msg_type: str = Field(max_length=16)
     status: str = Field(max_length=16)  # CAP status: Actual or Exercise
     published: bool = False
+    references: str | None = Field(default=None, sa_column=Column(Text))
+    # A later Update or Cancel replaces this alert in the public feed.
+    superseded_by: str | None = Field(default=None, max_length=36)
+    issued_by: str = Field(default="baton", max_length=100)
     xml: str = Field(sa_column=Column(Text, nullable=False))
     sent_at: datetime = Field(default_factory=utcnow)
 
@@ -277,3 +286,51 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=100)
     action: str = Field(max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SituationReport(SQLModel, table=True):
+    """An ad-hoc situation report a department (or the office) posts to an incident's board."""
+
+    __tablename__ = "situation_report"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    department: str = Field(max_length=64)
+    author: str = Field(max_length=100)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    location_name: str | None = Field(default=None, max_length=200)
+    lat: float | None = None
+    lon: float | None = None
+    share_with: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    classification: str = Field(default="internal", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SignalSource(SQLModel, table=True):
+    """A monitoring system allowed to post signals; its API key is stored as a SHA-256 digest."""
+
+    __tablename__ = "signal_source"
+
+    name: str = Field(primary_key=True, max_length=64)
+    key_digest: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    active: bool = True
+
+
+class Signal(SQLModel, table=True):
+    """A monitoring signal as received, and what Baton did with it."""
+
+    __tablename__ = "signal"
+    __table_args__ = (Index("ix_signal_dedupe", "dedupe_key", "received_at"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    source: str = Field(max_length=64)
+    kind: str = Field(max_length=64)
+    dedupe_key: str = Field(max_length=200)
+    rule: str | None = Field(default=None, max_length=64)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow)
+    outcome: str = Field(max_length=32)  # opened, merged, raised, ignored
+    incident_id: str | None = Field(default=None, foreign_key="incident.id", index=True, max_length=36)
+    level: str | None = Field(default=None, max_length=3)

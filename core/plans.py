@@ -12,7 +12,8 @@ from core.errors import PlanInvalid, UnknownIncidentType
 from core.models import PlanVersion
 from core.settings import get_settings
 from process_defs.schema import DepartmentRegistry, IncidentType
-from process_defs.validation import REGISTRY_FILE, load_registry, parse_plan
+from process_defs.signals import SIGNALS_FILE, SignalRules
+from process_defs.validation import REGISTRY_FILE, load_registry, load_signal_rules, parse_plan
 
 
 @lru_cache(maxsize=4)
@@ -29,7 +30,7 @@ def registry() -> DepartmentRegistry:
 
 def current_plan_text(type_key: str) -> str:
     path = get_settings().plans_dir / f"{type_key}.yaml"
-    if type_key == REGISTRY_FILE.removesuffix(".yaml") or not path.is_file():
+    if f"{type_key}.yaml" in (REGISTRY_FILE, SIGNALS_FILE) or not path.is_file():
         raise UnknownIncidentType(f"no response plan for incident type '{type_key}'")
     return path.read_text(encoding="utf-8")
 
@@ -43,7 +44,8 @@ def parse_plan_text(text: str, file: str) -> IncidentType:
 
 
 def list_types() -> list[str]:
-    return sorted(p.stem for p in get_settings().plans_dir.glob("*.yaml") if p.name != REGISTRY_FILE)
+    return sorted(p.stem for p in get_settings().plans_dir.glob("*.yaml") if p.name not in (REGISTRY_FILE,
+                                                                                          SIGNALS_FILE))
 
 
 def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, IncidentType]:
@@ -65,3 +67,16 @@ def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
     if row is None:
         raise PlanInvalid(f"plan version {plan_version_id} is missing")
     return parse_plan_text(row.content, f"{row.type}.yaml")
+
+
+@lru_cache(maxsize=4)
+def _signal_rules(plans_dir: str) -> SignalRules:
+    plans = {key: parse_plan_text(current_plan_text(key), f"{key}.yaml") for key in list_types()}
+    rules, problems = load_signal_rules(Path(plans_dir) / SIGNALS_FILE, plans)
+    if rules is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems))
+    return rules
+
+
+def signal_rules() -> SignalRules:
+    return _signal_rules(str(get_settings().plans_dir))

@@ -18,7 +18,8 @@ from core.errors import NotFound
 from core.ledger import read_chain, verify_incident
 from core.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, PlanVersion, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
-from process_defs.schema import STAGES, Classification
+from core.sharing import can_see
+from process_defs.schema import STAGES
 
 
 def involved(session: Session, incident_id: str, department: str) -> bool:
@@ -197,11 +198,9 @@ def shared_with(session: Session, incident: Incident, department: str | None) ->
         step = plan.step(key)
         if task.status != TaskStatus.completed or task.kind != "human" or step.share is None:
             continue
-        if department is not None and task.department != department:
-            if step.share.classification == Classification.restricted and department not in step.share.with_:
-                continue
-            if not step.share.all_departments and department not in step.share.with_:
-                continue
+        if not can_see(department, owner=task.department, share_with=step.share.with_,
+                       classification=step.share.classification.value):
+            continue
         out.append({"step": key, "title": step.title.model_dump(), "department": task.department,
                     "classification": step.share.classification.value, "completed_at": task.completed_at,
                     "outputs": task.outputs})

@@ -163,6 +163,24 @@ class BatonWorker:
                 log.exception("wake poll failed")
             await self._sleep(self.settings.wake_interval)
 
+    async def _outbox_loop(self) -> None:
+        """Send what no flow will: deliveries of closed incidents (late shares, replays of dead letters)."""
+        from core.deliveries import claim_orphans
+        from tasks.delivery import deliver_with_retries
+
+        sending: dict[str, asyncio.Task[str]] = {}
+        while not self.stopping.is_set():
+            try:
+                for delivery_id in await in_transaction(claim_orphans, worker_id=self.worker_id):
+                    if delivery_id not in sending:
+                        sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
+                sending = {k: v for k, v in sending.items() if not v.done()}
+            except Exception:
+                log.exception("outbox poll failed")
+            await self._sleep(2.0)
+        for item in sending.values():
+            item.cancel()
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
@@ -173,7 +191,7 @@ class BatonWorker:
             async with get_client() as client:
                 self._client = client
                 loops = [asyncio.create_task(coro) for coro in
-                         (self._claim_loop(), self._renew_loop(), self._wake_loop())]
+                         (self._claim_loop(), self._renew_loop(), self._wake_loop(), self._outbox_loop())]
                 log.info("Baton worker %s started", self.worker_id)
                 await self.stopping.wait()
                 for item in loops:

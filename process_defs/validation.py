@@ -25,6 +25,7 @@ from process_defs.schema import (
     level_rank,
     parse_duration,
 )
+from process_defs.signals import SIGNALS_FILE, SignalRules
 
 PLAN_DIR = Path(__file__).resolve().parent
 REGISTRY_FILE = "departments.yaml"
@@ -614,7 +615,7 @@ def plan_files(paths: Sequence[Path]) -> tuple[Path | None, list[Path]]:
         for candidate in candidates:
             if candidate.name == REGISTRY_FILE:
                 registry_file = candidate
-            else:
+            elif candidate.name != SIGNALS_FILE:
                 files.append(candidate)
     return registry_file, files
 
@@ -654,4 +655,62 @@ def check_paths(paths: Sequence[Path] | None = None) -> CheckResult:
             keys[plan.key] = file
             prefixes[plan.code_prefix] = file.name
             plans[plan.key] = plan
-    return CheckResult(registry=registry, plans=plans, problems=problems, files=[registry_file, *files])
+    signal_files = [p / SIGNALS_FILE for p in (paths or [PLAN_DIR]) if p.is_dir() and (p / SIGNALS_FILE).exists()]
+    signal_files += [p for p in (paths or []) if p.is_file() and p.name == SIGNALS_FILE]
+    for file in signal_files:
+        _, signal_problems = load_signal_rules(file, plans)
+        problems.extend(signal_problems)
+    return CheckResult(registry=registry, plans=plans, problems=problems,
+                       files=[registry_file, *files, *signal_files])
+
+
+def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[SignalRules | None, list[Problem]]:
+    """Signal rules, checked against the plans they open (every rule's type must be one of them)."""
+    file = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(file, 1, "", f"cannot read the file: {exc}")]
+    rules, loaded, problems = _parse(SignalRules, text, file)
+    if rules is None or loaded is None:
+        return None, problems
+
+    def add(where: PathT, message: str) -> None:
+        problems.append(Problem(file, loaded.line_of(where), format_path(where), message))
+
+    seen: set[str] = set()
+    kinds: set[str] = set()
+    for i, rule in enumerate(rules.rules):
+        base: PathT = ("rules", i)
+        if rule.key in seen:
+            add((*base, "key"), f"duplicate rule '{rule.key}'")
+        seen.add(rule.key)
+        if rule.kind in kinds:
+            add((*base, "kind"), f"another rule already handles signals of kind '{rule.kind}'")
+        kinds.add(rule.kind)
+        if plans and rule.type not in plans:
+            add((*base, "type"), f"unknown incident type '{rule.type}'")
+        try:
+            window = parse_duration(rule.window)
+            if window.total_seconds() <= 0:
+                add((*base, "window"), "the dedupe window must be longer than zero")
+        except ValueError as exc:
+            add((*base, "window"), str(exc))
+        for template in ("dedupe",):
+            try:
+                getattr(rule, template).format_map(_AnyFields())
+            except (ValueError, IndexError) as exc:
+                add((*base, template), f"not a valid template: {exc}")
+        if rule.cap and rule.levels:
+            add((*base, "levels"), "a CAP rule takes its level from the alert's severity; remove levels")
+        if not rule.cap and not rule.levels:
+            add((*base, "levels"), "a rule needs levels (thresholds), or cap: true")
+        ranks = [level_rank(t.level) for t in rule.levels]
+        if ranks != sorted(ranks, reverse=True):
+            add((*base, "levels"), "list thresholds from the most severe level (I) down to the least (IV)")
+    return (None if problems else rules), problems
+
+
+class _AnyFields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return key

@@ -6,15 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Task, task
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from core.cap import render_alert
 from core.db import in_transaction
 from core.engine import finish_action, latest_tasks, queue_delivery
 from core.incidents import lock_incident
-from core.models import CapAlert, DepartmentTask, Incident, TaskStatus, utcnow
+from core.models import DepartmentTask, Incident, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
-from core.settings import get_settings
+from core.warnings import issue
 from process_defs.actions import NotifyDepartmentParams, PublishWarningParams, SituationSummaryParams
 from process_defs.schema import Classification
 
@@ -48,22 +47,9 @@ def _publish(session: Session, *, task_id: str) -> dict[str, Any]:
     if row.status != TaskStatus.pending:
         return {"skipped": True}
     params = PublishWarningParams.model_validate(step.params)
-    key = f"{incident.id}:{step.key}:cap"
-    alert = session.exec(select(CapAlert).where(CapAlert.idempotency_key == key)).first()
-    if alert is None:
-        domain = get_settings().sender.split("@")[-1]
-        sent = utcnow()
-        tasks = latest_tasks(session, incident.id)
-        facts = [f"{k}: {v}" for dep in step.depends_on if (t := tasks.get(dep)) and t.outputs
-                 for k, v in t.outputs.items() if not isinstance(v, dict | list)]
-        rendered = render_alert(incident, params, identifier=f"{domain}.{incident.code}.{step.key}", sent=sent,
-                                description_zh="；".join(facts), description_en="; ".join(facts))
-        # A drill never reaches the public: the alert is kept, marked Exercise, and not published.
-        alert = CapAlert(incident_id=incident.id, identifier=rendered.identifier, idempotency_key=key,
-                         msg_type=params.msg_type, status=rendered.status, published=not incident.drill,
-                         xml=rendered.xml, sent_at=sent)
-        session.add(alert)
-        session.flush()
+    # The step's completion is the ledger entry (warning.published); the alert itself is not ledgered twice.
+    alert = issue(session, incident_id=incident.id, params=params, actor="baton",
+                  key=f"{incident.id}:{step.key}:cap", ledgered=False)
     finish_action(session, task_id=task_id, outputs={"identifier": alert.identifier, "published": alert.published,
                                                     "msg_type": alert.msg_type, "status": alert.status})
     return {"identifier": alert.identifier}

@@ -17,10 +17,11 @@ from flows.cli import app
 from process_defs import graph
 from process_defs.cli import format_duration, parse_level
 from process_defs.schema import STAGES, IncidentType
+from process_defs.signals import SIGNALS_FILE
 from process_defs.validation import PLAN_DIR, REGISTRY_FILE, check_paths, load_registry, parse_plan
 
 BROKEN = Path(__file__).resolve().parent / "broken_plans"
-SHIPPED = sorted(p.stem for p in PLAN_DIR.glob("*.yaml") if p.name != REGISTRY_FILE)
+SHIPPED = sorted(p.stem for p in PLAN_DIR.glob("*.yaml") if p.name not in (REGISTRY_FILE, SIGNALS_FILE))
 SVG = "{http://www.w3.org/2000/svg}"
 # Wide enough that rich never wraps a line of the tree.
 runner = CliRunner(env={"COLUMNS": "220", "NO_COLOR": "1"})
