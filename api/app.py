@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
-from api.routes import auth, incidents, plans, tasks
+from api.routes import auth, incidents, plans, public, tasks
 from core.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -51,7 +51,7 @@ def create_app() -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
-    for router in (auth.router, incidents.router, tasks.router, plans.router):
+    for router in (auth.router, incidents.router, tasks.router, plans.router, public.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

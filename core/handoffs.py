@@ -63,7 +63,8 @@ def complete(
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
-    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
     clean = validate_outputs(step, outputs)
     now = utcnow()
     task.status = TaskStatus.completed
@@ -78,8 +79,9 @@ def complete(
                   details={"on_time": task.due_at is None or now <= task.due_at}, at=now)
     if step.share is not None:
         classification = step.share.classification.value
+        planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
         for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
-                                 classification=classification):
+                                 classification=classification, planned=planned):
             if has_endpoint(target):
                 queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
                                target=target,

@@ -71,6 +71,9 @@ def recently_woken(session: Session, *, worker_id: str, since: datetime) -> list
     return [(row[0], row[1]) for row in rows]
 
 
-def set_flow_run(session: Session, *, incident_id: str, flow_run_id: str) -> None:
-    session.execute(update(Incident).where(col(Incident.id) == incident_id, col(Incident.flow_run_id).is_(None))
-                    .values(flow_run_id=flow_run_id).execution_options(synchronize_session=False))
+def set_flow_run(session: Session, *, incident_id: str, flow_run_id: str | None) -> None:
+    """Record the incident's flow run once; `None` forgets a run Prefect no longer has."""
+    query = update(Incident).where(col(Incident.id) == incident_id)
+    if flow_run_id is not None:
+        query = query.where(col(Incident.flow_run_id).is_(None))
+    session.execute(query.values(flow_run_id=flow_run_id).execution_options(synchronize_session=False))

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
         return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
 
     def resolved_worker_id(self) -> str:
-        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        # A random part: a restarted container may get the same host name and pid as the worker it replaces.
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @lru_cache(maxsize=1)

@@ -29,8 +29,10 @@ def departments_on(session: Session, incident_id: str) -> set[str]:
 
 
 def recipients(session: Session, incident_id: str, *, owner: str, share_with: list[str],
-               classification: str) -> list[str]:
-    """The departments (other than the owner) an output goes out to."""
-    candidates = departments_on(session, incident_id) | {d for d in share_with if d != EVERYONE}
+               classification: str, planned: set[str] | None = None) -> list[str]:
+    """The departments (other than the owner) an output goes out to: those on the incident, those the plan
+    brings in at the incident's level (`planned`, so a sub-district hears the forecast before its own step
+    starts), and those named."""
+    candidates = departments_on(session, incident_id) | (planned or set()) | {d for d in share_with if d != EVERYONE}
     return sorted(d for d in candidates if d != owner and can_see(d, owner=owner, share_with=share_with,
                                                                   classification=classification))

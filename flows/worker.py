@@ -20,7 +20,7 @@ from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import TerminationSignal
+from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Pending, to_state_create
@@ -74,14 +74,21 @@ class BatonWorker:
         """The incident's flow run: created once (idempotently, keyed by the incident), then resumed."""
         assert self._client is not None
         client = self._client
+        run: FlowRun | None = None
         if info["flow_run_id"]:
-            run = await client.read_flow_run(UUID(info["flow_run_id"]))
-        else:
+            try:
+                run = await client.read_flow_run(UUID(info["flow_run_id"]))
+            except ObjectNotFound:
+                # Prefect's database was lost or pruned: the incident goes on in a new run of its flow.
+                log.warning("incident %s: flow run %s is gone from Prefect; starting a new one", info["code"],
+                            info["flow_run_id"])
+                await in_transaction(leases.set_flow_run, incident_id=info["id"], flow_run_id=None)
+        if run is None:
             flow_obj = incident_flow(info["type"])
             body = FlowRunCreate(
                 flow_id=await self._flow_id(flow_obj.name), name=info["code"],
                 parameters={"incident_id": info["id"]}, tags=info["tags"], state=to_state_create(Pending()),
-                idempotency_key=f"baton-incident:{info['id']}",
+                idempotency_key=f"baton-incident:{info['id']}:{info['flow_run_id'] or 'first'}",
             ).model_dump(mode="json", exclude_unset=True)
             response = await client.request("POST", "/flow_runs/", json=body)
             run = FlowRun.model_validate(response.json())
@@ -190,6 +197,8 @@ class BatonWorker:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             async with get_client() as client:
                 self._client = client
+                # Leases under this id are stale (a worker of the same name died); free them to be claimed.
+                await in_transaction(leases.release, worker_id=self.worker_id)
                 loops = [asyncio.create_task(coro) for coro in
                          (self._claim_loop(), self._renew_loop(), self._wake_loop(), self._outbox_loop())]
                 log.info("Baton worker %s started", self.worker_id)
