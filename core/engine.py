@@ -175,7 +175,7 @@ class _Advancer:
         task.assigned_at = self.now
         task.assigned_by = SYSTEM
         deadline = step.deadline_for(self.incident.level)
-        task.due_at = self.now + deadline if deadline else None
+        task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
         self.session.add(task)
         self.session.flush()
         handed = shared_inputs(self.plan, step, self.tasks)

@@ -90,6 +90,7 @@ def open_incident(
     lon: float | None = None,
     drill: bool = False,
     idempotency_key: str | None = None,
+    clock_speed: float = 1.0,
 ) -> Opened:
     if idempotency_key:
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
@@ -97,6 +98,10 @@ def open_incident(
             return Opened(existing, created=False)
     version_row, plan = snapshot_current(session, type_key)
     level = check_level(level or plan.default_level)
+    if clock_speed != 1.0 and not drill:
+        raise InvalidLevel("only a drill can run on a compressed clock")
+    if not 1.0 <= clock_speed <= 100_000:
+        raise InvalidLevel("the clock speed must be between 1 and 100000")
     now = utcnow()
     assert version_row.id is not None
     incident = Incident(
@@ -111,6 +116,7 @@ def open_incident(
         lat=lat,
         lon=lon,
         drill=drill,
+        clock_speed=clock_speed,
         opened_by=actor,
         idempotency_key=idempotency_key,
         stage="warning",
@@ -160,7 +166,7 @@ def change_level(session: Session, *, incident_id: str, level: str, actor: str, 
         if raised:
             deadline = step.deadline_for(level)
             if deadline is not None and task.assigned_at is not None and task.due_at is not None:
-                tighter = task.assigned_at + deadline
+                tighter = task.assigned_at + deadline / incident.clock_speed
                 if tighter < task.due_at:
                     task.due_at = tighter
                     session.add(task)
