@@ -9,9 +9,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
-from api.routes import auth, incidents, plans, public, tasks
+from api import errors, pages
+from api.routes import auth, incidents, plans, public, sharing, tasks
 from core.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -31,6 +32,55 @@ DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.c
             "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; frame-ancestors 'none'")
 
 
+class BodyLimit:
+    """Refuse bodies over `max_body_bytes` whether or not they announce their length (chunked uploads).
+
+    The body is read here, up to the limit, before the app sees it; the app then gets it replayed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = get_settings().max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._refuse(scope, receive, send, limit)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._refuse(scope, receive, send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = JSONResponse(errors.error_body("body_too_large", f"the request body is over {limit} bytes"),
+                                status_code=413, headers={**SECURITY_HEADERS, "Connection": "close"})
+        await response(scope, receive, send)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Baton", version="0.1.0",
                   description="Multi-department emergency response: incidents, department tasks, handoff ledger.")
@@ -38,11 +88,6 @@ def create_app() -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        limit = get_settings().max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(errors.error_body("body_too_large", f"the request body is over {limit} bytes"),
-                                status_code=413, headers=SECURITY_HEADERS)
         response = await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             if name == "Content-Security-Policy" and request.url.path in DOCS_PATHS:
@@ -51,9 +96,11 @@ def create_app() -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
-    for router in (auth.router, incidents.router, tasks.router, plans.router, public.router):
+    for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router):
         app.include_router(router)
+    app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.add_middleware(BodyLimit)
     return app
 
 

@@ -32,7 +32,8 @@ def get_session() -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that saw 2xx can rely on the write.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,8 @@ def csrf_token(token_id: str) -> str:
 def check_csrf(principal: Principal, given: str | None) -> None:
     if not given or not hmac.compare_digest(csrf_token(principal.token.id), given):
         raise ApiError(403, "csrf_failed", "the form is out of date or was not sent by Baton; reload and try again")
+
+
+def idempotency_digest(user_id: str, key: str) -> str:
+    """A client's Idempotency-Key, scoped to the user and of fixed length whatever the client sent."""
+    return hashlib.sha256(f"{user_id}:{key}".encode()).hexdigest()

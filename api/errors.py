@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import BatonError
 
+log = logging.getLogger("baton.api")
 HTTP_CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
               422: "invalid_request", 429: "too_many_requests"}
@@ -50,6 +52,13 @@ def install(app: FastAPI) -> None:
         listing = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:10])
         return JSONResponse(error_body("invalid_request", f"the request is not valid: {listing}", details),
                             status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The details go to the log, not to the client.
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("internal_error", "something went wrong on the server; it has been logged"),
+                            status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

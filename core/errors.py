@@ -59,3 +59,10 @@ class LeaseLost(BatonError):
 class PlanInvalid(BatonError):
     code = "plan_invalid"
     http_status = 422
+
+
+class ReasonRequired(BatonError):
+    """An action that must say why (a level change, a hand-back) came without a reason."""
+
+    code = "reason_required"
+    http_status = 422

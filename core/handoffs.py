@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from core import ledger
 from core.engine import has_endpoint, queue_delivery
-from core.errors import NotFound, TaskStateConflict
+from core.errors import NotFound, ReasonRequired, TaskStateConflict
 from core.forms import validate_outputs
 from core.incidents import COMMAND, lock_incident, wake
 from core.ledger import LedgerKind
@@ -96,12 +96,12 @@ def complete(
 def hand_back(
     session: Session, *, task_id: str, actor: str, reason: str, department: str | None = None
 ) -> DepartmentTask:
+    if not reason.strip():
+        raise ReasonRequired("handing a task back needs a reason")
     incident, task = _locked_task(session, task_id, department)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be handed back")
-    if not reason.strip():
-        raise TaskStateConflict("handing a task back needs a reason")
     now = utcnow()
     task.status = TaskStatus.handed_back
     task.handed_back_at = now

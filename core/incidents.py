@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from core import ledger
 from core.db import is_postgres
-from core.errors import IncidentClosed, InvalidLevel, NotFound
+from core.errors import IncidentClosed, InvalidLevel, NotFound, ReasonRequired
 from core.ledger import LedgerKind
 from core.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus, utcnow
 from core.plans import plan_for_version, snapshot_current
@@ -141,7 +141,7 @@ def change_level(session: Session, *, incident_id: str, level: str, actor: str, 
     apply on a lowering. Steps the new level activates are assigned by the flow when it wakes."""
     check_level(level)
     if not reason.strip():
-        raise InvalidLevel("a level change needs a reason")
+        raise ReasonRequired("a level change needs a reason")
     incident = lock_incident(session, incident_id)
     if incident.status != IncidentStatus.open:
         raise IncidentClosed(f"incident {incident.code} is closed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sqlmodel import Session, select
 from core.errors import PlanInvalid, UnknownIncidentType
 from core.models import PlanVersion
 from core.settings import get_settings
-from process_defs.schema import DepartmentRegistry, IncidentType
+from process_defs.schema import KEY_PATTERN, DepartmentRegistry, IncidentType
 from process_defs.signals import SIGNALS_FILE, SignalRules
 from process_defs.validation import REGISTRY_FILE, load_registry, load_signal_rules, parse_plan
 
@@ -29,8 +30,11 @@ def registry() -> DepartmentRegistry:
 
 
 def current_plan_text(type_key: str) -> str:
+    # Only a plain key names a plan: no path separators, dots or anything else that reaches outside the folder.
+    if not re.fullmatch(KEY_PATTERN, type_key) or type_key not in list_types():
+        raise UnknownIncidentType(f"no response plan for incident type '{type_key[:64]}'")
     path = get_settings().plans_dir / f"{type_key}.yaml"
-    if f"{type_key}.yaml" in (REGISTRY_FILE, SIGNALS_FILE) or not path.is_file():
+    if not path.is_file():
         raise UnknownIncidentType(f"no response plan for incident type '{type_key}'")
     return path.read_text(encoding="utf-8")
 

@@ -27,6 +27,7 @@ incident_app = typer.Typer(help="Open, list, show incidents; change their level.
 task_app = typer.Typer(help="Department tasks: list, acknowledge, complete, hand back.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The accountability ledger.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the API and pages.", no_args_is_help=True)
+signals_app = typer.Typer(help="Monitoring sources that post signals.", no_args_is_help=True)
 stack_app = typer.Typer(help="Server mode on one machine: PostgreSQL, Prefect, workers, API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(incident_app, name="incident")
@@ -34,6 +35,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(users_app, name="users")
 app.add_typer(stack_app, name="stack")
+app.add_typer(signals_app, name="signals")
 
 # Tables stay readable when piped (to grep, to a log): no terminal means a wide page, not 80 columns.
 WIDTH = max(shutil.get_terminal_size((160, 40)).columns, 100)
@@ -281,6 +283,15 @@ def users_list() -> None:
         table.add_row(user.username, user.display_name, user.role, user.department or "",
                       "yes" if user.active else "no")
     console.print(table)
+
+
+@signals_app.command("add-source")
+def signals_add_source(name: Annotated[str, typer.Argument(help="Source name, e.g. hydrology_network.")]) -> None:
+    """Register a monitoring source and print its API key (shown once; only a digest is stored)."""
+    from core.signals import add_source
+
+    key = _session_call(add_source, name=name, actor="cli:admin")
+    console.print(f"source {name} added; its API key (send as X-Api-Key): {key}")
 
 
 # -- the embedded system -----------------------------------------------------------------------------

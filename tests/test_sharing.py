@@ -37,7 +37,7 @@ EVACUATION = {"people_evacuated": 320, "shelters_open": 4}
 def to_evacuation(level: str = "III") -> str:
     """A flood incident whose sub-district has reported its evacuation figures."""
     incident_id = drive.open_("flood", level=level)
-    fills = {"lift_warning": {"decision": "respond"}, "evacuate_residents": EVACUATION,
+    fills: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"}, "evacuate_residents": EVACUATION,
              "flood_risk_assessment": {"hot_spots": 5, "pumps_deployed": 3, "river_level_high": True},
              "water_rescue": {"people_rescued": 3, "casualties": 2}}
     for _ in range(40):
@@ -100,13 +100,13 @@ def test_ad_hoc_reports_reach_their_scope_only(baton: str) -> None:
                 {"text": "x", "classification": "restricted"}, {"text": "x", "figures": {"n": "many"}}):
         with pytest.raises(ReportInvalid), session_scope() as session:
             post_report(session, incident_id=incident_id, department="subdistrict", author="user:s1",
-                        **bad)  # type: ignore[arg-type]
+                        **bad)
 
 
 def _params(msg_type: str = "Alert") -> PublishWarningParams:
     return PublishWarningParams(event=Text(zh="暴雨", en="Rainstorm"), headline=Text(zh="暴雨预警", en="Rainstorm"),
                                 instruction=Text(zh="远离低洼地带", en="Keep away from low ground"),
-                                msg_type=msg_type)  # type: ignore[arg-type]
+                                msg_type=msg_type)
 
 
 def test_warnings_are_issued_updated_and_cancelled_as_valid_cap(baton: str) -> None:

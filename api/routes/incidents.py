@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import CurrentUser, OfficeUser, ReviewerUser, SessionDep
+from api.deps import CurrentUser, OfficeUser, ReviewerUser, SessionDep, idempotency_digest
 from api.schemas import (
     IncidentCreate,
     IncidentPage,
@@ -38,7 +38,7 @@ def public(incident: Incident) -> IncidentPublic:
 def create(body: IncidentCreate, principal: OfficeUser, session: SessionDep, response: Response,
            idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> IncidentPublic:
     """Open an incident. A Baton worker starts its flow; `flow_run_id` appears once it has."""
-    key = f"{principal.user.id}:{idempotency_key}" if idempotency_key else None
+    key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else None
     kwargs: dict[str, Any] = {
         "type_key": body.type, "level": body.level, "title": body.title, "description": body.description,
         "drill": body.drill, "actor": principal.actor, "idempotency_key": key,

@@ -1,0 +1,162 @@
+"""Information sharing: the situation board and reports, public warnings, deliveries to department systems,
+monitoring signals in, and the situation-report export."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query
+from pydantic import Field
+
+from api.deps import ActingUser, CurrentUser, OfficeUser, ReviewerUser, SessionDep, idempotency_digest
+from api.schemas import LocationIn, Strict
+from core import reads
+from core.board import board, post_report
+from core.deliveries import attempts, get_delivery, list_deliveries, public, replay
+from core.incidents import COMMAND
+from core.models import CapAlert
+from core.signals import receive, source_for_key
+from core.sitrep import sitrep
+from core.warnings import current, issue
+from process_defs.actions import PublishWarningParams
+from process_defs.schema import Text
+
+router = APIRouter(tags=["sharing"])
+
+
+class ReportIn(Strict):
+    text: str = Field(min_length=1, max_length=10_000)
+    figures: dict[str, float] = Field(default_factory=dict, max_length=50)
+    location: LocationIn | None = None
+    share_with: list[str] = Field(default_factory=lambda: ["all"], min_length=1, max_length=50)
+    classification: Literal["public", "internal", "restricted"] = "internal"
+
+
+class WarningIn(Strict):
+    msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
+    event: Text
+    headline: Text
+    instruction: Text
+    category: Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra",
+                      "CBRNE", "Other"] = "Met"
+    response_type: Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear",
+                           "None"] = "Prepare"
+
+
+class SignalIn(Strict):
+    kind: str = Field(min_length=1, max_length=64)
+    area: str | None = Field(default=None, max_length=200)
+    value: float | None = None
+    unit: str | None = Field(default=None, max_length=32)
+    observed_at: datetime | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    xml: str | None = Field(default=None, max_length=200_000)
+    syndrome: str | None = Field(default=None, max_length=100)
+    cases: int | None = Field(default=None, ge=0)
+    over_warning_m: float | None = None
+    over_guarantee_m: float | None = None
+    source_id: str | None = Field(default=None, max_length=200)
+
+
+def _reader(principal: CurrentUser) -> str | None:
+    return None if principal.sees_all else principal.user.department
+
+
+def _alert(alert: CapAlert) -> dict[str, Any]:
+    return {"id": alert.id, "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
+            "published": alert.published, "references": alert.references, "superseded_by": alert.superseded_by,
+            "sent_at": alert.sent_at, "issued_by": alert.issued_by}
+
+
+@router.get("/api/incidents/{incident_id}/board")
+def get_board(incident_id: str, principal: CurrentUser, session: SessionDep,
+              since: datetime | None = None) -> dict[str, Any]:
+    """Everything shared on the incident, in order, as far as the reader's department may see it."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return {"incident_id": incident.id, "code": incident.code,
+            "items": board(session, incident, _reader(principal), since=since)}
+
+
+@router.post("/api/incidents/{incident_id}/reports", status_code=201)
+def report(incident_id: str, body: ReportIn, principal: ActingUser, session: SessionDep) -> dict[str, Any]:
+    """An ad-hoc situation report from the reader's department, shared with the scope it names."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    department = principal.acts_for or COMMAND
+    location = body.location
+    row = post_report(session, incident_id=incident.id, department=department, author=principal.actor,
+                      text=body.text, figures=dict(body.figures), share_with=body.share_with,
+                      classification=body.classification, location_name=location.name if location else None,
+                      lat=location.lat if location else None, lon=location.lon if location else None)
+    return {"id": row.id, "incident_id": incident.id, "department": department, "created_at": row.created_at,
+            "classification": row.classification, "share_with": row.share_with}
+
+
+@router.get("/api/incidents/{incident_id}/warnings")
+def warnings(incident_id: str, principal: ReviewerUser, session: SessionDep) -> dict[str, Any]:
+    incident = reads.get_incident(session, incident_id, None)
+    from sqlmodel import col, select
+
+    rows = session.exec(select(CapAlert).where(CapAlert.incident_id == incident.id)
+                        .order_by(col(CapAlert.sent_at))).all()
+    return {"incident_id": incident.id, "items": [_alert(a) for a in rows],
+            "current": [a.id for a in current(session, incident.id)]}
+
+
+@router.post("/api/incidents/{incident_id}/warnings", status_code=201)
+def warn(incident_id: str, body: WarningIn, principal: OfficeUser, session: SessionDep,
+         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """Issue a public warning (CAP Alert), or update or cancel the incident's current ones."""
+    incident = reads.get_incident(session, incident_id, None)
+    params = PublishWarningParams(event=body.event, headline=body.headline, instruction=body.instruction,
+                                  category=body.category, response_type=body.response_type, msg_type=body.msg_type)
+    key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else f"office:{uuid.uuid4()}"
+    return _alert(issue(session, incident_id=incident.id, params=params, actor=principal.actor, key=key))
+
+
+@router.get("/api/deliveries")
+def deliveries(principal: ReviewerUser, session: SessionDep,
+               outcome: Annotated[str | None, Query(pattern="^(pending|delivered|failed|no_endpoint)$")] = None,
+               incident: Annotated[str | None, Query(max_length=64)] = None,
+               target: Annotated[str | None, Query(max_length=64)] = None,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100,
+               offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """The delivery log; `outcome=failed` is the dead-letter list."""
+    incident_id = reads.get_incident(session, incident, None).id if incident else None
+    rows, total = list_deliveries(session, outcome=outcome, incident_id=incident_id, target=target, limit=limit,
+                                  offset=offset)
+    return {"items": [public(d) for d in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/api/deliveries/{delivery_id}")
+def delivery(delivery_id: str, principal: ReviewerUser, session: SessionDep) -> dict[str, Any]:
+    row = get_delivery(session, delivery_id)
+    return {**public(row, with_payload=True),
+            "attempt_log": [{"number": a.number, "at": a.at, "status_code": a.status_code, "error": a.error,
+                             "latency_ms": a.latency_ms} for a in attempts(session, delivery_id)]}
+
+
+@router.post("/api/deliveries/{delivery_id}/replay")
+def replay_delivery(delivery_id: str, principal: OfficeUser, session: SessionDep) -> dict[str, Any]:
+    """Send a dead-lettered message again (same message id, so receivers can drop repeats)."""
+    return public(replay(session, delivery_id=delivery_id, actor=principal.actor))
+
+
+@router.post("/api/signals", status_code=201)
+def signal_in(body: SignalIn, session: SessionDep,
+              x_api_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """A monitoring signal, authenticated by its source's API key (not a user login)."""
+    source = source_for_key(session, x_api_key)
+    result = receive(session, source=source, payload=body.model_dump(exclude_none=True, mode="json"))
+    incident = result.incident
+    return {"signal_id": result.signal.id, "outcome": result.signal.outcome, "level": result.signal.level,
+            "incident_id": incident.id if incident else None, "code": incident.code if incident else None}
+
+
+@router.get("/api/incidents/{incident_id}/sitrep")
+def get_sitrep(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """An EDXL-SitRep-like situation report, scoped like the board."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return sitrep(session, incident, _reader(principal), prepared_by=principal.actor)

@@ -1,0 +1,258 @@
+"""The pages in a real browser: headless Chromium (Playwright) against a real uvicorn process, with a real Baton
+worker advancing the incident's flow on a real Prefect server.
+
+An office triggers a flood incident through the form; meteorology and water affairs complete their warning
+steps through the task form as the worker hands them over; the office sees the next step (lifting the
+warning) arrive; a manager reviews the timeline picture and the verified ledger. Screenshots of the pages on
+a desk and on a phone go to /tmp/baton-shots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium; .ci/run installs it)",
+                allow_module_level=True)
+
+import httpx  # noqa: E402
+from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright  # noqa: E402
+from sqlmodel import select  # noqa: E402
+
+from core.db import session_scope  # noqa: E402
+from core.engine import latest_tasks  # noqa: E402
+from core.models import Incident  # noqa: E402
+from core.users import add_user  # noqa: E402
+from flows.stack import free_port  # noqa: E402
+from tests.servers import PrefectServer  # noqa: E402
+
+pytestmark = pytest.mark.prefect
+
+SHOTS = Path("/tmp/baton-shots")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "water-secret-1",
+             "boss1": "manager-secret-1"}
+DESK: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+WAIT_MS = 60_000
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture
+def site(baton: str, prefect_server: PrefectServer, tmp_path: Path) -> Iterator[str]:
+    """uvicorn serving api.app:app and one Baton worker, both on the test's database; yields the base URL."""
+    env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, BATON_WORKER_ID="browser-worker")
+    port = free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("web", "worker")}
+    web = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
+                            str(port), "--log-level", "warning"], env=env, stdout=logs["web"].open("wb"),
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env,
+                              stdout=logs["worker"].open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if web.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {logs['web'].read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(f"{base}/login", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not answer within 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        _stop(worker)
+        _stop(web)
+        for name, log in logs.items():
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "Traceback" in text:
+                print(f"--- {name} log ---\n{text[-4000:]}")
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Desk:
+    """One person's browser (own cookies), remembering any Content-Security-Policy violation it saw."""
+
+    def __init__(self, browser: Browser, base: str, username: str, problems: list[str]) -> None:
+        self.base = base
+        self.context = browser.new_context(viewport=DESK, locale="zh-CN", timezone_id="Asia/Shanghai")
+        self.context.set_default_timeout(WAIT_MS)
+        self.page: Page = self.context.new_page()
+
+        def seen(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                problems.append(f"{username}: {message.text} {message.location.get('url', '')}")
+
+        self.page.on("console", seen)
+        self.page.on("pageerror", lambda exc: problems.append(f"{username}: {exc}"))
+        self.page.goto(f"{base}/login")
+        self.page.fill("#username", username)
+        self.page.fill("#password", PASSWORDS[username])
+        self.page.click("form[action='/login'] button[type=submit]")
+        self.page.wait_for_load_state()
+        assert "/login" not in self.page.url, f"{username} could not log in"
+
+    def go(self, path: str) -> Page:
+        self.page.goto(f"{self.base}{path}")
+        return self.page
+
+    def shoot(self, name: str) -> None:
+        """Screenshots on a desk and on a phone; on the phone nothing may overflow the screen's width."""
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.set_viewport_size(DESK)
+        self.page.screenshot(path=str(SHOTS / f"{name}-desktop.png"), full_page=True)
+        self.page.set_viewport_size(PHONE)
+        self.page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}-phone-screen.png"))
+        overflow = self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name}: the page is {overflow}px wider than a phone's screen"
+        self.page.set_viewport_size(DESK)
+
+
+def task_ids(incident_id: str) -> dict[str, Any]:
+    with session_scope() as session:
+        return {key: (t.id, t.status, t.completed_by) for key, t in latest_tasks(session, incident_id).items()}
+
+
+def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) -> None:
+    with session_scope() as session:
+        add_user(session, username="office1", role="office", password=PASSWORDS["office1"], display_name="值班员小李")
+        add_user(session, username="met1", role="department", department="meteorology", password=PASSWORDS["met1"])
+        add_user(session, username="water1", role="department", department="water_affairs",
+                 password=PASSWORDS["water1"])
+        add_user(session, username="boss1", role="manager", password=PASSWORDS["boss1"])
+    problems: list[str] = []
+
+    # The office opens a level IV flood incident through the trigger form.
+    office = Desk(browser, site, "office1", problems)
+    page = office.page
+    assert page.url == f"{site}/office"
+    expect(page.locator("h1")).to_have_text("应急办工作台")
+    page.select_option("#type", "flood")
+    page.select_option("#level", "IV")
+    page.fill("#title", "滨江路暴雨积水")
+    page.fill("#description", "滨江路下穿隧道积水约40厘米，多辆车辆被困。")
+    page.fill("#location_name", "滨江路下穿隧道")
+    page.fill("#lat", "31.2304")
+    page.fill("#lon", "121.4737")
+    page.check("#drill")
+    page.click("#trigger button[type=submit]")
+    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}$"))
+    incident_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("h1")).to_contain_text("滨江路暴雨积水")
+    # The worker picks it up and hands the forecast to meteorology; the progress table refreshes by itself.
+    expect(page.locator('#progress tr[data-step="rainstorm_forecast"]')).to_have_attribute("data-status", "assigned")
+    expect(page.locator("#progress")).to_have_attribute("data-polled", re.compile(r"\d+"))
+    office.go("/office")
+    expect(page.locator("#open-incidents li.item")).to_have_count(1)
+    office.shoot("office-console")
+
+    # Meteorology sees the step in its inbox, acknowledges it and completes it through the form.
+    met = Desk(browser, site, "met1", problems)
+    page = met.page
+    assert page.url == f"{site}/inbox"
+    page.click('#inbox li[data-step="rainstorm_forecast"] a.item-title')
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]{36}$"))
+    page.click("#acknowledge button")
+    page.wait_for_url(re.compile(r".*\?done=acknowledged$"))
+    page.fill("#f_rainfall_1h", "60")
+    page.fill("#f_rainfall_24h", "180")
+    page.select_option("#f_warning_colour", "orange")
+    page.fill("#f_valid_until", "2026-07-20T18:00")
+    page.fill("#note", "雷达回波持续增强")
+    met.shoot("task-form")
+    page.click("#complete button[type=submit]")
+    page.wait_for_url(re.compile(r".*\?done=completed$"))
+    expect(page.locator(".alert.ok")).to_contain_text("已完成")
+    expect(page.locator('#outputs dd[data-field="warning_colour"]')).to_have_text("橙色")
+
+    # Water affairs sees the assessment appear in its inbox (the list refreshes itself) and completes it,
+    # with the forecast shared beside the form.
+    water = Desk(browser, site, "water1", problems)
+    page = water.page
+    item = page.locator('#inbox li[data-step="flood_risk_assessment"] a.item-title')
+    expect(item).to_be_visible()
+    item.click()
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]{36}$"))
+    expect(page.locator('#shared-inputs .shared[data-step="rainstorm_forecast"]')).to_contain_text("60 mm")
+    page.fill("#f_hot_spots", "4")
+    page.fill("#f_pumps_deployed", "12")
+    page.check("#f_river_level_high")
+    page.fill("#f_hot_spot_map", "DOC-2026-0718")
+    water.shoot("task-form-shared")
+    page.click("#complete button[type=submit]")
+    page.wait_for_url(re.compile(r".*\?done=completed$"))
+
+    tasks = task_ids(incident_id)
+    assert tasks["rainstorm_forecast"][1:] == ("completed", "user:met1")
+    assert tasks["flood_risk_assessment"][1:] == ("completed", "user:water1")
+
+    # The next handoff: lifting the warning comes to the emergency office.
+    page = office.go(f"/office/incidents/{incident_id}")
+    lift = page.locator('#progress tr[data-step="lift_warning"]')
+    expect(lift).to_have_attribute("data-status", "assigned")
+    expect(lift).to_have_attribute("data-department", "emergency_office")
+    office.shoot("office-incident")
+    office.go("/office")
+    expect(page.locator('#office-tasks li[data-step="lift_warning"]')).to_be_visible()
+
+    # A manager reviews: the flow run's link, the timeline picture with the completed steps, the ledger.
+    boss = Desk(browser, site, "boss1", problems)
+    page = boss.page
+    assert page.url == f"{site}/review"
+    with session_scope() as session:
+        incident = session.exec(select(Incident).where(Incident.id == incident_id)).one()
+        flow_run_id = incident.flow_run_id
+    assert flow_run_id, "the worker did not create the flow run"
+    row = page.locator(f'tr[data-incident="{incident.code}"]')
+    expect(row.locator("a.flow-run")).to_have_attribute("href", re.compile(rf"/runs/flow-run/{flow_run_id}$"))
+    row.locator(f'a:text-is("{incident.code}")').click()
+    page.wait_for_url(re.compile(rf".*/review/incidents/{incident_id}$"))
+    svg = page.locator("#timeline svg.timeline")
+    expect(svg).to_be_visible()
+    for step in ("rainstorm_forecast", "flood_risk_assessment"):
+        expect(svg.locator(f'g.row[data-step="{step}"]')).to_have_attribute("data-status", "completed")
+        expect(svg.locator(f'g.row[data-step="{step}"] rect.bar')).to_have_count(1)
+    expect(svg.locator('g.row[data-step="rainstorm_forecast"] path.ack')).to_have_count(1)
+    expect(svg.locator('g.row[data-step="lift_warning"]')).to_have_attribute("data-status", "assigned")
+    expect(page.locator("#ledger .ledger-status")).to_have_class(re.compile(r"\bverified\b"))
+    expect(page.locator('#ledger tr[data-kind="task.completed"]')).to_have_count(2)
+    expect(page.locator('#deadlines tr[data-department="meteorology"] td.met')).to_have_text("1")
+    boss.shoot("review-timeline")
+
+    # Everything ran under the Content-Security-Policy: no blocked script or style, no script error.
+    assert problems == []
