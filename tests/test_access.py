@@ -9,9 +9,11 @@ at all gets 403; nobody logged in gets 401. A refused request changes nothing. `
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,6 +184,14 @@ MATRIX: list[Case] = [
          reuse=True, headers=lambda target: {"X-Api-Key": target.api_key}, note="source key"),
 ]
 
+# Further areas add their rows and target kinds in tests/access_rows_<area>.py (a list `ROWS` of Case and a dict
+# `TARGETS` of kind -> builder), so work on one area never edits this list.
+EXTRA_TARGETS: dict[str, Callable[[], Target]] = {}
+for _module_path in sorted(Path(__file__).resolve().parent.glob("access_rows_*.py")):
+    _module = importlib.import_module(f"tests.{_module_path.stem}")
+    MATRIX.extend(_module.ROWS)
+    EXTRA_TARGETS.update(getattr(_module, "TARGETS", {}))
+
 # What each status's error body must say.
 ERROR_CODES = {401: "not_authenticated", 403: "forbidden", 404: "not_found"}
 
@@ -199,6 +209,8 @@ def build_target(kind: str) -> Target:
     """A target of `kind`, built fresh. Incidents are floods at level IV in their warning stage: meteorology has
     finished its forecast, water_affairs holds the risk assessment, public_security is not on the incident.
     A delivery is a dead-lettered notice on such an incident; a source is a monitoring system's API key."""
+    if kind in EXTRA_TARGETS:
+        return EXTRA_TARGETS[kind]()
     if kind == "none":
         return Target(kind, {"type_key": "flood"}, "water_affairs", "public_security")
     if kind == "unknown":
