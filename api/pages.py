@@ -753,3 +753,48 @@ def review_incident(incident_id: str, request: Request, principal: PagePrincipal
                 step_titles=step_titles,
                 svg=svg, ledger=reads.ledger_view(session, incident),
                 deadlines=reads.deadlines_by_department(session, incident), flow_run_url=_flow_run_url(incident))
+
+
+# -- situation board ----------------------------------------------------------------------------------------
+def _board_context(session: Session, principal: Principal, incident_id: str) -> dict[str, Any]:
+    from core.board import board
+
+    reader = None if principal.sees_all else principal.user.department
+    incident = reads.get_incident(session, incident_id, reader)
+    return {"incident": incident, "items": board(session, incident, reader), "poll_seconds": POLL_SECONDS,
+            "can_report": principal.acts_for is not None}
+
+
+@router.get("/incidents/{incident_id}/board")
+def board_page(incident_id: str, request: Request, principal: PagePrincipal, session: SessionDep) -> HTMLResponse:
+    return page(request, principal, "board.html", report_error=None, report_text="", share_with="",
+                **_board_context(session, principal, incident_id))
+
+
+@router.get("/incidents/{incident_id}/board/items")
+def board_items(incident_id: str, request: Request, principal: PagePrincipal, session: SessionDep) -> HTMLResponse:
+    return page(request, principal, "_board_items.html", headers={FRAGMENT_HEADER: "1"},
+                **_board_context(session, principal, incident_id))
+
+
+@router.post("/incidents/{incident_id}/reports")
+def board_report(incident_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                 form: Form) -> Response:
+    from core.board import ReportInvalid, post_report
+
+    checked_form(principal, form)
+    if principal.acts_for is None:
+        raise ApiError(403, "forbidden", "managers read the board; they do not post to it")
+    context = _board_context(session, principal, incident_id)
+    scope = [d.strip() for d in field(form, "share_with").split(",") if d.strip()] or ["all"]
+    try:
+        post_report(session, incident_id=context["incident"].id, department=principal.acts_for,
+                    author=principal.actor, text=field(form, "text"), share_with=scope,
+                    classification=field(form, "classification") or "internal")
+    except ReportInvalid as exc:
+        session.rollback()
+        return page(request, principal, "board.html", 422, report_error=exc.message,
+                    report_text=field(form, "text"), share_with=field(form, "share_with"),
+                    **_board_context(session, principal, incident_id))
+    session.commit()
+    return redirect(f"/incidents/{context['incident'].id}/board")

@@ -1,0 +1,57 @@
+"""The situation board page: scoped like the API, updated by polling, reports posted with CSRF."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from api.app import app
+from core.db import session_scope
+from core.users import add_user
+from tests import engine_driver as drive
+from tests.test_sharing import EVACUATION, to_evacuation
+
+
+def login(client: TestClient, user: str, password: str) -> str:
+    page = client.get("/login")
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    data = {"username": user, "password": password}
+    if nonce:
+        data["csrf"] = nonce.group(1)
+    response = client.post("/login", data=data, follow_redirects=False)
+    assert response.status_code in (302, 303), response.text[:300]
+    board = client.get("/inbox")
+    token = re.search(r'name="csrf" value="([^"]+)"', board.text)
+    return token.group(1) if token else ""
+
+
+def test_board_page_shows_what_the_department_may_see_and_takes_reports(baton: str) -> None:
+    incident_id = to_evacuation()
+    with session_scope() as session:
+        add_user(session, username="police", role="department", department="public_security", password="police-pw-123")
+        add_user(session, username="health", role="department", department="health_commission",
+                 password="health-pw-123")
+    police = TestClient(app)
+    csrf = login(police, "police", "police-pw-123")
+    page = police.get(f"/incidents/{incident_id}/board")
+    assert page.status_code == 200 and str(EVACUATION["people_evacuated"]) in page.text
+    fragment = police.get(f"/incidents/{incident_id}/board/items")
+    assert fragment.headers.get("X-Baton-Fragment") == "1" and str(EVACUATION["people_evacuated"]) in fragment.text
+    health = TestClient(app)
+    login(health, "health", "health-pw-123")
+    other = health.get(f"/incidents/{incident_id}/board")
+    assert other.status_code in (200, 404)
+    assert str(EVACUATION["people_evacuated"]) not in other.text
+    refused = police.post(f"/incidents/{incident_id}/reports", data={"text": "roads closed"}, follow_redirects=False)
+    assert refused.status_code == 403
+    posted = police.post(f"/incidents/{incident_id}/reports", follow_redirects=False,
+                         data={"text": "<script>alert(1)</script> 封闭道路 3 条", "csrf": csrf,
+                               "classification": "internal", "share_with": ""})
+    assert posted.status_code in (302, 303)
+    again = police.get(f"/incidents/{incident_id}/board/items").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; 封闭道路 3 条" in again and "<script>alert(1)" not in again
+    bad = police.post(f"/incidents/{incident_id}/reports", data={"text": "x", "csrf": csrf,
+                                                                 "classification": "restricted", "share_with": ""})
+    assert bad.status_code == 422 and "restricted" in bad.text
+    assert drive.incident(incident_id).status == "open"
