@@ -1,0 +1,142 @@
+"""The information-sharing story end to end, every part a real process on loopback: a rainfall signal opens a
+flood incident, its warning stage publishes a schema-valid CAP alert to the public feed, water affairs' system
+receives its signed assignment, and the police see the evacuation figures the sub-district shared with them
+while the health commission, outside the scope, does not."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xmlschema
+
+from core.cap import CAP_SCHEMA
+from core.db import session_scope
+from core.settings import get_settings
+from core.signals import add_source
+from tests.api_server import ApiServer, issued_token, make_user, run_api
+from tests.receiver import Receiver, running_receiver
+
+pytestmark = pytest.mark.prefect
+SECRET = "water-affairs-system-secret"
+FILLS: dict[str, dict[str, Any]] = {
+    "rainstorm_forecast": {"rainfall_1h": 75, "rainfall_24h": 210, "warning_colour": "orange",
+                           "valid_until": "2026-07-20T18:00:00+08:00"},
+    "flood_risk_assessment": {"hot_spots": 6, "pumps_deployed": 20, "river_level_high": True},
+    "lift_warning": {"decision": "respond"},
+    "activate_command": {"command_post": {"name": "滨江区应急指挥中心"}, "commander": "王主任"},
+    "evacuate_residents": {"people_evacuated": 412, "shelters_open": 5},
+}
+
+
+@pytest.fixture
+def world(baton: str, prefect_server: Any, monkeypatch: pytest.MonkeyPatch,
+          tmp_path: Path) -> Iterator[tuple[ApiServer, Receiver]]:
+    with running_receiver(SECRET) as receiver:
+        monkeypatch.setenv("BATON_ENDPOINTS", json.dumps({"water_affairs": {"url": receiver.url, "secret": SECRET}}))
+        monkeypatch.setenv("BATON_PREFECT_API_URL", prefect_server.api_url)
+        get_settings.cache_clear()
+        env = dict(os.environ, BATON_WORKER_ID="w-e2e", PREFECT_API_URL=prefect_server.api_url)
+        worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env,
+                                  stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            with run_api() as server:
+                yield server, receiver
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, Receiver]) -> None:
+    server, receiver = world
+    users = {"office": ("office", None)} | {d: ("department", d) for d in
+                                            ("meteorology", "water_affairs", "subdistrict", "public_security",
+                                             "health_commission")}
+    tokens = {}
+    for name, (role, department) in users.items():
+        make_user(name, role, department)
+        tokens[name] = issued_token(name)
+    with session_scope() as session:
+        key = add_source(session, name="hydrology_network", actor="test")
+
+    response = server.request("POST", "/api/signals", json={"kind": "rainfall", "area": "滨江区", "value": 75},
+                              headers={"X-Api-Key": key})
+    assert response.status_code == 201, response.text
+    opened = response.json()
+    assert opened["outcome"] == "opened" and opened["level"] == "II" and opened["code"].startswith("FLD-")
+    incident_id = opened["incident_id"]
+
+    def work(department: str) -> list[str]:
+        who = "office" if department == "emergency_office" else department
+        params: dict[str, Any] = {"open": "true", "incident": incident_id}
+        if who == "office":
+            params["department"] = "emergency_office"
+        listing = server.request("GET", "/api/tasks", tokens[who], params=params)
+        if listing.status_code == 404:  # not on the incident yet
+            return []
+        done = []
+        for item in listing.json()["items"]:
+            if item["step_key"] in FILLS:
+                answer = server.request("POST", f"/api/tasks/{item['id']}/complete", tokens[who],
+                                        json={"outputs": FILLS[item["step_key"]]})
+                assert answer.status_code == 200, answer.text
+                done.append(item["step_key"])
+        return done
+
+    finished: list[str] = []
+
+    def progress() -> bool:
+        for department in ("meteorology", "water_affairs", "emergency_office", "subdistrict"):
+            finished.extend(work(department))
+        return "evacuate_residents" in finished
+
+    until(progress, 120, f"the evacuation report (done so far: {finished})")
+
+    # The warning stage published a CAP alert to the public feed; it is valid CAP 1.2.
+    feed = server.request("GET", "/public/warnings.atom")
+    assert feed.status_code == 200 and opened["code"] in feed.text
+    link = feed.text.split('type="application/cap+xml" href="')[1].split('"')[0]
+    alert = server.request("GET", link.replace(server.url, ""))
+    assert alert.status_code == 200
+    xmlschema.XMLSchema(str(CAP_SCHEMA)).validate(alert.text)
+
+    # Water affairs' system received its assignment, signed with its secret.
+    assignment = until(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
+                                and m["task"]["step"] == "flood_risk_assessment"], 30, "the assignment")[0]
+    assert assignment["incident"]["id"] == incident_id and receiver.bad_signatures == 0
+
+    # The police see the sub-district's evacuation figures; the health commission does not.
+    police = server.request("GET", f"/api/incidents/{incident_id}/board", tokens["public_security"])
+    assert police.status_code == 200
+    figures = [item for item in police.json()["items"] if item["kind"] == "step"
+               and {f["key"] for f in item["fields"]} >= {"people_evacuated"}]
+    assert figures and {f["key"]: f["value"] for f in figures[0]["fields"]}["people_evacuated"] == 412
+    health = server.request("GET", f"/api/incidents/{incident_id}/board", tokens["health_commission"])
+    seen = [] if health.status_code == 404 else [
+        item for item in health.json()["items"] if item["kind"] == "step"
+        and "people_evacuated" in {f["key"] for f in item["fields"]}]
+    assert health.status_code in (200, 404) and seen == []
+    shared = server.request("GET", f"/api/incidents/{incident_id}/shared", tokens["public_security"]).json()
+    assert "evacuate_residents" in {item["step"] for item in shared["items"]}
