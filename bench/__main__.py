@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -36,8 +37,11 @@ from rich.table import Table
 
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
+from core.simulation import sample_value
+from process_defs.schema import FormField
 
 console = Console()
+_RNG = random.Random(11)
 RESULTS = Path(__file__).resolve().parent / "results"
 FIXED = {"lift_warning": {"decision": "respond"},
          "flood_risk_assessment": {"hot_spots": 3, "pumps_deployed": 5, "river_level_high": False},
@@ -60,21 +64,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def sample(field: dict[str, Any]) -> Any:
-    kind = field["type"]
-    if kind == "number":
-        return 5
-    if kind == "boolean":
-        return False
-    if kind == "choice":
-        first = field["choices"][0]["value"]
-        return [first] if field.get("multiple") else first
-    if kind == "datetime":
-        return "2026-07-20T18:00:00+08:00"
-    if kind == "location":
-        return {"name": "site"}
-    if kind == "attachment":
-        return "att-1"
-    return "ok"
+    """A valid answer for a form field as the API shows it (the same simulation the demo and drills use)."""
+    return sample_value(FormField.model_validate(field), _RNG)
 
 
 class Users:

@@ -5,6 +5,7 @@ worker killed while incidents are in flight."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import tempfile
@@ -17,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from core.simulation import sample_value
 from flows.stack import alive, free_port, read_stack, stack_down, stack_up
+from process_defs.schema import FormField
 from tests.servers import postgres_bin
 
+_RNG = random.Random(11)
 pytestmark = [pytest.mark.postgres, pytest.mark.prefect]
 INCIDENTS = 6
 FIXED = {"lift_warning": {"decision": "respond"},
@@ -27,21 +31,8 @@ FIXED = {"lift_warning": {"decision": "respond"},
 
 
 def sample(field: dict[str, Any]) -> Any:
-    kind = field["type"]
-    if kind == "number":
-        return 7
-    if kind == "boolean":
-        return True
-    if kind == "choice":
-        first = field["choices"][0]["value"]
-        return [first] if field.get("multiple") else first
-    if kind == "datetime":
-        return "2026-07-20T18:00:00+08:00"
-    if kind == "location":
-        return {"name": "site", "lat": 30.2, "lon": 120.2}
-    if kind == "attachment":
-        return ["att-1"] if field.get("multiple") else "att-1"
-    return "done"
+    """A valid answer for a form field as the API shows it (the same simulation the demo and drills use)."""
+    return sample_value(FormField.model_validate(field), _RNG)
 
 
 @pytest.fixture(scope="module")
