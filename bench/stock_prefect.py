@@ -54,11 +54,15 @@ def _trigger(api_url: str, name: str, work: Path, samples: int, env: dict[str, s
                               check=True, capture_output=True, text=True)
         started = float(done.stdout.split()[0])
         deadline = time.monotonic() + 90
-        while not marker.exists() and time.monotonic() < deadline:
+        text = ""
+        while time.monotonic() < deadline:
+            text = marker.read_text().strip() if marker.exists() else ""
+            if text:  # written and closed by the flow
+                break
             time.sleep(0.02)
-        if not marker.exists():
+        if not text:
             raise TimeoutError(f"{name}: run {i} did not start within 90 s")
-        out.append(float(marker.read_text()) - started)
+        out.append(float(text) - started)
     return out
 
 
