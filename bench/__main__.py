@@ -327,7 +327,7 @@ def report(results: dict[str, Any]) -> list[str]:
         waiting = results["waiting"]
         procs = Table(title=f"{waiting['open_incidents']} incidents open and waiting "
                             f"(triggered and assigned in {waiting['ramp_seconds']} s)")
-        for column in ("process", "RSS MB", "threads", "idle CPU %"):
+        for column in ("process", "memory MB (PSS)", "threads", "idle CPU %"):
             procs.add_column(column, justify="left" if column == "process" else "right")
         for name, row in waiting["processes"].items():
             procs.add_row(name, f"{row['rss_mb']:.0f}", str(row["threads"]), f"{row['idle_cpu_percent']:.1f}")

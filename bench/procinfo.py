@@ -1,4 +1,4 @@
-"""Resident memory, threads and CPU time of process trees, read from /proc."""
+"""Resident memory (PSS), threads and CPU time of process trees, read from /proc."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ def tree_of(pid: int) -> list[int]:
     return out
 
 
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: shared pages (PostgreSQL's shared buffers, libraries) counted once across the
+    processes that share them, so a sum over processes is the memory they really hold together."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 @dataclass
 class Usage:
     rss_mb: float
@@ -53,5 +65,5 @@ def usage(pids: list[int]) -> Usage:
             continue
         cpu += (int(fields[11]) + int(fields[12])) / TICKS
         threads += int(fields[17])
-        rss += int(statm[1]) * PAGE / 1e6
+        rss += _pss_mb(pid) or int(statm[1]) * PAGE / 1e6
     return Usage(rss, threads, cpu)
