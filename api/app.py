@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
-from api.routes import auth, incidents, plans, public, sharing, tasks
+from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks
 from core.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -96,7 +96,8 @@ def create_app() -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
-    for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router):
+    for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
+                   learning.router, reports.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -7,7 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from core.errors import PlanInvalid, UnknownIncidentType
 from core.models import PlanVersion
@@ -52,10 +52,22 @@ def list_types() -> list[str]:
                                                                                           SIGNALS_FILE))
 
 
+def latest_accepted(session: Session, type_key: str) -> PlanVersion | None:
+    """The newest version of `type_key` a planner accepted from a proposal (stored only in the database)."""
+    return session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.source == "accepted")
+                        .order_by(col(PlanVersion.version).desc(), col(PlanVersion.id).desc()).limit(1)).first()
+
+
 def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, IncidentType]:
-    """Store (once) the current plan text of `type_key` and return it with its parsed plan."""
+    """Store (once) the current plan text of `type_key` and return it with its parsed plan.
+
+    The current plan is the shipped file, unless a planner accepted a newer version from a proposal: the
+    higher version number wins, and an accepted version wins a tie with the file (it is already in use)."""
     text = current_plan_text(type_key)
     plan = parse_plan_text(text, f"{type_key}.yaml")
+    accepted = latest_accepted(session, type_key)
+    if accepted is not None and accepted.version >= plan.version:
+        return accepted, parse_plan_text(accepted.content, f"{type_key}.yaml")
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     row = session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.version == plan.version,
                                                  PlanVersion.digest == digest)).first()
@@ -64,6 +76,21 @@ def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, Inci
         session.add(row)
         session.flush()
     return row, plan
+
+
+def store_accepted(session: Session, type_key: str, text: str) -> PlanVersion:
+    """Store `text` (a valid plan of `type_key`) as an accepted version; new incidents of the type use it."""
+    plan = parse_plan_text(text, f"{type_key}.yaml")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    row = session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.version == plan.version,
+                                                 PlanVersion.digest == digest)).first()
+    if row is None:
+        row = PlanVersion(type=type_key, version=plan.version, digest=digest, content=text, source="accepted")
+    else:
+        row.source = "accepted"
+    session.add(row)
+    session.flush()
+    return row
 
 
 def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:

@@ -240,6 +240,49 @@ def ledger_verify(
         raise typer.Exit(1)
 
 
+@ledger_app.command("export")
+def ledger_export(
+    ref: Annotated[str | None, typer.Argument(help="Incident code or id (default: all incidents).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The export file to write (JSON).")] = Path(
+        "ledger-export.json"),
+    public_key_out: Annotated[Path | None, typer.Option(help="Where to write Baton's public key "
+                                                             "(default: OUTPUT.pub.pem).")] = None,
+    actor: Annotated[str, typer.Option(help="Who exports (recorded in the signed seal).")] = "cli:admin",
+) -> None:
+    """Export ledger chains with a digest signed by Baton (Ed25519), for offline checking by a third party."""
+    from core.ledger_export import ExportError, build_export, write_export
+
+    try:
+        export = _session_call(build_export, incident_ref=ref, exported_by=actor)
+    except ExportError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    key_path = write_export(export, output, public_key_out)
+    entries = sum(len(chain["entries"]) for chain in export["incidents"])
+    console.print(f"exported {len(export['incidents'])} incident(s), {entries} entries to {output}; "
+                  f"public key {export['signature']['key_id']} in {key_path}")
+    console.print(f"check it with: baton ledger check-export {output} --public-key {key_path}")
+
+
+@ledger_app.command("check-export")
+def ledger_check_export(
+    file: Annotated[Path, typer.Argument(help="The export file.")],
+    public_key: Annotated[Path, typer.Option(help="Baton's public key (PEM) that you trust.")],
+) -> None:
+    """Check an export offline (no database): every chain, the seal and the signature. Exit 1 if broken."""
+    from core.ledger_export import ExportError, describe, verify_file
+
+    try:
+        check = verify_file(file, public_key)
+    except (OSError, ExportError) as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    for line in describe(check):
+        console.print(line, markup=False)
+    if not check.valid:
+        raise typer.Exit(1)
+
+
 @ledger_app.command("show")
 def ledger_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
     from core.incidents import find_incident
@@ -399,6 +442,262 @@ def demo(
         err.print(f"[red]error[/red] {exc}")
         code = 1
     raise typer.Exit(code)
+
+
+# -- learning: lessons, follow-ups, plan changes -----------------------------------------------------------
+learning_app = typer.Typer(help="Lessons from incidents and the follow-ups they turn into.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plan versions and proposed changes to plans.", no_args_is_help=True)
+drill_app = typer.Typer(help="Drills: rehearse a plan with simulated departments on a compressed clock.",
+                        no_args_is_help=True)
+app.add_typer(learning_app, name="learning")
+app.add_typer(plans_app, name="plans")
+app.add_typer(drill_app, name="drill")
+
+
+def _due(text: str) -> Any:
+    """An ISO date (due at the end of that day, Baton's time zone) or date and time."""
+    from datetime import datetime, time
+
+    try:
+        if len(text) == 10:
+            return datetime.combine(datetime.fromisoformat(text).date(), time(23, 59, 59))
+        return datetime.fromisoformat(text)
+    except ValueError:
+        err.print(f"[red]error[/red] --due must be a date (2026-12-31) or date and time, not '{text}'")
+        raise typer.Exit(2) from None
+
+
+@learning_app.command("lesson")
+def learning_lesson(
+    ref: Annotated[str, typer.Argument(help="Incident code or id.")],
+    text: Annotated[str, typer.Option(help="The lesson (or @file.txt).")],
+    actor: Annotated[str, typer.Option()] = "cli:office",
+) -> None:
+    """Record a lesson on an incident (ledgered on it)."""
+    from core.incidents import find_incident
+    from core.learning import record_lesson
+
+    body = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
+    lesson = _session_call(lambda s: record_lesson(s, incident_id=find_incident(s, ref).id, text=body, actor=actor))
+    console.print(f"lesson {lesson.id} recorded")
+
+
+@learning_app.command("lessons")
+def learning_lessons(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
+    from core.incidents import find_incident
+    from core.learning import list_follow_ups, list_lessons
+
+    def load(session: Any) -> list[tuple[Any, list[Any]]]:
+        lessons = list_lessons(session, find_incident(session, ref).id)
+        return [(x, list_follow_ups(session, department=None, lesson_id=x.id, limit=500).items) for x in lessons]
+
+    table = Table("lesson id", "recorded (UTC)", "by", "lesson", "follow-ups")
+    for lesson, follow_ups in _session_call(load):
+        table.add_row(lesson.id, lesson.created_at.strftime("%Y-%m-%d %H:%M"), lesson.author, lesson.text,
+                      "\n".join(f"{f.department}: {f.title} ({f.status})" for f in follow_ups))
+    console.print(table)
+
+
+@learning_app.command("follow-up")
+def learning_follow_up(
+    lesson_id: Annotated[str, typer.Argument(help="The lesson it comes from.")],
+    department: Annotated[str, typer.Option(help="Department key it is assigned to.")],
+    title: Annotated[str, typer.Option(help="What is to be done.")],
+    due: Annotated[str, typer.Option(help="Due date (2026-12-31) or date and time.")],
+    note: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str, typer.Option()] = "cli:office",
+) -> None:
+    """Assign a follow-up of a lesson to a department (ledgered on the lesson's incident)."""
+    from core.learning import assign_follow_up
+
+    follow_up = _session_call(assign_follow_up, lesson_id=lesson_id, department=department, title=title,
+                              due_at=_due(due), actor=actor, note=note)
+    console.print(f"follow-up {follow_up.id} assigned to {follow_up.department}, due {follow_up.due_at:%Y-%m-%d %H:%M}")
+
+
+@learning_app.command("follow-ups")
+def learning_follow_ups(
+    department: Annotated[str | None, typer.Option(help="Only this department's.")] = None,
+    open_only: Annotated[bool, typer.Option("--open/--all", help="Only open follow-ups.")] = True,
+    overdue: Annotated[bool, typer.Option(help="Only overdue ones.")] = False,
+) -> None:
+    from core.learning import is_overdue, list_follow_ups
+
+    page = _session_call(lambda s: list_follow_ups(s, department=department, status="open" if open_only else None,
+                                                   overdue=overdue, limit=500))
+    table = Table("follow-up id", "department", "title", "due (UTC)", "status")
+    for row in page.items:
+        late = is_overdue(row)
+        table.add_row(row.id, row.department, row.title, row.due_at.strftime("%Y-%m-%d %H:%M"),
+                      f"[red]{row.status}, overdue[/red]" if late and row.status == "open" else row.status)
+    console.print(table)
+
+
+@learning_app.command("complete")
+def learning_complete(
+    follow_up_id: str,
+    note: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str, typer.Option()] = "cli:department",
+) -> None:
+    """Report a follow-up done (ledgered on its incident)."""
+    from core.learning import complete_follow_up
+
+    row = _session_call(complete_follow_up, follow_up_id=follow_up_id, actor=actor, note=note)
+    console.print(f"follow-up {row.id} done ({row.department})")
+
+
+def _print_diff(diff: str) -> None:
+    for line in diff.splitlines():
+        style = "green" if line.startswith("+") and not line.startswith("+++") else \
+            "red" if line.startswith("-") and not line.startswith("---") else "cyan" if line.startswith("@@") else None
+        console.print(line, style=style, markup=False, highlight=False)
+
+
+@plans_app.command("propose")
+def plans_propose(
+    type_key: Annotated[str, typer.Argument(metavar="TYPE", help="Incident type, e.g. flood.")],
+    file: Annotated[Path, typer.Argument(help="The whole proposed plan file; its version is set for you.")],
+    lesson: Annotated[str | None, typer.Option("--lesson", help="The lesson that calls for the change.")] = None,
+    actor: Annotated[str, typer.Option()] = "cli:office",
+) -> None:
+    """Propose a new version of a plan: checked like `baton defs check`, kept with its diff for a planner."""
+    from core.learning import propose
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[red]error[/red] cannot read {file}: {exc}")
+        raise typer.Exit(1) from None
+    proposal = _session_call(propose, type_key=type_key, text=text, actor=actor, lesson_id=lesson)
+    _print_diff(proposal.diff)
+    console.print(f"proposal {proposal.id}: {type_key} v{proposal.base_version} → v{proposal.base_version + 1}; "
+                  f"accept with: baton plans accept {proposal.id}")
+
+
+@plans_app.command("diff")
+def plans_diff(proposal_id: str) -> None:
+    """Show a proposal's unified diff against the version it changes."""
+    from core.learning import get_proposal
+
+    proposal = _session_call(get_proposal, proposal_id=proposal_id)
+    console.print(f"{proposal.type} v{proposal.base_version} → v{proposal.base_version + 1} ({proposal.status})")
+    _print_diff(proposal.diff)
+
+
+@plans_app.command("accept")
+def plans_accept(proposal_id: str, actor: Annotated[str, typer.Option()] = "cli:office") -> None:
+    """Accept a proposal: new incidents of the type use the new version; open incidents keep theirs."""
+    from core.learning import accept
+
+    proposal, row = _session_call(accept, proposal_id=proposal_id, actor=actor)
+    console.print(f"{proposal.type} is now at version {row.version} (new incidents use it)")
+
+
+@plans_app.command("reject")
+def plans_reject(proposal_id: str, reason: Annotated[str, typer.Option()],
+                 actor: Annotated[str, typer.Option()] = "cli:office") -> None:
+    """Reject a proposal, with the reason (audited, and ledgered on the lesson's incident)."""
+    from core.learning import reject
+
+    proposal = _session_call(reject, proposal_id=proposal_id, actor=actor, reason=reason)
+    console.print(f"proposal {proposal.id} rejected")
+
+
+@plans_app.command("list")
+def plans_list(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")] = None) -> None:
+    """Each plan's current version (shipped file or accepted), and the proposals."""
+    from core.learning import current_plan, list_proposals
+    from core.plans import list_types
+
+    def load(session: Any) -> tuple[list[Any], list[Any]]:
+        types = [type_key] if type_key else list_types()
+        return [current_plan(session, t) for t in types], list_proposals(session, type_key=type_key, limit=200)[0]
+
+    currents, proposals = _session_call(load)
+    table = Table("plan", "current version", "from")
+    for item in currents:
+        table.add_row(item.type, str(item.version), "shipped file" if item.source == "file" else "accepted proposal")
+    console.print(table)
+    listing = Table("proposal id", "plan", "version", "status", "by", "proposed (UTC)", "lesson")
+    for p in proposals:
+        listing.add_row(p.id, p.type, f"{p.base_version} → {p.base_version + 1}", p.status, p.proposed_by,
+                        p.created_at.strftime("%Y-%m-%d %H:%M"), p.lesson_id or "")
+    console.print(listing)
+
+
+# -- drills ------------------------------------------------------------------------------------------------
+@drill_app.command("run")
+def drill_run(
+    type_key: Annotated[str, typer.Argument(metavar="TYPE", help="Incident type, or 'all' for every plan at once.")],
+    level: Annotated[str, typer.Option(help="IV, III, II or I.")] = "II",
+    speed: Annotated[float, typer.Option(help="Clock speed: at 3600 an hour of the plan passes in a second.")] = 3600,
+    profile: Annotated[str, typer.Option(help="normal, stress or history (the departments' past answers).")] = "normal",
+    seed: Annotated[int | None, typer.Option(help="Seed of the simulated answers (default: random).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the report (JSON); default "
+                                                  "BATON_DATA_DIR/drills/CODE.json.")] = None,
+    delay_scale: Annotated[float, typer.Option(help="Multiply the simulated delays (e.g. 0.1 for a smoke run).")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many real seconds.")] = 1800,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No line per simulated answer.")] = False,
+    claim_wait: Annotated[float, typer.Option(help="With BATON_PREFECT_API_URL: seconds to wait for a running "
+                                                   "worker to take the drill before starting one.")] = 5.0,
+) -> None:
+    """Rehearse a plan: a drill incident on the embedded system (or the running one named by
+    BATON_PREFECT_API_URL), simulated departments answering every task, then the readiness report."""
+    from flows.drill import DrillSpec, render, run_drills, write_report
+
+    types = _all_types() if type_key == "all" else [type_key]
+    specs = [DrillSpec(type=t, level=level, speed=speed, profile=profile,
+                       seed=None if seed is None else seed + i, delay_scale=delay_scale) for i, t in enumerate(types)]
+    try:
+        reports = run_drills(specs, timeout=timeout, claim_wait=claim_wait, console=err if as_json else console,
+                             show_answers=not quiet)
+    except (ValueError, RuntimeError) as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    failed = False
+    for report in reports:
+        target = out if out is not None and len(reports) == 1 else \
+            (out.parent / f"{out.stem}-{report['incident']['code']}{out.suffix}" if out is not None else
+             get_settings().data_dir / "drills" / f"{report['incident']['code']}.json")
+        write_report(report, target)
+        if as_json:
+            console.print_json(json.dumps(report, ensure_ascii=False, default=str))
+        else:
+            render(report, console)
+            console.print(f"report: {target}")
+        failed |= report["incident"]["status"] != "closed" or not report["safety"]["ok"]
+    raise typer.Exit(1 if failed else 0)
+
+
+def _all_types() -> list[str]:
+    from core.plans import list_types
+
+    return list_types()
+
+
+@drill_app.command("list")
+def drill_list(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")] = None) -> None:
+    """Earlier drills and their readiness scores."""
+    from sqlmodel import col, select
+
+    from core.models import DrillRun, Incident
+
+    def load(session: Any) -> list[tuple[Any, Any]]:
+        query = select(DrillRun, Incident.code).join(Incident, col(Incident.id) == DrillRun.incident_id, isouter=True)
+        if type_key:
+            query = query.where(DrillRun.type == type_key)
+        return list(session.exec(query.order_by(col(DrillRun.started_at).desc()).limit(200)).all())
+
+    table = Table("started (UTC)", "incident", "plan", "level", "profile", "speed", "readiness", "on time %", "Δ")
+    for run, code in _session_call(load):
+        score = run.score or {}
+        delta = (score.get("comparison") or {}).get("score_delta")
+        table.add_row(run.started_at.strftime("%Y-%m-%d %H:%M"), code or "-", run.type, run.level, run.profile,
+                      f"{run.speed:g}×", str(score.get("readiness", "-")),
+                      str((score.get("steps") or {}).get("on_time_pct", "-")),
+                      f"{delta:+}" if isinstance(delta, int | float) else "")
+    console.print(table)
 
 
 def main() -> None:
