@@ -57,6 +57,7 @@ class BatonWorker:
         self.worker_id = worker_id or self.settings.resolved_worker_id()
         self.waker = Waker()
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.failures: dict[str, int] = {}
         self.seen: dict[str, Any] = {}
         self._client: PrefectClient | None = None
         self._flow_ids: dict[str, UUID] = {}
@@ -107,20 +108,33 @@ class BatonWorker:
             run = await self.ensure_flow_run(info)
             token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker))
             try:
-                await run_flow_async(incident_flow(info["type"]), flow_run=run,
-                                     parameters={"incident_id": incident_id}, return_type="state")
+                state = await run_flow_async(incident_flow(info["type"]), flow_run=run,
+                                             parameters={"incident_id": incident_id}, return_type="state")
             finally:
                 RUNTIME.reset(token)
+            if state is not None and hasattr(state, "is_completed") and not state.is_completed():
+                await self._back_off(incident_id, info["code"], f"its flow run ended {state.name}: {state.message}")
+            else:
+                self.failures.pop(incident_id, None)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("incident %s: flow run failed; releasing it for another attempt", incident_id)
-            await asyncio.sleep(2.0)
+        except Exception as exc:
+            await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {exc}", exc_info=True)
         finally:
             self.running.pop(incident_id, None)
             if not self.stopping.is_set():
                 with contextlib.suppress(Exception):
                     await in_transaction(leases.release, worker_id=self.worker_id, incident_ids=[incident_id])
+
+    async def _back_off(self, incident_id: str, name: str, why: str, exc_info: bool = False) -> None:
+        """A failing incident is named in the log and retried after a growing pause (2 s … 5 min), so one
+        broken plan or record never spins a worker."""
+        count = self.failures.get(incident_id, 0) + 1
+        self.failures[incident_id] = count
+        delay = min(300.0, 2.0 ** count)
+        log.error("incident %s (%s) failed, attempt %d; retrying in %.0f s: %s", name, incident_id, count, delay,
+                  why, exc_info=exc_info)
+        await self._sleep(delay)
 
     # -- loops ---------------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import CurrentUser, SessionDep
-from core.errors import NotFound, UnknownIncidentType
+from core.errors import NotFound, PlanInvalid, UnknownIncidentType
 from core.plans import current_plan_text, list_types, parse_plan_text, registry
 from core.settings import get_settings
 
@@ -16,12 +16,17 @@ router = APIRouter(tags=["plans"])
 
 @router.get("/api/process-defs")
 def plans(principal: CurrentUser) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for key in list_types():
-        plan = parse_plan_text(current_plan_text(key), f"{key}.yaml")
+        try:
+            plan = parse_plan_text(current_plan_text(key), f"{key}.yaml")
+        except PlanInvalid as exc:
+            # One broken file must not hide the plans that work; it is listed with what is wrong.
+            out.append({"key": key, "valid": False, "problems": exc.details or [exc.message]})
+            continue
         out.append({"key": plan.key, "name": plan.name.model_dump(), "category": plan.category.value,
                     "version": plan.version, "default_level": plan.default_level, "code_prefix": plan.code_prefix,
-                    "steps": len(plan.steps())})
+                    "steps": len(plan.steps()), "valid": True})
     return out
 
 
