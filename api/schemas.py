@@ -43,6 +43,7 @@ class IncidentPublic(BaseModel):
     closed_at: datetime | None = None
     location: dict[str, Any] | None = None
     plan_version: int
+    parent_id: str | None = None
 
 
 class IncidentPage(BaseModel):
@@ -129,3 +130,10 @@ class LedgerOut(BaseModel):
     incident_id: str
     code: str
     entries: list[LedgerEntryOut]
+
+
+class LinkedIncidentIn(Strict):
+    type: str = Field(min_length=1, max_length=64)
+    level: Level | None = None
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)

@@ -98,6 +98,8 @@ class Incident(IncidentBase, table=True):
     signal_id: str | None = Field(default=None, max_length=36)  # the monitoring signal that opened it
     # A drill may run on a compressed clock: at 3600 an hour of the plan passes in a second.
     clock_speed: float = 1.0
+    # The incident this one cascaded from (typhoon → flood, earthquake → chemical leak).
+    parent_id: str | None = Field(default=None, index=True, max_length=36)
     idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -39,8 +39,17 @@ class SituationSummaryParams(Strict):
     audience: list[str] = Field(default_factory=lambda: ["all"])
 
 
+class OpenLinkedIncidentParams(Strict):
+    """Open a linked child incident of another type (a cascade), at the parent's level unless given."""
+
+    type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    level: Literal["IV", "III", "II", "I"] | None = None
+    reason: Text
+
+
 ACTIONS: dict[str, type[Strict]] = {
     "notify_department": NotifyDepartmentParams,
     "publish_warning": PublishWarningParams,
     "compile_situation_summary": SituationSummaryParams,
+    "open_linked_incident": OpenLinkedIncidentParams,
 }

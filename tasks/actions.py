@@ -8,13 +8,19 @@ from typing import Any
 from prefect import Task, task
 from sqlmodel import Session
 
+from core.cascade import open_linked
 from core.db import in_transaction
 from core.engine import finish_action, latest_tasks, queue_delivery
 from core.incidents import lock_incident
 from core.models import DepartmentTask, Incident, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
 from core.warnings import issue
-from process_defs.actions import NotifyDepartmentParams, PublishWarningParams, SituationSummaryParams
+from process_defs.actions import (
+    NotifyDepartmentParams,
+    OpenLinkedIncidentParams,
+    PublishWarningParams,
+    SituationSummaryParams,
+)
 from process_defs.schema import Classification
 
 
@@ -81,6 +87,23 @@ def _summarise(session: Session, *, task_id: str) -> dict[str, Any]:
     return {"entries": len(entries)}
 
 
+def _cascade(session: Session, *, task_id: str) -> dict[str, Any]:
+    row, incident, step = _context(session, task_id)
+    if row.status != TaskStatus.pending:
+        return {"skipped": True}
+    params = OpenLinkedIncidentParams.model_validate(step.params)
+    child = open_linked(session, parent_id=incident.id, type_key=params.type, level=params.level, actor="baton",
+                        reason=f"{params.reason.zh} / {params.reason.en}", key=step.key)
+    finish_action(session, task_id=task_id, outputs={"child_id": child.id, "child_code": child.code,
+                                                    "type": params.type})
+    return {"child": child.code}
+
+
+@task(name="open_linked_incident", retries=3, retry_delay_seconds=[1, 5, 20])
+async def open_linked_incident(task_id: str) -> dict[str, Any]:
+    return await in_transaction(_cascade, task_id=task_id)
+
+
 @task(name="notify_department", retries=3, retry_delay_seconds=[1, 5, 20])
 async def notify_department(task_id: str) -> dict[str, Any]:
     return await in_transaction(_notify, task_id=task_id)
@@ -100,4 +123,5 @@ ACTION_TASKS: dict[str, Task[..., Any]] = {
     "notify_department": notify_department,
     "publish_warning": publish_warning,
     "compile_situation_summary": compile_situation_summary,
+    "open_linked_incident": open_linked_incident,
 }

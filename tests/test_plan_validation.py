@@ -54,7 +54,7 @@ BROKEN_CASES: list[tuple[str, str]] = [
      "self_dependency.yaml:40 stages.response.steps[1].depends_on[0]: a step cannot depend on itself"),
     ("unknown_action.yaml",
      "unknown_action.yaml:32 stages.response.steps[0].action: unknown action 'send_sms' (known: "
-     "compile_situation_summary, notify_department, publish_warning)"),
+     "compile_situation_summary, notify_department, open_linked_incident, publish_warning)"),
     ("action_params_missing.yaml",
      "action_params_missing.yaml:33 stages.response.steps[0].params.message: required key 'message' is missing"),
     ("action_params_unknown.yaml",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -14,9 +15,12 @@ from api.schemas import (
     LedgerOut,
     Level,
     LevelChangeIn,
+    LinkedIncidentIn,
     VerifyOut,
 )
 from core import reads
+from core.activity_log import activity_log
+from core.cascade import chain, open_linked
 from core.incidents import change_level, open_incident
 from core.ledger import verify_incident
 from core.models import Incident
@@ -31,7 +35,8 @@ def public(incident: Incident) -> IncidentPublic:
     return IncidentPublic(id=incident.id, code=incident.code, type=incident.type, level=incident.level,
                           status=incident.status, stage=incident.stage, title=incident.title, drill=incident.drill,
                           flow_run_id=incident.flow_run_id, created_at=incident.created_at,
-                          closed_at=incident.closed_at, location=location, plan_version=incident.plan_version)
+                          closed_at=incident.closed_at, location=location, plan_version=incident.plan_version,
+                          parent_id=incident.parent_id)
 
 
 @router.post("", status_code=201, response_model=IncidentPublic)
@@ -113,3 +118,27 @@ def shared(incident_id: str, principal: CurrentUser, session: SessionDep) -> dic
     department = None if principal.sees_all else principal.user.department
     incident = reads.get_incident(session, incident_id, department)
     return {"incident_id": incident.id, "items": reads.shared_with(session, incident, department)}
+
+
+@router.post("/{incident_id}/children", status_code=201, response_model=IncidentPublic)
+def open_child(incident_id: str, body: LinkedIncidentIn, principal: OfficeUser, session: SessionDep,
+               idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> IncidentPublic:
+    """Open a linked incident of another type caused by this one (a cascade)."""
+    parent = reads.get_incident(session, incident_id, None)
+    key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else str(uuid.uuid4())
+    return public(open_linked(session, parent_id=parent.id, type_key=body.type, level=body.level,
+                              title=body.title, actor=principal.actor, reason=body.reason, key=key))
+
+
+@router.get("/{incident_id}/chain")
+def incident_chain(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """The incident's parents and linked children with their status."""
+    department = None if principal.sees_all else principal.user.department
+    return chain(session, reads.get_incident(session, incident_id, department))
+
+
+@router.get("/{incident_id}/activity-log")
+def activity(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """ICS-214-style activity log per department (a department sees its own unit's)."""
+    department = None if principal.sees_all else principal.user.department
+    return activity_log(session, reads.get_incident(session, incident_id, department), department)
