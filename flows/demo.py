@@ -19,6 +19,7 @@ from rich.table import Table
 from sqlmodel import Session, col, select
 
 from core.db import session_scope
+from core.errors import TaskStateConflict
 from core.handoffs import acknowledge, complete
 from core.incidents import open_incident
 from core.ledger import verify_incident
@@ -106,8 +107,11 @@ def _simulate(incident_id: str, code: str, total: int) -> dict[str, Any]:
                 progress.update(bar, completed=total)
                 break
             for task_id in todo[:3]:
-                with session_scope() as session:
-                    progress.console.print("  " + _work_task(session, task_id=task_id, rng=rng))
+                try:
+                    with session_scope() as session:
+                        progress.console.print("  " + _work_task(session, task_id=task_id, rng=rng))
+                except TaskStateConflict:
+                    continue  # a gate ended the stage meanwhile and the worker cancelled this one
             time.sleep(0.3)
     with session_scope() as session:
         return _status(session, incident_id)
