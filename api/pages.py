@@ -32,12 +32,13 @@ from core import handoffs, reads
 from core.errors import BatonError, FormInvalid, TaskStateConflict
 from core.incidents import COMMAND, change_level, open_incident
 from core.models import DepartmentTask, Incident, Role, TaskStatus, utcnow
-from core.plans import current_plan_text, list_types, parse_plan_text, plan_for_version, registry
+from core.plans import current_plans, list_types, plan_for_version, registry
 from core.settings import get_settings
 from core.templating import render
 from core.timeline_svg import render_timeline
 from core.users import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke, set_lang, user_for_token
-from process_defs.schema import LEVEL_NAMES, LEVELS, STAGE_NAMES, FieldType, FormField, Step
+from core.wording import Wording
+from process_defs.schema import LEVELS, FieldType, Step
 
 LOGIN_COOKIE = "baton_login"
 FRAGMENT_HEADER = "X-Baton-Fragment"
@@ -100,73 +101,19 @@ def _zone() -> ZoneInfo:
     return ZoneInfo(get_settings().timezone)
 
 
-class Helpers:
-    """What templates need to show times, plan texts and names in the reader's language."""
+class Helpers(Wording):
+    """What page templates need: `Wording` with the short times of a console, and overdue marks."""
 
     def __init__(self, lang: str) -> None:
-        self.lang = lang
-        self.zone = _zone()
-
-    def t(self, text: Any) -> str:
-        if text is None:
-            return ""
-        if hasattr(text, "model_dump"):
-            text = text.model_dump()
-        if isinstance(text, Mapping):
-            first, second = ("en", "zh") if self.lang == "en" else ("zh", "en")
-            return str(text.get(first) or text.get(second) or "")
-        return str(text)
-
-    def other(self, text: Any) -> str:
-        """The plan text in the other language (shown beside the reader's)."""
-        return Helpers("zh" if self.lang == "en" else "en").t(text)
+        super().__init__(lang)
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         if moment is None:
             return "—"
         return moment.astimezone(self.zone).strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
 
-    def zone_label(self) -> str:
-        offset = datetime.now(self.zone).strftime("%z")
-        return f"{self.zone.key}, UTC{offset[:3]}:{offset[3:]}"
-
-    def dept(self, key: str | None) -> str:
-        if not key:
-            return ""
-        department = registry().department(key)
-        return self.t(department.name) if department else key
-
-    def stage(self, key: str) -> str:
-        return self.t(STAGE_NAMES.get(key, {"zh": key, "en": key}))
-
-    def level(self, key: str) -> str:
-        return self.t(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
-
     def overdue(self, task: DepartmentTask) -> bool:
         return reads.is_overdue(task)
-
-    def value(self, form_field: FormField | None, value: Any) -> str:
-        """An output value as text: choices by their label, booleans as ✓/✗, places by name, local times."""
-        if isinstance(value, bool):
-            return "✓" if value else "✗"
-        if form_field is not None and form_field.type is FieldType.choice and form_field.choices:
-            labels = {c.value: self.t(c.label) for c in form_field.choices}
-            values = value if isinstance(value, list) else [value]
-            return ("、" if self.lang == "zh" else ", ").join(labels.get(str(v), str(v)) for v in values)
-        if isinstance(value, Mapping):
-            parts = [str(value.get("name") or "")]
-            if value.get("lat") is not None:
-                parts.append(f"({value.get('lat')}, {value.get('lon')})")
-            return " ".join(p for p in parts if p)
-        if isinstance(value, list):
-            return ", ".join(str(v) for v in value)
-        if form_field is not None and form_field.type is FieldType.datetime and isinstance(value, str):
-            try:
-                return self.when(datetime.fromisoformat(value))
-            except ValueError:
-                return value
-        text = "" if value is None else str(value)
-        return f"{text} {form_field.unit}" if form_field is not None and form_field.unit and text else text
 
 
 def _base_context(request: Request, principal: Principal | None, lang: str) -> dict[str, Any]:
@@ -305,7 +252,7 @@ def home(principal: PagePrincipal) -> Response:
 
 # -- office console ---------------------------------------------------------------------------------
 def _plans() -> list[tuple[str, Any]]:
-    return [(key, parse_plan_text(current_plan_text(key), f"{key}.yaml")) for key in list_types()]
+    return current_plans()[0]
 
 
 def _incident_context(session: Session, incidents: list[Incident]) -> dict[str, Any]:
@@ -321,7 +268,8 @@ def _office_console(request: Request, principal: Principal, session: SessionDep,
     defaults = {"type": "flood", "level": "IV", "title": "", "description": "", "location_name": "", "lat": "",
                 "lon": "", "drill": False, "key": uuid.uuid4().hex}
     task_incidents = _incidents_of(session, tasks)
-    return page(request, principal, "office.html", status_code, levels=LEVELS, plans=_plans(),
+    plans, broken_plans = current_plans()
+    return page(request, principal, "office.html", status_code, levels=LEVELS, plans=plans, broken_plans=broken_plans,
                 values={**defaults, **(values or {})}, errors=errors or {}, tasks=tasks, task_incidents=task_incidents,
                 titles=_titles(session, tasks, task_incidents), **_incident_context(session, list(incidents)))
 

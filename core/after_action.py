@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from html import escape
 from statistics import median
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from sqlmodel import Session, col, select
@@ -28,10 +27,10 @@ from sqlmodel import Session, col, select
 from core import reads
 from core.models import DepartmentTask, Incident, LevelChange, TaskStatus, utcnow
 from core.plans import plan_for_version, registry
-from core.settings import get_settings
 from core.templating import render
 from core.timeline_svg import render_timeline
-from process_defs.schema import LEVEL_NAMES, STAGE_NAMES, STAGES, IncidentType
+from core.wording import Wording
+from process_defs.schema import STAGES, IncidentType
 
 OPEN = {s.value for s in TaskStatus if s.is_open}
 
@@ -539,37 +538,14 @@ def format_duration(seconds: float | None, lang: str = "zh") -> str:
     return sign + text.strip()
 
 
-class ReportText:
-    """What the report templates need: plan texts, names, times and durations in the reader's language."""
+class ReportText(Wording):
+    """What the report templates need: `Wording` with durations, shares, and a drill's plan clock."""
 
     def __init__(self, lang: str = "zh", tz: str | None = None, *, plan_clock: tuple[datetime, float] | None = None
                  ) -> None:
-        self.lang = "en" if lang == "en" else "zh"
-        self.zone = ZoneInfo(tz or get_settings().timezone)
+        super().__init__(lang, tz)
         # A compressed drill shows its moments on the plan clock: origin + (moment − origin) × speed.
         self.plan_clock = plan_clock if plan_clock and plan_clock[1] > 1 else None
-
-    def t(self, text: Any) -> str:
-        if text is None:
-            return ""
-        if hasattr(text, "model_dump"):
-            text = text.model_dump()
-        if isinstance(text, Mapping):
-            first, second = ("en", "zh") if self.lang == "en" else ("zh", "en")
-            return str(text.get(first) or text.get(second) or "")
-        return str(text)
-
-    def dept(self, key: str | None) -> str:
-        if not key:
-            return ""
-        department = registry().department(key)
-        return self.t(department.name) if department else key
-
-    def stage(self, key: str) -> str:
-        return self.t(STAGE_NAMES.get(key, {"zh": key, "en": key}))
-
-    def level(self, key: str) -> str:
-        return self.t(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
 
     def when(self, moment: datetime | None, seconds: bool = False, wall: bool = False) -> str:
         """A moment in Baton's time zone; on the plan clock for a compressed drill unless `wall`."""
@@ -581,10 +557,6 @@ class ReportText:
             origin, speed = self.plan_clock
             value = origin + (value - origin) * speed
         return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-
-    def zone_label(self) -> str:
-        offset = datetime.now(self.zone).strftime("%z")
-        return f"{self.zone.key}, UTC{offset[:3]}:{offset[3:]}"
 
     def dur(self, seconds: float | None) -> str:
         return format_duration(seconds, self.lang)

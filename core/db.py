@@ -71,16 +71,21 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
-async def in_transaction(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """Run `fn(session, **kwargs)` in one transaction on a worker thread, off the event loop."""
+async def in_transaction(fn: Callable[..., T], /, *, lane: str = "work", **kwargs: Any) -> T:
+    """Run `fn(session, **kwargs)` in one transaction on a worker thread, off the event loop.
+
+    Threads are shared out by lane: flows' work queues behind its 16 threads, while a worker's own
+    bookkeeping (lease renewals, claims, wake-ups: lane "leases") has threads of its own, so that a
+    worker busy with many flows never lets its leases lapse and loses its incidents to another worker.
+    """
 
     def work() -> T:
         with session_scope() as session:
             return fn(session, **kwargs)
 
-    return await anyio.to_thread.run_sync(work, limiter=_limiter())
+    return await anyio.to_thread.run_sync(work, limiter=_limiter(lane))
 
 
-@lru_cache(maxsize=1)
-def _limiter() -> anyio.CapacityLimiter:
-    return anyio.CapacityLimiter(16)
+@lru_cache(maxsize=4)
+def _limiter(lane: str) -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(16 if lane == "work" else 3)

@@ -44,17 +44,23 @@ def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,
                                                        col(Incident.lease_owner) == worker_id)).all())
 
 
-def renew(session: Session, *, worker_id: str, lease_seconds: float, now: datetime | None = None) -> set[str]:
-    """Extend every lease this worker holds; return the incidents it still holds."""
+def renew(session: Session, *, worker_id: str, incident_ids: list[str], lease_seconds: float,
+          now: datetime | None = None) -> set[str]:
+    """Extend this worker's leases on the incidents it is running; return those it still holds.
+
+    Only running incidents: a lease the worker could not release (the database was down when its flow
+    ended) must lapse so that some worker claims the incident again, rather than be kept alive by a worker
+    that no longer runs it.
+    """
+    if not incident_ids:
+        return set()
     moment = now or utcnow()
-    session.execute(
-        update(Incident)
-        .where(col(Incident.lease_owner) == worker_id, col(Incident.status) == IncidentStatus.open)
-        .values(lease_expires_at=moment + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    return set(session.exec(select(Incident.id).where(col(Incident.lease_owner) == worker_id,
-                                                      col(Incident.status) == IncidentStatus.open)).all())
+    mine = and_(col(Incident.lease_owner) == worker_id, col(Incident.status) == IncidentStatus.open,
+                col(Incident.id).in_(incident_ids))
+    session.execute(update(Incident).where(mine)
+                    .values(lease_expires_at=moment + timedelta(seconds=lease_seconds))
+                    .execution_options(synchronize_session=False))
+    return set(session.exec(select(Incident.id).where(mine)).all())
 
 
 def release(session: Session, *, worker_id: str, incident_ids: list[str] | None = None) -> None:

@@ -23,6 +23,31 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def upgrade_when_reachable(url: str | None = None, *, give_up_after: float | None = None) -> None:
+    """Migrate, waiting for a database that is down (a worker restarted during an outage must not exit:
+    under a supervisor that does not restart it, it would be gone for good). Retries with a growing pause
+    up to 10 s; `give_up_after` seconds bound the wait, `None` waits as long as it takes."""
+    import logging
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    log = logging.getLogger("baton.migrate")
+    started = time.monotonic()
+    pause = 0.5
+    while True:
+        try:
+            upgrade(url)
+            return
+        except OperationalError as exc:
+            if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
+                raise
+            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            log.warning("database unreachable (%s); retrying in %.1f s", reason, pause)
+            time.sleep(pause)
+            pause = min(10.0, pause * 2)
+
+
 def current_revision(url: str | None = None) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

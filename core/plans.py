@@ -52,10 +52,33 @@ def list_types() -> list[str]:
                                                                                           SIGNALS_FILE))
 
 
+def current_plans() -> tuple[list[tuple[str, IncidentType]], dict[str, list[str]]]:
+    """The plans that parse, and the problems of those that do not: one broken file must not hide the
+    plans that work (from the office's trigger form, the plan list, the analytics filters)."""
+    good: list[tuple[str, IncidentType]] = []
+    broken: dict[str, list[str]] = {}
+    for key in list_types():
+        try:
+            good.append((key, parse_plan_text(current_plan_text(key), f"{key}.yaml")))
+        except PlanInvalid as exc:
+            broken[key] = [str(item) for item in exc.details] if isinstance(exc.details, list) else [exc.message]
+    return good, broken
+
+
 def latest_accepted(session: Session, type_key: str) -> PlanVersion | None:
     """The newest version of `type_key` a planner accepted from a proposal (stored only in the database)."""
     return session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.source == "accepted")
                         .order_by(col(PlanVersion.version).desc(), col(PlanVersion.id).desc()).limit(1)).first()
+
+
+def plan_in_use(session: Session, type_key: str) -> tuple[IncidentType, str]:
+    """The plan a new incident of `type_key` would follow, and where it is from ("file" or "accepted"),
+    by the rule of `snapshot_current` but without storing anything."""
+    plan = parse_plan_text(current_plan_text(type_key), f"{type_key}.yaml")
+    accepted = latest_accepted(session, type_key)
+    if accepted is not None and accepted.version >= plan.version:
+        return parse_plan_text(accepted.content, f"{type_key}.yaml"), "accepted"
+    return plan, "file"
 
 
 def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, IncidentType]:

@@ -167,7 +167,7 @@ class PostgresCluster:
     """A PostgreSQL cluster from Debian's packages on loopback (trust auth), run as the `postgres` user when
     we are root. Throwaway in a temporary folder by default; kept in `root` when one is given."""
 
-    def __init__(self, root: Path | None = None, port: int | None = None, durable: bool = False) -> None:
+    def __init__(self, root: Path | None = None, port: int | None = None, durable: bool | None = None) -> None:
         bindir = postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
@@ -177,7 +177,9 @@ class PostgresCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data = self.root / "data"
         self.port = port or free_port()
-        self.durable = durable
+        # Kept clusters hold real data and are durable unless asked otherwise: restarting one through a plain
+        # PostgresCluster(root=…) must not turn fsync off.
+        self.durable = self.keep if durable is None else durable
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             self.as_user = ["runuser", "-u", "postgres", "--"]

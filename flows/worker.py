@@ -141,8 +141,8 @@ class BatonWorker:
         while not self.stopping.is_set():
             try:
                 room = self.settings.worker_capacity - len(self.running)
-                claimed = await in_transaction(leases.claim, worker_id=self.worker_id, limit=min(room, 50),
-                                               lease_seconds=self.settings.lease_seconds)
+                claimed = await in_transaction(leases.claim, lane="leases", worker_id=self.worker_id,
+                                               limit=min(room, 50), lease_seconds=self.settings.lease_seconds)
                 for incident_id in claimed:
                     if incident_id not in self.running:
                         self.running[incident_id] = asyncio.create_task(self._run_incident(incident_id))
@@ -155,10 +155,12 @@ class BatonWorker:
     async def _renew_loop(self) -> None:
         while not self.stopping.is_set():
             try:
-                held = await in_transaction(leases.renew, worker_id=self.worker_id,
+                ids = list(self.running)
+                held = await in_transaction(leases.renew, lane="leases", worker_id=self.worker_id, incident_ids=ids,
                                             lease_seconds=self.settings.lease_seconds)
-                for incident_id, task in list(self.running.items()):
-                    if incident_id not in held and not task.done():
+                for incident_id in ids:
+                    task = self.running.get(incident_id)
+                    if task is not None and incident_id not in held and not task.done():
                         log.warning("incident %s: lease lost to another worker; stopping here", incident_id)
                         task.cancel()
             except Exception:
@@ -171,7 +173,8 @@ class BatonWorker:
         while not self.stopping.is_set():
             started = utcnow()
             try:
-                rows = await in_transaction(leases.recently_woken, worker_id=self.worker_id, since=since)
+                rows = await in_transaction(leases.recently_woken, lane="leases", worker_id=self.worker_id,
+                                            since=since)
                 for incident_id, woken_at in rows:
                     if self.seen.get(incident_id) != woken_at:
                         self.seen[incident_id] = woken_at
@@ -233,9 +236,9 @@ class BatonWorker:
 
 def run_worker(settings: Settings | None = None) -> None:
     """Run a worker until SIGINT or SIGTERM."""
-    from core.migrate import upgrade
+    from core.migrate import upgrade_when_reachable
 
-    upgrade()
+    upgrade_when_reachable()
     worker = BatonWorker(settings)
 
     async def main() -> None:

@@ -6,6 +6,7 @@ all come back as `Problem`s; nothing here raises on bad input.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -696,11 +697,18 @@ def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[Signa
                 add((*base, "window"), "the dedupe window must be longer than zero")
         except ValueError as exc:
             add((*base, "window"), str(exc))
-        for template in ("dedupe",):
+        for where, template in ((("dedupe",), rule.dedupe), (("title", "zh"), rule.title.zh),
+                                (("title", "en"), rule.title.en)):
             try:
-                getattr(rule, template).format_map(_AnyFields())
+                template.format_map(_AnyFields())
+                names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
             except (ValueError, IndexError) as exc:
-                add((*base, template), f"not a valid template: {exc}")
+                add((*base, *where), f"not a valid template: {exc}")
+                continue
+            # Only plain field names: `{x.__class__}` or `{x[0]}` would reach into what a signal sender chose.
+            for name in names:
+                if not name.isidentifier():
+                    add((*base, *where), f"'{{{name}}}': a template names payload fields only (letters, digits, _)")
         if rule.cap and rule.levels:
             add((*base, "levels"), "a CAP rule takes its level from the alert's severity; remove levels")
         if not rule.cap and not rule.levels:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,32 @@ def copy_plans(target: Path, *names: str) -> Path:
     for name in names:
         shutil.copy(PROCESS_DEFS_DIR / f"{name}.yaml", target / f"{name}.yaml")
     return target
+
+
+StartWorker = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def workers(prefect_server: PrefectServer, baton: str, tmp_path: Path) -> Iterator[StartWorker]:
+    """Start Baton workers as their own processes (`baton worker`), on this test's database and the session's
+    Prefect server: `workers("w1", BATON_LEASE_SECONDS="5")`; each logs to `tmp_path/<name>.log`. All are
+    stopped with SIGTERM (then killed) after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, **env: str) -> subprocess.Popen[bytes]:
+        environment = dict(os.environ, BATON_WORKER_ID=name, PREFECT_API_URL=prefect_server.api_url, **env)
+        log = (tmp_path / f"{name}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=environment, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

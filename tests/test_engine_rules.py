@@ -298,3 +298,23 @@ def test_worker_that_lost_the_lease_cannot_advance(baton: str) -> None:
         advance(session, incident_id=incident_id, worker_id="w2")
     with session_scope() as session:
         assert advance(session, incident_id=incident_id, worker_id="w1").stage == "warning"
+
+
+def test_a_worker_renews_only_the_leases_of_incidents_it_runs(baton: str) -> None:
+    """A lease whose release failed (the database was down as the flow ended) must lapse, so that a worker
+    claims the incident again; renewing it for a flow nobody runs would strand the incident."""
+    from core import leases
+    from core.models import utcnow
+
+    running, orphaned = drive.open_("flood"), drive.open_("flood")
+    with session_scope() as session:
+        assert sorted(leases.claim(session, worker_id="w1", limit=10, lease_seconds=30)) == sorted([running, orphaned])
+    later = utcnow() + timedelta(seconds=60)
+    with session_scope() as session:
+        assert leases.renew(session, worker_id="w1", incident_ids=[running], lease_seconds=30, now=later) == {running}
+        assert leases.renew(session, worker_id="w2", incident_ids=[running], lease_seconds=30, now=later) == set()
+    # At that moment the orphaned lease has run out and another worker takes the incident; the run one is held.
+    with session_scope() as session:
+        assert leases.claim(session, worker_id="w2", limit=10, lease_seconds=30, now=later) == [orphaned]
+        assert leases.renew(session, worker_id="w1", incident_ids=[running, orphaned], lease_seconds=30,
+                            now=later) == {running}

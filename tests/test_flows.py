@@ -6,10 +6,9 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,7 +24,6 @@ from core.errors import TaskStateConflict
 from core.models import DepartmentTask, Incident, LedgerEntry
 from tests import engine_driver as drive
 from tests.conftest import copy_plans
-from tests.servers import PrefectServer
 
 pytestmark = pytest.mark.prefect
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -34,31 +32,6 @@ FILLS: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"},
          "rainstorm_forecast": {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
                                 "valid_until": "2026-07-20T18:00:00+08:00"},
          "flood_risk_assessment": {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}}
-
-
-@pytest.fixture
-def workers(
-    prefect_server: PrefectServer, baton: str, tmp_path: Path
-) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, BATON_WORKER_ID=name, PREFECT_API_URL=prefect_server.api_url)
-        log = (tmp_path / f"{name}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:

@@ -257,6 +257,10 @@ def test_a_proposed_plan_change_round_trips_and_old_incidents_keep_their_version
     assert [e.kind for e in ledger_entries(old.id, "plan.")] == ["plan.change_proposed", "plan.change_accepted"]
     assert verifies(old.id)
 
+    # The plan as the API shows it is the one new incidents follow: version 2, accepted from the proposal.
+    shown = api.call("manager", "GET", "/api/process-defs/flood").json()
+    assert (shown["version"], shown["source"]) == (2, "accepted"), (shown["version"], shown["source"])
+    assert shown["stages"] and "(revised)" in str(shown)
     # A new incident of the type uses version 2 ...
     new = flood("assessment")
     assert drive.incident(new.id).plan_version == 2

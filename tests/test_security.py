@@ -359,6 +359,17 @@ def test_one_malformed_plan_does_not_hide_the_others_from_the_plan_list(baton: s
         assert "flood" in {p["key"] for p in response.json()}
 
 
+def test_one_malformed_plan_does_not_take_the_office_console_down(baton: str, broken_plans: Path) -> None:
+    with run_api({"BATON_PLANS_DIR": str(broken_plans)}) as server:
+        make_user("office", "office")
+        office = page_client(server, "office").get("/office")
+        assert office.status_code == 200, office.status_code
+        assert 'value="flood"' in office.text
+        # The office is told which file is broken, so that it can be fixed.
+        broken = sorted(set(p.stem for p in broken_plans.glob("*.yaml")) - {"departments", "signals", "flood"})
+        assert broken and all(f"<code>{key}.yaml</code>" in office.text for key in broken), broken
+
+
 # -- access ---------------------------------------------------------------------------------------------------------
 
 

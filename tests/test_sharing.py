@@ -4,13 +4,9 @@ loopback that fails, hangs and recovers), CAP alerts, updates and cancellations,
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +25,7 @@ from core.warnings import WarningInvalid, active_public, issue
 from process_defs.actions import PublishWarningParams
 from process_defs.schema import Text
 from tests import engine_driver as drive
+from tests.conftest import StartWorker
 from tests.receiver import Receiver, running_receiver
 
 EVACUATION = {"people_evacuated": 320, "shelters_open": 4}
@@ -224,17 +221,8 @@ def receiver(baton: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def worker(prefect_server: Any, receiver: Receiver, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = dict(os.environ, BATON_WORKER_ID="w-share", PREFECT_API_URL=prefect_server.api_url)
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env,
-                            stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def worker(workers: StartWorker, receiver: Receiver) -> subprocess.Popen[bytes]:
+    return workers("w-share")
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> Any:

@@ -6,13 +6,9 @@ while the health commission, outside the scope, does not."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +19,7 @@ from core.db import session_scope
 from core.settings import get_settings
 from core.signals import add_source
 from tests.api_server import ApiServer, issued_token, make_user, run_api
+from tests.conftest import StartWorker
 from tests.receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.prefect
@@ -38,25 +35,20 @@ FILLS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-def world(baton: str, prefect_server: Any, monkeypatch: pytest.MonkeyPatch,
-          tmp_path: Path) -> Iterator[tuple[ApiServer, Receiver]]:
+def world(baton: str, prefect_server: Any, workers: StartWorker, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[tuple[ApiServer, Receiver]]:
     with running_receiver(SECRET) as receiver:
         monkeypatch.setenv("BATON_ENDPOINTS", json.dumps({"water_affairs": {"url": receiver.url, "secret": SECRET}}))
         monkeypatch.setenv("BATON_PREFECT_API_URL", prefect_server.api_url)
         get_settings.cache_clear()
-        env = dict(os.environ, BATON_WORKER_ID="w-e2e", PREFECT_API_URL=prefect_server.api_url)
-        worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env,
-                                  stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = workers("w-e2e")
         try:
             with run_api() as server:
                 yield server, receiver
         finally:
+            # Stopped before the receiver goes, so that no delivery is attempted to a closed port.
             worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.wait(timeout=20)
 
 
 def until(predicate: Any, timeout: float, what: str) -> Any:

@@ -161,3 +161,23 @@ def test_incidents_survive_the_loss_of_a_worker_in_server_mode(stack: dict[str, 
         with session_scope() as session:
             holders = {row.lease_owner for row in session.exec(select(Incident)).all()}
         assert victim_name not in holders
+
+
+def test_a_kept_cluster_is_durable_unless_asked_otherwise() -> None:
+    """Server mode keeps its cluster in a folder; whoever restarts it through PostgresCluster(root=…) (the
+    stack, `baton stack down`, the fault tests) must not start it with fsync off and lose acknowledged
+    commits in a crash. Throwaway test clusters trade durability for speed."""
+    from flows.stack import PostgresCluster
+
+    # Not pytest's tmp_path: PostgreSQL runs as its own user, who must be able to enter the folders.
+    base = Path(tempfile.mkdtemp(prefix="baton-kept-"))
+    base.chmod(0o755)
+    throwaway = PostgresCluster()
+    try:
+        kept = PostgresCluster(root=base / "pg", port=free_port())
+        assert kept.durable and "fsync=off" not in kept._options()
+        assert "fsync=off" in PostgresCluster(root=base / "fast", durable=False)._options()
+        assert not throwaway.durable and "fsync=off" in throwaway._options()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(throwaway.root, ignore_errors=True)

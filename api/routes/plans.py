@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import CurrentUser, SessionDep
-from core.errors import NotFound, PlanInvalid, UnknownIncidentType
-from core.plans import current_plan_text, list_types, parse_plan_text, registry
+from core.errors import NotFound, UnknownIncidentType
+from core.plans import current_plans, plan_in_use, registry
 from core.settings import get_settings
 
 router = APIRouter(tags=["plans"])
@@ -16,27 +16,25 @@ router = APIRouter(tags=["plans"])
 
 @router.get("/api/process-defs")
 def plans(principal: CurrentUser) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for key in list_types():
-        try:
-            plan = parse_plan_text(current_plan_text(key), f"{key}.yaml")
-        except PlanInvalid as exc:
-            # One broken file must not hide the plans that work; it is listed with what is wrong.
-            out.append({"key": key, "valid": False, "problems": exc.details or [exc.message]})
-            continue
-        out.append({"key": plan.key, "name": plan.name.model_dump(), "category": plan.category.value,
-                    "version": plan.version, "default_level": plan.default_level, "code_prefix": plan.code_prefix,
-                    "steps": len(plan.steps()), "valid": True})
+    good, broken = current_plans()
+    # A broken file is listed, in key order with the others, with what is wrong with it.
+    out: list[dict[str, Any]] = [
+        {"key": plan.key, "name": plan.name.model_dump(), "category": plan.category.value, "version": plan.version,
+         "default_level": plan.default_level, "code_prefix": plan.code_prefix, "steps": len(plan.steps()),
+         "valid": True} for _key, plan in good]
+    out.extend({"key": key, "valid": False, "problems": problems} for key, problems in broken.items())
+    out.sort(key=lambda item: str(item["key"]))
     return out
 
 
 @router.get("/api/process-defs/{type_key}")
-def plan(type_key: str, principal: CurrentUser) -> dict[str, Any]:
+def plan(type_key: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """The plan new incidents of the type follow: the shipped file, or a newer version a planner accepted."""
     try:
-        text_ = current_plan_text(type_key)
+        found, source = plan_in_use(session, type_key)
     except UnknownIncidentType:
         raise NotFound(f"no response plan '{type_key}'") from None
-    return parse_plan_text(text_, f"{type_key}.yaml").model_dump(mode="json", by_alias=True)
+    return {**found.model_dump(mode="json", by_alias=True), "source": source}
 
 
 @router.get("/api/departments")

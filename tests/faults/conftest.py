@@ -1,0 +1,66 @@
+"""The server-mode stack the fault tests share (one for this package, stopped when its tests are done):
+PostgreSQL, a Prefect server on it, two Baton workers and the API under two uvicorn workers, each its own
+process on loopback, in a folder the postgres user can enter. Leases are short (4 s) so that a killed
+worker's incidents are taken over quickly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.stack import free_port, stack_down, stack_up
+from tests.faults.harness import FaultStack
+from tests.servers import postgres_bin
+
+ENV = {"BATON_LEASE_SECONDS": "4", "BATON_RETRY_DELAYS": "[0.2, 0.5, 1.0]", "PREFECT_UI_ENABLED": "false"}
+SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
+
+
+@pytest.fixture(scope="package")
+def fault_stack() -> Iterator[FaultStack]:
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed; .ci/run installs it from Debian's packages")
+    from core.settings import get_settings
+
+    data_dir = Path(tempfile.mkdtemp(prefix="baton-faults-")).resolve()
+    data_dir.chmod(0o755)
+    saved = {key: os.environ.get(key) for key in SAVED}
+    os.environ.update(ENV)
+    os.environ["BATON_DATA_DIR"] = str(data_dir)
+    get_settings.cache_clear()
+    state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
+                     pg_port=free_port())
+    get_settings.cache_clear()
+    stack = FaultStack(data_dir=data_dir, state=state)
+    try:
+        yield stack
+    finally:
+        # The processes' crash safety is what these tests check: kill them at once rather than wait for each
+        # to stop gracefully (stack_down then finds them gone and stops PostgreSQL).
+        for name in list(stack.state["processes"]):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(stack.pid(name), signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # reap our children, or they linger as zombies
+                os.waitpid(stack.pid(name), 0)
+        try:
+            stack_down(data_dir)
+        finally:
+            # The processes' logs outlive the run (the last run's only), for when an invariant fails.
+            kept = Path(tempfile.gettempdir()) / "baton-faults-logs"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(data_dir / "logs", kept, dirs_exist_ok=True)
+            (kept / "faults.log").write_text("\n".join(stack.log) + "\n")
+            shutil.rmtree(data_dir, ignore_errors=True)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            get_settings.cache_clear()

@@ -1,0 +1,149 @@
+"""Bad input against the API's own OpenAPI schema (`app.openapi()`), with schemathesis, over real HTTP to a
+uvicorn process: every operation, as every role (and nobody), with valid and invalid data (negative mode:
+wrong types, missing and extra fields, malformed bodies), on random and on real path parameters.
+
+Each response must not be a 5xx, and each 4xx must carry the error format `{"error": {"code", "message"}}`.
+Examples per operation, role and mode are bounded (SCHEMATHESIS_EXAMPLES, default 3; one for nobody, who
+gets no further than the login check) so the whole run takes a couple of minutes; failures are collected, not
+shrunk, and listed together.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from api.app import app
+from core.db import session_scope
+from core.models import OutboundDelivery
+from tests.api_server import Api, error_of, flood, issued_token, run_api, standard_api
+from tests.servers import PrefectServer
+
+pytestmark = pytest.mark.prefect
+
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "3"))
+ROLES = ("anonymous", "office", "manager", "admin", "water_affairs")
+SCHEMA = schemathesis.openapi.from_dict(app.openapi())
+OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]  # type: ignore[union-attr]
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    unsendable: int = 0  # examples the HTTP client itself refuses to send (e.g. a header that is not latin-1)
+    unsatisfiable: int = 0  # operation, role and mode with nothing to generate
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def fuzz_api(baton: str, prefect_server: PrefectServer) -> Iterator[Api]:
+    """The API with Prefect reachable (so health is 200), the standard users and a world to point at."""
+    with run_api({"BATON_PREFECT_API_URL": prefect_server.api_url}) as server:
+        yield standard_api(server)
+
+
+def real_parameters() -> dict[str, str]:
+    """Ids of objects that exist: a flood incident with water_affairs' task open, a dead-lettered delivery."""
+    incident = flood("assessment")
+    with session_scope() as session:
+        delivery = OutboundDelivery(incident_id=incident.id, idempotency_key=str(uuid.uuid4()), purpose="assignment",
+                                    target="water_affairs", endpoint="water_affairs", payload={"x": 1},
+                                    payload_digest="0" * 64, attempts=4, last_status=503, outcome="failed")
+        session.add(delivery)
+        session.flush()
+        delivery_id = delivery.id
+    return {"incident_id": incident.id, "task_id": incident.tasks["flood_risk_assessment"], "type_key": "flood",
+            "delivery_id": delivery_id}
+
+
+def check_response(tally: Tally, label: str, response: requests.Response, curl: str) -> None:
+    tally.requests += 1
+    tally.statuses[response.status_code] += 1
+    if response.status_code >= 500:
+        tally.failures.append(f"{label}: {response.status_code} {response.text[:200]}\n    {curl[:600]}")
+        return
+    if 400 <= response.status_code < 500:
+        try:
+            error_of(_Adapter(response), response.status_code)  # type: ignore[arg-type]
+        except (AssertionError, ValueError) as exc:
+            tally.failures.append(f"{label}: {response.status_code} not in the error format: {exc}"[:400]
+                                  + f"\n    {curl[:600]}")
+
+
+class _Adapter:
+    """What `error_of` reads from a response (it is written for httpx's)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.status_code = response.status_code
+        self.text = response.text
+        self._response = response
+
+    def json(self) -> Any:
+        return self._response.json()
+
+
+def fuzz(api: Api, operation: Any, role: str, mode: GenerationMode, path_parameters: dict[str, str] | None,
+         tally: Tally) -> None:
+    label = f"{operation.method.upper()} {operation.path} as {role} ({mode.value}" \
+            f"{', real ids' if path_parameters else ''})"
+    revoke = operation.path == "/api/auth/revoke"
+
+    @settings(max_examples=1 if role == "anonymous" else EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+    @given(operation.as_strategy(mode, path_parameters=path_parameters or None))
+    def run(case: Any) -> None:
+        headers: dict[str, str] = {}
+        if role != "anonymous":
+            # Revoking spends the token: give that operation a fresh one each time.
+            token = issued_token(role) if revoke else api.tokens[role]
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            response = case.call(base_url=api.url, headers=headers, timeout=30)
+        except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError, ValueError):
+            tally.unsendable += 1
+            return
+        check_response(tally, label, response, case.as_curl_command(headers=headers))
+
+    try:
+        run()
+    except Unsatisfiable:  # nothing to vary (e.g. no parameters to make invalid in negative mode)
+        tally.unsatisfiable += 1
+
+
+def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(fuzz_api: Api) -> None:
+    started = time.monotonic()
+    known = real_parameters()
+    tally = Tally()
+    operations = [op for op in OPERATIONS if op.path.startswith(("/api/", "/public/"))]
+    assert len(operations) >= 30, [op.path for op in operations]
+    for operation in operations:
+        names = re.findall(r"{(\w+)}", operation.path)
+        fixed = {name: known[name] for name in names if name in known}
+        for role in ROLES:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                fuzz(fuzz_api, operation, role, mode, None, tally)
+                if fixed and role != "anonymous":
+                    fuzz(fuzz_api, operation, role, mode, fixed, tally)
+    print(f"\nschemathesis: {len(operations)} operations x {len(ROLES)} roles, {tally.requests} requests "
+          f"({tally.unsendable} examples the client could not send, {tally.unsatisfiable} runs with nothing to "
+          f"generate) in {time.monotonic() - started:.0f} s; "
+          f"statuses {dict(sorted(tally.statuses.items()))}; {len(tally.failures)} failures")
+    for failure in tally.failures[:40]:
+        print("  " + failure)
+    # The run reached past validation: successes and the usual refusals all occurred.
+    assert {200, 401, 403, 404, 422} <= set(tally.statuses), tally.statuses
+    assert not tally.failures, "\n".join(tally.failures[:40])
