@@ -121,3 +121,35 @@ def workers(prefect_server: PrefectServer, baton: str, tmp_path: Path) -> Iterat
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# -- figures -------------------------------------------------------------------------------------------------------
+# What the fault, soak, fuzzing and access suites counted is printed at the end of every run (`make test`, CI),
+# not only under `pytest -s`: "0 violations" is the result those suites exist to show.
+FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+Say = Callable[..., None]
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Say:
+    """`figures("line")`: print a line (seen under -s) and keep it for the run's closing summary."""
+    kept = request.config.stash.setdefault(FIGURES, [])
+
+    def say(text: str = "") -> None:
+        print(text)
+        kept.append((request.node.nodeid, text))
+
+    return say
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    kept = config.stash.get(FIGURES, [])
+    if not kept:
+        return
+    terminalreporter.section("Baton figures: what the fault, soak, fuzzing and access suites counted")
+    current = None
+    for nodeid, text in kept:
+        if nodeid != current:
+            terminalreporter.write_line(f"[{nodeid}]", bold=True)
+            current = nodeid
+        terminalreporter.write_line(text)

@@ -43,6 +43,7 @@ from tests.api_server import (
     run_api,
     standard_api,
 )
+from tests.conftest import Say
 from tests.servers import PrefectServer
 
 ROLES = ("anonymous", "office", "manager", "admin", "dept_owner", "dept_other")
@@ -291,7 +292,8 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
     return cell
 
 
-def print_table(cells: list[Cell]) -> None:
+def print_table(cells: list[Cell], say: Say) -> None:
+    """The whole table under `pytest -s`; its count (and any violation) in the run's figures."""
     rows: dict[str, dict[str, Cell]] = {}
     for cell in cells:
         rows.setdefault(cell.case.label, {})[cell.role] = cell
@@ -312,9 +314,9 @@ def print_table(cells: list[Cell]) -> None:
         print(f"{label:<{width}}  " + "  ".join(shown))
     checked = [c for c in cells if c.expected is not None]
     bad = [c for c in checked if not c.ok]
-    print(f"{len(rows)} rows, {len(checked)} cells checked, {len(bad)} violations")
+    say(f"{len(rows)} rows, {len(checked)} cells checked, {len(bad)} violations")
     for cell in bad:
-        print(f"  {cell.case.label} as {cell.role}: got {cell.got}, expected {cell.expected}; {cell.problems}")
+        say(f"  {cell.case.label} as {cell.role}: got {cell.got}, expected {cell.expected}; {cell.problems}")
 
 
 @pytest.fixture
@@ -325,10 +327,10 @@ def matrix_api(baton: str, prefect_server: PrefectServer) -> Iterator[Api]:
 
 
 @pytest.mark.prefect
-def test_access_matrix(matrix_api: Api) -> None:
+def test_access_matrix(matrix_api: Api, figures: Say) -> None:
     shared = {kind: build_target(kind) for kind in {case.target for case in MATRIX}}
     cells = [run_cell(matrix_api, case, role, shared) for case in MATRIX for role in ROLES]
-    print_table(cells)
+    print_table(cells, figures)
     violations = [c for c in cells if not c.ok]
     assert not violations, "\n".join(f"{c.case.label} as {c.role}: got {c.got}, expected {c.expected} {c.problems}"
                                      for c in violations)

@@ -30,6 +30,7 @@ from api.app import app
 from core.db import session_scope
 from core.models import OutboundDelivery
 from tests.api_server import Api, error_of, flood, issued_token, run_api, standard_api
+from tests.conftest import Say
 from tests.servers import PrefectServer
 
 pytestmark = pytest.mark.prefect
@@ -124,7 +125,7 @@ def fuzz(api: Api, operation: Any, role: str, mode: GenerationMode, path_paramet
         tally.unsatisfiable += 1
 
 
-def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(fuzz_api: Api) -> None:
+def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(fuzz_api: Api, figures: Say) -> None:
     started = time.monotonic()
     known = real_parameters()
     tally = Tally()
@@ -138,12 +139,12 @@ def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(
                 fuzz(fuzz_api, operation, role, mode, None, tally)
                 if fixed and role != "anonymous":
                     fuzz(fuzz_api, operation, role, mode, fixed, tally)
-    print(f"\nschemathesis: {len(operations)} operations x {len(ROLES)} roles, {tally.requests} requests "
+    figures(f"\nschemathesis: {len(operations)} operations x {len(ROLES)} roles, {tally.requests} requests "
           f"({tally.unsendable} examples the client could not send, {tally.unsatisfiable} runs with nothing to "
           f"generate) in {time.monotonic() - started:.0f} s; "
           f"statuses {dict(sorted(tally.statuses.items()))}; {len(tally.failures)} failures")
     for failure in tally.failures[:40]:
-        print("  " + failure)
+        figures("  " + failure)
     # The run reached past validation: successes and the usual refusals all occurred.
     assert {200, 401, 403, 404, 422} <= set(tally.statuses), tally.statuses
     assert not tally.failures, "\n".join(tally.failures[:40])

@@ -57,7 +57,7 @@ from tests.api_server import (
     run_api,
     standard_api,
 )
-from tests.conftest import copy_plans
+from tests.conftest import Say, copy_plans
 from tests.receiver import running_receiver
 from tests.servers import PrefectServer
 
@@ -453,7 +453,7 @@ def page_forms() -> list[str]:
     return sorted(out)
 
 
-def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api) -> None:
+def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api, figures: Say) -> None:
     forms = page_forms()
     assert {"/login", "/logout", "/office/incidents", "/tasks/{task_id}/complete"} <= set(forms), forms
     incident = flood("assessment")
@@ -482,7 +482,7 @@ def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api) -> None
                 response = client.post(url, data=data, follow_redirects=False)
                 refused.setdefault(path, set()).add(response.status_code)
                 assert response.status_code in allowed, (path, who, token, response.status_code)
-    print(f"\n{len(forms)} page forms refused without their CSRF token: {refused}")
+    figures(f"\n{len(forms)} page forms refused without their CSRF token: {refused}")
     assert fingerprint() == before
     for client in clients.values():
         assert client.get("/", follow_redirects=False).status_code in (200, 303)  # still logged in

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.conftest import Say
 from tests.faults.harness import (
     Driver,
     FaultStack,
@@ -112,7 +113,7 @@ def _advance_to_gates(driver: Driver) -> None:
         time.sleep(1.0)
 
 
-def test_fault_matrix(fault_stack: FaultStack) -> None:
+def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
     started = time.monotonic()
     stack = fault_stack
     prefix = f"{'fault'}-{uuid.uuid4().hex[:6]}"
@@ -161,22 +162,22 @@ def test_fault_matrix(fault_stack: FaultStack) -> None:
             thread.join()
         driver.close()
 
-    print()
-    print(f"fault matrix ({len(shots)} faults; '-' not scheduled; n/m: killed after n of m requests answered)")
-    print(f"{'process':<16}" + "".join(f"{p:>12}" for p in PHASES))
+    figures()
+    figures(f"fault matrix ({len(shots)} faults; '-' not scheduled; n/m: killed after n of m requests answered)")
+    figures(f"{'process':<16}" + "".join(f"{p:>12}" for p in PHASES))
     for target in ("api", "worker-1", "worker-2", "prefect-server", "postgres"):
         cells = []
         for phase in PHASES:
             hit = [s for s in shots if s.target == target and s.phase == phase]
             cells.append(f"{hit[0].struck_at}/{hit[0].burst}" if hit else "-")
-        print(f"{target:<16}" + "".join(f"{c:>12}" for c in cells))
-    print(f"stack log: {'; '.join(stack.log)}")
-    print(f"requests sent {driver.requests} (retries after the faults: {retried}); triggers {len(driver.triggers)}, "
+        figures(f"{target:<16}" + "".join(f"{c:>12}" for c in cells))
+    figures(f"stack log: {'; '.join(stack.log)}")
+    figures(f"requests sent {driver.requests} (retries after the faults: {retried}); triggers {len(driver.triggers)}, "
           f"completions {len(driver.completions)}, acknowledgements {len(driver.acks)}")
-    print(f"faults phase {faults_done - started:.0f} s; healthy {healthy_after:.1f} s after; "
+    figures(f"faults phase {faults_done - started:.0f} s; healthy {healthy_after:.1f} s after; "
           f"quiet {quiet_after:.1f} s after settling")
-    print(invariants.table())
-    print(f"faults injected: {len(shots)}   invariants checked: {invariants.total_checked}   "
+    figures(invariants.table())
+    figures(f"faults injected: {len(shots)}   invariants checked: {invariants.total_checked}   "
           f"violations: {invariants.total_violations}")
     assert len(shots) == len(SCHEDULE) and all(s.burst > 0 for s in shots), [(s.target, s.phase, s.burst)
                                                                                for s in shots]

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Say
 from tests.faults.harness import (
     Driver,
     FaultStack,
@@ -112,7 +113,7 @@ def fault_loop(stack: FaultStack, until: float, stop: threading.Event, struck: l
         stack.restart(name)
 
 
-def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack) -> None:
+def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack, figures: Say) -> None:
     stack = fault_stack
     stack.wait_healthy()
     started = time.monotonic()
@@ -160,13 +161,13 @@ def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack) -> 
         ("acknowledgements", count(driver.acks, "requests"), count(driver.acks, "unanswered"),
          count(driver.acks, "accepted"), stored["acknowledged"], stored["duplicate_acknowledged"]),
     ]
-    print()
-    print(f"soak: {load_seconds:.0f} s of load by {CLIENTS} clients, faults every {FAULT_EVERY:g} s: "
+    figures()
+    figures(f"soak: {load_seconds:.0f} s of load by {CLIENTS} clients, faults every {FAULT_EVERY:g} s: "
           f"{', '.join(struck)}; settled with {retried}; quiet {quiet_after:.1f} s later; "
           f"{stored['closed']} of {stored['incidents']} incidents closed")
-    print(f"{'':<18}{'requests':>10}{'no answer/5xx':>15}{'accepted':>10}{'stored':>8}{'doubled':>9}")
+    figures(f"{'':<18}{'requests':>10}{'no answer/5xx':>15}{'accepted':>10}{'stored':>8}{'doubled':>9}")
     for name, *numbers in rows:
-        print(f"{name:<18}" + "".join(f"{n:>{w}}" for n, w in zip(numbers, (10, 15, 10, 8, 9), strict=True)))
+        figures(f"{name:<18}" + "".join(f"{n:>{w}}" for n, w in zip(numbers, (10, 15, 10, 8, 9), strict=True)))
     # Stored beyond accepted is only what committed while its answer was lost (a retry then got 409).
     lost_answers = {
         "completions": stored["completed_ids"] - {t for t, got in driver.completions.items() if 200 in got},
@@ -176,12 +177,12 @@ def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack) -> 
         book = driver.completions if name == "completions" else driver.acks
         invariants.check(f"stored {name} beyond the accepted had their answer lost",
                          all(any(s is None or s >= 500 for s in book.get(i, [])) for i in ids), str(ids))
-        print(f"{name} stored whose answer was lost in a fault: {len(ids)}")
+        figures(f"{name} stored whose answer was lost in a fault: {len(ids)}")
     invariants.check("accepted triggers = incidents stored", rows[0][3] == stored["incidents"], str(rows[0]))
     invariants.check("nothing stored twice", stored["duplicate_incidents"] == stored["duplicate_completed"]
                      == stored["duplicate_acknowledged"] == 0, str(stored))
-    print(invariants.table())
-    print(f"faults injected: {len(struck)}   invariants checked: {invariants.total_checked}   "
+    figures(invariants.table())
+    figures(f"faults injected: {len(struck)}   invariants checked: {invariants.total_checked}   "
           f"violations: {invariants.total_violations}")
     assert struck and count(driver.completions, "accepted") > 0
     assert invariants.total_violations == 0, invariants.table()
