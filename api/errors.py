@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db import outage_reason
 from core.errors import BatonError
 
 log = logging.getLogger("baton.api")
@@ -52,6 +54,16 @@ def install(app: FastAPI) -> None:
         listing = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:10])
         return JSONResponse(error_body("invalid_request", f"the request is not valid: {listing}", details),
                             status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+        # The database restarting or out of reach: nothing was stored (the transaction rolled back), and the
+        # same request, sent again, will be answered once it is back. Clients retry on 503 with Retry-After.
+        reason = outage_reason(exc)
+        log.warning("database unavailable: %s", reason)
+        return JSONResponse(error_body("database_unavailable",
+                                       "the database is not reachable just now; nothing was stored, try again"),
+                            status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

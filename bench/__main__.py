@@ -257,8 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     get_settings.cache_clear()
     results: dict[str, Any] = {"config": vars(args)}
     with console.status("baton stack up (PostgreSQL, Prefect, workers, API)"):
-        state = stack_up(data_dir, workers=args.workers, api_workers=args.api_workers, api_port=free_port(),
-                         prefect_port=free_port(), pg_port=free_port())
+        state: dict[str, Any] = stack_up(data_dir, workers=args.workers, api_workers=args.api_workers,
+                                         api_port=free_port(), prefect_port=free_port(), pg_port=free_port())
     get_settings.cache_clear()
     try:
         from core.db import session_scope

@@ -11,9 +11,9 @@ def bar_chart_svg(results: dict[str, Any]) -> str:
     rows: list[tuple[str, float, float, float | None]] = []  # label, p50, p95, target
     targets = {"trigger_to_first_task": 1.0, "handoff_within_stage": 1.0, "handoff_across_stage": 1.0,
                "inbox_read_50_clients": 0.05}
-    for key, target in targets.items():
+    for key, goal in targets.items():
         if key in results:
-            rows.append((f"Baton {key.replace('_', ' ')}", results[key]["p50"], results[key]["p95"], target))
+            rows.append((f"Baton {key.replace('_', ' ')}", results[key]["p50"], results[key]["p95"], goal))
     for key, row in results.get("stock_prefect", {}).items():
         rows.append((f"Prefect {key}", row["p50"], row["p95"], None))
     width, left, row_h, top = 900, 330, 34, 50

@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, stack: Any, cluster: Any) -> dict[str, Any]:
         "handoff_with_all_waiting_s": summary(loaded),
         "waiting": {"open_incidents": target + args.samples + 1 + int(already), "ramp_seconds": round(ramp_seconds, 1),
                     "assigned_first_tasks": int(waiting),
-                    "total_rss_mb": round(sum(p["rss_mb"] for p in processes.values()), 1),  # type: ignore[misc]
+                    "total_rss_mb": round(sum(p["rss_mb"] for p in processes.values()), 1),
                     "processes": processes},
     }
 

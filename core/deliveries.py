@@ -6,11 +6,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, update
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from core.errors import BatonError, NotFound
 from core.incidents import wake
 from core.models import DeliveryAttempt, Incident, IncidentStatus, OutboundDelivery, utcnow
+from core.paging import Page, paged
 from core.users import audit
 
 DEAD = "failed"
@@ -22,7 +23,7 @@ class NotReplayable(BatonError):
 
 
 def list_deliveries(session: Session, *, outcome: str | None = None, incident_id: str | None = None,
-                    target: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[OutboundDelivery], int]:
+                    target: str | None = None, limit: int = 100, offset: int = 0) -> Page:
     query = select(OutboundDelivery)
     if outcome is not None:
         query = query.where(OutboundDelivery.outcome == outcome)
@@ -30,9 +31,7 @@ def list_deliveries(session: Session, *, outcome: str | None = None, incident_id
         query = query.where(OutboundDelivery.incident_id == incident_id)
     if target is not None:
         query = query.where(OutboundDelivery.target == target)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(OutboundDelivery.created_at).desc()).limit(limit).offset(offset)).all()
-    return list(rows), int(total)
+    return paged(session, query, col(OutboundDelivery.created_at).desc(), limit=limit, offset=offset)
 
 
 def attempts(session: Session, delivery_id: str) -> list[DeliveryAttempt]:

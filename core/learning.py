@@ -22,13 +22,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text as sql_text
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from core import ledger
 from core.db import is_postgres
 from core.errors import BatonError, NotFound, PlanInvalid
 from core.incidents import COMMAND, lock_incident
 from core.models import FollowUp, Incident, Lesson, PlanProposal, PlanVersion, utcnow
+from core.paging import Page, paged
 from core.plans import current_plan_text, latest_accepted, list_types, parse_plan_text, registry, store_accepted
 from core.settings import get_settings
 from core.users import audit
@@ -169,15 +170,9 @@ def is_overdue(follow_up: FollowUp, now: datetime | None = None) -> bool:
     return (end or now or utcnow()) > follow_up.due_at
 
 
-@dataclass
-class FollowUpPage:
-    items: list[FollowUp]
-    total: int
-
-
 def list_follow_ups(session: Session, *, department: str | None, status: str | None = None,
                     incident_id: str | None = None, lesson_id: str | None = None, overdue: bool = False,
-                    limit: int = 100, offset: int = 0) -> FollowUpPage:
+                    limit: int = 100, offset: int = 0) -> Page:
     query = select(FollowUp)
     if department is not None:
         query = query.where(FollowUp.department == department)
@@ -189,10 +184,7 @@ def list_follow_ups(session: Session, *, department: str | None, status: str | N
         query = query.where(FollowUp.lesson_id == lesson_id)
     if overdue:
         query = query.where(FollowUp.status == "open", col(FollowUp.due_at) < utcnow())
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(FollowUp.due_at), col(FollowUp.created_at)).limit(limit)
-                        .offset(offset)).all()
-    return FollowUpPage(list(rows), int(total))
+    return paged(session, query, col(FollowUp.due_at), col(FollowUp.created_at), limit=limit, offset=offset)
 
 
 def complete_follow_up(session: Session, *, follow_up_id: str, actor: str, note: str | None = None,
@@ -330,7 +322,7 @@ def get_proposal(session: Session, proposal_id: str) -> PlanProposal:
 
 
 def list_proposals(session: Session, *, type_key: str | None = None, status: str | None = None,
-                   lesson_id: str | None = None, limit: int = 100, offset: int = 0) -> tuple[list[PlanProposal], int]:
+                   lesson_id: str | None = None, limit: int = 100, offset: int = 0) -> Page:
     query = select(PlanProposal)
     if type_key is not None:
         query = query.where(PlanProposal.type == type_key)
@@ -338,9 +330,7 @@ def list_proposals(session: Session, *, type_key: str | None = None, status: str
         query = query.where(PlanProposal.status == status)
     if lesson_id is not None:
         query = query.where(PlanProposal.lesson_id == lesson_id)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(PlanProposal.created_at).desc()).limit(limit).offset(offset)).all()
-    return list(rows), int(total)
+    return paged(session, query, col(PlanProposal.created_at).desc(), limit=limit, offset=offset)
 
 
 def _decidable(session: Session, proposal_id: str) -> tuple[PlanProposal, Incident | None]:

@@ -32,6 +32,8 @@ def upgrade_when_reachable(url: str | None = None, *, give_up_after: float | Non
 
     from sqlalchemy.exc import OperationalError
 
+    from core.db import outage_reason
+
     log = logging.getLogger("baton.migrate")
     started = time.monotonic()
     pause = 0.5
@@ -42,7 +44,7 @@ def upgrade_when_reachable(url: str | None = None, *, give_up_after: float | Non
         except OperationalError as exc:
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:
                 raise
-            reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            reason = outage_reason(exc)
             log.warning("database unreachable (%s); retrying in %.1f s", reason, pause)
             time.sleep(pause)
             pause = min(10.0, pause * 2)

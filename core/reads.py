@@ -7,16 +7,16 @@ missing (`NotFound`), so the existence of other records does not leak.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from core.engine import latest_tasks
 from core.errors import NotFound
 from core.ledger import read_chain, verify_incident
 from core.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, PlanVersion, TaskStatus, utcnow
+from core.paging import Page, paged
 from core.plans import plan_for_version, registry
 from core.sharing import can_see
 from process_defs.schema import STAGES
@@ -36,14 +36,6 @@ def get_incident(session: Session, incident_id: str, department: str | None) -> 
     return incident
 
 
-@dataclass
-class Page:
-    items: list[Any]
-    total: int
-    limit: int
-    offset: int
-
-
 def list_incidents(session: Session, *, department: str | None, status: str | None = None,
                    type_key: str | None = None, level: str | None = None, stage: str | None = None,
                    limit: int = 50, offset: int = 0) -> Page:
@@ -55,9 +47,7 @@ def list_incidents(session: Session, *, department: str | None, status: str | No
                           (Incident.stage, stage)):
         if value is not None:
             query = query.where(col(column) == value)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(Incident.created_at).desc()).limit(limit).offset(offset)).all()
-    return Page(list(rows), int(total), limit, offset)
+    return paged(session, query, col(Incident.created_at).desc(), limit=limit, offset=offset)
 
 
 def list_tasks(session: Session, *, department: str | None, status: str | None = None,
@@ -72,11 +62,9 @@ def list_tasks(session: Session, *, department: str | None, status: str | None =
         query = query.where(col(DepartmentTask.status).in_(OPEN_STATUSES))
     if incident_id is not None:
         query = query.where(DepartmentTask.incident_id == incident_id)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
     # Overdue first, then by due time: what a duty desk must do next is at the top.
-    rows = session.exec(query.order_by(col(DepartmentTask.due_at).is_(None), col(DepartmentTask.due_at),
-                                       col(DepartmentTask.created_at)).limit(limit).offset(offset)).all()
-    return Page(list(rows), int(total), limit, offset)
+    return paged(session, query, col(DepartmentTask.due_at).is_(None), col(DepartmentTask.due_at),
+                 col(DepartmentTask.created_at), limit=limit, offset=offset)
 
 
 def preload_incidents(session: Session, incident_ids: set[str]) -> None:

@@ -611,7 +611,7 @@ def plans_list(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")]
 
     def load(session: Any) -> tuple[list[Any], list[Any]]:
         types = [type_key] if type_key else list_types()
-        return [current_plan(session, t) for t in types], list_proposals(session, type_key=type_key, limit=200)[0]
+        return [current_plan(session, t) for t in types], list_proposals(session, type_key=type_key, limit=200).items
 
     currents, proposals = _session_call(load)
     table = Table("plan", "current version", "from")

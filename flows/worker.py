@@ -16,24 +16,42 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound, TerminationSignal
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError, TerminationSignal
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Pending, to_state_create
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from core import leases
-from core.db import in_transaction, session_scope
+from core.db import in_transaction, outage_reason, session_scope
 from core.models import Incident, utcnow
 from core.settings import Settings, get_settings
 from flows.incident import incident_flow
 from flows.waking import RUNTIME, Runtime, Waker
 
 log = logging.getLogger("baton.worker")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The database or the Prefect server out of reach (or answering 5xx while theirs is): retried, not a bug."""
+    if isinstance(exc, OperationalError | httpx.TransportError):
+        return True
+    return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
+
+
+def _loop_failed(what: str, exc: Exception) -> None:
+    """A database outage is expected on a bad night and the loops retry: one line, not a traceback a second."""
+    if _is_outage(exc):
+        reason = outage_reason(exc)
+        log.warning("%s: unavailable (%s); retrying", what, reason)
+    else:
+        log.exception(what, exc_info=exc)
 
 
 def run_tags(incident: Incident) -> list[str]:
@@ -119,7 +137,9 @@ class BatonWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {exc}", exc_info=True)
+            # An outage (the database or Prefect down) is named in one line; anything else with its traceback.
+            await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {outage_reason(exc)}",
+                                 exc_info=not _is_outage(exc))
         finally:
             self.running.pop(incident_id, None)
             if not self.stopping.is_set():
@@ -147,8 +167,8 @@ class BatonWorker:
                     if incident_id not in self.running:
                         self.running[incident_id] = asyncio.create_task(self._run_incident(incident_id))
                 delay = 0.0 if len(claimed) >= 50 else self.settings.claim_interval
-            except Exception:
-                log.exception("claim failed")
+            except Exception as exc:
+                _loop_failed("claim failed", exc)
                 delay = 2.0
             await self._sleep(delay)
 
@@ -163,8 +183,8 @@ class BatonWorker:
                     if task is not None and incident_id not in held and not task.done():
                         log.warning("incident %s: lease lost to another worker; stopping here", incident_id)
                         task.cancel()
-            except Exception:
-                log.exception("lease renewal failed")
+            except Exception as exc:
+                _loop_failed("lease renewal failed", exc)
             await self._sleep(self.settings.lease_seconds / 3)
 
     async def _wake_loop(self) -> None:
@@ -183,8 +203,8 @@ class BatonWorker:
                 since = started - margin
                 if len(self.seen) > 4 * max(len(self.running), 100):
                     self.seen = {k: v for k, v in self.seen.items() if k in self.running}
-            except Exception:
-                log.exception("wake poll failed")
+            except Exception as exc:
+                _loop_failed("wake poll failed", exc)
             await self._sleep(self.settings.wake_interval)
 
     async def _outbox_loop(self) -> None:
@@ -199,8 +219,8 @@ class BatonWorker:
                     if delivery_id not in sending:
                         sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
                 sending = {k: v for k, v in sending.items() if not v.done()}
-            except Exception:
-                log.exception("outbox poll failed")
+            except Exception as exc:
+                _loop_failed("outbox poll failed", exc)
             await self._sleep(2.0)
         for item in sending.values():
             item.cancel()

@@ -575,7 +575,7 @@ def test_secrets_never_reach_a_log_or_the_database(secret_env: str, prefect_serv
 
         def delivered() -> bool:
             with session_scope() as session:
-                rows, _ = list_deliveries(session, incident_id=incident_id)
+                rows = list_deliveries(session, incident_id=incident_id).items
             return any(r.outcome == "delivered" for r in rows) and all(r.outcome != "pending" for r in rows)
 
         while time.monotonic() < deadline and not delivered():

@@ -256,7 +256,7 @@ def test_department_systems_get_signed_assignments_and_shares_through_failures(
 
     def settled() -> list[OutboundDelivery] | None:
         with session_scope() as session:
-            rows, _ = list_deliveries(session, incident_id=incident_id)
+            rows = list_deliveries(session, incident_id=incident_id).items
         return rows if rows and all(d.outcome != "pending" for d in rows) else None
 
     rows = wait_until(settled, 60, "every delivery to settle")

@@ -151,7 +151,7 @@ def lesson_out(session: Session, lesson: Lesson, principal: Principal) -> Lesson
     follow_ups = learning.list_follow_ups(session, department=_scope(principal), lesson_id=lesson.id, limit=500)
     proposals: list[dict[str, Any]] = []
     if principal.sees_all:
-        rows, _ = learning.list_proposals(session, lesson_id=lesson.id, limit=100)
+        rows = learning.list_proposals(session, lesson_id=lesson.id, limit=100).items
         proposals = [{"id": p.id, "type": p.type, "status": p.status, "version": p.base_version + 1} for p in rows]
     return LessonOut(id=lesson.id, incident_id=lesson.incident_id, incident_code=incident.code if incident else None,
                      text=lesson.text, author=lesson.author, created_at=lesson.created_at,
@@ -266,8 +266,8 @@ def proposals(principal: ReviewerUser, session: SessionDep,
               status: Annotated[Literal["proposed", "accepted", "rejected"] | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
               offset: Annotated[int, Query(ge=0)] = 0) -> ProposalPage:
-    rows, total = learning.list_proposals(session, type_key=type, status=status, limit=limit, offset=offset)
-    return ProposalPage(items=[proposal_out(p) for p in rows], total=total, limit=limit, offset=offset)
+    page = learning.list_proposals(session, type_key=type, status=status, limit=limit, offset=offset)
+    return ProposalPage(items=[proposal_out(p) for p in page.items], total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/api/plan-proposals/{proposal_id}", response_model=ProposalDetail)

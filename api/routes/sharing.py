@@ -125,9 +125,9 @@ def deliveries(principal: ReviewerUser, session: SessionDep,
                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
     """The delivery log; `outcome=failed` is the dead-letter list."""
     incident_id = reads.get_incident(session, incident, None).id if incident else None
-    rows, total = list_deliveries(session, outcome=outcome, incident_id=incident_id, target=target, limit=limit,
-                                  offset=offset)
-    return {"items": [public(d) for d in rows], "total": total, "limit": limit, "offset": offset}
+    page = list_deliveries(session, outcome=outcome, incident_id=incident_id, target=target, limit=limit,
+                           offset=offset)
+    return {"items": [public(d) for d in page.items], "total": page.total, "limit": limit, "offset": offset}
 
 
 @router.get("/api/deliveries/{delivery_id}")

@@ -108,3 +108,40 @@ def test_an_incident_whose_flow_failed_in_a_database_outage_is_run_again(
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def test_the_api_answers_503_in_the_error_format_while_the_database_is_down(
+        own_postgres: PostgresCluster) -> None:
+    """Not an unexplained 500: a clear, retryable refusal, and nothing half-stored."""
+    import httpx
+
+    from tests.api_server import issued_token, make_user, run_api
+
+    make_user("office", "office")
+    token = issued_token("office")
+    with run_api() as server:
+        client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert client.get("/api/incidents").status_code == 200
+        own_postgres.kill()
+        try:
+            down = client.post("/api/incidents", headers={"Idempotency-Key": "outage-1"},
+                               json={"type": "flood", "level": "IV", "title": "during the outage"})
+            read = client.get("/api/incidents")
+        finally:
+            own_postgres.restart()
+        for response in (down, read):
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "database_unavailable"
+            assert response.headers["Retry-After"] == "2"
+        # Once it is back, the same request is answered (the pool's dead connections are replaced).
+        deadline = time.monotonic() + 30
+        again = None
+        while time.monotonic() < deadline:
+            again = client.post("/api/incidents", headers={"Idempotency-Key": "outage-1"},
+                                json={"type": "flood", "level": "IV", "title": "during the outage"})
+            if again.status_code != 503:
+                break
+            time.sleep(0.5)
+        assert again is not None and again.status_code == 201, again.text if again else None
+        assert len(client.get("/api/incidents").json()["items"]) == 1
+        assert "Exception in ASGI application" not in server.log.read_text()
