@@ -362,10 +362,11 @@ def serve(
                           f"{stack.api_url.removesuffix('/api')}   workers: {workers}   "
                           f"database: {settings.resolved_database_url()}")
             try:
-                while all(p.poll() is None for p in stack.processes.values()):
+                while True:
+                    for name, code in stack.revive():
+                        err.print(f"[yellow]{name} stopped (exit code {code}); started again[/yellow] "
+                                  f"(logs under {settings.data_dir / 'logs'})")
                     time.sleep(1)
-                err.print("[red]a process stopped; see the logs under[/red] " + str(settings.data_dir / "logs"))
-                raise typer.Exit(1)
             except KeyboardInterrupt:
                 pass
     except RuntimeError as exc:

@@ -160,8 +160,13 @@ def run_demo(simulate: bool = False, keep_running: bool = True, port: int = 8000
         if keep_running:
             console.print("Ctrl-C stops the system.")
             try:
-                while all(p.poll() is None for p in stack.processes.values()):
+                while True:
+                    for name, exit_code in stack.revive():
+                        console.print(f"[yellow]{name} stopped (exit code {exit_code}); started again[/yellow]")
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
+            except RuntimeError as exc:
+                console.print(f"[red]error[/red] {exc}")
+                return 1
         return 0

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +71,16 @@ class Stack:
     home: Path
     api_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # How to start each process again, and when each was restarted (a crash loop is given up on).
+    starters: dict[str, Callable[[], object]] = field(default_factory=dict)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
 
     def start_prefect(self, port: int, database_url: str | None = None) -> None:
         """Start a Prefect server; on PostgreSQL when `database_url` (postgresql+asyncpg://…) is given."""
         log = self.home / "logs" / "prefect-server.log"
         env = prefect_env(self.home)
         env.pop("PREFECT_API_URL", None)
+        self.starters["prefect-server"] = lambda: self.start_prefect(port, database_url)
         if database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         env["PREFECT_UI_ENABLED"] = env.get("PREFECT_UI_ENABLED", "true")
@@ -92,6 +96,7 @@ class Stack:
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], stdout=log.open("ab"),
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes[name] = proc
+        self.starters[name] = lambda: self.start_worker(name, extra_env)
         return proc
 
     def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
@@ -103,11 +108,33 @@ class Stack:
              "--workers", str(workers), "--proxy-headers"],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes["api"] = proc
+        self.starters["api"] = lambda: self.start_api(host, port, workers)
         wait_http(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/health", 60, None, log,
                   accept=(200, 503))
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited; see {log}")
         return proc
+
+    def revive(self, *, window: float = 60.0, most: int = 5) -> list[tuple[str, int]]:
+        """Start again every process that stopped (a crash, an OOM kill): the emergency office's laptop keeps
+        its system up without anyone watching it. Returns (name, exit code) of each one restarted; raises
+        RuntimeError for one that stopped `most` times within `window` seconds (it would only crash again)."""
+        revived = []
+        for name, proc in list(self.processes.items()):
+            code = proc.poll()
+            if code is None or name not in self.starters:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(name, []) if now - t < window] + [now]
+            self.restarts[name] = recent
+            if len(recent) > most:
+                raise RuntimeError(f"{name} stopped {len(recent)} times within {window:.0f} s (last exit code "
+                                   f"{code}); see {self.home / 'logs'}")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # what it started (uvicorn's workers) goes with it
+            self.starters[name]()
+            revived.append((name, code))
+        return revived
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):

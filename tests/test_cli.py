@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -98,3 +99,45 @@ def test_demo_runs_the_whole_system_and_a_flood_incident_to_its_end(tmp_path: Pa
     assert {"office", "manager", "water_affairs", "meteorology"} <= set(names)
     for line in users.read_text(encoding="utf-8").splitlines():
         assert line.split("\t")[2] in out  # the passwords are printed for the newcomer
+
+
+@pytest.mark.prefect
+def test_serve_starts_again_a_process_that_died_and_gives_up_on_a_crash_loop(
+        baton: str, prefect_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`baton serve` (and `make run`) supervise their processes: a worker killed -9 is started again and the
+    incidents go on; one that keeps dying is reported rather than restarted for ever."""
+    import signal
+    import time
+
+    import httpx
+
+    from core.settings import get_settings
+    from flows.stack import embedded_stack
+    from tests import engine_driver as drive
+
+    monkeypatch.setenv("BATON_PREFECT_API_URL", prefect_server.api_url)
+    get_settings.cache_clear()
+    port = free_port()
+    with embedded_stack(get_settings(), workers=1, api_port=port) as stack:
+        name = next(n for n in stack.processes if "worker" in n)
+        first = stack.processes[name]
+        assert stack.revive() == []
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        api = stack.processes["api"]
+        assert stack.revive() == [(name, -signal.SIGKILL)]
+        second = stack.processes[name]
+        assert second.pid != first.pid and second.poll() is None
+        assert stack.processes["api"] is api  # the others are left alone
+        # The new worker runs incidents.
+        incident_id = drive.open_("flood")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not drive.open_tasks(incident_id):
+            time.sleep(0.2)
+        assert drive.open_tasks(incident_id), (stack.home / "logs" / f"{name}.log").read_text()[-2000:]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code in (200, 503)
+        # A crash loop: the second death within the window (most=1) is an error naming the process.
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait(timeout=10)
+        with pytest.raises(RuntimeError, match=f"{name} stopped 2 times"):
+            stack.revive(most=1)

@@ -7,12 +7,11 @@ import dataclasses
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from core.warnings import active_public
 from flows.drill import DrillSpec, run_drills
 from process_defs.schema import Condition
 from tests import engine_driver as drive
+from tests.conftest import StartWorker
 from tests.servers import PrefectServer
 
 T0 = datetime(2026, 7, 20, 8, 0, tzinfo=UTC)
@@ -208,24 +208,8 @@ def holds(condition: Condition, outputs: dict[str, Any]) -> bool:
 
 
 @pytest.fixture
-def worker(prefect_server: PrefectServer, baton: str, tmp_path: Path) -> Iterator[Callable[[], None]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        env = dict(os.environ, BATON_WORKER_ID="drill-worker", PREFECT_API_URL=prefect_server.api_url)
-        log = (tmp_path / "worker.log").open("wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def worker(workers: StartWorker) -> Callable[[], object]:
+    return lambda: workers("drill-worker")
 
 
 def public_feed() -> str:
@@ -238,7 +222,7 @@ def public_feed() -> str:
 
 
 @pytest.mark.prefect
-def test_every_shipped_plan_drills_to_a_readiness_report_on_a_real_worker(worker: Callable[[], None]) -> None:
+def test_every_shipped_plan_drills_to_a_readiness_report_on_a_real_worker(worker: Callable[[], object]) -> None:
     # A real (not drill) flood whose warning is published: the public feed is not empty, so its check means something.
     real = drive.open_("flood", level="IV")
     drive.step(real, real_actions=True)

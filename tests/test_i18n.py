@@ -43,9 +43,10 @@ def test_templates_use_messages_and_the_extractors_agree() -> None:
     assert len(used) > 100, "the page templates should say everything through gettext"
     # Jinja's own reading (the environment pages render with) finds the same messages.
     env = environment()
-    direct = {msg for path in TEMPLATES.rglob("*.html")
+    # `_("%(n)s left", n=3)` reads as the tuple ("%(n)s left", None): the message, then one None per value.
+    direct = {msg[0] if isinstance(msg, tuple) else msg for path in TEMPLATES.rglob("*.html")
               for _, _, msg in env.extract_translations(path.read_text(encoding="utf-8"))  # type: ignore[attr-defined]
-              if isinstance(msg, str)}
+              if isinstance(msg, str) or (isinstance(msg, tuple) and isinstance(msg[0], str))}
     assert direct == set(used)
 
 
@@ -96,3 +97,16 @@ def test_pages_get_the_catalogues() -> None:
     assert translations("en").gettext("Office console") == "Office console"
     assert translations("zh").gettext("Level %(level)s") % {"level": "II"} == "II级"
     assert Path(LOCALES / "zh" / "LC_MESSAGES" / "messages.po").read_text(encoding="utf-8").count("msgid") > 100
+
+
+def test_messages_take_their_values_escaped_and_trans_blocks_work_in_both_languages() -> None:
+    """The environment's gettext is newstyle: values go in as arguments and are escaped on the way in."""
+    from core.templating import environment
+
+    message = '{{ _("Verified: %(count)s entries, hash chain intact.", count=count) }}'
+    english = environment("en").from_string(message).render(count="<script>")
+    assert english == "Verified: &lt;script&gt; entries, hash chain intact."
+    chinese = environment("zh").from_string(message).render(count=7)
+    assert "7" in chinese and "Verified" not in chinese
+    block = "{% trans count=count %}Verified: {{ count }} entries, hash chain intact.{% endtrans %}"
+    assert environment("zh").from_string(block).render(count=7) == chinese

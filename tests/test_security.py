@@ -57,7 +57,7 @@ from tests.api_server import (
     run_api,
     standard_api,
 )
-from tests.conftest import Say, copy_plans
+from tests.conftest import Say, StartWorker, copy_plans
 from tests.receiver import running_receiver
 from tests.servers import PrefectServer
 
@@ -285,8 +285,8 @@ class BrokenWorker:
 
 
 @pytest.fixture
-def broken_worker(baton: str, prefect_server: PrefectServer, broken_plans: Path, monkeypatch: pytest.MonkeyPatch,
-                  tmp_path: Path) -> Iterator[BrokenWorker]:
+def broken_worker(baton: str, workers: StartWorker, broken_plans: Path, monkeypatch: pytest.MonkeyPatch,
+                  tmp_path: Path) -> BrokenWorker:
     """A worker with a malformed plan file among its plans, and two incidents: one whose frozen plan is
     malformed (as a bad edit that reached the database would be), one good."""
     monkeypatch.setenv("BATON_PLANS_DIR", str(broken_plans))
@@ -305,19 +305,8 @@ def broken_worker(baton: str, prefect_server: PrefectServer, broken_plans: Path,
         incident.plan_version_id = garbage.id
         session.add(incident)
     good_id = drive.open_("flood")
-    log = tmp_path / "worker.log"
-    env = dict(os.environ, BATON_WORKER_ID="w-broken", PREFECT_API_URL=prefect_server.api_url,
-               BATON_PLANS_DIR=str(broken_plans))
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield BrokenWorker(proc, log, bad_id, good_id)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    proc = workers("w-broken", BATON_PLANS_DIR=str(broken_plans))
+    return BrokenWorker(proc, tmp_path / "w-broken.log", bad_id, good_id)
 
 
 @pytest.mark.prefect
