@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from core import ledger
 from core.errors import LeaseLost
+from core.failpoints import failpoint
 from core.incidents import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import LedgerKind
 from core.models import (
@@ -183,6 +184,7 @@ class _Advancer:
                      step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value})
+        failpoint("task.assigned")
         if step.kind == "human" and has_endpoint(task.department):
             queue_delivery(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
                            target=task.department,
@@ -265,6 +267,7 @@ class _Advancer:
                              step_key=task.step_key, details={"reason": "stage ended"})
         self.session.flush()
         self._ledger(LedgerKind.stage_left, key=f"{self.incident.id}:stage:{stage}:left", details={"stage": stage})
+        failpoint("stage.left")
         index = STAGES.index(stage)
         if index + 1 < len(STAGES):
             nxt = STAGES[index + 1]

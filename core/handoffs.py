@@ -13,6 +13,7 @@ from sqlmodel import Session
 from core import ledger
 from core.engine import has_endpoint, queue_delivery
 from core.errors import NotFound, ReasonRequired, TaskStateConflict
+from core.failpoints import failpoint
 from core.forms import validate_outputs
 from core.incidents import COMMAND, lock_incident, wake
 from core.ledger import LedgerKind
@@ -90,6 +91,7 @@ def complete(
                                                    "outputs": clean}})
     wake(incident, now)
     session.add(incident)
+    failpoint("task.completed")
     return task
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from core import ledger
 from core.db import is_postgres
 from core.errors import IncidentClosed, InvalidLevel, NotFound, ReasonRequired
+from core.failpoints import failpoint
 from core.ledger import LedgerKind
 from core.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus, utcnow
 from core.plans import plan_for_version, snapshot_current
@@ -133,6 +134,7 @@ def open_incident(
     ledger.append(session, incident=incident, kind=LedgerKind.stage_entered, actor=SYSTEM, from_party=COMMAND,
                   to_party=COMMAND, idempotency_key=f"{incident.id}:stage:warning:entered",
                   details={"stage": "warning"}, at=now)
+    failpoint("incident.opened")
     return Opened(incident, created=True)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.failpoints import failpoint
 from core.models import Incident, LedgerEntry, utcnow
 
 GENESIS = "0" * 64
@@ -111,6 +112,7 @@ def append(
     incident.ledger_head_hash = entry.hash
     session.add(incident)
     session.flush()
+    failpoint("ledger.appended")
     return entry
 
 

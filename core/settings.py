@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     retry_delays: list[float] = Field(default=[1.0, 4.0, 15.0, 60.0])
 
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    failpoint_dir: Path | None = Field(
+        default=None, description="Fault tests only: where failpoints are armed (see core/failpoints.py).")
     http_timeout: float = 10.0
 
     def resolved_database_url(self) -> str:

@@ -30,6 +30,7 @@ from sqlmodel import Session
 
 from core import leases
 from core.db import in_transaction, outage_reason, session_scope
+from core.failpoints import afailpoint
 from core.models import Incident, utcnow
 from core.settings import Settings, get_settings
 from flows.incident import incident_flow
@@ -111,6 +112,7 @@ class BatonWorker:
             ).model_dump(mode="json", exclude_unset=True)
             response = await client.request("POST", "/flow_runs/", json=body)
             run = FlowRun.model_validate(response.json())
+            await afailpoint("flow.created")
             await in_transaction(leases.set_flow_run, incident_id=info["id"], flow_run_id=str(run.id))
         if run.state is not None and (run.state.is_final() or run.state.is_paused()):
             # The incident is still open, so its run must go on (e.g. it crashed with its old worker).

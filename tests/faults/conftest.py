@@ -34,10 +34,17 @@ def fault_stack() -> Iterator[FaultStack]:
     saved = {key: os.environ.get(key) for key in SAVED}
     os.environ.update(ENV)
     os.environ["BATON_DATA_DIR"] = str(data_dir)
+    # The stack's processes can be stopped at failpoints (core/failpoints.py); this process never is: it runs
+    # the engine only to dry-run it.
+    (data_dir / "failpoints").mkdir()
+    os.environ["BATON_FAILPOINT_DIR"] = str(data_dir / "failpoints")
     get_settings.cache_clear()
-    state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
-                     pg_port=free_port())
-    get_settings.cache_clear()
+    try:
+        state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
+                         pg_port=free_port())
+    finally:
+        os.environ.pop("BATON_FAILPOINT_DIR")
+        get_settings.cache_clear()
     stack = FaultStack(data_dir=data_dir, state=state)
     try:
         yield stack

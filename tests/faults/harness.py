@@ -125,10 +125,15 @@ class FaultStack:
         while running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    @property
+    def failpoint_dir(self) -> Path:
+        return self.data_dir / "failpoints"
+
     def _env(self) -> dict[str, str]:
         env = prefect_env(self.data_dir, self.state["prefect_api_url"])
         env.update({"BATON_DATA_DIR": str(self.data_dir), "BATON_DATABASE_URL": self.state["database_url"],
-                    "BATON_PREFECT_API_URL": self.state["prefect_api_url"]})
+                    "BATON_PREFECT_API_URL": self.state["prefect_api_url"],
+                    "BATON_FAILPOINT_DIR": str(self.failpoint_dir)})
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], log_name: str) -> None:
@@ -635,7 +640,28 @@ def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariant
                   f"{incident.code}: {quiet_pending.get(incident.id)}")
         inv.check("open incident has a flow run", incident.status != "open" or incident.flow_run_id is not None,
                   incident.code)
+
+    # 5. One Prefect flow run per incident (named by its code), whatever died between creating it and storing
+    # its id, and it is the one the incident names.
+    runs = flow_runs_named(driver.stack.state["prefect_api_url"], [i.code for i in incidents])
+    for incident in incidents:
+        found = runs.get(incident.code, [])
+        inv.check("one Prefect flow run per incident, the one it names",
+                  found == ([incident.flow_run_id] if incident.flow_run_id else []), f"{incident.code}: {found}")
     return inv
+
+
+def flow_runs_named(prefect_api_url: str, names: list[str]) -> dict[str, list[str]]:
+    """The ids of the Prefect flow runs with these names, read from the Prefect server's API."""
+    found: dict[str, list[str]] = defaultdict(list)
+    with httpx.Client(base_url=prefect_api_url, timeout=30) as client:
+        for start in range(0, len(names), 100):
+            body = {"flow_runs": {"name": {"any_": names[start:start + 100]}}, "limit": 200}
+            response = client.post("/flow_runs/filter", json=body)
+            response.raise_for_status()
+            for run in response.json():
+                found[run["name"]].append(run["id"])
+    return found
 
 
 def wait_for_flow_runs(prefix: str, timeout: float = 60) -> None:

@@ -1,0 +1,97 @@
+"""Failpoints (core/failpoints.py), on their own: off unless armed, one fault per file, scoped to a process,
+and a crash is a real kill -9 of the process that reached the point. The fault suite uses them on the
+server-mode stack (tests/faults/test_crash_points.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.failpoints import failpoint
+from core.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def armed_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    folder = tmp_path / "failpoints"
+    folder.mkdir()
+    monkeypatch.setenv("BATON_FAILPOINT_DIR", str(folder))
+    monkeypatch.delenv("BATON_WORKER_ID", raising=False)
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()
+
+
+def _reach(folder: Path, name: str, worker_id: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, BATON_FAILPOINT_DIR=str(folder))
+    env.pop("BATON_WORKER_ID", None)
+    if worker_id:
+        env["BATON_WORKER_ID"] = worker_id
+    code = f"from core.failpoints import failpoint; failpoint({name!r}); print('passed')"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_disarmed_point_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATON_FAILPOINT_DIR", raising=False)
+    get_settings.cache_clear()
+    (tmp_path / "stage.left").write_text("crash")  # a file of that name elsewhere arms nothing
+    failpoint("stage.left")
+    get_settings.cache_clear()
+
+
+def test_hold_stands_still_once_and_the_claim_names_the_process(armed_dir: Path) -> None:
+    (armed_dir / "stage.left").write_text("hold 0.3")
+    started = time.monotonic()
+    failpoint("stage.left")
+    assert time.monotonic() - started >= 0.3
+    assert [p.name for p in armed_dir.iterdir()] == [f"stage.left.hit-api-{os.getpid()}"]
+    started = time.monotonic()
+    failpoint("stage.left")  # claimed: disarmed again
+    assert time.monotonic() - started < 0.2
+
+
+def test_crash_kills_the_process_at_the_point(armed_dir: Path) -> None:
+    (armed_dir / "ledger.appended").write_text("crash")
+    result = _reach(armed_dir, "ledger.appended")
+    assert result.returncode == -9, result
+    assert "passed" not in result.stdout
+    assert not (armed_dir / "ledger.appended").exists()
+    again = _reach(armed_dir, "ledger.appended")
+    assert again.returncode == 0 and "passed" in again.stdout, again
+
+
+def test_a_scoped_point_is_reached_only_by_its_process(armed_dir: Path) -> None:
+    (armed_dir / "task.assigned@host-worker-2").write_text("crash")
+    other = _reach(armed_dir, "task.assigned", worker_id="host-worker-1")
+    assert other.returncode == 0, other
+    api = _reach(armed_dir, "task.assigned")
+    assert api.returncode == 0, api
+    own = _reach(armed_dir, "task.assigned", worker_id="host-worker-2")
+    assert own.returncode == -9, own
+    hits = [p.name for p in armed_dir.iterdir()]
+    assert len(hits) == 1 and hits[0].startswith("task.assigned@host-worker-2.hit-host-worker-2-"), hits
+
+
+def test_of_many_processes_racing_to_a_point_exactly_one_takes_it(armed_dir: Path) -> None:
+    (armed_dir / "incident.opened").write_text("crash")
+    env = dict(os.environ, BATON_FAILPOINT_DIR=str(armed_dir))
+    code = "from core.failpoints import failpoint; failpoint('incident.opened')"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env) for _ in range(6)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    assert codes == [-9, 0, 0, 0, 0, 0]
+    assert len(list(armed_dir.glob("incident.opened.hit-*"))) == 1
+
+
+def test_an_unknown_action_is_named(armed_dir: Path) -> None:
+    (armed_dir / "flow.created").write_text("explode")
+    with pytest.raises(ValueError, match="unknown failpoint action 'explode'"):
+        failpoint("flow.created")
