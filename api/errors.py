@@ -41,7 +41,9 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(BatonError)
     async def _domain(_: Request, exc: BatonError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.http_status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.http_status,
+                            headers=headers)
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:

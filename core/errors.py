@@ -9,10 +9,11 @@ class BatonError(Exception):
     code = "baton_error"
     http_status = 400
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.retry_after = retry_after  # seconds, for a refusal that passes (sent as Retry-After)
 
 
 class NotFound(BatonError):

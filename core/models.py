@@ -268,6 +268,18 @@ class User(UserBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class LoginThrottle(SQLModel, table=True):
+    """Failed logins from one source (a client address) in the current window, across every account, so that
+    guessing one password on many accounts is slowed as guessing many on one is."""
+
+    __tablename__ = "login_throttle"
+
+    source: str = Field(primary_key=True, max_length=64)
+    window_started_at: datetime = Field(default_factory=utcnow)
+    failures: int = 0
+    blocked_until: datetime | None = None
+
+
 class AccessToken(SQLModel, table=True):
     """A bearer token or a page session: stored as a SHA-256 digest, so a database dump grants nothing."""
 

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None, description="Signs page sessions' CSRF tokens; unset, one is made in `data_dir`.")
     token_hours: float = 8.0
+    # Failed logins from one client address, over all accounts, before it must wait out the window.
+    login_failures_per_source: int = 30
+    login_window_seconds: float = 600.0
     cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
     max_body_bytes: int = 1_000_000
     plans_dir: Path = PROCESS_DEFS_DIR

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from core.db import is_postgres
 from core.errors import BatonError, NotFound
-from core.models import AccessToken, AuditEvent, Role, User, utcnow
+from core.models import AccessToken, AuditEvent, LoginThrottle, Role, User, utcnow
 from core.plans import registry
+from core.settings import get_settings
 
 _hasher = PasswordHasher()
 MAX_FAILED_LOGINS = 5
@@ -37,6 +42,12 @@ class AuthenticationFailed(BatonError):
 class AccountLocked(BatonError):
     code = "account_locked"
     http_status = 429
+
+
+class LoginThrottled(AccountLocked):
+    """Too many failed logins from one address, whichever accounts they tried: refused until the window ends."""
+
+    code = "login_throttled"
 
 
 def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
@@ -72,21 +83,58 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _count_failure(session: Session, source: str, now: datetime) -> None:
+    """Count a failed login from the address, in single statements (each atomic, no lock held while a password
+    is checked), and block the address once the window holds too many."""
+    settings = get_settings()
+    window = timedelta(seconds=settings.login_window_seconds)
+    dialect = postgresql if is_postgres(session) else sqlite
+    session.execute(dialect.insert(LoginThrottle).values(source=source, window_started_at=now, failures=0)
+                    .on_conflict_do_nothing())
+    this = col(LoginThrottle.source) == source
+    session.execute(update(LoginThrottle).where(this, col(LoginThrottle.window_started_at) < now - window)
+                    .values(window_started_at=now, failures=0))
+    failures = session.execute(update(LoginThrottle).where(this).values(failures=col(LoginThrottle.failures) + 1)
+                               .returning(col(LoginThrottle.failures))).scalar_one()
+    if failures >= settings.login_failures_per_source:
+        session.execute(update(LoginThrottle).where(this).values(blocked_until=now + window))
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
 def authenticate(session: Session, *, username: str, password: str, source: str = "") -> User:
-    """Check a password; five failures in a row lock the account for 15 minutes."""
-    user = session.exec(select(User).where(User.username == username)).first()
+    """Check a password; five failures in a row lock the account for 15 minutes, and too many failures from
+    one address (over every account) make it wait out a window.
+
+    The user's row is locked for the check, so concurrent guesses at one account are counted one by one and
+    none slips past the limit between a read and a write.
+    """
     now = utcnow()
+    address = source[:64]
+    throttle = session.get(LoginThrottle, address)
+    if throttle is not None and throttle.blocked_until is not None and throttle.blocked_until > now:
+        audit(session, actor=f"anonymous:{source}", action="login.throttled", username=username[:64])
+        raise LoginThrottled("too many failed logins from this address; try again later",
+                             retry_after=_seconds_until(throttle.blocked_until, now))
+
+    user = session.exec(select(User).where(User.username == username).with_for_update()
+                        .execution_options(populate_existing=True)).first()
     if user is None or not user.active:
         with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
+        _count_failure(session, address, now)
         audit(session, actor=f"anonymous:{source}", action="login.failed", username=username[:64])
         raise AuthenticationFailed("wrong user name or password")
     if user.locked_until is not None and user.locked_until > now:
         audit(session, actor=f"user:{user.username}", action="login.locked", source=source)
-        raise AccountLocked("too many failed logins; try again later")
+        raise AccountLocked("too many failed logins; try again later",
+                            retry_after=_seconds_until(user.locked_until, now))
     try:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
+        _count_failure(session, address, now)
         user.failed_logins += 1
         if user.failed_logins >= MAX_FAILED_LOGINS:
             user.locked_until = now + LOCKOUT

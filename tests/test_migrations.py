@@ -11,7 +11,7 @@ from core.migrate import alembic_config, current_revision, upgrade
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
-TABLES = {"app_user", "access_token", "audit_event", "incident", "department_task", "level_change",
+TABLES = {"app_user", "access_token", "audit_event", "login_throttle", "incident", "department_task", "level_change",
           "outbound_delivery", "delivery_attempt", "ledger_entry", "plan_version", "incident_counter", "cap_alert"}
 
 
@@ -28,3 +28,17 @@ def test_upgrade_from_empty_then_downgrade_and_again(database_url: str) -> None:
     assert not TABLES & set(inspect(engine_for(database_url)).get_table_names())
     upgrade(database_url)
     assert current_revision(database_url) == head
+
+
+@BOTH
+def test_the_migrations_build_exactly_the_tables_the_models_describe(database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import core.models  # noqa: F401  (the tables' metadata)
+
+    upgrade(database_url)
+    with engine_for(database_url).connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == [], "\n".join(map(str, differences))

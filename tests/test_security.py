@@ -6,7 +6,9 @@
   feed and situation reports;
 - a malformed plan in BATON_PLANS_DIR never crashes a worker: it logs, and the other incidents go on;
 - access: tokens expire and can be revoked, page sessions rotate on login, five failed logins lock the
-  account (429 account_locked, audited), every page form needs its CSRF token, security headers everywhere;
+  account (429 account_locked, audited, counted exactly under concurrent guesses), too many failures from one
+  address over many accounts throttle it (429 login_throttled with Retry-After), every page form needs its
+  CSRF token, security headers everywhere;
 - secrets (the secret key, an endpoint's signing secret, passwords, tokens) never reach a log or the
   database in the clear; logins and administrative changes leave an audit trail.
 """
@@ -23,7 +25,9 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +40,7 @@ from sqlmodel import select
 
 from api.app import app
 from core.db import session_scope
-from core.models import AuditEvent, Incident, PlanVersion
+from core.models import AuditEvent, Incident, PlanVersion, User
 from core.settings import PROCESS_DEFS_DIR, get_settings
 from flows.stack import free_port
 from tests import engine_driver as drive
@@ -423,6 +427,53 @@ def test_five_failed_logins_lock_the_account_and_are_audited(api: Api) -> None:
     assert "login" not in actions
     # Other accounts are not locked.
     assert httpx.post(f"{api.url}/api/auth/token", data={"username": "office", "password": PASSWORD}).status_code == 200
+
+
+@pytest.fixture
+def throttled_api(baton: str) -> Iterator[Api]:
+    with run_api(env={"BATON_LOGIN_FAILURES_PER_SOURCE": "6"}) as server:
+        yield standard_api(server)
+
+
+def test_guessing_across_accounts_from_one_address_is_throttled(throttled_api: Api) -> None:
+    api = throttled_api
+    # One wrong guess at each of six names (accounts and names that do not exist): no account reaches its
+    # lockout, but the address has made six failures.
+    for name in ("office", "manager", "admin", "meteorology", "no-such-user", "water_affairs"):
+        error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": name, "password": "wrong-password"}),
+                 401, "authentication_failed")
+    # Now the right password is refused too, whichever account, through the API and the login page.
+    response = httpx.post(f"{api.url}/api/auth/token", data={"username": "public_security", "password": PASSWORD})
+    error = error_of(response, 429, "login_throttled")
+    assert "try again later" in error["message"]
+    assert 590 <= int(response.headers["retry-after"]) <= 600, response.headers
+    client = httpx.Client(base_url=api.url, timeout=30)
+    response = client.post("/login", data={"username": "office", "password": PASSWORD, "csrf": csrf_of(client,
+                                                                                                      "/login")})
+    assert response.status_code == 429 and "baton_session" not in client.cookies
+    actions = [action for _, action, _ in audit_actions()]
+    assert actions.count("login.failed") == 6 and actions.count("login.throttled") == 2, actions
+    assert "login" not in actions
+    # No account was locked, and tokens already issued go on working: the address is what waits.
+    with session_scope() as session:
+        assert all(u.locked_until is None for u in session.exec(select(User)).all())
+    assert api.call("office", "GET", "/api/incidents").status_code == 200
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_concurrent_wrong_passwords_are_counted_one_by_one(api: Api) -> None:
+    """Sixteen guesses at once at one account: five are checked (and counted), the rest find it locked. If
+    the failure count were read and written without a lock, concurrent guesses would each see the same count
+    and more than five would be tried."""
+    def guess(_: int) -> int:
+        return httpx.post(f"{api.url}/api/auth/token", data={"username": "manager", "password": "wrong-password"},
+                          timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = Counter(pool.map(guess, range(16)))
+    assert statuses == {401: 5, 429: 11}, statuses
+    actions = [action for _, action, _ in audit_actions("manager")]
+    assert actions.count("login.failed") == 5 and actions.count("login.locked") == 11, actions
 
 
 def page_forms() -> list[str]:
