@@ -100,6 +100,12 @@ class FaultStack:
         """Every process a fault can hit: the API, each worker, the Prefect server, PostgreSQL."""
         return ["api", *self.workers, "prefect-server", "postgres"]
 
+    def named(self, target: str) -> str:
+        """The process a test names by its place: `worker-2` is the stack's second worker; others as they are."""
+        if target.startswith("worker-"):
+            return self.workers[int(target.split("-")[1]) - 1]
+        return target
+
     def pid(self, name: str) -> int:
         return int(self.state["processes"][name])
 

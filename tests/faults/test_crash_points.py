@@ -97,14 +97,8 @@ class Outcome:
     requests: int
 
 
-def _name(stack: FaultStack, target: str) -> str:
-    if target.startswith("worker-"):
-        return stack.workers[int(target.split("-")[1]) - 1]
-    return target
-
-
 def _arm(stack: FaultStack, case: Case) -> Path:
-    scope = _name(stack, case.scope) if case.scope and case.scope != "api" else case.scope
+    scope = stack.named(case.scope) if case.scope else None
     armed = stack.failpoint_dir / (f"{case.point}@{scope}" if scope else case.point)
     action = "crash" if case.action == "crash" else f"hold {HOLD_SECONDS}"
     staging = armed.with_name(f".{armed.name}.tmp")
@@ -143,7 +137,7 @@ def _round(driver: Driver, case: Case, serial: list[int]) -> list[object]:
 def _strike(stack: FaultStack, case: Case, claimant: int, timers: list[threading.Thread]) -> None:
     """Kill the case's target: at once for a hold (the claimant stands at the point), or after the claimant
     killed itself there for a crash. Restart it as stack_up did, after the target's delay."""
-    name = _name(stack, case.target)
+    name = stack.named(case.target)
     if case.action == "crash":
         deadline = time.monotonic() + 10
         while running(claimant) and time.monotonic() < deadline:
@@ -216,7 +210,7 @@ def test_every_process_killed_at_every_point(fault_stack: FaultStack, figures: S
 
     for outcome in outcomes:
         case = outcome.case
-        expected = _name(stack, case.scope) if case.scope and case.scope != "api" else case.scope
+        expected = stack.named(case.scope) if case.scope else None
         invariants.check("the point was reached by the process it was armed for",
                          expected is None or outcome.claimed_by == expected,
                          f"{case.point}@{expected} reached by {outcome.claimed_by}")

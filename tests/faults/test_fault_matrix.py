@@ -70,12 +70,6 @@ class Shot:
     answers: dict[str, int] = field(default_factory=dict)
 
 
-def _name(stack: FaultStack, target: str) -> str:
-    if target.startswith("worker-"):
-        return stack.workers[int(target.split("-")[1]) - 1]
-    return target
-
-
 def _restart_later(stack: FaultStack, name: str, target: str, timers: list[threading.Thread]) -> None:
     delay = RESTART_AFTER["worker" if target.startswith("worker-") else target]
 
@@ -124,7 +118,7 @@ def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
     serial = 0
     try:
         for target, phase in SCHEDULE:
-            name = _name(stack, target)
+            name = stack.named(target)
             shot = Shot(target, phase)
             if phase == "stage":
                 _advance_to_gates(driver)
