@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -40,6 +41,9 @@ TITLE = "fault"
 # A choice that keeps the incident going (the warning can also be lifted, which closes it early).
 FIXED: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"}}
 ACCEPTED_TRIGGER = (200, 201)
+# How long a killed process stays down before the fault matrices restart it: a worker past its lease, so the
+# other worker takes its incidents over first.
+RESTART_AFTER = {"api": 0.0, "worker": 5.0, "prefect-server": 3.0, "postgres": 2.0}
 
 
 def running(pid: int) -> bool:
@@ -182,6 +186,23 @@ class FaultStack:
             self.starting[name] = log.stat().st_size if log.exists() else 0
             self._spawn(name, [sys.executable, "-m", "flows.cli", "worker"], env, f"{name}.log")
 
+    def restart_later(self, target: str, timers: list[threading.Thread]) -> None:
+        """Restart the process a test names by its place (`worker-2`) after its RESTART_AFTER delay, on a
+        thread added to `timers` (at once, here, when the delay is nothing)."""
+        name = self.named(target)
+        delay = RESTART_AFTER["worker" if target.startswith("worker-") else target]
+        if delay == 0:
+            self.restart(name)
+            return
+
+        def later() -> None:
+            time.sleep(delay)
+            self.restart(name)
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        timers.append(thread)
+
     def wait_workers_started(self, timeout: float = 60) -> None:
         """Until every restarted worker has logged that it started. (A worker that starts while PostgreSQL is
         down exits: see test_worker_start.py; the faults here wait for start-ups so as not to hit that.)"""
@@ -316,6 +337,14 @@ class Driver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: int = 0
     _client: httpx.Client | None = None
+
+    @classmethod
+    def for_run(cls, stack: FaultStack, tag: str) -> Driver:
+        """A driver for one test run: its incidents' titles start with a fresh `tag-…` prefix, and it acts
+        as an office user and one user per department of the flood plan, made for the run."""
+        prefix = f"{tag}-{uuid.uuid4().hex[:6]}"
+        headers, office_id = make_users(plan_departments(), prefix)
+        return cls(stack=stack, headers=headers, office_id=office_id, prefix=prefix)
 
     def __post_init__(self) -> None:
         self._client = httpx.Client(base_url=self.stack.api_url, timeout=20,

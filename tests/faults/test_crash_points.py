@@ -24,22 +24,20 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from core.failpoints import POINTS
 from tests.conftest import Say
 from tests.faults.harness import (
     Driver,
     FaultStack,
     OpenTask,
     check_invariants,
-    make_users,
     open_tasks,
-    plan_departments,
     running,
     wait_for_flow_runs,
     wait_quiet,
@@ -49,7 +47,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect]
 
 PHASES = ("trigger", "completion", "stage", "ledger")
 TARGETS = ("api", "worker-1", "worker-2", "prefect-server", "postgres")
-RESTART_AFTER = {"api": 0.0, "worker": 5.0, "prefect-server": 3.0, "postgres": 2.0}
 HOLD_SECONDS = 2.0
 REACH_TIMEOUT = 90.0
 OPEN_INCIDENTS = 6  # keep about this many open while driving towards a point
@@ -144,15 +141,7 @@ def _strike(stack: FaultStack, case: Case, claimant: int, timers: list[threading
             time.sleep(0.02)
         assert not running(claimant), f"{case}: pid {claimant} reached the point but did not die"
     stack.kill(name)
-    delay = RESTART_AFTER["worker" if case.target.startswith("worker-") else case.target]
-
-    def later() -> None:
-        time.sleep(delay)
-        stack.restart(name)
-
-    thread = threading.Thread(target=later, daemon=True)
-    thread.start()
-    timers.append(thread)
+    stack.restart_later(case.target, timers)
 
 
 def _drive_to(stack: FaultStack, driver: Driver, case: Case, serial: list[int]) -> Outcome:
@@ -192,9 +181,8 @@ def test_every_process_killed_at_every_point(fault_stack: FaultStack, figures: S
     stack = fault_stack
     stack.wait_healthy()
     started = time.monotonic()
-    prefix = f"points-{uuid.uuid4().hex[:6]}"
-    headers, office_id = make_users(plan_departments(), prefix)
-    driver = Driver(stack=stack, headers=headers, office_id=office_id, prefix=prefix)
+    driver = Driver.for_run(stack, "points")
+    prefix = driver.prefix
     outcomes: list[Outcome] = []
     serial = [0]
     try:
@@ -233,4 +221,5 @@ def test_every_process_killed_at_every_point(fault_stack: FaultStack, figures: S
     figures(f"faults injected: {len(outcomes)}   invariants checked: {invariants.total_checked}   "
             f"violations: {invariants.total_violations}")
     assert [o.case for o in outcomes] == CASES
+    assert {c.point for c in CASES} == set(POINTS), "every failpoint is tried"
     assert invariants.total_violations == 0, invariants.table()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -39,8 +38,6 @@ from tests.faults.harness import (
     FaultStack,
     OpenTask,
     check_invariants,
-    make_users,
-    plan_departments,
     wait_for_flow_runs,
     wait_quiet,
 )
@@ -56,7 +53,6 @@ SCHEDULE: list[tuple[str, str]] = [
     ("api", "ledger"), ("worker-2", "ledger"), ("postgres", "ledger"),
     ("worker-1", "stage"), ("prefect-server", "stage"), ("postgres", "stage"),
 ]
-RESTART_AFTER = {"api": 0.0, "worker": 5.0, "prefect-server": 3.0, "postgres": 2.0}
 TRIGGERS_PER_BURST = 6
 TASKS_PER_BURST = 14
 
@@ -68,21 +64,6 @@ class Shot:
     burst: int = 0
     struck_at: int = -1
     answers: dict[str, int] = field(default_factory=dict)
-
-
-def _restart_later(stack: FaultStack, name: str, target: str, timers: list[threading.Thread]) -> None:
-    delay = RESTART_AFTER["worker" if target.startswith("worker-") else target]
-
-    def later() -> None:
-        time.sleep(delay)
-        stack.restart(name)
-
-    if delay == 0:
-        stack.restart(name)
-        return
-    thread = threading.Thread(target=later, daemon=True)
-    thread.start()
-    timers.append(thread)
 
 
 def _tasks_for(driver: Driver, phase: str) -> tuple[list[OpenTask], list[OpenTask]]:
@@ -110,9 +91,8 @@ def _advance_to_gates(driver: Driver) -> None:
 def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
     started = time.monotonic()
     stack = fault_stack
-    prefix = f"{'fault'}-{uuid.uuid4().hex[:6]}"
-    headers, office_id = make_users(plan_departments(), prefix)
-    driver = Driver(stack=stack, headers=headers, office_id=office_id, prefix=prefix)
+    driver = Driver.for_run(stack, "fault")
+    prefix = driver.prefix
     shots: list[Shot] = []
     timers: list[threading.Thread] = []
     serial = 0
@@ -134,7 +114,7 @@ def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
 
             def fault(name: str = name, target: str = target) -> None:
                 stack.kill(name)
-                _restart_later(stack, name, target, timers)
+                stack.restart_later(target, timers)
 
             shot.struck_at = driver.burst(calls, kill_after=max(1, len(calls) // 3), fault=fault)
             shot.answers = {"requests": driver.requests - before}

@@ -17,7 +17,6 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,9 +30,7 @@ from tests.faults.harness import (
     OpenTask,
     check_invariants,
     db_retry,
-    make_users,
     open_tasks,
-    plan_departments,
     reconcile,
     wait_for_flow_runs,
     wait_quiet,
@@ -117,9 +114,8 @@ def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack, fig
     stack = fault_stack
     stack.wait_healthy()
     started = time.monotonic()
-    prefix = f"soak-{uuid.uuid4().hex[:6]}"
-    headers, office_id = make_users(plan_departments(), prefix)
-    driver = Driver(stack=stack, headers=headers, office_id=office_id, prefix=prefix)
+    driver = Driver.for_run(stack, "soak")
+    prefix = driver.prefix
     snapshot = Snapshot(prefix)
     snapshot.thread.start()
     until = time.monotonic() + SOAK_SECONDS
