@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
+from api.deps import CurrentUser
 from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks
 from core.settings import get_settings
 
@@ -26,7 +27,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-DOCS_PATHS = {"/docs", "/redoc", "/docs/oauth2-redirect"}
+DOCS_PATHS = {"/docs", "/redoc"}
 DOCS_CSP = ("default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
             "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; frame-ancestors 'none'")
@@ -82,9 +83,15 @@ class BodyLimit:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="Baton", version="0.1.0",
+    # The schema and the interactive docs are for logged-in users only, like every other endpoint: FastAPI's
+    # own routes for them are off, and authenticated ones stand in (the docs pages are in api/pages.py).
+    app = FastAPI(title="Baton", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Multi-department emergency response: incidents, department tasks, handoff ledger.")
     errors.install(app)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(principal: CurrentUser) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -19,6 +19,8 @@ from core.settings import get_settings
 from core.users import user_for_token
 
 SESSION_COOKIE = "baton_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_session() -> Iterator[Session]:
@@ -79,7 +81,12 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     if found is None:
         raise ApiError(401, "not_authenticated", "log in first: a valid bearer token or session is needed",
                        headers={"WWW-Authenticate": "Bearer"})
-    return Principal(user=found[0], token=found[1])
+    principal = Principal(user=found[0], token=found[1])
+    if kind == "session" and request.method not in SAFE_METHODS:
+        # A browser sends the session cookie by itself; a write on it must also prove it came from a Baton
+        # page (SameSite=Lax alone leaves same-site origins and older browsers open).
+        check_csrf(principal, request.headers.get(CSRF_HEADER))
+    return principal
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

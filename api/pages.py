@@ -798,3 +798,18 @@ def review_analytics(request: Request, principal: PagePrincipal, session: Sessio
                         csv_url="/api/analytics.csv" + (f"?{csv_query}" if csv_query else ""),
                         types=[(key, plan.name) for key, plan in _plans()],
                         departments=[(d.key, d.name) for d in registry().departments])
+
+
+# -- API reference (logged-in users; FastAPI's interactive docs, reading the authenticated /openapi.json) -----
+@router.get("/docs")
+def api_docs(principal: PagePrincipal) -> HTMLResponse:
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Baton API")
+
+
+@router.get("/redoc")
+def api_redoc(principal: PagePrincipal) -> HTMLResponse:
+    from fastapi.openapi.docs import get_redoc_html
+
+    return get_redoc_html(openapi_url="/openapi.json", title="Baton API")

@@ -93,6 +93,19 @@ class Settings(BaseSettings):
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+SECRETS_DIR_ENV = "BATON_SECRETS_DIR"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings: init > environment > `.env` > files in `BATON_SECRETS_DIR`.
+
+    The folder holds one file a setting, named after its variable in lower case (`baton_secret_key`,
+    `baton_database_url`, `baton_endpoints` as JSON), as Docker and Kubernetes mount secrets, so that a secret
+    need not be in the environment of every process that could print it."""
+    folder = os.environ.get(SECRETS_DIR_ENV)
+    if not folder:
+        return Settings()
+    if not Path(folder).is_dir():
+        raise RuntimeError(f"{SECRETS_DIR_ENV}={folder} is not a folder")
+    return Settings(_secrets_dir=folder)

@@ -493,6 +493,43 @@ def page_forms() -> list[str]:
     return sorted(out)
 
 
+def test_an_api_write_on_a_page_session_needs_the_csrf_header(api: Api) -> None:
+    """The browser sends the session cookie by itself, so a write to the API on that cookie alone is refused;
+    with the page's CSRF token in X-CSRF-Token it goes through. Bearer tokens are not sent by a browser on its
+    own and need no such header; reads on the cookie (report downloads, CSV) need none either."""
+    client = page_client(api.server, "office")
+    before = fingerprint()
+    for headers in ({}, {"X-CSRF-Token": "0" * 64}, {"X-CSRF-Token": ""}):
+        response = client.post("/api/incidents", json=NEW_INCIDENT, headers=headers)
+        error_of(response, 403, "csrf_failed")
+    # A CSRF token of another session does not do either.
+    other = page_client(api.server, "admin")
+    error_of(client.post("/api/incidents", json=NEW_INCIDENT, headers={"X-CSRF-Token": csrf_of(other, "/office")}),
+             403, "csrf_failed")
+    assert fingerprint() == before, "a refused write changed something"
+    assert client.get("/api/incidents").status_code == 200
+    response = client.post("/api/incidents", json=NEW_INCIDENT, headers={"X-CSRF-Token": csrf_of(client, "/office")})
+    assert response.status_code == 201, response.text
+    assert api.call("office", "POST", "/api/incidents", json=NEW_INCIDENT).status_code == 201
+
+
+def test_the_api_schema_and_docs_are_for_logged_in_users(api: Api) -> None:
+    error_of(httpx.get(f"{api.url}/openapi.json"), 401, "not_authenticated")
+    for path in ("/docs", "/redoc"):
+        response = httpx.get(f"{api.url}{path}", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == f"/login?next={path}", path
+    schema = api.call("meteorology", "GET", "/openapi.json")
+    assert schema.status_code == 200 and "/api/tasks/{task_id}/complete" in schema.json()["paths"]
+    client = page_client(api.server, "manager")
+    assert client.get("/openapi.json").json()["info"]["title"] == "Baton"
+    for path in ("/docs", "/redoc"):
+        response = client.get(path)
+        assert response.status_code == 200 and "/openapi.json" in response.text, path
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    # FastAPI's own unauthenticated routes for them are gone.
+    assert httpx.get(f"{api.url}/docs/oauth2-redirect").status_code == 404
+
+
 def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api, figures: Say) -> None:
     forms = page_forms()
     assert {"/login", "/logout", "/office/incidents", "/tasks/{task_id}/complete"} <= set(forms), forms
@@ -643,6 +680,43 @@ def test_secrets_never_reach_a_log_or_the_database(secret_env: str, prefect_serv
              for where, blob in {**logs, **stored, **prefect_db, "audit_event": audit.encode()}.items()
              if secret.encode() in blob]
     assert not leaks, leaks
+
+
+def test_secrets_come_from_the_environment_or_mounted_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BATON_SECRETS_DIR names a folder of one file a setting (as Docker and Kubernetes mount secrets); the
+    environment wins over a file; a folder that is not there is an error, not silently no secrets."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "baton_secret_key").write_text(SECRET_KEY + "\n")
+    (folder / "baton_database_url").write_text("postgresql+psycopg://baton:pw-from-file@db/baton\n")
+    (folder / "baton_endpoints").write_text(json.dumps({"water_affairs": {"url": "https://water.example",
+                                                                         "secret": ENDPOINT_SECRET}}))
+    for name in ("BATON_SECRET_KEY", "BATON_DATABASE_URL", "BATON_ENDPOINTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BATON_SECRETS_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.resolved_secret_key() == SECRET_KEY
+        assert settings.resolved_database_url() == "postgresql+psycopg://baton:pw-from-file@db/baton"
+        assert settings.endpoints["water_affairs"].secret.get_secret_value() == ENDPOINT_SECRET
+        # Shown, the settings hide their secrets.
+        assert SECRET_KEY not in repr(settings) and ENDPOINT_SECRET not in repr(settings)
+        monkeypatch.setenv("BATON_SECRET_KEY", "from-the-environment")
+        get_settings.cache_clear()
+        assert get_settings().resolved_secret_key() == "from-the-environment"
+        monkeypatch.setenv("BATON_SECRETS_DIR", str(tmp_path / "not-there"))
+        get_settings.cache_clear()
+        with pytest.raises(RuntimeError, match=r"BATON_SECRETS_DIR=.*not-there is not a folder"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    # And the repository holds none: no environment file, key or generated secret is tracked.
+    tracked = subprocess.run(["git", "ls-files"], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                             text=True, check=True).stdout.split()
+    suspicious = [name for name in tracked if Path(name).name in (".env", "secret_key", "ledger_signing_key.pem")
+                  or name.endswith((".key", ".p12"))]
+    assert suspicious == [], suspicious
 
 
 def test_logins_and_administrative_changes_leave_an_audit_trail(api: Api) -> None:

@@ -1,0 +1,377 @@
+"""Who may do what outside /api, over real HTTP with browser sessions: every page, the API schema and docs, and
+the public warning feed × every role × own, another department's, or no such object.
+
+The roles and targets are those of the API matrix (tests/test_access.py). Pages follow one rule: a page a role
+may not use reads as missing (404, the same page as for an object that does not exist, so that existence does
+not leak); acting on a task the role may read but not act on is 403; nobody logged in is sent to the login form
+(303 to /login, with the page to come back to on a GET) and changes nothing. Each user logs in through the
+login form; every form is posted with its own session's CSRF token (that one without it is refused is
+test_security's). A refused request changes nothing, an allowed write changes something, a read changes
+nothing. The public feed and its alerts need no login, by design: they are what the public is warned with.
+`pytest -s` prints the table.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import routing
+from sqlmodel import col, func, select
+
+from api.pages import PageRoute
+from core.db import session_scope
+from core.models import AccessToken, Incident, User
+from core.warnings import issue
+from process_defs.actions import PublishWarningParams
+from tests.api_server import (
+    PASSWORD,
+    Api,
+    api_fixture,  # noqa: F401
+    api_server_fixture,  # noqa: F401
+    error_of,
+    fingerprint,
+    flood,
+)
+from tests.conftest import Say
+from tests.test_access import NA, ROLES, Target, build_target, roles
+
+LOGIN = 303  # what a role gets where it must log in first (or, logged in, a form's redirect on success)
+NOT_FOUND_PAGE = "页面不存在，或您无权查看"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+Form = dict[str, str] | Callable[[Target], dict[str, str]] | None
+
+
+@dataclass(frozen=True)
+class PageCase:
+    method: str
+    path: str
+    target: str
+    expect: dict[str, int | None]
+    form: Form = None
+    writes: bool = False
+    # Open to anyone (the login form, the public feed): a 2xx/3xx for the anonymous role is then allowed.
+    public: bool = False
+    # The cell logs in a browser session of its own (logging in and out spends one).
+    own_session: bool = False
+    note: str = ""
+
+    @property
+    def route(self) -> tuple[str, str]:
+        return self.method, self.path.split("?")[0]
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.path} [{self.target}{', ' + self.note if self.note else ''}]"
+
+
+def task_form(target: Target) -> dict[str, str]:
+    """The task's valid outputs as its form posts them (booleans as checked boxes)."""
+    out: dict[str, str] = {}
+    for key, value in target.outputs.items():
+        if value is True:
+            out[f"f_{key}"] = "on"
+        elif value is not False:
+            out[f"f_{key}"] = str(value)
+    return out
+
+
+def new_incident(target: Target) -> dict[str, str]:
+    return {"type": "flood", "level": "IV", "title": "页面矩阵 access", "key": uuid.uuid4().hex}
+
+
+# Who sees a page: the office console is the office's (and admin's), the inbox every desk that acts for a
+# department, review the reviewers'; a task and the situation board follow the API's visibility.
+OFFICE_PAGE = roles(LOGIN, 200, 404, 200, 404, 404)
+DESK_PAGE = roles(LOGIN, 200, 404, 200, 200, 200)
+REVIEW_PAGE = roles(LOGIN, 200, 200, 200, 404, 404)
+VISIBLE_PAGE = roles(LOGIN, 200, 200, 200, 200, 404)
+MISSING_PAGE = roles(LOGIN, 404, 404, 404, 404, 404)
+OFFICE_FORM = roles(LOGIN, 303, 404, 303, 404, 404)
+DEPT_FORM = roles(LOGIN, 403, 403, 403, 303, 404)
+OFFICE_STEP_FORM = roles(LOGIN, 303, 403, 303, NA, 404)
+SIGNED_IN = roles(LOGIN, 200, 200, 200, 200, 200)
+ANYONE = roles(200, 200, 200, 200, 200, 200)
+NOBODY = roles(404, 404, 404, 404, 404, 404)
+
+MATRIX: list[PageCase] = [
+    PageCase("GET", "/login", "none", ANYONE, public=True),
+    PageCase("POST", "/login", "none", roles(303, 303, 303, 303, 303, 303), writes=True, public=True,
+             own_session=True, note="own password"),
+    PageCase("POST", "/logout", "none", roles(LOGIN, 303, 303, 303, 303, 303), writes=True, own_session=True),
+    PageCase("POST", "/lang", "none", roles(LOGIN, 303, 303, 303, 303, 303), form={"lang": "en", "next": "/"},
+             writes=True),
+    PageCase("GET", "/", "none", roles(LOGIN, 303, 303, 303, 303, 303)),
+    PageCase("GET", "/office", "none", OFFICE_PAGE),
+    PageCase("POST", "/office/incidents", "none", OFFICE_FORM, form=new_incident, writes=True),
+    *[PageCase("GET", path, target, OFFICE_PAGE if target == "incident" else MISSING_PAGE)
+      for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress")
+      for target in ("incident", "unknown")],
+    PageCase("POST", "/office/incidents/{incident_id}/level", "incident", OFFICE_FORM,
+             form={"level": "III", "reason": "雨情加重"}, writes=True),
+    PageCase("POST", "/office/incidents/{incident_id}/level", "unknown", MISSING_PAGE,
+             form={"level": "III", "reason": "雨情加重"}, writes=True),
+    PageCase("GET", "/inbox", "none", DESK_PAGE),
+    PageCase("GET", "/inbox/list", "none", DESK_PAGE),
+    PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),
+    PageCase("GET", "/tasks/{task_id}", "task_same_incident", VISIBLE_PAGE),
+    PageCase("GET", "/tasks/{task_id}", "office_task", roles(LOGIN, 200, 200, 200, NA, 404)),
+    PageCase("GET", "/tasks/{task_id}", "unknown", MISSING_PAGE),
+    *[PageCase("POST", f"/tasks/{{task_id}}/{action}", target, expect, form=form, writes=True)
+      for action, form in (("acknowledge", None), ("complete", task_form),
+                           ("hand-back", {"reason": "不属于本部门职责"}))
+      for target, expect in (("task", DEPT_FORM), ("task_same_incident", DEPT_FORM),
+                             ("office_task", OFFICE_STEP_FORM), ("unknown", MISSING_PAGE))],
+    PageCase("GET", "/review", "none", REVIEW_PAGE),
+    PageCase("GET", "/review/analytics", "none", REVIEW_PAGE),
+    *[PageCase("GET", path, target, REVIEW_PAGE if target == "incident" else MISSING_PAGE)
+      for path in ("/review/incidents/{incident_id}", "/review/incidents/{incident_id}/report")
+      for target in ("incident", "unknown")],
+    *[PageCase("GET", path, target, VISIBLE_PAGE if target == "incident" else MISSING_PAGE)
+      for path in ("/incidents/{incident_id}/board", "/incidents/{incident_id}/board/items")
+      for target in ("incident", "unknown")],
+    # The office and the departments on the incident post to its board; managers read it and post nothing.
+    PageCase("POST", "/incidents/{incident_id}/reports", "incident", roles(LOGIN, 303, 403, 303, 303, 404),
+             form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
+    PageCase("POST", "/incidents/{incident_id}/reports", "unknown", roles(LOGIN, 404, 403, 404, 404, 404),
+             form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
+    # The API's own description: for anyone logged in, like every API endpoint.
+    PageCase("GET", "/openapi.json", "none", roles(401, 200, 200, 200, 200, 200)),
+    PageCase("GET", "/docs", "none", SIGNED_IN),
+    PageCase("GET", "/redoc", "none", SIGNED_IN),
+    # What the public is warned with: published alerts only; a drill's alert is not public.
+    PageCase("GET", "/public/warnings.atom", "none", ANYONE, public=True),
+    PageCase("GET", "/public/warnings/{alert_id}.xml", "alert", ANYONE, public=True),
+    PageCase("GET", "/public/warnings/{alert_id}.xml", "drill_alert", NOBODY, public=True),
+    PageCase("GET", "/public/warnings/{alert_id}.xml", "unknown", NOBODY, public=True),
+]
+
+
+# -- the world the matrix runs against ----------------------------------------------------------------------
+
+
+def _alert_target(kind: str, drill: bool) -> Target:
+    incident = flood("forecast")
+    with session_scope() as session:
+        if drill:
+            row = session.get(Incident, incident.id)
+            assert row is not None
+            row.drill = True
+            session.add(row)
+            session.flush()
+        params = PublishWarningParams(event={"zh": "暴雨", "en": "Rainstorm"},
+                                      headline={"zh": "暴雨预警", "en": "Rainstorm warning"},
+                                      instruction={"zh": "远离低洼地带", "en": "Keep away from low ground"})
+        alert = issue(session, incident_id=incident.id, actor="test:setup", key=f"matrix:{uuid.uuid4()}",
+                      params=params)
+        return Target(kind, {"incident_id": incident.id, "alert_id": alert.id}, "meteorology", "public_security")
+
+
+def page_target(kind: str) -> Target:
+    if kind in ("alert", "drill_alert"):
+        return _alert_target(kind, drill=kind == "drill_alert")
+    target = build_target(kind)
+    if kind == "unknown":
+        target.params.setdefault("alert_id", str(uuid.uuid4()))
+    return target
+
+
+def page_fingerprint() -> tuple[Any, ...]:
+    """fingerprint() and what pages also change: sessions issued and revoked, each user's language."""
+    with session_scope() as session:
+        issued = int(session.exec(select(func.count()).select_from(AccessToken)).one())
+        langs = tuple(sorted((u.username, u.lang) for u in session.exec(select(User)).all()))
+    return fingerprint(), issued, langs
+
+
+def reset_langs() -> None:
+    with session_scope() as session:
+        for user in session.exec(select(User).where(col(User.lang) != "zh")).all():
+            user.lang = "zh"
+            session.add(user)
+
+
+class Browsers:
+    """A logged-in browser (cookie jar) per user, made through the login form, and CSRF tokens read from pages."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.by_user: dict[str, httpx.Client] = {}
+        self.made: list[httpx.Client] = []
+
+    def new(self, username: str | None) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=60, follow_redirects=False)
+        self.made.append(client)
+        if username is not None:
+            response = self.log_in(client, username)
+            assert response.status_code == 303 and client.cookies.get("baton_session"), response.text[:300]
+        return client
+
+    def log_in(self, client: httpx.Client, username: str) -> httpx.Response:
+        token = CSRF.search(client.get("/login").text)
+        assert token, "the login form has no CSRF field"
+        return client.post("/login", data={"username": username, "password": PASSWORD, "csrf": token.group(1),
+                                           "next": "/"})
+
+    def of(self, username: str | None) -> httpx.Client:
+        key = username or ""
+        if key not in self.by_user:
+            self.by_user[key] = self.new(username)
+        return self.by_user[key]
+
+    @staticmethod
+    def csrf(client: httpx.Client) -> str:
+        # Every page of a session carries its CSRF token (the header's logout and language forms).
+        found = CSRF.search(client.get("/", follow_redirects=True).text)
+        return found.group(1) if found else ""
+
+    def close(self) -> None:
+        for client in self.made:
+            client.close()
+
+
+@dataclass
+class PageCell:
+    case: PageCase
+    role: str
+    expected: int | None
+    got: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.expected is None or (self.got == self.expected and not self.problems)
+
+
+def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Target]) -> PageCell:
+    cell = PageCell(case, role, case.expect[role])
+    if cell.expected is None:
+        return cell
+    anonymous = role == "anonymous"
+    allowed = cell.expected < 400 and (case.public or not anonymous)
+    target = page_target(case.target) if case.writes and allowed else shared[case.target]
+    username = {"anonymous": None, "dept_owner": target.owner, "dept_other": target.other}.get(role, role)
+    login_form = case.route == ("POST", "/login")
+    client = browsers.new(None if login_form else username) if case.own_session else browsers.of(username)
+    data: dict[str, str] | None = None
+    if case.method == "POST":
+        if login_form:
+            token = CSRF.search(client.get("/login").text)
+            data = {"username": username or "manager", "password": PASSWORD, "next": "/",
+                    "csrf": token.group(1) if token else ""}
+        else:
+            data = {**(case.form(target) if callable(case.form) else case.form or {}),
+                    "csrf": "" if anonymous else browsers.csrf(client)}
+    before = page_fingerprint()
+    response = client.request(case.method, case.path.format(**target.params), data=data)
+    cell.got = response.status_code
+    check_response(cell, response, anonymous and not case.public)
+    changed = page_fingerprint() != before
+    if case.writes and not allowed and changed:
+        cell.problems.append("a refused request changed something")
+    if case.writes and allowed and response.status_code == cell.expected and not changed:
+        cell.problems.append("an allowed write changed nothing")
+    if not case.writes and changed:
+        cell.problems.append("a read changed something")
+    if case.route == ("POST", "/lang"):
+        reset_langs()
+    return cell
+
+
+def check_response(cell: PageCell, response: httpx.Response, sent_to_login: bool) -> None:
+    if "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
+        cell.problems.append("no CSP header")
+    location = response.headers.get("location", "")
+    if sent_to_login and response.status_code == 303:
+        path = cell.case.path.split("?")[0]
+        wanted = "/login?next=" if cell.case.method == "GET" else "/login"
+        if not location.startswith(wanted) or (cell.case.method == "POST" and location != "/login"):
+            cell.problems.append(f"anonymous sent to {location!r}, not the login form")
+        elif cell.case.method == "GET" and "{" not in path and path != "/" and not location.endswith(path):
+            cell.problems.append(f"the login form would not come back to {path} ({location!r})")
+    kind = response.headers.get("content-type", "")
+    if response.status_code >= 400:
+        if kind.startswith("text/html"):
+            # The refusal is a page in the reader's language; missing reads exactly as not there.
+            if response.status_code == 404 and NOT_FOUND_PAGE not in response.text:
+                cell.problems.append("a 404 that does not read as 'no such page'")
+        else:
+            try:
+                error_of(response, response.status_code)
+            except (AssertionError, ValueError) as exc:
+                cell.problems.append(f"error body: {exc}")
+
+
+def print_table(cells: list[PageCell], say: Say) -> None:
+    rows: dict[str, dict[str, PageCell]] = {}
+    for cell in cells:
+        rows.setdefault(cell.case.label, {})[cell.role] = cell
+    width = max(len(label) for label in rows)
+    print()
+    print(f"{'route [target]':<{width}}  " + "  ".join(f"{r:>10}" for r in ROLES))
+    for label, by_role in rows.items():
+        shown = []
+        for role in ROLES:
+            cell = by_role[role]
+            text = "—" if cell.expected is None else str(cell.got) if cell.ok else \
+                f"{cell.got}≠{cell.expected}" + ("!" if cell.problems else "")
+            shown.append(f"{text:>10}")
+        print(f"{label:<{width}}  " + "  ".join(shown))
+    checked = [c for c in cells if c.expected is not None]
+    bad = [c for c in checked if not c.ok]
+    say(f"pages and other routes outside /api: {len(rows)} rows, {len(checked)} cells checked, "
+        f"{len(bad)} violations")
+    for cell in bad:
+        say(f"  {cell.case.label} as {cell.role}: got {cell.got}, expected {cell.expected}; {cell.problems}")
+
+
+@pytest.fixture
+def browsers(api: Api) -> Iterator[Browsers]:
+    made = Browsers(api.url)
+    yield made
+    made.close()
+
+
+def test_page_access_matrix(browsers: Browsers, figures: Say) -> None:
+    shared = {kind: page_target(kind) for kind in {case.target for case in MATRIX}}
+    cells = [run_cell(browsers, case, role, shared) for case in MATRIX for role in ROLES]
+    print_table(cells, figures)
+    violations = [c for c in cells if not c.ok]
+    assert not violations, "\n".join(f"{c.case.label} as {c.role}: got {c.got}, expected {c.expected} {c.problems}"
+                                     for c in violations)
+
+
+def routes_outside_api() -> set[tuple[str, str]]:
+    """(method, path) of every route of the app that is not under /api (pages, schema, docs, public feed)."""
+    from api.app import app
+
+    flatten = getattr(routing, "iter_route_contexts", None)
+    found: set[tuple[str, str]] = set()
+    for route in flatten(app.routes) if flatten else app.routes:
+        path = getattr(route, "path", None)
+        methods = getattr(route, "methods", None)
+        if path is None or not methods or path == "/api" or path.startswith("/api/"):
+            continue
+        found |= {(method, path) for method in set(methods) - {"HEAD"}}
+    return found
+
+
+def test_every_route_outside_the_api_is_in_the_matrix() -> None:
+    from api.app import app
+
+    routes = routes_outside_api()
+    flatten = getattr(routing, "iter_route_contexts", None)
+    pages = [r for r in (flatten(app.routes) if flatten else app.routes)
+             if isinstance(getattr(r, "original_route", r), PageRoute)]
+    assert len(pages) >= 20 and len(routes) >= len(pages), routes
+    covered = {case.route for case in MATRIX}
+    assert routes - covered == set(), f"routes with no row in the page access matrix: {sorted(routes - covered)}"
+    assert covered - routes == set(), f"matrix rows for routes the app does not have: {sorted(covered - routes)}"
+    for route in {case.route for case in MATRIX if "{" in case.path}:
+        assert "unknown" in {case.target for case in MATRIX if case.route == route}, route
