@@ -5,7 +5,8 @@ incident itself: a department not on it gets 404."""
 
 from __future__ import annotations
 
-from tests.test_access import Case, roles
+from tests.access_matrix import roles
+from tests.test_access import Case
 
 VISIBLE = roles(401, 200, 200, 200, 200, 404)
 MISSING = roles(401, 404, 404, 404, 404, 404)

@@ -13,8 +13,9 @@ from typing import Any
 
 from core import learning
 from core.db import session_scope
+from tests.access_matrix import roles
 from tests.api_server import ASSESSMENT, flood
-from tests.test_access import Case, Target, roles
+from tests.test_access import Case, Target
 
 EVERYONE = roles(401, 200, 200, 200, 200, 200)
 VISIBLE = roles(401, 200, 200, 200, 200, 404)

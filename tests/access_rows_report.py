@@ -7,7 +7,8 @@ with headless Chromium (Debian's `chromium`, which .ci/run installs).
 
 from __future__ import annotations
 
-from tests.test_access import Case, roles
+from tests.access_matrix import roles
+from tests.test_access import Case
 
 REVIEW = roles(401, 200, 200, 200, 403, 403)
 REVIEW_MISSING = roles(401, 404, 404, 404, 403, 403)

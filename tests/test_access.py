@@ -24,6 +24,18 @@ from core.db import session_scope
 from core.models import DepartmentTask, Incident, OutboundDelivery
 from core.signals import add_source
 from tests import engine_driver as drive
+from tests.access_matrix import (
+    NA,
+    ROLES,
+    Cell,
+    Row,
+    app_routes,
+    assert_every_route_has_a_row,
+    assert_no_violations,
+    check_change,
+    print_table,
+    roles,
+)
 from tests.api_server import (
     ASSESSMENT,
     LIFT,
@@ -46,9 +58,6 @@ from tests.api_server import (
 from tests.conftest import Say
 from tests.servers import PrefectServer
 
-ROLES = ("anonymous", "office", "manager", "admin", "dept_owner", "dept_other")
-NA = None  # the role does not apply to this target (no department owns the emergency office's steps)
-
 Body = dict[str, Any] | Callable[["Target"], dict[str, Any]] | None
 
 
@@ -64,12 +73,8 @@ class Target:
     api_key: str = ""
 
 
-@dataclass(frozen=True)
-class Case:
-    method: str
-    path: str
-    target: str
-    expect: dict[str, int | None]
+@dataclass(frozen=True, kw_only=True)
+class Case(Row):
     json: Body = None
     form: dict[str, str] | None = None
     headers: Callable[[Target], dict[str, str]] | None = None
@@ -78,20 +83,6 @@ class Case:
     writes: bool = False
     reuse: bool = False
     fresh_token: bool = False
-    note: str = ""
-
-    @property
-    def route(self) -> tuple[str, str]:
-        return self.method, self.path.split("?")[0]
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} {self.path} [{self.target}{', ' + self.note if self.note else ''}]"
-
-
-def roles(anonymous: int, office: int, manager: int, admin: int, dept_owner: int | None,
-          dept_other: int) -> dict[str, int | None]:
-    return dict(zip(ROLES, (anonymous, office, manager, admin, dept_owner, dept_other), strict=True))
 
 
 def outputs(target: Target) -> dict[str, Any]:
@@ -246,19 +237,6 @@ def build_target(kind: str) -> Target:
     raise AssertionError(f"no target kind {kind}")
 
 
-@dataclass
-class Cell:
-    case: Case
-    role: str
-    expected: int | None
-    got: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.expected is None or (self.got == self.expected and not self.problems)
-
-
 def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell:
     cell = Cell(case, role, case.expect[role])
     if cell.expected is None:
@@ -282,41 +260,8 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
             cell.problems.append(f"error body: {exc}")
     if "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
         cell.problems.append("no CSP header")
-    changed = fingerprint() != before
-    if case.writes and not allowed and changed:
-        cell.problems.append("a refused request changed the ledger, incidents or tasks")
-    if case.writes and allowed and response.status_code == cell.expected and not changed:
-        cell.problems.append("an allowed write changed nothing")
-    if not case.writes and changed:
-        cell.problems.append("a read changed the ledger, incidents or tasks")
+    check_change(cell, writes=case.writes, allowed=allowed, changed=fingerprint() != before)
     return cell
-
-
-def print_table(cells: list[Cell], say: Say) -> None:
-    """The whole table under `pytest -s`; its count (and any violation) in the run's figures."""
-    rows: dict[str, dict[str, Cell]] = {}
-    for cell in cells:
-        rows.setdefault(cell.case.label, {})[cell.role] = cell
-    width = max(len(label) for label in rows)
-    print()
-    print(f"{'endpoint [target]':<{width}}  " + "  ".join(f"{r:>10}" for r in ROLES))
-    for label, by_role in rows.items():
-        shown = []
-        for role in ROLES:
-            cell = by_role[role]
-            if cell.expected is None:
-                text = "—"
-            elif cell.ok:
-                text = str(cell.got)
-            else:
-                text = f"{cell.got}≠{cell.expected}" + ("!" if cell.problems else "")
-            shown.append(f"{text:>10}")
-        print(f"{label:<{width}}  " + "  ".join(shown))
-    checked = [c for c in cells if c.expected is not None]
-    bad = [c for c in checked if not c.ok]
-    say(f"{len(rows)} rows, {len(checked)} cells checked, {len(bad)} violations")
-    for cell in bad:
-        say(f"  {cell.case.label} as {cell.role}: got {cell.got}, expected {cell.expected}; {cell.problems}")
 
 
 @pytest.fixture
@@ -330,40 +275,19 @@ def matrix_api(baton: str, prefect_server: PrefectServer) -> Iterator[Api]:
 def test_access_matrix(matrix_api: Api, figures: Say) -> None:
     shared = {kind: build_target(kind) for kind in {case.target for case in MATRIX}}
     cells = [run_cell(matrix_api, case, role, shared) for case in MATRIX for role in ROLES]
-    print_table(cells, figures)
-    violations = [c for c in cells if not c.ok]
-    assert not violations, "\n".join(f"{c.case.label} as {c.role}: got {c.got}, expected {c.expected} {c.problems}"
-                                     for c in violations)
+    print_table(cells, figures, heading="endpoint [target]", summary="")
+    assert_no_violations(cells)
 
 
 def api_routes() -> set[tuple[str, str]]:
-    """(method, path) of every route of the app under /api, through included routers."""
-    from fastapi import routing
-
-    from api.app import app
-
-    # FastAPI 0.150 keeps included routers as wrappers in `app.routes`; `iter_route_contexts` flattens them.
-    flatten = getattr(routing, "iter_route_contexts", None)
-    found: set[tuple[str, str]] = set()
-    for route in flatten(app.routes) if flatten else app.routes:
-        original = getattr(route, "original_route", route)
-        path = getattr(route, "path", None)
-        if not isinstance(original, APIRoute) or path is None or not (path == "/api" or path.startswith("/api/")):
-            continue
-        found |= {(method, path) for method in (getattr(route, "methods", None) or set()) - {"HEAD"}}
-    return found
+    """(method, path) of every route of the app under /api."""
+    return app_routes(lambda path, route: isinstance(route, APIRoute) and (path == "/api" or path.startswith("/api/")))
 
 
 def test_every_api_route_is_in_the_matrix() -> None:
     routes = api_routes()
     assert len(routes) >= 20, routes
-    covered = {case.route for case in MATRIX}
-    assert routes - covered == set(), f"API routes with no row in the access matrix: {sorted(routes - covered)}"
-    assert covered - routes == set(), f"matrix rows for routes the API does not have: {sorted(covered - routes)}"
-    # Every row with a path parameter is also tried on an object that does not exist.
-    for route in {case.route for case in MATRIX if "{" in case.path}:
-        targets = {case.target for case in MATRIX if case.route == route}
-        assert "unknown" in targets, route
+    assert_every_route_has_a_row(routes, MATRIX, "API routes")
 
 
 # -- lists and shared data ----------------------------------------------------------------------------------------

@@ -16,12 +16,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import routing
 from sqlmodel import col, func, select
 
 from api.pages import PageRoute
@@ -29,6 +28,8 @@ from core.db import session_scope
 from core.models import AccessToken, Incident, User
 from core.warnings import issue
 from process_defs.actions import PublishWarningParams
+from tests import access_matrix as matrix
+from tests.access_matrix import NA, ROLES, Cell, Row, roles
 from tests.api_server import (
     PASSWORD,
     Api,
@@ -39,7 +40,7 @@ from tests.api_server import (
     flood,
 )
 from tests.conftest import Say
-from tests.test_access import NA, ROLES, Target, build_target, roles
+from tests.test_access import Target, build_target
 
 LOGIN = 303  # what a role gets where it must log in first (or, logged in, a form's redirect on success)
 NOT_FOUND_PAGE = "页面不存在，或您无权查看"
@@ -48,27 +49,14 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 Form = dict[str, str] | Callable[[Target], dict[str, str]] | None
 
 
-@dataclass(frozen=True)
-class PageCase:
-    method: str
-    path: str
-    target: str
-    expect: dict[str, int | None]
+@dataclass(frozen=True, kw_only=True)
+class PageCase(Row):
     form: Form = None
     writes: bool = False
     # Open to anyone (the login form, the public feed): a 2xx/3xx for the anonymous role is then allowed.
     public: bool = False
     # The cell logs in a browser session of its own (logging in and out spends one).
     own_session: bool = False
-    note: str = ""
-
-    @property
-    def route(self) -> tuple[str, str]:
-        return self.method, self.path.split("?")[0]
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} {self.path} [{self.target}{', ' + self.note if self.note else ''}]"
 
 
 def task_form(target: Target) -> dict[str, str]:
@@ -236,21 +224,8 @@ class Browsers:
             client.close()
 
 
-@dataclass
-class PageCell:
-    case: PageCase
-    role: str
-    expected: int | None
-    got: int | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.expected is None or (self.got == self.expected and not self.problems)
-
-
-def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Target]) -> PageCell:
-    cell = PageCell(case, role, case.expect[role])
+def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Target]) -> Cell:
+    cell = Cell(case, role, case.expect[role])
     if cell.expected is None:
         return cell
     anonymous = role == "anonymous"
@@ -272,19 +247,13 @@ def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Ta
     response = client.request(case.method, case.path.format(**target.params), data=data)
     cell.got = response.status_code
     check_response(cell, response, anonymous and not case.public)
-    changed = page_fingerprint() != before
-    if case.writes and not allowed and changed:
-        cell.problems.append("a refused request changed something")
-    if case.writes and allowed and response.status_code == cell.expected and not changed:
-        cell.problems.append("an allowed write changed nothing")
-    if not case.writes and changed:
-        cell.problems.append("a read changed something")
+    matrix.check_change(cell, writes=case.writes, allowed=allowed, changed=page_fingerprint() != before)
     if case.route == ("POST", "/lang"):
         reset_langs()
     return cell
 
 
-def check_response(cell: PageCell, response: httpx.Response, sent_to_login: bool) -> None:
+def check_response(cell: Cell, response: httpx.Response, sent_to_login: bool) -> None:
     if "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
         cell.problems.append("no CSP header")
     location = response.headers.get("location", "")
@@ -308,29 +277,6 @@ def check_response(cell: PageCell, response: httpx.Response, sent_to_login: bool
                 cell.problems.append(f"error body: {exc}")
 
 
-def print_table(cells: list[PageCell], say: Say) -> None:
-    rows: dict[str, dict[str, PageCell]] = {}
-    for cell in cells:
-        rows.setdefault(cell.case.label, {})[cell.role] = cell
-    width = max(len(label) for label in rows)
-    print()
-    print(f"{'route [target]':<{width}}  " + "  ".join(f"{r:>10}" for r in ROLES))
-    for label, by_role in rows.items():
-        shown = []
-        for role in ROLES:
-            cell = by_role[role]
-            text = "—" if cell.expected is None else str(cell.got) if cell.ok else \
-                f"{cell.got}≠{cell.expected}" + ("!" if cell.problems else "")
-            shown.append(f"{text:>10}")
-        print(f"{label:<{width}}  " + "  ".join(shown))
-    checked = [c for c in cells if c.expected is not None]
-    bad = [c for c in checked if not c.ok]
-    say(f"pages and other routes outside /api: {len(rows)} rows, {len(checked)} cells checked, "
-        f"{len(bad)} violations")
-    for cell in bad:
-        say(f"  {cell.case.label} as {cell.role}: got {cell.got}, expected {cell.expected}; {cell.problems}")
-
-
 @pytest.fixture
 def browsers(api: Api) -> Iterator[Browsers]:
     made = Browsers(api.url)
@@ -341,37 +287,12 @@ def browsers(api: Api) -> Iterator[Browsers]:
 def test_page_access_matrix(browsers: Browsers, figures: Say) -> None:
     shared = {kind: page_target(kind) for kind in {case.target for case in MATRIX}}
     cells = [run_cell(browsers, case, role, shared) for case in MATRIX for role in ROLES]
-    print_table(cells, figures)
-    violations = [c for c in cells if not c.ok]
-    assert not violations, "\n".join(f"{c.case.label} as {c.role}: got {c.got}, expected {c.expected} {c.problems}"
-                                     for c in violations)
-
-
-def routes_outside_api() -> set[tuple[str, str]]:
-    """(method, path) of every route of the app that is not under /api (pages, schema, docs, public feed)."""
-    from api.app import app
-
-    flatten = getattr(routing, "iter_route_contexts", None)
-    found: set[tuple[str, str]] = set()
-    for route in flatten(app.routes) if flatten else app.routes:
-        path = getattr(route, "path", None)
-        methods = getattr(route, "methods", None)
-        if path is None or not methods or path == "/api" or path.startswith("/api/"):
-            continue
-        found |= {(method, path) for method in set(methods) - {"HEAD"}}
-    return found
+    matrix.print_table(cells, figures, heading="route [target]", summary="pages and other routes outside /api: ")
+    matrix.assert_no_violations(cells)
 
 
 def test_every_route_outside_the_api_is_in_the_matrix() -> None:
-    from api.app import app
-
-    routes = routes_outside_api()
-    flatten = getattr(routing, "iter_route_contexts", None)
-    pages = [r for r in (flatten(app.routes) if flatten else app.routes)
-             if isinstance(getattr(r, "original_route", r), PageRoute)]
-    assert len(pages) >= 20 and len(routes) >= len(pages), routes
-    covered = {case.route for case in MATRIX}
-    assert routes - covered == set(), f"routes with no row in the page access matrix: {sorted(routes - covered)}"
-    assert covered - routes == set(), f"matrix rows for routes the app does not have: {sorted(covered - routes)}"
-    for route in {case.route for case in MATRIX if "{" in case.path}:
-        assert "unknown" in {case.target for case in MATRIX if case.route == route}, route
+    routes = matrix.app_routes(lambda path, route: path != "/api" and not path.startswith("/api/"))
+    pages = matrix.app_routes(lambda path, route: isinstance(route, PageRoute))
+    assert len(pages) >= 20 and pages < routes, routes
+    matrix.assert_every_route_has_a_row(routes, MATRIX, "routes outside /api")
