@@ -7,8 +7,8 @@ soak is the same test with a bigger number, e.g.
 
     BATON_SOAK_SECONDS=1800 .venv/bin/python -m pytest -s tests/faults/test_soak.py
 
-(or `make test BATON_SOAK_SECONDS=1800`). A fault strikes every BATON_SOAK_FAULT_EVERY seconds (default 4.5),
-going round the API, each worker, the Prefect server and PostgreSQL.
+(or `make soak`: 1800 s unless SOAK_SECONDS says). A fault strikes every BATON_SOAK_FAULT_EVERY seconds
+(default 4.5), going round the API, each worker, the Prefect server and PostgreSQL.
 """
 
 from __future__ import annotations
