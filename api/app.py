@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
 from api.deps import CurrentUser
-from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks
+from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks, users
 from core.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -104,7 +104,7 @@ def create_app() -> FastAPI:
         return response
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
-                   learning.router, reports.router):
+                   learning.router, reports.router, users.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -137,3 +137,62 @@ class LinkedIncidentIn(Strict):
     level: Level | None = None
     title: str | None = Field(default=None, min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
+
+
+# -- users and the audit trail (administrators) -------------------------------------------------------------
+Role = Literal["office", "department", "manager", "admin"]
+
+
+class UserCreate(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    role: Role
+    department: str | None = Field(default=None, max_length=64)
+    display_name: str = Field(default="", max_length=100)
+    password: str = Field(min_length=10, max_length=1024)
+    lang: Literal["zh", "en"] = "zh"
+
+
+class UserPublic(BaseModel):
+    id: str
+    username: str
+    display_name: str
+    role: str
+    department: str | None
+    lang: str
+    active: bool
+    locked: bool
+    failed_logins: int
+    created_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserPublic]
+    total: int
+
+
+class DisableIn(Strict):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class PasswordIn(Strict):
+    password: str = Field(min_length=10, max_length=1024)
+
+
+class RevokedOut(BaseModel):
+    user: UserPublic
+    revoked: int
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    total: int
+    limit: int
+    offset: int

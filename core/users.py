@@ -7,18 +7,19 @@ import hashlib
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from core.db import is_postgres
 from core.errors import BatonError, NotFound
 from core.models import AccessToken, AuditEvent, LoginThrottle, Role, User, utcnow
+from core.paging import Page, paged
 from core.plans import registry
 from core.settings import get_settings
 
@@ -65,8 +66,7 @@ def add_user(session: Session, *, username: str, role: str, password: str, depar
             raise UserInvalid(f"unknown department '{department}'")
     elif department:
         raise UserInvalid(f"only department users are bound to a department, not a {role} user")
-    if len(password) < 10:
-        raise UserInvalid("the password must be at least 10 characters")
+    _check_password(password)
     if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)")
     if session.exec(select(User).where(User.username == username)).first() is not None:
@@ -77,6 +77,13 @@ def add_user(session: Session, *, username: str, role: str, password: str, depar
     audit(session, actor=actor, action="user.added", username=username, role=role, department=department)
     session.flush()
     return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise UserInvalid("the password must be at least 10 characters")
+    if len(password) > 1024:
+        raise UserInvalid("the password must be at most 1024 characters")
 
 
 def _digest(token: str) -> str:
@@ -197,7 +204,9 @@ def revoke_all(session: Session, *, user_id: str, actor: str) -> int:
     for row in rows:
         row.revoked_at = now
         session.add(row)
-    audit(session, actor=actor, action="tokens.revoked", user_id=user_id, count=len(rows))
+    user = session.get(User, user_id)
+    audit(session, actor=actor, action="tokens.revoked", user_id=user_id,
+          username=user.username if user else None, count=len(rows))
     return len(rows)
 
 
@@ -210,3 +219,92 @@ def set_lang(session: Session, *, user_id: str, lang: str) -> None:
     if user is not None and lang in ("zh", "en"):
         user.lang = lang
         session.add(user)
+
+
+# -- administration (admins, through the API or `baton users`); every change is audited ----------------------
+class UserStateConflict(BatonError):
+    code = "user_state_conflict"
+    http_status = 409
+
+
+def get_user(session: Session, *, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def user_named(session: Session, *, username: str) -> User:
+    user = session.exec(select(User).where(User.username == username)).first()
+    if user is None:
+        raise NotFound(f"no user '{username}'")
+    return user
+
+
+def disable_user(session: Session, *, user_id: str, actor: str, reason: str | None = None) -> int:
+    """Refuse the user's logins from now on and end every token and session they hold; returns how many."""
+    user = get_user(session, user_id=user_id)
+    if actor == f"user:{user.username}":
+        raise UserStateConflict("you cannot disable your own account")
+    if user.role == Role.admin and user.active:
+        admins = session.exec(select(User.id).where(User.role == Role.admin, col(User.active).is_(True))).all()
+        if len(admins) <= 1:
+            raise UserStateConflict("this is the last active administrator")
+    revoked = revoke_all(session, user_id=user.id, actor=actor)
+    if user.active:
+        user.active = False
+        session.add(user)
+        audit(session, actor=actor, action="user.disabled", username=user.username, reason=reason)
+    return revoked
+
+
+def enable_user(session: Session, *, user_id: str, actor: str) -> User:
+    user = get_user(session, user_id=user_id)
+    if not user.active:
+        user.active = True
+        user.failed_logins = 0
+        user.locked_until = None
+        session.add(user)
+        audit(session, actor=actor, action="user.enabled", username=user.username)
+    return user
+
+
+def unlock_user(session: Session, *, user_id: str, actor: str) -> User:
+    """Lift a lockout after failed logins before it runs out (a desk that must log in now)."""
+    user = get_user(session, user_id=user_id)
+    was_locked = user.locked_until is not None and user.locked_until > utcnow()
+    if was_locked or user.failed_logins:
+        user.failed_logins = 0
+        user.locked_until = None
+        session.add(user)
+        audit(session, actor=actor, action="user.unlocked", username=user.username, was_locked=was_locked)
+    return user
+
+
+def set_password(session: Session, *, user_id: str, password: str, actor: str) -> int:
+    """A new password: the lockout is lifted and every token and session of the old one ends; returns how
+    many were ended. The password itself is never recorded."""
+    user = get_user(session, user_id=user_id)
+    _check_password(password)
+    user.password_hash = _hasher.hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    revoked = revoke_all(session, user_id=user.id, actor=actor)
+    audit(session, actor=actor, action="user.password_set", username=user.username)
+    return revoked
+
+
+def list_audit(session: Session, *, action: str | None = None, actor: str | None = None,
+               since: datetime | None = None, limit: int = 100, offset: int = 0) -> Page:
+    """The audit trail, newest first; `action` matches a whole action or a family (`login` finds `login`,
+    `login.failed`, `login.locked`, …)."""
+    query = select(AuditEvent)
+    if action:
+        family = col(AuditEvent.action).startswith(f"{action}.", autoescape=True)
+        query = query.where(or_(col(AuditEvent.action) == action, family))
+    if actor:
+        query = query.where(col(AuditEvent.actor) == actor)
+    if since is not None:
+        query = query.where(col(AuditEvent.at) >= since.astimezone(UTC))
+    return paged(session, query, col(AuditEvent.id).desc(), limit=limit, offset=offset)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import BatonError
@@ -54,10 +55,11 @@ def _session_call(fn: Callable[..., T], **kwargs: Any) -> T:
         with session_scope() as session:
             return fn(session, **kwargs)
     except BatonError as exc:
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        # Escaped: the code in brackets and the message are text, not rich markup.
+        err.print(f"[red]error[/red] {escape(f'[{exc.code}]')} {escape(exc.message)}")
         if exc.details:
             for item in exc.details if isinstance(exc.details, list) else [exc.details]:
-                err.print(f"  - {item}")
+                err.print(f"  - {escape(str(item))}")
         raise typer.Exit(1) from None
 
 
@@ -319,12 +321,100 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
+    from core.models import utcnow
     from core.users import list_users
 
-    table = Table("user", "name", "role", "department", "active")
+    table = Table("user", "name", "role", "department", "active", "locked")
+    now = utcnow()
     for user in _session_call(list_users):
+        locked = user.locked_until is not None and user.locked_until > now
         table.add_row(user.username, user.display_name, user.role, user.department or "",
-                      "yes" if user.active else "no")
+                      "yes" if user.active else "no", "yes" if locked else "")
+    console.print(table)
+
+
+CLI_ADMIN = "cli:admin"
+
+
+def _for_user(username: str, action: Callable[..., T], **kwargs: Any) -> T:
+    """Run an administration service on the user named `username` (the services take ids)."""
+    from core.users import user_named
+
+    def run(session: Any, **given: Any) -> T:
+        return action(session, user_id=user_named(session, username=username).id, **given)
+
+    return _session_call(run, **kwargs)
+
+
+@users_app.command("disable")
+def users_disable(name: Annotated[str, typer.Argument(help="User name.")],
+                  reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None) -> None:
+    """Refuse the user's logins and end every token and page session they hold."""
+    from core.users import disable_user
+
+    revoked = _for_user(name, disable_user, actor=CLI_ADMIN, reason=reason)
+    console.print(f"disabled {name}; {revoked} token(s) and session(s) ended")
+
+
+@users_app.command("enable")
+def users_enable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    from core.users import enable_user
+
+    _for_user(name, enable_user, actor=CLI_ADMIN)
+    console.print(f"enabled {name}")
+
+
+@users_app.command("unlock")
+def users_unlock(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Lift a lockout after failed logins before it runs out."""
+    from core.users import unlock_user
+
+    _for_user(name, unlock_user, actor=CLI_ADMIN)
+    console.print(f"unlocked {name}")
+
+
+@users_app.command("revoke-tokens")
+def users_revoke_tokens(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """End every token and page session of the user (a lost phone, a laptop left logged in)."""
+    from core.users import revoke_all
+
+    revoked = _for_user(name, revoke_all, actor=CLI_ADMIN)
+    console.print(f"{revoked} token(s) and session(s) of {name} ended")
+
+
+@users_app.command("password")
+def users_password(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Set a new password (from stdin); the old one's tokens and sessions end and any lockout is lifted."""
+    from core.users import set_password
+
+    if not password_stdin:
+        err.print("[red]error[/red] give the password on stdin with --password-stdin")
+        raise typer.Exit(2)
+    password = sys.stdin.readline().rstrip("\n")
+    revoked = _for_user(name, set_password, password=password, actor=CLI_ADMIN)
+    console.print(f"password of {name} set; {revoked} token(s) and session(s) ended")
+
+
+@users_app.command("audit")
+def users_audit(
+    action: Annotated[str | None, typer.Option(help="An action or its family: login, user, plan, token…")] = None,
+    actor: Annotated[str | None, typer.Option(help="Who: user:NAME, anonymous:ADDRESS, cli:admin.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """The audit trail of logins and administrative changes, newest first."""
+    from zoneinfo import ZoneInfo
+
+    from core.users import list_audit
+
+    page = _session_call(list_audit, action=action, actor=actor, limit=limit)
+    zone = ZoneInfo(get_settings().timezone)
+    table = Table("at", "actor", "action", "detail", title=f"{len(page.items)} of {page.total} audit events")
+    for event in page.items:
+        table.add_row(event.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), event.actor, event.action,
+                      json.dumps(event.detail, ensure_ascii=False, default=str))
     console.print(table)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from core import learning
 from core.db import session_scope
 from tests.access_matrix import roles
-from tests.api_server import ASSESSMENT, flood
+from tests.api_server import flood
 from tests.test_access import Case, Target
 
 EVERYONE = roles(401, 200, 200, 200, 200, 200)
@@ -81,16 +81,8 @@ def proposal_target() -> Target:
         return Target("proposal", {**target.params, "proposal_id": proposal.id}, "water_affairs", "public_security")
 
 
-def unknown_target() -> Target:
-    """The shared 'unknown' target (as test_access builds it) with this area's path parameters added."""
-    return Target("unknown", {"incident_id": str(uuid.uuid4()), "task_id": str(uuid.uuid4()), "type_key": "volcano",
-                              "delivery_id": str(uuid.uuid4()), "lesson_id": str(uuid.uuid4()),
-                              "follow_up_id": str(uuid.uuid4()), "proposal_id": str(uuid.uuid4())},
-                  "water_affairs", "public_security", ASSESSMENT)
-
-
 TARGETS = {"lesson": lesson_target, "follow_up": follow_up_target, "office_follow_up": office_follow_up_target,
-           "proposal": proposal_target, "unknown": unknown_target}
+           "proposal": proposal_target}
 
 ROWS: list[Case] = [
     Case("POST", "/api/incidents/{incident_id}/lessons", "incident", OFFICE_WRITES, json=LESSON, writes=True),

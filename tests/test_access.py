@@ -197,6 +197,14 @@ def _task_target(kind: str, incident: FloodIncident, step: str, owner: str | Non
                   owner, other, filled)
 
 
+class NoSuchObjects(dict[str, str]):
+    """The path parameters of the 'unknown' target: any id asked for is a fresh UUID that names nothing."""
+
+    def __missing__(self, key: str) -> str:
+        self[key] = str(uuid.uuid4())
+        return self[key]
+
+
 def build_target(kind: str) -> Target:
     """A target of `kind`, built fresh. Incidents are floods at level IV in their warning stage: meteorology has
     finished its forecast, water_affairs holds the risk assessment, public_security is not on the incident.
@@ -206,8 +214,7 @@ def build_target(kind: str) -> Target:
     if kind == "none":
         return Target(kind, {"type_key": "flood"}, "water_affairs", "public_security")
     if kind == "unknown":
-        return Target(kind, {"incident_id": str(uuid.uuid4()), "task_id": str(uuid.uuid4()), "type_key": "volcano",
-                             "delivery_id": str(uuid.uuid4())}, "water_affairs", "public_security", ASSESSMENT)
+        return Target(kind, NoSuchObjects(type_key="volcano"), "water_affairs", "public_security", ASSESSMENT)
     if kind == "source":
         with session_scope() as session:
             key = add_source(session, name="meteorology", actor="test:setup")
@@ -250,7 +257,7 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
     body = case.json(target) if callable(case.json) else case.json
     headers = case.headers(target) if case.headers else None
     before = fingerprint()
-    response = api.server.request(case.method, case.path.format(**target.params), token, json=body,
+    response = api.server.request(case.method, case.path.format_map(target.params), token, json=body,
                                   data=case.form, headers=headers)
     cell.got = response.status_code
     if response.status_code >= 400:

@@ -164,10 +164,7 @@ def _alert_target(kind: str, drill: bool) -> Target:
 def page_target(kind: str) -> Target:
     if kind in ("alert", "drill_alert"):
         return _alert_target(kind, drill=kind == "drill_alert")
-    target = build_target(kind)
-    if kind == "unknown":
-        target.params.setdefault("alert_id", str(uuid.uuid4()))
-    return target
+    return build_target(kind)
 
 
 def page_fingerprint() -> tuple[Any, ...]:
@@ -244,7 +241,7 @@ def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Ta
             data = {**(case.form(target) if callable(case.form) else case.form or {}),
                     "csrf": "" if anonymous else browsers.csrf(client)}
     before = page_fingerprint()
-    response = client.request(case.method, case.path.format(**target.params), data=data)
+    response = client.request(case.method, case.path.format_map(target.params), data=data)
     cell.got = response.status_code
     check_response(cell, response, anonymous and not case.public)
     matrix.check_change(cell, writes=case.writes, allowed=allowed, changed=page_fingerprint() != before)

@@ -1,0 +1,198 @@
+"""User administration and the audit trail, over real HTTP (API) and through `baton users`: an administrator
+adds, disables, enables and unlocks users, sets passwords and ends sessions; each takes effect at once on the
+user's tokens and page sessions, is refused with a clear error where it would lock the office out, and leaves an
+audit entry (who may call what is the access matrix's, tests/access_rows_users.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app as cli
+from tests.api_server import (
+    PASSWORD,
+    Api,
+    api_fixture,  # noqa: F401
+    api_server_fixture,  # noqa: F401
+    audit_actions,
+    error_of,
+    issued_token,
+    make_user,
+)
+
+NEW_PASSWORD = "a-brand-new-password-7"
+
+
+def token_for(api: Api, username: str, password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(f"{api.url}/api/auth/token", data={"username": username, "password": password}, timeout=30)
+
+
+def page_session(api: Api, username: str, password: str = PASSWORD) -> httpx.Client:
+    client = httpx.Client(base_url=api.url, timeout=30, follow_redirects=False)
+    form = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert form
+    response = client.post("/login", data={"username": username, "password": password, "csrf": form.group(1)})
+    assert response.status_code == 303, response.text[:300]
+    return client
+
+
+def user_id(api: Api, username: str) -> str:
+    users = api.call("admin", "GET", "/api/users").json()["items"]
+    return next(u["id"] for u in users if u["username"] == username)
+
+
+def admin(api: Api, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return api.call("admin", method, path, **kwargs)
+
+
+def test_an_administrator_adds_a_user_who_can_then_log_in(api: Api) -> None:
+    body = {"username": "water2", "role": "department", "department": "water_affairs", "password": NEW_PASSWORD,
+            "display_name": "水务二组"}
+    created = admin(api, "POST", "/api/users", json=body)
+    assert created.status_code == 201, created.text
+    user = created.json()
+    assert user["department"] == "water_affairs" and user["active"] and not user["locked"]
+    assert "password" not in user and "password_hash" not in user
+    assert token_for(api, "water2", NEW_PASSWORD).status_code == 200
+    # Bad ones are refused with what is wrong, and nothing is added.
+    for wrong, says in (({**body, "username": "water3", "department": "no_such_dept"}, "unknown department"),
+                        ({**body, "username": "water3", "role": "manager"}, "only department users"),
+                        ({**body}, "already exists"),
+                        ({**body, "username": "bad name!"}, "letters, digits")):
+        assert says in error_of(admin(api, "POST", "/api/users", json=wrong), 422, "user_invalid")["message"]
+    error_of(admin(api, "POST", "/api/users", json={**body, "username": "water3", "password": "short"}), 422)
+    names = [u["username"] for u in admin(api, "GET", "/api/users").json()["items"]]
+    assert "water3" not in names and names.count("water2") == 1
+    assert ("user:admin", "user.added", {"username": "water2", "role": "department",
+                                         "department": "water_affairs"}) in audit_actions()
+
+
+def test_disabling_a_user_ends_their_tokens_and_sessions_at_once(api: Api) -> None:
+    bearer = api.tokens["meteorology"]
+    page = page_session(api, "meteorology")
+    assert page.get("/inbox").status_code == 200
+    target = user_id(api, "meteorology")
+    response = admin(api, "POST", f"/api/users/{target}/disable", json={"reason": "调离岗位"})
+    assert response.status_code == 200, response.text
+    assert response.json()["revoked"] >= 2 and response.json()["user"]["active"] is False
+    error_of(api.server.request("GET", "/api/tasks", bearer), 401, "not_authenticated")
+    assert page.get("/inbox").headers["location"].startswith("/login")
+    error_of(token_for(api, "meteorology"), 401, "authentication_failed")
+    # Disabling again changes nothing more; enabling lets the user log in again.
+    assert admin(api, "POST", f"/api/users/{target}/disable").json()["revoked"] == 0
+    assert admin(api, "POST", f"/api/users/{target}/enable").json()["active"] is True
+    assert token_for(api, "meteorology").status_code == 200
+    actions = [(a, d) for _, a, d in audit_actions("meteorology") if a in ("user.disabled", "user.enabled")]
+    assert actions == [("user.disabled", {"username": "meteorology", "reason": "调离岗位"}),
+                       ("user.enabled", {"username": "meteorology"})], actions
+
+
+def test_the_office_cannot_be_locked_out_by_its_own_administrator(api: Api) -> None:
+    """No administrator disables themselves (through the API the last one standing is always the caller; the
+    terminal's refusal of the last one is tested below)."""
+    me = user_id(api, "admin")
+    assert "your own account" in error_of(admin(api, "POST", f"/api/users/{me}/disable"), 409,
+                                          "user_state_conflict")["message"]
+    assert admin(api, "GET", "/api/users").status_code == 200  # still an administrator
+    # Another administrator may disable this one; its token ends with it.
+    make_user("admin2", "admin")
+    second = issued_token("admin2")
+    assert api.server.request("POST", f"/api/users/{me}/disable", second).status_code == 200
+    error_of(admin(api, "GET", "/api/users"), 401, "not_authenticated")
+
+
+def test_unlock_lifts_a_lockout_before_it_runs_out(api: Api) -> None:
+    for _ in range(5):
+        error_of(token_for(api, "water_affairs", "wrong-password"), 401, "authentication_failed")
+    error_of(token_for(api, "water_affairs"), 429, "account_locked")
+    target = user_id(api, "water_affairs")
+    listed = next(u for u in admin(api, "GET", "/api/users").json()["items"] if u["id"] == target)
+    assert listed["locked"] is True
+    assert admin(api, "POST", f"/api/users/{target}/unlock").json()["locked"] is False
+    assert token_for(api, "water_affairs").status_code == 200
+    assert ("user.unlocked", {"username": "water_affairs", "was_locked": True}) in \
+        [(a, d) for _, a, d in audit_actions("water_affairs")]
+
+
+def test_a_new_password_ends_the_old_ones_sessions_and_is_never_recorded(api: Api) -> None:
+    old_bearer = api.tokens["public_security"]
+    target = user_id(api, "public_security")
+    response = admin(api, "POST", f"/api/users/{target}/password", json={"password": NEW_PASSWORD})
+    assert response.status_code == 200 and response.json()["revoked"] >= 1
+    error_of(api.server.request("GET", "/api/tasks", old_bearer), 401)
+    error_of(token_for(api, "public_security"), 401, "authentication_failed")
+    assert token_for(api, "public_security", NEW_PASSWORD).status_code == 200
+    error_of(admin(api, "POST", f"/api/users/{target}/password", json={"password": "short"}), 422)
+    trail = admin(api, "GET", "/api/audit?limit=500").text
+    assert NEW_PASSWORD not in trail and PASSWORD not in trail
+
+
+def test_revoking_a_users_tokens_leaves_the_account_usable(api: Api) -> None:
+    tokens = [issued_token("manager") for _ in range(3)]
+    target = user_id(api, "manager")
+    assert admin(api, "POST", f"/api/users/{target}/revoke-tokens").json()["revoked"] >= 3
+    for token in tokens:
+        error_of(api.server.request("GET", "/api/auth/me", token), 401)
+    assert token_for(api, "manager").status_code == 200
+
+
+def test_the_audit_trail_lists_logins_and_changes_newest_first_with_filters(api: Api) -> None:
+    error_of(token_for(api, "office", "wrong-password"), 401)
+    assert token_for(api, "office").status_code == 200
+    admin(api, "POST", f"/api/users/{user_id(api, 'manager')}/revoke-tokens")
+    everything = admin(api, "GET", "/api/audit?limit=500").json()
+    ids = [e["id"] for e in everything["items"]]
+    assert ids == sorted(ids, reverse=True) and everything["total"] == len(ids)
+    logins = admin(api, "GET", "/api/audit?action=login&limit=500").json()["items"]
+    assert {e["action"] for e in logins} >= {"login", "login.failed"}
+    assert all(e["action"] == "login" or e["action"].startswith("login.") for e in logins)
+    # A family is a whole word: `log` finds nothing; `_` and `%` are literal, not wildcards.
+    for pattern in ("log", "login_", "%", "login%"):
+        assert admin(api, "GET", f"/api/audit?action={pattern}").json()["total"] == 0, pattern
+    mine = admin(api, "GET", "/api/audit?actor=user:admin&limit=500").json()["items"]
+    assert mine and {e["actor"] for e in mine} == {"user:admin"} and mine[0]["action"] == "tokens.revoked"
+    first, second = (admin(api, "GET", f"/api/audit?limit=2&offset={n}").json()["items"] for n in (0, 2))
+    assert [e["id"] for e in first + second] == ids[:4]
+    newest = everything["items"][0]["at"]
+    assert admin(api, "GET", "/api/audit", params={"since": newest}).json()["total"] >= 1
+    assert admin(api, "GET", "/api/audit", params={"since": "2999-01-01T00:00:00+08:00"}).json()["total"] == 0
+    error_of(admin(api, "GET", "/api/audit?since=yesterday"), 422)
+
+
+runner = CliRunner()
+
+
+def baton(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(cli, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+@pytest.mark.usefixtures("baton")
+def test_baton_users_administers_from_a_terminal() -> None:
+    make_user("desk1", "office")
+    make_user("root1", "admin")
+    issued_token("desk1")
+    code, out = baton("users", "disable", "desk1", "--reason", "换岗")
+    assert code == 0 and "1 token(s)" in out, out
+    code, out = baton("users", "list")
+    assert re.search(r"desk1 .*office .*no", out), out
+    code, out = baton("users", "enable", "desk1")
+    assert code == 0
+    code, out = baton("users", "password", "desk1", "--password-stdin", stdin=NEW_PASSWORD + "\n")
+    assert code == 0 and "password of desk1 set" in out
+    code, out = baton("users", "password", "desk1")
+    assert code == 2 and "--password-stdin" in out
+    code, out = baton("users", "unlock", "nobody")
+    assert code == 1 and "[not_found]" in out and "no user 'nobody'" in out
+    code, out = baton("users", "disable", "root1")
+    assert code == 1 and "[user_state_conflict]" in out and "last active administrator" in out
+    code, out = baton("users", "revoke-tokens", "desk1")
+    assert code == 0 and "0 token(s)" in out
+    code, out = baton("users", "audit", "--action", "user")
+    assert code == 0 and "user.disabled" in out and "user.password_set" in out and "user.enabled" in out
+    assert "换岗" in out and NEW_PASSWORD not in out
+    assert "tokens.revoked" not in out  # another family
