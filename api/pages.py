@@ -800,6 +800,131 @@ def review_analytics(request: Request, principal: PagePrincipal, session: Sessio
                         departments=[(d.key, d.name) for d in registry().departments])
 
 
+# -- administration (admins only: users and the audit trail; the same services as /api/users) ----------------
+ADMIN_ACTIONS = ("disable", "enable", "unlock", "revoke-tokens", "password")
+AUDIT_PAGE = 100
+
+
+def _admin_users_page(request: Request, principal: Principal, session: Session, *, notice: str | None = None,
+                      problem: str | None = None, detail: str = "", values: dict[str, str] | None = None,
+                      status_code: int = 200) -> HTMLResponse:
+    from core.users import list_users
+
+    now = utcnow()
+    rows = [{"user": u, "locked": u.locked_until is not None and u.locked_until > now} for u in list_users(session)]
+    defaults = {"username": "", "display_name": "", "role": "department", "department": ""}
+    return page(request, principal, "admin_users.html", status_code, users=rows, notice=notice, problem=problem,
+                detail=detail, values={**defaults, **(values or {})},
+                departments=[(d.key, d.name) for d in registry().departments])
+
+
+@router.get("/admin/users")
+def admin_users(request: Request, principal: PagePrincipal, session: SessionDep,
+                done: str | None = None) -> HTMLResponse:
+    need(principal, Role.admin)
+    notice = done if done in (*ADMIN_ACTIONS, "added") else None
+    return _admin_users_page(request, principal, session, notice=notice)
+
+
+@router.post("/admin/users")
+def admin_add_user(request: Request, principal: PagePrincipal, session: SessionDep, form: Form) -> Response:
+    from core.users import UserInvalid, add_user
+
+    need(principal, Role.admin)
+    checked_form(principal, form)
+    values = {name: field(form, name).strip() for name in ("username", "display_name", "role", "department")}
+    try:
+        add_user(session, username=values["username"], role=values["role"], department=values["department"] or None,
+                 password=field(form, "password"), display_name=values["display_name"][:100], actor=principal.actor)
+    except UserInvalid as exc:
+        session.rollback()
+        return _admin_users_page(request, principal, session, problem=exc.code, detail=exc.message, values=values,
+                                 status_code=422)
+    session.commit()
+    return redirect("/admin/users?done=added")
+
+
+def _admin_action(request: Request, principal: Principal, session: Session, form: FormData, user_id: str,
+                  action: str) -> Response:
+    from core import users
+
+    need(principal, Role.admin)
+    checked_form(principal, form)
+    target = users.get_user(session, user_id=user_id)
+    try:
+        if action == "disable":
+            users.disable_user(session, user_id=target.id, actor=principal.actor,
+                               reason=field(form, "reason").strip()[:2000] or None)
+        elif action == "enable":
+            users.enable_user(session, user_id=target.id, actor=principal.actor)
+        elif action == "unlock":
+            users.unlock_user(session, user_id=target.id, actor=principal.actor)
+        elif action == "revoke-tokens":
+            users.revoke_all(session, user_id=target.id, actor=principal.actor)
+        else:
+            users.set_password(session, user_id=target.id, password=field(form, "password"), actor=principal.actor)
+    except (users.UserInvalid, users.UserStateConflict) as exc:
+        session.rollback()
+        invalid = isinstance(exc, users.UserInvalid)
+        return _admin_users_page(request, principal, session, problem="password" if invalid else exc.code,
+                                 detail=exc.message, status_code=422 if invalid else 409)
+    session.commit()
+    if action in ("disable", "revoke-tokens", "password") and target.id == principal.user.id:
+        return redirect("/login")  # the admin's own session ended with the others
+    return redirect(f"/admin/users?done={action}")
+
+
+@router.post("/admin/users/{user_id}/disable")
+def admin_disable(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                  form: Form) -> Response:
+    return _admin_action(request, principal, session, form, user_id, "disable")
+
+
+@router.post("/admin/users/{user_id}/enable")
+def admin_enable(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                 form: Form) -> Response:
+    return _admin_action(request, principal, session, form, user_id, "enable")
+
+
+@router.post("/admin/users/{user_id}/unlock")
+def admin_unlock(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                 form: Form) -> Response:
+    return _admin_action(request, principal, session, form, user_id, "unlock")
+
+
+@router.post("/admin/users/{user_id}/revoke-tokens")
+def admin_revoke_tokens(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                        form: Form) -> Response:
+    return _admin_action(request, principal, session, form, user_id, "revoke-tokens")
+
+
+@router.post("/admin/users/{user_id}/password")
+def admin_password(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                   form: Form) -> Response:
+    return _admin_action(request, principal, session, form, user_id, "password")
+
+
+@router.get("/admin/audit")
+def admin_audit(request: Request, principal: PagePrincipal, session: SessionDep, action: str = "", actor: str = "",
+                offset: str = "0") -> HTMLResponse:
+    from urllib.parse import urlencode
+
+    from core.users import list_audit
+
+    need(principal, Role.admin)
+    action, actor = action.strip()[:64], actor.strip()[:100]
+    at = min(int(offset), 10**9) if offset.isdigit() else 0  # a bad offset is the first page, not an error
+    found = list_audit(session, action=action or None, actor=actor or None, limit=AUDIT_PAGE, offset=at)
+
+    def link(start: int) -> str:
+        query = {k: v for k, v in (("action", action), ("actor", actor)) if v}
+        return "/admin/audit?" + urlencode({**query, "offset": start})
+
+    return page(request, principal, "admin_audit.html", events=found.items, total=found.total, action=action,
+                actor=actor, newer=link(max(0, at - AUDIT_PAGE)) if at else None,
+                older=link(at + AUDIT_PAGE) if at + AUDIT_PAGE < found.total else None)
+
+
 # -- API reference (logged-in users; FastAPI's interactive docs, reading the authenticated /openapi.json) -----
 @router.get("/docs")
 def api_docs(principal: PagePrincipal) -> HTMLResponse:

@@ -249,7 +249,7 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, tasks, reports,
-    warnings, signals, deliveries, revoked tokens, users (active, failed logins, lockout, password)."""
+    warnings, signals, deliveries, revoked tokens, users (active, failed logins, lockout)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> int:
             return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
@@ -258,7 +258,8 @@ def fingerprint() -> tuple[Any, ...]:
                              for t in session.exec(select(DepartmentTask)).all()))
         levels = tuple(sorted((i.id, i.level) for i in session.exec(select(Incident)).all()))
         deliveries = tuple(sorted((d.id, d.outcome, d.replays) for d in session.exec(select(OutboundDelivery)).all()))
-        users = tuple(sorted((u.username, u.active, u.failed_logins, u.locked_until is not None, u.password_hash)
+        # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
+        users = tuple(sorted((u.username, u.active, u.failed_logins, u.locked_until is not None)
                              for u in session.exec(select(User)).all()))
         return (count(LedgerEntry), count(Incident), count(LevelChange), count(SituationReport), count(CapAlert),
                 count(Signal), count(AccessToken, col(AccessToken.revoked_at).is_not(None)),

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -70,6 +71,11 @@ def task_form(target: Target) -> dict[str, str]:
     return out
 
 
+def new_user(target: Target) -> dict[str, str]:
+    return {"username": f"desk-{uuid.uuid4().hex[:8]}", "role": "department", "department": "water_affairs",
+            "password": "a-first-password-42", "display_name": "水务值班"}
+
+
 def new_incident(target: Target) -> dict[str, str]:
     return {"type": "flood", "level": "IV", "title": "页面矩阵 access", "key": uuid.uuid4().hex}
 
@@ -84,6 +90,8 @@ MISSING_PAGE = roles(LOGIN, 404, 404, 404, 404, 404)
 OFFICE_FORM = roles(LOGIN, 303, 404, 303, 404, 404)
 DEPT_FORM = roles(LOGIN, 403, 403, 403, 303, 404)
 OFFICE_STEP_FORM = roles(LOGIN, 303, 403, 303, NA, 404)
+ADMIN_PAGE = roles(LOGIN, 404, 404, 200, 404, 404)
+ADMIN_FORM = roles(LOGIN, 404, 404, 303, 404, 404)
 SIGNED_IN = roles(LOGIN, 200, 200, 200, 200, 200)
 ANYONE = roles(200, 200, 200, 200, 200, 200)
 NOBODY = roles(404, 404, 404, 404, 404, 404)
@@ -129,6 +137,17 @@ MATRIX: list[PageCase] = [
              form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
     PageCase("POST", "/incidents/{incident_id}/reports", "unknown", roles(LOGIN, 404, 403, 404, 404, 404),
              form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
+    # Administration: administrators only; for everyone else the pages are not there.
+    PageCase("GET", "/admin/users", "none", ADMIN_PAGE),
+    PageCase("POST", "/admin/users", "none", ADMIN_FORM, form=new_user, writes=True),
+    *[PageCase("POST", f"/admin/users/{{user_id}}/{action}", target,
+               ADMIN_FORM if target != "unknown" else MISSING_PAGE, form=form, writes=True)
+      for action, form, kind in (("disable", {"reason": "调离岗位"}, "user"), ("enable", None, "disabled_user"),
+                                 ("unlock", None, "user"), ("revoke-tokens", None, "user"),
+                                 ("password", {"password": "a-new-password-42"}, "user"))
+      for target in (kind, "unknown")],
+    PageCase("GET", "/admin/audit", "none", ADMIN_PAGE),
+    PageCase("GET", "/admin/audit?action=login&offset=x", "none", ADMIN_PAGE, note="filtered"),
     # The API's own description: for anyone logged in, like every API endpoint.
     PageCase("GET", "/openapi.json", "none", roles(401, 200, 200, 200, 200, 200)),
     PageCase("GET", "/docs", "none", SIGNED_IN),
@@ -241,26 +260,26 @@ def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Ta
             data = {**(case.form(target) if callable(case.form) else case.form or {}),
                     "csrf": "" if anonymous else browsers.csrf(client)}
     before = page_fingerprint()
-    response = client.request(case.method, case.path.format_map(target.params), data=data)
+    requested = case.path.format_map(target.params)
+    response = client.request(case.method, requested, data=data)
     cell.got = response.status_code
-    check_response(cell, response, anonymous and not case.public)
+    check_response(cell, response, anonymous and not case.public, requested)
     matrix.check_change(cell, writes=case.writes, allowed=allowed, changed=page_fingerprint() != before)
     if case.route == ("POST", "/lang"):
         reset_langs()
     return cell
 
 
-def check_response(cell: Cell, response: httpx.Response, sent_to_login: bool) -> None:
+def check_response(cell: Cell, response: httpx.Response, sent_to_login: bool, requested: str) -> None:
     if "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):
         cell.problems.append("no CSP header")
     location = response.headers.get("location", "")
     if sent_to_login and response.status_code == 303:
-        path = cell.case.path.split("?")[0]
-        wanted = "/login?next=" if cell.case.method == "GET" else "/login"
-        if not location.startswith(wanted) or (cell.case.method == "POST" and location != "/login"):
-            cell.problems.append(f"anonymous sent to {location!r}, not the login form")
-        elif cell.case.method == "GET" and "{" not in path and path != "/" and not location.endswith(path):
-            cell.problems.append(f"the login form would not come back to {path} ({location!r})")
+        # A GET comes back to the page asked for (its query too) after the login; a POST to nothing.
+        parts = urlsplit(location)
+        back = parse_qs(parts.query).get("next", [None])[0]
+        if parts.path != "/login" or back != (requested if cell.case.method == "GET" else None):
+            cell.problems.append(f"anonymous sent to {location!r}, not the login form coming back to {requested}")
     kind = response.headers.get("content-type", "")
     if response.status_code >= 400:
         if kind.startswith("text/html"):

@@ -532,10 +532,14 @@ def test_the_api_schema_and_docs_are_for_logged_in_users(api: Api) -> None:
 
 def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api, figures: Say) -> None:
     forms = page_forms()
-    assert {"/login", "/logout", "/office/incidents", "/tasks/{task_id}/complete"} <= set(forms), forms
+    assert {"/login", "/logout", "/office/incidents", "/tasks/{task_id}/complete", "/admin/users",
+            "/admin/users/{user_id}/disable"} <= set(forms), forms
     incident = flood("assessment")
-    known = {"incident_id": incident.id, "task_id": incident.tasks["flood_risk_assessment"]}
-    clients = {"office": page_client(api.server, "office"), "water_affairs": page_client(api.server, "water_affairs")}
+    with session_scope() as session:
+        someone = session.exec(select(User).where(User.username == "meteorology")).one().id
+    known = {"incident_id": incident.id, "task_id": incident.tasks["flood_risk_assessment"], "user_id": someone}
+    clients = {"office": page_client(api.server, "office"), "water_affairs": page_client(api.server, "water_affairs"),
+               "admin": page_client(api.server, "admin")}
     foreign = csrf_of(page_client(api.server, "meteorology"), "/inbox")
     before = fingerprint()
     refused: dict[str, set[int]] = {}
@@ -544,9 +548,10 @@ def test_every_page_form_refuses_a_post_without_its_csrf_token(api: Api, figures
         url = path.format(**{n: known.get(n, str(uuid.uuid4())) for n in names})
         # Each form is sent by a user who may use it (the office, or the department holding the task); a form
         # this test does not know is sent by both, and may also read as missing (404) to one of them.
-        users = ["water_affairs"] if path.startswith("/tasks/") else ["office"]
+        users = ["water_affairs"] if path.startswith("/tasks/") else ["admin"] if path.startswith("/admin/") \
+            else ["office"]
         known_form = all(n in known for n in names) and path.startswith(("/login", "/logout", "/lang", "/office/",
-                                                                          "/tasks/", "/incidents/"))
+                                                                          "/tasks/", "/incidents/", "/admin/"))
         allowed = {403} if known_form else {403, 404}
         for who, client in clients.items():
             if known_form and who not in users:

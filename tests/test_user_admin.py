@@ -196,3 +196,68 @@ def test_baton_users_administers_from_a_terminal() -> None:
     assert code == 0 and "user.disabled" in out and "user.password_set" in out and "user.enabled" in out
     assert "换岗" in out and NEW_PASSWORD not in out
     assert "tokens.revoked" not in out  # another family
+
+
+# -- the administration pages ----------------------------------------------------------------------------
+
+
+def csrf(client: httpx.Client, page: str = "/admin/users") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert found
+    return found.group(1)
+
+
+def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
+    page = page_session(api, "admin")
+    listing = page.get("/admin/users")
+    assert listing.status_code == 200 and 'data-user="meteorology"' in listing.text
+    assert 'href="/admin/users"' in page.get("/office").text  # in the admin's menu
+    assert 'href="/admin/users"' not in page_session(api, "office").get("/office").text
+    me = user_id(api, "admin")
+    assert f'action="/admin/users/{me}/disable"' not in listing.text  # no button to disable oneself
+    # Add a user; a bad one is refused with the reason and the form keeps what was typed.
+    form = {"username": "water9", "display_name": "<script>alert(1)</script>", "role": "department",
+            "department": "water_affairs", "password": NEW_PASSWORD}
+    refused = page.post("/admin/users", data={**form, "department": "", "csrf": csrf(page)})
+    assert refused.status_code == 422 and "用户未保存" in refused.text and 'value="water9"' in refused.text
+    added = page.post("/admin/users", data={**form, "csrf": csrf(page)})
+    assert added.status_code == 303 and added.headers["location"] == "/admin/users?done=added"
+    shown = page.get("/admin/users?done=added").text
+    assert "用户已添加。" in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script>alert" not in shown
+    assert token_for(api, "water9", NEW_PASSWORD).status_code == 200
+    # Disable with a reason: the user's logins end; the audit page shows who did it and why.
+    target = user_id(api, "water9")
+    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "csrf": csrf(page)})
+    assert done.status_code == 303 and done.headers["location"] == "/admin/users?done=disable"
+    error_of(token_for(api, "water9", NEW_PASSWORD), 401)
+    assert 'data-user="water9"' in (text := page.get("/admin/users").text) and "已停用" in text
+    assert page.post(f"/admin/users/{target}/enable", data={"csrf": csrf(page)}).status_code == 303
+    short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": csrf(page)})
+    assert short.status_code == 422 and "密码须为 10 至 1024 个字符。" in short.text
+    own = page.post(f"/admin/users/{me}/disable", data={"csrf": csrf(page)})
+    assert own.status_code == 409 and "未执行" in own.text and "your own account" in own.text
+    audit = page.get("/admin/audit?action=user").text
+    assert 'data-action="user.disabled"' in audit and "调离岗位" in audit and "user:admin" in audit
+    assert 'data-action="login"' not in audit
+    logins = page.get("/admin/audit", params={"action": "login", "actor": "user:admin"}).text
+    assert 'data-action="login"' in logins and 'data-action="user.added"' not in logins
+    # Ending one's own sessions from the page ends this one too: back to the login form.
+    out = page.post(f"/admin/users/{me}/revoke-tokens", data={"csrf": csrf(page)})
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert page.get("/admin/users").headers["location"].startswith("/login")
+
+
+def test_the_audit_page_pages_through_the_trail(api: Api) -> None:
+    for _ in range(4):
+        error_of(token_for(api, "nobody-at-all", "wrong-password"), 401)
+    page = page_session(api, "admin")
+    with_paging = page.get("/admin/audit?action=login").text
+    total = len(re.findall(r'data-action="login', with_paging))
+    assert total >= 5 and "较早" not in with_paging  # all on one page
+    # From an offset: a link back to the newer events, and the rest of them.
+    first = page.get("/admin/audit?action=login&offset=0").text
+    assert 'href="/admin/audit?action=login&amp;offset=' not in first
+    second = page.get("/admin/audit?action=login&offset=2").text
+    assert 'href="/admin/audit?action=login&amp;offset=0"' in second  # "newer"
+    assert len(re.findall(r'data-action="login', second)) == total - 2
+    assert page.get("/admin/audit?offset=not-a-number").status_code == 200
