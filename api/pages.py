@@ -874,34 +874,17 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
     return redirect(f"/admin/users?done={action}")
 
 
-@router.post("/admin/users/{user_id}/disable")
-def admin_disable(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
-                  form: Form) -> Response:
-    return _admin_action(request, principal, session, form, user_id, "disable")
+def _admin_action_route(action: str) -> None:
+    def handler(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
+                form: Form) -> Response:
+        return _admin_action(request, principal, session, form, user_id, action)
+
+    handler.__name__ = f"admin_{action.replace('-', '_')}"
+    router.post(f"/admin/users/{{user_id}}/{action}")(handler)
 
 
-@router.post("/admin/users/{user_id}/enable")
-def admin_enable(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
-                 form: Form) -> Response:
-    return _admin_action(request, principal, session, form, user_id, "enable")
-
-
-@router.post("/admin/users/{user_id}/unlock")
-def admin_unlock(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
-                 form: Form) -> Response:
-    return _admin_action(request, principal, session, form, user_id, "unlock")
-
-
-@router.post("/admin/users/{user_id}/revoke-tokens")
-def admin_revoke_tokens(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
-                        form: Form) -> Response:
-    return _admin_action(request, principal, session, form, user_id, "revoke-tokens")
-
-
-@router.post("/admin/users/{user_id}/password")
-def admin_password(user_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
-                   form: Form) -> Response:
-    return _admin_action(request, principal, session, form, user_id, "password")
+for _action in ADMIN_ACTIONS:
+    _admin_action_route(_action)
 
 
 @router.get("/admin/audit")
