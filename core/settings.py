@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default=Path(".baton"), description="Where the embedded system keeps its files.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under `data_dir`.")
+    # Secret: a PostgreSQL URL holds the password, and settings can end up printed (a traceback, a debugger).
+    database_url: SecretStr | None = Field(default=None,
+                                           description="SQLAlchemy URL; default SQLite under `data_dir`.")
     prefect_api_url: str | None = Field(
         default=None, description="A Prefect server to use; unset, `baton serve` starts one of its own.")
     secret_key: SecretStr | None = Field(
@@ -61,8 +63,8 @@ class Settings(BaseSettings):
     http_timeout: float = 10.0
 
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'baton.db').resolve()}"
 
     def resolved_secret_key(self) -> str:

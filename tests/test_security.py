@@ -707,6 +707,7 @@ def test_secrets_come_from_the_environment_or_mounted_files(tmp_path: Path, monk
         assert settings.endpoints["water_affairs"].secret.get_secret_value() == ENDPOINT_SECRET
         # Shown, the settings hide their secrets.
         assert SECRET_KEY not in repr(settings) and ENDPOINT_SECRET not in repr(settings)
+        assert "pw-from-file" not in repr(settings) and "pw-from-file" not in str(settings.model_dump())
         monkeypatch.setenv("BATON_SECRET_KEY", "from-the-environment")
         get_settings.cache_clear()
         assert get_settings().resolved_secret_key() == "from-the-environment"
