@@ -25,7 +25,7 @@ router = APIRouter(tags=["users"])
 
 
 def public(user: User) -> UserPublic:
-    locked = user.locked_until is not None and user.locked_until.replace(tzinfo=utcnow().tzinfo) > utcnow()
+    locked = user.locked_until is not None and user.locked_until > utcnow()
     return UserPublic(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
                       department=user.department, lang=user.lang, active=user.active, locked=locked,
                       failed_logins=user.failed_logins, created_at=user.created_at)
