@@ -805,6 +805,12 @@ ADMIN_ACTIONS = ("disable", "enable", "unlock", "revoke-tokens", "password")
 AUDIT_PAGE = 100
 
 
+def _reason(exc: BatonError) -> str:
+    """What the page says about a refused change: the service's reason code (the template words it)."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    return str(details.get("reason") or exc.code)
+
+
 def _admin_users_page(request: Request, principal: Principal, session: Session, *, notice: str | None = None,
                       problem: str | None = None, detail: str = "", values: dict[str, str] | None = None,
                       status_code: int = 200) -> HTMLResponse:
@@ -838,8 +844,8 @@ def admin_add_user(request: Request, principal: PagePrincipal, session: SessionD
                  password=field(form, "password"), display_name=values["display_name"][:100], actor=principal.actor)
     except UserInvalid as exc:
         session.rollback()
-        return _admin_users_page(request, principal, session, problem=exc.code, detail=exc.message, values=values,
-                                 status_code=422)
+        return _admin_users_page(request, principal, session, problem=_reason(exc), detail=exc.message,
+                                 values=values, status_code=422)
     session.commit()
     return redirect("/admin/users?done=added")
 
@@ -865,9 +871,8 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
             users.set_password(session, user_id=target.id, password=field(form, "password"), actor=principal.actor)
     except (users.UserInvalid, users.UserStateConflict) as exc:
         session.rollback()
-        invalid = isinstance(exc, users.UserInvalid)
-        return _admin_users_page(request, principal, session, problem="password" if invalid else exc.code,
-                                 detail=exc.message, status_code=422 if invalid else 409)
+        return _admin_users_page(request, principal, session, problem=_reason(exc), detail=exc.message,
+                                 status_code=exc.http_status)
     session.commit()
     if action in ("disable", "revoke-tokens", "password") and target.id == principal.user.id:
         return redirect("/login")  # the admin's own session ended with the others

@@ -58,19 +58,22 @@ def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
 def add_user(session: Session, *, username: str, role: str, password: str, department: str | None = None,
              display_name: str = "", actor: str = "cli:admin", lang: str = "zh") -> User:
     if role not in {r.value for r in Role}:
-        raise UserInvalid(f"role must be one of {', '.join(r.value for r in Role)}, not '{role}'")
+        raise UserInvalid(f"role must be one of {', '.join(r.value for r in Role)}, not '{role}'",
+                          details={"reason": "role"})
     if role == Role.department:
         if not department:
-            raise UserInvalid("a department user needs --department KEY")
+            raise UserInvalid("a department user needs --department KEY", details={"reason": "department_needed"})
         if registry().department(department) is None:
-            raise UserInvalid(f"unknown department '{department}'")
+            raise UserInvalid(f"unknown department '{department}'", details={"reason": "unknown_department"})
     elif department:
-        raise UserInvalid(f"only department users are bound to a department, not a {role} user")
+        raise UserInvalid(f"only department users are bound to a department, not a {role} user",
+                          details={"reason": "department_not_allowed"})
     _check_password(password)
     if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)")
+        raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)",
+                          details={"reason": "username"})
     if session.exec(select(User).where(User.username == username)).first() is not None:
-        raise UserInvalid(f"user '{username}' already exists")
+        raise UserInvalid(f"user '{username}' already exists", details={"reason": "exists"})
     user = User(username=username, role=role, department=department, display_name=display_name or username,
                 password_hash=_hasher.hash(password), lang=lang)
     session.add(user)
@@ -81,9 +84,9 @@ def add_user(session: Session, *, username: str, role: str, password: str, depar
 
 def _check_password(password: str) -> None:
     if len(password) < 10:
-        raise UserInvalid("the password must be at least 10 characters")
+        raise UserInvalid("the password must be at least 10 characters", details={"reason": "password"})
     if len(password) > 1024:
-        raise UserInvalid("the password must be at most 1024 characters")
+        raise UserInvalid("the password must be at most 1024 characters", details={"reason": "password"})
 
 
 def _digest(token: str) -> str:
@@ -245,11 +248,11 @@ def disable_user(session: Session, *, user_id: str, actor: str, reason: str | No
     """Refuse the user's logins from now on and end every token and session they hold; returns how many."""
     user = get_user(session, user_id=user_id)
     if actor == f"user:{user.username}":
-        raise UserStateConflict("you cannot disable your own account")
+        raise UserStateConflict("you cannot disable your own account", details={"reason": "self"})
     if user.role == Role.admin and user.active:
         admins = session.exec(select(User.id).where(User.role == Role.admin, col(User.active).is_(True))).all()
         if len(admins) <= 1:
-            raise UserStateConflict("this is the last active administrator")
+            raise UserStateConflict("this is the last active administrator", details={"reason": "last_admin"})
     revoked = revoke_all(session, user_id=user.id, actor=actor)
     if user.active:
         user.active = False

@@ -57,8 +57,11 @@ def _session_call(fn: Callable[..., T], **kwargs: Any) -> T:
     except BatonError as exc:
         # Escaped: the code in brackets and the message are text, not rich markup.
         err.print(f"[red]error[/red] {escape(f'[{exc.code}]')} {escape(exc.message)}")
-        if exc.details:
-            for item in exc.details if isinstance(exc.details, list) else [exc.details]:
+        details = exc.details
+        if isinstance(details, dict):  # {"reason": code} is for programs and pages; the message says it here
+            details = [f"{k}: {v}" for k, v in details.items() if k != "reason"]
+        if details:
+            for item in details if isinstance(details, list) else [details]:
                 err.print(f"  - {escape(str(item))}")
         raise typer.Exit(1) from None
 

@@ -95,8 +95,8 @@ def test_the_office_cannot_be_locked_out_by_its_own_administrator(api: Api) -> N
     """No administrator disables themselves (through the API the last one standing is always the caller; the
     terminal's refusal of the last one is tested below)."""
     me = user_id(api, "admin")
-    assert "your own account" in error_of(admin(api, "POST", f"/api/users/{me}/disable"), 409,
-                                          "user_state_conflict")["message"]
+    refused = error_of(admin(api, "POST", f"/api/users/{me}/disable"), 409, "user_state_conflict")
+    assert "your own account" in refused["message"] and refused["details"] == {"reason": "self"}
     assert admin(api, "GET", "/api/users").status_code == 200  # still an administrator
     # Another administrator may disable this one; its token ends with it.
     make_user("admin2", "admin")
@@ -219,7 +219,10 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
     form = {"username": "water9", "display_name": "<script>alert(1)</script>", "role": "department",
             "department": "water_affairs", "password": NEW_PASSWORD}
     refused = page.post("/admin/users", data={**form, "department": "", "csrf": csrf(page)})
-    assert refused.status_code == 422 and "用户未保存" in refused.text and 'value="water9"' in refused.text
+    assert refused.status_code == 422 and "部门用户须选择所属部门。" in refused.text
+    assert 'value="water9"' in refused.text
+    taken = page.post("/admin/users", data={**form, "username": "meteorology", "csrf": csrf(page)})
+    assert taken.status_code == 422 and "已有同名用户。" in taken.text
     added = page.post("/admin/users", data={**form, "csrf": csrf(page)})
     assert added.status_code == 303 and added.headers["location"] == "/admin/users?done=added"
     shown = page.get("/admin/users?done=added").text
@@ -235,7 +238,7 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
     short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": csrf(page)})
     assert short.status_code == 422 and "密码须为 10 至 1024 个字符。" in short.text
     own = page.post(f"/admin/users/{me}/disable", data={"csrf": csrf(page)})
-    assert own.status_code == 409 and "未执行" in own.text and "your own account" in own.text
+    assert own.status_code == 409 and "不能停用自己的账号。" in own.text
     audit = page.get("/admin/audit?action=user").text
     assert 'data-action="user.disabled"' in audit and "调离岗位" in audit and "user:admin" in audit
     assert 'data-action="login"' not in audit
