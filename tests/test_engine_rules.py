@@ -220,6 +220,23 @@ def test_database_rejects_update_and_delete_of_ledger_entries(baton: str) -> Non
         assert ledger.verify_incident(session, incident_id).valid
 
 
+@BOTH
+def test_database_rejects_changes_to_the_audit_trail(baton: str) -> None:
+    from core.users import add_user
+
+    with session_scope() as session:
+        add_user(session, username="desk9", role="office", password="a-long-password-1", actor="test:setup")
+    statements = ["UPDATE audit_event SET actor = 'someone else'", "DELETE FROM audit_event"]
+    if baton.startswith("postgresql"):
+        statements.append("TRUNCATE audit_event")
+    for statement in statements:
+        with pytest.raises(Exception, match="append-only"), session_scope() as session:
+            session.execute(text(statement))
+    with session_scope() as session:
+        rows = session.execute(text("SELECT actor, action FROM audit_event")).all()
+    assert [tuple(r) for r in rows] == [("test:setup", "user.added")]
+
+
 def _drop_guard(session: object) -> None:
     from sqlmodel import Session
 
