@@ -77,8 +77,16 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = JSONResponse(errors.error_body("body_too_large", f"the request body is over {limit} bytes"),
-                                status_code=413, headers={**SECURITY_HEADERS, "Connection": "close"})
+        path = str(scope.get("path", ""))
+        response: Response
+        if path.startswith(("/api/", "/public/")) or path == "/openapi.json":
+            response = JSONResponse(errors.error_body("body_too_large", f"the request body is over {limit} bytes"),
+                                    status_code=413)
+        else:
+            # A page's form: a page that says so, in the language the address asks for.
+            lang = "en" if b"lang=en" in (scope.get("query_string") or b"") else "zh"
+            response = pages.too_large_page(path, lang)
+        response.headers.update({**SECURITY_HEADERS, "Connection": "close"})
         await response(scope, receive, send)
 
 

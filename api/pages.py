@@ -85,6 +85,13 @@ def error_page(request: Request, status: int, code: str) -> HTMLResponse:
     return HTMLResponse(html, status_code=status)
 
 
+def too_large_page(path: str, lang: str) -> HTMLResponse:
+    """The page a browser gets when a form it sent is over the body limit (before any session is read)."""
+    context = {"user": None, "csrf": "", "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
+    return HTMLResponse(render("pages/error.html", lang, **context, status=413, code="body_too_large"),
+                        status_code=413)
+
+
 def _query_lang(request: Request) -> str:
     return "en" if request.query_params.get("lang") == "en" else "zh"
 

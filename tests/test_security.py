@@ -103,16 +103,31 @@ def test_oversized_bodies_and_huge_fields_are_refused_with_clear_errors(api: Api
     for who, path, content, kind in (
             ("office", "/api/incidents", b"{" + b" " * big + b"}", "application/json"),
             ("office", "/api/incidents", json.dumps({**NEW_INCIDENT, "title": "x" * big}).encode(), "application/json"),
-            (None, "/api/auth/token", b"username=office&password=" + b"p" * big, "application/x-www-form-urlencoded"),
-            (None, "/login", b"username=office&password=" + b"p" * big, "application/x-www-form-urlencoded"),
-            ("office", "/office/incidents", b"title=" + b"t" * big, "application/x-www-form-urlencoded")):
+            (None, "/api/auth/token", b"username=office&password=" + b"p" * big, "application/x-www-form-urlencoded")):
         response = api.call(who, "POST", path, content=content, headers={"Content-Type": kind})
         error = error_of(response, 413, "body_too_large")
         assert "1000000 bytes" in error["message"]
-    # A multipart upload with one huge part, to a form the pages read.
+    # A page's form gets a page that says so (in the reader's language), not a JSON error.
+    for who, path, content in ((None, "/login", b"username=office&password=" + b"p" * big),
+                               ("office", "/office/incidents", b"title=" + b"t" * big),
+                               (None, "/login?lang=en", b"username=office&password=" + b"p" * big)):
+        response = api.call(who, "POST", path, content=content,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413 and response.headers["content-type"].startswith("text/html"), path
+        said = "What was sent is too large" if "lang=en" in path else "提交的内容过大"
+        assert said in response.text and "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    # A multipart upload with one huge part, to a form the pages read; and one sent in chunks, with no length.
     response = api.call(None, "POST", "/login", files={"username": (None, "office"),
                                                        "password": ("p.bin", b"\0" * big)})
-    error_of(response, 413, "body_too_large")
+    assert response.status_code == 413 and "提交的内容过大" in response.text
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(big // 65_536 + 1):
+            yield b"a" * 65_536
+
+    chunked = api.call("office", "POST", "/api/incidents", content=chunks(),
+                       headers={"Content-Type": "application/json"})
+    error_of(chunked, 413, "body_too_large")
     # Under the body limit, each field has its own, named in the error.
     huge = "长" * 20_000
     cases = [("office", "/api/incidents", {**NEW_INCIDENT, "title": huge}, "title"),
