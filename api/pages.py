@@ -81,15 +81,15 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 def error_page(request: Request, status: int, code: str) -> HTMLResponse:
     principal = getattr(request.state, "principal", None)
     lang = principal.user.lang if isinstance(principal, Principal) else _query_lang(request)
-    html = render("pages/error.html", lang, **_base_context(request, principal, lang), status=status, code=code)
+    html = render("pages/error.html", lang, **_base_context(request.url.path, principal, lang), status=status,
+                  code=code)
     return HTMLResponse(html, status_code=status)
 
 
 def too_large_page(path: str, lang: str) -> HTMLResponse:
     """The page a browser gets when a form it sent is over the body limit (before any session is read)."""
-    context = {"user": None, "csrf": "", "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
-    return HTMLResponse(render("pages/error.html", lang, **context, status=413, code="body_too_large"),
-                        status_code=413)
+    return HTMLResponse(render("pages/error.html", lang, **_base_context(path, None, lang), status=413,
+                               code="body_too_large"), status_code=413)
 
 
 def _query_lang(request: Request) -> str:
@@ -123,16 +123,16 @@ class Helpers(Wording):
         return reads.is_overdue(task)
 
 
-def _base_context(request: Request, principal: Principal | None, lang: str) -> dict[str, Any]:
+def _base_context(path: str, principal: Principal | None, lang: str) -> dict[str, Any]:
     return {"user": principal.user if principal else None,
             "csrf": csrf_token(principal.token.id) if principal else "",
-            "path": request.url.path, "h": Helpers(lang), "notice": None, "now": utcnow()}
+            "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
 
 
 def page(request: Request, principal: Principal, name: str, status_code: int = 200,
          headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     lang = principal.user.lang
-    html = render(f"pages/{name}", lang, **{**_base_context(request, principal, lang), **context})
+    html = render(f"pages/{name}", lang, **{**_base_context(request.url.path, principal, lang), **context})
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
@@ -183,7 +183,7 @@ def redirect(url: str) -> RedirectResponse:
 # -- login, logout, language ------------------------------------------------------------------------
 def _login_page(request: Request, lang: str, nonce: str, *, error: str | None = None, username: str = "",
                 next_url: str = "/", status_code: int = 200) -> HTMLResponse:
-    html = render("pages/login.html", lang, **_base_context(request, None, lang), login_csrf=csrf_token(
+    html = render("pages/login.html", lang, **_base_context(request.url.path, None, lang), login_csrf=csrf_token(
         f"login:{nonce}"), error=error, username=username, next_url=next_url)
     response = HTMLResponse(html, status_code=status_code)
     response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="lax", secure=get_settings().cookie_secure,
@@ -759,7 +759,7 @@ def board_report(incident_id: str, request: Request, principal: PagePrincipal, s
 def _report_page(request: Request, principal: Principal, name: str, status_code: int = 200,
                  **context: Any) -> HTMLResponse:
     lang = principal.user.lang
-    html = render(f"reports/{name}", lang, **{**_base_context(request, principal, lang), **context})
+    html = render(f"reports/{name}", lang, **{**_base_context(request.url.path, principal, lang), **context})
     return HTMLResponse(html, status_code=status_code)
 
 
@@ -821,10 +821,9 @@ def _reason(exc: BatonError) -> str:
 def _admin_users_page(request: Request, principal: Principal, session: Session, *, notice: str | None = None,
                       problem: str | None = None, detail: str = "", values: dict[str, str] | None = None,
                       status_code: int = 200) -> HTMLResponse:
-    from core.users import list_users
+    from core.users import is_locked, list_users
 
-    now = utcnow()
-    rows = [{"user": u, "locked": u.locked_until is not None and u.locked_until > now} for u in list_users(session)]
+    rows = [{"user": u, "locked": is_locked(u)} for u in list_users(session)]
     defaults = {"username": "", "display_name": "", "role": "department", "department": ""}
     return page(request, principal, "admin_users.html", status_code, users=rows, notice=notice, problem=problem,
                 detail=detail, values={**defaults, **(values or {})},

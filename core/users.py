@@ -110,6 +110,11 @@ def _count_failure(session: Session, source: str, now: datetime) -> None:
         session.execute(update(LoginThrottle).where(this).values(blocked_until=now + window))
 
 
+def is_locked(user: User, now: datetime | None = None) -> bool:
+    """Locked out after failed logins, and the lockout has not run out yet."""
+    return user.locked_until is not None and user.locked_until > (now or utcnow())
+
+
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
@@ -137,7 +142,8 @@ def authenticate(session: Session, *, username: str, password: str, source: str 
         _count_failure(session, address, now)
         audit(session, actor=f"anonymous:{source}", action="login.failed", username=username[:64])
         raise AuthenticationFailed("wrong user name or password")
-    if user.locked_until is not None and user.locked_until > now:
+    if is_locked(user, now):
+        assert user.locked_until is not None
         audit(session, actor=f"user:{user.username}", action="login.locked", source=source)
         raise AccountLocked("too many failed logins; try again later",
                             retry_after=_seconds_until(user.locked_until, now))
@@ -250,7 +256,9 @@ def disable_user(session: Session, *, user_id: str, actor: str, reason: str | No
     if actor == f"user:{user.username}":
         raise UserStateConflict("you cannot disable your own account", details={"reason": "self"})
     if user.role == Role.admin and user.active:
-        admins = session.exec(select(User.id).where(User.role == Role.admin, col(User.active).is_(True))).all()
+        # Locked, so that two administrators disabling each other at once cannot leave none.
+        admins = session.exec(select(User.id).where(User.role == Role.admin, col(User.active).is_(True))
+                              .with_for_update()).all()
         if len(admins) <= 1:
             raise UserStateConflict("this is the last active administrator", details={"reason": "last_admin"})
     revoked = revoke_all(session, user_id=user.id, actor=actor)
@@ -275,7 +283,7 @@ def enable_user(session: Session, *, user_id: str, actor: str) -> User:
 def unlock_user(session: Session, *, user_id: str, actor: str) -> User:
     """Lift a lockout after failed logins before it runs out (a desk that must log in now)."""
     user = get_user(session, user_id=user_id)
-    was_locked = user.locked_until is not None and user.locked_until > utcnow()
+    was_locked = is_locked(user)
     if was_locked or user.failed_logins:
         user.failed_logins = 0
         user.locked_until = None

@@ -324,15 +324,12 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
-    from core.models import utcnow
-    from core.users import list_users
+    from core.users import is_locked, list_users
 
     table = Table("user", "name", "role", "department", "active", "locked")
-    now = utcnow()
     for user in _session_call(list_users):
-        locked = user.locked_until is not None and user.locked_until > now
         table.add_row(user.username, user.display_name, user.role, user.department or "",
-                      "yes" if user.active else "no", "yes" if locked else "")
+                      "yes" if user.active else "no", "yes" if is_locked(user) else "")
     console.print(table)
 
 

@@ -9,6 +9,7 @@ engine synchronously against the same database the server uses.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -313,3 +314,22 @@ def api_server_fixture(baton: str) -> Iterator[ApiServer]:
 def api_fixture(api_server: ApiServer) -> Api:
     """The API with the standard users (STANDARD_USERS) and a bearer token for each."""
     return standard_api(api_server)
+
+
+def page_client(server: ApiServer, username: str, password: str = PASSWORD) -> httpx.Client:
+    """A browser-like client logged in through the login form (cookies kept; redirects not followed)."""
+    client = httpx.Client(base_url=server.url, timeout=30)
+    form = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token, form.text[:500]
+    response = client.post("/login", data={"username": username, "password": password, "csrf": token.group(1),
+                                           "next": "/"})
+    assert response.status_code in (200, 303), response.text[:500]
+    assert client.cookies.get("baton_session"), "no session cookie after login"
+    return client
+
+
+def csrf_of(client: httpx.Client, page: str = "/") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert found, f"{page} has no CSRF field"
+    return found.group(1)

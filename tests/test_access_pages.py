@@ -34,11 +34,13 @@ from tests.access_matrix import NA, ROLES, Cell, Row, roles
 from tests.api_server import (
     PASSWORD,
     Api,
+    ApiServer,
     api_fixture,  # noqa: F401
     api_server_fixture,  # noqa: F401
     error_of,
     fingerprint,
     flood,
+    page_client,
 )
 from tests.conftest import Say
 from tests.test_access import Target, build_target
@@ -204,24 +206,16 @@ def reset_langs() -> None:
 class Browsers:
     """A logged-in browser (cookie jar) per user, made through the login form, and CSRF tokens read from pages."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
         self.by_user: dict[str, httpx.Client] = {}
         self.made: list[httpx.Client] = []
 
     def new(self, username: str | None) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, timeout=60, follow_redirects=False)
+        client = page_client(self.server, username) if username else httpx.Client(base_url=self.server.url,
+                                                                                     timeout=30)
         self.made.append(client)
-        if username is not None:
-            response = self.log_in(client, username)
-            assert response.status_code == 303 and client.cookies.get("baton_session"), response.text[:300]
         return client
-
-    def log_in(self, client: httpx.Client, username: str) -> httpx.Response:
-        token = CSRF.search(client.get("/login").text)
-        assert token, "the login form has no CSRF field"
-        return client.post("/login", data={"username": username, "password": PASSWORD, "csrf": token.group(1),
-                                           "next": "/"})
 
     def of(self, username: str | None) -> httpx.Client:
         key = username or ""
@@ -295,7 +289,7 @@ def check_response(cell: Cell, response: httpx.Response, sent_to_login: bool, re
 
 @pytest.fixture
 def browsers(api: Api) -> Iterator[Browsers]:
-    made = Browsers(api.url)
+    made = Browsers(api.server)
     yield made
     made.close()
 

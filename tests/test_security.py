@@ -53,11 +53,13 @@ from tests.api_server import (
     api_fixture,  # noqa: F401
     api_server_fixture,  # noqa: F401
     audit_actions,
+    csrf_of,
     error_of,
     fingerprint,
     flood,
     issued_token,
     make_user,
+    page_client,
     run_api,
     standard_api,
 )
@@ -66,25 +68,6 @@ from tests.receiver import running_receiver
 from tests.servers import PrefectServer
 
 CSP_NEEDS = ("frame-ancestors 'none'", "default-src 'self'")
-
-
-def page_client(server: ApiServer, username: str, password: str = PASSWORD) -> httpx.Client:
-    """A browser-like client logged in through the login form (cookies kept)."""
-    client = httpx.Client(base_url=server.url, timeout=30)
-    form = client.get("/login")
-    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert token, form.text[:500]
-    response = client.post("/login", data={"username": username, "password": password, "csrf": token.group(1),
-                                           "next": "/"})
-    assert response.status_code in (200, 303), response.text[:500]
-    assert client.cookies.get("baton_session"), "no session cookie after login"
-    return client
-
-
-def csrf_of(client: httpx.Client, page: str = "/") -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
-    assert found, f"{page} has no CSRF field"
-    return found.group(1)
 
 
 def assert_still_up(api: Api) -> None:

@@ -19,9 +19,11 @@ from tests.api_server import (
     api_fixture,  # noqa: F401
     api_server_fixture,  # noqa: F401
     audit_actions,
+    csrf_of,
     error_of,
     issued_token,
     make_user,
+    page_client,
 )
 
 NEW_PASSWORD = "a-brand-new-password-7"
@@ -29,15 +31,6 @@ NEW_PASSWORD = "a-brand-new-password-7"
 
 def token_for(api: Api, username: str, password: str = PASSWORD) -> httpx.Response:
     return httpx.post(f"{api.url}/api/auth/token", data={"username": username, "password": password}, timeout=30)
-
-
-def page_session(api: Api, username: str, password: str = PASSWORD) -> httpx.Client:
-    client = httpx.Client(base_url=api.url, timeout=30, follow_redirects=False)
-    form = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
-    assert form
-    response = client.post("/login", data={"username": username, "password": password, "csrf": form.group(1)})
-    assert response.status_code == 303, response.text[:300]
-    return client
 
 
 def user_id(api: Api, username: str) -> str:
@@ -73,7 +66,7 @@ def test_an_administrator_adds_a_user_who_can_then_log_in(api: Api) -> None:
 
 def test_disabling_a_user_ends_their_tokens_and_sessions_at_once(api: Api) -> None:
     bearer = api.tokens["meteorology"]
-    page = page_session(api, "meteorology")
+    page = page_client(api.server, "meteorology")
     assert page.get("/inbox").status_code == 200
     target = user_id(api, "meteorology")
     response = admin(api, "POST", f"/api/users/{target}/disable", json={"reason": "调离岗位"})
@@ -201,43 +194,38 @@ def test_baton_users_administers_from_a_terminal() -> None:
 # -- the administration pages ----------------------------------------------------------------------------
 
 
-def csrf(client: httpx.Client, page: str = "/admin/users") -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
-    assert found
-    return found.group(1)
-
-
 def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
-    page = page_session(api, "admin")
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")  # one a session: it holds for every form of this one
     listing = page.get("/admin/users")
     assert listing.status_code == 200 and 'data-user="meteorology"' in listing.text
     assert 'href="/admin/users"' in page.get("/office").text  # in the admin's menu
-    assert 'href="/admin/users"' not in page_session(api, "office").get("/office").text
+    assert 'href="/admin/users"' not in page_client(api.server, "office").get("/office").text
     me = user_id(api, "admin")
     assert f'action="/admin/users/{me}/disable"' not in listing.text  # no button to disable oneself
     # Add a user; a bad one is refused with the reason and the form keeps what was typed.
     form = {"username": "water9", "display_name": "<script>alert(1)</script>", "role": "department",
             "department": "water_affairs", "password": NEW_PASSWORD}
-    refused = page.post("/admin/users", data={**form, "department": "", "csrf": csrf(page)})
+    refused = page.post("/admin/users", data={**form, "department": "", "csrf": token})
     assert refused.status_code == 422 and "部门用户须选择所属部门。" in refused.text
     assert 'value="water9"' in refused.text
-    taken = page.post("/admin/users", data={**form, "username": "meteorology", "csrf": csrf(page)})
+    taken = page.post("/admin/users", data={**form, "username": "meteorology", "csrf": token})
     assert taken.status_code == 422 and "已有同名用户。" in taken.text
-    added = page.post("/admin/users", data={**form, "csrf": csrf(page)})
+    added = page.post("/admin/users", data={**form, "csrf": token})
     assert added.status_code == 303 and added.headers["location"] == "/admin/users?done=added"
     shown = page.get("/admin/users?done=added").text
     assert "用户已添加。" in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script>alert" not in shown
     assert token_for(api, "water9", NEW_PASSWORD).status_code == 200
     # Disable with a reason: the user's logins end; the audit page shows who did it and why.
     target = user_id(api, "water9")
-    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "csrf": csrf(page)})
+    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "csrf": token})
     assert done.status_code == 303 and done.headers["location"] == "/admin/users?done=disable"
     error_of(token_for(api, "water9", NEW_PASSWORD), 401)
     assert 'data-user="water9"' in (text := page.get("/admin/users").text) and "已停用" in text
-    assert page.post(f"/admin/users/{target}/enable", data={"csrf": csrf(page)}).status_code == 303
-    short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": csrf(page)})
+    assert page.post(f"/admin/users/{target}/enable", data={"csrf": token}).status_code == 303
+    short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": token})
     assert short.status_code == 422 and "密码须为 10 至 1024 个字符。" in short.text
-    own = page.post(f"/admin/users/{me}/disable", data={"csrf": csrf(page)})
+    own = page.post(f"/admin/users/{me}/disable", data={"csrf": token})
     assert own.status_code == 409 and "不能停用自己的账号。" in own.text
     audit = page.get("/admin/audit?action=user").text
     assert 'data-action="user.disabled"' in audit and "调离岗位" in audit and "user:admin" in audit
@@ -245,7 +233,7 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
     logins = page.get("/admin/audit", params={"action": "login", "actor": "user:admin"}).text
     assert 'data-action="login"' in logins and 'data-action="user.added"' not in logins
     # Ending one's own sessions from the page ends this one too: back to the login form.
-    out = page.post(f"/admin/users/{me}/revoke-tokens", data={"csrf": csrf(page)})
+    out = page.post(f"/admin/users/{me}/revoke-tokens", data={"csrf": token})
     assert out.status_code == 303 and out.headers["location"] == "/login"
     assert page.get("/admin/users").headers["location"].startswith("/login")
 
@@ -253,7 +241,7 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
 def test_the_audit_page_pages_through_the_trail(api: Api) -> None:
     for _ in range(4):
         error_of(token_for(api, "nobody-at-all", "wrong-password"), 401)
-    page = page_session(api, "admin")
+    page = page_client(api.server, "admin")
     with_paging = page.get("/admin/audit?action=login").text
     total = len(re.findall(r'data-action="login', with_paging))
     assert total >= 5 and "较早" not in with_paging  # all on one page

@@ -19,15 +19,14 @@ from api.schemas import (
     UserPublic,
 )
 from core import users
-from core.models import User, utcnow
+from core.models import User
 
 router = APIRouter(tags=["users"])
 
 
 def public(user: User) -> UserPublic:
-    locked = user.locked_until is not None and user.locked_until > utcnow()
     return UserPublic(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
-                      department=user.department, lang=user.lang, active=user.active, locked=locked,
+                      department=user.department, lang=user.lang, active=user.active, locked=users.is_locked(user),
                       failed_logins=user.failed_logins, created_at=user.created_at)
 
 
