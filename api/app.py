@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, pages
 from api.deps import CurrentUser
 from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks, users
-from core.settings import get_settings
+from core.platform.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 

@@ -12,11 +12,11 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from api.errors import ApiError
-from core.db import get_engine
-from core.incidents import COMMAND
-from core.models import AccessToken, Role, User
-from core.settings import get_settings
-from core.users import user_for_token
+from core.incidents.service import COMMAND
+from core.platform.db import get_engine
+from core.platform.settings import get_settings
+from core.users.models import AccessToken, Role, User
+from core.users.service import user_for_token
 
 SESSION_COOKIE = "baton_session"
 CSRF_HEADER = "X-CSRF-Token"

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.db import outage_reason
-from core.errors import BatonError
+from core.platform.db import outage_reason
+from core.platform.errors import BatonError
 
 log = logging.getLogger("baton.api")
 HTTP_CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",

@@ -1,7 +1,7 @@
 """Server-rendered pages for the emergency office, departments and managers.
 
 They call the same core services as the JSON API (never the API over HTTP), keep a session in an HttpOnly
-cookie, check a CSRF token on every POST, render through the one Jinja environment (`core.templating`) in
+cookie, check a CSRF token on every POST, render through the one Jinja environment (`core.platform.templating`) in
 the reader's language, and are built for a phone as much as for a desk.
 """
 
@@ -28,16 +28,26 @@ from starlette.datastructures import FormData
 
 from api.deps import SESSION_COOKIE, Principal, SessionDep, check_csrf, csrf_token
 from api.errors import ApiError
-from core import handoffs, reads
-from core.errors import BatonError, FormInvalid, TaskStateConflict
-from core.incidents import COMMAND, change_level, open_incident
-from core.models import DepartmentTask, Incident, Role, TaskStatus, utcnow
-from core.plans import current_plans, list_types, plan_for_version, registry
-from core.settings import get_settings
-from core.templating import render
-from core.timeline_svg import render_timeline
-from core.users import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke, set_lang, user_for_token
-from core.wording import Wording
+from core.incidents import handoffs, reads
+from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.service import COMMAND, change_level, open_incident
+from core.learning.timeline_svg import render_timeline
+from core.plans.store import current_plans, list_types, plan_for_version, registry
+from core.plans.wording import Wording
+from core.platform.clock import utcnow
+from core.platform.errors import BatonError, FormInvalid, TaskStateConflict
+from core.platform.settings import get_settings
+from core.platform.templating import render
+from core.users.models import Role
+from core.users.service import (
+    AccountLocked,
+    AuthenticationFailed,
+    authenticate,
+    issue_token,
+    revoke,
+    set_lang,
+    user_for_token,
+)
 from process_defs.schema import LEVELS, FieldType, Step
 
 LOGIN_COOKIE = "baton_login"
@@ -699,7 +709,7 @@ def review_incident(incident_id: str, request: Request, principal: PagePrincipal
     lang = principal.user.lang
     helpers = Helpers(lang)
     names = {d.key: helpers.t(d.name) for d in registry().departments}
-    # The SVG is built by escaping every text it holds (core.timeline_svg); nothing else is marked safe.
+    # The SVG is built by escaping every text it holds (core.learning.timeline_svg); nothing else is marked safe.
     svg = Markup(render_timeline(timeline, lang=lang, now=utcnow(), tz=get_settings().timezone,
                                  department_names=names))
     plan = plan_for_version(session, incident.plan_version_id)
@@ -712,7 +722,7 @@ def review_incident(incident_id: str, request: Request, principal: PagePrincipal
 
 # -- situation board ----------------------------------------------------------------------------------------
 def _board_context(session: Session, principal: Principal, incident_id: str) -> dict[str, Any]:
-    from core.board import board
+    from core.sharing.board import board
 
     reader = None if principal.sees_all else principal.user.department
     incident = reads.get_incident(session, incident_id, reader)
@@ -735,7 +745,7 @@ def board_items(incident_id: str, request: Request, principal: PagePrincipal, se
 @router.post("/incidents/{incident_id}/reports")
 def board_report(incident_id: str, request: Request, principal: PagePrincipal, session: SessionDep,
                  form: Form) -> Response:
-    from core.board import ReportInvalid, post_report
+    from core.sharing.board import ReportInvalid, post_report
 
     checked_form(principal, form)
     if principal.acts_for is None:
@@ -765,7 +775,7 @@ def _report_page(request: Request, principal: Principal, name: str, status_code:
 
 @router.get("/review/incidents/{incident_id}/report")
 def review_report(incident_id: str, request: Request, principal: PagePrincipal, session: SessionDep) -> Response:
-    from core.after_action import build_report, report_context
+    from core.learning.after_action import build_report, report_context
 
     need(principal, Role.office, Role.manager, Role.admin)
     report = build_report(session, incident_id=incident_id)
@@ -776,8 +786,8 @@ def review_report(incident_id: str, request: Request, principal: PagePrincipal, 
 def review_analytics(request: Request, principal: PagePrincipal, session: SessionDep) -> Response:
     from urllib.parse import urlencode
 
-    from core import analytics
-    from core.after_action import ReportText
+    from core.learning import analytics
+    from core.learning.after_action import ReportText
 
     need(principal, Role.office, Role.manager, Role.admin)
     query = request.query_params
@@ -821,7 +831,7 @@ def _reason(exc: BatonError) -> str:
 def _admin_users_page(request: Request, principal: Principal, session: Session, *, notice: str | None = None,
                       problem: str | None = None, detail: str = "", values: dict[str, str] | None = None,
                       status_code: int = 200) -> HTMLResponse:
-    from core.users import is_locked, list_users
+    from core.users.service import is_locked, list_users
 
     rows = [{"user": u, "locked": is_locked(u)} for u in list_users(session)]
     defaults = {"username": "", "display_name": "", "role": "department", "department": ""}
@@ -840,7 +850,7 @@ def admin_users(request: Request, principal: PagePrincipal, session: SessionDep,
 
 @router.post("/admin/users")
 def admin_add_user(request: Request, principal: PagePrincipal, session: SessionDep, form: Form) -> Response:
-    from core.users import UserInvalid, add_user
+    from core.users.service import UserInvalid, add_user
 
     need(principal, Role.admin)
     checked_form(principal, form)
@@ -858,7 +868,7 @@ def admin_add_user(request: Request, principal: PagePrincipal, session: SessionD
 
 def _admin_action(request: Request, principal: Principal, session: Session, form: FormData, user_id: str,
                   action: str) -> Response:
-    from core import users
+    from core.users import service as users
 
     need(principal, Role.admin)
     checked_form(principal, form)
@@ -903,7 +913,7 @@ def admin_audit(request: Request, principal: PagePrincipal, session: SessionDep,
                 offset: str = "0") -> HTMLResponse:
     from urllib.parse import urlencode
 
-    from core.users import list_audit
+    from core.users.service import list_audit
 
     need(principal, Role.admin)
     action, actor = action.strip()[:64], actor.strip()[:100]

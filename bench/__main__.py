@@ -38,7 +38,7 @@ from rich.table import Table
 
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
-from core.simulation import sample_value
+from core.learning.simulation import sample_value
 from process_defs.schema import FormField
 
 console = Console()
@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir.chmod(0o755)
     os.environ["BATON_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
 
     get_settings.cache_clear()
     results: dict[str, Any] = {"config": vars(args)}
@@ -295,9 +295,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          api_port=free_port(), prefect_port=free_port(), pg_port=free_port())
     get_settings.cache_clear()
     try:
-        from core.db import session_scope
-        from core.plans import current_plan_text, parse_plan_text
-        from core.users import add_user
+        from core.plans.store import current_plan_text, parse_plan_text
+        from core.platform.db import session_scope
+        from core.users.service import add_user
 
         plan = parse_plan_text(current_plan_text("flood"), "flood.yaml")
         departments = sorted({s.department for _, s in plan.steps() if s.kind == "human"} - {"emergency_office"})

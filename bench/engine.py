@@ -58,8 +58,8 @@ def main() -> None:
         os.environ["BATON_DATABASE_URL"] = cluster.create_database("baton")
         cluster.create_database("prefect")
         prefect_db = f"postgresql+asyncpg://postgres@127.0.0.1:{cluster.port}/prefect"
-    from core.migrate import upgrade
-    from core.settings import get_settings
+    from core.platform.migrate import upgrade
+    from core.platform.settings import get_settings
 
     get_settings.cache_clear()
     upgrade()
@@ -85,10 +85,10 @@ def run(args: argparse.Namespace, stack: Any, cluster: Any) -> dict[str, Any]:
     from sqlmodel import col, func, select
 
     from bench.procinfo import tree_of, usage
-    from core.db import session_scope
-    from core.handoffs import complete
-    from core.incidents import open_incident
-    from core.models import DepartmentTask, TaskStatus
+    from core.incidents.handoffs import complete
+    from core.incidents.models import DepartmentTask, TaskStatus
+    from core.incidents.service import open_incident
+    from core.platform.db import session_scope
 
     def open_one(i: int) -> str:
         with session_scope() as session:

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.errors import BatonError
-from core.settings import get_settings
+from core.platform.errors import BatonError
+from core.platform.settings import get_settings
 from process_defs.cli import app as defs_app
 
 app = typer.Typer(help="Baton: multi-department emergency response, every handoff accounted for.",
@@ -47,8 +47,8 @@ T = TypeVar("T")
 
 def _session_call(fn: Callable[..., T], **kwargs: Any) -> T:
     """Run a service in one transaction; domain errors become a clear message and exit code 1."""
-    from core.db import session_scope
-    from core.migrate import upgrade
+    from core.platform.db import session_scope
+    from core.platform.migrate import upgrade
 
     upgrade()
     try:
@@ -69,7 +69,7 @@ def _session_call(fn: Callable[..., T], **kwargs: Any) -> T:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database to the latest schema."""
-    from core.migrate import current_revision, upgrade
+    from core.platform.migrate import current_revision, upgrade
 
     upgrade()
     console.print(f"database at revision {current_revision()}: {get_settings().resolved_database_url()}")
@@ -97,7 +97,7 @@ def incident_open(
     actor: Annotated[str, typer.Option(help="Who opens it.")] = "cli:office",
 ) -> None:
     """Open an incident; a running worker starts its flow."""
-    from core.incidents import open_incident
+    from core.incidents.service import open_incident
 
     opened = _session_call(open_incident, type_key=type_key, title=title, level=level, location_name=location,
                            drill=drill, actor=actor)
@@ -108,7 +108,7 @@ def incident_open(
 def incident_list() -> None:
     from sqlmodel import col, select
 
-    from core.models import Incident
+    from core.incidents.models import Incident
 
     rows = _session_call(lambda s: list(s.exec(select(Incident).order_by(col(Incident.created_at).desc())
                                                .limit(200)).all()))
@@ -121,8 +121,8 @@ def incident_list() -> None:
 
 @incident_app.command("show")
 def incident_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
-    from core.engine import latest_tasks
-    from core.incidents import find_incident
+    from core.incidents.engine import latest_tasks
+    from core.incidents.service import find_incident
 
     def load(session: Any) -> tuple[Any, list[Any]]:
         incident = find_incident(session, ref)
@@ -146,7 +146,7 @@ def incident_level(
     reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
     actor: Annotated[str, typer.Option()] = "cli:office",
 ) -> None:
-    from core.incidents import change_level, find_incident
+    from core.incidents.service import change_level, find_incident
 
     incident = _session_call(lambda s: change_level(s, incident_id=find_incident(s, ref).id, level=level,
                                                     actor=actor, reason=reason))
@@ -162,8 +162,8 @@ def task_list(
 ) -> None:
     from sqlmodel import col, select
 
-    from core.incidents import find_incident
-    from core.models import OPEN_STATUSES, DepartmentTask, Incident
+    from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident
+    from core.incidents.service import find_incident
 
     def load(session: Any) -> list[Any]:
         query = select(DepartmentTask, Incident.code).join(Incident, col(Incident.id) == DepartmentTask.incident_id)
@@ -184,7 +184,7 @@ def task_list(
 
 @task_app.command("ack")
 def task_ack(task_id: str, actor: Annotated[str, typer.Option()] = "cli:department") -> None:
-    from core.handoffs import acknowledge
+    from core.incidents.handoffs import acknowledge
 
     task = _session_call(acknowledge, task_id=task_id, actor=actor)
     console.print(f"acknowledged {task.step_key} ({task.department})")
@@ -197,7 +197,7 @@ def task_complete(
     note: Annotated[str | None, typer.Option()] = None,
     actor: Annotated[str, typer.Option()] = "cli:department",
 ) -> None:
-    from core.handoffs import complete
+    from core.incidents.handoffs import complete
 
     text = Path(outputs[1:]).read_text(encoding="utf-8") if outputs.startswith("@") else outputs
     try:
@@ -212,7 +212,7 @@ def task_complete(
 @task_app.command("hand-back")
 def task_hand_back(task_id: str, reason: Annotated[str, typer.Option()],
                    actor: Annotated[str, typer.Option()] = "cli:department") -> None:
-    from core.handoffs import hand_back
+    from core.incidents.handoffs import hand_back
 
     task = _session_call(hand_back, task_id=task_id, actor=actor, reason=reason)
     console.print(f"handed back {task.step_key} ({task.department})")
@@ -226,9 +226,9 @@ def ledger_verify(
     """Check the hash chain; name the first bad entry. Exit 1 if any chain is broken."""
     from sqlmodel import select
 
-    from core.incidents import find_incident
-    from core.ledger import verify_incident
-    from core.models import Incident
+    from core.incidents.models import Incident
+    from core.incidents.service import find_incident
+    from core.ledger.chain import verify_incident
 
     def run(session: Any) -> list[tuple[str, Any]]:
         incidents = [find_incident(session, ref)] if ref else list(session.exec(select(Incident)).all())
@@ -255,7 +255,7 @@ def ledger_export(
     actor: Annotated[str, typer.Option(help="Who exports (recorded in the signed seal).")] = "cli:admin",
 ) -> None:
     """Export ledger chains with a digest signed by Baton (Ed25519), for offline checking by a third party."""
-    from core.ledger_export import ExportError, build_export, write_export
+    from core.ledger.export import ExportError, build_export, write_export
 
     try:
         export = _session_call(build_export, incident_ref=ref, exported_by=actor)
@@ -275,7 +275,7 @@ def ledger_check_export(
     public_key: Annotated[Path, typer.Option(help="Baton's public key (PEM) that you trust.")],
 ) -> None:
     """Check an export offline (no database): every chain, the seal and the signature. Exit 1 if broken."""
-    from core.ledger_export import ExportError, describe, verify_file
+    from core.ledger.export import ExportError, describe, verify_file
 
     try:
         check = verify_file(file, public_key)
@@ -290,8 +290,8 @@ def ledger_check_export(
 
 @ledger_app.command("show")
 def ledger_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
-    from core.incidents import find_incident
-    from core.ledger import read_chain
+    from core.incidents.service import find_incident
+    from core.ledger.chain import read_chain
 
     entries = _session_call(lambda s: read_chain(s, find_incident(s, ref).id))
     table = Table("seq", "time (UTC)", "kind", "actor", "from", "to", "step", "hash")
@@ -311,7 +311,7 @@ def users_add(
     display_name: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Add a user. The password comes from stdin (never from the command line, where `ps` would show it)."""
-    from core.users import add_user
+    from core.users.service import add_user
 
     if not password_stdin:
         err.print("[red]error[/red] give the password on stdin with --password-stdin")
@@ -324,7 +324,7 @@ def users_add(
 
 @users_app.command("list")
 def users_list() -> None:
-    from core.users import is_locked, list_users
+    from core.users.service import is_locked, list_users
 
     table = Table("user", "name", "role", "department", "active", "locked")
     for user in _session_call(list_users):
@@ -338,7 +338,7 @@ CLI_ADMIN = "cli:admin"
 
 def _for_user(username: str, action: Callable[..., T], **kwargs: Any) -> T:
     """Run an administration service on the user named `username` (the services take ids)."""
-    from core.users import user_named
+    from core.users.service import user_named
 
     def run(session: Any, **given: Any) -> T:
         return action(session, user_id=user_named(session, username=username).id, **given)
@@ -350,7 +350,7 @@ def _for_user(username: str, action: Callable[..., T], **kwargs: Any) -> T:
 def users_disable(name: Annotated[str, typer.Argument(help="User name.")],
                   reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None) -> None:
     """Refuse the user's logins and end every token and page session they hold."""
-    from core.users import disable_user
+    from core.users.service import disable_user
 
     revoked = _for_user(name, disable_user, actor=CLI_ADMIN, reason=reason)
     console.print(f"disabled {name}; {revoked} token(s) and session(s) ended")
@@ -358,7 +358,7 @@ def users_disable(name: Annotated[str, typer.Argument(help="User name.")],
 
 @users_app.command("enable")
 def users_enable(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
-    from core.users import enable_user
+    from core.users.service import enable_user
 
     _for_user(name, enable_user, actor=CLI_ADMIN)
     console.print(f"enabled {name}")
@@ -367,7 +367,7 @@ def users_enable(name: Annotated[str, typer.Argument(help="User name.")]) -> Non
 @users_app.command("unlock")
 def users_unlock(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Lift a lockout after failed logins before it runs out."""
-    from core.users import unlock_user
+    from core.users.service import unlock_user
 
     _for_user(name, unlock_user, actor=CLI_ADMIN)
     console.print(f"unlocked {name}")
@@ -376,7 +376,7 @@ def users_unlock(name: Annotated[str, typer.Argument(help="User name.")]) -> Non
 @users_app.command("revoke-tokens")
 def users_revoke_tokens(name: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """End every token and page session of the user (a lost phone, a laptop left logged in)."""
-    from core.users import revoke_all
+    from core.users.service import revoke_all
 
     revoked = _for_user(name, revoke_all, actor=CLI_ADMIN)
     console.print(f"{revoked} token(s) and session(s) of {name} ended")
@@ -388,7 +388,7 @@ def users_password(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Set a new password (from stdin); the old one's tokens and sessions end and any lockout is lifted."""
-    from core.users import set_password
+    from core.users.service import set_password
 
     if not password_stdin:
         err.print("[red]error[/red] give the password on stdin with --password-stdin")
@@ -407,7 +407,7 @@ def users_audit(
     """The audit trail of logins and administrative changes, newest first."""
     from zoneinfo import ZoneInfo
 
-    from core.users import list_audit
+    from core.users.service import list_audit
 
     page = _session_call(list_audit, action=action, actor=actor, limit=limit)
     zone = ZoneInfo(get_settings().timezone)
@@ -421,7 +421,7 @@ def users_audit(
 @signals_app.command("add-source")
 def signals_add_source(name: Annotated[str, typer.Argument(help="Source name, e.g. hydrology_network.")]) -> None:
     """Register a monitoring source and print its API key (shown once; only a digest is stored)."""
-    from core.signals import add_source
+    from core.signals.intake import add_source
 
     key = _session_call(add_source, name=name, actor="cli:admin")
     console.print(f"source {name} added; its API key (send as X-Api-Key): {key}")
@@ -440,7 +440,7 @@ def serve(
     API with the pages, until Ctrl-C. Settings come from BATON_* environment variables."""
     import time
 
-    from core.migrate import upgrade
+    from core.platform.migrate import upgrade
     from flows.stack import embedded_stack
 
     settings = get_settings()
@@ -565,8 +565,8 @@ def learning_lesson(
     actor: Annotated[str, typer.Option()] = "cli:office",
 ) -> None:
     """Record a lesson on an incident (ledgered on it)."""
-    from core.incidents import find_incident
-    from core.learning import record_lesson
+    from core.incidents.service import find_incident
+    from core.learning.service import record_lesson
 
     body = Path(text[1:]).read_text(encoding="utf-8") if text.startswith("@") else text
     lesson = _session_call(lambda s: record_lesson(s, incident_id=find_incident(s, ref).id, text=body, actor=actor))
@@ -575,8 +575,8 @@ def learning_lesson(
 
 @learning_app.command("lessons")
 def learning_lessons(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
-    from core.incidents import find_incident
-    from core.learning import list_follow_ups, list_lessons
+    from core.incidents.service import find_incident
+    from core.learning.service import list_follow_ups, list_lessons
 
     def load(session: Any) -> list[tuple[Any, list[Any]]]:
         lessons = list_lessons(session, find_incident(session, ref).id)
@@ -599,7 +599,7 @@ def learning_follow_up(
     actor: Annotated[str, typer.Option()] = "cli:office",
 ) -> None:
     """Assign a follow-up of a lesson to a department (ledgered on the lesson's incident)."""
-    from core.learning import assign_follow_up
+    from core.learning.service import assign_follow_up
 
     follow_up = _session_call(assign_follow_up, lesson_id=lesson_id, department=department, title=title,
                               due_at=_due(due), actor=actor, note=note)
@@ -612,7 +612,7 @@ def learning_follow_ups(
     open_only: Annotated[bool, typer.Option("--open/--all", help="Only open follow-ups.")] = True,
     overdue: Annotated[bool, typer.Option(help="Only overdue ones.")] = False,
 ) -> None:
-    from core.learning import is_overdue, list_follow_ups
+    from core.learning.service import is_overdue, list_follow_ups
 
     page = _session_call(lambda s: list_follow_ups(s, department=department, status="open" if open_only else None,
                                                    overdue=overdue, limit=500))
@@ -631,7 +631,7 @@ def learning_complete(
     actor: Annotated[str, typer.Option()] = "cli:department",
 ) -> None:
     """Report a follow-up done (ledgered on its incident)."""
-    from core.learning import complete_follow_up
+    from core.learning.service import complete_follow_up
 
     row = _session_call(complete_follow_up, follow_up_id=follow_up_id, actor=actor, note=note)
     console.print(f"follow-up {row.id} done ({row.department})")
@@ -652,7 +652,7 @@ def plans_propose(
     actor: Annotated[str, typer.Option()] = "cli:office",
 ) -> None:
     """Propose a new version of a plan: checked like `baton defs check`, kept with its diff for a planner."""
-    from core.learning import propose
+    from core.learning.service import propose
 
     try:
         text = file.read_text(encoding="utf-8")
@@ -668,7 +668,7 @@ def plans_propose(
 @plans_app.command("diff")
 def plans_diff(proposal_id: str) -> None:
     """Show a proposal's unified diff against the version it changes."""
-    from core.learning import get_proposal
+    from core.learning.service import get_proposal
 
     proposal = _session_call(get_proposal, proposal_id=proposal_id)
     console.print(f"{proposal.type} v{proposal.base_version} → v{proposal.base_version + 1} ({proposal.status})")
@@ -678,7 +678,7 @@ def plans_diff(proposal_id: str) -> None:
 @plans_app.command("accept")
 def plans_accept(proposal_id: str, actor: Annotated[str, typer.Option()] = "cli:office") -> None:
     """Accept a proposal: new incidents of the type use the new version; open incidents keep theirs."""
-    from core.learning import accept
+    from core.learning.service import accept
 
     proposal, row = _session_call(accept, proposal_id=proposal_id, actor=actor)
     console.print(f"{proposal.type} is now at version {row.version} (new incidents use it)")
@@ -688,7 +688,7 @@ def plans_accept(proposal_id: str, actor: Annotated[str, typer.Option()] = "cli:
 def plans_reject(proposal_id: str, reason: Annotated[str, typer.Option()],
                  actor: Annotated[str, typer.Option()] = "cli:office") -> None:
     """Reject a proposal, with the reason (audited, and ledgered on the lesson's incident)."""
-    from core.learning import reject
+    from core.learning.service import reject
 
     proposal = _session_call(reject, proposal_id=proposal_id, actor=actor, reason=reason)
     console.print(f"proposal {proposal.id} rejected")
@@ -697,8 +697,8 @@ def plans_reject(proposal_id: str, reason: Annotated[str, typer.Option()],
 @plans_app.command("list")
 def plans_list(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")] = None) -> None:
     """Each plan's current version (shipped file or accepted), and the proposals."""
-    from core.learning import current_plan, list_proposals
-    from core.plans import list_types
+    from core.learning.service import current_plan, list_proposals
+    from core.plans.store import list_types
 
     def load(session: Any) -> tuple[list[Any], list[Any]]:
         types = [type_key] if type_key else list_types()
@@ -762,7 +762,7 @@ def drill_run(
 
 
 def _all_types() -> list[str]:
-    from core.plans import list_types
+    from core.plans.store import list_types
 
     return list_types()
 
@@ -772,7 +772,8 @@ def drill_list(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")]
     """Earlier drills and their readiness scores."""
     from sqlmodel import col, select
 
-    from core.models import DrillRun, Incident
+    from core.incidents.models import Incident
+    from core.learning.models import DrillRun
 
     def load(session: Any) -> list[tuple[Any, Any]]:
         query = select(DrillRun, Incident.code).join(Incident, col(Incident.id) == DrillRun.incident_id, isouter=True)

@@ -18,17 +18,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlmodel import Session, col, select
 
-from core.db import session_scope
-from core.errors import TaskStateConflict
-from core.handoffs import acknowledge, complete
-from core.incidents import open_incident
-from core.ledger import verify_incident
-from core.migrate import upgrade
-from core.models import OPEN_STATUSES, DepartmentTask, Incident, IncidentStatus, TaskStatus, User
-from core.plans import plan_for_version, registry
-from core.settings import get_settings
-from core.simulation import sample_outputs
-from core.users import add_user
+from core.incidents.handoffs import acknowledge, complete
+from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.incidents.service import open_incident
+from core.learning.simulation import sample_outputs
+from core.ledger.chain import verify_incident
+from core.plans.store import plan_for_version, registry
+from core.platform.db import session_scope
+from core.platform.errors import TaskStateConflict
+from core.platform.migrate import upgrade
+from core.platform.settings import get_settings
+from core.users.models import User
+from core.users.service import add_user
 from flows.stack import embedded_stack
 
 console = Console(highlight=False)

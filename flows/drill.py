@@ -2,7 +2,7 @@
 
 The drill is a real incident (drill=True, clock_speed=speed) on the embedded system: a Prefect server and one
 Baton worker are started unless BATON_PREFECT_API_URL names a running system, whose workers are used (one is
-started here only if none claims the drill). Simulated departments (`core.drills.Simulator`) answer every task
+started here only if none claims the drill). Simulated departments (`core.learning.drills.Simulator`) answer every task
 after a delay drawn from the profile; when the incident closes the readiness report is written (JSON) and shown.
 """
 
@@ -21,12 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core import drills
-from core.db import session_scope
-from core.incidents import open_incident
-from core.models import Incident, utcnow
-from core.plans import list_types, registry, snapshot_current
-from core.settings import get_settings
+from core.incidents.models import Incident
+from core.incidents.service import open_incident
+from core.learning import drills
+from core.plans.store import list_types, registry, snapshot_current
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 from process_defs.schema import LEVELS
 
 POLL = 0.02  # seconds between looks for newly assigned tasks
@@ -132,7 +133,7 @@ def run_drills(specs: list[DrillSpec], *, timeout: float = 1800, claim_wait: flo
     With `start_system`, a Prefect server and a worker are started for the drill (and stopped after) unless
     BATON_PREFECT_API_URL (or PREFECT_API_URL) names a running system; then its workers are used, and one is
     started here only if none takes the drills within `claim_wait` seconds. Without it, a worker must be running."""
-    from core.migrate import upgrade
+    from core.platform.migrate import upgrade
     from flows.stack import embedded_stack
 
     upgrade()

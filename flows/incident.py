@@ -14,11 +14,11 @@ from typing import Any
 
 from prefect import Flow, flow, get_run_logger
 
-from core.db import in_transaction
-from core.engine import AdvanceResult, advance, fail_action
-from core.models import utcnow
-from core.plans import list_types
-from core.settings import get_settings
+from core.incidents.engine import AdvanceResult, advance, fail_action
+from core.plans.store import list_types
+from core.platform.clock import utcnow
+from core.platform.db import in_transaction
+from core.platform.settings import get_settings
 from flows.waking import current_runtime
 from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
@@ -32,8 +32,8 @@ def _advance(session: Any, *, incident_id: str, worker_id: str | None) -> Advanc
 
 
 def _action_of(session: Any, *, task_id: str) -> str:
-    from core.models import DepartmentTask, Incident
-    from core.plans import plan_for_version
+    from core.incidents.models import DepartmentTask, Incident
+    from core.plans.store import plan_for_version
 
     row = session.get(DepartmentTask, task_id)
     incident = session.get(Incident, row.incident_id)

@@ -24,12 +24,13 @@ from prefect.logging import get_run_logger
 from sqlalchemy import update
 from sqlmodel import col, or_, select
 
-from core.db import session_scope
-from core.ledger import verify_incident
-from core.models import DepartmentTask, Incident, IncidentStatus, TaskStatus, utcnow
-from core.settings import get_settings
+from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.ledger.chain import verify_incident
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 
-# Only tasks in these states have deadlines the engine acts on (see `core.engine._Advancer.deadlines`).
+# Only tasks in these states have deadlines the engine acts on (see `core.incidents.engine._Advancer.deadlines`).
 WITH_DEADLINES = [TaskStatus.assigned.value, TaskStatus.acknowledged.value]
 
 

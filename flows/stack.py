@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from core.settings import Settings
+from core.platform.settings import Settings
 
 
 def free_port() -> int:
@@ -294,7 +294,7 @@ def stack_up(data_dir: Path, workers: int, api_workers: int, api_port: int, pref
         baton_url = cluster.create_database("baton")
         cluster.create_database("prefect", extensions=("pg_trgm",))
         os.environ["BATON_DATABASE_URL"] = baton_url
-        from core.migrate import upgrade
+        from core.platform.migrate import upgrade
 
         upgrade(baton_url)
         stack = Stack(home=data_dir, api_url=f"http://127.0.0.1:{prefect_port}/api")

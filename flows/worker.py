@@ -28,11 +28,12 @@ from prefect.states import Pending, to_state_create
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from core import leases
-from core.db import in_transaction, outage_reason, session_scope
-from core.failpoints import afailpoint
-from core.models import Incident, utcnow
-from core.settings import Settings, get_settings
+from core.incidents import leases
+from core.incidents.models import Incident
+from core.platform.clock import utcnow
+from core.platform.db import in_transaction, outage_reason, session_scope
+from core.platform.failpoints import afailpoint
+from core.platform.settings import Settings, get_settings
 from flows.incident import incident_flow
 from flows.waking import RUNTIME, Runtime, Waker
 
@@ -211,7 +212,7 @@ class BatonWorker:
 
     async def _outbox_loop(self) -> None:
         """Send what no flow will: deliveries of closed incidents (late shares, replays of dead letters)."""
-        from core.deliveries import claim_orphans
+        from core.outbox.service import claim_orphans
         from tasks.delivery import deliver_with_retries
 
         sending: dict[str, asyncio.Task[str]] = {}
@@ -258,7 +259,7 @@ class BatonWorker:
 
 def run_worker(settings: Settings | None = None) -> None:
     """Run a worker until SIGINT or SIGTERM."""
-    from core.migrate import upgrade_when_reachable
+    from core.platform.migrate import upgrade_when_reachable
 
     upgrade_when_reachable()
     worker = BatonWorker(settings)

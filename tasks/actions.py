@@ -8,13 +8,14 @@ from typing import Any
 from prefect import Task, task
 from sqlmodel import Session
 
-from core.cascade import open_linked
-from core.db import in_transaction
-from core.engine import finish_action, latest_tasks, queue_delivery
-from core.incidents import lock_incident
-from core.models import DepartmentTask, Incident, TaskStatus, utcnow
-from core.plans import plan_for_version, registry
-from core.warnings import issue
+from core.incidents.cascade import open_linked
+from core.incidents.engine import finish_action, latest_tasks, queue_delivery
+from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.service import lock_incident
+from core.plans.store import plan_for_version, registry
+from core.platform.clock import utcnow
+from core.platform.db import in_transaction
+from core.sharing.warnings import issue
 from process_defs.actions import (
     NotifyDepartmentParams,
     OpenLinkedIncidentParams,

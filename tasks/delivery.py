@@ -10,10 +10,11 @@ import httpx
 from prefect import task
 from sqlmodel import Session
 
-from core.db import in_transaction
-from core.models import DeliveryAttempt, OutboundDelivery, utcnow
-from core.settings import get_settings
-from core.signing import HEADER, sign
+from core.outbox.models import DeliveryAttempt, OutboundDelivery
+from core.outbox.signing import HEADER, sign
+from core.platform.clock import utcnow
+from core.platform.db import in_transaction
+from core.platform.settings import get_settings
 
 
 class DeliveryFailed(Exception):

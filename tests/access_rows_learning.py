@@ -11,8 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core import learning
-from core.db import session_scope
+from core.learning import service as learning
+from core.platform.db import session_scope
 from tests.access_matrix import roles
 from tests.api_server import flood
 from tests.test_access import Case, Target

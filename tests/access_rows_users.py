@@ -11,8 +11,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from core.db import session_scope
-from core.models import User, utcnow
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.users.models import User
 from tests.access_matrix import roles
 from tests.api_server import issued_token, make_user
 from tests.test_access import Case, Target

@@ -29,22 +29,15 @@ import pytest
 from argon2 import PasswordHasher
 from sqlmodel import col, func, select
 
-import core.users
-from core.db import session_scope
-from core.models import (
-    AccessToken,
-    AuditEvent,
-    CapAlert,
-    DepartmentTask,
-    Incident,
-    LedgerEntry,
-    LevelChange,
-    OutboundDelivery,
-    Signal,
-    SituationReport,
-    User,
-)
-from core.users import add_user, issue_token
+import core.users.service
+from core.incidents.models import DepartmentTask, Incident, LevelChange
+from core.ledger.models import LedgerEntry
+from core.outbox.models import OutboundDelivery
+from core.platform.db import session_scope
+from core.sharing.models import CapAlert, SituationReport
+from core.signals.models import Signal
+from core.users.models import AccessToken, AuditEvent, User
+from core.users.service import add_user, issue_token
 from flows.stack import free_port
 from tests import engine_driver as drive
 
@@ -149,7 +142,7 @@ _CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 def make_user(username: str, role: str, department: str | None = None, password: str = PASSWORD) -> str:
     """Add a user straight to the database (as `baton users add` does); returns its id."""
-    with session_scope() as session, mock.patch.object(core.users, "_hasher", _CHEAP_HASHER):
+    with session_scope() as session, mock.patch.object(core.users.service, "_hasher", _CHEAP_HASHER):
         return add_user(session, username=username, role=role, department=department, password=password,
                         actor="test:setup").id
 

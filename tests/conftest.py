@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import PROCESS_DEFS_DIR, get_settings
+from core.platform.settings import PROCESS_DEFS_DIR, get_settings
 from tests.servers import PostgresCluster, PrefectServer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -67,8 +67,8 @@ def database_url(request: pytest.FixtureRequest, db_kind: str, baton_home: Path)
 @pytest.fixture
 def baton(monkeypatch: pytest.MonkeyPatch, database_url: str, baton_home: Path, plans_dir: Path) -> Iterator[str]:
     """Baton settings for this test; the database migrated to head. Yields the database URL."""
-    from core.migrate import upgrade
-    from core.plans import _registry, parse_plan_text
+    from core.plans.store import _registry, parse_plan_text
+    from core.platform.migrate import upgrade
 
     baton_home.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("BATON_DATA_DIR", str(baton_home))

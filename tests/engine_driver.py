@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from core.db import session_scope
-from core.engine import AdvanceResult, advance, finish_action, latest_tasks
-from core.handoffs import complete
-from core.incidents import open_incident
-from core.models import OPEN_STATUSES, DepartmentTask, Incident
-from core.plans import plan_for_version
-from core.simulation import sample_outputs
+from core.incidents.engine import AdvanceResult, advance, finish_action, latest_tasks
+from core.incidents.handoffs import complete
+from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident
+from core.incidents.service import open_incident
+from core.learning.simulation import sample_outputs
+from core.plans.store import plan_for_version
+from core.platform.db import session_scope
 
 
 def open_(type_key: str = "flood", level: str = "IV", **kwargs: Any) -> str:

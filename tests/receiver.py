@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from core.signing import HEADER, verify
+from core.outbox.signing import HEADER, verify
 
 
 @dataclass

@@ -20,9 +20,10 @@ import pytest
 from fastapi.routing import APIRoute
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import DepartmentTask, Incident, OutboundDelivery
-from core.signals import add_source
+from core.incidents.models import DepartmentTask, Incident
+from core.outbox.models import OutboundDelivery
+from core.platform.db import session_scope
+from core.signals.intake import add_source
 from tests import engine_driver as drive
 from tests.access_matrix import (
     NA,

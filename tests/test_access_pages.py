@@ -25,9 +25,10 @@ import pytest
 from sqlmodel import col, func, select
 
 from api.pages import PageRoute
-from core.db import session_scope
-from core.models import AccessToken, Incident, User
-from core.warnings import issue
+from core.incidents.models import Incident
+from core.platform.db import session_scope
+from core.sharing.warnings import issue
+from core.users.models import AccessToken, User
 from process_defs.actions import PublishWarningParams
 from tests import access_matrix as matrix
 from tests.access_matrix import NA, ROLES, Cell, Row, roles

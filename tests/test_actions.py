@@ -16,12 +16,14 @@ import xmlschema
 from prefect import flow
 from sqlmodel import col, select
 
-from core.cap import CAP_SCHEMA
-from core.db import session_scope
-from core.engine import queue_delivery
-from core.models import CapAlert, DeliveryAttempt, DepartmentTask, Incident, OutboundDelivery
-from core.settings import get_settings
-from core.signing import HEADER, verify
+from core.incidents.engine import queue_delivery
+from core.incidents.models import DepartmentTask, Incident
+from core.outbox.models import DeliveryAttempt, OutboundDelivery
+from core.outbox.signing import HEADER, verify
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.sharing.cap import CAP_SCHEMA
+from core.sharing.models import CapAlert
 from process_defs.actions import ACTIONS
 from tasks.actions import ACTION_TASKS, compile_situation_summary, publish_warning
 from tasks.delivery import deliver_with_retries
@@ -127,7 +129,7 @@ def _publish_for(incident_id: str) -> CapAlert:
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
                                                             "warning_colour": "red",
                                                             "valid_until": "2026-07-20T18:00:00+08:00"})
-    from core.engine import advance
+    from core.incidents.engine import advance
 
     with session_scope() as session:
         result = advance(session, incident_id=incident_id)
@@ -193,7 +195,7 @@ def test_an_action_out_of_retries_is_recorded_and_reported_not_left_hanging(
     from prefect import task
 
     import flows.incident as incident_flow_module
-    from core.engine import advance
+    from core.incidents.engine import advance
 
     @task(name="broken_warning", retries=1, retry_delay_seconds=0)
     async def broken(task_id: str) -> dict[str, Any]:
@@ -220,7 +222,7 @@ def test_an_action_out_of_retries_is_recorded_and_reported_not_left_hanging(
     with session_scope() as session:
         notice = session.exec(select(OutboundDelivery).where(OutboundDelivery.purpose == "action_failed")).one()
         assert notice.target == "emergency_office"
-        from core.models import LedgerEntry
+        from core.ledger.models import LedgerEntry
 
         entry = session.exec(select(LedgerEntry).where(LedgerEntry.step_key == "publish_rainstorm_warning")
                              .where(LedgerEntry.kind == "action.completed")).one()

@@ -20,13 +20,13 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from api.app import app
-from core import handoffs
-from core.after_action import build_report, format_duration, render_report_html
-from core.db import session_scope
-from core.engine import advance, finish_action
-from core.incidents import change_level, open_incident
-from core.models import DepartmentTask
-from core.pdf import PdfUnavailable, html_to_pdf
+from core.incidents import handoffs
+from core.incidents.engine import advance, finish_action
+from core.incidents.models import DepartmentTask
+from core.incidents.service import change_level, open_incident
+from core.learning.after_action import build_report, format_duration, render_report_html
+from core.platform.db import session_scope
+from core.reports.pdf import PdfUnavailable, html_to_pdf
 from tests.api_server import FORECAST, issued_token, make_user
 
 T0 = datetime(2026, 7, 20, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
@@ -45,9 +45,9 @@ def at(minutes: float, start: datetime = T0) -> datetime:
 @contextmanager
 def clock(moment: datetime) -> Iterator[None]:
     """Every service that reads the time reads `moment` (the engine takes it as `now`)."""
-    with mock.patch("core.incidents.utcnow", return_value=moment), \
-            mock.patch("core.handoffs.utcnow", return_value=moment), \
-            mock.patch("core.engine.utcnow", return_value=moment):
+    with mock.patch("core.incidents.service.utcnow", return_value=moment), \
+            mock.patch("core.incidents.handoffs.utcnow", return_value=moment), \
+            mock.patch("core.incidents.engine.utcnow", return_value=moment):
         yield
 
 
@@ -373,7 +373,7 @@ def test_a_missing_chromium_is_a_clear_error(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_hung_chromium_is_killed_at_the_timeout(tmp_path: Path) -> None:
-    from core.pdf import PdfFailed
+    from core.reports.pdf import PdfFailed
 
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\nsleep 30\n")
@@ -438,8 +438,8 @@ def test_report_pdf_without_chromium_is_503(flood_incident: str, tokens: dict[st
 
 
 def page_client(username: str) -> TestClient:
-    from core.models import User
-    from core.users import issue_token
+    from core.users.models import User
+    from core.users.service import issue_token
 
     with session_scope() as session:
         user = session.exec(select(User).where(User.username == username)).one()

@@ -18,14 +18,15 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from api.app import app
-from core import analytics
-from core.analytics import CSV_COLUMNS, InvalidFilter, compute, parse_bound, percentile, to_csv
-from core.db import session_scope
-from core.errors import UnknownIncidentType
-from core.models import Incident, User
-from core.plans import plan_for_version
-from core.simulation import sample_outputs
-from core.users import issue_token
+from core.incidents.models import Incident
+from core.learning import analytics
+from core.learning.analytics import CSV_COLUMNS, InvalidFilter, compute, parse_bound, percentile, to_csv
+from core.learning.simulation import sample_outputs
+from core.plans.store import plan_for_version
+from core.platform.db import session_scope
+from core.platform.errors import UnknownIncidentType
+from core.users.models import User
+from core.users.service import issue_token
 from tests.api_server import FORECAST, issued_token, make_user
 from tests.test_after_action import NO_HOT_SPOTS, T0, ack, advance_at, complete, open_at
 

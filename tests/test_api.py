@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from core import ledger
-from core.db import session_scope
-from core.models import User
-from core.users import issue_token
+from core.ledger import chain as ledger
+from core.platform.db import session_scope
+from core.users.models import User
+from core.users.service import issue_token
 from flows.stack import free_port
 from tests import engine_driver as drive
 from tests.api_server import (

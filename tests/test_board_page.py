@@ -7,8 +7,8 @@ import re
 from fastapi.testclient import TestClient
 
 from api.app import app
-from core.db import session_scope
-from core.users import add_user
+from core.platform.db import session_scope
+from core.users.service import add_user
 from tests import engine_driver as drive
 from tests.test_sharing import EVACUATION, to_evacuation
 

@@ -30,10 +30,10 @@ import httpx  # noqa: E402
 from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from core.db import session_scope  # noqa: E402
-from core.engine import latest_tasks  # noqa: E402
-from core.models import Incident  # noqa: E402
-from core.users import add_user  # noqa: E402
+from core.incidents.engine import latest_tasks  # noqa: E402
+from core.incidents.models import Incident  # noqa: E402
+from core.platform.db import session_scope  # noqa: E402
+from core.users.service import add_user  # noqa: E402
 from flows.stack import free_port  # noqa: E402
 from tests.servers import PrefectServer  # noqa: E402
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core import ledger
-from core.activity_log import activity_log
-from core.cascade import chain, open_linked
-from core.db import session_scope
-from core.errors import IncidentClosed
-from core.models import Incident
+from core.incidents.cascade import chain, open_linked
+from core.incidents.models import Incident
+from core.ledger import chain as ledger
+from core.platform.db import session_scope
+from core.platform.errors import IncidentClosed
+from core.reports.activity_log import activity_log
 from tests import engine_driver as drive
 
 

@@ -46,8 +46,8 @@ def test_incident_driven_from_the_command_line_and_its_ledger_verifies(baton: st
     code, out = run_baton("incident", "open", "flood", "--title", "CLI flood", "--level", "III")
     assert code == 0 and "FLD-" in out, out
     incident_code = out.split()[1]
-    from core.db import session_scope
-    from core.incidents import find_incident
+    from core.incidents.service import find_incident
+    from core.platform.db import session_scope
 
     with session_scope() as session:
         incident_id = find_incident(session, incident_code).id
@@ -111,7 +111,7 @@ def test_serve_starts_again_a_process_that_died_and_gives_up_on_a_crash_loop(
 
     import httpx
 
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from flows.stack import embedded_stack
     from tests import engine_driver as drive
 

@@ -19,9 +19,11 @@ import yaml
 from sqlalchemy import text, update
 from sqlmodel import col
 
-from core.db import session_scope
-from core.models import DepartmentTask, Incident, LedgerEntry, utcnow
-from core.settings import Settings
+from core.incidents.models import DepartmentTask, Incident
+from core.ledger.models import LedgerEntry
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from flows import maintenance
 from tests import engine_driver as drive
 
@@ -186,7 +188,7 @@ def test_dockerfile_builds() -> None:
     uid = subprocess.run([docker, "run", "--rm", "--entrypoint", "id", tag, "-u"], capture_output=True, text=True,
                          timeout=120)
     assert uid.returncode == 0 and uid.stdout.strip() != "0"
-    for args in (["baton", "--help"], ["python", "-c", "import api.app, flows.maintenance, core.cap"]):
+    for args in (["baton", "--help"], ["python", "-c", "import api.app, flows.maintenance, core.sharing.cap"]):
         run = subprocess.run([docker, "run", "--rm", tag, *args], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
 

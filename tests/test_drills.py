@@ -20,11 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
-from core import drills, ledger
-from core.db import session_scope
-from core.models import CapAlert, DrillRun, Incident, OutboundDelivery
-from core.plans import current_plan_text, list_types, parse_plan_text
-from core.warnings import active_public
+from core.incidents.models import Incident
+from core.learning import drills
+from core.learning.models import DrillRun
+from core.ledger import chain as ledger
+from core.outbox.models import OutboundDelivery
+from core.plans.store import current_plan_text, list_types, parse_plan_text
+from core.platform.db import session_scope
+from core.sharing.models import CapAlert
+from core.sharing.warnings import active_public
 from flows.drill import DrillSpec, run_drills
 from process_defs.schema import Condition
 from tests import engine_driver as drive
@@ -178,7 +182,7 @@ def test_history_comes_from_the_departments_answers_on_real_incidents(baton: str
         drills.Simulator([sim]).tick()
         (when,) = sim.answer_at.values()
         assert not sim.history_fallbacks  # meteorology has three past answers
-        answers[profile] = when - drive.tasks(incident_id)["rainstorm_forecast"].assigned_at  # type: ignore[operator]
+        answers[profile] = when - drive.tasks(incident_id)["rainstorm_forecast"].assigned_at
     assert answers["history"] < timedelta(minutes=1) < timedelta(minutes=10) < answers["normal"]
 
 

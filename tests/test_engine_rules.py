@@ -9,13 +9,15 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from core import ledger
-from core.db import session_scope
-from core.engine import advance
-from core.errors import FormInvalid, TaskStateConflict
-from core.handoffs import acknowledge, complete, hand_back
-from core.incidents import change_level
-from core.models import DepartmentTask, LedgerEntry, LevelChange, OutboundDelivery
+from core.incidents.engine import advance
+from core.incidents.handoffs import acknowledge, complete, hand_back
+from core.incidents.models import DepartmentTask, LevelChange
+from core.incidents.service import change_level
+from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
+from core.outbox.models import OutboundDelivery
+from core.platform.db import session_scope
+from core.platform.errors import FormInvalid, TaskStateConflict
 from tests import engine_driver as drive
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -222,7 +224,7 @@ def test_database_rejects_update_and_delete_of_ledger_entries(baton: str) -> Non
 
 @BOTH
 def test_database_rejects_changes_to_the_audit_trail(baton: str) -> None:
-    from core.users import add_user
+    from core.users.service import add_user
 
     with session_scope() as session:
         add_user(session, username="desk9", role="office", password="a-long-password-1", actor="test:setup")
@@ -303,8 +305,8 @@ def test_assignment_ledger_entry_names_who_handed_to_whom(baton: str) -> None:
 
 
 def test_worker_that_lost_the_lease_cannot_advance(baton: str) -> None:
-    from core import leases
-    from core.errors import LeaseLost
+    from core.incidents import leases
+    from core.platform.errors import LeaseLost
 
     incident_id = drive.open_("flood")
     with session_scope() as session:
@@ -320,8 +322,8 @@ def test_worker_that_lost_the_lease_cannot_advance(baton: str) -> None:
 def test_a_worker_renews_only_the_leases_of_incidents_it_runs(baton: str) -> None:
     """A lease whose release failed (the database was down as the flow ended) must lapse, so that a worker
     claims the incident again; renewing it for a flow nobody runs would strand the incident."""
-    from core import leases
-    from core.models import utcnow
+    from core.incidents import leases
+    from core.platform.clock import utcnow
 
     running, orphaned = drive.open_("flood"), drive.open_("flood")
     with session_scope() as session:

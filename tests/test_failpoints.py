@@ -1,4 +1,4 @@
-"""Failpoints (core/failpoints.py), on their own: off unless armed, one fault per file, scoped to a process,
+"""Failpoints (core/platform/failpoints.py), on their own: off unless armed, one fault per file, scoped to a process,
 and a crash is a real kill -9 of the process that reached the point. The fault suite uses them on the
 server-mode stack (tests/faults/test_crash_points.py)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.failpoints import failpoint
-from core.settings import get_settings
+from core.platform.failpoints import failpoint
+from core.platform.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def _reach(folder: Path, name: str, worker_id: str | None = None) -> subprocess.
     env.pop("BATON_WORKER_ID", None)
     if worker_id:
         env["BATON_WORKER_ID"] = worker_id
-    code = f"from core.failpoints import failpoint; failpoint({name!r}); print('passed')"
+    code = f"from core.platform.failpoints import failpoint; failpoint({name!r}); print('passed')"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
 
@@ -84,7 +84,7 @@ def test_a_scoped_point_is_reached_only_by_its_process(armed_dir: Path) -> None:
 def test_of_many_processes_racing_to_a_point_exactly_one_takes_it(armed_dir: Path) -> None:
     (armed_dir / "incident.opened").write_text("crash")
     env = dict(os.environ, BATON_FAILPOINT_DIR=str(armed_dir))
-    code = "from core.failpoints import failpoint; failpoint('incident.opened')"
+    code = "from core.platform.failpoints import failpoint; failpoint('incident.opened')"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env) for _ in range(6)]
     codes = sorted(p.wait(timeout=60) for p in procs)
     assert codes == [-9, 0, 0, 0, 0, 0]

@@ -18,10 +18,11 @@ import yaml
 from prefect import get_client
 from sqlmodel import select
 
-from core import ledger
-from core.db import session_scope
-from core.errors import TaskStateConflict
-from core.models import DepartmentTask, Incident, LedgerEntry
+from core.incidents.models import DepartmentTask, Incident
+from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
+from core.platform.db import session_scope
+from core.platform.errors import TaskStateConflict
 from tests import engine_driver as drive
 from tests.conftest import copy_plans
 
@@ -150,8 +151,8 @@ def test_overdue_task_escalates_while_the_flow_waits(
     plan["stages"]["warning"]["steps"][0]["deadline"] = "PT3S"
     (plans / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
     monkeypatch.setenv("BATON_PLANS_DIR", str(plans))
-    from core.plans import _registry
-    from core.settings import get_settings
+    from core.plans.store import _registry
+    from core.platform.settings import get_settings
 
     get_settings.cache_clear()
     _registry.cache_clear()

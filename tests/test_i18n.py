@@ -12,9 +12,9 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from core.templating import LANGUAGES, LOCALES, TEMPLATES, environment, translations
+from core.platform.templating import LANGUAGES, LOCALES, TEMPLATES, environment, translations
 
-# The same settings as core.templating's environment, so that `{% trans %}` blocks are read alike.
+# The same settings as core.platform.templating's environment, so that `{% trans %}` blocks are read alike.
 JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trim_blocks": "true", "lstrip_blocks": "true", "silent": "false"}
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2)}
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]|%[sd]")
@@ -101,7 +101,7 @@ def test_pages_get_the_catalogues() -> None:
 
 def test_messages_take_their_values_escaped_and_trans_blocks_work_in_both_languages() -> None:
     """The environment's gettext is newstyle: values go in as arguments and are escaped on the way in."""
-    from core.templating import environment
+    from core.platform.templating import environment
 
     message = '{{ _("Verified: %(count)s entries, hash chain intact.", count=count) }}'
     english = environment("en").from_string(message).render(count="<script>")

@@ -12,12 +12,16 @@ import pytest
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
-from core import learning, ledger
-from core.db import session_scope
-from core.engine import latest_tasks
-from core.errors import NotFound
-from core.models import AuditEvent, FollowUp, LedgerEntry, PlanProposal, PlanVersion
-from core.plans import current_plan_text, plan_for_version
+from core.incidents.engine import latest_tasks
+from core.learning import service as learning
+from core.learning.models import FollowUp, PlanProposal
+from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
+from core.plans.models import PlanVersion
+from core.plans.store import current_plan_text, plan_for_version
+from core.platform.db import session_scope
+from core.platform.errors import NotFound
+from core.users.models import AuditEvent
 from tests import engine_driver as drive
 from tests.api_server import (
     ASSESSMENT,

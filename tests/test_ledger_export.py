@@ -1,4 +1,4 @@
-"""Signed ledger exports (core/ledger_export.py): an export verifies offline with Baton's public key; any edit,
+"""Signed ledger exports (core/ledger/export.py): an export verifies offline with Baton's public key; any edit,
 deletion, reordering or truncation of its entries is found and the first bad entry named; an altered seal or a
 wrong public key fails the signature. Direct tampering with the database is tested in test_engine_rules.py."""
 
@@ -21,9 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from core import ledger
-from core.db import session_scope
-from core.ledger_export import (
+from core.ledger import chain as ledger
+from core.ledger.export import (
     KEY_ENV,
     KEY_FILE,
     ExportError,
@@ -38,7 +37,8 @@ from core.ledger_export import (
     verify_file,
     write_export,
 )
-from core.settings import get_settings
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 from flows.cli import app
 from tests import engine_driver as drive
 
@@ -282,7 +282,7 @@ def test_the_documented_commands_export_and_check_offline(baton: str, tmp_path: 
     assert result.exit_code == 0 and result.output.startswith("valid: 2 incident(s)"), result.output
     # The offline check in a clean process with no Baton settings, database or data directory.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
-    verify = [sys.executable, "-m", "core.ledger_export", "verify", str(out), "--public-key", str(key_path)]
+    verify = [sys.executable, "-m", "core.ledger.export", "verify", str(out), "--public-key", str(key_path)]
     done = subprocess.run(verify, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("valid: 2 incident(s)"), done.stdout + done.stderr
     # A forged file: exit 1 and the first bad entry named, by both commands.

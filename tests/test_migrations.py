@@ -6,8 +6,8 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from core.db import engine_for
-from core.migrate import alembic_config, current_revision, upgrade
+from core.platform.db import engine_for
+from core.platform.migrate import alembic_config, current_revision, upgrade
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -36,7 +36,7 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(database_ur
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    import core.models  # noqa: F401  (the tables' metadata)
+    import core.all_models  # noqa: F401  (the tables' metadata)
 
     upgrade(database_url)
     with engine_for(database_url).connect() as connection:

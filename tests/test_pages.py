@@ -17,12 +17,13 @@ from sqlmodel import select
 from starlette.datastructures import FormData
 
 from api.app import app
-from core import ledger
-from core.db import session_scope
-from core.models import AccessToken, DepartmentTask, Incident, LevelChange, User
-from core.settings import get_settings
-from core.timeline_svg import render_timeline
-from core.users import add_user
+from core.incidents.models import DepartmentTask, Incident, LevelChange
+from core.learning.timeline_svg import render_timeline
+from core.ledger import chain as ledger
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.users.models import AccessToken, User
+from core.users.service import add_user
 from tests import engine_driver as drive
 
 PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "water-secret-1",
@@ -572,7 +573,7 @@ def test_review_shows_flow_run_link_timeline_ledger_and_deadlines(login: Login,
 
 
 def test_review_reports_a_broken_ledger(login: Login, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core import reads
+    from core.incidents import reads
 
     incident_id = flood()
     real = reads.ledger_view

@@ -27,8 +27,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api.app import app
-from core.db import session_scope
-from core.models import OutboundDelivery
+from core.outbox.models import OutboundDelivery
+from core.platform.db import session_scope
 from tests.api_server import Api, error_of, flood, issued_token, run_api, standard_api
 from tests.conftest import Say
 from tests.servers import PrefectServer

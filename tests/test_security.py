@@ -39,9 +39,11 @@ from fastapi.routing import APIRoute
 from sqlmodel import select
 
 from api.app import app
-from core.db import session_scope
-from core.models import AuditEvent, Incident, PlanVersion, User
-from core.settings import PROCESS_DEFS_DIR, get_settings
+from core.incidents.models import Incident
+from core.plans.models import PlanVersion
+from core.platform.db import session_scope
+from core.platform.settings import PROCESS_DEFS_DIR, get_settings
+from core.users.models import AuditEvent, User
 from flows.stack import free_port
 from tests import engine_driver as drive
 from tests.api_server import (
@@ -293,7 +295,7 @@ def broken_worker(baton: str, workers: StartWorker, broken_plans: Path, monkeypa
     malformed (as a bad edit that reached the database would be), one good."""
     monkeypatch.setenv("BATON_PLANS_DIR", str(broken_plans))
     get_settings.cache_clear()
-    from core.plans import _registry, parse_plan_text
+    from core.plans.store import _registry, parse_plan_text
 
     _registry.cache_clear()
     parse_plan_text.cache_clear()
@@ -377,8 +379,8 @@ def test_tokens_expire_and_can_be_revoked(api: Api) -> None:
     assert api.server.request("GET", "/api/tasks", two).status_code == 200
     # A page session is not a bearer token and expires the same way.
     with session_scope() as session:
-        from core.models import User
-        from core.users import issue_token, revoke_all
+        from core.users.models import User
+        from core.users.service import issue_token, revoke_all
 
         user = session.exec(select(User).where(User.username == "meteorology")).one()
         page_token = issue_token(session, user=user, kind="session", ttl=timedelta(seconds=1)).token
@@ -651,7 +653,7 @@ def test_secrets_never_reach_a_log_or_the_database(secret_env: str, prefect_serv
         done = httpx.post(f"{url}/api/tasks/{task_id}/complete", json={"outputs": FORECAST},
                           headers={"Authorization": f"Bearer {token}"})
         assert done.status_code == 200, done.text
-        from core.deliveries import list_deliveries
+        from core.outbox.service import list_deliveries
 
         def delivered() -> bool:
             with session_scope() as session:
@@ -724,7 +726,7 @@ def test_secrets_come_from_the_environment_or_mounted_files(tmp_path: Path, monk
 
 
 def test_logins_and_administrative_changes_leave_an_audit_trail(api: Api) -> None:
-    from core.signals import add_source
+    from core.signals.intake import add_source
 
     def login(username: str, password: str) -> int:
         return httpx.post(f"{api.url}/api/auth/token", data={"username": username, "password": password}).status_code
@@ -739,7 +741,7 @@ def test_logins_and_administrative_changes_leave_an_audit_trail(api: Api) -> Non
     delivery_id = _dead_letter(incident.id)
     assert api.call("office", "POST", f"/api/deliveries/{delivery_id}/replay").status_code == 200
     with session_scope() as session:
-        rows = session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()  # type: ignore[arg-type]
+        rows = session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
     trail = [(row.actor, row.action) for row in rows]
     assert all(row.at is not None and row.actor for row in rows)
     expected = {("test:setup", "user.added"), ("user:admin", "login"), ("user:admin", "login.failed"),
@@ -752,7 +754,7 @@ def test_logins_and_administrative_changes_leave_an_audit_trail(api: Api) -> Non
 
 
 def _dead_letter(incident_id: str) -> str:
-    from core.models import OutboundDelivery
+    from core.outbox.models import OutboundDelivery
 
     with session_scope() as session:
         delivery = OutboundDelivery(incident_id=incident_id, idempotency_key=str(uuid.uuid4()), purpose="assignment",

@@ -13,15 +13,17 @@ import pytest
 import xmlschema
 from sqlmodel import select
 
-from core.board import ReportInvalid, board, post_report
-from core.cap import CAP_SCHEMA
-from core.db import session_scope
-from core.deliveries import NotReplayable, list_deliveries, replay
-from core.models import Incident, OutboundDelivery, Signal, SignalSource
-from core.reads import shared_with
-from core.settings import get_settings
-from core.signals import SignalRejected, add_source, receive, source_for_key
-from core.warnings import WarningInvalid, active_public, issue
+from core.incidents.models import Incident
+from core.incidents.reads import shared_with
+from core.outbox.models import OutboundDelivery
+from core.outbox.service import NotReplayable, list_deliveries, replay
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.sharing.board import ReportInvalid, board, post_report
+from core.sharing.cap import CAP_SCHEMA
+from core.sharing.warnings import WarningInvalid, active_public, issue
+from core.signals.intake import SignalRejected, add_source, receive, source_for_key
+from core.signals.models import Signal, SignalSource
 from process_defs.actions import PublishWarningParams
 from process_defs.schema import Text
 from tests import engine_driver as drive

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import xmlschema
 
-from core.cap import CAP_SCHEMA
-from core.db import session_scope
-from core.settings import get_settings
-from core.signals import add_source
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.sharing.cap import CAP_SCHEMA
+from core.signals.intake import add_source
 from tests.api_server import ApiServer, issued_token, make_user, run_api
 from tests.conftest import StartWorker
 from tests.receiver import Receiver, running_receiver

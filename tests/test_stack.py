@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.simulation import sample_value
+from core.learning.simulation import sample_value
 from flows.stack import alive, free_port, read_stack, stack_down, stack_up
 from process_defs.schema import FormField
 from tests.servers import postgres_bin
@@ -45,7 +45,7 @@ def stack() -> Iterator[dict[str, Any]]:
     saved = {k: os.environ.get(k) for k in ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR")}
     os.environ["BATON_DATA_DIR"] = str(data_dir)
     os.environ["BATON_LEASE_SECONDS"] = "4"
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
 
     get_settings.cache_clear()
     state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
@@ -66,8 +66,8 @@ def stack() -> Iterator[dict[str, Any]]:
 
 
 def _users(departments: list[str]) -> dict[str, str]:
-    from core.db import session_scope
-    from core.users import add_user
+    from core.platform.db import session_scope
+    from core.users.service import add_user
 
     passwords = {}
     with session_scope() as session:
@@ -101,7 +101,7 @@ def _work_inbox(client: httpx.Client, headers: dict[str, str], office: bool = Fa
 
 
 def test_incidents_survive_the_loss_of_a_worker_in_server_mode(stack: dict[str, Any], tmp_path: Path) -> None:
-    from core.plans import current_plan_text, parse_plan_text
+    from core.plans.store import current_plan_text, parse_plan_text
 
     plan = parse_plan_text(current_plan_text("flood"), "flood.yaml")
     departments = sorted({s.department for _, s in plan.steps() if s.kind == "human"} - {"emergency_office"})
@@ -124,8 +124,8 @@ def test_incidents_survive_the_loss_of_a_worker_in_server_mode(stack: dict[str, 
             time.sleep(0.2)
         from sqlmodel import select
 
-        from core.db import session_scope
-        from core.models import Incident
+        from core.incidents.models import Incident
+        from core.platform.db import session_scope
 
         with session_scope() as session:
             owners = Counter(row.lease_owner for row in session.exec(select(Incident)).all() if row.lease_owner)

@@ -8,8 +8,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import TokenOut
-from core.settings import get_settings
-from core.users import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke
+from core.platform.settings import get_settings
+from core.users.service import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

@@ -18,12 +18,12 @@ from api.schemas import (
     LinkedIncidentIn,
     VerifyOut,
 )
-from core import reads
-from core.activity_log import activity_log
-from core.cascade import chain, open_linked
-from core.incidents import change_level, open_incident
-from core.ledger import verify_incident
-from core.models import Incident
+from core.incidents import reads
+from core.incidents.cascade import chain, open_linked
+from core.incidents.models import Incident
+from core.incidents.service import change_level, open_incident
+from core.ledger.chain import verify_incident
+from core.reports.activity_log import activity_log
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 

@@ -17,10 +17,12 @@ from sqlmodel import Session, select
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, ReviewerUser, SessionDep
 from api.errors import ApiError
 from api.schemas import Strict
-from core import learning, reads
-from core.errors import NotFound
-from core.models import FollowUp, Incident, Lesson, PlanProposal
-from core.plans import registry
+from core.incidents import reads
+from core.incidents.models import Incident
+from core.learning import service as learning
+from core.learning.models import FollowUp, Lesson, PlanProposal
+from core.plans.store import registry
+from core.platform.errors import NotFound
 
 router = APIRouter(tags=["learning"])
 

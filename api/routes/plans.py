@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.deps import CurrentUser, SessionDep
-from core.errors import NotFound, UnknownIncidentType
-from core.plans import current_plans, plan_in_use, registry
-from core.settings import get_settings
+from core.plans.store import current_plans, plan_in_use, registry
+from core.platform.errors import NotFound, UnknownIncidentType
+from core.platform.settings import get_settings
 
 router = APIRouter(tags=["plans"])
 

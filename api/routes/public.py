@@ -8,11 +8,12 @@ from xml.etree import ElementTree
 from fastapi import APIRouter, Request, Response
 
 from api.deps import SessionDep
-from core.errors import NotFound
-from core.models import CapAlert, utcnow
-from core.settings import get_settings
-from core.templating import environment
-from core.warnings import active_public
+from core.platform.clock import utcnow
+from core.platform.errors import NotFound
+from core.platform.settings import get_settings
+from core.platform.templating import environment
+from core.sharing.models import CapAlert
+from core.sharing.warnings import active_public
 
 router = APIRouter(prefix="/public", tags=["public"])
 CAP_NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Response
 from fastapi.encoders import jsonable_encoder
 
 from api.deps import ReviewerUser, SessionDep
-from core import analytics
-from core.after_action import build_report, render_report_html
-from core.pdf import html_to_pdf
+from core.learning import analytics
+from core.learning.after_action import build_report, render_report_html
+from core.reports.pdf import html_to_pdf
 
 router = APIRouter(tags=["reports"])
 

@@ -12,14 +12,14 @@ from pydantic import Field
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, ReviewerUser, SessionDep, idempotency_digest
 from api.schemas import LocationIn, Strict
-from core import reads
-from core.board import board, post_report
-from core.deliveries import attempts, get_delivery, list_deliveries, public, replay
-from core.incidents import COMMAND
-from core.models import CapAlert
-from core.signals import receive, source_for_key
-from core.sitrep import sitrep
-from core.warnings import current, issue
+from core.incidents import reads
+from core.incidents.service import COMMAND
+from core.outbox.service import attempts, get_delivery, list_deliveries, public, replay
+from core.reports.sitrep import sitrep
+from core.sharing.board import board, post_report
+from core.sharing.models import CapAlert
+from core.sharing.warnings import current, issue
+from core.signals.intake import receive, source_for_key
 from process_defs.actions import PublishWarningParams
 from process_defs.schema import Text
 

@@ -8,9 +8,9 @@ from sqlmodel import Session
 from api.deps import ActingUser, CurrentUser, Principal, SessionDep
 from api.errors import ApiError
 from api.schemas import CompleteIn, HandBackIn, TaskDetail, TaskPage, TaskPublic
-from core import handoffs, reads
-from core.models import DepartmentTask, Incident
-from core.plans import plan_for_version
+from core.incidents import handoffs, reads
+from core.incidents.models import DepartmentTask, Incident
+from core.plans.store import plan_for_version
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 

@@ -18,8 +18,8 @@ from api.schemas import (
     UserPage,
     UserPublic,
 )
-from core import users
-from core.models import User
+from core.users import service as users
+from core.users.models import User
 
 router = APIRouter(tags=["users"])
 

@@ -1,12 +1,12 @@
-"""Alembic environment: runs against the URL the caller puts in the config (see core.migrate)."""
+"""Alembic environment: runs against the URL the caller puts in the config (see core.platform.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from core.db import engine_for
+import core.all_models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from core.platform.db import engine_for
 
 config = context.config
 target_metadata = SQLModel.metadata

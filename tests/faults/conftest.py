@@ -27,14 +27,14 @@ SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
 def fault_stack() -> Iterator[FaultStack]:
     if postgres_bin() is None:
         pytest.fail("PostgreSQL is not installed; .ci/run installs it from Debian's packages")
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="baton-faults-")).resolve()
     data_dir.chmod(0o755)
     saved = {key: os.environ.get(key) for key in SAVED}
     os.environ.update(ENV)
     os.environ["BATON_DATA_DIR"] = str(data_dir)
-    # The stack's processes can be stopped at failpoints (core/failpoints.py); this process never is: it runs
+    # The stack's processes can be stopped at failpoints (core/platform/failpoints.py); this process never is: it runs
     # the engine only to dry-run it.
     (data_dir / "failpoints").mkdir()
     os.environ["BATON_FAILPOINT_DIR"] = str(data_dir / "failpoints")

@@ -61,7 +61,7 @@ def running(pid: int) -> bool:
 
 def db_retry(fn: Callable[[Session], T], timeout: float = 60) -> T:
     """Run `fn` in a read transaction of the application database, retrying while PostgreSQL is down."""
-    from core.db import get_engine
+    from core.platform.db import get_engine
 
     deadline = time.monotonic() + timeout
     while True:
@@ -263,7 +263,7 @@ def make_users(departments: Iterable[str], tag: str) -> tuple[dict[str, dict[str
 
 
 def plan_departments(type_key: str = "flood", level: str = "IV") -> set[str]:
-    from core.plans import current_plan_text, parse_plan_text
+    from core.plans.store import current_plan_text, parse_plan_text
 
     plan = parse_plan_text(current_plan_text(type_key), f"{type_key}.yaml")
     return {s.department for _, s in plan.steps() if s.kind == "human" and s.active_at(level)}
@@ -296,9 +296,9 @@ def _stage_ending(plan: Any, stage: str, step_key: str) -> bool:
 def open_tasks(prefix: str) -> list[OpenTask]:
     """Open human tasks of the incidents whose title starts with `prefix`, with the form values to complete
     each (valid for its step)."""
-    from core.models import OPEN_STATUSES, DepartmentTask, Incident
-    from core.plans import plan_for_version
-    from core.simulation import sample_outputs
+    from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident
+    from core.learning.simulation import sample_outputs
+    from core.plans.store import plan_for_version
 
     def read(session: Session) -> list[OpenTask]:
         rows = session.exec(
@@ -459,7 +459,7 @@ class Driver:
 
     def _retry_closed(self, task_id: str, action: str) -> int | None:
         """Send the action again for a task that is no longer open; the API must refuse it with 409."""
-        from core.models import DepartmentTask
+        from core.incidents.models import DepartmentTask
 
         department = db_retry(lambda s: s.exec(select(DepartmentTask.department)
                                                .where(DepartmentTask.id == task_id)).one())
@@ -515,8 +515,8 @@ class Invariants:
 def dry_run_progress(session: Session, incident_id: str) -> str | None:
     """What one more reconciliation would still do for the incident (None: it stands where its completions
     put it). Runs `advance` and rolls it back."""
-    from core.engine import advance
-    from core.models import Incident
+    from core.incidents.engine import advance
+    from core.incidents.models import Incident
 
     incident = session.get(Incident, incident_id)
     if incident is None:
@@ -540,7 +540,7 @@ def dry_run_progress(session: Session, incident_id: str) -> str | None:
 def wait_quiet(prefix: str, timeout: float = 120) -> tuple[float, dict[str, str]]:
     """Until no incident of the run has anything left that its completions call for (or timeout); returns
     the seconds it took and what was still pending at the end."""
-    from core.models import Incident
+    from core.incidents.models import Incident
 
     started = time.monotonic()
     deadline = started + timeout
@@ -564,8 +564,9 @@ def wait_quiet(prefix: str, timeout: float = 120) -> tuple[float, dict[str, str]
 def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariants:
     """Every invariant, over every incident, task and request of the run (after `settle` and `wait_quiet`)."""
     from api.deps import idempotency_digest
-    from core.ledger import verify_incident
-    from core.models import DepartmentTask, Incident, LedgerEntry, TaskStatus
+    from core.incidents.models import DepartmentTask, Incident, TaskStatus
+    from core.ledger.chain import verify_incident
+    from core.ledger.models import LedgerEntry
 
     inv = Invariants()
     prefix = driver.prefix
@@ -701,7 +702,7 @@ def flow_runs_named(prefect_api_url: str, names: list[str]) -> dict[str, list[st
 
 def wait_for_flow_runs(prefix: str, timeout: float = 60) -> None:
     """Until every incident of the run has its flow run recorded (a worker took it up)."""
-    from core.models import Incident
+    from core.incidents.models import Incident
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -715,7 +716,8 @@ def wait_for_flow_runs(prefix: str, timeout: float = 60) -> None:
 def reconcile(session: Session, prefix: str) -> dict[str, Any]:
     """What Baton stored for the run's incidents: incidents, completions and acknowledgements (with their
     ledger entries), and how many of each were stored twice."""
-    from core.models import DepartmentTask, Incident, LedgerEntry
+    from core.incidents.models import DepartmentTask, Incident
+    from core.ledger.models import LedgerEntry
 
     incidents = list(session.exec(select(Incident).where(col(Incident.title).startswith(prefix))).all())
     ids = [i.id for i in incidents]

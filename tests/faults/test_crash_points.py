@@ -1,5 +1,5 @@
 """The exact fault matrix: every process of the server-mode stack killed -9 at each of four points of an
-incident's life, reached for certain through failpoints (core/failpoints.py) rather than by timing.
+incident's life, reached for certain through failpoints (core/platform/failpoints.py) rather than by timing.
 
 | phase      | points (who runs them)                    | what a kill there interrupts                        |
 |------------|-------------------------------------------|-----------------------------------------------------|
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from core.failpoints import POINTS
+from core.platform.failpoints import POINTS
 from tests.conftest import Say
 from tests.faults.harness import (
     Driver,

@@ -58,7 +58,7 @@ class Snapshot:
     def _run(self) -> None:
         from sqlmodel import col, func, select
 
-        from core.models import Incident
+        from core.incidents.models import Incident
 
         def open_incidents(session: Any) -> int:
             return int(session.exec(select(func.count()).select_from(Incident).where(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
 from flows.stack import PostgresCluster
 from tests import engine_driver as drive
 from tests.api_server import FORECAST
@@ -56,8 +56,8 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(fault_stack: F
 @pytest.fixture
 def own_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster of this test's own (it is crashed and restarted), with Baton's database on it."""
-    from core.migrate import upgrade
-    from core.plans import _registry, parse_plan_text
+    from core.plans.store import _registry, parse_plan_text
+    from core.platform.migrate import upgrade
 
     cluster = PostgresCluster(durable=True).start()
     try:

@@ -1,0 +1,10 @@
+"""Every table, imported once so SQLModel.metadata knows them all (migrations, schema checks)."""
+
+import core.incidents.models
+import core.learning.models
+import core.ledger.models
+import core.outbox.models
+import core.plans.models
+import core.sharing.models
+import core.signals.models
+import core.users.models  # noqa: F401

@@ -1,0 +1,385 @@
+"""The rules that move an incident along its plan.
+
+`advance` is a reconciliation: from what the database says (tasks, level, stage, clock) it decides what
+the plan calls for next, writes it, and tells the flow which automated steps and deliveries to run and
+when to look again. Running it twice does nothing twice, so a flow resumed after a crash simply calls it
+again.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
+from core.ledger import chain as ledger
+from core.ledger.chain import LedgerKind
+from core.outbox.models import OutboundDelivery
+from core.plans.store import plan_for_version, registry
+from core.platform.clock import utcnow
+from core.platform.db import new_id
+from core.platform.errors import LeaseLost
+from core.platform.failpoints import failpoint
+from core.platform.settings import get_settings
+from process_defs.schema import STAGES, Condition, IncidentType, Step
+
+
+@dataclass
+class AdvanceResult:
+    incident_id: str
+    code: str
+    status: str
+    stage: str
+    level: str
+    actions: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)
+    next_check: datetime | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == IncidentStatus.closed
+
+
+def latest_tasks(session: Session, incident_id: str) -> dict[str, DepartmentTask]:
+    """The latest attempt of each step's task."""
+    rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id)
+                        .order_by(col(DepartmentTask.attempt))).all()
+    return {row.step_key: row for row in rows}
+
+
+def escalation_target(step: Step) -> str:
+    """The department that an overdue or handed-back step goes to."""
+    reg = registry()
+    target = step.escalate_to or "supervisor"
+    if target == "supervisor":
+        dept = reg.department(step.department)
+        return dept.supervisor if dept and dept.supervisor else COMMAND
+    if target.startswith("role:"):
+        role = reg.role(target[5:])
+        return role.department if role else COMMAND
+    return target
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+}
+
+
+def condition_holds(condition: Condition, tasks: dict[str, DepartmentTask]) -> bool:
+    source = tasks.get(condition.step)
+    if source is None or source.status != TaskStatus.completed:
+        return False
+    value = (source.outputs or {}).get(condition.field)
+    if condition.op == "truthy":
+        return bool(value)
+    if value is None:
+        return False
+    if condition.op == "in":
+        allowed = condition.value or []
+        # A multiple-choice answer matches when any of its values is allowed.
+        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
+    try:
+        return _OPS[condition.op](value, condition.value)
+    except TypeError:
+        return False
+
+
+def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTask]) -> dict[str, Any]:
+    """The earlier outputs a step is shown, keyed by step (and field where the plan names one)."""
+    out: dict[str, Any] = {}
+    for ref in step.inputs:
+        src_key, _, field_key = ref.partition(".")
+        source = tasks.get(src_key)
+        if source is None or source.status != TaskStatus.completed:
+            continue
+        outputs = source.outputs or {}
+        if field_key:
+            out.setdefault(src_key, {})[field_key] = outputs.get(field_key)
+        else:
+            out[src_key] = outputs
+    return out
+
+
+def has_endpoint(department: str) -> bool:
+    """Whether the department has a system Baton sends to (an endpoint named in the registry and configured)."""
+    dept = registry().department(department)
+    return bool(dept and dept.endpoint and dept.endpoint in get_settings().endpoints)
+
+
+def queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
+                    payload: dict[str, Any]) -> OutboundDelivery:
+    existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
+    if existing is not None:
+        return existing
+    dept = registry().department(target)
+    message_id = new_id()
+    # message_id lets a receiving system drop a message it has already processed (retries, replays).
+    body = {"message_id": message_id, "sent_for": key,
+            "incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
+                         "title": incident.title, "drill": incident.drill},
+            "purpose": purpose, "drill": incident.drill, **payload}
+    delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
+                                target=target, endpoint=dept.endpoint if dept else None, payload=body,
+                                payload_digest=ledger.digest_of(body), drill=incident.drill)
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+class _Advancer:
+    def __init__(self, session: Session, incident: Incident, plan: IncidentType, now: datetime) -> None:
+        self.session = session
+        self.incident = incident
+        self.plan = plan
+        self.now = now
+        self.tasks = latest_tasks(session, incident.id)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _ledger(self, kind: str, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
+                to_party: str = COMMAND, step_key: str | None = None, handed_over: Any = None,
+                details: dict[str, Any] | None = None) -> None:
+        ledger.append(self.session, incident=self.incident, kind=kind, actor=actor, from_party=from_party,
+                      to_party=to_party, idempotency_key=key, step_key=step_key, handed_over=handed_over,
+                      details=details, at=self.now)
+
+    def _resolved(self, dep_key: str, stage: str) -> bool:
+        task = self.tasks.get(dep_key)
+        if task is not None:
+            return TaskStatus(task.status).is_resolved
+        dep_stage = self.plan.stage_of(dep_key)
+        if STAGES.index(dep_stage) < STAGES.index(stage):
+            return True
+        # A dependency that does not apply at this level cannot hold anything up.
+        return not self.plan.step(dep_key).active_at(self.incident.level)
+
+    def _new_task(self, step: Step, stage: str, status: TaskStatus, attempt: int = 1,
+                  department: str | None = None) -> DepartmentTask:
+        task = DepartmentTask(incident_id=self.incident.id, step_key=step.key, attempt=attempt, stage=stage,
+                              department=department or step.department, kind=step.kind.value,
+                              required=step.required, status=status, created_at=self.now)
+        self.session.add(task)
+        self.tasks[step.key] = task
+        return task
+
+    def _assign(self, task: DepartmentTask, step: Step, from_party: str, kind: str = LedgerKind.task_assigned) -> None:
+        task.assigned_at = self.now
+        task.assigned_by = SYSTEM
+        deadline = step.deadline_for(self.incident.level)
+        task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
+        self.session.add(task)
+        self.session.flush()
+        handed = shared_inputs(self.plan, step, self.tasks)
+        self._ledger(kind, key=f"{task.id}:assigned", from_party=from_party, to_party=task.department,
+                     step_key=step.key, handed_over={"inputs": handed},
+                     details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
+                              "kind": step.kind.value})
+        failpoint("task.assigned")
+        if step.kind == "human" and has_endpoint(task.department):
+            queue_delivery(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
+                           target=task.department,
+                           payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
+                                             "stage": task.stage, "due_at": task.due_at.isoformat()
+                                             if task.due_at else None, "inputs": handed,
+                                             "form": [f.model_dump(mode="json") for f in step.form]}})
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def activate(self, stage: str) -> bool:
+        progressed = False
+        for step in self.plan.stages.get(stage).steps:
+            if step.key in self.tasks or not step.active_at(self.incident.level):
+                continue
+            if not all(self._resolved(dep, stage) for dep in step.depends_on):
+                continue
+            condition = step.when.condition if step.when else None
+            if condition is not None and not condition_holds(condition, self.tasks):
+                task = self._new_task(step, stage, TaskStatus.skipped)
+                task.cancel_reason = "condition not met"
+                progressed = True
+                continue
+            upstream = sorted({self.tasks[d].department for d in step.depends_on
+                               if d in self.tasks and self.tasks[d].status == TaskStatus.completed})
+            from_party = ",".join(upstream) or COMMAND
+            if step.kind == "human":
+                task = self._new_task(step, stage, TaskStatus.assigned)
+            else:
+                task = self._new_task(step, stage, TaskStatus.pending)
+            self._assign(task, step, from_party)
+            progressed = True
+        return progressed
+
+    def reassign_handed_back(self, stage: str) -> bool:
+        progressed = False
+        for key, task in list(self.tasks.items()):
+            if task.stage != stage or task.status != TaskStatus.handed_back:
+                continue
+            step = self.plan.step(key)
+            target = escalation_target(step)
+            if target == task.department:
+                target = COMMAND
+            new = self._new_task(step, stage, TaskStatus.assigned, attempt=task.attempt + 1, department=target)
+            self._assign(new, step, from_party=task.department, kind=LedgerKind.task_reassigned)
+            progressed = True
+        return progressed
+
+    def stage_done(self, stage: str) -> bool:
+        stage_def = self.plan.stages.get(stage)
+        if stage_def.gate is not None:
+            gate = self.tasks.get(stage_def.gate)
+            return gate is not None and gate.status == TaskStatus.completed
+        for step in stage_def.steps:
+            if not step.active_at(self.incident.level):
+                continue
+            task = self.tasks.get(step.key)
+            if task is None:
+                if step.required:
+                    return False
+                continue
+            if step.required and not TaskStatus(task.status).is_resolved:
+                return False
+            if step.kind == "action" and task.status == TaskStatus.pending:
+                return False
+        return True
+
+    def leave_stage(self, stage: str) -> None:
+        for step in self.plan.stages.get(stage).steps:
+            task = self.tasks.get(step.key)
+            if task is None:
+                skipped = self._new_task(step, stage, TaskStatus.skipped)
+                skipped.cancel_reason = ("not active at level " + self.incident.level
+                                         if not step.active_at(self.incident.level) else "stage ended before its turn")
+            elif TaskStatus(task.status).is_open or task.status == TaskStatus.handed_back:
+                task.status = TaskStatus.cancelled
+                task.cancelled_at = self.now
+                task.cancel_reason = "stage ended"
+                self.session.add(task)
+                self._ledger(LedgerKind.task_cancelled, key=f"{task.id}:cancelled", from_party=task.department,
+                             step_key=task.step_key, details={"reason": "stage ended"})
+        self.session.flush()
+        self._ledger(LedgerKind.stage_left, key=f"{self.incident.id}:stage:{stage}:left", details={"stage": stage})
+        failpoint("stage.left")
+        index = STAGES.index(stage)
+        if index + 1 < len(STAGES):
+            nxt = STAGES[index + 1]
+            self.incident.stage = nxt
+            self._ledger(LedgerKind.stage_entered, key=f"{self.incident.id}:stage:{nxt}:entered",
+                         details={"stage": nxt})
+        else:
+            self.incident.status = IncidentStatus.closed
+            self.incident.closed_at = self.now
+            self._ledger(LedgerKind.incident_closed, key=f"{self.incident.id}:closed",
+                         handed_over={"code": self.incident.code}, details={"level": self.incident.level})
+        self.session.add(self.incident)
+
+    # -- deadlines -----------------------------------------------------------------------------------
+    def deadlines(self, fraction: float) -> datetime | None:
+        next_check: datetime | None = None
+
+        def sooner(moment: datetime) -> None:
+            nonlocal next_check
+            next_check = moment if next_check is None else min(next_check, moment)
+
+        for task in self.tasks.values():
+            if task.kind != "human" or task.due_at is None or task.assigned_at is None:
+                continue
+            if task.status not in (TaskStatus.assigned, TaskStatus.acknowledged):
+                continue
+            step = self.plan.step(task.step_key)
+            remind_at = task.due_at - (task.due_at - task.assigned_at) * fraction
+            if task.reminded_at is None:
+                if self.now >= remind_at and self.now < task.due_at:
+                    task.reminded_at = self.now
+                    self.session.add(task)
+                    queue_delivery(self.session, incident=self.incident, key=f"{task.id}:reminder",
+                                    purpose="reminder", target=task.department,
+                                    payload={"task": {"id": task.id, "step": task.step_key,
+                                                      "due_at": task.due_at.isoformat()}})
+                elif self.now < remind_at:
+                    sooner(remind_at)
+            if self.now >= task.due_at:
+                target = escalation_target(step)
+                task.status = TaskStatus.escalated
+                task.escalated_at = self.now
+                task.escalated_to = target
+                self.session.add(task)
+                self._ledger(LedgerKind.task_escalated, key=f"{task.id}:escalated", from_party=task.department,
+                             to_party=target, step_key=task.step_key,
+                             details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"})
+                queue_delivery(self.session, incident=self.incident, key=f"{task.id}:escalation",
+                                purpose="escalation", target=target,
+                                payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
+                                                  "due_at": task.due_at.isoformat()}})
+            else:
+                sooner(task.due_at)
+        return next_check
+
+    def run(self, fraction: float) -> AdvanceResult:
+        for _ in range(len(STAGES) + 1):
+            stage = self.incident.stage
+            if self.incident.status != IncidentStatus.open:
+                break
+            while self.reassign_handed_back(stage) | self.activate(stage):
+                pass
+            if not self.stage_done(stage):
+                break
+            self.leave_stage(stage)
+        next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
+        self.session.flush()
+        actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]
+        deliveries = list(self.session.exec(
+            select(OutboundDelivery.id).where(OutboundDelivery.incident_id == self.incident.id,
+                                              OutboundDelivery.outcome == "pending")).all())
+        return AdvanceResult(incident_id=self.incident.id, code=self.incident.code, status=self.incident.status,
+                             stage=self.incident.stage, level=self.incident.level, actions=actions,
+                             deliveries=deliveries, next_check=next_check)
+
+
+def advance(session: Session, *, incident_id: str, worker_id: str | None = None,
+            now: datetime | None = None, reminder_before: float = 0.2) -> AdvanceResult:
+    incident = lock_incident(session, incident_id)
+    if worker_id is not None and incident.lease_owner != worker_id:
+        raise LeaseLost(f"incident {incident.code} is held by {incident.lease_owner}, not {worker_id}")
+    plan = plan_for_version(session, incident.plan_version_id)
+    return _Advancer(session, incident, plan, now or utcnow()).run(reminder_before)
+
+
+def finish_action(session: Session, *, task_id: str, outputs: dict[str, Any], ok: bool = True) -> DepartmentTask:
+    """Record an automated step's result (idempotent: a second call changes nothing)."""
+    task = session.get(DepartmentTask, task_id)
+    if task is None:
+        raise LookupError(task_id)
+    incident = lock_incident(session, task.incident_id)
+    session.refresh(task)
+    if task.status != TaskStatus.pending:
+        return task
+    now = utcnow()
+    task.status = TaskStatus.completed
+    task.completed_at = now
+    task.completed_by = SYSTEM
+    task.outputs = outputs
+    session.add(task)
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
+    kind = LedgerKind.warning_published if step.action == "publish_warning" and outputs.get("published") \
+        else LedgerKind.action_completed
+    ledger.append(session, incident=incident, kind=kind, actor=SYSTEM, from_party=task.department,
+                  to_party=COMMAND, step_key=task.step_key, idempotency_key=f"{task.id}:completed",
+                  handed_over=outputs, details={"action": step.action, "ok": ok}, at=now)
+    wake(incident, now)
+    session.add(incident)
+    return task
+
+
+def fail_action(session: Session, *, task_id: str, error: str) -> DepartmentTask:
+    """An automated step that failed after its retries: recorded as done-with-failure in the ledger, and the
+    command office is told, so the incident goes on and a person follows up."""
+    task = finish_action(session, task_id=task_id, outputs={"ok": False, "error": error}, ok=False)
+    incident = lock_incident(session, task.incident_id)
+    queue_delivery(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
+                   target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
+    return task

@@ -1,0 +1,119 @@
+"""What a department does with a task: acknowledge it, complete it, or hand it back.
+
+Each action is one transaction with its ledger entry and a wake-up for the incident's flow; acting twice
+is a `TaskStateConflict`, never a second handoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from core.incidents.engine import has_endpoint, queue_delivery
+from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.service import COMMAND, lock_incident, wake
+from core.ledger import chain as ledger
+from core.ledger.chain import LedgerKind
+from core.plans.forms import validate_outputs
+from core.plans.store import plan_for_version
+from core.platform.clock import utcnow
+from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
+from core.platform.failpoints import failpoint
+from core.sharing.scope import recipients
+
+
+def _locked_task(session: Session, task_id: str, department: str | None) -> tuple[Incident, DepartmentTask]:
+    task = session.get(DepartmentTask, task_id)
+    # Another department's task reads as missing, so its existence does not leak.
+    if task is None or (department is not None and task.department != department):
+        raise NotFound(f"no task '{task_id}'")
+    incident = lock_incident(session, task.incident_id)
+    session.refresh(task)
+    return incident, task
+
+
+def acknowledge(session: Session, *, task_id: str, actor: str, department: str | None = None) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id, department)
+    if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.escalated) \
+            or task.acknowledged_at is not None:
+        raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be acknowledged")
+    now = utcnow()
+    task.acknowledged_at = now
+    task.acknowledged_by = actor
+    if task.status == TaskStatus.assigned:
+        task.status = TaskStatus.acknowledged
+    session.add(task)
+    ledger.append(session, incident=incident, kind=LedgerKind.task_acknowledged, actor=actor,
+                  from_party=COMMAND, to_party=task.department, step_key=task.step_key,
+                  idempotency_key=f"{task.id}:acknowledged", at=now)
+    wake(incident, now)
+    session.add(incident)
+    return task
+
+
+def complete(
+    session: Session,
+    *,
+    task_id: str,
+    actor: str,
+    outputs: Any,
+    note: str | None = None,
+    department: str | None = None,
+) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id, department)
+    if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
+                                                   TaskStatus.escalated):
+        raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
+    clean = validate_outputs(step, outputs)
+    now = utcnow()
+    task.status = TaskStatus.completed
+    task.completed_at = now
+    task.completed_by = actor
+    task.outputs = clean
+    task.note = note
+    session.add(task)
+    ledger.append(session, incident=incident, kind=LedgerKind.task_completed, actor=actor,
+                  from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                  idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
+                  details={"on_time": task.due_at is None or now <= task.due_at}, at=now)
+    if step.share is not None:
+        classification = step.share.classification.value
+        planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
+        for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
+                                 classification=classification, planned=planned):
+            if has_endpoint(target):
+                queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                               target=target,
+                               payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                                   "department": task.department, "classification": classification,
+                                                   "outputs": clean}})
+    wake(incident, now)
+    session.add(incident)
+    failpoint("task.completed")
+    return task
+
+
+def hand_back(
+    session: Session, *, task_id: str, actor: str, reason: str, department: str | None = None
+) -> DepartmentTask:
+    if not reason.strip():
+        raise ReasonRequired("handing a task back needs a reason")
+    incident, task = _locked_task(session, task_id, department)
+    if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
+                                                   TaskStatus.escalated):
+        raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be handed back")
+    now = utcnow()
+    task.status = TaskStatus.handed_back
+    task.handed_back_at = now
+    task.handed_back_by = actor
+    task.hand_back_reason = reason
+    session.add(task)
+    ledger.append(session, incident=incident, kind=LedgerKind.task_handed_back, actor=actor,
+                  from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                  idempotency_key=f"{task.id}:handed_back", handed_over={"reason": reason}, at=now)
+    wake(incident, now)
+    session.add(incident)
+    return task

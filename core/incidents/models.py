@@ -1,0 +1,141 @@
+"""Tables of the incidents domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.platform.clock import utcnow
+from core.platform.db import new_id
+
+
+class IncidentStatus(StrEnum):
+    open = "open"
+    closed = "closed"
+
+
+class TaskStatus(StrEnum):
+    pending = "pending"  # created, not yet handed to anyone (action steps waiting to run)
+    assigned = "assigned"
+    acknowledged = "acknowledged"
+    completed = "completed"
+    handed_back = "handed_back"
+    escalated = "escalated"  # overdue; still open for its department, its escalation target is told
+    cancelled = "cancelled"
+    skipped = "skipped"  # not applicable: level too low or condition false when its turn came
+
+    @property
+    def is_open(self) -> bool:
+        return self in (TaskStatus.pending, TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
+
+    @property
+    def is_resolved(self) -> bool:
+        return self in (TaskStatus.completed, TaskStatus.cancelled, TaskStatus.skipped)
+
+
+OPEN_STATUSES = [s.value for s in TaskStatus if s.is_open]
+
+
+class IncidentCounter(SQLModel, table=True):
+    __tablename__ = "incident_counter"
+
+    prefix: str = Field(primary_key=True, max_length=8)
+    year: int = Field(primary_key=True)
+    last: int = 0
+
+
+class IncidentBase(SQLModel):
+    type: str = Field(index=True, max_length=64)
+    level: str = Field(max_length=3)
+    title: str = Field(max_length=200)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    location_name: str | None = Field(default=None, max_length=200)
+    lat: float | None = None
+    lon: float | None = None
+    drill: bool = False
+
+
+class Incident(IncidentBase, table=True):
+    __tablename__ = "incident"
+    __table_args__ = (
+        Index("ix_incident_claim", "status", "lease_expires_at"),
+        Index("ix_incident_wake", "lease_owner", "woken_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    code: str = Field(unique=True, max_length=32)
+    plan_version_id: int = Field(foreign_key="plan_version.id")
+    plan_version: int
+    status: str = Field(default=IncidentStatus.open, max_length=16)
+    stage: str = Field(default="warning", max_length=16)
+    opened_by: str = Field(max_length=100)
+    signal_id: str | None = Field(default=None, max_length=36)  # the monitoring signal that opened it
+    # A drill may run on a compressed clock: at 3600 an hour of the plan passes in a second.
+    clock_speed: float = 1.0
+    # The incident this one cascaded from (typhoon → flood, earthquake → chemical leak).
+    parent_id: str | None = Field(default=None, index=True, max_length=36)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+    flow_run_id: str | None = Field(default=None, max_length=36)
+    # Which Baton worker runs this incident's flow, until when (renewed while it lives).
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = None
+    # Bumped by every write that may let the flow advance; workers watch it to wake the flow.
+    woken_at: datetime = Field(default_factory=utcnow)
+    ledger_head_seq: int = 0
+    ledger_head_hash: str = Field(default="", max_length=64)
+
+
+class DepartmentTask(SQLModel, table=True):
+    __tablename__ = "department_task"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "step_key", "attempt", name="uq_task_step_attempt"),
+        Index("ix_task_inbox", "department", "status"),
+        Index("ix_task_due", "status", "due_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    step_key: str = Field(max_length=64)
+    attempt: int = 1
+    stage: str = Field(max_length=16)
+    department: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    required: bool = True
+    status: str = Field(default=TaskStatus.pending, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    assigned_at: datetime | None = None
+    assigned_by: str | None = Field(default=None, max_length=100)
+    due_at: datetime | None = None
+    reminded_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = Field(default=None, max_length=100)
+    completed_at: datetime | None = None
+    completed_by: str | None = Field(default=None, max_length=100)
+    handed_back_at: datetime | None = None
+    handed_back_by: str | None = Field(default=None, max_length=100)
+    hand_back_reason: str | None = Field(default=None, sa_column=Column(Text))
+    escalated_at: datetime | None = None
+    escalated_to: str | None = Field(default=None, max_length=100)
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = Field(default=None, max_length=200)
+    outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class LevelChange(SQLModel, table=True):
+    __tablename__ = "level_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    from_level: str = Field(max_length=3)
+    to_level: str = Field(max_length=3)
+    actor: str = Field(max_length=100)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(default_factory=utcnow)

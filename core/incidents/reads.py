@@ -1,0 +1,197 @@
+"""Read-side queries for the API and pages, with the visibility rules applied in one place.
+
+`department=None` means the reader sees everything (office, manager, admin); a department key limits the
+reader to incidents its department is on and tasks its department holds. What is not visible reads as
+missing (`NotFound`), so the existence of other records does not leak.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.incidents.engine import latest_tasks
+from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
+from core.ledger.chain import read_chain, verify_incident
+from core.plans.models import PlanVersion
+from core.plans.store import plan_for_version, registry
+from core.platform.clock import utcnow
+from core.platform.errors import NotFound
+from core.platform.paging import Page, paged
+from core.sharing.scope import can_see
+from process_defs.schema import STAGES
+
+
+def involved(session: Session, incident_id: str, department: str) -> bool:
+    return session.exec(select(DepartmentTask.id).where(DepartmentTask.incident_id == incident_id,
+                                                        DepartmentTask.department == department)
+                        .limit(1)).first() is not None
+
+
+def get_incident(session: Session, incident_id: str, department: str | None) -> Incident:
+    incident = session.get(Incident, incident_id) or session.exec(
+        select(Incident).where(Incident.code == incident_id)).first()
+    if incident is None or (department is not None and not involved(session, incident.id, department)):
+        raise NotFound(f"no incident '{incident_id}'")
+    return incident
+
+
+def list_incidents(session: Session, *, department: str | None, status: str | None = None,
+                   type_key: str | None = None, level: str | None = None, stage: str | None = None,
+                   limit: int = 50, offset: int = 0) -> Page:
+    query = select(Incident)
+    if department is not None:
+        query = query.where(col(Incident.id).in_(
+            select(DepartmentTask.incident_id).where(DepartmentTask.department == department)))
+    for column, value in ((Incident.status, status), (Incident.type, type_key), (Incident.level, level),
+                          (Incident.stage, stage)):
+        if value is not None:
+            query = query.where(col(column) == value)
+    return paged(session, query, col(Incident.created_at).desc(), limit=limit, offset=offset)
+
+
+def list_tasks(session: Session, *, department: str | None, status: str | None = None,
+               incident_id: str | None = None, open_only: bool = False, limit: int = 100,
+               offset: int = 0) -> Page:
+    query = select(DepartmentTask).where(DepartmentTask.kind == "human")
+    if department is not None:
+        query = query.where(DepartmentTask.department == department)
+    if status is not None:
+        query = query.where(DepartmentTask.status == status)
+    if open_only:
+        query = query.where(col(DepartmentTask.status).in_(OPEN_STATUSES))
+    if incident_id is not None:
+        query = query.where(DepartmentTask.incident_id == incident_id)
+    # Overdue first, then by due time: what a duty desk must do next is at the top.
+    return paged(session, query, col(DepartmentTask.due_at).is_(None), col(DepartmentTask.due_at),
+                 col(DepartmentTask.created_at), limit=limit, offset=offset)
+
+
+def preload_incidents(session: Session, incident_ids: set[str]) -> None:
+    """Load a page's incidents and their plan versions in two queries; later `session.get` calls hit the
+    session's identity map instead of the database once per row."""
+    if not incident_ids:
+        return
+    incidents = session.exec(select(Incident).where(col(Incident.id).in_(incident_ids))).all()
+    version_ids = {i.plan_version_id for i in incidents}
+    session.exec(select(PlanVersion).where(col(PlanVersion.id).in_(version_ids))).all()
+
+
+def get_task(session: Session, task_id: str, department: str | None) -> DepartmentTask:
+    task = session.get(DepartmentTask, task_id)
+    if task is None or (department is not None and task.department != department):
+        raise NotFound(f"no task '{task_id}'")
+    return task
+
+
+def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
+    """The task with its step's form and the inputs the plan shows it from earlier steps."""
+    incident = session.get(Incident, task.incident_id)
+    assert incident is not None
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
+    tasks = latest_tasks(session, incident.id)
+    reg = registry()
+    inputs = []
+    for ref in step.inputs:
+        src_key, _, field_key = ref.partition(".")
+        source = tasks.get(src_key)
+        if source is None or source.status != TaskStatus.completed:
+            continue
+        src_step = plan.step(src_key)
+        outputs = source.outputs or {}
+        values = {field_key: outputs.get(field_key)} if field_key else outputs
+        fields = []
+        for k, v in values.items():
+            form_field = src_step.field(k)
+            fields.append({"key": k, "value": v, "unit": form_field.unit if form_field else None,
+                           "label": form_field.label.model_dump() if form_field else {"zh": k, "en": k}})
+        dept = reg.department(source.department)
+        inputs.append({"step": src_key, "title": src_step.title.model_dump(), "department": source.department,
+                       "department_name": dept.name.model_dump() if dept else None,
+                       "completed_at": source.completed_at, "fields": fields})
+    return {"task": task, "incident": incident, "step": step, "inputs": inputs,
+            "form": [f.model_dump(mode="json") for f in step.form]}
+
+
+def is_overdue(task: DepartmentTask, now: datetime | None = None) -> bool:
+    moment = now or utcnow()
+    if task.due_at is None:
+        return False
+    end = task.completed_at if task.status == TaskStatus.completed else None
+    return (end or moment) > task.due_at and task.status not in (TaskStatus.cancelled, TaskStatus.skipped)
+
+
+def timeline(session: Session, incident: Incident) -> dict[str, Any]:
+    """Stages and steps on a time axis: when each step was assigned, acknowledged, done, against its due."""
+    plan = plan_for_version(session, incident.plan_version_id)
+    chain = read_chain(session, incident.id)
+    stages = []
+    entered: dict[str, datetime] = {}
+    for entry in chain:
+        stage = entry.details.get("stage") if isinstance(entry.details, dict) else None
+        if entry.kind == "stage.entered" and stage:
+            entered[stage] = entry.at
+        elif entry.kind == "stage.left" and stage:
+            stages.append({"stage": stage, "entered_at": entered.get(stage), "left_at": entry.at})
+    if incident.status == "open" and incident.stage in entered:
+        stages.append({"stage": incident.stage, "entered_at": entered[incident.stage], "left_at": None})
+    order = {key: i for i, (_, step) in enumerate(plan.steps()) for key in [step.key]}
+    rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id)).all()
+    steps = []
+    for task in sorted(rows, key=lambda t: (STAGES.index(t.stage), order.get(t.step_key, 0), t.attempt)):
+        step = plan.step(task.step_key)
+        steps.append({"task_id": task.id, "step": task.step_key, "title": step.title.model_dump(),
+                      "stage": task.stage, "department": task.department, "kind": task.kind,
+                      "attempt": task.attempt, "status": task.status, "assigned_at": task.assigned_at,
+                      "acknowledged_at": task.acknowledged_at, "completed_at": task.completed_at,
+                      "due_at": task.due_at, "escalated_at": task.escalated_at, "escalated_to": task.escalated_to,
+                      "overdue": is_overdue(task) if task.kind == "human" else False})
+    changes = session.exec(select(LevelChange).where(LevelChange.incident_id == incident.id)
+                           .order_by(col(LevelChange.at))).all()
+    return {"incident_id": incident.id, "code": incident.code, "opened_at": incident.created_at,
+            "closed_at": incident.closed_at, "stages": stages, "steps": steps,
+            "level_changes": [{"from": c.from_level, "to": c.to_level, "actor": c.actor, "reason": c.reason,
+                               "at": c.at} for c in changes]}
+
+
+def deadlines_by_department(session: Session, incident: Incident) -> list[dict[str, Any]]:
+    rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
+                                                     DepartmentTask.kind == "human")).all()
+    figures: dict[str, dict[str, int]] = {}
+    for task in rows:
+        if task.due_at is None or task.status in (TaskStatus.skipped, TaskStatus.cancelled):
+            continue
+        item = figures.setdefault(task.department, {"met": 0, "missed": 0, "open": 0})
+        if task.status == TaskStatus.completed:
+            item["met" if not is_overdue(task) else "missed"] += 1
+        elif is_overdue(task):
+            item["missed"] += 1
+        else:
+            item["open"] += 1
+    return [{"department": k, **v} for k, v in sorted(figures.items())]
+
+
+def ledger_view(session: Session, incident: Incident) -> dict[str, Any]:
+    result = verify_incident(session, incident.id)
+    return {"entries": read_chain(session, incident.id), "valid": result.valid, "count": result.entries,
+            "first_bad_seq": result.first_bad_seq, "reason": result.reason}
+
+
+def shared_with(session: Session, incident: Incident, department: str | None) -> list[dict[str, Any]]:
+    """Completed outputs the plan shares with this department (all of them for office and managers)."""
+    plan = plan_for_version(session, incident.plan_version_id)
+    out = []
+    for key, task in latest_tasks(session, incident.id).items():
+        step = plan.step(key)
+        if task.status != TaskStatus.completed or task.kind != "human" or step.share is None:
+            continue
+        if not can_see(department, owner=task.department, share_with=step.share.with_,
+                       classification=step.share.classification.value):
+            continue
+        out.append({"step": key, "title": step.title.model_dump(), "department": task.department,
+                    "classification": step.share.classification.value, "completed_at": task.completed_at,
+                    "outputs": task.outputs})
+    return sorted(out, key=lambda item: item["completed_at"] or utcnow())

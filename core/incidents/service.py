@@ -1,0 +1,186 @@
+"""Incidents: open one, lock it for a write, change its level. Services never commit; callers do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from core.incidents.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus
+from core.ledger import chain as ledger
+from core.ledger.chain import LedgerKind
+from core.plans.store import plan_for_version, snapshot_current
+from core.platform.clock import utcnow
+from core.platform.db import is_postgres
+from core.platform.errors import IncidentClosed, InvalidLevel, NotFound, ReasonRequired
+from core.platform.failpoints import failpoint
+from core.platform.settings import get_settings
+from process_defs.schema import LEVELS, level_rank
+
+SYSTEM = "baton"
+COMMAND = "emergency_office"
+
+
+def lock_incident(session: Session, incident_id: str) -> Incident:
+    """Read the incident for writing; concurrent writers to the same incident queue behind this one.
+
+    On PostgreSQL this is a row lock; on SQLite every write transaction already holds the database's
+    write lock (BEGIN IMMEDIATE), which serialises them.
+    """
+    query = select(Incident).where(Incident.id == incident_id)
+    if is_postgres(session):
+        # FOR NO KEY UPDATE: compatible with the KEY SHARE locks that inserting rows referencing the
+        # incident takes, so a transaction that inserted first and locks second cannot deadlock another.
+        query = query.with_for_update(key_share=True)
+    incident = session.exec(query.execution_options(populate_existing=True)).first()
+    if incident is None:
+        raise NotFound(f"no incident '{incident_id}'")
+    return incident
+
+
+def find_incident(session: Session, ref: str) -> Incident:
+    """An incident by id or by code (e.g. FLD-2026-0007)."""
+    incident = session.get(Incident, ref) or session.exec(select(Incident).where(Incident.code == ref)).first()
+    if incident is None:
+        raise NotFound(f"no incident '{ref}'")
+    return incident
+
+
+def wake(incident: Incident, now: datetime | None = None) -> None:
+    """Mark the incident so the worker holding it re-evaluates its flow promptly."""
+    moment = now or utcnow()
+    incident.woken_at = moment
+    incident.updated_at = moment
+
+
+def _next_code(session: Session, prefix: str, moment: datetime) -> str:
+    year = moment.astimezone(ZoneInfo(get_settings().timezone)).year
+    session.execute(text("INSERT INTO incident_counter (prefix, year, last) VALUES (:p, :y, 0) ON CONFLICT DO NOTHING"),
+                    {"p": prefix, "y": year})
+    number = session.execute(
+        text("UPDATE incident_counter SET last = last + 1 WHERE prefix = :p AND year = :y RETURNING last"),
+        {"p": prefix, "y": year},
+    ).scalar_one()
+    return f"{prefix}-{year}-{number:04d}"
+
+
+def check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise InvalidLevel(f"level must be one of {', '.join(LEVELS)} (IV least severe, I most), not '{level}'")
+    return level
+
+
+@dataclass
+class Opened:
+    incident: Incident
+    created: bool
+
+
+def open_incident(
+    session: Session,
+    *,
+    type_key: str,
+    title: str,
+    actor: str,
+    level: str | None = None,
+    description: str | None = None,
+    location_name: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    drill: bool = False,
+    idempotency_key: str | None = None,
+    clock_speed: float = 1.0,
+) -> Opened:
+    if idempotency_key:
+        existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            return Opened(existing, created=False)
+    version_row, plan = snapshot_current(session, type_key)
+    level = check_level(level or plan.default_level)
+    if clock_speed != 1.0 and not drill:
+        raise InvalidLevel("only a drill can run on a compressed clock")
+    if not 1.0 <= clock_speed <= 100_000:
+        raise InvalidLevel("the clock speed must be between 1 and 100000")
+    now = utcnow()
+    assert version_row.id is not None
+    incident = Incident(
+        code=_next_code(session, plan.code_prefix, now),
+        type=type_key,
+        plan_version_id=version_row.id,
+        plan_version=plan.version,
+        level=level,
+        title=title,
+        description=description,
+        location_name=location_name,
+        lat=lat,
+        lon=lon,
+        drill=drill,
+        clock_speed=clock_speed,
+        opened_by=actor,
+        idempotency_key=idempotency_key,
+        stage="warning",
+        created_at=now,
+        updated_at=now,
+        woken_at=now,
+    )
+    session.add(incident)
+    session.flush()
+    ledger.append(session, incident=incident, kind=LedgerKind.incident_opened, actor=actor, from_party=actor,
+                  to_party=COMMAND, idempotency_key=f"{incident.id}:opened",
+                  handed_over={"type": type_key, "level": level, "title": title, "drill": drill},
+                  details={"level": level, "plan_version": plan.version, "drill": drill}, at=now)
+    ledger.append(session, incident=incident, kind=LedgerKind.stage_entered, actor=SYSTEM, from_party=COMMAND,
+                  to_party=COMMAND, idempotency_key=f"{incident.id}:stage:warning:entered",
+                  details={"stage": "warning"}, at=now)
+    failpoint("incident.opened")
+    return Opened(incident, created=True)
+
+
+def change_level(session: Session, *, incident_id: str, level: str, actor: str, reason: str) -> Incident:
+    """Raise or lower the level: tighten open deadlines on a raise, cancel unstarted steps that no longer
+    apply on a lowering. Steps the new level activates are assigned by the flow when it wakes."""
+    check_level(level)
+    if not reason.strip():
+        raise ReasonRequired("a level change needs a reason")
+    incident = lock_incident(session, incident_id)
+    if incident.status != IncidentStatus.open:
+        raise IncidentClosed(f"incident {incident.code} is closed")
+    if incident.level == level:
+        return incident
+    plan = plan_for_version(session, incident.plan_version_id)
+    now = utcnow()
+    previous = incident.level
+    session.add(LevelChange(incident_id=incident.id, from_level=previous, to_level=level, actor=actor,
+                            reason=reason, at=now))
+    incident.level = level
+    ledger.append(session, incident=incident, kind=LedgerKind.level_changed, actor=actor, from_party=actor,
+                  to_party=COMMAND, idempotency_key=f"{incident.id}:level:{incident.ledger_head_seq + 1}:{level}",
+                  handed_over={"from": previous, "to": level, "reason": reason},
+                  details={"from": previous, "to": level, "reason": reason}, at=now)
+    open_tasks = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
+                                                           col(DepartmentTask.status).in_(
+                                                               [s.value for s in TaskStatus if s.is_open]))).all()
+    raised = level_rank(level) > level_rank(previous)
+    for task in open_tasks:
+        step = plan.step(task.step_key)
+        if raised:
+            deadline = step.deadline_for(level)
+            if deadline is not None and task.assigned_at is not None and task.due_at is not None:
+                tighter = task.assigned_at + deadline / incident.clock_speed
+                if tighter < task.due_at:
+                    task.due_at = tighter
+                    session.add(task)
+        elif not step.active_at(level) and task.status in (TaskStatus.pending, TaskStatus.assigned):
+            task.status = TaskStatus.cancelled
+            task.cancelled_at = now
+            task.cancel_reason = f"level lowered to {level}"
+            session.add(task)
+            ledger.append(session, incident=incident, kind=LedgerKind.task_cancelled, actor=actor,
+                          from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                          idempotency_key=f"{task.id}:cancelled", details={"reason": task.cancel_reason}, at=now)
+    wake(incident, now)
+    session.add(incident)
+    return incident

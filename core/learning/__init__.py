@@ -1,0 +1,1 @@
+"""The learning stage: lessons, follow-ups, plan proposals, after-action reviews, analytics, drills."""

@@ -1,0 +1,164 @@
+"""The accountability ledger: one hash-chained entry per handoff, per incident.
+
+Each entry's hash is SHA-256 over the canonical JSON of the entry including the previous entry's hash, so
+editing, deleting or reordering any entry breaks the chain from that point on. The incident row keeps the
+head (sequence and hash) so a truncated tail is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.incidents.models import Incident
+from core.ledger.models import LedgerEntry
+from core.platform.clock import utcnow
+from core.platform.failpoints import failpoint
+
+GENESIS = "0" * 64
+
+
+class LedgerKind:
+    incident_opened = "incident.opened"
+    stage_entered = "stage.entered"
+    stage_left = "stage.left"
+    task_assigned = "task.assigned"
+    task_acknowledged = "task.acknowledged"
+    task_completed = "task.completed"
+    task_handed_back = "task.handed_back"
+    task_escalated = "task.escalated"
+    task_reassigned = "task.reassigned"
+    task_cancelled = "task.cancelled"
+    action_completed = "action.completed"
+    level_changed = "level.changed"
+    warning_published = "warning.published"
+    incident_closed = "incident.closed"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest_of(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def _time(value: datetime) -> str:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(entry: LedgerEntry) -> str:
+    body = {
+        "incident_id": entry.incident_id,
+        "seq": entry.seq,
+        "at": _time(entry.at),
+        "kind": entry.kind,
+        "actor": entry.actor,
+        "from": entry.from_party,
+        "to": entry.to_party,
+        "step": entry.step_key,
+        "digest": entry.digest,
+        "details": entry.details,
+        "idempotency_key": entry.idempotency_key,
+        "prev_hash": entry.prev_hash,
+    }
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def append(
+    session: Session,
+    *,
+    incident: Incident,
+    kind: str,
+    actor: str,
+    from_party: str,
+    to_party: str,
+    idempotency_key: str,
+    step_key: str | None = None,
+    handed_over: Any = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> LedgerEntry:
+    """Append one entry; a repeated idempotency key returns the entry already written.
+
+    The caller holds the incident's write lock (see `core.incidents.service.lock_incident`), so the head read
+    here is the head the entry links to.
+    """
+    existing = session.exec(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    entry = LedgerEntry(
+        incident_id=incident.id,
+        seq=incident.ledger_head_seq + 1,
+        at=at or utcnow(),
+        kind=kind,
+        actor=actor,
+        from_party=from_party,
+        to_party=to_party,
+        step_key=step_key,
+        digest=digest_of(handed_over if handed_over is not None else {}),
+        details=details or {},
+        idempotency_key=idempotency_key,
+        prev_hash=incident.ledger_head_hash or GENESIS,
+        hash="",
+    )
+    entry.hash = entry_hash(entry)
+    session.add(entry)
+    incident.ledger_head_seq = entry.seq
+    incident.ledger_head_hash = entry.hash
+    session.add(incident)
+    session.flush()
+    failpoint("ledger.appended")
+    return entry
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    entries: int
+    first_bad_seq: int | None
+    reason: str | None = None
+
+
+def verify_entries(
+    entries: list[LedgerEntry], head_seq: int | None = None, head_hash: str | None = None
+) -> Verification:
+    """Check a chain read in storage order (by row id), naming the first entry that does not fit."""
+    previous_hash = GENESIS
+    expected_seq = 1
+    for entry in entries:
+        if entry.seq != expected_seq:
+            return Verification(False, len(entries), min(expected_seq, entry.seq),
+                                f"expected entry {expected_seq}, found {entry.seq} (deleted or reordered)")
+        if entry.prev_hash != previous_hash:
+            return Verification(False, len(entries), entry.seq, "does not link to the entry before it")
+        if entry_hash(entry) != entry.hash:
+            return Verification(False, len(entries), entry.seq, "its content does not match its hash (edited)")
+        previous_hash = entry.hash
+        expected_seq += 1
+    if head_seq is not None and head_seq != len(entries):
+        return Verification(False, len(entries), len(entries) + 1,
+                            f"the incident records {head_seq} entries but {len(entries)} remain (truncated)")
+    if head_hash is not None and entries and head_hash != previous_hash:
+        return Verification(False, len(entries), len(entries), "the last entry is not the recorded head")
+    return Verification(True, len(entries), None)
+
+
+def read_chain(session: Session, incident_id: str) -> list[LedgerEntry]:
+    # Storage order, not seq order: a reordered chain must show up as out of order.
+    return list(session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id)
+                             .order_by(col(LedgerEntry.id))).all())
+
+
+def verify_incident(session: Session, incident_id: str) -> Verification:
+    incident = session.get(Incident, incident_id)
+    entries = read_chain(session, incident_id)
+    if incident is None:
+        return verify_entries(entries)
+    return verify_entries(entries, incident.ledger_head_seq, incident.ledger_head_hash)

@@ -1,0 +1,1 @@
+"""Messages to department systems: queued in the handoff's transaction, signed, attempted, replayed."""

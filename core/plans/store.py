@@ -1,0 +1,136 @@
+"""Plans as the engine sees them: the shipped files, and the frozen version each incident was opened with."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from core.plans.models import PlanVersion
+from core.platform.errors import PlanInvalid, UnknownIncidentType
+from core.platform.settings import get_settings
+from process_defs.schema import KEY_PATTERN, DepartmentRegistry, IncidentType
+from process_defs.signals import SIGNALS_FILE, SignalRules
+from process_defs.validation import REGISTRY_FILE, load_registry, load_signal_rules, parse_plan
+
+
+@lru_cache(maxsize=4)
+def _registry(plans_dir: str) -> DepartmentRegistry:
+    registry, problems = load_registry(Path(plans_dir) / REGISTRY_FILE)
+    if registry is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems))
+    return registry
+
+
+def registry() -> DepartmentRegistry:
+    return _registry(str(get_settings().plans_dir))
+
+
+def current_plan_text(type_key: str) -> str:
+    # Only a plain key names a plan: no path separators, dots or anything else that reaches outside the folder.
+    if not re.fullmatch(KEY_PATTERN, type_key) or type_key not in list_types():
+        raise UnknownIncidentType(f"no response plan for incident type '{type_key[:64]}'")
+    path = get_settings().plans_dir / f"{type_key}.yaml"
+    if not path.is_file():
+        raise UnknownIncidentType(f"no response plan for incident type '{type_key}'")
+    return path.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=256)
+def parse_plan_text(text: str, file: str) -> IncidentType:
+    plan, problems = parse_plan(text, file, registry())
+    if plan is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems), details=[str(p) for p in problems])
+    return plan
+
+
+def list_types() -> list[str]:
+    return sorted(p.stem for p in get_settings().plans_dir.glob("*.yaml") if p.name not in (REGISTRY_FILE,
+                                                                                          SIGNALS_FILE))
+
+
+def current_plans() -> tuple[list[tuple[str, IncidentType]], dict[str, list[str]]]:
+    """The plans that parse, and the problems of those that do not: one broken file must not hide the
+    plans that work (from the office's trigger form, the plan list, the analytics filters)."""
+    good: list[tuple[str, IncidentType]] = []
+    broken: dict[str, list[str]] = {}
+    for key in list_types():
+        try:
+            good.append((key, parse_plan_text(current_plan_text(key), f"{key}.yaml")))
+        except PlanInvalid as exc:
+            broken[key] = [str(item) for item in exc.details] if isinstance(exc.details, list) else [exc.message]
+    return good, broken
+
+
+def latest_accepted(session: Session, type_key: str) -> PlanVersion | None:
+    """The newest version of `type_key` a planner accepted from a proposal (stored only in the database)."""
+    return session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.source == "accepted")
+                        .order_by(col(PlanVersion.version).desc(), col(PlanVersion.id).desc()).limit(1)).first()
+
+
+def plan_in_use(session: Session, type_key: str) -> tuple[IncidentType, str]:
+    """The plan a new incident of `type_key` would follow, and where it is from ("file" or "accepted"),
+    by the rule of `snapshot_current` but without storing anything."""
+    plan = parse_plan_text(current_plan_text(type_key), f"{type_key}.yaml")
+    accepted = latest_accepted(session, type_key)
+    if accepted is not None and accepted.version >= plan.version:
+        return parse_plan_text(accepted.content, f"{type_key}.yaml"), "accepted"
+    return plan, "file"
+
+
+def snapshot_current(session: Session, type_key: str) -> tuple[PlanVersion, IncidentType]:
+    """Store (once) the current plan text of `type_key` and return it with its parsed plan.
+
+    The current plan is the shipped file, unless a planner accepted a newer version from a proposal: the
+    higher version number wins, and an accepted version wins a tie with the file (it is already in use)."""
+    text = current_plan_text(type_key)
+    plan = parse_plan_text(text, f"{type_key}.yaml")
+    accepted = latest_accepted(session, type_key)
+    if accepted is not None and accepted.version >= plan.version:
+        return accepted, parse_plan_text(accepted.content, f"{type_key}.yaml")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    row = session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.version == plan.version,
+                                                 PlanVersion.digest == digest)).first()
+    if row is None:
+        row = PlanVersion(type=type_key, version=plan.version, digest=digest, content=text)
+        session.add(row)
+        session.flush()
+    return row, plan
+
+
+def store_accepted(session: Session, type_key: str, text: str) -> PlanVersion:
+    """Store `text` (a valid plan of `type_key`) as an accepted version; new incidents of the type use it."""
+    plan = parse_plan_text(text, f"{type_key}.yaml")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    row = session.exec(select(PlanVersion).where(PlanVersion.type == type_key, PlanVersion.version == plan.version,
+                                                 PlanVersion.digest == digest)).first()
+    if row is None:
+        row = PlanVersion(type=type_key, version=plan.version, digest=digest, content=text, source="accepted")
+    else:
+        row.source = "accepted"
+    session.add(row)
+    session.flush()
+    return row
+
+
+def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
+    row = session.get(PlanVersion, plan_version_id)
+    if row is None:
+        raise PlanInvalid(f"plan version {plan_version_id} is missing")
+    return parse_plan_text(row.content, f"{row.type}.yaml")
+
+
+@lru_cache(maxsize=4)
+def _signal_rules(plans_dir: str) -> SignalRules:
+    plans = {key: parse_plan_text(current_plan_text(key), f"{key}.yaml") for key in list_types()}
+    rules, problems = load_signal_rules(Path(plans_dir) / SIGNALS_FILE, plans)
+    if rules is None:
+        raise PlanInvalid("; ".join(str(p) for p in problems))
+    return rules
+
+
+def signal_rules() -> SignalRules:
+    return _signal_rules(str(get_settings().plans_dir))

@@ -1,0 +1,113 @@
+"""Baton's settings, from the environment (prefix `BATON_`) or a `.env` file; read through `get_settings()`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROCESS_DEFS_DIR = Path(__file__).resolve().parents[2] / "process_defs"
+
+
+class Endpoint(BaseModel):
+    """A department system that receives Baton's signed notices."""
+
+    url: str
+    secret: SecretStr
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BATON_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    data_dir: Path = Field(default=Path(".baton"), description="Where the embedded system keeps its files.")
+    # Secret: a PostgreSQL URL holds the password, and settings can end up printed (a traceback, a debugger).
+    database_url: SecretStr | None = Field(default=None,
+                                           description="SQLAlchemy URL; default SQLite under `data_dir`.")
+    prefect_api_url: str | None = Field(
+        default=None, description="A Prefect server to use; unset, `baton serve` starts one of its own.")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs page sessions' CSRF tokens; unset, one is made in `data_dir`.")
+    token_hours: float = 8.0
+    # Failed logins from one client address, over all accounts, before it must wait out the window.
+    login_failures_per_source: int = 30
+    login_window_seconds: float = 600.0
+    cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
+    max_body_bytes: int = 1_000_000
+    plans_dir: Path = PROCESS_DEFS_DIR
+    timezone: str = "Asia/Shanghai"
+    sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
+
+    worker_id: str | None = None
+    lease_seconds: float = 15.0
+    claim_interval: float = 0.1
+    wake_interval: float = 0.2
+    # A safety net only: every change that matters wakes its incident, and deadlines set their own timeout.
+    # Each re-check is one reconciliation per waiting incident; at 30 s, 1,000 waiting incidents cost 33 a
+    # second, which on a small machine took a third of the CPU that handoffs needed.
+    recheck_seconds: float = 300.0
+    worker_capacity: int = 5000
+    reminder_before: float = Field(default=0.2, description="Remind when this share of a deadline is left.")
+    retry_delays: list[float] = Field(default=[1.0, 4.0, 15.0, 60.0])
+
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    failpoint_dir: Path | None = Field(
+        default=None, description="Fault tests only: where failpoints are armed (see core/platform/failpoints.py).")
+    http_timeout: float = 10.0
+
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'baton.db').resolve()}"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process of the system made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.05)
+        raise RuntimeError(f"{path} is empty")
+
+    def resolved_prefect_api_url(self) -> str | None:
+        return self.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
+
+    def resolved_worker_id(self) -> str:
+        # A random part: a restarted container may get the same host name and pid as the worker it replaces.
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+SECRETS_DIR_ENV = "BATON_SECRETS_DIR"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings: init > environment > `.env` > files in `BATON_SECRETS_DIR`.
+
+    The folder holds one file a setting, named after its variable in lower case (`baton_secret_key`,
+    `baton_database_url`, `baton_endpoints` as JSON), as Docker and Kubernetes mount secrets, so that a secret
+    need not be in the environment of every process that could print it."""
+    folder = os.environ.get(SECRETS_DIR_ENV)
+    if not folder:
+        return Settings()
+    if not Path(folder).is_dir():
+        raise RuntimeError(f"{SECRETS_DIR_ENV}={folder} is not a folder")
+    return Settings(_secrets_dir=folder)

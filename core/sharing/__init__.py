@@ -1,0 +1,1 @@
+"""Information sharing: field scope, the situation board, CAP warnings."""

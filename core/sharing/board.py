@@ -1,0 +1,112 @@
+"""The situation board: everything shared on an incident, in order, as far as the reader may see it.
+
+Items are completed step outputs the plan shares, ad-hoc situation reports, and public warnings. Posting a
+report also sends it to the departments in its scope (when they have a system endpoint).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.incidents.engine import has_endpoint, latest_tasks, queue_delivery
+from core.incidents.models import Incident, TaskStatus
+from core.incidents.service import lock_incident, wake
+from core.ledger import chain as ledger
+from core.plans.store import plan_for_version, registry
+from core.platform.clock import utcnow
+from core.platform.errors import BatonError
+from core.sharing.models import CapAlert, SituationReport
+from core.sharing.scope import EVERYONE, can_see, recipients
+
+
+class ReportInvalid(BatonError):
+    code = "report_invalid"
+    http_status = 422
+
+
+def board(session: Session, incident: Incident, reader: str | None, since: datetime | None = None
+          ) -> list[dict[str, Any]]:
+    plan = plan_for_version(session, incident.plan_version_id)
+    items: list[dict[str, Any]] = []
+    for key, task in latest_tasks(session, incident.id).items():
+        step = plan.step(key)
+        if task.status != TaskStatus.completed or task.kind != "human" or step.share is None:
+            continue
+        classification = step.share.classification.value
+        if not can_see(reader, owner=task.department, share_with=step.share.with_, classification=classification):
+            continue
+        items.append({"kind": "step", "id": task.id, "at": task.completed_at, "department": task.department,
+                      "title": step.title.model_dump(), "classification": classification,
+                      "fields": [{"key": k, "value": v,
+                                  "label": (f.label.model_dump() if (f := step.field(k)) else {"zh": k, "en": k}),
+                                  "unit": f.unit if f else None} for k, v in (task.outputs or {}).items()],
+                      "note": task.note})
+    reports = session.exec(select(SituationReport).where(SituationReport.incident_id == incident.id)).all()
+    for report in reports:
+        if not can_see(reader, owner=report.department, share_with=report.share_with,
+                       classification=report.classification):
+            continue
+        items.append({"kind": "report", "id": report.id, "at": report.created_at, "department": report.department,
+                      "title": {"zh": "情况报告", "en": "Situation report"}, "classification": report.classification,
+                      "text": report.text, "figures": report.figures,
+                      "location": {"name": report.location_name, "lat": report.lat, "lon": report.lon}
+                      if report.location_name or report.lat is not None else None, "author": report.author})
+    alerts = session.exec(select(CapAlert).where(CapAlert.incident_id == incident.id)).all()
+    for alert in alerts:
+        items.append({"kind": "warning", "id": alert.id, "at": alert.sent_at, "department": "emergency_office",
+                      "title": {"zh": "预警信息", "en": "Warning"}, "classification": "public",
+                      "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
+                      "published": alert.published})
+    items.sort(key=lambda item: item["at"] or utcnow())
+    if since is not None:
+        items = [item for item in items if item["at"] and item["at"] > since]
+    return items
+
+
+def post_report(session: Session, *, incident_id: str, department: str, author: str, text: str,
+                figures: dict[str, Any] | None = None, location_name: str | None = None,
+                lat: float | None = None, lon: float | None = None, share_with: list[str] | None = None,
+                classification: str = "internal") -> SituationReport:
+    incident = lock_incident(session, incident_id)
+    if not text.strip():
+        raise ReportInvalid("a situation report needs text")
+    if classification not in ("public", "internal", "restricted"):
+        raise ReportInvalid("classification must be public, internal or restricted")
+    scope = share_with or [EVERYONE]
+    reg = registry()
+    unknown = [d for d in scope if d != EVERYONE and reg.department(d) is None]
+    if unknown:
+        raise ReportInvalid(f"unknown department(s) in the scope: {', '.join(unknown)}")
+    if classification == "restricted" and scope == [EVERYONE]:
+        raise ReportInvalid("a restricted report must name the departments it goes to")
+    for name, value in (figures or {}).items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or len(str(name)) > 64:
+            raise ReportInvalid(f"figure '{str(name)[:64]}' must be a number")
+    now = utcnow()
+    report = SituationReport(incident_id=incident.id, department=department, author=author, text=text,
+                             figures=figures or {}, location_name=location_name, lat=lat, lon=lon,
+                             share_with=scope, classification=classification, created_at=now)
+    session.add(report)
+    session.flush()
+    ledger.append(session, incident=incident, kind="report.shared", actor=author, from_party=department,
+                  to_party=",".join(scope), idempotency_key=f"{report.id}:shared",
+                  handed_over={"text": text, "figures": figures or {}}, details={"classification": classification},
+                  at=now)
+    for target in recipients(session, incident.id, owner=department, share_with=scope,
+                             classification=classification):
+        if has_endpoint(target):
+            queue_delivery(session, incident=incident, key=f"{report.id}:to:{target}", purpose="shared",
+                           target=target, payload={"report": {"id": report.id, "department": department,
+                                                              "text": text, "figures": figures or {},
+                                                              "classification": classification}})
+    wake(incident, now)
+    session.add(incident)
+    return report
+
+
+def reports_for(session: Session, incident_id: str) -> list[SituationReport]:
+    return list(session.exec(select(SituationReport).where(SituationReport.incident_id == incident_id)
+                             .order_by(col(SituationReport.created_at))).all())

@@ -1,0 +1,51 @@
+"""Tables of the sharing domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+from core.platform.clock import utcnow
+from core.platform.db import new_id
+
+
+class CapAlert(SQLModel, table=True):
+    """A CAP 1.2 document Baton issued (published, or held back because the incident is a drill)."""
+
+    __tablename__ = "cap_alert"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    identifier: str = Field(unique=True, max_length=200)
+    idempotency_key: str = Field(unique=True, max_length=200)
+    msg_type: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # CAP status: Actual or Exercise
+    published: bool = False
+    references: str | None = Field(default=None, sa_column=Column(Text))
+    # A later Update or Cancel replaces this alert in the public feed.
+    superseded_by: str | None = Field(default=None, max_length=36)
+    issued_by: str = Field(default="baton", max_length=100)
+    xml: str = Field(sa_column=Column(Text, nullable=False))
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+class SituationReport(SQLModel, table=True):
+    """An ad-hoc situation report a department (or the office) posts to an incident's board."""
+
+    __tablename__ = "situation_report"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    department: str = Field(max_length=64)
+    author: str = Field(max_length=100)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    location_name: str | None = Field(default=None, max_length=200)
+    lat: float | None = None
+    lon: float | None = None
+    share_with: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    classification: str = Field(default="internal", max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,1 @@
+"""Signals from monitoring systems: sources, intake, the rules that open or merge incidents."""

@@ -1,0 +1,77 @@
+"""Tables of the users domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from core.platform.clock import utcnow
+from core.platform.db import new_id
+
+
+class Role(StrEnum):
+    office = "office"  # emergency office duty staff: triggers and steers incidents, acts for the office
+    department = "department"  # bound to one department: its own tasks, and what is shared with it
+    manager = "manager"  # reads everything, changes nothing
+    admin = "admin"
+
+
+class UserBase(SQLModel):
+    username: str = Field(unique=True, max_length=64)
+    display_name: str = Field(default="", max_length=100)
+    role: str = Field(max_length=16)
+    department: str | None = Field(default=None, max_length=64)
+    lang: str = Field(default="zh", max_length=8)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "app_user"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    password_hash: str = Field(max_length=200)
+    active: bool = True
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed logins from one source (a client address) in the current window, across every account, so that
+    guessing one password on many accounts is slowed as guessing many on one is."""
+
+    __tablename__ = "login_throttle"
+
+    source: str = Field(primary_key=True, max_length=64)
+    window_started_at: datetime = Field(default_factory=utcnow)
+    failures: int = 0
+    blocked_until: datetime | None = None
+
+
+class AccessToken(SQLModel, table=True):
+    """A bearer token or a page session: stored as a SHA-256 digest, so a database dump grants nothing."""
+
+    __tablename__ = "access_token"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    digest: str = Field(unique=True, max_length=64)
+    user_id: str = Field(foreign_key="app_user.id", index=True, max_length=36)
+    kind: str = Field(default="bearer", max_length=16)  # bearer, session
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """Logins and administrative changes (the ledger is for handoffs; this is for access)."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,322 @@
+"""Users, passwords (argon2), tokens and page sessions, login throttling, and the audit trail."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import or_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from core.plans.store import registry
+from core.platform.clock import utcnow
+from core.platform.db import is_postgres
+from core.platform.errors import BatonError, NotFound
+from core.platform.paging import Page, paged
+from core.platform.settings import get_settings
+from core.users.models import AccessToken, AuditEvent, LoginThrottle, Role, User
+
+_hasher = PasswordHasher()
+MAX_FAILED_LOGINS = 5
+LOCKOUT = timedelta(minutes=15)
+# Verifying against a fixed hash when the user does not exist keeps the timing the same either way.
+_DUMMY_HASH = _hasher.hash("baton-no-such-user")
+
+
+class UserInvalid(BatonError):
+    code = "user_invalid"
+    http_status = 422
+
+
+class AuthenticationFailed(BatonError):
+    code = "authentication_failed"
+    http_status = 401
+
+
+class AccountLocked(BatonError):
+    code = "account_locked"
+    http_status = 429
+
+
+class LoginThrottled(AccountLocked):
+    """Too many failed logins from one address, whichever accounts they tried: refused until the window ends."""
+
+    code = "login_throttled"
+
+
+def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
+    session.add(AuditEvent(actor=actor, action=action, detail=detail))
+
+
+def add_user(session: Session, *, username: str, role: str, password: str, department: str | None = None,
+             display_name: str = "", actor: str = "cli:admin", lang: str = "zh") -> User:
+    if role not in {r.value for r in Role}:
+        raise UserInvalid(f"role must be one of {', '.join(r.value for r in Role)}, not '{role}'",
+                          details={"reason": "role"})
+    if role == Role.department:
+        if not department:
+            raise UserInvalid("a department user needs --department KEY", details={"reason": "department_needed"})
+        if registry().department(department) is None:
+            raise UserInvalid(f"unknown department '{department}'", details={"reason": "unknown_department"})
+    elif department:
+        raise UserInvalid(f"only department users are bound to a department, not a {role} user",
+                          details={"reason": "department_not_allowed"})
+    _check_password(password)
+    if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)",
+                          details={"reason": "username"})
+    if session.exec(select(User).where(User.username == username)).first() is not None:
+        raise UserInvalid(f"user '{username}' already exists", details={"reason": "exists"})
+    user = User(username=username, role=role, department=department, display_name=display_name or username,
+                password_hash=_hasher.hash(password), lang=lang)
+    session.add(user)
+    audit(session, actor=actor, action="user.added", username=username, role=role, department=department)
+    session.flush()
+    return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise UserInvalid("the password must be at least 10 characters", details={"reason": "password"})
+    if len(password) > 1024:
+        raise UserInvalid("the password must be at most 1024 characters", details={"reason": "password"})
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _count_failure(session: Session, source: str, now: datetime) -> None:
+    """Count a failed login from the address, in single statements (each atomic, no lock held while a password
+    is checked), and block the address once the window holds too many."""
+    settings = get_settings()
+    window = timedelta(seconds=settings.login_window_seconds)
+    dialect = postgresql if is_postgres(session) else sqlite
+    session.execute(dialect.insert(LoginThrottle).values(source=source, window_started_at=now, failures=0)
+                    .on_conflict_do_nothing())
+    this = col(LoginThrottle.source) == source
+    session.execute(update(LoginThrottle).where(this, col(LoginThrottle.window_started_at) < now - window)
+                    .values(window_started_at=now, failures=0))
+    failures = session.execute(update(LoginThrottle).where(this).values(failures=col(LoginThrottle.failures) + 1)
+                               .returning(col(LoginThrottle.failures))).scalar_one()
+    if failures >= settings.login_failures_per_source:
+        session.execute(update(LoginThrottle).where(this).values(blocked_until=now + window))
+
+
+def is_locked(user: User, now: datetime | None = None) -> bool:
+    """Locked out after failed logins, and the lockout has not run out yet."""
+    return user.locked_until is not None and user.locked_until > (now or utcnow())
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
+def authenticate(session: Session, *, username: str, password: str, source: str = "") -> User:
+    """Check a password; five failures in a row lock the account for 15 minutes, and too many failures from
+    one address (over every account) make it wait out a window.
+
+    The user's row is locked for the check, so concurrent guesses at one account are counted one by one and
+    none slips past the limit between a read and a write.
+    """
+    now = utcnow()
+    address = source[:64]
+    throttle = session.get(LoginThrottle, address)
+    if throttle is not None and throttle.blocked_until is not None and throttle.blocked_until > now:
+        audit(session, actor=f"anonymous:{source}", action="login.throttled", username=username[:64])
+        raise LoginThrottled("too many failed logins from this address; try again later",
+                             retry_after=_seconds_until(throttle.blocked_until, now))
+
+    user = session.exec(select(User).where(User.username == username).with_for_update()
+                        .execution_options(populate_existing=True)).first()
+    if user is None or not user.active:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        _count_failure(session, address, now)
+        audit(session, actor=f"anonymous:{source}", action="login.failed", username=username[:64])
+        raise AuthenticationFailed("wrong user name or password")
+    if is_locked(user, now):
+        assert user.locked_until is not None
+        audit(session, actor=f"user:{user.username}", action="login.locked", source=source)
+        raise AccountLocked("too many failed logins; try again later",
+                            retry_after=_seconds_until(user.locked_until, now))
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        _count_failure(session, address, now)
+        user.failed_logins += 1
+        if user.failed_logins >= MAX_FAILED_LOGINS:
+            user.locked_until = now + LOCKOUT
+            user.failed_logins = 0
+        session.add(user)
+        audit(session, actor=f"user:{user.username}", action="login.failed", source=source)
+        raise AuthenticationFailed("wrong user name or password") from None
+    user.failed_logins = 0
+    user.locked_until = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    session.add(user)
+    audit(session, actor=f"user:{user.username}", action="login", source=source)
+    return user
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    record: AccessToken
+
+
+def issue_token(
+    session: Session, *, user: User, kind: str = "bearer", ttl: timedelta = timedelta(hours=8)
+) -> IssuedToken:
+    token = secrets.token_urlsafe(32)
+    record = AccessToken(digest=_digest(token), user_id=user.id, kind=kind, expires_at=utcnow() + ttl)
+    session.add(record)
+    session.flush()
+    return IssuedToken(token=token, expires_in=int(ttl.total_seconds()), record=record)
+
+
+def user_for_token(session: Session, token: str, kind: str | None = None) -> tuple[User, AccessToken] | None:
+    record = session.exec(select(AccessToken).where(AccessToken.digest == _digest(token))).first()
+    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
+        return None
+    if kind is not None and record.kind != kind:
+        return None
+    user = session.get(User, record.user_id)
+    if user is None or not user.active:
+        return None
+    return user, record
+
+
+def revoke(session: Session, *, token_id: str, actor: str) -> None:
+    record = session.get(AccessToken, token_id)
+    if record is None:
+        raise NotFound("no such token")
+    if record.revoked_at is None:
+        record.revoked_at = utcnow()
+        session.add(record)
+        audit(session, actor=actor, action="token.revoked", token_id=token_id)
+
+
+def revoke_all(session: Session, *, user_id: str, actor: str) -> int:
+    rows = session.exec(select(AccessToken).where(AccessToken.user_id == user_id,
+                                                  col(AccessToken.revoked_at).is_(None))).all()
+    now = utcnow()
+    for row in rows:
+        row.revoked_at = now
+        session.add(row)
+    user = session.get(User, user_id)
+    audit(session, actor=actor, action="tokens.revoked", user_id=user_id,
+          username=user.username if user else None, count=len(rows))
+    return len(rows)
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.exec(select(User).order_by(col(User.username))).all())
+
+
+def set_lang(session: Session, *, user_id: str, lang: str) -> None:
+    user = session.get(User, user_id)
+    if user is not None and lang in ("zh", "en"):
+        user.lang = lang
+        session.add(user)
+
+
+# -- administration (admins, through the API or `baton users`); every change is audited ----------------------
+class UserStateConflict(BatonError):
+    code = "user_state_conflict"
+    http_status = 409
+
+
+def get_user(session: Session, *, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+def user_named(session: Session, *, username: str) -> User:
+    user = session.exec(select(User).where(User.username == username)).first()
+    if user is None:
+        raise NotFound(f"no user '{username}'")
+    return user
+
+
+def disable_user(session: Session, *, user_id: str, actor: str, reason: str | None = None) -> int:
+    """Refuse the user's logins from now on and end every token and session they hold; returns how many."""
+    user = get_user(session, user_id=user_id)
+    if actor == f"user:{user.username}":
+        raise UserStateConflict("you cannot disable your own account", details={"reason": "self"})
+    if user.role == Role.admin and user.active:
+        # Locked, so that two administrators disabling each other at once cannot leave none.
+        admins = session.exec(select(User.id).where(User.role == Role.admin, col(User.active).is_(True))
+                              .with_for_update()).all()
+        if len(admins) <= 1:
+            raise UserStateConflict("this is the last active administrator", details={"reason": "last_admin"})
+    revoked = revoke_all(session, user_id=user.id, actor=actor)
+    if user.active:
+        user.active = False
+        session.add(user)
+        audit(session, actor=actor, action="user.disabled", username=user.username, reason=reason)
+    return revoked
+
+
+def enable_user(session: Session, *, user_id: str, actor: str) -> User:
+    user = get_user(session, user_id=user_id)
+    if not user.active:
+        user.active = True
+        user.failed_logins = 0
+        user.locked_until = None
+        session.add(user)
+        audit(session, actor=actor, action="user.enabled", username=user.username)
+    return user
+
+
+def unlock_user(session: Session, *, user_id: str, actor: str) -> User:
+    """Lift a lockout after failed logins before it runs out (a desk that must log in now)."""
+    user = get_user(session, user_id=user_id)
+    was_locked = is_locked(user)
+    if was_locked or user.failed_logins:
+        user.failed_logins = 0
+        user.locked_until = None
+        session.add(user)
+        audit(session, actor=actor, action="user.unlocked", username=user.username, was_locked=was_locked)
+    return user
+
+
+def set_password(session: Session, *, user_id: str, password: str, actor: str) -> int:
+    """A new password: the lockout is lifted and every token and session of the old one ends; returns how
+    many were ended. The password itself is never recorded."""
+    user = get_user(session, user_id=user_id)
+    _check_password(password)
+    user.password_hash = _hasher.hash(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    revoked = revoke_all(session, user_id=user.id, actor=actor)
+    audit(session, actor=actor, action="user.password_set", username=user.username)
+    return revoked
+
+
+def list_audit(session: Session, *, action: str | None = None, actor: str | None = None,
+               since: datetime | None = None, limit: int = 100, offset: int = 0) -> Page:
+    """The audit trail, newest first; `action` matches a whole action or a family (`login` finds `login`,
+    `login.failed`, `login.locked`, …)."""
+    query = select(AuditEvent)
+    if action:
+        family = col(AuditEvent.action).startswith(f"{action}.", autoescape=True)
+        query = query.where(or_(col(AuditEvent.action) == action, family))
+    if actor:
+        query = query.where(col(AuditEvent.actor) == actor)
+    if since is not None:
+        query = query.where(col(AuditEvent.at) >= since.astimezone(UTC))
+    return paged(session, query, col(AuditEvent.id).desc(), limit=limit, offset=offset)
