@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
 from api.deps import CurrentUser
+from api.pages.rendering import too_large_page
 from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks, users
 from core.platform.settings import get_settings
 
@@ -85,14 +86,14 @@ class BodyLimit:
         else:
             # A page's form: a page that says so, in the language the address asks for.
             lang = "en" if b"lang=en" in (scope.get("query_string") or b"") else "zh"
-            response = pages.too_large_page(path, lang)
+            response = too_large_page(path, lang)
         response.headers.update({**SECURITY_HEADERS, "Connection": "close"})
         await response(scope, receive, send)
 
 
 def create_app() -> FastAPI:
     # The schema and the interactive docs are for logged-in users only, like every other endpoint: FastAPI's
-    # own routes for them are off, and authenticated ones stand in (the docs pages are in api/pages.py).
+    # own routes for them are off, and authenticated ones stand in (the docs pages are in api/pages/docs.py).
     app = FastAPI(title="Baton", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Multi-department emergency response: incidents, department tasks, handoff ledger.")
     errors.install(app)

@@ -1,4 +1,8 @@
-"""Dependencies shared by routes and pages: the database session, the current user, role checks."""
+"""Dependencies shared by routes and pages: the database session, the current user, role checks.
+
+The API and the pages find the user the same way and allow the same roles; they differ only in how they refuse:
+the API answers 401/403 in JSON, a page sends the browser to the login form (no session) or reads as missing (a
+role that may not see it)."""
 
 from __future__ import annotations
 
@@ -71,17 +75,21 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def _principal(session: Session, token: str | None, kind: str) -> Principal | None:
+    found = user_for_token(session, token, kind=kind) if token else None
+    return Principal(user=found[0], token=found[1]) if found is not None else None
+
+
 def current_principal(request: Request, session: SessionDep) -> Principal:
     token = _bearer(request)
     kind = "bearer"
     if token is None:
         token = request.cookies.get(SESSION_COOKIE)
         kind = "session"
-    found = user_for_token(session, token, kind=kind) if token else None
-    if found is None:
+    principal = _principal(session, token, kind)
+    if principal is None:
         raise ApiError(401, "not_authenticated", "log in first: a valid bearer token or session is needed",
                        headers={"WWW-Authenticate": "Bearer"})
-    principal = Principal(user=found[0], token=found[1])
     if kind == "session" and request.method not in SAFE_METHODS:
         # A browser sends the session cookie by itself; a write on it must also prove it came from a Baton
         # page (SameSite=Lax alone leaves same-site origins and older browsers open).
@@ -90,6 +98,12 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+# Who may use what, for the API and the pages alike.
+OFFICE = (Role.office, Role.admin)
+REVIEWERS = (Role.office, Role.manager, Role.admin)
+ACTING = (Role.office, Role.department, Role.admin)
+ADMINS = (Role.admin,)
 
 
 def require(*roles: Role) -> Callable[[Principal], Principal]:
@@ -103,10 +117,54 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
     return check
 
 
-OfficeUser = Annotated[Principal, Depends(require(Role.office, Role.admin))]
-ReviewerUser = Annotated[Principal, Depends(require(Role.office, Role.manager, Role.admin))]
-ActingUser = Annotated[Principal, Depends(require(Role.office, Role.department, Role.admin))]
-AdminUser = Annotated[Principal, Depends(require(Role.admin))]
+OfficeUser = Annotated[Principal, Depends(require(*OFFICE))]
+ReviewerUser = Annotated[Principal, Depends(require(*REVIEWERS))]
+ActingUser = Annotated[Principal, Depends(require(*ACTING))]
+AdminUser = Annotated[Principal, Depends(require(*ADMINS))]
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a session: the page router sends the browser to the login form."""
+
+    def __init__(self, next_url: str | None) -> None:
+        super().__init__("login required")
+        self.next_url = next_url
+
+
+def page_principal(request: Request, session: SessionDep) -> Principal:
+    """The user of a page: only the session cookie counts (a page's form proves itself by the CSRF token in its
+    body, checked by the page)."""
+    # The page router rolls this session back and words its error page in this user's language.
+    request.state.db = session
+    principal = _principal(session, request.cookies.get(SESSION_COOKIE), "session")
+    if principal is None:
+        target = None
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise LoginRequired(target)
+    request.state.principal = principal
+    return principal
+
+
+PageUser = Annotated[Principal, Depends(page_principal)]
+
+
+def require_page(*roles: Role) -> Callable[[Principal], Principal]:
+    allowed = {r.value for r in roles}
+
+    def check(principal: PageUser) -> Principal:
+        if principal.role not in allowed:
+            # A page a role may not see reads as missing.
+            raise ApiError(404, "not_found", "no such page")
+        return principal
+
+    return check
+
+
+OfficePageUser = Annotated[Principal, Depends(require_page(*OFFICE))]
+ReviewerPageUser = Annotated[Principal, Depends(require_page(*REVIEWERS))]
+ActingPageUser = Annotated[Principal, Depends(require_page(*ACTING))]
+AdminPageUser = Annotated[Principal, Depends(require_page(*ADMINS))]
 
 
 def csrf_token(token_id: str) -> str:

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
-from api.pages import PageRoute
+from api.pages.rendering import PageRoute
 from core.incidents.models import Incident
 from core.platform.db import session_scope
 from core.sharing.warnings import issue

@@ -491,7 +491,7 @@ def test_a_task_is_handed_back_only_with_a_reason(login: Login) -> None:
 def test_every_field_type_is_rendered_and_read_back(login: Login) -> None:
     """Choice lists (one and several), locations with coordinates, attachments and text, on the activate
     command step (location, text) and a plan form built for the test."""
-    from api.pages import parse_outputs
+    from api.pages.task_form import parse_outputs
     from process_defs.schema import Step
 
     step = Step.model_validate({

@@ -1,0 +1,15 @@
+"""Server-rendered pages for the emergency office, departments and managers: one module per area.
+
+They call the same core services as the JSON API (never the API over HTTP), find the user by the session in an
+HttpOnly cookie (api.deps), check a CSRF token on every POST, render in the reader's language
+(api.pages.rendering), and are built for a phone as much as for a desk.
+"""
+
+from __future__ import annotations
+
+from api.pages import admin, board, docs, login, office, reports, review, tasks
+from api.pages.rendering import page_router
+
+router = page_router()
+for area in (login, office, tasks, review, board, reports, admin, docs):
+    router.include_router(area.router)

@@ -1,0 +1,161 @@
+"""The emergency office's console: open incidents, its own tasks, the form that opens an incident, and an
+incident's page (progress, level changes)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from api.deps import OfficePageUser, Principal, SessionDep
+from api.pages import listings
+from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
+from core.incidents import reads
+from core.incidents.models import Incident
+from core.incidents.service import COMMAND, change_level, open_incident
+from core.plans.store import current_plans, list_types, plan_for_version
+from core.platform.errors import BatonError
+from process_defs.schema import LEVELS
+
+router = page_router()
+
+
+def _office_console(request: Request, principal: Principal, session: Session, *, values: dict[str, Any] | None,
+                    errors: dict[str, str] | None, status_code: int = 200) -> HTMLResponse:
+    incidents = reads.list_incidents(session, department=None, status="open", limit=200).items
+    tasks = listings.sorted_open(reads.list_tasks(session, department=COMMAND, open_only=True, limit=200).items)
+    defaults = {"type": "flood", "level": "IV", "title": "", "description": "", "location_name": "", "lat": "",
+                "lon": "", "drill": False, "key": uuid.uuid4().hex}
+    task_incidents = listings.incidents_of(session, tasks)
+    plans, broken_plans = current_plans()
+    return page(request, principal, "office.html", status_code, levels=LEVELS, plans=plans, broken_plans=broken_plans,
+                values={**defaults, **(values or {})}, errors=errors or {}, tasks=tasks, task_incidents=task_incidents,
+                titles=listings.titles(session, tasks, task_incidents), **listings.incident_context(list(incidents)))
+
+
+@router.get("/office")
+def office(request: Request, principal: OfficePageUser, session: SessionDep) -> HTMLResponse:
+    return _office_console(request, principal, session, values=None, errors=None)
+
+
+def _float(text: str, low: float, high: float) -> tuple[float | None, bool]:
+    """A coordinate from a form: (value, ok)."""
+    if not text.strip():
+        return None, True
+    try:
+        value = float(text)
+    except ValueError:
+        return None, False
+    return (value, True) if math.isfinite(value) and low <= value <= high else (None, False)
+
+
+@router.post("/office/incidents")
+def trigger(request: Request, principal: OfficePageUser, session: SessionDep, form: Form) -> Response:
+    checked_form(principal, form)
+    values: dict[str, Any] = {name: field(form, name) for name in
+                              ("type", "level", "title", "description", "location_name", "lat", "lon", "key")}
+    values["drill"] = bool(field(form, "drill"))
+    values["title"] = values["title"].strip()
+    values["location_name"] = values["location_name"].strip()
+    errors: dict[str, str] = {}
+    if values["type"] not in list_types():
+        errors["type"] = "type"
+    if values["level"] not in LEVELS:
+        errors["level"] = "level"
+    if not values["title"]:
+        errors["title"] = "required"
+    elif len(values["title"]) > 200:
+        errors["title"] = "too_long"
+    if len(values["description"]) > 10_000:
+        errors["description"] = "too_long"
+    if len(values["location_name"]) > 200:
+        errors["location_name"] = "too_long"
+    lat, lat_ok = _float(values["lat"], -90, 90)
+    lon, lon_ok = _float(values["lon"], -180, 180)
+    if not lat_ok:
+        errors["lat"] = "lat"
+    if not lon_ok:
+        errors["lon"] = "lon"
+    if lat_ok and lon_ok and (lat is None) != (lon is None):
+        errors["lon" if lon is None else "lat"] = "both"
+    if (lat is not None or lon is not None) and not values["location_name"] and "lat" not in errors:
+        errors["location_name"] = "place_needed"
+    if errors:
+        return _office_console(request, principal, session, values=values, errors=errors, status_code=422)
+    # The form's own key (made when it was shown): sending the same form twice opens one incident.
+    key = f"{principal.user.id}:page:{values['key'][:64]}" if values["key"] else None
+    kwargs: dict[str, Any] = {"type_key": values["type"], "level": values["level"], "title": values["title"],
+                              "description": values["description"].strip() or None, "drill": values["drill"],
+                              "actor": principal.actor, "idempotency_key": key}
+    if values["location_name"]:
+        kwargs.update(location_name=values["location_name"], lat=lat, lon=lon)
+    try:
+        with session.begin_nested():
+            opened = open_incident(session, **kwargs)
+    except IntegrityError:
+        # The same form was sent twice at once: the first one won.
+        opened = open_incident(session, **kwargs)
+    session.commit()
+    return redirect(f"/office/incidents/{opened.incident.id}")
+
+
+def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
+    return list(reads.timeline(session, incident)["steps"])
+
+
+def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
+                   level_error: str | None = None, reason: str = "", status_code: int = 200) -> HTMLResponse:
+    tasks = listings.sorted_open(
+        reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
+    plan = plan_for_version(session, incident.plan_version_id)
+    return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
+                steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
+                tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident))
+
+
+@router.get("/office/incidents/{incident_id}")
+def office_incident(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep) -> Response:
+    incident = reads.get_incident(session, incident_id, None)
+    return _incident_page(request, principal, session, incident)
+
+
+@router.get("/office/incidents/{incident_id}/progress")
+def office_progress(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep) -> Response:
+    incident = reads.get_incident(session, incident_id, None)
+    return page(request, principal, "_progress.html", incident=incident, steps=_progress(session, incident),
+                headers={FRAGMENT_HEADER: "1"})
+
+
+@router.post("/office/incidents/{incident_id}/level")
+def office_level(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
+                 form: Form) -> Response:
+    checked_form(principal, form)
+    incident = reads.get_incident(session, incident_id, None)
+    level, reason = field(form, "level"), field(form, "reason").strip()
+    problem = None
+    if level not in LEVELS:
+        problem = "level"
+    elif not reason:
+        problem = "reason_required"
+    elif len(reason) > 2000:
+        problem = "too_long"
+    elif incident.status != "open":
+        problem = "closed"
+    if problem is None:
+        try:
+            change_level(session, incident_id=incident.id, level=level, actor=principal.actor, reason=reason)
+        except BatonError as exc:
+            session.rollback()
+            problem = exc.code
+    if problem is not None:
+        incident = reads.get_incident(session, incident_id, None)
+        return _incident_page(request, principal, session, incident, level_error=problem, reason=reason,
+                              status_code=422 if problem != "incident_closed" else 409)
+    session.commit()
+    return redirect(f"/office/incidents/{incident.id}")
+

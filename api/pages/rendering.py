@@ -1,0 +1,139 @@
+"""What every page shares: the router that answers in HTML, the page and error-page renderers, the context every
+template gets, and the small form plumbing (the posted form, its fields, its CSRF token, the redirect after it).
+
+Pages render through the one Jinja environment (`core.platform.templating`) in the reader's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from api.deps import LoginRequired, Principal, check_csrf, csrf_token
+from api.errors import ApiError
+from core.incidents import reads
+from core.incidents.models import DepartmentTask
+from core.plans.wording import Wording
+from core.platform.clock import utcnow
+from core.platform.errors import BatonError
+from core.platform.settings import get_settings
+from core.platform.templating import render
+
+FRAGMENT_HEADER = "X-Baton-Fragment"
+POLL_SECONDS = 3
+
+
+class PageRoute(APIRoute):
+    """Pages answer in HTML: no session → the login form; refusals and domain errors → an error page."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired as exc:
+                target = "/login" + (f"?next={quote(exc.next_url, safe='/')}" if exc.next_url else "")
+                return RedirectResponse(target, status_code=303)
+            except (BatonError, ApiError) as exc:
+                db = getattr(request.state, "db", None)
+                if isinstance(db, Session):
+                    await run_in_threadpool(db.rollback)
+                status = exc.http_status if isinstance(exc, BatonError) else exc.status
+                return error_page(request, status, exc.code)
+
+        return page_handler
+
+
+def page_router() -> APIRouter:
+    """A router of pages (one per area): HTML answers, and none of it in the API's schema."""
+    return APIRouter(route_class=PageRoute, include_in_schema=False)
+
+
+def error_page(request: Request, status: int, code: str) -> HTMLResponse:
+    principal = getattr(request.state, "principal", None)
+    lang = principal.user.lang if isinstance(principal, Principal) else query_lang(request)
+    html = render("pages/error.html", lang, **base_context(request.url.path, principal, lang), status=status,
+                  code=code)
+    return HTMLResponse(html, status_code=status)
+
+
+def too_large_page(path: str, lang: str) -> HTMLResponse:
+    """The page a browser gets when a form it sent is over the body limit (before any session is read)."""
+    return HTMLResponse(render("pages/error.html", lang, **base_context(path, None, lang), status=413,
+                               code="body_too_large"), status_code=413)
+
+
+def query_lang(request: Request) -> str:
+    return "en" if request.query_params.get("lang") == "en" else "zh"
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this site (no scheme, no host, no `//`) is followed after login."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/"
+
+
+def zone() -> ZoneInfo:
+    return ZoneInfo(get_settings().timezone)
+
+
+class Helpers(Wording):
+    """What page templates need: `Wording` with the short times of a console, and overdue marks."""
+
+    def __init__(self, lang: str) -> None:
+        super().__init__(lang)
+
+    def when(self, moment: datetime | None, seconds: bool = False) -> str:
+        if moment is None:
+            return "—"
+        return moment.astimezone(self.zone).strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+
+    def overdue(self, task: DepartmentTask) -> bool:
+        return reads.is_overdue(task)
+
+
+def base_context(path: str, principal: Principal | None, lang: str) -> dict[str, Any]:
+    return {"user": principal.user if principal else None,
+            "csrf": csrf_token(principal.token.id) if principal else "",
+            "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
+
+
+def page(request: Request, principal: Principal, name: str, status_code: int = 200,
+         headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    lang = principal.user.lang
+    html = render(f"pages/{name}", lang, **{**base_context(request.url.path, principal, lang), **context})
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+async def form_data(request: Request) -> FormData:
+    return await request.form()
+
+
+Form = Annotated[FormData, Depends(form_data)]
+
+
+def field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def checked_form(principal: Principal, form: FormData) -> None:
+    """Every form carries the session's CSRF token."""
+    check_csrf(principal, field(form, "csrf") or None)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)

@@ -1,0 +1,127 @@
+"""A task's form on a page: the step's outputs from the posted fields, stored outputs as the fields' values, and
+the form check's refusals as a message code per field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from starlette.datastructures import FormData
+
+from api.pages.rendering import field, zone
+from process_defs.schema import FieldType, Step
+
+
+def _number(text: str) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        return text  # left as text: the form check names it
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def _local_datetime(text: str) -> str:
+    """A `datetime-local` value (no offset) in Baton's time zone, as ISO 8601 with its offset (+08:00)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone())
+    return parsed.isoformat(timespec="seconds")
+
+
+def parse_outputs(step: Step, form: FormData) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The step's outputs from the posted form, and the raw values to show again if they are refused."""
+    outputs: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for item in step.form:
+        name = f"f_{item.key}"
+        if item.type is FieldType.boolean:
+            raw[name] = bool(field(form, name))
+            outputs[item.key] = raw[name]
+        elif item.type is FieldType.choice and item.multiple:
+            chosen = [v for v in form.getlist(name) if isinstance(v, str) and v]
+            raw[name] = chosen
+            outputs[item.key] = chosen
+        elif item.type is FieldType.location:
+            place, lat_text, lon_text = (field(form, f"{name}_{p}").strip() for p in ("name", "lat", "lon"))
+            raw.update({f"{name}_name": place, f"{name}_lat": lat_text, f"{name}_lon": lon_text})
+            if place or lat_text or lon_text:
+                location: dict[str, Any] = {}
+                if place:
+                    location["name"] = place
+                for part, text in (("lat", lat_text), ("lon", lon_text)):
+                    if text:
+                        location[part] = _number(text)
+                outputs[item.key] = location
+        elif item.type is FieldType.attachment and item.multiple:
+            text = field(form, name)
+            raw[name] = text
+            refs = [line.strip() for line in text.splitlines() if line.strip()]
+            if refs:
+                outputs[item.key] = refs
+        else:
+            text = field(form, name)
+            raw[name] = text
+            if item.type is FieldType.text:
+                if text.strip():
+                    outputs[item.key] = text
+            elif text.strip():
+                text = text.strip()
+                if item.type is FieldType.number:
+                    outputs[item.key] = _number(text)
+                elif item.type is FieldType.datetime:
+                    outputs[item.key] = _local_datetime(text)
+                else:
+                    outputs[item.key] = text
+    return outputs, raw
+
+
+def form_values(step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored outputs as the inputs' values (for a completed task's read-only view and defaults)."""
+    raw: dict[str, Any] = {}
+    for item in step.form:
+        name = f"f_{item.key}"
+        value = outputs.get(item.key)
+        if item.type is FieldType.boolean:
+            raw[name] = bool(value)
+        elif item.type is FieldType.choice and item.multiple:
+            raw[name] = list(value) if isinstance(value, list) else []
+        elif item.type is FieldType.location:
+            place = value if isinstance(value, Mapping) else {}
+            raw.update({f"{name}_name": str(place.get("name") or ""),
+                        f"{name}_lat": "" if place.get("lat") is None else str(place.get("lat")),
+                        f"{name}_lon": "" if place.get("lon") is None else str(place.get("lon"))})
+        elif item.type is FieldType.datetime and isinstance(value, str):
+            try:
+                raw[name] = datetime.fromisoformat(value).astimezone(zone()).strftime("%Y-%m-%dT%H:%M")
+            except ValueError:
+                raw[name] = value
+        elif isinstance(value, list):
+            raw[name] = "\n".join(str(v) for v in value)
+        else:
+            raw[name] = "" if value is None else str(value)
+    return raw
+
+
+def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None]:
+    """FormInvalid details as a message code per field (the template says it in the reader's language)."""
+    errors: dict[str, str] = {}
+    general = None
+    for item in details if isinstance(details, list) else []:
+        key = item.get("field") if isinstance(item, Mapping) else None
+        form_field = step.field(key) if isinstance(key, str) else None
+        if form_field is None or not isinstance(key, str):
+            general = "form"
+            continue
+        message = str(item.get("message") or "")
+        if message == "is required":
+            errors[key] = "required"
+        elif form_field.type is FieldType.location and "lat" in message:
+            errors[key] = "location_coords"
+        else:
+            errors[key] = form_field.type.value
+    return errors, general
+

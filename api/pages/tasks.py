@@ -1,0 +1,154 @@
+"""A department's inbox and its tasks' pages: read a task, acknowledge it, complete its form, hand it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from sqlmodel import Session
+
+from api.deps import ActingPageUser, PageUser, Principal, SessionDep
+from api.errors import ApiError
+from api.pages import listings
+from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
+from api.pages.task_form import field_errors, form_values, parse_outputs
+from core.incidents import handoffs, reads
+from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.plans.store import plan_for_version
+from core.platform.errors import FormInvalid, TaskStateConflict
+from process_defs.schema import Step
+
+ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
+
+router = page_router()
+
+
+def _may_act(principal: Principal, task: DepartmentTask) -> bool:
+    """Who may act on a task: the department it is for (office and admin act for the emergency office)."""
+    return principal.acts_for is not None and task.department == principal.acts_for
+
+
+def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
+    department = principal.acts_for
+    assert department is not None
+    open_tasks = listings.sorted_open(reads.list_tasks(session, department=department, open_only=True, limit=500).items)
+    done = reads.list_tasks(session, department=department, status=TaskStatus.completed, limit=500).items
+    done = sorted(done, key=lambda t: t.completed_at or t.created_at, reverse=True)[:20]
+    incidents = listings.incidents_of(session, open_tasks + done)
+    return {"department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
+            "titles": listings.titles(session, open_tasks + done, incidents), "poll_seconds": POLL_SECONDS}
+
+
+@router.get("/inbox")
+def inbox(request: Request, principal: ActingPageUser, session: SessionDep) -> HTMLResponse:
+    return page(request, principal, "inbox.html", **_inbox_context(session, principal))
+
+
+@router.get("/inbox/list")
+def inbox_list(request: Request, principal: ActingPageUser, session: SessionDep) -> HTMLResponse:
+    return page(request, principal, "_inbox_list.html", headers={FRAGMENT_HEADER: "1"},
+                **_inbox_context(session, principal))
+
+
+def _readable_task(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
+    # Another department's task reads as missing (404), as in the API.
+    return reads.get_task(session, task_id, None if principal.sees_all else principal.user.department)
+
+
+def _actable_task(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
+    task = _readable_task(session, principal, task_id)
+    if not _may_act(principal, task):
+        raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
+    return task
+
+
+def _task_page(request: Request, principal: Principal, session: Session, task: DepartmentTask, *,
+               values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+               problem: str | None = None, reason: str = "", notice: str | None = None,
+               status_code: int = 200) -> HTMLResponse:
+    detail = reads.task_detail(session, task)
+    step: Step = detail["step"]
+    plan = plan_for_version(session, detail["incident"].plan_version_id)
+    # Each shared value with its field's definition, to show choices by label, times locally, units.
+    inputs = [{**item, "fields": [{**fld, "form_field": plan.step(item["step"]).field(fld["key"])}
+                                  for fld in item["fields"]]} for item in detail["inputs"]]
+    acting = task.kind == "human" and _may_act(principal, task)
+    open_ = task.status in ACTIONABLE
+    return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
+                inputs=inputs, fields=list(step.form), values=values if values is not None
+                else form_values(step, task.outputs or {}), errors=errors or {}, problem=problem, reason=reason,
+                can_act=acting and open_,
+                can_ack=acting and open_ and task.acknowledged_at is None
+                and task.status in (TaskStatus.assigned, TaskStatus.escalated),
+                overdue=reads.is_overdue(task), notice=notice)
+
+
+@router.get("/tasks/{task_id}")
+def task_view(task_id: str, request: Request, principal: PageUser, session: SessionDep,
+              done: str | None = None) -> HTMLResponse:
+    task = _readable_task(session, principal, task_id)
+    notice = done if done in ("acknowledged", "completed", "handed_back") else None
+    return _task_page(request, principal, session, task, notice=notice)
+
+
+@router.post("/tasks/{task_id}/acknowledge")
+def task_acknowledge(task_id: str, request: Request, principal: PageUser, session: SessionDep,
+                     form: Form) -> Response:
+    checked_form(principal, form)
+    task = _actable_task(session, principal, task_id)
+    try:
+        handoffs.acknowledge(session, task_id=task.id, actor=principal.actor)
+    except TaskStateConflict:
+        session.rollback()
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id),
+                          problem="conflict", status_code=409)
+    session.commit()
+    return redirect(f"/tasks/{task.id}?done=acknowledged")
+
+@router.post("/tasks/{task_id}/complete")
+def task_complete(task_id: str, request: Request, principal: PageUser, session: SessionDep,
+                  form: Form) -> Response:
+    checked_form(principal, form)
+    task = _actable_task(session, principal, task_id)
+    incident = session.get(Incident, task.incident_id)
+    assert incident is not None
+    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
+    outputs, raw = parse_outputs(step, form)
+    note = field(form, "note").strip() or None
+    raw["note"] = note or ""
+    try:
+        if note is not None and len(note) > 10_000:
+            raise FormInvalid("note too long", details=[])
+        handoffs.complete(session, task_id=task.id, actor=principal.actor, outputs=outputs, note=note)
+    except FormInvalid as exc:
+        session.rollback()
+        errors, general = field_errors(step, exc.details)
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
+                          errors=errors, problem=general or "invalid", status_code=422)
+    except TaskStateConflict:
+        session.rollback()
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
+                          problem="conflict", status_code=409)
+    session.commit()
+    return redirect(f"/tasks/{task.id}?done=completed")
+
+
+@router.post("/tasks/{task_id}/hand-back")
+def task_hand_back(task_id: str, request: Request, principal: PageUser, session: SessionDep,
+                   form: Form) -> Response:
+    checked_form(principal, form)
+    task = _actable_task(session, principal, task_id)
+    reason = field(form, "reason").strip()
+    if not reason or len(reason) > 2000:
+        return _task_page(request, principal, session, task, problem="reason_required" if not reason else "too_long",
+                          reason=reason, status_code=422)
+    try:
+        handoffs.hand_back(session, task_id=task.id, actor=principal.actor, reason=reason)
+    except TaskStateConflict:
+        session.rollback()
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id),
+                          problem="conflict", reason=reason, status_code=409)
+    session.commit()
+    return redirect(f"/tasks/{task.id}?done=handed_back")
+
