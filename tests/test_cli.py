@@ -81,6 +81,50 @@ def test_serve_refuses_a_port_in_use_with_a_clear_message(baton: str, monkeypatc
     assert code == 1 and f"port {port} for the API is in use" in out
 
 
+def test_only_db_upgrade_and_the_commands_that_start_baton_migrate_the_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other commands leave the schema alone: on a database behind the code they stop, naming `baton db upgrade`
+    (a command that lists users must not migrate a production database as a side effect)."""
+    from alembic.script import ScriptDirectory
+
+    from core.platform.migrate import alembic_config, current_revision, head_revision, upgrade
+    from core.platform.settings import get_settings
+
+    database = tmp_path / "baton.db"
+    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BATON_DATABASE_URL", f"sqlite:///{database}")
+    get_settings.cache_clear()
+    head = head_revision()
+    assert head is not None
+    code, out = run_baton("users", "list")
+    assert code == 1 and "has no Baton schema yet; run `baton db upgrade` first" in out, out
+    assert not database.exists()
+    previous = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
+    assert isinstance(previous, str)
+    upgrade(revision=previous)
+    for command in (["incident", "list"], ["ledger", "verify"], ["users", "audit"], ["drill", "list"]):
+        code, out = run_baton(*command)
+        assert code == 1 and f"at schema revision {previous}, this Baton needs {head}" in out, (command, out)
+        assert "baton db upgrade" in out
+    assert current_revision() == previous
+    code, out = run_baton("db", "upgrade")
+    assert code == 0 and f"migrating the database sqlite:///{database} from revision {previous} to {head}" in out
+    assert current_revision() == head
+    code, out = run_baton("users", "list")
+    assert code == 0 and "migrat" not in out, out
+    # A command that starts Baton migrates, and says so, before anything else (here: a port in use).
+    database.unlink()
+    monkeypatch.setenv("BATON_PREFECT_API_URL", "http://127.0.0.1:9/api")
+    get_settings.cache_clear()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, out = run_baton("serve", "--port", str(busy.getsockname()[1]))
+    assert code == 1 and f"from revision (empty) to {head}" in out and "is in use" in out, out
+    assert current_revision() == head
+    get_settings.cache_clear()
+
+
 @pytest.mark.prefect
 def test_demo_runs_the_whole_system_and_a_flood_incident_to_its_end(tmp_path: Path) -> None:
     """`make run`'s main job, with simulated departments and without staying up."""

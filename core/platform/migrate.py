@@ -1,7 +1,9 @@
-"""Database migrations (Alembic), run from code: `baton db upgrade`, and by every process at start."""
+"""Database migrations (Alembic), run from code: `baton db upgrade`, and by the commands that start Baton's
+processes; the other commands only check the schema (`schema_state`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -23,6 +25,47 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def head_revision() -> str | None:
+    """The latest revision of Baton's migrations (read from the scripts, not the database)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    current: str | None  # the database's revision; None when it has no Baton schema
+    head: str | None  # the latest revision this Baton knows
+    known: bool  # whether `current` is one of this Baton's revisions (or None)
+    where: str  # the database's URL, without its password
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+
+def schema_state(url: str | None = None) -> SchemaState:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+    from sqlalchemy.engine import make_url
+
+    url = url or get_settings().resolved_database_url()
+    parsed = make_url(url)
+    script = ScriptDirectory.from_config(alembic_config(url))
+    # A SQLite file that is not there has no schema; looking would leave an empty file behind.
+    missing = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+        and not Path(str(parsed.database)).exists()
+    current = None if missing else current_revision(url)
+    known = True
+    if current is not None:
+        try:
+            known = script.get_revision(current) is not None
+        except CommandError:
+            known = False
+    return SchemaState(current=current, head=script.get_current_head(), known=known,
+                       where=parsed.render_as_string(hide_password=True))
+
+
 def upgrade_when_reachable(url: str | None = None, *, give_up_after: float | None = None) -> None:
     """Migrate, waiting for a database that is down (a worker restarted during an outage must not exit:
     under a supervisor that does not restart it, it would be gone for good). Retries with a growing pause
@@ -40,6 +83,7 @@ def upgrade_when_reachable(url: str | None = None, *, give_up_after: float | Non
     while True:
         try:
             upgrade(url)
+            log.info("database schema at the latest revision, %s (migrated if it was behind)", head_revision())
             return
         except OperationalError as exc:
             if give_up_after is not None and time.monotonic() - started + pause > give_up_after:

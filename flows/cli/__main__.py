@@ -1,0 +1,5 @@
+"""`python -m flows.cli …`, as the stack starts its workers."""
+
+from flows.cli.main import main
+
+main()

@@ -1,0 +1,97 @@
+"""`baton ledger`: verify, show and export the accountability ledger; check an export offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flows.cli.console import console, err
+from flows.cli.session import session_call
+
+app = typer.Typer(help="The accountability ledger.", no_args_is_help=True)
+
+
+@app.command("verify")
+def ledger_verify(
+    ref: Annotated[str | None, typer.Argument(help="Incident code or id (default: all).")] = None,
+) -> None:
+    """Check the hash chain; name the first bad entry. Exit 1 if any chain is broken."""
+    from sqlmodel import select
+
+    from core.incidents.models import Incident
+    from core.incidents.service import find_incident
+    from core.ledger.chain import verify_incident
+
+    def run(session: Any) -> list[tuple[str, Any]]:
+        incidents = [find_incident(session, ref)] if ref else list(session.exec(select(Incident)).all())
+        return [(i.code, verify_incident(session, i.id)) for i in incidents]
+
+    bad = 0
+    for code, result in session_call(run):
+        if result.valid:
+            console.print(f"[green]valid[/green] {code}: {result.entries} entries")
+        else:
+            bad += 1
+            console.print(f"[red]BROKEN[/red] {code}: first bad entry {result.first_bad_seq} ({result.reason})")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def ledger_export(
+    ref: Annotated[str | None, typer.Argument(help="Incident code or id (default: all incidents).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The export file to write (JSON).")] = Path(
+        "ledger-export.json"),
+    public_key_out: Annotated[Path | None, typer.Option(help="Where to write Baton's public key "
+                                                             "(default: OUTPUT.pub.pem).")] = None,
+    actor: Annotated[str, typer.Option(help="Who exports (recorded in the signed seal).")] = "cli:admin",
+) -> None:
+    """Export ledger chains with a digest signed by Baton (Ed25519), for offline checking by a third party."""
+    from core.ledger.export import ExportError, build_export, write_export
+
+    try:
+        export = session_call(build_export, incident_ref=ref, exported_by=actor)
+    except ExportError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    key_path = write_export(export, output, public_key_out)
+    entries = sum(len(chain["entries"]) for chain in export["incidents"])
+    console.print(f"exported {len(export['incidents'])} incident(s), {entries} entries to {output}; "
+                  f"public key {export['signature']['key_id']} in {key_path}")
+    console.print(f"check it with: baton ledger check-export {output} --public-key {key_path}")
+
+
+@app.command("check-export")
+def ledger_check_export(
+    file: Annotated[Path, typer.Argument(help="The export file.")],
+    public_key: Annotated[Path, typer.Option(help="Baton's public key (PEM) that you trust.")],
+) -> None:
+    """Check an export offline (no database): every chain, the seal and the signature. Exit 1 if broken."""
+    from core.ledger.export import ExportError, describe, verify_file
+
+    try:
+        check = verify_file(file, public_key)
+    except (OSError, ExportError) as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    for line in describe(check):
+        console.print(line, markup=False)
+    if not check.valid:
+        raise typer.Exit(1)
+
+
+@app.command("show")
+def ledger_show(ref: Annotated[str, typer.Argument(help="Incident code or id.")]) -> None:
+    from core.incidents.service import find_incident
+    from core.ledger.chain import read_chain
+
+    entries = session_call(lambda s: read_chain(s, find_incident(s, ref).id))
+    table = Table("seq", "time (UTC)", "kind", "actor", "from", "to", "step", "hash")
+    for e in entries:
+        table.add_row(str(e.seq), e.at.strftime("%H:%M:%S.%f")[:-3], e.kind, e.actor, e.from_party, e.to_party,
+                      e.step_key or "", e.hash[:12])
+    console.print(table)
+
