@@ -1,28 +1,25 @@
 """Load plan files and report every problem at once, as `file:line path: message`.
 
-Malformed YAML, shape errors (pydantic) and meaning errors (references, cycles, deadlines, activation)
-all come back as `Problem`s; nothing here raises on bad input.
+Malformed YAML, shape errors (pydantic) and meaning errors (references, cycles, deadlines, activation: the
+rules of `process_defs.plan_rules`) all come back as `Problem`s; nothing here raises on bad input.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from process_defs.actions import ACTIONS
+from process_defs.plan_rules import check_plan
+from process_defs.problems import LoadedYaml, PathT, Problem, error_message, format_path
 from process_defs.schema import (
-    LEVELS,
-    STAGES,
     DepartmentRegistry,
-    FieldType,
     IncidentType,
-    Step,
     level_rank,
     parse_duration,
 )
@@ -30,47 +27,6 @@ from process_defs.signals import SIGNALS_FILE, SignalRules
 
 PLAN_DIR = Path(__file__).resolve().parent
 REGISTRY_FILE = "departments.yaml"
-
-PathT = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    file: str
-    line: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}"
-        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-def format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-@dataclass
-class LoadedYaml:
-    data: Any
-    lines: dict[PathT, int] = field(default_factory=dict)
-    key_order: dict[PathT, list[str]] = field(default_factory=dict)
-
-    def line_of(self, path: Sequence[str | int]) -> int:
-        """The line of `path`, or of its nearest ancestor present in the file."""
-        current = tuple(path)
-        while current:
-            if current in self.lines:
-                return self.lines[current]
-            current = current[:-1]
-        return self.lines.get((), 1)
-
 
 MAX_YAML_NODES = 200_000
 """Aliases can make a small file expand enormously ("billion laughs"); stop building beyond this many values."""
@@ -184,26 +140,10 @@ def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | No
     return loaded
 
 
-def _error_message(err: Any) -> tuple[PathT, str]:
-    """The location (without pydantic's `[key]` marker for a bad dictionary key) and message of one error."""
-    loc = tuple(part for part in err["loc"] if part != "[key]")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return loc, f"unknown key '{loc[-1]}'"
-    if kind == "missing":
-        return loc, f"required key '{loc[-1]}' is missing"
-    message = str(err["msg"])
-    if kind not in ("value_error", "assertion_error") and "input" in err:
-        shown = repr(err["input"])
-        if len(shown) <= 60:
-            message += f" (got {shown})"
-    return loc, message
-
-
 def _shape_problems(exc: ValidationError, file: str, loaded: LoadedYaml) -> list[Problem]:
     problems = []
     for err in exc.errors():
-        loc, message = _error_message(err)
+        loc, message = error_message(err)
         problems.append(Problem(file, loaded.line_of(loc), format_path(loc), message))
     return problems
 
@@ -254,302 +194,6 @@ def check_registry(registry: DepartmentRegistry, file: str, loaded: LoadedYaml) 
         role_keys.add(role.key)
         if role.department not in seen:
             add(("roles", i, "department"), f"unknown department '{role.department}'")
-    return problems
-
-
-def _step_paths(plan: IncidentType) -> dict[str, tuple[str, int]]:
-    """step key -> (stage, index) for the first occurrence of each key."""
-    out: dict[str, tuple[str, int]] = {}
-    for stage in STAGES:
-        for i, step in enumerate(plan.stages.get(stage).steps):
-            out.setdefault(step.key, (stage, i))
-    return out
-
-
-def _value_fits(ftype: FieldType, choices: set[str], op: str, value: Any) -> str | None:
-    """None when `op value` can be true for a field of this type, else why it cannot."""
-    if op == "truthy":
-        return None
-    values = value if op == "in" else [value]
-    if op == "in" and (not isinstance(value, list) or not value):
-        return "'in' needs a non-empty list of values"
-    for v in values:
-        if ftype is FieldType.number:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                return f"compares a number field with {v!r}"
-        elif ftype is FieldType.boolean:
-            if not isinstance(v, bool):
-                return f"compares a boolean field with {v!r}"
-            if op not in ("eq", "ne"):
-                return f"'{op}' does not apply to a boolean field"
-        elif ftype is FieldType.choice:
-            if op in ("gt", "ge", "lt", "le"):
-                return f"'{op}' does not apply to a choice field"
-            if v not in choices:
-                return f"{v!r} is not one of the field's choices ({', '.join(sorted(choices))})"
-        elif ftype in (FieldType.text, FieldType.datetime):
-            if not isinstance(v, str):
-                return f"compares a {ftype.value} field with {v!r}"
-        else:
-            return f"a {ftype.value} field can only be tested with 'truthy'"
-    return None
-
-
-def check_plan(
-    plan: IncidentType, registry: DepartmentRegistry | None, file: str, loaded: LoadedYaml
-) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def add(path: PathT, message: str) -> None:
-        problems.append(Problem(file, loaded.line_of(path), format_path(path), message))
-
-    order = [k for k in loaded.key_order.get(("stages",), []) if k in STAGES]
-    if order != [s for s in STAGES if s in order]:
-        add(("stages",), f"stages must come in the order {', '.join(STAGES)} (found {', '.join(order)})")
-
-    stem = Path(file).stem
-    if stem != plan.key and stem not in ("-", "<string>"):
-        add(("key",), f"key '{plan.key}' must equal the file name '{stem}'")
-
-    positions = _step_paths(plan)
-    stage_index = {s: i for i, s in enumerate(STAGES)}
-    steps_by_key: dict[str, Step] = {}
-    for stage in STAGES:
-        for i, step in enumerate(plan.stages.get(stage).steps):
-            base: PathT = ("stages", stage, "steps", i)
-            if step.key in steps_by_key:
-                first_stage, first_i = positions[step.key]
-                add((*base, "key"), f"duplicate step key '{step.key}' (first at stages.{first_stage}.steps[{first_i}])")
-                continue
-            steps_by_key[step.key] = step
-
-    dept_keys = {d.key for d in registry.departments} if registry else None
-    role_keys = {r.key for r in registry.roles} if registry else None
-
-    # Dependency graph (only edges to known steps).
-    graph: dict[str, list[str]] = {key: [] for key in steps_by_key}
-
-    for stage in STAGES:
-        stage_def = plan.stages.get(stage)
-        for i, step in enumerate(stage_def.steps):
-            base = ("stages", stage, "steps", i)
-            if positions.get(step.key) != (stage, i):
-                continue
-            if dept_keys is not None and step.department not in dept_keys:
-                add((*base, "department"), f"unknown department '{step.department}'")
-            # Kind and action.
-            if step.kind == "action":
-                if step.action is None:
-                    add((*base, "action"), "an action step must name its action")
-                elif step.action not in ACTIONS:
-                    add((*base, "action"), f"unknown action '{step.action}' (known: {', '.join(sorted(ACTIONS))})")
-                else:
-                    try:
-                        params = ACTIONS[step.action].model_validate(step.params)
-                    except ValidationError as exc:
-                        for err in exc.errors():
-                            loc, msg = _error_message(err)
-                            add((*base, "params", *loc), msg)
-                    else:
-                        target = getattr(params, "target", None)
-                        if target is not None and dept_keys is not None and target not in dept_keys:
-                            add((*base, "params", "target"), f"unknown department '{target}'")
-                if step.form:
-                    add((*base, "form"), "an action step has no form; only human steps do")
-            else:
-                if step.action is not None:
-                    add((*base, "action"), "a human step has no action; use kind: action")
-                if step.params:
-                    add((*base, "params"), "a human step has no params")
-                if not step.deadline:
-                    add((*base, "deadline"), "a human step needs a deadline")
-            # Form fields.
-            seen_fields: set[str] = set()
-            for j, form_field in enumerate(step.form):
-                fpath = (*base, "form", j)
-                if form_field.key in seen_fields:
-                    add((*fpath, "key"), f"duplicate form field '{form_field.key}'")
-                seen_fields.add(form_field.key)
-                if form_field.type is FieldType.choice:
-                    if not form_field.choices:
-                        add((*fpath, "choices"), "a choice field needs choices")
-                    else:
-                        values = [c.value for c in form_field.choices]
-                        dupes = sorted({v for v in values if values.count(v) > 1})
-                        if dupes:
-                            add((*fpath, "choices"), f"duplicate choice '{dupes[0]}'")
-                elif form_field.choices is not None:
-                    add((*fpath, "choices"), f"only a choice field has choices, not a {form_field.type.value} field")
-                if form_field.unit is not None and form_field.type is not FieldType.number:
-                    add((*fpath, "unit"), f"only a number field has a unit, not a {form_field.type.value} field")
-                if form_field.multiple and form_field.type not in (FieldType.choice, FieldType.attachment):
-                    add((*fpath, "multiple"), "only choice and attachment fields can take several values")
-            # Dependencies.
-            for j, dep in enumerate(step.depends_on):
-                dpath = (*base, "depends_on", j)
-                if dep == step.key:
-                    add(dpath, "a step cannot depend on itself")
-                elif dep not in steps_by_key:
-                    add(dpath, f"unknown step '{dep}'")
-                elif stage_index[positions[dep][0]] > stage_index[stage]:
-                    add(dpath, f"step '{dep}' is in the later stage '{positions[dep][0]}'")
-                else:
-                    graph[step.key].append(dep)
-            if len(set(step.depends_on)) != len(step.depends_on):
-                add((*base, "depends_on"), "a dependency is listed twice")
-            # Deadlines.
-            if step.deadline:
-                previous: tuple[str, Any, str] | None = None
-                for level in LEVELS:
-                    if level not in step.deadline:
-                        continue
-                    text = step.deadline[level]
-                    lpath = (*base, "deadline", level) if (*base, "deadline", level) in loaded.lines else (
-                        *base, "deadline")
-                    try:
-                        value = parse_duration(text)
-                    except ValueError as exc:
-                        add(lpath, str(exc))
-                        continue
-                    except OverflowError:
-                        add(lpath, f"deadline {text} is too long")
-                        continue
-                    if value.total_seconds() <= 0:
-                        add(lpath, f"deadline {text} must be longer than zero")
-                        continue
-                    if previous is not None and value > previous[1]:
-                        add(lpath, f"deadline {text} at level {level} is looser than {previous[0]} at level "
-                                   f"{previous[2]}; deadlines must tighten as the level rises")
-                    previous = (text, value, level)
-            # Escalation.
-            if step.escalate_to is not None:
-                target = step.escalate_to
-                epath = (*base, "escalate_to")
-                if target == "supervisor":
-                    if registry is not None:
-                        dept = registry.department(step.department)
-                        if dept is not None and dept.supervisor is None:
-                            add(epath, f"department '{step.department}' has no supervisor to escalate to")
-                elif target.startswith("role:"):
-                    if role_keys is not None and target[5:] not in role_keys:
-                        add(epath, f"unknown role '{target[5:]}'")
-                elif dept_keys is not None and target not in dept_keys:
-                    add(epath, f"unknown escalation target '{target}' (a department, 'supervisor' or 'role:KEY')")
-                elif target == step.department:
-                    add(epath, "a step cannot escalate to its own department")
-            # Sharing.
-            if step.share is not None and dept_keys is not None:
-                for j, target in enumerate(step.share.with_):
-                    if target != "all" and target not in dept_keys:
-                        add((*base, "share", "with", j), f"unknown department '{target}'")
-
-    # Cycles (depth-first, report each cycle once at its first step).
-    state: dict[str, int] = {}
-    reported: set[frozenset[str]] = set()
-
-    def visit(key: str, trail: list[str]) -> None:
-        state[key] = 1
-        trail.append(key)
-        for dep in graph[key]:
-            if state.get(dep) == 1:
-                cycle = trail[trail.index(dep):]
-                if frozenset(cycle) not in reported:
-                    reported.add(frozenset(cycle))
-                    stage, i = positions[dep]
-                    add(("stages", stage, "steps", i, "depends_on"),
-                        "dependency cycle: " + " -> ".join([*cycle, dep]))
-            elif state.get(dep) is None:
-                visit(dep, trail)
-        trail.pop()
-        state[key] = 2
-
-    for key in graph:
-        if key not in state:
-            visit(key, [])
-    has_cycle = bool(reported)
-
-    def ancestors(key: str) -> set[str]:
-        seen: set[str] = set()
-        stack = list(graph.get(key, []))
-        while stack:
-            current = stack.pop()
-            if current not in seen:
-                seen.add(current)
-                stack.extend(graph.get(current, []))
-        return seen
-
-    def earlier_stage(dep: str, stage: str) -> bool:
-        return stage_index[positions[dep][0]] < stage_index[stage]
-
-    # Conditions and inputs refer to outputs that must exist before this step can start.
-    for stage in STAGES:
-        for i, step in enumerate(plan.stages.get(stage).steps):
-            base = ("stages", stage, "steps", i)
-            if positions.get(step.key) != (stage, i):
-                continue
-            before = set() if has_cycle else ancestors(step.key)
-            cond = step.when.condition if step.when else None
-            if cond is not None:
-                cpath = (*base, "when", "condition")
-                source = steps_by_key.get(cond.step)
-                if source is None:
-                    add((*cpath, "step"), f"unknown step '{cond.step}'")
-                elif cond.step == step.key:
-                    add((*cpath, "step"), "a step cannot depend on its own output")
-                elif not has_cycle and cond.step not in before and not earlier_stage(cond.step, stage):
-                    add((*cpath, "step"), f"step '{cond.step}' is neither an earlier stage's step nor among this "
-                                          "step's dependencies, so its output may not exist yet")
-                else:
-                    src_field = source.field(cond.field)
-                    if src_field is None:
-                        add((*cpath, "field"), f"step '{cond.step}' has no form field '{cond.field}'")
-                    else:
-                        choices = {c.value for c in src_field.choices or []}
-                        why = _value_fits(src_field.type, choices, cond.op, cond.value)
-                        if why is not None and cond.op == "ne":  # `ne` a value the field never takes: always true
-                            add(cpath, f"the condition is always true, so it has no effect: the condition {why}")
-                        elif why is not None:
-                            add(cpath, f"the step can never activate: the condition {why}")
-                if source is not None and level_rank(source.min_level) > level_rank(step.min_level):
-                    add((*base, "when"), f"the condition reads step '{cond.step}', which only activates from level "
-                                         f"{source.min_level}; give this step min_level {source.min_level} too")
-            for j, ref in enumerate(step.inputs):
-                ipath = (*base, "inputs", j)
-                src_key, _, field_key = ref.partition(".")
-                source = steps_by_key.get(src_key)
-                if source is None:
-                    add(ipath, f"unknown step '{src_key}'")
-                elif src_key == step.key:
-                    add(ipath, "a step cannot take its own output as input")
-                elif not has_cycle and src_key not in before and not earlier_stage(src_key, stage):
-                    add(ipath, f"step '{src_key}' is neither an earlier stage's step nor among this step's "
-                               "dependencies, so its output may not exist yet")
-                elif field_key and source.field(field_key) is None:
-                    add(ipath, f"step '{src_key}' has no form field '{field_key}'")
-
-    # Gates.
-    for stage in STAGES:
-        stage_def = plan.stages.get(stage)
-        if stage_def.gate is None:
-            continue
-        gpath: PathT = ("stages", stage, "gate")
-        gate_step = next((s for s in stage_def.steps if s.key == stage_def.gate), None)
-        if gate_step is None:
-            where = positions.get(stage_def.gate)
-            add(gpath, f"gate step '{stage_def.gate}' is not in stage '{stage}'" if where
-                else f"unknown step '{stage_def.gate}'")
-        elif gate_step.when is not None:
-            add(gpath, f"gate step '{stage_def.gate}' must activate at every level and without condition")
-
-    # Every stage but an empty one needs a way to end.
-    learning = plan.stages.learning
-    if not any(s.after_action and s.when is None for s in learning.steps):
-        add(("stages", "learning", "steps"),
-            "the learning stage needs an after-action review step (after_action: true) active at every level")
-    for stage in STAGES[:-1]:
-        if any(s.after_action for s in plan.stages.get(stage).steps):
-            i = next(i for i, s in enumerate(plan.stages.get(stage).steps) if s.after_action)
-            add(("stages", stage, "steps", i, "after_action"), "after-action review belongs in the learning stage")
     return problems
 
 
