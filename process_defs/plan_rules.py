@@ -327,7 +327,7 @@ def _value_fits(ftype: FieldType, choices: set[str], op: str, value: Any) -> str
         elif ftype is FieldType.choice:
             if op in ("gt", "ge", "lt", "le"):
                 return f"'{op}' does not apply to a choice field"
-            if v not in choices:
+            if not isinstance(v, str) or v not in choices:  # a list or mapping here is unhashable: name it
                 return f"{v!r} is not one of the field's choices ({', '.join(sorted(choices))})"
         elif ftype in (FieldType.text, FieldType.datetime):
             if not isinstance(v, str):

@@ -346,3 +346,12 @@ def test_problem_formatting() -> None:
     assert str(Problem("a.yaml", 4, "key", "bad")) == "a.yaml:4 key: bad"
     assert str(Problem("a.yaml", 1, "", "empty")) == "a.yaml:1: empty"
     assert list(STAGES) == ["warning", "response", "recovery", "learning"]
+
+
+@pytest.mark.parametrize(("op", "value"), [("eq", ["a"]), ("ne", {"a": 1}), ("in", [["a"]]), ("eq", 3)])
+def test_a_choice_condition_on_an_odd_value_is_a_problem_not_a_crash(op: str, value: object) -> None:
+    from process_defs.plan_rules import _value_fits
+    from process_defs.schema import FieldType
+
+    why = _value_fits(FieldType.choice, {"a", "b"}, op, value)
+    assert why is not None and "is not one of the field's choices (a, b)" in why
