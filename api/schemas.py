@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.platform.input_policy import Line, Lines, Number
+
 Level = Literal["IV", "III", "II", "I"]
 
 
@@ -15,16 +17,16 @@ class Strict(BaseModel):
 
 
 class LocationIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    name: Line = Field(min_length=1, max_length=200)
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
 
 
 class IncidentCreate(Strict):
-    type: str = Field(min_length=1, max_length=64)
+    type: Line = Field(min_length=1, max_length=64)
     level: Level
-    title: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
+    title: Line = Field(min_length=1, max_length=200)
+    description: Lines | None = Field(default=None, max_length=10_000)
     location: LocationIn | None = None
     drill: bool = False
 
@@ -55,7 +57,7 @@ class IncidentPage(BaseModel):
 
 class LevelChangeIn(Strict):
     level: Level
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Lines = Field(min_length=1, max_length=2000)
 
 
 class TaskPublic(BaseModel):
@@ -91,12 +93,12 @@ class TaskDetail(TaskPublic):
 
 
 class CompleteIn(Strict):
-    outputs: dict[str, Any]
-    note: str | None = Field(default=None, max_length=10_000)
+    outputs: dict[str, Any]  # held to the step's form and the input policy by core.plans.forms
+    note: Lines | None = Field(default=None, max_length=10_000)
 
 
 class HandBackIn(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Lines = Field(min_length=1, max_length=2000)
 
 
 class TokenOut(BaseModel):
@@ -133,10 +135,10 @@ class LedgerOut(BaseModel):
 
 
 class LinkedIncidentIn(Strict):
-    type: str = Field(min_length=1, max_length=64)
+    type: Line = Field(min_length=1, max_length=64)
     level: Level | None = None
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    reason: str = Field(min_length=1, max_length=2000)
+    title: Line | None = Field(default=None, min_length=1, max_length=200)
+    reason: Lines = Field(min_length=1, max_length=2000)
 
 
 # -- users and the audit trail (administrators) -------------------------------------------------------------
@@ -144,10 +146,10 @@ Role = Literal["office", "department", "manager", "admin"]
 
 
 class UserCreate(Strict):
-    username: str = Field(min_length=1, max_length=64)
+    username: Line = Field(min_length=1, max_length=64)
     role: Role
-    department: str | None = Field(default=None, max_length=64)
-    display_name: str = Field(default="", max_length=100)
+    department: Line | None = Field(default=None, max_length=64)
+    display_name: Line = Field(default="", max_length=100)
     password: str = Field(min_length=10, max_length=1024)
     lang: Literal["zh", "en"] = "zh"
 
@@ -171,7 +173,7 @@ class UserPage(BaseModel):
 
 
 class DisableIn(Strict):
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Lines | None = Field(default=None, max_length=2000)
 
 
 class PasswordIn(Strict):

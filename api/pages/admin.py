@@ -13,6 +13,7 @@ from api.deps import AdminPageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
 from core.plans.store import registry
 from core.platform.errors import BatonError
+from core.platform.input_policy import MAX_OFFSET
 from core.users import service as users
 
 router = page_router()
@@ -103,7 +104,8 @@ for _action in ADMIN_ACTIONS:
 def admin_audit(request: Request, principal: AdminPageUser, session: SessionDep, action: str = "", actor: str = "",
                 offset: str = "0") -> HTMLResponse:
     action, actor = action.strip()[:64], actor.strip()[:100]
-    at = min(int(offset), 10**9) if offset.isdigit() else 0  # a bad offset is the first page, not an error
+    # A bad offset is the first page, not an error; a huge one the policy's last.
+    at = min(int(offset), MAX_OFFSET) if offset.isdigit() else 0
     found = users.list_audit(session, action=action or None, actor=actor or None, limit=AUDIT_PAGE, offset=at)
 
     def link(start: int) -> str:

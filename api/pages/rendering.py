@@ -24,8 +24,10 @@ from api.errors import ApiError
 from core.incidents import reads
 from core.incidents.models import DepartmentTask
 from core.plans.wording import Wording
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
+from core.platform.input_policy import Refusals
 from core.platform.settings import get_settings
 from core.platform.templating import render
 
@@ -118,8 +120,19 @@ def page(request: Request, principal: Principal, name: str, status_code: int = 2
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
+SECRET_FIELDS = frozenset({"password"})  # taken as typed: hashed, never stored, shown or published
+
+
 async def form_data(request: Request) -> FormData:
-    return await request.form()
+    """The posted form, its texts held to the input policy (422 `input_invalid` otherwise). A form does not say
+    which fields are one line, so tabs and newlines pass here; the services hold titles and places to one."""
+    form = await request.form()
+    refusals = Refusals()
+    items = [(name, refusals.check(name, policy.text, value, multiline=True)
+              if isinstance(value, str) and name not in SECRET_FIELDS else value)
+             for name, value in form.multi_items()]
+    refusals.raise_any()
+    return FormData(items)
 
 
 Form = Annotated[FormData, Depends(form_data)]

@@ -8,6 +8,8 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import TokenOut
+from core.platform import input_policy as policy
+from core.platform.input_policy import checked
 from core.platform.settings import get_settings
 from core.users.service import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke
 
@@ -17,8 +19,10 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 @router.post("/token", response_model=TokenOut)
 def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request, session: SessionDep) -> TokenOut:
     """OAuth2 password flow: a bearer token that expires (BATON_TOKEN_HOURS) and can be revoked."""
+    # A user name is one line by the input policy (PostgreSQL could not even look a NUL up); 422 otherwise.
+    username = checked("username", policy.text, form.username)
     try:
-        user = authenticate(session, username=form.username, password=form.password,
+        user = authenticate(session, username=username, password=form.password,
                             source=request.client.host if request.client else "")
     except (AuthenticationFailed, AccountLocked):
         session.commit()  # the failure count and the audit entry must stay, though the request fails

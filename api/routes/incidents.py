@@ -23,6 +23,7 @@ from core.incidents.cascade import chain, open_linked
 from core.incidents.models import Incident
 from core.incidents.service import change_level, open_incident
 from core.ledger.chain import verify_incident
+from core.platform.input_policy import Offset
 from core.reports.activity_log import activity_log
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
@@ -68,7 +69,7 @@ def list_(principal: CurrentUser, session: SessionDep,
           level: Level | None = None,
           stage: Annotated[str | None, Query(pattern="^(warning|response|recovery|learning)$")] = None,
           limit: Annotated[int, Query(ge=1, le=200)] = 50,
-          offset: Annotated[int, Query(ge=0)] = 0) -> IncidentPage:
+          offset: Offset = 0) -> IncidentPage:
     department = None if principal.sees_all else principal.user.department
     page = reads.list_incidents(session, department=department, status=status, type_key=type, level=level,
                                 stage=stage, limit=limit, offset=offset)

@@ -23,33 +23,34 @@ from core.learning import service as learning
 from core.learning.models import FollowUp, Lesson, PlanProposal
 from core.plans.store import registry
 from core.platform.errors import NotFound
+from core.platform.input_policy import Line, Lines, LocalMoment, Offset
 
 router = APIRouter(tags=["learning"])
 
 
 class LessonIn(Strict):
-    text: str = Field(min_length=1, max_length=learning.MAX_LESSON)
+    text: Lines = Field(min_length=1, max_length=learning.MAX_LESSON)
 
 
 class FollowUpIn(Strict):
-    department: str = Field(min_length=1, max_length=64)
-    title: str = Field(min_length=1, max_length=300)
-    due_at: datetime = Field(description="When it is due; without a UTC offset it is read in Baton's time zone.")
-    note: str | None = Field(default=None, max_length=learning.MAX_NOTE)
+    department: Line = Field(min_length=1, max_length=64)
+    title: Line = Field(min_length=1, max_length=300)
+    due_at: LocalMoment = Field(description="When it is due; without a UTC offset it is read in Baton's time zone.")
+    note: Lines | None = Field(default=None, max_length=learning.MAX_NOTE)
 
 
 class FollowUpDoneIn(Strict):
-    note: str | None = Field(default=None, max_length=learning.MAX_NOTE)
+    note: Lines | None = Field(default=None, max_length=learning.MAX_NOTE)
 
 
 class ProposalIn(Strict):
-    type: str = Field(min_length=1, max_length=64)
-    text: str = Field(min_length=1, max_length=500_000, description="The whole proposed plan file (YAML).")
-    lesson_id: str | None = Field(default=None, max_length=36)
+    type: Line = Field(min_length=1, max_length=64)
+    text: Lines = Field(min_length=1, max_length=500_000, description="The whole proposed plan file (YAML).")
+    lesson_id: Line | None = Field(default=None, max_length=36)
 
 
 class RejectIn(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Lines = Field(min_length=1, max_length=2000)
 
 
 class FollowUpOut(BaseModel):
@@ -214,7 +215,7 @@ def follow_ups(principal: CurrentUser, session: SessionDep,
                department: Annotated[str | None, Query(max_length=64)] = None,
                overdue: bool = False,
                limit: Annotated[int, Query(ge=1, le=500)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> FollowUpPageOut:
+               offset: Offset = 0) -> FollowUpPageOut:
     """A department's follow-ups; office, managers and admins see every department's (filter `department`)."""
     scope = department if principal.sees_all else principal.user.department
     incident_id = None
@@ -267,7 +268,7 @@ def proposals(principal: ReviewerUser, session: SessionDep,
               type: Annotated[str | None, Query(max_length=64)] = None,
               status: Annotated[Literal["proposed", "accepted", "rejected"] | None, Query()] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> ProposalPage:
+              offset: Offset = 0) -> ProposalPage:
     page = learning.list_proposals(session, type_key=type, status=status, limit=limit, offset=offset)
     return ProposalPage(items=[proposal_out(p) for p in page.items], total=page.total, limit=limit, offset=offset)
 

@@ -4,7 +4,6 @@ monitoring signals in, and the situation-report export."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
@@ -15,6 +14,7 @@ from api.schemas import LocationIn, Strict
 from core.incidents import reads
 from core.incidents.service import COMMAND
 from core.outbox.service import attempts, get_delivery, list_deliveries, public, replay
+from core.platform.input_policy import Count, Line, Lines, Moment, Number, Offset
 from core.reports.sitrep import sitrep
 from core.sharing.board import board, post_report
 from core.sharing.models import CapAlert
@@ -27,18 +27,26 @@ router = APIRouter(tags=["sharing"])
 
 
 class ReportIn(Strict):
-    text: str = Field(min_length=1, max_length=10_000)
-    figures: dict[str, float] = Field(default_factory=dict, max_length=50)
+    text: Lines = Field(min_length=1, max_length=10_000)
+    figures: dict[Annotated[Line, Field(max_length=64)], Number] = Field(default_factory=dict, max_length=50)
     location: LocationIn | None = None
-    share_with: list[str] = Field(default_factory=lambda: ["all"], min_length=1, max_length=50)
+    share_with: list[Annotated[Line, Field(max_length=64)]] = Field(default_factory=lambda: ["all"], min_length=1,
+                                                                     max_length=50)
     classification: Literal["public", "internal", "restricted"] = "internal"
+
+
+class WarningText(Strict):
+    """A warning's text in Chinese (shown first) and English."""
+
+    zh: Lines = Field(min_length=1, max_length=2000)
+    en: Lines = Field(min_length=1, max_length=2000)
 
 
 class WarningIn(Strict):
     msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
-    event: Text
-    headline: Text
-    instruction: Text
+    event: WarningText
+    headline: WarningText
+    instruction: WarningText
     category: Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra",
                       "CBRNE", "Other"] = "Met"
     response_type: Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear",
@@ -46,19 +54,19 @@ class WarningIn(Strict):
 
 
 class SignalIn(Strict):
-    kind: str = Field(min_length=1, max_length=64)
-    area: str | None = Field(default=None, max_length=200)
-    value: float | None = None
-    unit: str | None = Field(default=None, max_length=32)
-    observed_at: datetime | None = None
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
-    xml: str | None = Field(default=None, max_length=200_000)
-    syndrome: str | None = Field(default=None, max_length=100)
-    cases: int | None = Field(default=None, ge=0)
-    over_warning_m: float | None = None
-    over_guarantee_m: float | None = None
-    source_id: str | None = Field(default=None, max_length=200)
+    kind: Line = Field(min_length=1, max_length=64)
+    area: Line | None = Field(default=None, max_length=200)
+    value: Number | None = None
+    unit: Line | None = Field(default=None, max_length=32)
+    observed_at: Moment | None = None
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
+    xml: Lines | None = Field(default=None, max_length=200_000)
+    syndrome: Line | None = Field(default=None, max_length=100)
+    cases: Count | None = None
+    over_warning_m: Number | None = None
+    over_guarantee_m: Number | None = None
+    source_id: Line | None = Field(default=None, max_length=200)
 
 
 def _reader(principal: CurrentUser) -> str | None:
@@ -73,7 +81,7 @@ def _alert(alert: CapAlert) -> dict[str, Any]:
 
 @router.get("/api/incidents/{incident_id}/board")
 def get_board(incident_id: str, principal: CurrentUser, session: SessionDep,
-              since: datetime | None = None) -> dict[str, Any]:
+              since: Moment | None = None) -> dict[str, Any]:
     """Everything shared on the incident, in order, as far as the reader's department may see it."""
     incident = reads.get_incident(session, incident_id, _reader(principal))
     return {"incident_id": incident.id, "code": incident.code,
@@ -110,8 +118,9 @@ def warn(incident_id: str, body: WarningIn, principal: OfficeUser, session: Sess
          idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
     """Issue a public warning (CAP Alert), or update or cancel the incident's current ones."""
     incident = reads.get_incident(session, incident_id, None)
-    params = PublishWarningParams(event=body.event, headline=body.headline, instruction=body.instruction,
-                                  category=body.category, response_type=body.response_type, msg_type=body.msg_type)
+    params = PublishWarningParams(event=Text(**body.event.model_dump()), headline=Text(**body.headline.model_dump()),
+                                  instruction=Text(**body.instruction.model_dump()), category=body.category,
+                                  response_type=body.response_type, msg_type=body.msg_type)
     key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else f"office:{uuid.uuid4()}"
     return _alert(issue(session, incident_id=incident.id, params=params, actor=principal.actor, key=key))
 
@@ -122,7 +131,7 @@ def deliveries(principal: ReviewerUser, session: SessionDep,
                incident: Annotated[str | None, Query(max_length=64)] = None,
                target: Annotated[str | None, Query(max_length=64)] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 100,
-               offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+               offset: Offset = 0) -> dict[str, Any]:
     """The delivery log; `outcome=failed` is the dead-letter list."""
     incident_id = reads.get_incident(session, incident, None).id if incident else None
     page = list_deliveries(session, outcome=outcome, incident_id=incident_id, target=target, limit=limit,

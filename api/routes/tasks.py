@@ -11,6 +11,7 @@ from api.schemas import CompleteIn, HandBackIn, TaskDetail, TaskPage, TaskPublic
 from core.incidents import handoffs, reads
 from core.incidents.models import DepartmentTask, Incident
 from core.plans.store import plan_for_version
+from core.platform.input_policy import Offset
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -47,7 +48,7 @@ def inbox(principal: CurrentUser, session: SessionDep,
           department: Annotated[str | None, Query(max_length=64)] = None,
           open: bool = False,
           limit: Annotated[int, Query(ge=1, le=500)] = 100,
-          offset: Annotated[int, Query(ge=0)] = 0) -> TaskPage:
+          offset: Offset = 0) -> TaskPage:
     """A department user's inbox; office, managers and admins see every department's (filter `department`)."""
     scope = department if principal.sees_all else principal.user.department
     incident_id = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,6 +17,7 @@ from api.schemas import (
     UserPage,
     UserPublic,
 )
+from core.platform.input_policy import Moment, Offset
 from core.users import service as users
 from core.users.models import User
 
@@ -79,9 +79,9 @@ def set_password(user_id: str, body: PasswordIn, principal: AdminUser, session: 
 def audit_trail(principal: AdminUser, session: SessionDep,
                 action: Annotated[str | None, Query(max_length=64)] = None,
                 actor: Annotated[str | None, Query(max_length=100)] = None,
-                since: datetime | None = None,
+                since: Moment | None = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> AuditPage:
+                offset: Offset = 0) -> AuditPage:
     """Logins (and failed ones, lockouts, throttling) and administrative changes, newest first."""
     page = users.list_audit(session, action=action, actor=actor, since=since, limit=limit, offset=offset)
     return AuditPage(items=[AuditEventOut(id=e.id or 0, at=e.at, actor=e.actor, action=e.action, detail=e.detail)

@@ -13,10 +13,12 @@ from core.incidents.models import DepartmentTask, Incident, IncidentStatus, Leve
 from core.ledger import chain as ledger
 from core.ledger.chain import LedgerKind
 from core.plans.store import plan_for_version, snapshot_current
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
 from core.platform.errors import IncidentClosed, InvalidLevel, NotFound, ReasonRequired
 from core.platform.failpoints import failpoint
+from core.platform.input_policy import Refusals
 from core.platform.settings import get_settings
 from process_defs.schema import LEVELS, level_rank
 
@@ -98,6 +100,19 @@ def open_incident(
         existing = session.exec(select(Incident).where(Incident.idempotency_key == idempotency_key)).first()
         if existing is not None:
             return Opened(existing, created=False)
+    # Whatever opens it (the API, a page, the CLI, a signal, a cascade, a drill), an incident's texts are
+    # published in CAP alerts and the public feed: the input policy holds here for every path.
+    refusals = Refusals()
+    title = refusals.check("title", policy.text, title, max_length=200)
+    if description is not None:
+        description = refusals.check("description", policy.text, description, max_length=10_000, multiline=True)
+    if location_name is not None:
+        location_name = refusals.check("location_name", policy.text, location_name, max_length=200)
+    if lat is not None:
+        lat = refusals.check("lat", policy.number, lat, low=-90, high=90)
+    if lon is not None:
+        lon = refusals.check("lon", policy.number, lon, low=-180, high=180)
+    refusals.raise_any()
     version_row, plan = snapshot_current(session, type_key)
     level = check_level(level or plan.default_level)
     if clock_speed != 1.0 and not drill:

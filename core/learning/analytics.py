@@ -29,8 +29,10 @@ from sqlmodel import Session, col, select
 from core.incidents.models import DepartmentTask, Incident
 from core.learning.after_action import BLUE, GREEN, GREY, INK, RED, ReportText, fit, handoff_of, svg_open, time_scale
 from core.plans.store import current_plan_text, list_types, parse_plan_text, registry
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, UnknownIncidentType
+from core.platform.input_policy import Violation
 from core.platform.settings import get_settings
 
 CSV_COLUMNS = ("group", "key", "name_zh", "name_en", "incidents", "handoffs", "with_deadline", "on_time", "overdue",
@@ -67,9 +69,9 @@ def parse_bound(text: str | None, *, upper: bool = False, tz: str | None = None)
             moment = datetime.combine(day + timedelta(days=1) if upper else day, time(0), zone)
         else:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=zone)
-        return moment.astimezone(UTC)
+        return policy.moment(moment, local=zone).astimezone(UTC)
+    except Violation as exc:
+        raise InvalidFilter(f"'{value[:40]}' {exc.message}") from exc
     except (ValueError, OverflowError) as exc:
         raise InvalidFilter(f"'{value[:40]}' is not a date (YYYY-MM-DD) or an ISO date-time") from exc
 

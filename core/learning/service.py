@@ -30,9 +30,11 @@ from core.learning.models import FollowUp, Lesson, PlanProposal
 from core.ledger import chain as ledger
 from core.plans.models import PlanVersion
 from core.plans.store import current_plan_text, latest_accepted, list_types, parse_plan_text, registry, store_accepted
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
 from core.platform.errors import BatonError, NotFound, PlanInvalid
+from core.platform.input_policy import Refusals
 from core.platform.paging import Page, paged
 from core.platform.settings import get_settings
 from core.users.service import audit
@@ -83,6 +85,7 @@ class ProposalStateConflict(BatonError):
 
 MAX_LESSON = 20_000
 MAX_NOTE = 10_000
+MAX_PLAN = 500_000
 
 
 # -- lessons -----------------------------------------------------------------------------------------------
@@ -138,13 +141,19 @@ def assign_follow_up(session: Session, *, lesson_id: str, department: str, title
     clean_title = title.strip()
     if not clean_title or len(clean_title) > 300:
         problems.append({"field": "title", "message": "needs 1 to 300 characters"})
-    due = as_utc(due_at)
+    refusals = Refusals()
+    clean_title = refusals.check("title", policy.text, clean_title, max_length=300)
+    # A due date past year 9999 in UTC cannot even be converted: the policy's range is checked first.
+    refused = len(refusals.problems)
+    due_local = refusals.check("due_at", policy.moment, due_at, local=ZoneInfo(get_settings().timezone))
+    due = as_utc(due_local) if len(refusals.problems) == refused else None
+    if note is not None:
+        note = refusals.check("note", policy.text, note, max_length=MAX_NOTE, multiline=True)
     now = utcnow()
-    if due <= now:
+    if due is not None and due <= now:
         problems.append({"field": "due_at", "message": "must be in the future"})
-    if note is not None and len(note) > MAX_NOTE:
-        problems.append({"field": "note", "message": f"at most {MAX_NOTE} characters"})
-    if problems:
+    problems += [{"field": p["field"], "message": p["message"]} for p in refusals.problems]
+    if problems or due is None:
         raise FollowUpInvalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
     incident = lock_incident(session, lesson.incident_id)
     follow_up = FollowUp(incident_id=incident.id, lesson_id=lesson.id, department=department, title=clean_title,
@@ -255,12 +264,33 @@ def plan_diff(old: str, new: str, type_key: str, old_version: int, new_version: 
                                         tofile=f"{type_key}.yaml (v{new_version})"))
 
 
+def _texts(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every text in a plan's data, with where it is (`stages.response.steps[1].title.zh`)."""
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _texts(item, f"{path}.{key}" if path else key)]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _texts(item, f"{path}[{index}]")]
+    return []
+
+
 def check_proposed(session: Session, type_key: str, text: str) -> None:
     """Raise PlanInvalid (422) naming every problem as `file:line path: message`."""
     file = f"{type_key}.yaml"
     plan, problems = parse_plan(text, file, registry())
     messages = [str(p) for p in problems]
+    try:
+        policy.text(text, max_length=MAX_PLAN, multiline=True)
+    except policy.Violation as exc:
+        messages.append(f"{file}: the file {exc.message}")
     if plan is not None:
+        # YAML escapes ("\x01") put into a text what the file itself does not show; plan texts are published.
+        for path, value in _texts(plan.model_dump(mode="json", by_alias=True)):
+            try:
+                policy.text(value, max_length=MAX_PLAN, multiline=True)
+            except policy.Violation as exc:
+                messages.append(f"{file} {path}: {exc.message}")
         for other in list_types():
             if other == type_key:
                 continue

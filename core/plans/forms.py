@@ -2,67 +2,85 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from core.platform import input_policy as policy
 from core.platform.errors import FormInvalid
+from core.platform.input_policy import Violation
 from process_defs.schema import FieldType, FormField, Step
 
 MAX_TEXT = 20_000
+MAX_PLACE = 200
+MAX_REFERENCE = 500
 
 
 def _check(field: FormField, value: Any) -> tuple[Any, str | None]:
+    """The value as stored, or why it is refused: the form's rules, then the input policy's."""
+    try:
+        return _checked(field, value), None
+    except Violation as exc:
+        return None, exc.message
+
+
+def _checked(field: FormField, value: Any) -> Any:
     kind = field.type
     if kind is FieldType.text:
         if not isinstance(value, str):
-            return None, "must be text"
-        if len(value) > MAX_TEXT:
-            return None, f"must be at most {MAX_TEXT} characters"
-        return value, None
+            raise Violation("not_text", "must be text")
+        return policy.text(value, max_length=MAX_TEXT, multiline=True)
     if kind is FieldType.number:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, "must be a number" + (f" (in {field.unit})" if field.unit else "")
-        if value != value or value in (float("inf"), float("-inf")):
-            return None, "must be a finite number"
-        return value, None
+        try:
+            return policy.number(value)
+        except Violation as exc:
+            unit = f" (in {field.unit})" if field.unit and exc.reason == "not_a_number" else ""
+            raise Violation(exc.reason, exc.message + unit) from None
     if kind is FieldType.boolean:
         if not isinstance(value, bool):
-            return None, "must be true or false"
-        return value, None
+            raise Violation("not_a_boolean", "must be true or false")
+        return value
     if kind is FieldType.choice:
         allowed = [c.value for c in field.choices or []]
         values = value if field.multiple and isinstance(value, list) else [value]
-        bad = [v for v in values if v not in allowed]
-        if bad or (field.multiple and not isinstance(value, list)):
-            return None, f"must be one of {', '.join(allowed)}" + (" (a list)" if field.multiple else "")
-        return value, None
+        if any(v not in allowed for v in values) or (field.multiple and not isinstance(value, list)):
+            raise Violation("not_a_choice",
+                            f"must be one of {', '.join(allowed)}" + (" (a list)" if field.multiple else ""))
+        return value
     if kind is FieldType.datetime:
         if not isinstance(value, str):
-            return None, "must be an ISO 8601 date and time"
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None, "must be an ISO 8601 date and time, e.g. 2026-07-20T18:00:00+08:00"
-        if parsed.tzinfo is None:
-            return None, "must carry a UTC offset, e.g. +08:00"
-        return value, None
+            raise Violation("not_a_moment", "must be an ISO 8601 date and time")
+        policy.moment_text(value)
+        return value
     if kind is FieldType.location:
-        if isinstance(value, str) and value.strip():
-            return {"name": value}, None
-        if isinstance(value, dict) and set(value) <= {"name", "lat", "lon"} and value:
-            lat, lon = value.get("lat"), value.get("lon")
-            if (lat is None) != (lon is None):
-                return None, "needs both lat and lon, or neither"
-            if lat is not None and not (isinstance(lat, int | float) and isinstance(lon, int | float)
-                                        and -90 <= lat <= 90 and -180 <= lon <= 180):
-                return None, "lat must be within -90..90 and lon within -180..180"
-            return value, None
-        return None, "must be a place name or {name, lat, lon}"
+        return _location(value)
     # attachment: a reference (id or URL) to a file stored elsewhere, or several when `multiple`.
     refs = value if field.multiple and isinstance(value, list) else [value]
-    if not all(isinstance(r, str) and 0 < len(r) <= 500 for r in refs):
-        return None, "must be an attachment reference" + (" list" if field.multiple else "")
-    return value, None
+    if not all(isinstance(r, str) and r for r in refs):
+        raise Violation("not_a_reference", "must be an attachment reference" + (" list" if field.multiple else ""))
+    clean = [policy.text(r, max_length=MAX_REFERENCE) for r in refs]
+    return clean if field.multiple and isinstance(value, list) else clean[0]
+
+
+def _location(value: Any) -> dict[str, Any]:
+    if isinstance(value, str) and value.strip():
+        return {"name": policy.text(value, max_length=MAX_PLACE)}
+    if isinstance(value, dict) and set(value) <= {"name", "lat", "lon"} and value:
+        lat, lon = value.get("lat"), value.get("lon")
+        if (lat is None) != (lon is None):
+            raise Violation("coordinates", "needs both lat and lon, or neither")
+        clean = dict(value)
+        if lat is not None:
+            try:
+                clean["lat"] = policy.number(lat, low=-90, high=90)
+                clean["lon"] = policy.number(lon, low=-180, high=180)
+            except Violation:
+                raise Violation("coordinates", "lat must be within -90..90 and lon within -180..180") from None
+        name = value.get("name")
+        if name is not None:
+            if not isinstance(name, str):
+                raise Violation("not_text", "the place name must be text")
+            clean["name"] = policy.text(name, max_length=MAX_PLACE)
+        return clean
+    raise Violation("not_a_location", "must be a place name or {name, lat, lon}")
 
 
 def validate_outputs(step: Step, outputs: Any) -> dict[str, Any]:

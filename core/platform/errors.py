@@ -67,3 +67,11 @@ class ReasonRequired(BatonError):
 
     code = "reason_required"
     http_status = 422
+
+
+class InputInvalid(BatonError):
+    """Input that breaks the input policy (core/platform/input_policy.py); `details` lists
+    `{field, reason, message}` for each bad field."""
+
+    code = "input_invalid"
+    http_status = 422

@@ -16,8 +16,10 @@ from core.incidents.models import Incident, TaskStatus
 from core.incidents.service import lock_incident, wake
 from core.ledger import chain as ledger
 from core.plans.store import plan_for_version, registry
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
+from core.platform.input_policy import Refusals
 from core.sharing.models import CapAlert, SituationReport
 from core.sharing.scope import EVERYONE, can_see, recipients
 
@@ -82,9 +84,17 @@ def post_report(session: Session, *, incident_id: str, department: str, author: 
         raise ReportInvalid(f"unknown department(s) in the scope: {', '.join(unknown)}")
     if classification == "restricted" and scope == [EVERYONE]:
         raise ReportInvalid("a restricted report must name the departments it goes to")
+    # Figures are JSON on disk and in deliveries: a NaN or Infinity there is not JSON any more.
+    refusals = Refusals()
+    text = refusals.check("text", policy.text, text, max_length=10_000, multiline=True)
+    if location_name is not None:
+        location_name = refusals.check("location_name", policy.text, location_name, max_length=200)
+    clean_figures: dict[str, Any] = {}
     for name, value in (figures or {}).items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or len(str(name)) > 64:
-            raise ReportInvalid(f"figure '{str(name)[:64]}' must be a number")
+        key = refusals.check("figures", policy.text, str(name), max_length=64)
+        clean_figures[key] = refusals.check(f"figures.{key}", policy.number, value)
+    refusals.raise_any(ReportInvalid)
+    figures = clean_figures
     now = utcnow()
     report = SituationReport(incident_id=incident.id, department=department, author=author, text=text,
                              figures=figures or {}, location_name=location_name, lat=lat, lon=lon,

@@ -18,8 +18,10 @@ from sqlmodel import Session, col, select
 from core.incidents.models import Incident, IncidentStatus
 from core.incidents.service import change_level, open_incident
 from core.plans.store import signal_rules
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
+from core.platform.input_policy import Refusals
 from core.signals.models import Signal, SignalSource
 from core.users.service import audit
 from process_defs.schema import level_rank, parse_duration
@@ -27,6 +29,7 @@ from process_defs.signals import CAP_SEVERITY_LEVELS, SignalRule
 
 CAP_NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 MAX_CAP_BYTES = 200_000
+MAX_SIGNAL_TEXT = 1000
 
 
 class SignalRejected(BatonError):
@@ -100,10 +103,30 @@ def _from_cap(payload: dict[str, Any]) -> dict[str, Any]:
     severity = info.findtext("cap:severity", "", CAP_NS)
     if severity not in CAP_SEVERITY_LEVELS:
         raise SignalRejected(f"CAP severity '{severity}' does not map to a response level")
-    return {**payload, "area": info.findtext("cap:area/cap:areaDesc", "", CAP_NS) or payload.get("area", ""),
-            "event": info.findtext("cap:event", "", CAP_NS), "severity": severity,
-            "msg_type": root.findtext("cap:msgType", "", CAP_NS),
-            "cap_identifier": root.findtext("cap:identifier", "", CAP_NS)}
+    def one_line(path: str, element: ElementTree.Element = info) -> str:
+        # An element's text may be wrapped over lines in the XML; as a title or a place it is one line.
+        return " ".join(element.findtext(path, "", CAP_NS).split())
+
+    return {**payload, "area": one_line("cap:area/cap:areaDesc") or payload.get("area", ""),
+            "event": one_line("cap:event"), "severity": severity, "msg_type": one_line("cap:msgType", root),
+            "cap_identifier": one_line("cap:identifier", root)}
+
+
+def _hold_to_policy(fields: dict[str, Any]) -> None:
+    """A source without a user account writes incident titles and places that CAP publishes: every text it
+    sends (or its CAP alert holds) is one line by the input policy, every number finite and bounded."""
+    refusals = Refusals()
+    for name, value in fields.items():
+        if name == "xml":
+            continue  # parsed above; what it holds is among the fields
+        if isinstance(value, str):
+            fields[name] = refusals.check(name, policy.text, value, max_length=MAX_SIGNAL_TEXT)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            fields[name] = refusals.check(name, policy.number, value)
+        elif value is not None and not isinstance(value, bool):
+            refusals.problems.append({"field": name, "reason": "not_a_value",
+                                      "message": "must be text, a number, true or false"})
+    refusals.raise_any(SignalRejected)
 
 
 class _Fields(dict[str, Any]):
@@ -128,6 +151,7 @@ def receive(session: Session, *, source: SignalSource, payload: dict[str, Any], 
     if rule.sources and source.name not in rule.sources:
         raise SignalRejected(f"source '{source.name}' may not send '{kind}' signals")
     fields = _from_cap(payload) if rule.cap else dict(payload)
+    _hold_to_policy(fields)
     if rule.cap:
         level: str | None = CAP_SEVERITY_LEVELS[fields["severity"]]
     else:
