@@ -99,9 +99,7 @@ class Helpers(Wording):
         super().__init__(lang)
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
-        if moment is None:
-            return "—"
-        return moment.astimezone(self.zone).strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+        return self.local(moment, "%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
 
     def overdue(self, task: DepartmentTask) -> bool:
         return reads.is_overdue(task)

@@ -97,7 +97,7 @@ def form_values(step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
         elif item.type is FieldType.datetime and isinstance(value, str):
             try:
                 raw[name] = datetime.fromisoformat(value).astimezone(zone()).strftime("%Y-%m-%dT%H:%M")
-            except ValueError:
+            except (ValueError, OverflowError):  # not a time, or one the zone cannot hold: shown as stored
                 raw[name] = value
         elif isinstance(value, list):
             raw[name] = "\n".join(str(v) for v in value)

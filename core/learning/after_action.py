@@ -558,7 +558,7 @@ class ReportText(Wording):
         if self.plan_clock is not None and not wall:
             origin, speed = self.plan_clock
             value = origin + (value - origin) * speed
-        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+        return self.local(value, "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
     def dur(self, seconds: float | None) -> str:
         return format_duration(seconds, self.lang)

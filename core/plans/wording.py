@@ -46,10 +46,18 @@ class Wording:
         return self.t(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
+        return self.local(moment, "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+    def local(self, moment: datetime | None, pattern: str) -> str:
+        """`moment` in Baton's time zone by `pattern`. A moment the zone cannot hold (past the year 9999 there,
+        stored before the input policy held) is shown as it was given rather than failing the page."""
         if moment is None:
             return "—"
         value = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+        try:
+            return value.astimezone(self.zone).strftime(pattern)
+        except (OverflowError, ValueError):
+            return value.isoformat(timespec="minutes")
 
     def zone_label(self) -> str:
         offset = datetime.now(self.zone).strftime("%z")
@@ -72,8 +80,9 @@ class Wording:
             return ", ".join(str(v) for v in value)
         if form_field is not None and form_field.type is FieldType.datetime and isinstance(value, str):
             try:
-                return self.when(datetime.fromisoformat(value))
+                parsed = datetime.fromisoformat(value)
             except ValueError:
                 return value
+            return self.when(parsed)
         text = "" if value is None else str(value)
         return f"{text} {form_field.unit}" if form_field is not None and form_field.unit and text else text

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from core.platform.input_policy import xml_safe
 
 HERE = Path(__file__).resolve().parent.parent  # core/: templates/ and locales/
 TEMPLATES = HERE / "templates"
@@ -25,11 +28,22 @@ def translations(lang: str) -> NullTranslations:
     return NullTranslations()
 
 
+def _renderable(value: Any) -> Any:
+    """Every value a template prints, without the characters XML cannot carry: a text stored before the input
+    policy held (or a planner's) still renders into a well-formed CAP alert, feed or page."""
+    if isinstance(value, str):
+        clean = xml_safe(value)
+        if len(clean) != len(value):
+            return Markup(clean) if isinstance(value, Markup) else clean
+    return value
+
+
 @lru_cache(maxsize=len(LANGUAGES))
 def environment(lang: str = "zh") -> Environment:
     """The environment of one reader language. Its gettext is Jinja's "newstyle": `_("%(n)s left", n=3)` and
     `{% trans n=3 %}` both work, and the values are escaped before they enter the translated text."""
     env = Environment(
+        finalize=_renderable,
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(enabled_extensions=("html", "xml", "svg", "j2"), default_for_string=True,
                                      default=True),

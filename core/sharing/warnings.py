@@ -5,6 +5,11 @@ A drill's alerts are kept with status Exercise and never published.
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC
+from typing import Any
+from xml.etree import ElementTree
+
 from sqlmodel import Session, col, select
 
 from core.incidents.engine import latest_tasks
@@ -13,10 +18,14 @@ from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
+from core.platform.input_policy import xml_safe
 from core.platform.settings import get_settings
 from core.sharing.cap import cap_time, render_alert
 from core.sharing.models import CapAlert
 from process_defs.actions import PublishWarningParams
+
+log = logging.getLogger("baton.sharing")
+CAP_NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 
 
 class WarningInvalid(BatonError):
@@ -37,6 +46,38 @@ def active_public(session: Session, limit: int = 200) -> list[CapAlert]:
                                                     col(CapAlert.superseded_by).is_(None),
                                                     CapAlert.msg_type != "Cancel")
                              .order_by(col(CapAlert.sent_at).desc()).limit(limit)).all())
+
+
+def public_alert(alert: CapAlert) -> tuple[str, ElementTree.Element] | None:
+    """The alert's CAP XML as the public gets it, parsed: as stored, or (an alert rendered before the input policy
+    held) with the characters XML cannot carry taken out. None if even that is not well-formed: the alert is left
+    out rather than the feed failing for everyone; both are logged."""
+    for candidate in (alert.xml, xml_safe(alert.xml)):
+        try:
+            root = ElementTree.fromstring(candidate.encode("utf-8"))
+        except (ElementTree.ParseError, UnicodeError):
+            continue
+        if candidate is not alert.xml:
+            log.warning("CAP alert %s is not well-formed as stored; published without the characters XML "
+                        "cannot carry", alert.identifier)
+        return candidate, root
+    log.error("CAP alert %s is not well-formed XML and cannot be repaired; it is not published", alert.identifier)
+    return None
+
+
+def feed_entries(session: Session) -> list[dict[str, Any]]:
+    """The public Atom feed's entries: the active public alerts that can be published (see `public_alert`)."""
+    entries = []
+    for alert in active_public(session):
+        published = public_alert(alert)
+        if published is None:
+            continue
+        infos = published[1].findall("cap:info", CAP_NS)
+        entries.append({"id": alert.id, "identifier": alert.identifier, "msg_type": alert.msg_type,
+                        "headline": " / ".join(i.findtext("cap:headline", "", CAP_NS) for i in infos),
+                        "summary": " / ".join(i.findtext("cap:instruction", "", CAP_NS) for i in infos),
+                        "updated": alert.sent_at.astimezone(UTC).isoformat(timespec="seconds")})
+    return entries
 
 
 def issue(session: Session, *, incident_id: str, params: PublishWarningParams, actor: str, key: str,
