@@ -13,8 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
 from api.deps import CurrentUser
-from api.pages.rendering import too_large_page
+from api.pages.rendering import error_page, too_large_page
 from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks, users
+from core.platform import input_policy as policy
 from core.platform.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -91,12 +92,29 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def refused_address(request: Request) -> Response | None:
+    """A path or query holding what the input policy refuses in a line of text (a NUL, another control
+    character) is refused before a route reads it: PostgreSQL cannot even compare such a value with a key."""
+    try:
+        policy.text(request.scope.get("path", ""))
+        for name, value in request.query_params.multi_items():
+            policy.text(name)
+            policy.text(value)
+    except policy.Violation as exc:
+        if request.url.path.startswith(("/api/", "/public/")):
+            return JSONResponse(errors.error_body("invalid_request", f"the address is not valid: it {exc.message}",
+                                                  [{"field": "address", "reason": exc.reason,
+                                                    "message": exc.message}]), status_code=422)
+        return error_page(request, 422, "input_invalid")
+    return None
+
+
 def create_app() -> FastAPI:
     # The schema and the interactive docs are for logged-in users only, like every other endpoint: FastAPI's
     # own routes for them are off, and authenticated ones stand in (the docs pages are in api/pages/docs.py).
     app = FastAPI(title="Baton", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
                   description="Multi-department emergency response: incidents, department tasks, handoff ledger.")
-    errors.install(app)
+    errors.install(app, headers=SECURITY_HEADERS)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_schema(principal: CurrentUser) -> JSONResponse:
@@ -104,7 +122,7 @@ def create_app() -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
+        response = refused_address(request) or await call_next(request)
         for name, value in SECURITY_HEADERS.items():
             if name == "Content-Security-Policy" and request.url.path in DOCS_PATHS:
                 # FastAPI's interactive docs load their script and styles from a CDN.

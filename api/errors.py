@@ -38,7 +38,10 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": body}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, headers: dict[str, str]) -> None:
+    """The error handlers; `headers` (the security headers) also go on a 500, which is answered outside the
+    middleware that puts them on every other answer."""
+
     @app.exception_handler(BatonError)
     async def _domain(_: Request, exc: BatonError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
@@ -51,8 +54,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": err.get("msg")}
-                   for err in exc.errors()]
+        details = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "reason": err.get("type"),
+                    "message": err.get("msg")} for err in exc.errors()]
         listing = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:10])
         return JSONResponse(error_body("invalid_request", f"the request is not valid: {listing}", details),
                             status_code=422)
@@ -72,7 +75,7 @@ def install(app: FastAPI) -> None:
         # The details go to the log, not to the client.
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(error_body("internal_error", "something went wrong on the server; it has been logged"),
-                            status_code=500)
+                            status_code=500, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
