@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.outbox.models import OutboundDelivery
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
@@ -141,7 +141,7 @@ class _Advancer:
         self.tasks = latest_tasks(session, incident.id)
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _ledger(self, kind: str, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
+    def _ledger(self, kind: LedgerKind, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
                 to_party: str = COMMAND, step_key: str | None = None, handed_over: Any = None,
                 details: dict[str, Any] | None = None) -> None:
         ledger.append(self.session, incident=self.incident, kind=kind, actor=actor, from_party=from_party,
@@ -167,7 +167,8 @@ class _Advancer:
         self.tasks[step.key] = task
         return task
 
-    def _assign(self, task: DepartmentTask, step: Step, from_party: str, kind: str = LedgerKind.task_assigned) -> None:
+    def _assign(self, task: DepartmentTask, step: Step, from_party: str,
+                kind: LedgerKind = LedgerKind.task_assigned) -> None:
         task.assigned_at = self.now
         task.assigned_by = SYSTEM
         deadline = step.deadline_for(self.incident.level)

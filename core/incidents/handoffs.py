@@ -14,7 +14,7 @@ from core.incidents.engine import has_endpoint, queue_delivery
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.plans.forms import validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, snapshot_current
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres

@@ -15,6 +15,7 @@ from core.incidents.engine import has_endpoint, latest_tasks, queue_delivery
 from core.incidents.models import Incident, TaskStatus
 from core.incidents.service import lock_incident, wake
 from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
@@ -91,7 +92,7 @@ def post_report(session: Session, *, incident_id: str, department: str, author: 
                              share_with=scope, classification=classification, created_at=now)
     session.add(report)
     session.flush()
-    ledger.append(session, incident=incident, kind="report.shared", actor=author, from_party=department,
+    ledger.append(session, incident=incident, kind=LedgerKind.report_shared, actor=author, from_party=department,
                   to_party=",".join(scope), idempotency_key=f"{report.id}:shared",
                   handed_over={"text": text, "figures": figures or {}}, details={"classification": classification},
                   at=now)
