@@ -205,7 +205,7 @@ def test_drill_answers_open_every_conditional_step() -> None:
 
 
 def holds(condition: Condition, outputs: dict[str, Any]) -> bool:
-    return drills._holds(condition, outputs.get(condition.field))
+    return condition.holds(outputs)
 
 
 # -- end to end on a real worker ------------------------------------------------------------------------------

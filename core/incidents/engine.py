@@ -8,8 +8,6 @@ again.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,28 +64,10 @@ def escalation_target(step: Step) -> str:
     return target
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
-}
-
-
-def condition_holds(condition: Condition, tasks: dict[str, DepartmentTask]) -> bool:
+def condition_met(condition: Condition, tasks: dict[str, DepartmentTask]) -> bool:
+    """The condition holds on its step's answers, and that step was completed (not skipped or cancelled)."""
     source = tasks.get(condition.step)
-    if source is None or source.status != TaskStatus.completed:
-        return False
-    value = (source.outputs or {}).get(condition.field)
-    if condition.op == "truthy":
-        return bool(value)
-    if value is None:
-        return False
-    if condition.op == "in":
-        allowed = condition.value or []
-        # A multiple-choice answer matches when any of its values is allowed.
-        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
-    try:
-        return _OPS[condition.op](value, condition.value)
-    except TypeError:
-        return False
+    return source is not None and source.status == TaskStatus.completed and condition.holds(source.outputs)
 
 
 def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTask]) -> dict[str, Any]:
@@ -198,7 +178,7 @@ class _Advancer:
             if not all(self._resolved(dep, stage) for dep in step.depends_on):
                 continue
             condition = step.when.condition if step.when else None
-            if condition is not None and not condition_holds(condition, self.tasks):
+            if condition is not None and not condition_met(condition, self.tasks):
                 task = self._new_task(step, stage, TaskStatus.skipped)
                 task.cancel_reason = "condition not met"
                 progressed = True

@@ -16,10 +16,9 @@ so that it can be checked on constructed data; `readiness_report` builds the rec
 
 from __future__ import annotations
 
-import operator
 import random
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -38,8 +37,6 @@ from core.sharing.models import CapAlert
 from process_defs.schema import STAGES, Condition, FieldType, FormField, IncidentType, Step
 
 PROFILES = ("normal", "stress", "history")
-_OPS: dict[str, Callable[[Any, Any], Any]] = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
-                                              "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 MIN_HISTORY = 3
 STRESS_CAP = 5.0
 DEFAULT_DEADLINE = timedelta(hours=1)  # for a human step without one (the plan checker does not allow that)
@@ -135,8 +132,8 @@ def drill_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dict[st
             continue
         # The value that opens the most conditional steps; branches that exclude each other (the source is a
         # tanker / a plant) are chosen between by the seed.
-        best = max(sum(_holds(c, v) for c in on_field) for v in options)
-        values[key] = rng.choice([v for v in options if sum(_holds(c, v) for c in on_field) == best])
+        best = max(sum(c.holds({key: v}) for c in on_field) for v in options)
+        values[key] = rng.choice([v for v in options if sum(c.holds({key: v}) for c in on_field) == best])
     return values
 
 
@@ -146,21 +143,6 @@ def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]
         return [[v] if multiple else v for v in condition.value]
     value = _satisfying(condition, form_field)
     return [] if value is None else [value]
-
-
-def _holds(condition: Condition, value: Any) -> bool:
-    """Whether `value` as the field's answer makes the condition true (as `core.incidents.engine.condition_holds`)."""
-    if condition.op == "truthy":
-        return bool(value)
-    if condition.op == "in":
-        allowed = condition.value or []
-        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
-    if value is None:
-        return False
-    try:
-        return bool(_OPS[condition.op](value, condition.value))
-    except TypeError:
-        return False
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------
