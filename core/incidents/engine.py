@@ -18,13 +18,11 @@ from core.incidents.models import DepartmentTask, Incident, IncidentStatus, Task
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
-from core.outbox.models import OutboundDelivery
+from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
-from core.platform.db import new_id
 from core.platform.errors import LeaseLost
 from core.platform.failpoints import failpoint
-from core.platform.settings import get_settings
 from process_defs.schema import STAGES, Condition, IncidentType, Step
 
 
@@ -86,32 +84,6 @@ def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTas
     return out
 
 
-def has_endpoint(department: str) -> bool:
-    """Whether the department has a system Baton sends to (an endpoint named in the registry and configured)."""
-    dept = registry().department(department)
-    return bool(dept and dept.endpoint and dept.endpoint in get_settings().endpoints)
-
-
-def queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
-                    payload: dict[str, Any]) -> OutboundDelivery:
-    existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
-    if existing is not None:
-        return existing
-    dept = registry().department(target)
-    message_id = new_id()
-    # message_id lets a receiving system drop a message it has already processed (retries, replays).
-    body = {"message_id": message_id, "sent_for": key,
-            "incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
-                         "title": incident.title, "drill": incident.drill},
-            "purpose": purpose, "drill": incident.drill, **payload}
-    delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
-                                target=target, endpoint=dept.endpoint if dept else None, payload=body,
-                                payload_digest=ledger.digest_of(body), drill=incident.drill)
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
 class _Advancer:
     def __init__(self, session: Session, incident: Incident, plan: IncidentType, now: datetime) -> None:
         self.session = session
@@ -161,13 +133,13 @@ class _Advancer:
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value})
         failpoint("task.assigned")
-        if step.kind == "human" and has_endpoint(task.department):
-            queue_delivery(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
-                           target=task.department,
-                           payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
-                                             "stage": task.stage, "due_at": task.due_at.isoformat()
-                                             if task.due_at else None, "inputs": handed,
-                                             "form": [f.model_dump(mode="json") for f in step.form]}})
+        if step.kind == "human" and outbox.has_endpoint(task.department):
+            outbox.queue(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
+                         target=task.department,
+                         payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
+                                           "stage": task.stage, "due_at": task.due_at.isoformat()
+                                           if task.due_at else None, "inputs": handed,
+                                           "form": [f.model_dump(mode="json") for f in step.form]}})
 
     # -- steps ---------------------------------------------------------------------------------------
     def activate(self, stage: str) -> bool:
@@ -276,10 +248,10 @@ class _Advancer:
                 if self.now >= remind_at and self.now < task.due_at:
                     task.reminded_at = self.now
                     self.session.add(task)
-                    queue_delivery(self.session, incident=self.incident, key=f"{task.id}:reminder",
-                                    purpose="reminder", target=task.department,
-                                    payload={"task": {"id": task.id, "step": task.step_key,
-                                                      "due_at": task.due_at.isoformat()}})
+                    outbox.queue(self.session, incident=self.incident, key=f"{task.id}:reminder",
+                                 purpose="reminder", target=task.department,
+                                 payload={"task": {"id": task.id, "step": task.step_key,
+                                                   "due_at": task.due_at.isoformat()}})
                 elif self.now < remind_at:
                     sooner(remind_at)
             if self.now >= task.due_at:
@@ -291,10 +263,10 @@ class _Advancer:
                 self._ledger(LedgerKind.task_escalated, key=f"{task.id}:escalated", from_party=task.department,
                              to_party=target, step_key=task.step_key,
                              details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"})
-                queue_delivery(self.session, incident=self.incident, key=f"{task.id}:escalation",
-                                purpose="escalation", target=target,
-                                payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
-                                                  "due_at": task.due_at.isoformat()}})
+                outbox.queue(self.session, incident=self.incident, key=f"{task.id}:escalation",
+                             purpose="escalation", target=target,
+                             payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
+                                               "due_at": task.due_at.isoformat()}})
             else:
                 sooner(task.due_at)
         return next_check
@@ -312,9 +284,7 @@ class _Advancer:
         next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
         self.session.flush()
         actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]
-        deliveries = list(self.session.exec(
-            select(OutboundDelivery.id).where(OutboundDelivery.incident_id == self.incident.id,
-                                              OutboundDelivery.outcome == "pending")).all())
+        deliveries = outbox.pending(self.session, incident_id=self.incident.id)
         return AdvanceResult(incident_id=self.incident.id, code=self.incident.code, status=self.incident.status,
                              stage=self.incident.stage, level=self.incident.level, actions=actions,
                              deliveries=deliveries, next_check=next_check)
@@ -361,6 +331,6 @@ def fail_action(session: Session, *, task_id: str, error: str) -> DepartmentTask
     command office is told, so the incident goes on and a person follows up."""
     task = finish_action(session, task_id=task_id, outputs={"ok": False, "error": error}, ok=False)
     incident = lock_incident(session, task.incident_id)
-    queue_delivery(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
-                   target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
+    outbox.queue(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
+                 target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
     return task

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.incidents.engine import has_endpoint, queue_delivery
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
+from core.outbox import queue as outbox
 from core.plans.forms import validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
@@ -84,12 +84,12 @@ def complete(
         planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
         for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
                                  classification=classification, planned=planned):
-            if has_endpoint(target):
-                queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
-                               target=target,
-                               payload={"shared": {"step": step.key, "title": step.title.model_dump(),
-                                                   "department": task.department, "classification": classification,
-                                                   "outputs": clean}})
+            if outbox.has_endpoint(target):
+                outbox.queue(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                             target=target,
+                             payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                                 "department": task.department, "classification": classification,
+                                                 "outputs": clean}})
     wake(incident, now)
     session.add(incident)
     failpoint("task.completed")
