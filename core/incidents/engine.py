@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
@@ -230,7 +231,7 @@ class _Advancer:
         self.session.add(self.incident)
 
     # -- deadlines -----------------------------------------------------------------------------------
-    def deadlines(self, fraction: float) -> datetime | None:
+    def deadlines(self, fraction: float | None) -> datetime | None:
         next_check: datetime | None = None
 
         def sooner(moment: datetime) -> None:
@@ -240,10 +241,10 @@ class _Advancer:
         for task in self.tasks.values():
             if task.kind != "human" or task.due_at is None or task.assigned_at is None:
                 continue
-            if task.status not in (TaskStatus.assigned, TaskStatus.acknowledged):
+            if task.status not in WITH_DEADLINES:
                 continue
             step = self.plan.step(task.step_key)
-            remind_at = task.due_at - (task.due_at - task.assigned_at) * fraction
+            remind_at = reminder_at(task.assigned_at, task.due_at, fraction)
             if task.reminded_at is None:
                 if self.now >= remind_at and self.now < task.due_at:
                     task.reminded_at = self.now
@@ -271,7 +272,7 @@ class _Advancer:
                 sooner(task.due_at)
         return next_check
 
-    def run(self, fraction: float) -> AdvanceResult:
+    def run(self, fraction: float | None) -> AdvanceResult:
         for _ in range(len(STAGES) + 1):
             stage = self.incident.stage
             if self.incident.status != IncidentStatus.open:
@@ -291,7 +292,7 @@ class _Advancer:
 
 
 def advance(session: Session, *, incident_id: str, worker_id: str | None = None,
-            now: datetime | None = None, reminder_before: float = 0.2) -> AdvanceResult:
+            now: datetime | None = None, reminder_before: float | None = None) -> AdvanceResult:
     incident = lock_incident(session, incident_id)
     if worker_id is not None and incident.lease_owner != worker_id:
         raise LeaseLost(f"incident {incident.code} is held by {incident.lease_owner}, not {worker_id}")

@@ -56,6 +56,20 @@ def wake(incident: Incident, now: datetime | None = None) -> None:
     incident.updated_at = moment
 
 
+def wake_unless_woken_since(session: Session, *, incident_id: str, since: datetime,
+                            now: datetime | None = None) -> bool:
+    """Wake the incident if it is open and has not been woken since `since`; whether it was woken.
+
+    For whoever notices a moment that passed (the deadline sweep): an incident woken after that moment has
+    been re-evaluated already, or will be, so it is left alone."""
+    incident = lock_incident(session, incident_id)
+    if incident.status != IncidentStatus.open or incident.woken_at >= since:
+        return False
+    wake(incident, now)
+    session.add(incident)
+    return True
+
+
 def _next_code(session: Session, prefix: str, moment: datetime) -> str:
     year = moment.astimezone(ZoneInfo(get_settings().timezone)).year
     session.execute(text("INSERT INTO incident_counter (prefix, year, last) VALUES (:p, :y, 0) ON CONFLICT DO NOTHING"),
