@@ -29,12 +29,12 @@ from sqlmodel import Session, col, select
 from core.incidents.engine import latest_tasks
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.learning.models import DrillRun
-from core.learning.simulation import sample_outputs
+from core.learning.simulation import answer_task
 from core.outbox.models import OutboundDelivery
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.sharing.models import CapAlert
-from process_defs.schema import STAGES, Condition, FieldType, FormField, IncidentType, Step
+from process_defs.schema import STAGES, IncidentType
 
 PROFILES = ("normal", "stress", "history")
 MIN_HISTORY = 3
@@ -82,67 +82,6 @@ def department_history(session: Session, department: str, limit: int = 500) -> l
         if allowed > 0:
             shares.append(max((row.completed_at - row.assigned_at).total_seconds(), 0.0) / allowed)
     return shares
-
-
-def _satisfying(condition: Condition, form_field: FormField | None) -> Any:
-    """A value of the field that makes the condition true (so that a drill exercises the conditional step)."""
-    value = condition.value
-    choices = [c.value for c in (form_field.choices or [])] if form_field is not None else []
-    kind = form_field.type if form_field is not None else None
-    result: Any
-    if condition.op == "eq":
-        result = value
-    elif condition.op == "ne":
-        if kind is FieldType.boolean:
-            result = not value
-        elif kind is FieldType.number and isinstance(value, int | float):
-            result = value + 1
-        else:
-            result = next((c for c in choices if c != value), None)
-    elif condition.op in ("gt", "ge"):
-        result = value + 1 if isinstance(value, int | float) else None
-    elif condition.op in ("lt", "le"):
-        result = value - 1 if isinstance(value, int | float) else None
-    elif condition.op == "in":
-        result = (value or [None])[0]
-    else:  # truthy
-        result = True if kind is FieldType.boolean else 1 if kind is FieldType.number else \
-            (choices[0] if choices else "是 yes")
-    if result is not None and form_field is not None and form_field.multiple and not isinstance(result, list):
-        result = [result]
-    return result
-
-
-def drill_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dict[str, Any]:
-    """Form values that let the incident go on: plausible samples, 'respond' where a decision is asked for,
-    and values that make the plan's conditions on this step true (so conditional steps are rehearsed too)."""
-    values = sample_outputs(step, rng)
-    for form_field in step.form:
-        choices = [c.value for c in form_field.choices or []]
-        if form_field.type is FieldType.choice and "respond" in choices:
-            values[form_field.key] = ["respond"] if form_field.multiple else "respond"
-    conditions: dict[str, list[Condition]] = {}
-    for _, other in plan.steps():
-        condition = other.when.condition if other.when else None
-        if condition is not None and condition.step == step.key:
-            conditions.setdefault(condition.field, []).append(condition)
-    for key, on_field in conditions.items():
-        options = [v for c in on_field for v in _candidates(c, step.field(key))]
-        if not options:
-            continue
-        # The value that opens the most conditional steps; branches that exclude each other (the source is a
-        # tanker / a plant) are chosen between by the seed.
-        best = max(sum(c.holds({key: v}) for c in on_field) for v in options)
-        values[key] = rng.choice([v for v in options if sum(c.holds({key: v}) for c in on_field) == best])
-    return values
-
-
-def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]:
-    if condition.op == "in" and isinstance(condition.value, list):
-        multiple = form_field is not None and form_field.multiple
-        return [[v] if multiple else v for v in condition.value]
-    value = _satisfying(condition, form_field)
-    return [] if value is None else [value]
 
 
 # -- scoring ---------------------------------------------------------------------------------------------------
@@ -524,31 +463,15 @@ class Simulator:
         return answers, min(upcoming) if upcoming else None
 
     def _answer(self, sim: SimulatedIncident, task_id: str) -> Answer | None:
-        from core.incidents.handoffs import acknowledge, complete
         from core.platform.db import session_scope
-        from core.platform.errors import FormInvalid, TaskStateConflict
+        from core.platform.errors import TaskStateConflict
 
         try:
             with session_scope() as session:
-                task = session.get(DepartmentTask, task_id)
-                incident = session.get(Incident, sim.incident_id)
-                assert task is not None and incident is not None
-                plan = plan_for_version(session, incident.plan_version_id)
-                step = plan.step(task.step_key)
-                actor = f"drill:{task.department}"
-                if task.status == TaskStatus.assigned:
-                    acknowledge(session, task_id=task_id, actor=actor)
-                outputs = drill_outputs(plan, step, sim.rng)
-                try:
-                    with session.begin_nested():
-                        done = complete(session, task_id=task_id, actor=actor, outputs=outputs,
-                                        note="演练：模拟部门 Drill: simulated department")
-                except FormInvalid:
-                    outputs = sample_outputs(step, sim.rng)
-                    done = complete(session, task_id=task_id, actor=actor, outputs=outputs,
-                                    note="演练：模拟部门 Drill: simulated department")
-                late = done.due_at is not None and done.completed_at is not None and done.completed_at > done.due_at
+                done = answer_task(session, task_id=task_id, rng=sim.rng, by="drill",
+                                   note="演练：模拟部门 Drill: simulated department")
                 sim.answered += 1
-                return Answer(sim.incident_id, sim.code, task.department, step.key, step.title.zh, late)
+                return Answer(sim.incident_id, sim.code, done.task.department, done.step.key, done.step.title.zh,
+                              done.late)
         except TaskStateConflict:
             return None  # the stage ended (or the gate closed it) before this answer
