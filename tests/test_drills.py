@@ -31,7 +31,7 @@ from core.platform.db import session_scope
 from core.platform.errors import TaskStateConflict
 from core.sharing.models import CapAlert
 from core.sharing.warnings import active_public
-from flows.drill import DrillSpec, run_drills
+from flows.drill import DrillSpec, run_drills, tick
 from process_defs.schema import Condition
 from tests import engine_driver as drive
 from tests.conftest import StartWorker
@@ -181,7 +181,7 @@ def test_history_comes_from_the_departments_answers_on_real_incidents(baton: str
         incident_id = drive.open_("flood", level="IV", drill=True)
         drive.step(incident_id)
         sim = drills.SimulatedIncident(incident_id, "-", "flood", "IV", 1.0, profile, random.Random(1))
-        drills.Simulator([sim]).tick()
+        tick(drills.Simulator([sim]))
         (when,) = sim.answer_at.values()
         assert not sim.history_fallbacks  # meteorology has three past answers
         assigned = drive.tasks(incident_id)["rainstorm_forecast"].assigned_at

@@ -404,8 +404,9 @@ class Answer:
 
 
 class Simulator:
-    """Simulated departments for any number of drill incidents: `tick()` schedules newly assigned tasks and
-    answers those whose time has come, each answer in its own transaction as a department's would be."""
+    """Simulated departments for any number of drill incidents: `schedule` gives newly assigned tasks their
+    answer time, `due` says which have come, `answer` answers one. The caller owns the transactions
+    (`flows.drill.tick`: each answer in its own, as a department's would be)."""
 
     def __init__(self, incidents: Iterable[SimulatedIncident]) -> None:
         self.incidents = {i.incident_id: i for i in incidents}
@@ -426,52 +427,45 @@ class Simulator:
                 sim.history_fallbacks.add(task.department)
         return plan_delay(sim.profile, deadline, sim.rng, history) * sim.delay_scale / sim.speed
 
-    def tick(self, now: datetime | None = None) -> tuple[list[Answer], datetime | None]:
-        """Answer what is due; return the answers and when the next one is due (None: nothing scheduled)."""
-        from core.platform.db import session_scope
-
+    def schedule(self, session: Session) -> set[str]:
+        """Read where each drill is, and give every newly assigned task the moment its simulated department will
+        answer it; returns the ids of the drills' open tasks."""
         live = [i for i in self.incidents.values() if not i.closed]
-        with session_scope() as session:
-            for sim in live:
-                incident = session.get(Incident, sim.incident_id)
-                if incident is not None:
-                    sim.stage = incident.stage
-                    sim.closed = incident.status == IncidentStatus.closed
-            tasks = open_tasks(session, [i.incident_id for i in live if not i.closed])
-            for task in sorted(tasks, key=lambda t: (t.assigned_at or t.created_at, t.id)):
-                sim = self.incidents[task.incident_id]
-                if task.id not in sim.answer_at:
-                    incident = session.get(Incident, task.incident_id)
-                    assert incident is not None
-                    plan = plan_for_version(session, incident.plan_version_id)
-                    sim.answer_at[task.id] = (task.assigned_at or task.created_at) + self._delay(session, sim, task,
-                                                                                                  plan)
-            open_ids = {t.id for t in tasks}
-        moment = now or utcnow()
-        answers = []
-        upcoming: list[datetime] = []
         for sim in live:
-            for task_id, when in list(sim.answer_at.items()):
+            incident = session.get(Incident, sim.incident_id)
+            if incident is not None:
+                sim.stage = incident.stage
+                sim.closed = incident.status == IncidentStatus.closed
+        tasks = open_tasks(session, [i.incident_id for i in live if not i.closed])
+        for task in sorted(tasks, key=lambda t: (t.assigned_at or t.created_at, t.id)):
+            sim = self.incidents[task.incident_id]
+            if task.id not in sim.answer_at:
+                incident = session.get(Incident, task.incident_id)
+                assert incident is not None
+                plan = plan_for_version(session, incident.plan_version_id)
+                sim.answer_at[task.id] = (task.assigned_at or task.created_at) + self._delay(session, sim, task, plan)
+        return {t.id for t in tasks}
+
+    def due(self, open_ids: set[str], now: datetime) -> tuple[list[tuple[SimulatedIncident, str]], datetime | None]:
+        """The open tasks whose answer is due at `now` (each with its drill), and when the next one is due (None:
+        nothing scheduled)."""
+        due: list[tuple[SimulatedIncident, str]] = []
+        upcoming: list[datetime] = []
+        for sim in self.incidents.values():
+            if sim.closed:
+                continue
+            for task_id, when in sim.answer_at.items():
                 if task_id not in open_ids:
                     continue
-                if when > moment:
+                if when > now:
                     upcoming.append(when)
-                    continue
-                answer = self._answer(sim, task_id)
-                if answer is not None:
-                    answers.append(answer)
-        return answers, min(upcoming) if upcoming else None
+                else:
+                    due.append((sim, task_id))
+        return due, min(upcoming) if upcoming else None
 
-    def _answer(self, sim: SimulatedIncident, task_id: str) -> Answer | None:
-        from core.platform.db import session_scope
-        from core.platform.errors import TaskStateConflict
-
-        try:
-            with session_scope() as session:
-                done = answer_task(session, task_id=task_id, rng=sim.rng, by="drill",
-                                   note="演练：模拟部门 Drill: simulated department")
-                sim.answered += 1
-                return Answer(sim.incident_id, sim.code, done.task.department, done.step.key, done.step.title.zh,
-                              done.late)
-        except TaskStateConflict:
-            return None  # the stage ended (or the gate closed it) before this answer
+    def answer(self, session: Session, sim: SimulatedIncident, task_id: str) -> Answer:
+        """The simulated department answers the task (raises `TaskStateConflict` if its stage ended meanwhile)."""
+        done = answer_task(session, task_id=task_id, rng=sim.rng, by="drill",
+                           note="演练：模拟部门 Drill: simulated department")
+        sim.answered += 1
+        return Answer(sim.incident_id, sim.code, done.task.department, done.step.key, done.step.title.zh, done.late)
