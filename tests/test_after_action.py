@@ -24,7 +24,9 @@ from core.incidents import handoffs
 from core.incidents.engine import advance, finish_action
 from core.incidents.models import DepartmentTask
 from core.incidents.service import change_level, open_incident
-from core.learning.after_action import build_report, format_duration, render_report_html
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
+from core.learning.after_action.text import format_duration
 from core.platform.db import session_scope
 from core.reports.pdf import PdfUnavailable, html_to_pdf
 from tests.api_server import FORECAST, issued_token, make_user
