@@ -20,7 +20,7 @@ import random
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -28,13 +28,14 @@ from sqlmodel import Session, col, select
 
 from core.incidents.engine import latest_tasks
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.learning.critical_path import critical_path
 from core.learning.models import DrillRun
 from core.learning.simulation import answer_task
 from core.outbox.models import OutboundDelivery
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.sharing.models import CapAlert
-from process_defs.schema import STAGES, IncidentType
+from process_defs.schema import IncidentType
 
 PROFILES = ("normal", "stress", "history")
 MIN_HISTORY = 3
@@ -123,45 +124,14 @@ def _seconds(later: datetime, earlier: datetime, speed: float) -> float:
     return (later - earlier).total_seconds() * speed
 
 
-def _end(record: TaskRecord) -> datetime:
-    return record.completed_at or datetime.min.replace(tzinfo=UTC)
-
-
-def critical_path(records: Sequence[TaskRecord]) -> list[TaskRecord]:
-    """The chain of completed steps that set the incident's end, first to last.
-
-    From the step completed last, walk back: each step was enabled by whichever of its dependencies, or of the
-    steps of earlier stages (the one that ended the previous stage), completed last before it was assigned."""
-    done = [r for r in records if r.completed_at is not None and r.assigned_at is not None]
-    if not done:
-        return []
-    by_key = {r.step_key: r for r in done}
-    current = max(done, key=lambda r: (_end(r), STAGES.index(r.stage)))
-    path = [current]
-    seen = {current.step_key}
-    while True:
-        assert current.assigned_at is not None
-        stage_index = STAGES.index(current.stage)
-        candidates = [by_key[d] for d in current.depends_on if d in by_key]
-        candidates += [r for r in done if STAGES.index(r.stage) < stage_index]
-        candidates = [r for r in candidates if r.step_key not in seen and r.completed_at is not None
-                      and r.completed_at <= current.assigned_at]
-        if not candidates:
-            break
-        current = max(candidates, key=_end)
-        path.append(current)
-        seen.add(current.step_key)
-    return list(reversed(path))
-
-
 def score(records: Sequence[TaskRecord], *, speed: float, opened_at: datetime | None = None,
           closed_at: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Readiness figures of one drill, in plan time (real seconds × `speed`):
 
     - steps on time: human steps answered by their deadline, as a share of those that came due or were
       answered (a step cancelled before its deadline, because its stage ended, counts neither way);
-    - critical path: the chain that set the end (see `critical_path`), its length (the departments' time on
-      it) against the sum of the plan's deadlines along it, and the handoff time between its steps;
+    - critical path: the chain that set the end (`core.learning.critical_path`), its length (the departments'
+      time on it) against the sum of the plan's deadlines along it, and the handoff time between its steps;
     - bottlenecks: the departments slowest by their median answer time as a share of the deadline;
     - readiness: 70 × the on-time share + 30 × min(1, path deadlines / path length), out of 100.
     """

@@ -2,7 +2,7 @@
 
 `build_report(session, incident_id=...)` reads the incident, its plan version, its task rows, level changes
 and ledger, and returns an `AfterActionReport`: each stage's duration, each handoff's waits (assigned →
-acknowledged → completed) against its deadline, the critical path through the plan's step graph and the
+acknowledged → completed) against its deadline, the critical path (`core.learning.critical_path`) and the
 slowest department on it, escalations and level changes with their reasons, deviations from the plan, and
 the ledger's verification. It writes nothing.
 

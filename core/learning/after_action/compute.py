@@ -24,6 +24,7 @@ from core.learning.after_action.model import (
     PathStep,
     StageFigure,
 )
+from core.learning.critical_path import Ran, critical_path
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from process_defs.schema import STAGES, IncidentType
@@ -111,9 +112,10 @@ def _plan_clock(timeline: dict[str, Any], origin: datetime, scale: float) -> dic
 
 
 def _critical_path(plan: IncidentType, rows: Sequence[DepartmentTask], scale: float) -> CriticalPath:
-    """The longest chain of completed steps linked by the plan's `depends_on`, weighted by each step's time
-    from readiness (its first assignment, or its last dependency's completion if that came first) to its
-    completion. A step handed back and done by another department counts once, from its first assignment."""
+    """The critical path (`core.learning.critical_path`: the chain of completed steps that set the end), each
+    step timed from when the one before it on the chain was done (the first step from its first assignment) to
+    its completion, so that the steps' times add up to the chain's span. A step handed back and done by another
+    department counts once, from its first assignment; each department is charged its own attempts."""
     attempts: dict[str, list[DepartmentTask]] = {}
     for row in rows:
         attempts.setdefault(row.step_key, []).append(row)
@@ -123,60 +125,25 @@ def _critical_path(plan: IncidentType, rows: Sequence[DepartmentTask], scale: fl
         final = tasks[-1]
         if final.status == TaskStatus.completed and final.completed_at is not None:
             done[key] = final
-    order = {step.key: index for index, (_, step) in enumerate(plan.steps())}
-    preds: dict[str, list[str]] = {}
-    for key in done:
-        try:
-            depends = plan.step(key).depends_on
-        except KeyError:
-            depends = []
-        preds[key] = [d for d in depends if d in done]
-    start: dict[str, datetime] = {}
-    weight: dict[str, float] = {}
-    for key, task in done.items():
-        assigned = [as_utc(t.assigned_at) for t in attempts[key] if t.assigned_at is not None]
-        first = min((a for a in assigned if a is not None), default=None)
-        ready = max((m for m in (as_utc(done[p].completed_at) for p in preds[key]) if m is not None), default=None)
-        candidates = [m for m in (first, ready) if m is not None]
-        begin = min(candidates) if candidates else as_utc(task.completed_at)
-        assert begin is not None
-        start[key] = begin
-        weight[key] = max(0.0, span(begin, task.completed_at, scale) or 0.0)
-
-    best: dict[str, tuple[float, str | None]] = {}
-
-    def longest(key: str, visiting: frozenset[str] = frozenset()) -> float:
-        if key in best:
-            return best[key][0]
-        choice: str | None = None
-        value = 0.0
-        for pred in sorted(preds[key], key=lambda p: order.get(p, 0)):
-            if pred in visiting:  # a cycle cannot pass validation; never loop on one anyway
-                continue
-            total = longest(pred, visiting | {key})
-            if choice is None or total > value:
-                choice, value = pred, total
-        best[key] = (value + weight[key], choice)
-        return best[key][0]
-
-    for key in done:
-        longest(key)
     if not done:
         return CriticalPath([], 0.0, None, None, None, [])
-
-    def finish(key: str) -> datetime:
-        moment = as_utc(done[key].completed_at)
-        assert moment is not None
-        return moment
-
-    # The longest chain; of equal ones, the one that ended last, then the earliest in the plan.
-    end_key = max(done, key=lambda k: (best[k][0], finish(k), -order.get(k, 0)))
-    chain: list[str] = []
-    cursor: str | None = end_key
-    while cursor is not None and cursor not in chain:
-        chain.append(cursor)
-        cursor = best[cursor][1]
-    chain.reverse()
+    order = {step.key: index for index, (_, step) in enumerate(plan.steps())}
+    runs = []
+    for key in sorted(done, key=lambda k: order.get(k, len(order))):
+        try:
+            depends = tuple(plan.step(key).depends_on)
+        except KeyError:
+            depends = ()
+        first = min((m for m in (as_utc(t.assigned_at) for t in attempts[key]) if m is not None), default=None)
+        runs.append(Ran(step_key=key, stage=done[key].stage, assigned_at=first,
+                        completed_at=as_utc(done[key].completed_at), depends_on=depends))
+    path = critical_path(runs)
+    start: dict[str, datetime] = {}
+    for index, run in enumerate(path):
+        began = path[index - 1].completed_at if index else run.assigned_at
+        assert began is not None
+        start[run.step_key] = began
+    chain = [run.step_key for run in path]
 
     by_department: dict[str, float] = {}
     steps: list[PathStep] = []
@@ -187,12 +154,13 @@ def _critical_path(plan: IncidentType, rows: Sequence[DepartmentTask], scale: fl
                 continue  # automated steps are Baton's time, not a department's
             end = attempt.completed_at if attempt.status == TaskStatus.completed else (
                 attempt.handed_back_at or attempt.cancelled_at)
-            began = start[key] if attempt is attempts[key][0] else attempt.assigned_at
-            seconds = max(0.0, span(began, end, scale) or 0.0)
+            began_at = start[key] if attempt is attempts[key][0] else attempt.assigned_at
+            seconds = max(0.0, span(began_at, end, scale) or 0.0)
             by_department[attempt.department] = by_department.get(attempt.department, 0.0) + seconds
         steps.append(PathStep(step=key, title=_title(plan, key), stage=task.stage, department=task.department,
                               kind=task.kind, attempts=len(attempts[key]), started_at=start[key],
-                              completed_at=as_utc(task.completed_at), duration_s=weight[key]))
+                              completed_at=as_utc(task.completed_at),
+                              duration_s=max(0.0, span(start[key], task.completed_at, scale) or 0.0)))
     ranking = sorted(by_department.items(), key=lambda item: (-item[1], item[0]))
     slowest = ranking[0] if ranking else None
     return CriticalPath(steps=steps, total_s=round(sum(s.duration_s for s in steps), 3),
