@@ -23,18 +23,18 @@ from core.platform.failpoints import failpoint
 from core.sharing.scope import recipients
 
 
-def _locked_task(session: Session, task_id: str, department: str | None) -> tuple[Incident, DepartmentTask]:
+def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
+    """The task and its incident, locked. Who may act on it is the caller's check (`permissions.may_act`)."""
     task = session.get(DepartmentTask, task_id)
-    # Another department's task reads as missing, so its existence does not leak.
-    if task is None or (department is not None and task.department != department):
+    if task is None:
         raise NotFound(f"no task '{task_id}'")
     incident = lock_incident(session, task.incident_id)
     session.refresh(task)
     return incident, task
 
 
-def acknowledge(session: Session, *, task_id: str, actor: str, department: str | None = None) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, department)
+def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.escalated) \
             or task.acknowledged_at is not None:
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be acknowledged")
@@ -59,9 +59,8 @@ def complete(
     actor: str,
     outputs: Any,
     note: str | None = None,
-    department: str | None = None,
 ) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, department)
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
@@ -96,12 +95,10 @@ def complete(
     return task
 
 
-def hand_back(
-    session: Session, *, task_id: str, actor: str, reason: str, department: str | None = None
-) -> DepartmentTask:
+def hand_back(session: Session, *, task_id: str, actor: str, reason: str) -> DepartmentTask:
     if not reason.strip():
         raise ReasonRequired("handing a task back needs a reason")
-    incident, task = _locked_task(session, task_id, department)
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be handed back")
