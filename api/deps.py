@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session
 
 from api.errors import ApiError
-from core.incidents.service import COMMAND
+from core.incidents import permissions
 from core.platform.db import get_engine
 from core.platform.settings import get_settings
 from core.users.models import AccessToken, Role, User
@@ -57,12 +57,8 @@ class Principal:
 
     @property
     def acts_for(self) -> str | None:
-        """The department whose tasks this user may act on."""
-        if self.user.role == Role.department:
-            return self.user.department
-        if self.user.role in (Role.office, Role.admin):
-            return COMMAND
-        return None
+        """The department whose tasks this user may act on (`core.incidents.permissions`)."""
+        return permissions.acts_for(self.user)
 
     @property
     def sees_all(self) -> bool:

@@ -18,10 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlmodel import Session, col, select
 
-from core.incidents.handoffs import acknowledge, complete
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import open_incident
-from core.learning.simulation import sample_outputs
+from core.learning.simulation import answer_task
 from core.ledger.chain import verify_incident
 from core.plans.store import plan_for_version, registry
 from core.platform.db import session_scope
@@ -69,19 +68,8 @@ def _open_tasks(session: Session, incident_id: str) -> list[str]:
 
 
 def _work_task(session: Session, *, task_id: str, rng: random.Random) -> str:
-    task = session.get(DepartmentTask, task_id)
-    assert task is not None
-    incident = session.get(Incident, task.incident_id)
-    assert incident is not None
-    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
-    actor = f"demo:{task.department}"
-    if task.status == TaskStatus.assigned:
-        acknowledge(session, task_id=task_id, actor=actor)
-    outputs = sample_outputs(step, rng)
-    if step.key == "lift_warning":
-        outputs["decision"] = "respond"
-    complete(session, task_id=task_id, actor=actor, outputs=outputs, note="模拟部门 simulated department")
-    return f"{task.department} → {step.title.zh} / {step.title.en}"
+    done = answer_task(session, task_id=task_id, rng=rng, by="demo", note="模拟部门 simulated department")
+    return f"{done.task.department} → {done.step.title.zh} / {done.step.title.en}"
 
 
 def _status(session: Session, incident_id: str) -> dict[str, Any]:

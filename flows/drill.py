@@ -13,7 +13,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from core.learning import drills
 from core.plans.store import list_types, registry, snapshot_current
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
+from core.platform.errors import TaskStateConflict
 from core.platform.settings import get_settings
 from process_defs.schema import LEVELS
 
@@ -95,6 +96,23 @@ def wait_claimed(incident_ids: list[str], seconds: float) -> bool:
         time.sleep(0.2)
 
 
+def tick(simulator: drills.Simulator, now: datetime | None = None) -> tuple[list[drills.Answer], datetime | None]:
+    """One round of the simulated departments: schedule the newly assigned tasks (one transaction), then answer
+    each task whose time has come in a transaction of its own, as a department would. Returns the answers and
+    when the next one is due (None: nothing scheduled)."""
+    with session_scope() as session:
+        open_ids = simulator.schedule(session)
+    due, upcoming = simulator.due(open_ids, now or utcnow())
+    answers = []
+    for sim, task_id in due:
+        try:
+            with session_scope() as session:
+                answers.append(simulator.answer(session, sim, task_id))
+        except TaskStateConflict:
+            continue  # the stage ended (or the gate closed it) before this answer
+    return answers, upcoming
+
+
 def drive(started: list[Started], *, timeout: float, console: Console | None = None,
           show_answers: bool = True) -> bool:
     """Let the simulated departments work every drill until all are closed; False on timeout."""
@@ -106,7 +124,7 @@ def drive(started: list[Started], *, timeout: float, console: Console | None = N
         bars: dict[str, TaskID] = {s.sim.incident_id: progress.add_task(f"{s.sim.code} warning", total=s.sim.total)
                                    for s in started}
         while time.monotonic() < deadline:
-            answers, upcoming = simulator.tick()
+            answers, upcoming = tick(simulator)
             for answer in answers:
                 if show_answers and console is not None:
                     mark = " [red]late[/red]" if answer.late else ""

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import Flow, flow, get_run_logger
 
-from core.incidents.engine import AdvanceResult, advance, fail_action
+from core.incidents.engine import advance, fail_action
 from core.plans.store import list_types
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
@@ -24,11 +24,6 @@ from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
 
 log = logging.getLogger("baton.flow")
-
-
-def _advance(session: Any, *, incident_id: str, worker_id: str | None) -> AdvanceResult:
-    return advance(session, incident_id=incident_id, worker_id=worker_id,
-                   reminder_before=get_settings().reminder_before)
 
 
 def _action_of(session: Any, *, task_id: str) -> str:
@@ -58,7 +53,7 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
     try:
         while True:
             event = runtime.waker.arm(incident_id)
-            result = await in_transaction(_advance, incident_id=incident_id, worker_id=runtime.worker_id)
+            result = await in_transaction(advance, incident_id=incident_id, worker_id=runtime.worker_id)
             # Deliveries run beside the flow: a slow department system never holds the incident up.
             for delivery_id in result.deliveries:
                 if delivery_id not in sending or sending[delivery_id].done():

@@ -30,12 +30,14 @@ from sqlmodel import Session
 
 from core.incidents import leases
 from core.incidents.models import Incident
+from core.outbox.queue import claim_orphans
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction, outage_reason, session_scope
 from core.platform.failpoints import afailpoint
 from core.platform.settings import Settings, get_settings
 from flows.incident import incident_flow
 from flows.waking import RUNTIME, Runtime, Waker
+from tasks.delivery import deliver_with_retries
 
 log = logging.getLogger("baton.worker")
 
@@ -211,10 +213,8 @@ class BatonWorker:
             await self._sleep(self.settings.wake_interval)
 
     async def _outbox_loop(self) -> None:
-        """Send what no flow will: deliveries of closed incidents (late shares, replays of dead letters)."""
-        from core.outbox.service import claim_orphans
-        from tasks.delivery import deliver_with_retries
-
+        """Send what no flow will: deliveries of closed incidents (late shares, replays of dead letters). The
+        outbox leases them to this worker; each is then delivered (retried, dead-lettered) as a flow's would be."""
         sending: dict[str, asyncio.Task[str]] = {}
         while not self.stopping.is_set():
             try:

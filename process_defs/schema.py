@@ -6,7 +6,9 @@ meaning (references, cycles, deadlines, activation) and reports every problem wi
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -150,6 +152,29 @@ class Condition(Strict):
     field: str
     op: Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "truthy"] = "eq"
     value: Any = None
+
+    def holds(self, outputs: Mapping[str, Any] | None) -> bool:
+        """Whether `outputs` (the answers of step `step`) make the condition true.
+
+        A missing answer makes only nothing true (`truthy` is false); a multiple-choice answer is `in` when any
+        of its values is allowed; values that do not compare (a number against text) do not hold."""
+        value = (outputs or {}).get(self.field)
+        if self.op == "truthy":
+            return bool(value)
+        if value is None:
+            return False
+        if self.op == "in":
+            allowed = self.value or []
+            return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
+        try:
+            return bool(_COMPARISONS[self.op](value, self.value))
+        except TypeError:
+            return False
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+}
 
 
 class When(Strict):

@@ -9,9 +9,10 @@ from prefect import Task, task
 from sqlmodel import Session
 
 from core.incidents.cascade import open_linked
-from core.incidents.engine import finish_action, latest_tasks, queue_delivery
+from core.incidents.engine import finish_action, latest_tasks
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.service import lock_incident
+from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
@@ -42,9 +43,9 @@ def _notify(session: Session, *, task_id: str) -> dict[str, Any]:
         return {"skipped": True}
     params = NotifyDepartmentParams.model_validate(step.params)
     target = params.target or step.department
-    delivery = queue_delivery(session, incident=incident, key=f"{incident.id}:{step.key}:notify",
-                               purpose="notice", target=target,
-                               payload={"step": step.key, "message": params.message.model_dump()})
+    delivery = outbox.queue(session, incident=incident, key=f"{incident.id}:{step.key}:notify",
+                            purpose="notice", target=target,
+                            payload={"step": step.key, "message": params.message.model_dump()})
     finish_action(session, task_id=task_id, outputs={"delivery_id": delivery.id, "target": target})
     return {"delivery_id": delivery.id}
 

@@ -16,8 +16,8 @@ import xmlschema
 from prefect import flow
 from sqlmodel import col, select
 
-from core.incidents.engine import queue_delivery
 from core.incidents.models import DepartmentTask, Incident
+from core.outbox import queue as outbox
 from core.outbox.models import DeliveryAttempt, OutboundDelivery
 from core.outbox.signing import HEADER, verify
 from core.platform.db import session_scope
@@ -49,8 +49,8 @@ def _queued(incident_id: str) -> str:
     with session_scope() as session:
         incident = session.get(Incident, incident_id)
         assert incident is not None
-        return queue_delivery(session, incident=incident, key=f"{incident_id}:test:notify", purpose="notice",
-                              target="meteorology", payload={"message": {"zh": "测试", "en": "test"}}).id
+        return outbox.queue(session, incident=incident, key=f"{incident_id}:test:notify", purpose="notice",
+                            target="meteorology", payload={"message": {"zh": "测试", "en": "test"}}).id
 
 
 @flow(name="test-delivery")

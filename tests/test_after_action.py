@@ -24,7 +24,9 @@ from core.incidents import handoffs
 from core.incidents.engine import advance, finish_action
 from core.incidents.models import DepartmentTask
 from core.incidents.service import change_level, open_incident
-from core.learning.after_action import build_report, format_duration, render_report_html
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
+from core.learning.after_action.text import format_duration
 from core.platform.db import session_scope
 from core.reports.pdf import PdfUnavailable, html_to_pdf
 from tests.api_server import FORECAST, issued_token, make_user
@@ -186,14 +188,27 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
 
 
 def test_the_critical_path_names_the_slowest_department(flood_incident: str) -> None:
+    # From the step done last (traffic control, 380) back: activate_command enabled it, lifting the warning
+    # ended the warning stage and so enabled the command, the assessment enabled the lift, the forecast it.
     path = report_of(flood_incident).critical_path
-    assert [s.step for s in path.steps] == ["rainstorm_forecast", "flood_risk_assessment", "lift_warning"]
-    assert [s.duration_s for s in path.steps] == [3000, 14400, 1800]
-    assert path.total_s == 19200 and path.span_s == 19200
+    assert [s.step for s in path.steps] == ["rainstorm_forecast", "flood_risk_assessment", "lift_warning",
+                                            "activate_command", "traffic_control"]
+    assert [s.duration_s for s in path.steps] == [3000, 14400, 1800, 1800, 1800]
+    assert path.total_s == 22800 and path.span_s == 22800
     assert path.slowest_department == "water_affairs" and path.slowest_department_s == 14400
     assert path.by_department == [{"department": "water_affairs", "seconds": 14400},
+                                  {"department": "emergency_office", "seconds": 3600},
                                   {"department": "meteorology", "seconds": 3000},
-                                  {"department": "emergency_office", "seconds": 1800}]
+                                  {"department": "public_security", "seconds": 1800}]
+
+
+def test_the_report_and_a_drills_score_time_the_same_critical_path(flood_incident: str) -> None:
+    from core.learning.drills import readiness_report
+
+    with session_scope() as session:
+        scored = readiness_report(session, flood_incident, now=at(420))
+    assert [s["step"] for s in scored["critical_path"]["steps"]] == [
+        s.step for s in report_of(flood_incident).critical_path.steps]
 
 
 def test_escalations_level_changes_and_deviations(flood_incident: str) -> None:

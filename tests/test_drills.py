@@ -23,13 +23,15 @@ from sqlmodel import col, select
 from core.incidents.models import Incident
 from core.learning import drills
 from core.learning.models import DrillRun
+from core.learning.simulation import answer_task, simulated_outputs
 from core.ledger import chain as ledger
 from core.outbox.models import OutboundDelivery
 from core.plans.store import current_plan_text, list_types, parse_plan_text
 from core.platform.db import session_scope
+from core.platform.errors import TaskStateConflict
 from core.sharing.models import CapAlert
 from core.sharing.warnings import active_public
-from flows.drill import DrillSpec, run_drills
+from flows.drill import DrillSpec, run_drills, tick
 from process_defs.schema import Condition
 from tests import engine_driver as drive
 from tests.conftest import StartWorker
@@ -179,10 +181,12 @@ def test_history_comes_from_the_departments_answers_on_real_incidents(baton: str
         incident_id = drive.open_("flood", level="IV", drill=True)
         drive.step(incident_id)
         sim = drills.SimulatedIncident(incident_id, "-", "flood", "IV", 1.0, profile, random.Random(1))
-        drills.Simulator([sim]).tick()
+        tick(drills.Simulator([sim]))
         (when,) = sim.answer_at.values()
         assert not sim.history_fallbacks  # meteorology has three past answers
-        answers[profile] = when - drive.tasks(incident_id)["rainstorm_forecast"].assigned_at
+        assigned = drive.tasks(incident_id)["rainstorm_forecast"].assigned_at
+        assert assigned is not None
+        answers[profile] = when - assigned
     assert answers["history"] < timedelta(minutes=1) < timedelta(minutes=10) < answers["normal"]
 
 
@@ -195,7 +199,7 @@ def test_drill_answers_open_every_conditional_step() -> None:
         opened: set[str] = set()
         for seed in range(12):
             rng = random.Random(seed)
-            answers = {step.key: drills.drill_outputs(plan, step, rng) for _, step in plan.steps()
+            answers = {step.key: simulated_outputs(plan, step, rng) for _, step in plan.steps()
                        if step.kind == "human"}
             for _, step in plan.steps():
                 if step.kind == "human" and step.field("decision") is not None:
@@ -204,8 +208,24 @@ def test_drill_answers_open_every_conditional_step() -> None:
         assert opened == {key for key, _ in conditional}, type_key
 
 
+def test_a_simulated_department_acknowledges_then_completes_its_task(baton: str) -> None:
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    task = drive.open_tasks(incident_id)["rainstorm_forecast"]
+    with session_scope() as session:
+        done = answer_task(session, task_id=task.id, rng=random.Random(3), by="demo", note="模拟 simulated")
+    assert (done.task.status, done.task.note, done.step.key, done.late) == (
+        "completed", "模拟 simulated", "rainstorm_forecast", False)
+    with session_scope() as session:
+        entries = [(e.kind, e.actor) for e in ledger.read_chain(session, incident_id)
+                   if e.step_key == "rainstorm_forecast"]
+    assert entries[-2:] == [("task.acknowledged", "demo:meteorology"), ("task.completed", "demo:meteorology")]
+    with pytest.raises(TaskStateConflict), session_scope() as session:
+        answer_task(session, task_id=task.id, rng=random.Random(3), by="demo", note="again")
+
+
 def holds(condition: Condition, outputs: dict[str, Any]) -> bool:
-    return drills._holds(condition, outputs.get(condition.field))
+    return condition.holds(outputs)
 
 
 # -- end to end on a real worker ------------------------------------------------------------------------------

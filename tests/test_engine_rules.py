@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from core.incidents.deadlines import passed_unhandled, reminder_at
 from core.incidents.engine import advance
 from core.incidents.handoffs import acknowledge, complete, hand_back
 from core.incidents.models import DepartmentTask, LevelChange
@@ -18,6 +19,7 @@ from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
 from core.platform.errors import FormInvalid, TaskStateConflict
+from core.platform.settings import get_settings
 from tests import engine_driver as drive
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -133,6 +135,27 @@ def test_lowering_the_level_cancels_unstarted_steps_that_no_longer_apply(baton: 
     assert tasks["school_suspension"].cancel_reason == "level lowered to IV"
     assert tasks["flood_risk_assessment"].status == "acknowledged"  # started work is left alone
     assert ("task.cancelled", "school_suspension") in ledger_kinds(incident_id)
+
+
+def test_the_engine_and_the_deadline_sweep_see_the_reminder_fall_due_at_one_moment(baton: str) -> None:
+    """The reminder is due when 20 % (the setting) of the task's time is left: the engine sends it then, not a
+    second before, and the sweep (which wakes incidents whose worker missed it) counts it passed from then."""
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    task = drive.open_tasks(incident_id)["rainstorm_forecast"]
+    assert task.assigned_at is not None and task.due_at is not None
+    moment = reminder_at(task.assigned_at, task.due_at)
+    assert moment == task.due_at - (task.due_at - task.assigned_at) * get_settings().reminder_before
+    early = moment - timedelta(seconds=1)
+    with session_scope() as session:
+        assert passed_unhandled(session, now=early) == {}
+        assert passed_unhandled(session, now=moment) == {incident_id: moment}
+    assert drive.step(incident_id, now=early).next_check == moment
+    assert drive.tasks(incident_id)["rainstorm_forecast"].reminded_at is None
+    drive.step(incident_id, now=moment)
+    assert drive.tasks(incident_id)["rainstorm_forecast"].reminded_at == moment
+    with session_scope() as session:
+        assert passed_unhandled(session, now=moment) == {}  # sent: nothing left for the sweep
 
 
 def test_overdue_task_is_reminded_then_escalated_to_its_target(baton: str) -> None:

@@ -13,7 +13,9 @@ from api.deps import Principal, ReviewerPageUser, SessionDep
 from api.pages import listings
 from api.pages.rendering import base_context, page_router
 from core.learning import analytics
-from core.learning.after_action import ReportText, build_report, report_context
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import report_context
+from core.learning.after_action.text import ReportText
 from core.plans.store import registry
 from core.platform.errors import BatonError
 from core.platform.templating import render

@@ -15,6 +15,7 @@ from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_for
 from api.pages.task_form import field_errors, form_values, parse_outputs
 from core.incidents import handoffs, reads
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.permissions import may_act
 from core.plans.store import plan_for_version
 from core.platform.errors import FormInvalid, TaskStateConflict
 from process_defs.schema import Step
@@ -22,11 +23,6 @@ from process_defs.schema import Step
 ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
 
 router = page_router()
-
-
-def _may_act(principal: Principal, task: DepartmentTask) -> bool:
-    """Who may act on a task: the department it is for (office and admin act for the emergency office)."""
-    return principal.acts_for is not None and task.department == principal.acts_for
 
 
 def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
@@ -58,7 +54,7 @@ def _readable_task(session: Session, principal: Principal, task_id: str) -> Depa
 
 def _actable_task(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
     task = _readable_task(session, principal, task_id)
-    if not _may_act(principal, task):
+    if not may_act(principal.user, task):
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
     return task
 
@@ -73,7 +69,7 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
     # Each shared value with its field's definition, to show choices by label, times locally, units.
     inputs = [{**item, "fields": [{**fld, "form_field": plan.step(item["step"]).field(fld["key"])}
                                   for fld in item["fields"]]} for item in detail["inputs"]]
-    acting = task.kind == "human" and _may_act(principal, task)
+    acting = task.kind == "human" and may_act(principal.user, task)
     open_ = task.status in ACTIONABLE
     return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
                 inputs=inputs, fields=list(step.form), values=values if values is not None

@@ -19,6 +19,7 @@ from api.errors import ApiError
 from api.schemas import Strict
 from core.incidents import reads
 from core.incidents.models import Incident
+from core.incidents.permissions import may_act
 from core.learning import service as learning
 from core.learning.models import FollowUp, Lesson, PlanProposal
 from core.plans.store import registry
@@ -244,7 +245,7 @@ def complete_follow_up(follow_up_id: str, body: FollowUpDoneIn, principal: Actin
                        session: SessionDep) -> FollowUpOut:
     """The department reports it done (409 if it is already)."""
     row = learning.get_follow_up(session, follow_up_id, _scope(principal))
-    if row.department != principal.acts_for:
+    if not may_act(principal.user, row):
         # Office and admin read every follow-up but act only for the emergency office.
         raise ApiError(403, "forbidden", f"only {row.department} can complete this follow-up")
     done = learning.complete_follow_up(session, follow_up_id=row.id, actor=principal.actor, note=body.note)

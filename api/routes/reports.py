@@ -10,7 +10,8 @@ from fastapi.encoders import jsonable_encoder
 
 from api.deps import ReviewerUser, SessionDep
 from core.learning import analytics
-from core.learning.after_action import build_report, render_report_html
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
 from core.reports.pdf import html_to_pdf
 
 router = APIRouter(tags=["reports"])

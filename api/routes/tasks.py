@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.schemas import CompleteIn, HandBackIn, TaskDetail, TaskPage, TaskPublic
 from core.incidents import handoffs, reads
 from core.incidents.models import DepartmentTask, Incident
+from core.incidents.permissions import may_act
 from core.plans.store import plan_for_version
 from core.platform.input_policy import Offset
 
@@ -34,7 +35,7 @@ def _readable(session: Session, principal: Principal, task_id: str) -> Departmen
 
 def _actable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
     task = _readable(session, principal, task_id)
-    if task.department != principal.acts_for:
+    if not may_act(principal.user, task):
         # Office and admin read every task but act only for the emergency office.
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
     return task

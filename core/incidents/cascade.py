@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from core.incidents.models import Incident, IncidentStatus
 from core.incidents.service import COMMAND, lock_incident, open_incident
 from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
 from core.platform.errors import IncidentClosed
 
 
@@ -28,11 +29,11 @@ def open_linked(session: Session, *, parent_id: str, type_key: str, actor: str, 
     if opened.created:
         child.parent_id = parent.id
         session.add(child)
-        ledger.append(session, incident=parent, kind="incident.linked", actor=actor, from_party=COMMAND,
+        ledger.append(session, incident=parent, kind=LedgerKind.incident_linked, actor=actor, from_party=COMMAND,
                       to_party=child.code, idempotency_key=f"{parent.id}:linked:{child.id}",
                       handed_over={"child": child.code, "type": type_key, "reason": reason},
                       details={"child_id": child.id, "child_code": child.code, "type": type_key, "reason": reason})
-        ledger.append(session, incident=child, kind="incident.linked", actor=actor, from_party=parent.code,
+        ledger.append(session, incident=child, kind=LedgerKind.incident_linked, actor=actor, from_party=parent.code,
                       to_party=COMMAND, idempotency_key=f"{child.id}:linked-from:{parent.id}",
                       handed_over={"parent": parent.code, "reason": reason},
                       details={"parent_id": parent.id, "parent_code": parent.code, "reason": reason})

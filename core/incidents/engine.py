@@ -8,25 +8,22 @@ again.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
-from core.outbox.models import OutboundDelivery
+from core.ledger.kinds import LedgerKind
+from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
-from core.platform.db import new_id
 from core.platform.errors import LeaseLost
 from core.platform.failpoints import failpoint
-from core.platform.settings import get_settings
 from process_defs.schema import STAGES, Condition, IncidentType, Step
 
 
@@ -66,28 +63,10 @@ def escalation_target(step: Step) -> str:
     return target
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
-}
-
-
-def condition_holds(condition: Condition, tasks: dict[str, DepartmentTask]) -> bool:
+def condition_met(condition: Condition, tasks: dict[str, DepartmentTask]) -> bool:
+    """The condition holds on its step's answers, and that step was completed (not skipped or cancelled)."""
     source = tasks.get(condition.step)
-    if source is None or source.status != TaskStatus.completed:
-        return False
-    value = (source.outputs or {}).get(condition.field)
-    if condition.op == "truthy":
-        return bool(value)
-    if value is None:
-        return False
-    if condition.op == "in":
-        allowed = condition.value or []
-        # A multiple-choice answer matches when any of its values is allowed.
-        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
-    try:
-        return _OPS[condition.op](value, condition.value)
-    except TypeError:
-        return False
+    return source is not None and source.status == TaskStatus.completed and condition.holds(source.outputs)
 
 
 def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTask]) -> dict[str, Any]:
@@ -106,32 +85,6 @@ def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTas
     return out
 
 
-def has_endpoint(department: str) -> bool:
-    """Whether the department has a system Baton sends to (an endpoint named in the registry and configured)."""
-    dept = registry().department(department)
-    return bool(dept and dept.endpoint and dept.endpoint in get_settings().endpoints)
-
-
-def queue_delivery(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
-                    payload: dict[str, Any]) -> OutboundDelivery:
-    existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
-    if existing is not None:
-        return existing
-    dept = registry().department(target)
-    message_id = new_id()
-    # message_id lets a receiving system drop a message it has already processed (retries, replays).
-    body = {"message_id": message_id, "sent_for": key,
-            "incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
-                         "title": incident.title, "drill": incident.drill},
-            "purpose": purpose, "drill": incident.drill, **payload}
-    delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
-                                target=target, endpoint=dept.endpoint if dept else None, payload=body,
-                                payload_digest=ledger.digest_of(body), drill=incident.drill)
-    session.add(delivery)
-    session.flush()
-    return delivery
-
-
 class _Advancer:
     def __init__(self, session: Session, incident: Incident, plan: IncidentType, now: datetime) -> None:
         self.session = session
@@ -141,7 +94,7 @@ class _Advancer:
         self.tasks = latest_tasks(session, incident.id)
 
     # -- helpers -----------------------------------------------------------------------------------
-    def _ledger(self, kind: str, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
+    def _ledger(self, kind: LedgerKind, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
                 to_party: str = COMMAND, step_key: str | None = None, handed_over: Any = None,
                 details: dict[str, Any] | None = None) -> None:
         ledger.append(self.session, incident=self.incident, kind=kind, actor=actor, from_party=from_party,
@@ -167,7 +120,8 @@ class _Advancer:
         self.tasks[step.key] = task
         return task
 
-    def _assign(self, task: DepartmentTask, step: Step, from_party: str, kind: str = LedgerKind.task_assigned) -> None:
+    def _assign(self, task: DepartmentTask, step: Step, from_party: str,
+                kind: LedgerKind = LedgerKind.task_assigned) -> None:
         task.assigned_at = self.now
         task.assigned_by = SYSTEM
         deadline = step.deadline_for(self.incident.level)
@@ -180,13 +134,13 @@ class _Advancer:
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value})
         failpoint("task.assigned")
-        if step.kind == "human" and has_endpoint(task.department):
-            queue_delivery(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
-                           target=task.department,
-                           payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
-                                             "stage": task.stage, "due_at": task.due_at.isoformat()
-                                             if task.due_at else None, "inputs": handed,
-                                             "form": [f.model_dump(mode="json") for f in step.form]}})
+        if step.kind == "human" and outbox.has_endpoint(task.department):
+            outbox.queue(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
+                         target=task.department,
+                         payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
+                                           "stage": task.stage, "due_at": task.due_at.isoformat()
+                                           if task.due_at else None, "inputs": handed,
+                                           "form": [f.model_dump(mode="json") for f in step.form]}})
 
     # -- steps ---------------------------------------------------------------------------------------
     def activate(self, stage: str) -> bool:
@@ -197,7 +151,7 @@ class _Advancer:
             if not all(self._resolved(dep, stage) for dep in step.depends_on):
                 continue
             condition = step.when.condition if step.when else None
-            if condition is not None and not condition_holds(condition, self.tasks):
+            if condition is not None and not condition_met(condition, self.tasks):
                 task = self._new_task(step, stage, TaskStatus.skipped)
                 task.cancel_reason = "condition not met"
                 progressed = True
@@ -277,7 +231,7 @@ class _Advancer:
         self.session.add(self.incident)
 
     # -- deadlines -----------------------------------------------------------------------------------
-    def deadlines(self, fraction: float) -> datetime | None:
+    def deadlines(self, fraction: float | None) -> datetime | None:
         next_check: datetime | None = None
 
         def sooner(moment: datetime) -> None:
@@ -287,18 +241,18 @@ class _Advancer:
         for task in self.tasks.values():
             if task.kind != "human" or task.due_at is None or task.assigned_at is None:
                 continue
-            if task.status not in (TaskStatus.assigned, TaskStatus.acknowledged):
+            if task.status not in WITH_DEADLINES:
                 continue
             step = self.plan.step(task.step_key)
-            remind_at = task.due_at - (task.due_at - task.assigned_at) * fraction
+            remind_at = reminder_at(task.assigned_at, task.due_at, fraction)
             if task.reminded_at is None:
                 if self.now >= remind_at and self.now < task.due_at:
                     task.reminded_at = self.now
                     self.session.add(task)
-                    queue_delivery(self.session, incident=self.incident, key=f"{task.id}:reminder",
-                                    purpose="reminder", target=task.department,
-                                    payload={"task": {"id": task.id, "step": task.step_key,
-                                                      "due_at": task.due_at.isoformat()}})
+                    outbox.queue(self.session, incident=self.incident, key=f"{task.id}:reminder",
+                                 purpose="reminder", target=task.department,
+                                 payload={"task": {"id": task.id, "step": task.step_key,
+                                                   "due_at": task.due_at.isoformat()}})
                 elif self.now < remind_at:
                     sooner(remind_at)
             if self.now >= task.due_at:
@@ -310,15 +264,15 @@ class _Advancer:
                 self._ledger(LedgerKind.task_escalated, key=f"{task.id}:escalated", from_party=task.department,
                              to_party=target, step_key=task.step_key,
                              details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"})
-                queue_delivery(self.session, incident=self.incident, key=f"{task.id}:escalation",
-                                purpose="escalation", target=target,
-                                payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
-                                                  "due_at": task.due_at.isoformat()}})
+                outbox.queue(self.session, incident=self.incident, key=f"{task.id}:escalation",
+                             purpose="escalation", target=target,
+                             payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
+                                               "due_at": task.due_at.isoformat()}})
             else:
                 sooner(task.due_at)
         return next_check
 
-    def run(self, fraction: float) -> AdvanceResult:
+    def run(self, fraction: float | None) -> AdvanceResult:
         for _ in range(len(STAGES) + 1):
             stage = self.incident.stage
             if self.incident.status != IncidentStatus.open:
@@ -331,16 +285,14 @@ class _Advancer:
         next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
         self.session.flush()
         actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]
-        deliveries = list(self.session.exec(
-            select(OutboundDelivery.id).where(OutboundDelivery.incident_id == self.incident.id,
-                                              OutboundDelivery.outcome == "pending")).all())
+        deliveries = outbox.pending(self.session, incident_id=self.incident.id)
         return AdvanceResult(incident_id=self.incident.id, code=self.incident.code, status=self.incident.status,
                              stage=self.incident.stage, level=self.incident.level, actions=actions,
                              deliveries=deliveries, next_check=next_check)
 
 
 def advance(session: Session, *, incident_id: str, worker_id: str | None = None,
-            now: datetime | None = None, reminder_before: float = 0.2) -> AdvanceResult:
+            now: datetime | None = None, reminder_before: float | None = None) -> AdvanceResult:
     incident = lock_incident(session, incident_id)
     if worker_id is not None and incident.lease_owner != worker_id:
         raise LeaseLost(f"incident {incident.code} is held by {incident.lease_owner}, not {worker_id}")
@@ -380,6 +332,6 @@ def fail_action(session: Session, *, task_id: str, error: str) -> DepartmentTask
     command office is told, so the incident goes on and a person follows up."""
     task = finish_action(session, task_id=task_id, outputs={"ok": False, "error": error}, ok=False)
     incident = lock_incident(session, task.incident_id)
-    queue_delivery(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
-                   target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
+    outbox.queue(session, incident=incident, key=f"{task.id}:action-failed", purpose="action_failed",
+                 target=COMMAND, payload={"task": {"id": task.id, "step": task.step_key, "error": error}})
     return task

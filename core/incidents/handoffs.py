@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.incidents.engine import has_endpoint, queue_delivery
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
+from core.outbox import queue as outbox
 from core.plans.forms import validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
@@ -23,18 +23,18 @@ from core.platform.failpoints import failpoint
 from core.sharing.scope import recipients
 
 
-def _locked_task(session: Session, task_id: str, department: str | None) -> tuple[Incident, DepartmentTask]:
+def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
+    """The task and its incident, locked. Who may act on it is the caller's check (`permissions.may_act`)."""
     task = session.get(DepartmentTask, task_id)
-    # Another department's task reads as missing, so its existence does not leak.
-    if task is None or (department is not None and task.department != department):
+    if task is None:
         raise NotFound(f"no task '{task_id}'")
     incident = lock_incident(session, task.incident_id)
     session.refresh(task)
     return incident, task
 
 
-def acknowledge(session: Session, *, task_id: str, actor: str, department: str | None = None) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, department)
+def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.escalated) \
             or task.acknowledged_at is not None:
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be acknowledged")
@@ -59,9 +59,8 @@ def complete(
     actor: str,
     outputs: Any,
     note: str | None = None,
-    department: str | None = None,
 ) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, department)
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
@@ -84,24 +83,22 @@ def complete(
         planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
         for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
                                  classification=classification, planned=planned):
-            if has_endpoint(target):
-                queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
-                               target=target,
-                               payload={"shared": {"step": step.key, "title": step.title.model_dump(),
-                                                   "department": task.department, "classification": classification,
-                                                   "outputs": clean}})
+            if outbox.has_endpoint(target):
+                outbox.queue(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                             target=target,
+                             payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                                 "department": task.department, "classification": classification,
+                                                 "outputs": clean}})
     wake(incident, now)
     session.add(incident)
     failpoint("task.completed")
     return task
 
 
-def hand_back(
-    session: Session, *, task_id: str, actor: str, reason: str, department: str | None = None
-) -> DepartmentTask:
+def hand_back(session: Session, *, task_id: str, actor: str, reason: str) -> DepartmentTask:
     if not reason.strip():
         raise ReasonRequired("handing a task back needs a reason")
-    incident, task = _locked_task(session, task_id, department)
+    incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be handed back")

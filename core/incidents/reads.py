@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from core.incidents.engine import latest_tasks
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
 from core.ledger.chain import read_chain, verify_incident
+from core.ledger.kinds import LedgerKind
 from core.plans.models import PlanVersion
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
@@ -132,9 +133,9 @@ def timeline(session: Session, incident: Incident) -> dict[str, Any]:
     entered: dict[str, datetime] = {}
     for entry in chain:
         stage = entry.details.get("stage") if isinstance(entry.details, dict) else None
-        if entry.kind == "stage.entered" and stage:
+        if entry.kind == LedgerKind.stage_entered and stage:
             entered[stage] = entry.at
-        elif entry.kind == "stage.left" and stage:
+        elif entry.kind == LedgerKind.stage_left and stage:
             stages.append({"stage": stage, "entered_at": entered.get(stage), "left_at": entry.at})
     if incident.status == "open" and incident.stage in entered:
         stages.append({"stage": incident.stage, "entered_at": entered[incident.stage], "left_at": None})

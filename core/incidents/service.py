@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, snapshot_current
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -56,6 +56,20 @@ def wake(incident: Incident, now: datetime | None = None) -> None:
     moment = now or utcnow()
     incident.woken_at = moment
     incident.updated_at = moment
+
+
+def wake_unless_woken_since(session: Session, *, incident_id: str, since: datetime,
+                            now: datetime | None = None) -> bool:
+    """Wake the incident if it is open and has not been woken since `since`; whether it was woken.
+
+    For whoever notices a moment that passed (the deadline sweep): an incident woken after that moment has
+    been re-evaluated already, or will be, so it is left alone."""
+    incident = lock_incident(session, incident_id)
+    if incident.status != IncidentStatus.open or incident.woken_at >= since:
+        return False
+    wake(incident, now)
+    session.add(incident)
+    return True
 
 
 def _next_code(session: Session, prefix: str, moment: datetime) -> str:

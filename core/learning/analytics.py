@@ -4,9 +4,9 @@ A handoff is a human step's task (each attempt counts) assigned within the perio
 exclusive, a bare date meaning that whole day in Baton's time zone (so `to=2026-07-31` takes in the 31st).
 For each department and each incident type (and in total): handoffs, how many met their deadline and how many
 went overdue (completed late, or still open, handed back or cancelled after the due time; see
-`core.learning.after_action.deadline_outcome`), the on-time rate among those decided, the median and 90th percentile
-of the acknowledgement delay (assigned → acknowledged) and of the completion delay (assigned → completed), and
-escalations. Drills are left out unless asked for; a drill on a compressed clock counts in plan time.
+`core.learning.after_action.compute.deadline_outcome`), the on-time rate among those decided, the median and 90th
+percentile of the acknowledgement delay (assigned → acknowledged) and of the completion delay (assigned →
+completed), and escalations. Drills are left out unless asked for; a drill on a compressed clock counts in plan time.
 
 Percentiles interpolate linearly between the closest ranks (NumPy's default, `statistics.quantiles(...,
 method="inclusive")`): for sorted values x₀…xₙ₋₁ the p-th percentile is at rank p·(n−1).
@@ -27,7 +27,9 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session, col, select
 
 from core.incidents.models import DepartmentTask, Incident
-from core.learning.after_action import BLUE, GREEN, GREY, INK, RED, ReportText, fit, handoff_of, svg_open, time_scale
+from core.learning.after_action.charts import BLUE, GREEN, GREY, INK, RED, fit, svg_open
+from core.learning.after_action.compute import handoff_of, time_scale
+from core.learning.after_action.text import ReportText
 from core.plans.store import current_plan_text, list_types, parse_plan_text, registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow

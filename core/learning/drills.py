@@ -16,12 +16,11 @@ so that it can be checked on constructed data; `readiness_report` builds the rec
 
 from __future__ import annotations
 
-import operator
 import random
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -29,17 +28,16 @@ from sqlmodel import Session, col, select
 
 from core.incidents.engine import latest_tasks
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.learning.critical_path import critical_path
 from core.learning.models import DrillRun
-from core.learning.simulation import sample_outputs
+from core.learning.simulation import answer_task
 from core.outbox.models import OutboundDelivery
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.sharing.models import CapAlert
-from process_defs.schema import STAGES, Condition, FieldType, FormField, IncidentType, Step
+from process_defs.schema import IncidentType
 
 PROFILES = ("normal", "stress", "history")
-_OPS: dict[str, Callable[[Any, Any], Any]] = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
-                                              "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 MIN_HISTORY = 3
 STRESS_CAP = 5.0
 DEFAULT_DEADLINE = timedelta(hours=1)  # for a human step without one (the plan checker does not allow that)
@@ -87,82 +85,6 @@ def department_history(session: Session, department: str, limit: int = 500) -> l
     return shares
 
 
-def _satisfying(condition: Condition, form_field: FormField | None) -> Any:
-    """A value of the field that makes the condition true (so that a drill exercises the conditional step)."""
-    value = condition.value
-    choices = [c.value for c in (form_field.choices or [])] if form_field is not None else []
-    kind = form_field.type if form_field is not None else None
-    result: Any
-    if condition.op == "eq":
-        result = value
-    elif condition.op == "ne":
-        if kind is FieldType.boolean:
-            result = not value
-        elif kind is FieldType.number and isinstance(value, int | float):
-            result = value + 1
-        else:
-            result = next((c for c in choices if c != value), None)
-    elif condition.op in ("gt", "ge"):
-        result = value + 1 if isinstance(value, int | float) else None
-    elif condition.op in ("lt", "le"):
-        result = value - 1 if isinstance(value, int | float) else None
-    elif condition.op == "in":
-        result = (value or [None])[0]
-    else:  # truthy
-        result = True if kind is FieldType.boolean else 1 if kind is FieldType.number else \
-            (choices[0] if choices else "是 yes")
-    if result is not None and form_field is not None and form_field.multiple and not isinstance(result, list):
-        result = [result]
-    return result
-
-
-def drill_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dict[str, Any]:
-    """Form values that let the incident go on: plausible samples, 'respond' where a decision is asked for,
-    and values that make the plan's conditions on this step true (so conditional steps are rehearsed too)."""
-    values = sample_outputs(step, rng)
-    for form_field in step.form:
-        choices = [c.value for c in form_field.choices or []]
-        if form_field.type is FieldType.choice and "respond" in choices:
-            values[form_field.key] = ["respond"] if form_field.multiple else "respond"
-    conditions: dict[str, list[Condition]] = {}
-    for _, other in plan.steps():
-        condition = other.when.condition if other.when else None
-        if condition is not None and condition.step == step.key:
-            conditions.setdefault(condition.field, []).append(condition)
-    for key, on_field in conditions.items():
-        options = [v for c in on_field for v in _candidates(c, step.field(key))]
-        if not options:
-            continue
-        # The value that opens the most conditional steps; branches that exclude each other (the source is a
-        # tanker / a plant) are chosen between by the seed.
-        best = max(sum(_holds(c, v) for c in on_field) for v in options)
-        values[key] = rng.choice([v for v in options if sum(_holds(c, v) for c in on_field) == best])
-    return values
-
-
-def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]:
-    if condition.op == "in" and isinstance(condition.value, list):
-        multiple = form_field is not None and form_field.multiple
-        return [[v] if multiple else v for v in condition.value]
-    value = _satisfying(condition, form_field)
-    return [] if value is None else [value]
-
-
-def _holds(condition: Condition, value: Any) -> bool:
-    """Whether `value` as the field's answer makes the condition true (as `core.incidents.engine.condition_holds`)."""
-    if condition.op == "truthy":
-        return bool(value)
-    if condition.op == "in":
-        allowed = condition.value or []
-        return any(v in allowed for v in value) if isinstance(value, list) else value in allowed
-    if value is None:
-        return False
-    try:
-        return bool(_OPS[condition.op](value, condition.value))
-    except TypeError:
-        return False
-
-
 # -- scoring ---------------------------------------------------------------------------------------------------
 
 
@@ -202,45 +124,14 @@ def _seconds(later: datetime, earlier: datetime, speed: float) -> float:
     return (later - earlier).total_seconds() * speed
 
 
-def _end(record: TaskRecord) -> datetime:
-    return record.completed_at or datetime.min.replace(tzinfo=UTC)
-
-
-def critical_path(records: Sequence[TaskRecord]) -> list[TaskRecord]:
-    """The chain of completed steps that set the incident's end, first to last.
-
-    From the step completed last, walk back: each step was enabled by whichever of its dependencies, or of the
-    steps of earlier stages (the one that ended the previous stage), completed last before it was assigned."""
-    done = [r for r in records if r.completed_at is not None and r.assigned_at is not None]
-    if not done:
-        return []
-    by_key = {r.step_key: r for r in done}
-    current = max(done, key=lambda r: (_end(r), STAGES.index(r.stage)))
-    path = [current]
-    seen = {current.step_key}
-    while True:
-        assert current.assigned_at is not None
-        stage_index = STAGES.index(current.stage)
-        candidates = [by_key[d] for d in current.depends_on if d in by_key]
-        candidates += [r for r in done if STAGES.index(r.stage) < stage_index]
-        candidates = [r for r in candidates if r.step_key not in seen and r.completed_at is not None
-                      and r.completed_at <= current.assigned_at]
-        if not candidates:
-            break
-        current = max(candidates, key=_end)
-        path.append(current)
-        seen.add(current.step_key)
-    return list(reversed(path))
-
-
 def score(records: Sequence[TaskRecord], *, speed: float, opened_at: datetime | None = None,
           closed_at: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Readiness figures of one drill, in plan time (real seconds × `speed`):
 
     - steps on time: human steps answered by their deadline, as a share of those that came due or were
       answered (a step cancelled before its deadline, because its stage ended, counts neither way);
-    - critical path: the chain that set the end (see `critical_path`), its length (the departments' time on
-      it) against the sum of the plan's deadlines along it, and the handoff time between its steps;
+    - critical path: the chain that set the end (`core.learning.critical_path`), its length (the departments'
+      time on it) against the sum of the plan's deadlines along it, and the handoff time between its steps;
     - bottlenecks: the departments slowest by their median answer time as a share of the deadline;
     - readiness: 70 × the on-time share + 30 × min(1, path deadlines / path length), out of 100.
     """
@@ -483,8 +374,9 @@ class Answer:
 
 
 class Simulator:
-    """Simulated departments for any number of drill incidents: `tick()` schedules newly assigned tasks and
-    answers those whose time has come, each answer in its own transaction as a department's would be."""
+    """Simulated departments for any number of drill incidents: `schedule` gives newly assigned tasks their
+    answer time, `due` says which have come, `answer` answers one. The caller owns the transactions
+    (`flows.drill.tick`: each answer in its own, as a department's would be)."""
 
     def __init__(self, incidents: Iterable[SimulatedIncident]) -> None:
         self.incidents = {i.incident_id: i for i in incidents}
@@ -505,68 +397,45 @@ class Simulator:
                 sim.history_fallbacks.add(task.department)
         return plan_delay(sim.profile, deadline, sim.rng, history) * sim.delay_scale / sim.speed
 
-    def tick(self, now: datetime | None = None) -> tuple[list[Answer], datetime | None]:
-        """Answer what is due; return the answers and when the next one is due (None: nothing scheduled)."""
-        from core.platform.db import session_scope
-
+    def schedule(self, session: Session) -> set[str]:
+        """Read where each drill is, and give every newly assigned task the moment its simulated department will
+        answer it; returns the ids of the drills' open tasks."""
         live = [i for i in self.incidents.values() if not i.closed]
-        with session_scope() as session:
-            for sim in live:
-                incident = session.get(Incident, sim.incident_id)
-                if incident is not None:
-                    sim.stage = incident.stage
-                    sim.closed = incident.status == IncidentStatus.closed
-            tasks = open_tasks(session, [i.incident_id for i in live if not i.closed])
-            for task in sorted(tasks, key=lambda t: (t.assigned_at or t.created_at, t.id)):
-                sim = self.incidents[task.incident_id]
-                if task.id not in sim.answer_at:
-                    incident = session.get(Incident, task.incident_id)
-                    assert incident is not None
-                    plan = plan_for_version(session, incident.plan_version_id)
-                    sim.answer_at[task.id] = (task.assigned_at or task.created_at) + self._delay(session, sim, task,
-                                                                                                  plan)
-            open_ids = {t.id for t in tasks}
-        moment = now or utcnow()
-        answers = []
-        upcoming: list[datetime] = []
         for sim in live:
-            for task_id, when in list(sim.answer_at.items()):
+            incident = session.get(Incident, sim.incident_id)
+            if incident is not None:
+                sim.stage = incident.stage
+                sim.closed = incident.status == IncidentStatus.closed
+        tasks = open_tasks(session, [i.incident_id for i in live if not i.closed])
+        for task in sorted(tasks, key=lambda t: (t.assigned_at or t.created_at, t.id)):
+            sim = self.incidents[task.incident_id]
+            if task.id not in sim.answer_at:
+                incident = session.get(Incident, task.incident_id)
+                assert incident is not None
+                plan = plan_for_version(session, incident.plan_version_id)
+                sim.answer_at[task.id] = (task.assigned_at or task.created_at) + self._delay(session, sim, task, plan)
+        return {t.id for t in tasks}
+
+    def due(self, open_ids: set[str], now: datetime) -> tuple[list[tuple[SimulatedIncident, str]], datetime | None]:
+        """The open tasks whose answer is due at `now` (each with its drill), and when the next one is due (None:
+        nothing scheduled)."""
+        due: list[tuple[SimulatedIncident, str]] = []
+        upcoming: list[datetime] = []
+        for sim in self.incidents.values():
+            if sim.closed:
+                continue
+            for task_id, when in sim.answer_at.items():
                 if task_id not in open_ids:
                     continue
-                if when > moment:
+                if when > now:
                     upcoming.append(when)
-                    continue
-                answer = self._answer(sim, task_id)
-                if answer is not None:
-                    answers.append(answer)
-        return answers, min(upcoming) if upcoming else None
+                else:
+                    due.append((sim, task_id))
+        return due, min(upcoming) if upcoming else None
 
-    def _answer(self, sim: SimulatedIncident, task_id: str) -> Answer | None:
-        from core.incidents.handoffs import acknowledge, complete
-        from core.platform.db import session_scope
-        from core.platform.errors import FormInvalid, TaskStateConflict
-
-        try:
-            with session_scope() as session:
-                task = session.get(DepartmentTask, task_id)
-                incident = session.get(Incident, sim.incident_id)
-                assert task is not None and incident is not None
-                plan = plan_for_version(session, incident.plan_version_id)
-                step = plan.step(task.step_key)
-                actor = f"drill:{task.department}"
-                if task.status == TaskStatus.assigned:
-                    acknowledge(session, task_id=task_id, actor=actor)
-                outputs = drill_outputs(plan, step, sim.rng)
-                try:
-                    with session.begin_nested():
-                        done = complete(session, task_id=task_id, actor=actor, outputs=outputs,
-                                        note="演练：模拟部门 Drill: simulated department")
-                except FormInvalid:
-                    outputs = sample_outputs(step, sim.rng)
-                    done = complete(session, task_id=task_id, actor=actor, outputs=outputs,
-                                    note="演练：模拟部门 Drill: simulated department")
-                late = done.due_at is not None and done.completed_at is not None and done.completed_at > done.due_at
-                sim.answered += 1
-                return Answer(sim.incident_id, sim.code, task.department, step.key, step.title.zh, late)
-        except TaskStateConflict:
-            return None  # the stage ended (or the gate closed it) before this answer
+    def answer(self, session: Session, sim: SimulatedIncident, task_id: str) -> Answer:
+        """The simulated department answers the task (raises `TaskStateConflict` if its stage ended meanwhile)."""
+        done = answer_task(session, task_id=task_id, rng=sim.rng, by="drill",
+                           note="演练：模拟部门 Drill: simulated department")
+        sim.answered += 1
+        return Answer(sim.incident_id, sim.code, done.task.department, done.step.key, done.step.title.zh, done.late)

@@ -28,6 +28,7 @@ from core.incidents.models import Incident
 from core.incidents.service import COMMAND, lock_incident
 from core.learning.models import FollowUp, Lesson, PlanProposal
 from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
 from core.plans.models import PlanVersion
 from core.plans.store import current_plan_text, latest_accepted, list_types, parse_plan_text, registry, store_accepted
 from core.platform import input_policy as policy
@@ -39,17 +40,6 @@ from core.platform.paging import Page, paged
 from core.platform.settings import get_settings
 from core.users.service import audit
 from process_defs.validation import parse_plan
-
-
-class LearningKind:
-    """Ledger kinds of the learning stage's records (beside `core.ledger.chain.LedgerKind`)."""
-
-    lesson_recorded = "lesson.recorded"
-    follow_up_assigned = "follow_up.assigned"
-    follow_up_completed = "follow_up.completed"
-    plan_change_proposed = "plan.change_proposed"
-    plan_change_accepted = "plan.change_accepted"
-    plan_change_rejected = "plan.change_rejected"
 
 
 class LessonInvalid(BatonError):
@@ -103,7 +93,7 @@ def record_lesson(session: Session, *, incident_id: str, text: str, actor: str) 
     lesson = Lesson(incident_id=incident.id, text=body, author=actor, created_at=now)
     session.add(lesson)
     session.flush()
-    ledger.append(session, incident=incident, kind=LearningKind.lesson_recorded, actor=actor, from_party=actor,
+    ledger.append(session, incident=incident, kind=LedgerKind.lesson_recorded, actor=actor, from_party=actor,
                   to_party=COMMAND, idempotency_key=f"{lesson.id}:recorded", handed_over={"text": body},
                   details={"lesson_id": lesson.id, "stage": incident.stage}, at=now)
     return lesson
@@ -160,7 +150,7 @@ def assign_follow_up(session: Session, *, lesson_id: str, department: str, title
                          due_at=due, created_by=actor, created_at=now, note=note)
     session.add(follow_up)
     session.flush()
-    ledger.append(session, incident=incident, kind=LearningKind.follow_up_assigned, actor=actor, from_party=COMMAND,
+    ledger.append(session, incident=incident, kind=LedgerKind.follow_up_assigned, actor=actor, from_party=COMMAND,
                   to_party=department, idempotency_key=f"{follow_up.id}:assigned",
                   handed_over={"lesson": lesson.text, "title": clean_title, "due_at": due.isoformat(), "note": note},
                   details={"follow_up_id": follow_up.id, "lesson_id": lesson.id, "due_at": due.isoformat()}, at=now)
@@ -216,7 +206,7 @@ def complete_follow_up(session: Session, *, follow_up_id: str, actor: str, note:
     if note:
         follow_up.note = f"{follow_up.note}\n\n{note}" if follow_up.note else note
     session.add(follow_up)
-    ledger.append(session, incident=incident, kind=LearningKind.follow_up_completed, actor=actor,
+    ledger.append(session, incident=incident, kind=LedgerKind.follow_up_completed, actor=actor,
                   from_party=follow_up.department, to_party=COMMAND, idempotency_key=f"{follow_up.id}:completed",
                   handed_over={"note": note},
                   details={"follow_up_id": follow_up.id, "lesson_id": follow_up.lesson_id,
@@ -339,7 +329,7 @@ def propose(session: Session, *, type_key: str, text: str, actor: str, lesson_id
     audit(session, actor=actor, action="plan.proposed", proposal_id=proposal.id, type=type_key,
           base_version=current.version, lesson_id=lesson_id)
     if incident is not None:
-        ledger.append(session, incident=incident, kind=LearningKind.plan_change_proposed, actor=actor,
+        ledger.append(session, incident=incident, kind=LedgerKind.plan_change_proposed, actor=actor,
                       from_party=COMMAND, to_party=COMMAND, idempotency_key=f"{proposal.id}:proposed",
                       handed_over={"diff": diff},
                       details={"proposal_id": proposal.id, "lesson_id": lesson_id, "type": type_key,
@@ -394,7 +384,7 @@ def accept(session: Session, *, proposal_id: str, actor: str) -> tuple[PlanPropo
     audit(session, actor=actor, action="plan.accepted", proposal_id=proposal.id, type=proposal.type,
           version=row.version, digest=row.digest)
     if incident is not None:
-        ledger.append(session, incident=incident, kind=LearningKind.plan_change_accepted, actor=actor,
+        ledger.append(session, incident=incident, kind=LedgerKind.plan_change_accepted, actor=actor,
                       from_party=COMMAND, to_party=COMMAND, idempotency_key=f"{proposal.id}:decided",
                       handed_over={"digest": row.digest},
                       details={"proposal_id": proposal.id, "type": proposal.type, "version": row.version}, at=now)
@@ -412,7 +402,7 @@ def reject(session: Session, *, proposal_id: str, actor: str, reason: str) -> Pl
     session.add(proposal)
     audit(session, actor=actor, action="plan.rejected", proposal_id=proposal.id, type=proposal.type, reason=reason)
     if incident is not None:
-        ledger.append(session, incident=incident, kind=LearningKind.plan_change_rejected, actor=actor,
+        ledger.append(session, incident=incident, kind=LedgerKind.plan_change_rejected, actor=actor,
                       from_party=COMMAND, to_party=COMMAND, idempotency_key=f"{proposal.id}:decided",
                       handed_over={"reason": reason},
                       details={"proposal_id": proposal.id, "type": proposal.type, "reason": reason[:500]}, at=now)

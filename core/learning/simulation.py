@@ -1,12 +1,21 @@
-"""Simulated departments: plausible form answers, for the demo and for drills."""
+"""Simulated departments' answers, for the demo (`flows.demo`) and for drills (`core.learning.drills`): plausible
+form values, values that let the incident go on and open its conditional steps, and a task answered with them
+as a department would (acknowledged, then completed)."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from process_defs.schema import FieldType, FormField, Step
+from sqlmodel import Session
+
+from core.incidents.handoffs import acknowledge, complete
+from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.plans.store import plan_for_version
+from core.platform.errors import FormInvalid
+from process_defs.schema import Condition, FieldType, FormField, IncidentType, Step
 
 
 def sample_value(field: FormField, rng: random.Random) -> Any:
@@ -29,5 +38,100 @@ def sample_value(field: FormField, rng: random.Random) -> Any:
 
 
 def sample_outputs(step: Step, rng: random.Random | None = None) -> dict[str, Any]:
+    """Plausible values for the step's form: every required field, and about half of the optional ones."""
     generator = rng or random.Random()
     return {f.key: sample_value(f, generator) for f in step.form if f.required or generator.random() < 0.5}
+
+
+def _satisfying(condition: Condition, form_field: FormField | None) -> Any:
+    """A value of the field that makes the condition true (so that the conditional step is exercised)."""
+    value = condition.value
+    choices = [c.value for c in (form_field.choices or [])] if form_field is not None else []
+    kind = form_field.type if form_field is not None else None
+    result: Any
+    if condition.op == "eq":
+        result = value
+    elif condition.op == "ne":
+        if kind is FieldType.boolean:
+            result = not value
+        elif kind is FieldType.number and isinstance(value, int | float):
+            result = value + 1
+        else:
+            result = next((c for c in choices if c != value), None)
+    elif condition.op in ("gt", "ge"):
+        result = value + 1 if isinstance(value, int | float) else None
+    elif condition.op in ("lt", "le"):
+        result = value - 1 if isinstance(value, int | float) else None
+    elif condition.op == "in":
+        result = (value or [None])[0]
+    else:  # truthy
+        result = True if kind is FieldType.boolean else 1 if kind is FieldType.number else \
+            (choices[0] if choices else "是 yes")
+    if result is not None and form_field is not None and form_field.multiple and not isinstance(result, list):
+        result = [result]
+    return result
+
+
+def simulated_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dict[str, Any]:
+    """Form values that let the incident go on: plausible samples, 'respond' where a decision is asked for,
+    and values that make the plan's conditions on this step true (so conditional steps are rehearsed too)."""
+    values = sample_outputs(step, rng)
+    for form_field in step.form:
+        choices = [c.value for c in form_field.choices or []]
+        if form_field.type is FieldType.choice and "respond" in choices:
+            values[form_field.key] = ["respond"] if form_field.multiple else "respond"
+    conditions: dict[str, list[Condition]] = {}
+    for _, other in plan.steps():
+        condition = other.when.condition if other.when else None
+        if condition is not None and condition.step == step.key:
+            conditions.setdefault(condition.field, []).append(condition)
+    for key, on_field in conditions.items():
+        options = [v for c in on_field for v in _candidates(c, step.field(key))]
+        if not options:
+            continue
+        # The value that opens the most conditional steps; branches that exclude each other (the source is a
+        # tanker / a plant) are chosen between by the seed.
+        best = max(sum(c.holds({key: v}) for c in on_field) for v in options)
+        values[key] = rng.choice([v for v in options if sum(c.holds({key: v}) for c in on_field) == best])
+    return values
+
+
+def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]:
+    if condition.op == "in" and isinstance(condition.value, list):
+        multiple = form_field is not None and form_field.multiple
+        return [[v] if multiple else v for v in condition.value]
+    value = _satisfying(condition, form_field)
+    return [] if value is None else [value]
+
+
+@dataclass(frozen=True)
+class Answered:
+    task: DepartmentTask
+    step: Step
+
+    @property
+    def late(self) -> bool:
+        return self.task.due_at is not None and self.task.completed_at is not None \
+            and self.task.completed_at > self.task.due_at
+
+
+def answer_task(session: Session, *, task_id: str, rng: random.Random, by: str, note: str) -> Answered:
+    """A simulated department (actor `<by>:<department>`) acknowledges its task if it has not, and completes it
+    with `simulated_outputs`; should the form refuse those (a value a condition needs outside the field's
+    limits), with plain samples. Raises `TaskStateConflict` when the task was closed meanwhile."""
+    task = session.get(DepartmentTask, task_id)
+    assert task is not None
+    incident = session.get(Incident, task.incident_id)
+    assert incident is not None
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
+    actor = f"{by}:{task.department}"
+    if task.status == TaskStatus.assigned:
+        acknowledge(session, task_id=task_id, actor=actor)
+    try:
+        with session.begin_nested():
+            done = complete(session, task_id=task_id, actor=actor, outputs=simulated_outputs(plan, step, rng),
+                            note=note)
+    except FormInvalid:
+        done = complete(session, task_id=task_id, actor=actor, outputs=sample_outputs(step, rng), note=note)
+    return Answered(done, step)

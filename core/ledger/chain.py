@@ -16,28 +16,12 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident
+from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.failpoints import failpoint
 
 GENESIS = "0" * 64
-
-
-class LedgerKind:
-    incident_opened = "incident.opened"
-    stage_entered = "stage.entered"
-    stage_left = "stage.left"
-    task_assigned = "task.assigned"
-    task_acknowledged = "task.acknowledged"
-    task_completed = "task.completed"
-    task_handed_back = "task.handed_back"
-    task_escalated = "task.escalated"
-    task_reassigned = "task.reassigned"
-    task_cancelled = "task.cancelled"
-    action_completed = "action.completed"
-    level_changed = "level.changed"
-    warning_published = "warning.published"
-    incident_closed = "incident.closed"
 
 
 def canonical_json(value: Any) -> str:
@@ -75,7 +59,7 @@ def append(
     session: Session,
     *,
     incident: Incident,
-    kind: str,
+    kind: LedgerKind,
     actor: str,
     from_party: str,
     to_party: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column
@@ -10,6 +11,13 @@ from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
 from core.platform.db import new_id
+
+
+class DeliveryOutcome(StrEnum):
+    pending = "pending"  # queued, or replayed: a flow (open incident) or a worker's outbox loop (closed) sends it
+    delivered = "delivered"
+    failed = "failed"  # dead-lettered: refused for good, or out of retries; an office user may replay it
+    no_endpoint = "no_endpoint"  # no system configured: the department reads the assignment in Baton itself
 
 
 class OutboundDelivery(SQLModel, table=True):
@@ -28,7 +36,7 @@ class OutboundDelivery(SQLModel, table=True):
     drill: bool = False
     attempts: int = 0
     last_status: int | None = None
-    outcome: str = Field(default="pending", max_length=16)  # pending, delivered, failed, no_endpoint
+    outcome: str = Field(default=DeliveryOutcome.pending, max_length=16)  # a DeliveryOutcome
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     # Deliveries of closed incidents have no flow to send them; a worker's outbox loop leases them.

@@ -1,22 +1,21 @@
-"""The delivery log: every message to a department system with its attempts; the dead-letter list and replay."""
+"""The delivery log: every message to a department system with its attempts; the dead-letter list and replay.
+
+A replayed message is pending again under its old message id (receivers de-duplicate by it); the incident is
+woken so its flow sends it, or, once the incident is closed, a worker's outbox loop (`queue.claim_orphans`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from core.incidents.models import Incident, IncidentStatus
+from core.incidents.models import Incident
 from core.incidents.service import wake
-from core.outbox.models import DeliveryAttempt, OutboundDelivery
+from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDelivery
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound
 from core.platform.paging import Page, paged
 from core.users.service import audit
-
-DEAD = "failed"
 
 
 class NotReplayable(BatonError):
@@ -51,9 +50,9 @@ def get_delivery(session: Session, delivery_id: str) -> OutboundDelivery:
 def replay(session: Session, *, delivery_id: str, actor: str) -> OutboundDelivery:
     """Put a dead-lettered message back in the queue; its message id stays, so receivers can de-duplicate."""
     delivery = get_delivery(session, delivery_id)
-    if delivery.outcome != DEAD:
+    if delivery.outcome != DeliveryOutcome.failed:
         raise NotReplayable(f"only failed deliveries can be replayed; this one is {delivery.outcome}")
-    delivery.outcome = "pending"
+    delivery.outcome = DeliveryOutcome.pending
     delivery.replays += 1
     delivery.lease_owner = None
     delivery.lease_expires_at = None
@@ -65,27 +64,6 @@ def replay(session: Session, *, delivery_id: str, actor: str) -> OutboundDeliver
         session.add(incident)
     audit(session, actor=actor, action="delivery.replayed", delivery_id=delivery_id, target=delivery.target)
     return delivery
-
-
-def claim_orphans(session: Session, *, worker_id: str, limit: int = 20, lease_seconds: float = 300,
-                  now: datetime | None = None) -> list[str]:
-    """Pending deliveries no flow will send (their incident is closed), leased to this worker."""
-    moment = now or utcnow()
-    ids = list(session.exec(
-        select(OutboundDelivery.id).join(Incident, col(Incident.id) == OutboundDelivery.incident_id)
-        .where(OutboundDelivery.outcome == "pending", Incident.status == IncidentStatus.closed,
-               or_(col(OutboundDelivery.lease_owner).is_(None), col(OutboundDelivery.lease_expires_at) < moment))
-        .limit(limit)).all())
-    if not ids:
-        return []
-    session.execute(update(OutboundDelivery)
-                    .where(col(OutboundDelivery.id).in_(ids), col(OutboundDelivery.outcome) == "pending",
-                           or_(col(OutboundDelivery.lease_owner).is_(None),
-                               col(OutboundDelivery.lease_expires_at) < moment))
-                    .values(lease_owner=worker_id, lease_expires_at=moment + timedelta(seconds=lease_seconds))
-                    .execution_options(synchronize_session=False))
-    return list(session.exec(select(OutboundDelivery.id).where(col(OutboundDelivery.id).in_(ids),
-                                                               OutboundDelivery.lease_owner == worker_id)).all())
 
 
 def public(delivery: OutboundDelivery, with_payload: bool = False) -> dict[str, Any]:

@@ -10,13 +10,16 @@ from sqlmodel import Session
 
 from core.incidents.models import Incident
 from core.ledger.chain import read_chain
+from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, registry
 
-ACTIVITY = {
-    "task.assigned": ("接受任务", "Received task"), "task.acknowledged": ("签收", "Acknowledged"),
-    "task.completed": ("完成并报送", "Completed and reported"), "task.handed_back": ("退回", "Handed back"),
-    "task.escalated": ("超时升级", "Escalated as overdue"), "task.reassigned": ("转办", "Reassigned"),
-    "task.cancelled": ("取消", "Cancelled"), "report.shared": ("发布情况报告", "Shared a situation report"),
+ACTIVITY: dict[str, tuple[str, str]] = {
+    LedgerKind.task_assigned: ("接受任务", "Received task"), LedgerKind.task_acknowledged: ("签收", "Acknowledged"),
+    LedgerKind.task_completed: ("完成并报送", "Completed and reported"),
+    LedgerKind.task_handed_back: ("退回", "Handed back"),
+    LedgerKind.task_escalated: ("超时升级", "Escalated as overdue"), LedgerKind.task_reassigned: ("转办", "Reassigned"),
+    LedgerKind.task_cancelled: ("取消", "Cancelled"),
+    LedgerKind.report_shared: ("发布情况报告", "Shared a situation report"),
 }
 
 
@@ -27,7 +30,8 @@ def activity_log(session: Session, incident: Incident, reader: str | None) -> di
         if entry.kind not in ACTIVITY:
             continue
         # The unit is the department that held or handed the baton in this entry.
-        unit = entry.to_party if entry.kind in ("task.assigned", "task.reassigned") else entry.from_party
+        received = entry.kind in (LedgerKind.task_assigned, LedgerKind.task_reassigned)
+        unit = entry.to_party if received else entry.from_party
         for part in unit.split(","):
             if registry().department(part) is None or (reader is not None and part != reader):
                 continue

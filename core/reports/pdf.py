@@ -18,7 +18,9 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from core.learning.after_action import AfterActionReport, build_report, render_report_html
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.model import AfterActionReport
+from core.learning.after_action.render import render_report_html
 from core.platform.errors import BatonError
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"

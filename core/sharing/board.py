@@ -11,10 +11,12 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.incidents.engine import has_endpoint, latest_tasks, queue_delivery
+from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
 from core.incidents.service import lock_incident, wake
 from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
+from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -101,17 +103,17 @@ def post_report(session: Session, *, incident_id: str, department: str, author: 
                              share_with=scope, classification=classification, created_at=now)
     session.add(report)
     session.flush()
-    ledger.append(session, incident=incident, kind="report.shared", actor=author, from_party=department,
+    ledger.append(session, incident=incident, kind=LedgerKind.report_shared, actor=author, from_party=department,
                   to_party=",".join(scope), idempotency_key=f"{report.id}:shared",
                   handed_over={"text": text, "figures": figures or {}}, details={"classification": classification},
                   at=now)
     for target in recipients(session, incident.id, owner=department, share_with=scope,
                              classification=classification):
-        if has_endpoint(target):
-            queue_delivery(session, incident=incident, key=f"{report.id}:to:{target}", purpose="shared",
-                           target=target, payload={"report": {"id": report.id, "department": department,
-                                                              "text": text, "figures": figures or {},
-                                                              "classification": classification}})
+        if outbox.has_endpoint(target):
+            outbox.queue(session, incident=incident, key=f"{report.id}:to:{target}", purpose="shared",
+                         target=target, payload={"report": {"id": report.id, "department": department,
+                                                            "text": text, "figures": figures or {},
+                                                            "classification": classification}})
     wake(incident, now)
     session.add(incident)
     return report

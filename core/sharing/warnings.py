@@ -16,6 +16,7 @@ from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.input_policy import xml_safe
@@ -109,7 +110,7 @@ def issue(session: Session, *, incident_id: str, params: PublishWarningParams, a
             old.superseded_by = alert.id
             session.add(old)
     if ledgered:
-        ledger.append(session, incident=incident, kind=ledger.LedgerKind.warning_published, actor=actor,
+        ledger.append(session, incident=incident, kind=LedgerKind.warning_published, actor=actor,
                       from_party=COMMAND, to_party="public" if alert.published else "exercise",
                       idempotency_key=f"{alert.id}:issued", handed_over={"xml": alert.xml},
                       details={"identifier": alert.identifier, "msg_type": alert.msg_type,

@@ -1,0 +1,37 @@
+"""Every kind of ledger entry, in one enum: the handoffs of an incident's run, the records of its learning stage,
+links between incidents and shared reports.
+
+A kind is written into each entry and into its hash, so the values never change; a new record is a new member.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LedgerKind(StrEnum):
+    # the incident's run (core.incidents)
+    incident_opened = "incident.opened"
+    incident_linked = "incident.linked"
+    stage_entered = "stage.entered"
+    stage_left = "stage.left"
+    task_assigned = "task.assigned"
+    task_acknowledged = "task.acknowledged"
+    task_completed = "task.completed"
+    task_handed_back = "task.handed_back"
+    task_escalated = "task.escalated"
+    task_reassigned = "task.reassigned"
+    task_cancelled = "task.cancelled"
+    action_completed = "action.completed"
+    level_changed = "level.changed"
+    incident_closed = "incident.closed"
+    # sharing (core.sharing)
+    warning_published = "warning.published"
+    report_shared = "report.shared"
+    # the learning stage (core.learning), also after the incident closed
+    lesson_recorded = "lesson.recorded"
+    follow_up_assigned = "follow_up.assigned"
+    follow_up_completed = "follow_up.completed"
+    plan_change_proposed = "plan.change_proposed"
+    plan_change_accepted = "plan.change_accepted"
+    plan_change_rejected = "plan.change_rejected"

@@ -1,0 +1,31 @@
+"""Ledger kinds: one enum, and its values fixed (each is written into entries and their hashes)."""
+
+from __future__ import annotations
+
+from core.ledger.kinds import LedgerKind
+from core.ledger.models import LedgerEntry
+
+
+def test_the_kinds_written_into_entries_never_change() -> None:
+    # Chains already written hold these strings; renaming one would make the reads (timeline, activity log,
+    # after-action stages) miss old entries, so a change here must be a new member, never an edit.
+    assert {k.name: k.value for k in LedgerKind} == {
+        "incident_opened": "incident.opened", "incident_linked": "incident.linked",
+        "stage_entered": "stage.entered", "stage_left": "stage.left",
+        "task_assigned": "task.assigned", "task_acknowledged": "task.acknowledged",
+        "task_completed": "task.completed", "task_handed_back": "task.handed_back",
+        "task_escalated": "task.escalated", "task_reassigned": "task.reassigned",
+        "task_cancelled": "task.cancelled", "action_completed": "action.completed",
+        "level_changed": "level.changed", "incident_closed": "incident.closed",
+        "warning_published": "warning.published", "report_shared": "report.shared",
+        "lesson_recorded": "lesson.recorded", "follow_up_assigned": "follow_up.assigned",
+        "follow_up_completed": "follow_up.completed", "plan_change_proposed": "plan.change_proposed",
+        "plan_change_accepted": "plan.change_accepted", "plan_change_rejected": "plan.change_rejected"}
+
+
+def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:
+    column = LedgerEntry.__table__.c.kind  # type: ignore[attr-defined]
+    for kind in LedgerKind:
+        assert kind == kind.value and f"{kind}" == kind.value and len(kind.value) <= column.type.length
+    labels: dict[str, int] = {LedgerKind.task_assigned: 1}
+    assert labels.get("task.assigned") == 1  # a stored string finds what is keyed by its kind
