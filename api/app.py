@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, pages
 from api.deps import CurrentUser
+from api.forwarded import TrustedProxies
 from api.pages.rendering import too_large_page
 from api.routes import auth, incidents, learning, plans, public, reports, sharing, tasks, users
 from core.platform.settings import get_settings
@@ -118,6 +119,7 @@ def create_app() -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.add_middleware(BodyLimit)
+    app.add_middleware(TrustedProxies)  # outermost: everything after it sees the client's own address
     return app
 
 

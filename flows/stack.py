@@ -102,10 +102,12 @@ class Stack:
     def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
         log = self.home / "logs" / "api.log"
         env = prefect_env(self.home, self.api_url)
-        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_PREFECT_API_URL": self.api_url})
+        # uvicorn trusts nobody's forwarded headers; BATON_TRUSTED_PROXIES decides (api/forwarded.py).
+        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_PREFECT_API_URL": self.api_url,
+                    "FORWARDED_ALLOW_IPS": ""})
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port),
-             "--workers", str(workers), "--proxy-headers"],
+             "--workers", str(workers), "--no-proxy-headers"],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes["api"] = proc
         self.starters["api"] = lambda: self.start_api(host, port, workers)

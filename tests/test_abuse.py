@@ -1,0 +1,236 @@
+"""Abuse: what an outsider with a source's API key, a stranger at the login form, a spoofed header, a burst of PDF
+prints or a process supervisor's stop can do to Baton, and the limit that holds against each (docs/security.md,
+"Abuse"). Each test fails when its limit is taken away.
+
+- monitoring signals: a rate per source with a burst (429 with Retry-After, audited once a run), a freshness
+  window for `observed_at`, finite numbers, and a cap on incidents a source opens per hour (beyond it, its
+  signals wait for the duty desk), all kept in the database so that every API process shares them;
+- logins: five wrong passwords lock an account for the address they came from only, a slower back-off locks it
+  everywhere, and a locked account answers as a missing one does; administrators see and lift locks;
+- X-Forwarded-For is believed only from BATON_TRUSTED_PROXIES;
+- PDF prints run a few at a time behind a short queue, 429 beyond it; /docs needs no CDN;
+- `baton serve` and `baton stack up` stop every process they started when they get SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from api.app import app
+from core.incidents.models import Incident
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.signals.intake import SignalRateLimited, SignalRejected, add_source, admit, receive, source_for_key
+from core.signals.models import Signal
+from tests.api_server import audit_actions, error_of, issued_token, make_user, run_api
+
+BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                               indirect=True)
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"BATON_{name.upper()}", value)
+    get_settings.cache_clear()
+
+
+def _new_source(name: str) -> str:
+    with session_scope() as session:
+        return add_source(session, name=name, actor="test:setup")
+
+
+def _client(peer: str = "127.0.0.1") -> TestClient:
+    return TestClient(app, client=(peer, 50000))
+
+
+def _as(username: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issued_token(username)}"}
+
+
+def _rain(area: str, value: float = 150, **more: Any) -> dict[str, Any]:
+    return {"kind": "rainfall", "area": area, "value": value, "unit": "mm", **more}
+
+
+def _incidents() -> int:
+    with session_scope() as session:
+        return len(session.exec(select(Incident)).all())
+
+
+# -- monitoring signals -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_apis(baton: str) -> Iterator[tuple[str, str]]:
+    """Two API processes on one database, as two uvicorn workers (or two replicas) are. The rate is one signal a
+    minute after the burst, so that nothing refills while the test runs."""
+    env = {"BATON_SIGNAL_RATE_PER_MINUTE": "1"}
+    with run_api(env) as one, run_api(env) as two:
+        yield one.url, two.url
+
+
+@BOTH
+def test_a_burst_of_signals_is_limited_across_api_processes(two_apis: tuple[str, str]) -> None:
+    """The report's burst: 15 level-Ⅰ rainfall signals at once, for 15 areas, from one source, spread over two
+    API processes. The burst (10 by default) is let in and 5 are refused with 429 and Retry-After; of the 10,
+    3 open incidents (the default hourly cap) and 7 wait for the duty desk. Counted in the database: each
+    process alone would have let its own burst in."""
+    key = _new_source("hydrology_network")
+    other = _new_source("meteorology")
+
+    def post(n: int) -> httpx.Response:
+        return httpx.post(f"{two_apis[n % 2]}/api/signals", json=_rain(f"区{n}"), headers={"X-Api-Key": key},
+                          timeout=60)
+
+    with ThreadPoolExecutor(15) as pool:
+        answers = list(pool.map(post, range(15)))
+    assert Counter(a.status_code for a in answers) == {201: 10, 429: 5}, [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 429):
+        error = error_of(refused, 429, "signal_rate_limited")
+        assert "try again later" in error["message"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60, refused.headers
+    outcomes = Counter(a.json()["outcome"] for a in answers if a.status_code == 201)
+    assert outcomes == {"opened": 3, "held": 7}, outcomes
+    assert _incidents() == 3
+    # One audit entry for the run of refusals, not one a request (a flood must not flood the audit trail).
+    assert [a for _, a, d in audit_actions() if a == "signal.rate_limited"] == ["signal.rate_limited"]
+    # Another source has a bucket of its own.
+    ok = httpx.post(f"{two_apis[1]}/api/signals", json=_rain("区0", 10), headers={"X-Api-Key": other}, timeout=30)
+    assert ok.status_code == 201 and ok.json()["outcome"] == "ignored"
+
+
+def test_the_rate_refills_and_refused_content_still_counts(baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch, signal_burst="3", signal_rate_per_minute="1")
+    key = _new_source("hydrology_network")
+    client = _client()
+    bad = [client.post("/api/signals", json={"kind": "volcano", "value": 1}, headers={"X-Api-Key": key})
+           for _ in range(3)]
+    assert [b.status_code for b in bad] == [422] * 3
+    # Three refused signals used up the burst: the fourth request is refused for the rate, whatever it holds.
+    refused = client.post("/api/signals", json=_rain("滨江", 10), headers={"X-Api-Key": key})
+    error_of(refused, 429, "signal_rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # The bucket refills at the rate, up to the burst (the service, on a clock of the test's choosing).
+    _settings(monkeypatch, signal_rate_per_minute="6")  # one every 10 s
+    with session_scope() as session:
+        source = source_for_key(session, key)
+        start = source.tokens_at
+    assert start is not None
+    for seconds, admitted in ((5, False), (11, True), (12, False), (60, True), (60, True), (60, True), (60, False)):
+        with session_scope() as session:
+            try:
+                admit(session, source=source, now=start + timedelta(seconds=seconds))
+                got = True
+            except SignalRateLimited as exc:
+                assert exc.retry_after is not None and 1 <= exc.retry_after <= 10
+                got = False
+        assert got == admitted, seconds
+
+
+def test_stale_future_and_non_finite_signals_are_refused(baton: str) -> None:
+    key = _new_source("hydrology_network")
+    client = _client()
+
+    def post(body: Any, **kwargs: Any) -> httpx.Response:
+        return client.post("/api/signals", json=body, headers={"X-Api-Key": key}, **kwargs)
+
+    now = datetime.now(UTC)
+    opened = post(_rain("滨江", observed_at=(now - timedelta(minutes=5)).isoformat()))
+    assert opened.status_code == 201 and opened.json()["outcome"] == "opened", opened.text
+    # The report's replay: a signal dated 2020 for the same area was merged into the open incident.
+    for when, said in (("2020-06-01T08:00:00+08:00", "too old"),
+                       ((now - timedelta(hours=2)).isoformat(), "too old"),
+                       ((now + timedelta(hours=1)).isoformat(), "ahead of this server's clock")):
+        error = error_of(post(_rain("滨江", 180, observed_at=when)), 422, "signal_out_of_window")
+        assert said in error["message"], error
+    error_of(post(_rain("滨江", observed_at="2026-07-20T08:00:00")), 422, "invalid_request")  # no time zone
+    # "Infinity" (a string JSON allows, read as a float), the bare literal Python's JSON reader takes, and an
+    # overflowing number.
+    for raw in (b'{"kind": "rainfall", "area": "x", "value": "Infinity"}',
+                b'{"kind": "rainfall", "area": "x", "value": Infinity}',
+                b'{"kind": "rainfall", "area": "x", "value": NaN}',
+                b'{"kind": "rainfall", "area": "x", "value": 1e999}',
+                b'{"kind": "water_level", "area": "x", "over_warning_m": "-Infinity"}'):
+        error_of(client.post("/api/signals", content=raw, headers={"X-Api-Key": key,
+                                                                   "Content-Type": "application/json"}),
+                 422, "invalid_request")
+    with session_scope() as session:
+        signals = session.exec(select(Signal)).all()
+        assert [s.outcome for s in signals] == ["opened"], "a refused signal was recorded"
+        source = source_for_key(session, key)
+    # The service itself refuses them too, whoever calls it.
+    with session_scope() as session, pytest.raises(SignalRejected, match="finite"):
+        receive(session, source=source, payload=_rain("滨江", float("inf")))
+    # A CAP alert is dated by its <sent>.
+    stale_cap = json.dumps({"kind": "rainstorm_cap", "xml": CAP_2020})
+    meteorology = _new_source("meteorology")
+    error_of(client.post("/api/signals", content=stale_cap, headers={"X-Api-Key": meteorology,
+                                                                     "Content-Type": "application/json"}),
+             422, "signal_out_of_window")
+    assert _incidents() == 1
+
+
+CAP_2020 = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>cn-met-2020-0001</identifier><sender>met@example.gov.cn</sender>
+  <sent>2020-06-01T08:00:00+08:00</sent><status>Actual</status><msgType>Alert</msgType><scope>Public</scope>
+  <info><category>Met</category><event>暴雨</event><urgency>Immediate</urgency><severity>Extreme</severity>
+    <certainty>Observed</certainty><area><areaDesc>滨江区</areaDesc></area></info>
+</alert>"""
+
+
+def test_signals_over_the_hourly_cap_wait_for_the_duty_desk(baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch, signal_incidents_per_hour="2")
+    key = _new_source("hydrology_network")
+    for name, role, department in (("office", "office", None), ("manager", "manager", None),
+                                   ("water_affairs", "department", "water_affairs")):
+        make_user(name, role, department)
+    client = _client()
+    answers = [client.post("/api/signals", json=_rain(area), headers={"X-Api-Key": key}).json()
+               for area in ("滨江", "西湖", "上城", "拱墅")]
+    assert [a["outcome"] for a in answers] == ["opened", "opened", "held", "held"], answers
+    assert answers[2]["incident_id"] is None and _incidents() == 2
+    # A signal for an area already open still merges (and raises): the cap is on new incidents.
+    merged = client.post("/api/signals", json=_rain("滨江", 160), headers={"X-Api-Key": key}).json()
+    assert merged["outcome"] == "merged" and merged["incident_id"] == answers[0]["incident_id"]
+    # The duty desk sees the held signals ...
+    held = client.get("/api/signals?status=held", headers=_as("office")).json()
+    assert held["total"] == 2 and {s["payload"]["area"] for s in held["items"]} == {"上城", "拱墅"}
+    assert all(s["status"] == "held" and s["level"] == "I" for s in held["items"])
+    assert client.get("/api/signals?status=held", headers=_as("manager")).json()["total"] == 2
+    error_of(client.get("/api/signals", headers=_as("water_affairs")), 403, "forbidden")
+    error_of(client.get("/api/signals"), 401, "not_authenticated")
+    error_of(client.get("/api/signals?status=lost", headers=_as("office")), 422, "invalid_request")
+    # ... and opens one, and dismisses the other with a reason; each only once.
+    first, second = sorted(held["items"], key=lambda s: s["payload"]["area"] != "上城")
+    opened = client.post(f"/api/signals/{first['id']}/open", headers=_as("office"))
+    assert opened.status_code == 200, opened.text
+    assert opened.json()["status"] == "opened" and opened.json()["handled_by"] == "user:office"
+    with session_scope() as session:
+        incident = session.get(Incident, opened.json()["incident_id"])
+        assert incident is not None and incident.level == "I" and incident.signal_id == first["id"]
+        assert "上城" in incident.title
+    error_of(client.post(f"/api/signals/{first['id']}/open", headers=_as("office")), 409, "signal_not_held")
+    error_of(client.post(f"/api/signals/{second['id']}/dismiss", json={"reason": ""}, headers=_as("office")), 422)
+    error_of(client.post(f"/api/signals/{second['id']}/open", headers=_as("manager")), 403, "forbidden")
+    dismissed = client.post(f"/api/signals/{second['id']}/dismiss", json={"reason": "雨量站故障"},
+                            headers=_as("office"))
+    assert dismissed.status_code == 200 and dismissed.json()["status"] == "dismissed"
+    error_of(client.post(f"/api/signals/{second['id']}/dismiss", json={"reason": "again"}, headers=_as("office")),
+             409, "signal_not_held")
+    assert client.get("/api/signals?status=held", headers=_as("office")).json()["total"] == 0
+    assert _incidents() == 3
+    actions = [a for _, a, _ in audit_actions()]
+    assert actions.count("signal.released") == 1 and actions.count("signal.dismissed") == 1
+    # The desk's opening does not count against the source: the cap is still reached by its own two.
+    still = client.post("/api/signals", json=_rain("余杭"), headers={"X-Api-Key": key}).json()
+    assert still["outcome"] == "held"
