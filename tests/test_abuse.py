@@ -15,6 +15,7 @@ prints or a process supervisor's stop can do to Baton, and the limit that holds 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,8 @@ from core.platform.db import session_scope
 from core.platform.settings import get_settings
 from core.signals.intake import SignalRateLimited, SignalRejected, add_source, admit, receive, source_for_key
 from core.signals.models import Signal
-from tests.api_server import audit_actions, error_of, issued_token, make_user, run_api
+from core.users.models import User
+from tests.api_server import PASSWORD, audit_actions, error_of, issued_token, make_user, run_api
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -234,3 +236,111 @@ def test_signals_over_the_hourly_cap_wait_for_the_duty_desk(baton: str, monkeypa
     # The desk's opening does not count against the source: the cap is still reached by its own two.
     still = client.post("/api/signals", json=_rain("余杭"), headers={"X-Api-Key": key}).json()
     assert still["outcome"] == "held"
+
+
+# -- logins -------------------------------------------------------------------------------------------------------
+
+GUESSER, OWNER = "127.0.0.2", "127.0.0.3"
+
+
+def _login(peer: str, username: str, password: str) -> httpx.Response:
+    return _client(peer).post("/api/auth/token", data={"username": username, "password": password})
+
+
+def _page_session(username: str) -> TestClient:
+    from core.users.service import issue_token
+
+    with session_scope() as session:
+        user = session.exec(select(User).where(User.username == username)).one()
+        token = issue_token(session, user=user, kind="session").token
+    client = _client()
+    client.cookies.set("baton_session", token)
+    return client
+
+
+def test_a_lockout_holds_one_address_and_reads_as_a_missing_account(baton: str) -> None:
+    make_user("manager", "manager")
+    make_user("admin", "admin")
+    for _ in range(5):
+        error_of(_login(GUESSER, "manager", "wrong-password"), 401, "authentication_failed")
+    # The guesser's address is locked out of the account, even with the right password ...
+    locked = _login(GUESSER, "manager", PASSWORD)
+    missing = _login(GUESSER, "no-such-user", PASSWORD)
+    # ... and cannot tell that from a user name that does not exist: status, code, message, headers.
+    assert locked.status_code == missing.status_code == 401
+    assert locked.json() == missing.json() == {"error": {"code": "authentication_failed",
+                                                         "message": "wrong user name or password"}}
+    assert {k: v for k, v in locked.headers.items() if k != "content-length"} == \
+        {k: v for k, v in missing.headers.items() if k != "content-length"}
+    # The owner, elsewhere, logs in as usual: five wrong guesses no longer lock anyone out from anywhere.
+    assert _login(OWNER, "manager", PASSWORD).status_code == 200
+    # The lockout is audited, with the address and what it covers.
+    assert ("login.locked", {"source": GUESSER, "scope": "address"}) in \
+        [(a, d) for _, a, d in audit_actions("manager")]
+
+
+def test_a_locked_account_takes_as_long_to_refuse_as_a_missing_one(baton: str) -> None:
+    make_user("manager", "manager")
+    for _ in range(5):
+        _login(GUESSER, "manager", "wrong-password")
+
+    def timed(username: str) -> float:
+        start = time.perf_counter()
+        error_of(_login(GUESSER, username, PASSWORD), 401, "authentication_failed")
+        return time.perf_counter() - start
+
+    timed("no-such-user")  # warm up
+    rounds = [(timed("manager"), timed("no-such-user")) for _ in range(6)]
+    locked = sorted(r[0] for r in rounds)[3]
+    missing = sorted(r[1] for r in rounds)[3]
+    # Both check the password against the same fixed hash (tens of milliseconds); a locked account answered at
+    # once would be an order of magnitude faster.
+    assert 0.6 < locked / missing < 1.7, (locked, missing)
+
+
+def test_many_addresses_back_the_account_off_and_admins_see_and_lift_lockouts(
+        baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(monkeypatch, login_failures_per_account="8")
+    make_user("manager", "manager")
+    make_user("admin", "admin")
+    make_user("office", "office")
+    for _ in range(5):
+        _login(GUESSER, "manager", "wrong-password")
+    # A guesser spread over many addresses: none reaches five, but the account's own count passes its limit
+    # (five from GUESSER, three more), and the account is locked everywhere for a while.
+    for n in range(3):
+        error_of(_login(f"127.0.1.{n + 1}", "manager", "wrong-password"), 401, "authentication_failed")
+    error_of(_login(OWNER, "manager", PASSWORD), 401, "authentication_failed")
+    with session_scope() as session:
+        user = session.exec(select(User).where(User.username == "manager")).one()
+        assert user.locked_until is not None
+        first = (user.locked_until - datetime.now(UTC)).total_seconds()
+        assert 50 < first <= 60, first  # a minute at first ...
+        user.locked_until = datetime.now(UTC) - timedelta(seconds=1)  # (let it run out)
+        session.add(user)
+    error_of(_login("127.0.1.9", "manager", "wrong-password"), 401, "authentication_failed")
+    with session_scope() as session:
+        user = session.exec(select(User).where(User.username == "manager")).one()
+        assert user.locked_until is not None
+        assert 110 < (user.locked_until - datetime.now(UTC)).total_seconds() <= 120  # ... twice as long the next
+    # Administrators see every lockout: the guesser's address, and the account's.
+    admin = _client()
+    seen = admin.get("/api/users/lockouts", headers=_as("admin"))
+    assert seen.status_code == 200, seen.text
+    assert {(x["username"], x["source"]) for x in seen.json()["items"]} == {("manager", GUESSER), ("manager", None)}
+    listed = next(u for u in admin.get("/api/users", headers=_as("admin")).json()["items"]
+                  if u["username"] == "manager")
+    assert listed["locked"] and {x["source"] for x in listed["lockouts"]} == {GUESSER, None}
+    error_of(admin.get("/api/users/lockouts", headers=_as("office")), 403, "forbidden")
+    page = _page_session("admin").get("/admin/users")
+    assert page.status_code == 200
+    row = page.text[page.text.index('data-user="manager"'):]
+    row = row[:row.index("</tr>")]
+    assert f'data-lockout="{GUESSER}"' in row and 'data-lockout="*"' in row and "所有地址" in row
+    # ... and lift them at once: then the right password works from anywhere, the guesser's address too.
+    lifted = admin.post(f"/api/users/{listed['id']}/unlock", headers=_as("admin"))
+    assert lifted.status_code == 200 and lifted.json()["locked"] is False and lifted.json()["lockouts"] == []
+    assert admin.get("/api/users/lockouts", headers=_as("admin")).json()["total"] == 0
+    assert _login(GUESSER, "manager", PASSWORD).status_code == 200
+    assert ("user.unlocked", {"username": "manager", "was_locked": True, "sources": ["*", GUESSER]}) in \
+        [(a, d) for _, a, d in audit_actions("manager")]
