@@ -803,10 +803,10 @@ def some_responses(api: Api) -> list[httpx.Response]:
     ]
     for _ in range(6):
         out.append(httpx.post(f"{api.url}/api/auth/token", data={"username": "admin", "password": "wrong-wrong"}))
-    # A monitoring source past its burst of signals (10 by default) gets 429.
+    # A monitoring source past its burst of signals (10 by default, refilled at one every 2 s) gets 429.
     with session_scope() as session:
         key = add_source(session, name="hydrology_network", actor="test:setup")
-    for _ in range(11):
+    for _ in range(20):
         out.append(api.call(None, "POST", "/api/signals", json={"kind": "rainfall", "area": "城东", "value": 1},
                             headers={"X-Api-Key": key}))
     return out
