@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -344,3 +345,53 @@ def test_many_addresses_back_the_account_off_and_admins_see_and_lift_lockouts(
     assert _login(GUESSER, "manager", PASSWORD).status_code == 200
     assert ("user.unlocked", {"username": "manager", "was_locked": True, "sources": ["*", GUESSER]}) in \
         [(a, d) for _, a, d in audit_actions("manager")]
+
+
+# -- forwarded headers --------------------------------------------------------------------------------------------
+
+SPOOFED = "203.0.113.7"
+
+
+def _failed_login_source(client: TestClient | httpx.Client, headers: dict[str, str]) -> str:
+    response = client.post("/api/auth/token", data={"username": "nobody", "password": "wrong-password"},
+                           headers=headers)
+    assert response.status_code == 401
+    actor, action, _ = audit_actions()[-1]
+    assert action == "login.failed"
+    return actor.removeprefix("anonymous:")
+
+
+def test_forwarded_headers_are_believed_only_from_trusted_proxies(baton: str, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    client = _client("127.0.0.1")
+    spoof = {"X-Forwarded-For": SPOOFED}
+    # By default nobody is a trusted proxy, not even loopback: the audit trail has the connection's address.
+    assert get_settings().trusted_proxies == []
+    assert _failed_login_source(client, spoof) == "127.0.0.1"
+    _settings(monkeypatch, trusted_proxies="127.0.0.1, ::1")
+    assert _failed_login_source(client, spoof) == SPOOFED
+    # The nearest address a trusted proxy appended counts; what the client wrote in front of it does not.
+    assert _failed_login_source(client, {"X-Forwarded-For": f"198.51.100.66, {SPOOFED}"}) == SPOOFED
+    assert _failed_login_source(client, {"X-Forwarded-For": "garbage, 198.51.100.66"}) == "198.51.100.66"
+    assert _failed_login_source(client, {"X-Forwarded-For": "not-an-address"}) == "127.0.0.1"
+    # Behind two trusted hops (a CIDR), the client is the first address from the right that is not one of them.
+    _settings(monkeypatch, trusted_proxies='["127.0.0.0/8"]')
+    assert _failed_login_source(client, {"X-Forwarded-For": f"198.51.100.66, {SPOOFED}, 127.0.0.9"}) == SPOOFED
+    # A connection from anywhere else is not believed.
+    assert _failed_login_source(_client("192.0.2.10"), spoof) == "192.0.2.10"
+
+
+def test_the_shipped_api_command_believes_no_forwarded_header_by_default(baton: str, tmp_path: Path) -> None:
+    """The API as `baton serve` starts it (a real uvicorn): uvicorn on its own would believe X-Forwarded-For
+    from loopback."""
+    from flows.stack import Stack, free_port
+
+    (tmp_path / "logs").mkdir()
+    stack = Stack(home=tmp_path, api_url="http://127.0.0.1:9/api")
+    port = free_port()
+    try:
+        stack.start_api("127.0.0.1", port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert _failed_login_source(client, {"X-Forwarded-For": SPOOFED}) == "127.0.0.1"
+    finally:
+        stack.stop()
