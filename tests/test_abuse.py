@@ -395,3 +395,72 @@ def test_the_shipped_api_command_believes_no_forwarded_header_by_default(baton: 
             assert _failed_login_source(client, {"X-Forwarded-For": SPOOFED}) == "127.0.0.1"
     finally:
         stack.stop()
+
+
+# -- the API reference without a CDN ------------------------------------------------------------------------------
+
+
+def test_the_api_docs_load_nothing_from_another_origin(baton: str) -> None:
+    import re
+
+    make_user("manager", "manager")
+    client = _page_session("manager")
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        csp = page.headers["Content-Security-Policy"]
+        assert "http" not in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0], csp
+        assert "frame-ancestors 'none'" in csp
+        urls = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r"url: '([^']+)'", page.text)
+        assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+    assert client.get("/docs-assets/swagger-ui-bundle.js").headers["content-type"].startswith(
+        ("application/javascript", "text/javascript"))
+
+
+@pytest.fixture
+def docs_server(baton: str) -> Iterator[str]:
+    make_user("manager", "manager")
+    with run_api() as server:
+        yield server.url
+
+
+def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server: str) -> None:
+    """Swagger UI and ReDoc render the operations in Chromium with every request to another origin refused
+    (offline) and no CSP violation."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from core.users.service import issue_token
+
+    with session_scope() as session:
+        user = session.exec(select(User).where(User.username == "manager")).one()
+        token = issue_token(session, user=user, kind="session").token
+    elsewhere: list[str] = []
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context()
+            context.add_cookies([{"name": "baton_session", "value": token, "url": docs_server}])
+
+            def only_here(route: Any) -> None:
+                if route.request.url.startswith(docs_server):
+                    route.continue_()
+                else:
+                    elsewhere.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", only_here)
+            page = context.new_page()
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{docs_server}/docs")
+            expect(page.locator(".opblock").first).to_be_visible(timeout=60_000)
+            assert page.locator(".opblock").count() > 20
+            page.goto(f"{docs_server}/redoc")
+            expect(page.get_by_text("/api/signals/{signal_id}/open").first).to_be_attached(timeout=60_000)
+        finally:
+            browser.close()
+    assert not elsewhere, elsewhere
+    assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
