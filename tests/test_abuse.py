@@ -464,3 +464,50 @@ def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server
             browser.close()
     assert not elsewhere, elsewhere
     assert not [p for p in problems if "Content Security Policy" in p or "Refused" in p], problems
+
+
+# -- PDF prints ---------------------------------------------------------------------------------------------------
+
+
+def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
+        baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The report's 8 prints at once: at most 2 Chromiums run (real ones, through a wrapper that logs when
+    each starts and ends), 2 more wait for them, and 4 get 429 pdf_busy with Retry-After at once."""
+    from tests.test_after_action import constructed_flood
+
+    log = tmp_path / "chromium.log"
+    wrapper = tmp_path / "chromium"
+    wrapper.write_text(f"#!/bin/sh\necho start $(date +%s.%N) >> {log}\n/usr/bin/chromium \"$@\"\ncode=$?\n"
+                       f"echo end $(date +%s.%N) >> {log}\nexit $code\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("BATON_CHROMIUM", str(wrapper))
+    _settings(monkeypatch, pdf_workers="2", pdf_queue="2", pdf_queue_seconds="300")
+    incident = constructed_flood()
+    make_user("manager", "manager")
+    headers = _as("manager")
+    client = _client()
+
+    def print_one(_: int) -> httpx.Response:
+        return client.get(f"/api/incidents/{incident}/report.pdf", headers=headers)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(print_one, range(8)))
+    assert Counter(a.status_code for a in answers) == {200: 4, 429: 4}, [a.status_code for a in answers]
+    for answer in answers:
+        if answer.status_code == 200:
+            assert answer.content.startswith(b"%PDF")
+        else:
+            error_of(answer, 429, "pdf_busy")
+            assert answer.headers["Retry-After"] == "30"
+    events = sorted((float(at), kind) for kind, at in (line.split() for line in log.read_text().splitlines()))
+    running = most = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    assert [k for _, k in events].count("start") == 4 and most == 2, events
+    # A queued print that waits longer than pdf_queue_seconds is refused as well.
+    _settings(monkeypatch, pdf_workers="1", pdf_queue="1", pdf_queue_seconds="0.5")
+    from core.reports.pdf import PdfBusy, print_slot
+
+    with print_slot(), pytest.raises(PdfBusy, match="within 0.5 s"), print_slot():
+        pass
