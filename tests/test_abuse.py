@@ -14,7 +14,14 @@ prints or a process supervisor's stop can do to Baton, and the limit that holds 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -509,5 +516,123 @@ def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
     _settings(monkeypatch, pdf_workers="1", pdf_queue="1", pdf_queue_seconds="0.5")
     from core.reports.pdf import PdfBusy, print_slot
 
-    with print_slot(), pytest.raises(PdfBusy, match="within 0.5 s"), print_slot():
+    with print_slot(), pytest.raises(PdfBusy, match=r"within 0\.5 s"), print_slot():
         pass
+
+
+# -- SIGTERM to the commands that start the system ----------------------------------------------------------------
+
+
+def _marked(mark: str) -> list[str]:
+    """Processes (not zombies) whose environment carries `mark`: everything a command started, however deep,
+    and whoever adopted it since."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if mark.encode() in environ.split(b"\0") and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            found.append(f"{entry.name}: {command[:150]}")
+    return found
+
+
+def _start_marked(args: list[str], home: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    import uuid
+
+    mark = f"BATON_ABUSE_TEST_MARK={uuid.uuid4().hex}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "PREFECT_API_URL"))}
+    environ.update({"BATON_DATA_DIR": str(home), mark.split("=")[0]: mark.split("=")[1], **env})
+    log = home.parent / f"{home.name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=environ, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+    return proc, mark, log
+
+
+def _wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode} before {what}:\n{log.read_text()[-3000:]}")
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
+def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) -> None:
+    before = _marked(mark)
+    assert len(before) >= 3, before
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"still running 90 s after SIGTERM:\n{log.read_text()[-3000:]}") from None
+    survivors = _marked(mark)
+    for line in survivors:  # never leave them behind, whatever the test finds
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+    assert not survivors, f"left running after SIGTERM: {survivors}"
+    # 0 once up; 130 (interrupted) or 1 (click's "Aborted!") when stopped while still starting.
+    assert code in (0, 1, 130), (code, log.read_text()[-3000:])
+
+
+def test_sigterm_to_baton_serve_stops_every_process_it_started(tmp_path: Path) -> None:
+    """`baton serve` (its own Prefect server, a worker, the API under two uvicorn workers), stopped as a process
+    supervisor stops it."""
+    from flows.stack import free_port
+
+    home = tmp_path / "serve"
+    port, prefect_port = free_port(), free_port()
+    proc, mark, log = _start_marked(["serve", "--port", str(port), "--prefect-port", str(prefect_port),
+                                     "--api-workers", "2"], home)
+    try:
+        _wait_until("API", lambda: _answers(f"http://127.0.0.1:{port}/api/health"), proc, log)
+        _wait_until("worker", lambda: any("flows.cli worker" in p for p in _marked(mark)), proc, log)
+        _terminate_and_check(proc, mark, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("when", ["starting", "up"])
+def test_sigterm_to_baton_stack_up_stops_every_process_it_started(when: str) -> None:
+    """`baton stack up --foreground` under a supervisor, stopped once up, and plain `baton stack up` stopped half-way
+    through starting (PostgreSQL and the Prefect server already running): nothing is left, PostgreSQL included."""
+    from flows.stack import STACK_FILE, free_port
+
+    # PostgreSQL runs as the postgres user, who must be able to enter the folder (pytest's are private).
+    home = Path(tempfile.mkdtemp(prefix="baton-sigterm-")) / "stack"
+    home.mkdir()
+    home.parent.chmod(0o755)
+    home.chmod(0o755)
+    port = free_port()
+    args = ["stack", "up", "--workers", "1", "--api-workers", "2", "--port", str(port), "--prefect-port",
+            str(free_port()), "--pg-port", str(free_port())]
+    proc, mark, log = _start_marked([*args, "--foreground"] if when == "up" else args, home)
+    try:
+        if when == "up":
+            _wait_until("API", lambda: _answers(f"http://127.0.0.1:{port}/api/health"), proc, log)
+            assert (home / STACK_FILE).exists()
+        else:
+            _wait_until("Prefect server", lambda: any("prefect server start" in p for p in _marked(mark)), proc, log)
+        _terminate_and_check(proc, mark, log)
+        assert not (home / STACK_FILE).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(home.parent, ignore_errors=True)
