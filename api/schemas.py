@@ -154,6 +154,16 @@ class UserCreate(Strict):
     lang: Literal["zh", "en"] = "zh"
 
 
+class LockoutOut(BaseModel):
+    """A running lockout after failed logins: of one address, or (`source` null) of every address."""
+
+    user_id: str
+    username: str
+    source: str | None
+    locked_until: datetime
+    failures: int
+
+
 class UserPublic(BaseModel):
     id: str
     username: str
@@ -163,8 +173,14 @@ class UserPublic(BaseModel):
     lang: str
     active: bool
     locked: bool
+    lockouts: list[LockoutOut] = []
     failed_logins: int
     created_at: datetime
+
+
+class LockoutPage(BaseModel):
+    items: list[LockoutOut]
+    total: int
 
 
 class UserPage(BaseModel):

@@ -2,6 +2,11 @@
 
 Everything lives under the Baton home (`.baton/` by default): the SQLite database, the Prefect server's
 own home and database, and the logs of each process.
+
+Each child runs in a process group of its own (so a terminal's Ctrl-C does not reach it half-way through a
+write), which also means nothing stops it but Baton: on SIGTERM (a process supervisor's stop) or Ctrl-C,
+`baton serve`, `baton demo` and `baton stack up` send SIGTERM to every group they started, wait for the
+processes to end (workers release their leases), then SIGKILL whatever is left, and exit.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +54,62 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
+
+
+STOP_GRACE = 20.0  # seconds the children get to end after SIGTERM before they are killed
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM ends the work as Ctrl-C does (KeyboardInterrupt), so that whoever started
+    children stops them on the way out; left to its default, SIGTERM would kill this process alone and orphan
+    them. Only the first one interrupts: a second, while the children are being stopped, is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _group_alive(pgid: int, leader: subprocess.Popen[bytes] | None) -> bool:
+    if leader is not None:
+        leader.poll()  # reaped, the leader no longer counts as a member (a zombie would)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_groups(groups: Mapping[int, subprocess.Popen[bytes] | None], grace: float = STOP_GRACE) -> None:
+    """SIGTERM to every process group (named by its leader's pid; the leader's Popen when it is our child), wait
+    up to `grace` seconds for all their members to end, then SIGKILL the groups that have not."""
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(pgid, leader) for pgid, leader in groups.items()):
+        time.sleep(0.1)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    for leader in groups.values():
+        if leader is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                leader.wait(timeout=10)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None, log: Path | None = None,
@@ -102,10 +164,12 @@ class Stack:
     def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
         log = self.home / "logs" / "api.log"
         env = prefect_env(self.home, self.api_url)
-        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_PREFECT_API_URL": self.api_url})
+        # uvicorn trusts nobody's forwarded headers; BATON_TRUSTED_PROXIES decides (api/forwarded.py).
+        env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_PREFECT_API_URL": self.api_url,
+                    "FORWARDED_ALLOW_IPS": ""})
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port),
-             "--workers", str(workers), "--proxy-headers"],
+             "--workers", str(workers), "--no-proxy-headers"],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes["api"] = proc
         self.starters["api"] = lambda: self.start_api(host, port, workers)
@@ -136,15 +200,10 @@ class Stack:
             revived.append((name, code))
         return revived
 
-    def stop(self) -> None:
-        for proc in reversed(list(self.processes.values())):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.processes.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop every process this stack started and what they started in turn (uvicorn's workers, Prefect's
+        services): SIGTERM, up to `grace` seconds, then SIGKILL."""
+        stop_process_groups({proc.pid: proc for proc in self.processes.values()}, grace)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -172,17 +231,18 @@ def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | Non
         if wanted is not None and not port_free(wanted, "127.0.0.1"):
             raise RuntimeError(f"port {wanted} for the {what} is in use; choose another with the options")
     stack = Stack(home=home, api_url=external or f"http://127.0.0.1:{port}/api")
-    try:
-        if not external:
-            stack.start_prefect(port)
-        os.environ["PREFECT_API_URL"] = stack.api_url
-        for i in range(workers):
-            stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}")
-        if api_port is not None:
-            stack.start_api(api_host or "127.0.0.1", api_port, api_workers)
-        yield stack
-    finally:
-        stack.stop()
+    with stop_on_sigterm():
+        try:
+            if not external:
+                stack.start_prefect(port)
+            os.environ["PREFECT_API_URL"] = stack.api_url
+            for i in range(workers):
+                stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}")
+            if api_port is not None:
+                stack.start_api(api_host or "127.0.0.1", api_port, api_workers)
+            yield stack
+        finally:
+            stack.stop()
 
 
 def postgres_bin() -> Path | None:
@@ -289,24 +349,31 @@ def stack_up(data_dir: Path, workers: int, api_workers: int, api_port: int, pref
         if not port_free(port):
             raise RuntimeError(f"port {port} for the {what} is in use; choose another with the options")
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    cluster = PostgresCluster(root=data_dir / "postgres", port=pg_port, durable=True).start()
+    with stop_on_sigterm():
+        return _start_stack(data_dir, workers, api_workers, api_port, prefect_port, pg_port)
+
+
+def _start_stack(data_dir: Path, workers: int, api_workers: int, api_port: int, prefect_port: int,
+                 pg_port: int) -> dict[str, object]:
+    state_file = data_dir / STACK_FILE
+    stack = Stack(home=data_dir, api_url=f"http://127.0.0.1:{prefect_port}/api")
+    cluster = PostgresCluster(root=data_dir / "postgres", port=pg_port, durable=True)
     try:
+        cluster.start()
         baton_url = cluster.create_database("baton")
         cluster.create_database("prefect", extensions=("pg_trgm",))
         os.environ["BATON_DATABASE_URL"] = baton_url
         from core.platform.migrate import upgrade
 
         upgrade(baton_url)
-        stack = Stack(home=data_dir, api_url=f"http://127.0.0.1:{prefect_port}/api")
         stack.start_prefect(prefect_port, database_url=cluster.url("prefect", driver="asyncpg"))
         common = {"BATON_DATABASE_URL": baton_url, "BATON_PREFECT_API_URL": stack.api_url}
         for i in range(workers):
             stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}", extra_env=common)
         os.environ.update(common)
         stack.start_api("127.0.0.1", api_port, api_workers)
-    except BaseException:
-        for proc in locals().get("stack", Stack(data_dir, "")).processes.values():
-            proc.kill()
+    except BaseException:  # a failure, Ctrl-C or SIGTERM half-way: nothing started is left running
+        stack.stop()
         cluster.stop()
         raise
     state: dict[str, object] = {
@@ -336,20 +403,32 @@ def alive(pid: int) -> bool:
     return True
 
 
-def stack_down(data_dir: Path, timeout: float = 20) -> list[str]:
+def stack_down(data_dir: Path, timeout: float = STOP_GRACE) -> list[str]:
     """Stop what `stack_up` started (SIGTERM, then SIGKILL after `timeout`); the data stays."""
     state = read_stack(data_dir)
     processes: dict[str, int] = state["processes"]
-    for pid in processes.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(pid) for pid in processes.values()):
-        time.sleep(0.2)
-    for pid in processes.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    stop_process_groups(dict.fromkeys(processes.values()), timeout)
     pg = state["postgres"]
     PostgresCluster(root=Path(pg["root"]), port=int(pg["port"])).stop()
     (data_dir.resolve() / STACK_FILE).unlink()
     return list(processes)
+
+
+def stack_foreground(data_dir: Path, workers: int, api_workers: int, api_port: int, prefect_port: int,
+                     pg_port: int) -> dict[str, object] | None:
+    """`baton stack up --foreground`: server mode that stays attached until SIGTERM or Ctrl-C and then stops
+    everything it started, PostgreSQL included (what a process supervisor expects of the service it runs).
+    Returns the stack's state once stopped, None if it was stopped while starting."""
+    with stop_on_sigterm():
+        try:
+            state = stack_up(data_dir, workers, api_workers, api_port, prefect_port, pg_port)
+        except KeyboardInterrupt:
+            return None  # stack_up stopped what it had started
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stack_down(data_dir)
+        return state

@@ -44,6 +44,7 @@ def _user(kind: str, *, active: bool) -> Target:
 
 ROWS: list[Case] = [
     Case("GET", "/api/users", "none", ADMIN),
+    Case("GET", "/api/users/lockouts", "none", ADMIN),
     Case("POST", "/api/users", "none", roles(401, 403, 403, 201, 403, 403), json=new_user, writes=True),
     *[Case("POST", f"/api/users/{{user_id}}/{action}", target, expect, json=body, writes=True)
       for action, body, kind in (("disable", {"reason": "调离岗位"}, "user"), ("enable", None, "disabled_user"),

@@ -36,7 +36,7 @@ from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
-from core.users.models import AccessToken, AuditEvent, User
+from core.users.models import AccessToken, AuditEvent, LoginLock, User
 from core.users.service import add_user, issue_token
 from flows.stack import free_port
 from tests import engine_driver as drive
@@ -119,7 +119,7 @@ def run_api(env: Mapping[str, str | None] | None = None) -> Iterator[ApiServer]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", "warning", "--no-proxy-headers"],
             cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(url, proc, log)
@@ -243,7 +243,8 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, tasks, reports,
-    warnings, signals, deliveries, revoked tokens, users (active, failed logins, lockout)."""
+    warnings, signals (and what each did), deliveries, revoked tokens, users (active, failed logins, lockout) and
+    their locks per address."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> int:
             return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
@@ -255,9 +256,12 @@ def fingerprint() -> tuple[Any, ...]:
         # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
         users = tuple(sorted((u.username, u.active, u.failed_logins, u.locked_until is not None)
                              for u in session.exec(select(User)).all()))
+        signals = tuple(sorted((s.id, s.outcome) for s in session.exec(select(Signal)).all()))
+        locks = tuple(sorted((lock.user_id, lock.source, lock.failures, lock.locked_until is not None)
+                             for lock in session.exec(select(LoginLock)).all()))
         return (count(LedgerEntry), count(Incident), count(LevelChange), count(SituationReport), count(CapAlert),
-                count(Signal), count(AccessToken, col(AccessToken.revoked_at).is_not(None)),
-                tasks, levels, deliveries, users)
+                signals, count(AccessToken, col(AccessToken.revoked_at).is_not(None)),
+                tasks, levels, deliveries, users, locks)
 
 
 @dataclass

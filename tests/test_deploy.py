@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
-API_COMMAND = ["uvicorn", "api.app:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--proxy-headers"]
+API_COMMAND = ["uvicorn", "api.app:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--no-proxy-headers"]
 POOL = "baton-maintenance"
 
 
@@ -168,7 +168,7 @@ def test_dockerfile_shape() -> None:
         *sources, _target = [word for word in line.split() if not word.startswith("--")]
         for source in sources:
             assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-    for command in ("uvicorn api.app:app --host 0.0.0.0 --port 8000 --workers 2 --proxy-headers", "baton worker",
+    for command in ("uvicorn api.app:app --host 0.0.0.0 --port 8000 --workers 2 --no-proxy-headers", "baton worker",
                     "baton db upgrade"):
         assert command in text_, f"the Dockerfile documents `{command}`"
 

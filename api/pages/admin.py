@@ -31,7 +31,8 @@ def _reason(exc: BatonError) -> str:
 def _admin_users_page(request: Request, principal: Principal, session: Session, *, notice: str | None = None,
                       problem: str | None = None, detail: str = "", values: dict[str, str] | None = None,
                       status_code: int = 200) -> HTMLResponse:
-    rows = [{"user": u, "locked": users.is_locked(u)} for u in users.list_users(session)]
+    running = users.lockouts(session)
+    rows = [{"user": u, "lockouts": running.get(u.id, [])} for u in users.list_users(session)]
     defaults = {"username": "", "display_name": "", "role": "department", "department": ""}
     return page(request, principal, "admin_users.html", status_code, users=rows, notice=notice, problem=problem,
                 detail=detail, values={**defaults, **(values or {})},

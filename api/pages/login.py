@@ -16,8 +16,8 @@ from core.platform.settings import get_settings
 from core.platform.templating import render
 from core.users.models import Role
 from core.users.service import (
-    AccountLocked,
     AuthenticationFailed,
+    LoginThrottled,
     authenticate,
     issue_token,
     revoke,
@@ -57,9 +57,9 @@ def login(request: Request, session: SessionDep, form: Form) -> Response:
     try:
         user = authenticate(session, username=username, password=field(form, "password"),
                             source=request.client.host if request.client else "")
-    except (AuthenticationFailed, AccountLocked) as exc:
+    except (AuthenticationFailed, LoginThrottled) as exc:
         session.commit()  # the failure count and the audit entry stay, though the login fails
-        locked = isinstance(exc, AccountLocked)
+        locked = isinstance(exc, LoginThrottled)
         return _login_page(request, lang, nonce, error="locked" if locked else "failed", username=username,
                            next_url=next_url, status_code=429 if locked else 401)
     # A new session token on every login; the one this browser held before is revoked.

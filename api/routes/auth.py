@@ -11,7 +11,7 @@ from api.schemas import TokenOut
 from core.platform import input_policy as policy
 from core.platform.input_policy import checked
 from core.platform.settings import get_settings
-from core.users.service import AccountLocked, AuthenticationFailed, authenticate, issue_token, revoke
+from core.users.service import AuthenticationFailed, LoginThrottled, authenticate, issue_token, revoke
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -24,7 +24,7 @@ def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Reques
     try:
         user = authenticate(session, username=username, password=form.password,
                             source=request.client.host if request.client else "")
-    except (AuthenticationFailed, AccountLocked):
+    except (AuthenticationFailed, LoginThrottled):
         session.commit()  # the failure count and the audit entry must stay, though the request fails
         raise
     issued = issue_token(session, user=user, ttl=timedelta(hours=get_settings().token_hours))

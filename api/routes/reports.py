@@ -29,7 +29,8 @@ def report(incident_id: str, principal: ReviewerUser, session: SessionDep) -> di
 
 
 @router.get("/api/incidents/{incident_id}/report.pdf", response_class=Response,
-            responses={200: {"content": {"application/pdf": {}}}})
+            responses={200: {"content": {"application/pdf": {}}},
+                       429: {"description": "Every print slot and the queue are taken (`pdf_busy`, Retry-After)"}})
 def report_pdf(incident_id: str, principal: ReviewerUser, session: SessionDep, lang: Lang = None) -> Response:
     """The after-action report as a PDF (printed by headless Chromium), in the reader's language or `lang`."""
     result = build_report(session, incident_id=incident_id)

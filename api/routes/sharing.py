@@ -19,7 +19,9 @@ from core.reports.sitrep import sitrep
 from core.sharing.board import board, post_report
 from core.sharing.models import CapAlert
 from core.sharing.warnings import current, issue
-from core.signals.intake import receive, source_for_key
+from core.signals import intake
+from core.signals.intake import SignalRateLimited, SignalStatus, admit, receive, source_for_key
+from core.signals.models import Signal
 from process_defs.actions import PublishWarningParams
 from process_defs.schema import Text
 
@@ -58,7 +60,9 @@ class SignalIn(Strict):
     area: Line | None = Field(default=None, max_length=200)
     value: Number | None = None
     unit: Line | None = Field(default=None, max_length=32)
-    observed_at: Moment | None = None
+    observed_at: Moment | None = Field(
+        default=None, description="When it was observed; refused outside the freshness window "
+                                  "(BATON_SIGNAL_MAX_AGE_SECONDS ago to BATON_SIGNAL_MAX_AHEAD_SECONDS ahead).")
     lat: Number | None = Field(default=None, ge=-90, le=90)
     lon: Number | None = Field(default=None, ge=-180, le=180)
     xml: Lines | None = Field(default=None, max_length=200_000)
@@ -67,6 +71,10 @@ class SignalIn(Strict):
     over_warning_m: Number | None = None
     over_guarantee_m: Number | None = None
     source_id: Line | None = Field(default=None, max_length=200)
+
+
+class DismissIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 def _reader(principal: CurrentUser) -> str | None:
@@ -153,15 +161,57 @@ def replay_delivery(delivery_id: str, principal: OfficeUser, session: SessionDep
     return public(replay(session, delivery_id=delivery_id, actor=principal.actor))
 
 
-@router.post("/api/signals", status_code=201)
+@router.post("/api/signals", status_code=201,
+             responses={429: {"description": "The source is over its rate (`signal_rate_limited`, Retry-After)"}})
 def signal_in(body: SignalIn, session: SessionDep,
               x_api_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
-    """A monitoring signal, authenticated by its source's API key (not a user login)."""
+    """A monitoring signal, authenticated by its source's API key (not a user login). A source over its hourly
+    cap of incidents has its signal held for the duty desk (`outcome: held`) instead of opening one."""
     source = source_for_key(session, x_api_key)
+    try:
+        admit(session, source=source)
+    except SignalRateLimited:
+        session.commit()  # the bucket and the audit entry stay, though the request fails
+        raise
+    session.commit()  # a signal refused below for its content has still used up its share of the rate
     result = receive(session, source=source, payload=body.model_dump(exclude_none=True, mode="json"))
     incident = result.incident
     return {"signal_id": result.signal.id, "outcome": result.signal.outcome, "level": result.signal.level,
             "incident_id": incident.id if incident else None, "code": incident.code if incident else None}
+
+
+def _signal(row: Signal) -> dict[str, Any]:
+    return {"id": row.id, "source": row.source, "kind": row.kind, "rule": row.rule, "level": row.level,
+            "status": row.outcome, "received_at": row.received_at, "observed_at": row.observed_at,
+            "payload": row.payload, "incident_id": row.incident_id, "handled_by": row.handled_by,
+            "handled_at": row.handled_at, "reason": row.reason}
+
+
+@router.get("/api/signals")
+def signals(principal: ReviewerUser, session: SessionDep,
+            status: SignalStatus | None = None,
+            source: Annotated[str | None, Query(max_length=64)] = None,
+            limit: Annotated[int, Query(ge=1, le=500)] = 100,
+            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """Signals as received and what each did, newest first; `status=held` is the duty desk's queue: signals
+    over their source's hourly cap of incidents, waiting to be opened or dismissed."""
+    page = intake.list_signals(session, status=status, source=source, limit=limit, offset=offset)
+    return {"items": [_signal(s) for s in page.items], "total": page.total, "limit": limit, "offset": offset}
+
+
+@router.post("/api/signals/{signal_id}/open")
+def open_held_signal(signal_id: str, principal: OfficeUser, session: SessionDep) -> dict[str, Any]:
+    """The duty desk opens the incident a held signal asks for (or merges it into the one open for it now)."""
+    result = intake.release(session, signal_id=signal_id, actor=principal.actor)
+    incident = result.incident
+    return {**_signal(result.signal), "code": incident.code if incident else None}
+
+
+@router.post("/api/signals/{signal_id}/dismiss")
+def dismiss_held_signal(signal_id: str, body: DismissIn, principal: OfficeUser, session: SessionDep
+                        ) -> dict[str, Any]:
+    """The duty desk decides a held signal needs no incident, and says why."""
+    return _signal(intake.dismiss(session, signal_id=signal_id, actor=principal.actor, reason=body.reason))
 
 
 @router.get("/api/incidents/{incident_id}/sitrep")

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlmodel import Session
 
 from api.deps import AdminUser, SessionDep
 from api.schemas import (
     AuditEventOut,
     AuditPage,
     DisableIn,
+    LockoutOut,
+    LockoutPage,
     PasswordIn,
     RevokedOut,
     UserCreate,
@@ -24,55 +27,74 @@ from core.users.models import User
 router = APIRouter(tags=["users"])
 
 
-def public(user: User) -> UserPublic:
+def _lockout(lockout: users.LoginLockout) -> LockoutOut:
+    return LockoutOut(user_id=lockout.user_id, username=lockout.username, source=lockout.source,
+                      locked_until=lockout.until, failures=lockout.failures)
+
+
+def public(session: Session, user: User, running: dict[str, list[users.LoginLockout]] | None = None) -> UserPublic:
+    found = [_lockout(x) for x in (running if running is not None
+                                   else users.lockouts(session, user_id=user.id)).get(user.id, [])]
     return UserPublic(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
-                      department=user.department, lang=user.lang, active=user.active, locked=users.is_locked(user),
-                      failed_logins=user.failed_logins, created_at=user.created_at)
+                      department=user.department, lang=user.lang, active=user.active, locked=bool(found),
+                      lockouts=found, failed_logins=user.failed_logins, created_at=user.created_at)
 
 
 @router.get("/api/users", response_model=UserPage)
 def list_users(principal: AdminUser, session: SessionDep) -> UserPage:
     found = users.list_users(session)
-    return UserPage(items=[public(u) for u in found], total=len(found))
+    running = users.lockouts(session)
+    return UserPage(items=[public(session, u, running) for u in found], total=len(found))
+
+
+@router.get("/api/users/lockouts", response_model=LockoutPage)
+def lockouts(principal: AdminUser, session: SessionDep) -> LockoutPage:
+    """Every running lockout after failed logins: an address locked out of an account (five wrong passwords
+    in a row from it), or an account locked everywhere (the back-off after many from every address).
+    `POST /api/users/{id}/unlock` lifts a user's."""
+    items = [_lockout(x) for found in users.lockouts(session).values() for x in found]
+    return LockoutPage(items=items, total=len(items))
 
 
 @router.post("/api/users", response_model=UserPublic, status_code=201)
 def add_user(body: UserCreate, principal: AdminUser, session: SessionDep) -> UserPublic:
-    return public(users.add_user(session, username=body.username, role=body.role, department=body.department,
-                                 password=body.password, display_name=body.display_name, lang=body.lang,
-                                 actor=principal.actor))
+    user = users.add_user(session, username=body.username, role=body.role, department=body.department,
+                          password=body.password, display_name=body.display_name, lang=body.lang,
+                          actor=principal.actor)
+    return public(session, user)
 
 
 @router.post("/api/users/{user_id}/disable", response_model=RevokedOut)
 def disable(user_id: str, principal: AdminUser, session: SessionDep, body: DisableIn | None = None) -> RevokedOut:
     """No more logins; every token and page session of the user ends now."""
     revoked = users.disable_user(session, user_id=user_id, actor=principal.actor, reason=body.reason if body else None)
-    return RevokedOut(user=public(users.get_user(session, user_id=user_id)), revoked=revoked)
+    return RevokedOut(user=public(session, users.get_user(session, user_id=user_id)), revoked=revoked)
 
 
 @router.post("/api/users/{user_id}/enable", response_model=UserPublic)
 def enable(user_id: str, principal: AdminUser, session: SessionDep) -> UserPublic:
-    return public(users.enable_user(session, user_id=user_id, actor=principal.actor))
+    return public(session, users.enable_user(session, user_id=user_id, actor=principal.actor))
 
 
 @router.post("/api/users/{user_id}/unlock", response_model=UserPublic)
 def unlock(user_id: str, principal: AdminUser, session: SessionDep) -> UserPublic:
     """Lift a lockout after failed logins before it runs out."""
-    return public(users.unlock_user(session, user_id=user_id, actor=principal.actor))
+    return public(session, users.unlock_user(session, user_id=user_id, actor=principal.actor))
 
 
 @router.post("/api/users/{user_id}/revoke-tokens", response_model=RevokedOut)
 def revoke_tokens(user_id: str, principal: AdminUser, session: SessionDep) -> RevokedOut:
     """End every token and page session of the user (a lost phone, a laptop left logged in)."""
     user = users.get_user(session, user_id=user_id)
-    return RevokedOut(user=public(user), revoked=users.revoke_all(session, user_id=user.id, actor=principal.actor))
+    revoked = users.revoke_all(session, user_id=user.id, actor=principal.actor)
+    return RevokedOut(user=public(session, user), revoked=revoked)
 
 
 @router.post("/api/users/{user_id}/password", response_model=RevokedOut)
 def set_password(user_id: str, body: PasswordIn, principal: AdminUser, session: SessionDep) -> RevokedOut:
     """A new password; the old one's tokens and sessions end and any lockout is lifted."""
     revoked = users.set_password(session, user_id=user_id, password=body.password, actor=principal.actor)
-    return RevokedOut(user=public(users.get_user(session, user_id=user_id)), revoked=revoked)
+    return RevokedOut(user=public(session, users.get_user(session, user_id=user_id)), revoked=revoked)
 
 
 @router.get("/api/audit", response_model=AuditPage)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROCESS_DEFS_DIR = Path(__file__).resolve().parents[2] / "process_defs"
 
@@ -39,8 +41,27 @@ class Settings(BaseSettings):
     # Failed logins from one client address, over all accounts, before it must wait out the window.
     login_failures_per_source: int = 30
     login_window_seconds: float = 600.0
+    # Failed logins at one account from every address before each further one locks it everywhere for a while
+    # (doubling, up to 15 minutes); five from one address lock it for that address alone (core/users/service.py).
+    login_failures_per_account: int = 20
     cookie_secure: bool = Field(default=False, description="Send the session cookie over HTTPS only.")
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (api/forwarded.py): addresses or
+    # CIDRs, comma-separated or a JSON list. Empty: the connection's own address is the client's.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
+    # Monitoring signals (core/signals/intake.py): each source's sustained rate and burst; how old (or how far
+    # ahead of this clock) an observation may be; how many incidents one source may open in an hour before
+    # its further signals wait for the duty desk instead.
+    signal_rate_per_minute: float = Field(default=30.0, gt=0)
+    signal_burst: int = Field(default=10, ge=1)
+    signal_max_age_seconds: float = Field(default=3600.0, gt=0)
+    signal_max_ahead_seconds: float = Field(default=300.0, ge=0)
+    signal_incidents_per_hour: int = Field(default=3, ge=0)
+    # After-action PDFs (core/reports/pdf.py): Chromiums printing at once on this machine, requests that may
+    # wait for one, and how long they wait before a 429.
+    pdf_workers: int = Field(default=2, ge=1)
+    pdf_queue: int = Field(default=4, ge=0)
+    pdf_queue_seconds: float = Field(default=60.0, ge=0)
     plans_dir: Path = PROCESS_DEFS_DIR
     timezone: str = "Asia/Shanghai"
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
@@ -61,6 +82,16 @@ class Settings(BaseSettings):
     failpoint_dir: Path | None = Field(
         default=None, description="Fault tests only: where failpoints are armed (see core/platform/failpoints.py).")
     http_timeout: float = 10.0
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.replace(",", " ").split() if part]
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url is not None and self.database_url.get_secret_value():

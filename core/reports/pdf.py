@@ -4,16 +4,24 @@ The HTML is written to a private temporary folder and printed by a Chromium star
 (its own profile folder, no network services, no sandbox because workers and CI run as root), killed with
 its whole process group if it takes longer than the timeout. The HTML must be self-contained: the report's
 print template inlines its styles and pictures and forbids every outside resource by its CSP.
+
+Chromium is heavy (a few hundred MB and a core for seconds), so only `pdf_workers` print at once on a machine and
+at most `pdf_queue` more wait, each for up to `pdf_queue_seconds`; beyond that a print is refused with 429
+`pdf_busy` and Retry-After. The slots are lock files in the data directory (`flock`), so every API process on the
+machine shares them and a process that dies gives its slot back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlmodel import Session
@@ -22,6 +30,7 @@ from core.learning.after_action.compute import build_report
 from core.learning.after_action.model import AfterActionReport
 from core.learning.after_action.render import render_report_html
 from core.platform.errors import BatonError
+from core.platform.settings import get_settings
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ENV = "BATON_CHROMIUM"
@@ -42,6 +51,57 @@ class PdfUnavailable(BatonError):
 class PdfFailed(BatonError):
     code = "pdf_failed"
     http_status = 500
+
+
+class PdfBusy(BatonError):
+    """Every print slot is taken and the queue is full (or a queued print waited too long)."""
+
+    code = "pdf_busy"
+    http_status = 429
+
+
+RETRY_AFTER = 30  # seconds: about two prints' time on a small machine
+
+
+def _take(folder: Path, kind: str, count: int) -> int | None:
+    """Lock one of `count` lock files named `kind-N` without waiting; its descriptor, or None if all are held."""
+    for number in range(count):
+        fd = os.open(folder / f"{kind}-{number}", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return fd
+    return None
+
+
+@contextlib.contextmanager
+def print_slot() -> Iterator[None]:
+    """Hold one of the machine's Chromium slots for the block, waiting in the queue when all are taken."""
+    settings = get_settings()
+    folder = settings.data_dir / "pdf-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    slot = _take(folder, "slot", settings.pdf_workers)
+    if slot is None:
+        ticket = _take(folder, "queue", settings.pdf_queue)
+        if ticket is None:
+            raise PdfBusy(f"{settings.pdf_workers} PDFs are being printed and {settings.pdf_queue} wait; "
+                          "try again shortly", retry_after=RETRY_AFTER)
+        try:
+            deadline = time.monotonic() + settings.pdf_queue_seconds
+            while slot is None:
+                if time.monotonic() >= deadline:
+                    raise PdfBusy(f"no printer was free within {settings.pdf_queue_seconds:g} s; try again shortly",
+                                  retry_after=RETRY_AFTER)
+                time.sleep(0.1)
+                slot = _take(folder, "slot", settings.pdf_workers)
+        finally:
+            os.close(ticket)
+    try:
+        yield
+    finally:
+        os.close(slot)
 
 
 def _runnable(path: str) -> bool:
@@ -70,10 +130,11 @@ def _tail(text: str, limit: int = 1500) -> str:
 
 
 def html_to_pdf(html: str, *, chromium: str | None = None, timeout: float = 60.0) -> bytes:
-    """Print a self-contained HTML document to PDF bytes. Raises PdfUnavailable without Chromium and
-    PdfFailed when it fails or runs past `timeout` seconds."""
+    """Print a self-contained HTML document to PDF bytes, in one of the machine's print slots. Raises
+    PdfUnavailable without Chromium, PdfBusy when no slot is free in time and PdfFailed when Chromium fails or
+    runs past `timeout` seconds."""
     binary = chromium_path(chromium)
-    with tempfile.TemporaryDirectory(prefix="baton-pdf-") as folder:
+    with print_slot(), tempfile.TemporaryDirectory(prefix="baton-pdf-") as folder:
         root = Path(folder)
         source, target, profile = root / "report.html", root / "report.pdf", root / "profile"
         source.write_text(html, encoding="utf-8")

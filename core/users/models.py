@@ -34,6 +34,8 @@ class User(UserBase, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     password_hash: str = Field(max_length=200)
     active: bool = True
+    # Failed logins from every address since the last good one, and the account-wide back-off they set once
+    # there are many (core/users/service.py); each address's own lock is a LoginLock.
     failed_logins: int = 0
     locked_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -49,6 +51,19 @@ class LoginThrottle(SQLModel, table=True):
     window_started_at: datetime = Field(default_factory=utcnow)
     failures: int = 0
     blocked_until: datetime | None = None
+
+
+class LoginLock(SQLModel, table=True):
+    """Failed logins at one account from one address: five in a row lock the account for that address only,
+    so that a guesser elsewhere cannot lock its owner out."""
+
+    __tablename__ = "login_lock"
+
+    user_id: str = Field(foreign_key="app_user.id", primary_key=True, max_length=36)
+    source: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    locked_until: datetime | None = None
+    last_failed_at: datetime = Field(default_factory=utcnow)
 
 
 class AccessToken(SQLModel, table=True):

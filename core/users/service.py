@@ -22,13 +22,17 @@ from core.platform.db import is_postgres
 from core.platform.errors import BatonError, NotFound
 from core.platform.paging import Page, paged
 from core.platform.settings import get_settings
-from core.users.models import AccessToken, AuditEvent, LoginThrottle, Role, User
+from core.users.models import AccessToken, AuditEvent, LoginLock, LoginThrottle, Role, User
 
 _hasher = PasswordHasher()
-MAX_FAILED_LOGINS = 5
+MAX_FAILED_LOGINS = 5  # in a row, at one account from one address: that address is locked out of it
 LOCKOUT = timedelta(minutes=15)
+# Past `login_failures_per_account` failures from every address, each further one locks the account everywhere,
+# for a minute at first and twice as long each time, never longer than LOCKOUT.
+BACKOFF_START = timedelta(minutes=1)
 # Verifying against a fixed hash when the user does not exist keeps the timing the same either way.
 _DUMMY_HASH = _hasher.hash("baton-no-such-user")
+REFUSED = "wrong user name or password"
 
 
 class UserInvalid(BatonError):
@@ -37,19 +41,19 @@ class UserInvalid(BatonError):
 
 
 class AuthenticationFailed(BatonError):
+    """A wrong password, a user name that does not exist, or an account locked out: the same answer for each,
+    so that a guesser learns neither which accounts exist nor which it has locked."""
+
     code = "authentication_failed"
     http_status = 401
 
 
-class AccountLocked(BatonError):
-    code = "account_locked"
-    http_status = 429
-
-
-class LoginThrottled(AccountLocked):
-    """Too many failed logins from one address, whichever accounts they tried: refused until the window ends."""
+class LoginThrottled(BatonError):
+    """Too many failed logins from one address, whichever accounts they tried: refused until the window ends.
+    Said openly, as it is about the address, not any account."""
 
     code = "login_throttled"
+    http_status = 429
 
 
 def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
@@ -112,20 +116,65 @@ def _count_failure(session: Session, source: str, now: datetime) -> None:
 
 
 def is_locked(user: User, now: datetime | None = None) -> bool:
-    """Locked out after failed logins, and the lockout has not run out yet."""
+    """Locked out everywhere by the account-wide back-off, and it has not run out yet."""
     return user.locked_until is not None and user.locked_until > (now or utcnow())
+
+
+@dataclass(frozen=True)
+class LoginLockout:
+    """A running lockout: of one address (`source`) or, with `source` None, of every address."""
+
+    user_id: str
+    username: str
+    source: str | None
+    until: datetime
+    failures: int
+
+
+def lockouts(session: Session, *, user_id: str | None = None, now: datetime | None = None
+             ) -> dict[str, list[LoginLockout]]:
+    """Every running lockout, by user id: the account-wide back-off first, then each address's own."""
+    moment = now or utcnow()
+    found: dict[str, list[LoginLockout]] = {}
+    accounts = select(User).where(col(User.locked_until) > moment)
+    pairs = select(LoginLock, User).join(User, col(User.id) == LoginLock.user_id).where(
+        col(LoginLock.locked_until) > moment)
+    if user_id is not None:
+        accounts = accounts.where(User.id == user_id)
+        pairs = pairs.where(LoginLock.user_id == user_id)
+    for user in session.exec(accounts.order_by(col(User.username))).all():
+        assert user.locked_until is not None
+        found.setdefault(user.id, []).append(LoginLockout(user.id, user.username, None, user.locked_until,
+                                                          user.failed_logins))
+    for lock, user in session.exec(pairs.order_by(col(User.username), col(LoginLock.source))).all():
+        assert lock.locked_until is not None
+        found.setdefault(user.id, []).append(LoginLockout(user.id, user.username, lock.source, lock.locked_until,
+                                                          lock.failures))
+    return found
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
-def authenticate(session: Session, *, username: str, password: str, source: str = "") -> User:
-    """Check a password; five failures in a row lock the account for 15 minutes, and too many failures from
-    one address (over every account) make it wait out a window.
+def _refuse(session: Session, *, password: str, address: str, now: datetime) -> AuthenticationFailed:
+    """What a user name that does not exist and a locked account both cost and answer: a password check
+    against a fixed hash, a failure counted against the address, and 401 `authentication_failed`."""
+    with contextlib.suppress(VerificationError):
+        _hasher.verify(_DUMMY_HASH, password)
+    _count_failure(session, address, now)
+    return AuthenticationFailed(REFUSED)
 
-    The user's row is locked for the check, so concurrent guesses at one account are counted one by one and
-    none slips past the limit between a read and a write.
+
+def authenticate(session: Session, *, username: str, password: str, source: str = "") -> User:
+    """Check a password. Five failures in a row at an account from one address lock that address out of it for
+    15 minutes (its owner elsewhere logs in as usual); past `login_failures_per_account` failures from every
+    address together, each further one locks the account everywhere for a while (doubling, up to 15 minutes);
+    too many failures from one address over every account make that address wait out a window.
+
+    A locked account answers exactly as a user name that does not exist (and takes as long), so a guesser can
+    tell neither. The user's row is locked for the check, so concurrent guesses at one account are counted one
+    by one and none slips past a limit between a read and a write.
     """
     now = utcnow()
     address = source[:64]
@@ -138,34 +187,51 @@ def authenticate(session: Session, *, username: str, password: str, source: str 
     user = session.exec(select(User).where(User.username == username).with_for_update()
                         .execution_options(populate_existing=True)).first()
     if user is None or not user.active:
-        with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
-        _count_failure(session, address, now)
+        refusal = _refuse(session, password=password, address=address, now=now)
         audit(session, actor=f"anonymous:{source}", action="login.failed", username=username[:64])
-        raise AuthenticationFailed("wrong user name or password")
-    if is_locked(user, now):
-        assert user.locked_until is not None
-        audit(session, actor=f"user:{user.username}", action="login.locked", source=source)
-        raise AccountLocked("too many failed logins; try again later",
-                            retry_after=_seconds_until(user.locked_until, now))
+        raise refusal
+    lock = session.get(LoginLock, (user.id, address), populate_existing=True)
+    pair_locked = lock is not None and lock.locked_until is not None and lock.locked_until > now
+    if pair_locked or is_locked(user, now):
+        refusal = _refuse(session, password=password, address=address, now=now)
+        audit(session, actor=f"user:{user.username}", action="login.locked", source=source,
+              scope="address" if pair_locked else "account")
+        raise refusal
     try:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         _count_failure(session, address, now)
-        user.failed_logins += 1
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = now + LOCKOUT
-            user.failed_logins = 0
-        session.add(user)
+        _count_account_failure(session, user, lock, address, now)
         audit(session, actor=f"user:{user.username}", action="login.failed", source=source)
-        raise AuthenticationFailed("wrong user name or password") from None
+        raise AuthenticationFailed(REFUSED) from None
     user.failed_logins = 0
     user.locked_until = None
+    if lock is not None:
+        session.delete(lock)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     session.add(user)
     audit(session, actor=f"user:{user.username}", action="login", source=source)
     return user
+
+
+def _count_account_failure(session: Session, user: User, lock: LoginLock | None, address: str,
+                           now: datetime) -> None:
+    """A wrong password for a known account: counted for the (account, address) pair, which locks at
+    MAX_FAILED_LOGINS, and for the account over every address, which backs off past its own limit."""
+    if lock is None:
+        lock = LoginLock(user_id=user.id, source=address)
+    lock.failures += 1
+    lock.last_failed_at = now
+    if lock.failures >= MAX_FAILED_LOGINS:
+        lock.locked_until = now + LOCKOUT
+        lock.failures = 0
+    session.add(lock)
+    user.failed_logins += 1
+    beyond = user.failed_logins - get_settings().login_failures_per_account
+    if beyond >= 0:
+        user.locked_until = now + min(BACKOFF_START * 2 ** min(beyond, 16), LOCKOUT)
+    session.add(user)
 
 
 @dataclass(frozen=True)
@@ -274,22 +340,32 @@ def enable_user(session: Session, *, user_id: str, actor: str) -> User:
     user = get_user(session, user_id=user_id)
     if not user.active:
         user.active = True
-        user.failed_logins = 0
-        user.locked_until = None
-        session.add(user)
+        _lift_lockouts(session, user)
         audit(session, actor=actor, action="user.enabled", username=user.username)
     return user
 
 
+def _lift_lockouts(session: Session, user: User) -> int:
+    """End the account-wide back-off and every address's lockout of the user; returns how many addresses
+    had failures counted."""
+    user.failed_logins = 0
+    user.locked_until = None
+    session.add(user)
+    pairs = session.exec(select(LoginLock).where(LoginLock.user_id == user.id)).all()
+    for pair in pairs:
+        session.delete(pair)
+    return len(pairs)
+
+
 def unlock_user(session: Session, *, user_id: str, actor: str) -> User:
-    """Lift a lockout after failed logins before it runs out (a desk that must log in now)."""
+    """Lift every lockout of the user after failed logins, of every address and the account-wide back-off,
+    before they run out (a desk that must log in now)."""
     user = get_user(session, user_id=user_id)
-    was_locked = is_locked(user)
-    if was_locked or user.failed_logins:
-        user.failed_logins = 0
-        user.locked_until = None
-        session.add(user)
-        audit(session, actor=actor, action="user.unlocked", username=user.username, was_locked=was_locked)
+    running = lockouts(session, user_id=user.id).get(user.id, [])
+    had_failures = user.failed_logins
+    if _lift_lockouts(session, user) or running or had_failures:
+        audit(session, actor=actor, action="user.unlocked", username=user.username, was_locked=bool(running),
+              sources=sorted(lock.source or "*" for lock in running))
     return user
 
 
@@ -299,9 +375,7 @@ def set_password(session: Session, *, user_id: str, password: str, actor: str) -
     user = get_user(session, user_id=user_id)
     _check_password(password)
     user.password_hash = _hasher.hash(password)
-    user.failed_logins = 0
-    user.locked_until = None
-    session.add(user)
+    _lift_lockouts(session, user)
     revoked = revoke_all(session, user_id=user.id, actor=actor)
     audit(session, actor=actor, action="user.password_set", username=user.username)
     return revoked

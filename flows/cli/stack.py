@@ -20,11 +20,21 @@ def stack_up_command(
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
     prefect_port: Annotated[int, typer.Option()] = 4200,
     pg_port: Annotated[int, typer.Option(help="PostgreSQL port.")] = 5433,
+    foreground: Annotated[bool, typer.Option(help="Stay attached; SIGTERM or Ctrl-C stops it all.")] = False,
 ) -> None:
-    """Start server mode in the background (PostgreSQL in BATON_DATA_DIR/postgres, Prefect on it, workers, API)."""
-    from flows.stack import stack_up
+    """Start server mode in the background (PostgreSQL in BATON_DATA_DIR/postgres, Prefect on it, workers, API),
+    or with --foreground under a process supervisor."""
+    from flows.stack import stack_foreground, stack_up
 
     data_dir = get_settings().data_dir
+    if foreground:
+        try:
+            stack_foreground(data_dir, workers=workers, api_workers=api_workers, api_port=port,
+                             prefect_port=prefect_port, pg_port=pg_port)
+        except RuntimeError as exc:
+            err.print(f"[red]error[/red] {exc}")
+            raise typer.Exit(1) from None
+        return
     with console.status("starting PostgreSQL, Prefect, workers and the API"):
         try:
             state = stack_up(data_dir, workers=workers, api_workers=api_workers, api_port=port,

@@ -41,12 +41,14 @@ def users_add(
 
 @app.command("list")
 def users_list() -> None:
-    from core.users.service import is_locked, list_users
+    from core.users.service import list_users, lockouts
 
-    table = Table("user", "name", "role", "department", "active", "locked")
+    running = session_call(lockouts)
+    table = Table("user", "name", "role", "department", "active", "locked out")
     for user in session_call(list_users):
         table.add_row(user.username, user.display_name, user.role, user.department or "",
-                      "yes" if user.active else "no", "yes" if is_locked(user) else "")
+                      "yes" if user.active else "no",
+                      ", ".join(x.source or "every address" for x in running.get(user.id, [])))
     console.print(table)
 
 

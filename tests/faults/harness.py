@@ -169,7 +169,7 @@ class FaultStack:
         if name == "api":
             port = self.api_url.rsplit(":", 1)[1]
             self._spawn(name, [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", port,
-                               "--workers", str(self.api_workers), "--proxy-headers"], self._env(), "api.log")
+                               "--workers", str(self.api_workers), "--no-proxy-headers"], self._env(), "api.log")
         elif name == "prefect-server":
             env = prefect_env(self.data_dir)
             env.pop("PREFECT_API_URL", None)
