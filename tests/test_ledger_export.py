@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from core.incidents.service import find_incident
 from core.ledger import chain as ledger
 from core.ledger.export import (
     KEY_ENV,
@@ -58,9 +59,10 @@ def two_incidents() -> tuple[str, str]:
     return first, second
 
 
-def export_all(**kwargs: Any) -> dict[str, Any]:
+def export_all(incident_ref: str | None = None, **kwargs: Any) -> dict[str, Any]:
     with session_scope() as session:
-        return build_export(session, **kwargs)
+        incident = find_incident(session, incident_ref) if incident_ref else None
+        return build_export(session, incident=incident, **kwargs)
 
 
 def public_key() -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlmodel import Session
 
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.scope import recipients
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -20,7 +21,6 @@ from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
 from core.platform.failpoints import failpoint
-from core.sharing.scope import recipients
 
 
 def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:

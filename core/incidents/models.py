@@ -91,6 +91,12 @@ class Incident(IncidentBase, table=True):
     ledger_head_seq: int = 0
     ledger_head_hash: str = Field(default="", max_length=64)
 
+    def wake(self, now: datetime | None = None) -> None:
+        """Mark the incident so the worker holding it re-evaluates its flow promptly (`woken_at`, polled)."""
+        moment = now or utcnow()
+        self.woken_at = moment
+        self.updated_at = moment
+
 
 class DepartmentTask(SQLModel, table=True):
     __tablename__ = "department_task"

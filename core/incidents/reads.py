@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from core.incidents.engine import latest_tasks
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
+from core.incidents.scope import can_see
 from core.ledger.chain import read_chain, verify_incident
 from core.ledger.kinds import LedgerKind
 from core.plans.models import PlanVersion
@@ -21,7 +22,6 @@ from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound
 from core.platform.paging import Page, paged
-from core.sharing.scope import can_see
 from process_defs.schema import STAGES
 
 

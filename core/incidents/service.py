@@ -52,10 +52,8 @@ def find_incident(session: Session, ref: str) -> Incident:
 
 
 def wake(incident: Incident, now: datetime | None = None) -> None:
-    """Mark the incident so the worker holding it re-evaluates its flow promptly."""
-    moment = now or utcnow()
-    incident.woken_at = moment
-    incident.updated_at = moment
+    """Mark the incident so the worker holding it re-evaluates its flow promptly (the rule: `Incident.wake`)."""
+    incident.wake(now)
 
 
 def wake_unless_woken_since(session: Session, *, incident_id: str, since: datetime,

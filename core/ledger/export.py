@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from core.incidents.models import Incident
     from core.ledger.models import LedgerEntry
 
 FORMAT = "baton-ledger-export/1"
@@ -159,19 +160,18 @@ def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
 # -- export ----------------------------------------------------------------------------------------------------
 
 
-def build_export(session: Session, *, incident_ref: str | None = None, exported_by: str = "baton",
+def build_export(session: Session, *, incident: Incident | None = None, exported_by: str = "baton",
                  key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
-    """The export of one incident's chain (by id or code) or of every incident's, sealed and signed.
+    """The export of one incident's chain or of every incident's, sealed and signed.
 
     Refuses (ExportError) when a chain does not verify in the database: Baton signs only what holds."""
     from sqlmodel import col, select
 
     from core.incidents.models import Incident
-    from core.incidents.service import find_incident
     from core.ledger.chain import read_chain, verify_entries
 
-    if incident_ref is not None:
-        incidents = [find_incident(session, incident_ref)]
+    if incident is not None:
+        incidents = [incident]
     else:
         incidents = list(session.exec(select(Incident).order_by(col(Incident.created_at), col(Incident.id))).all())
     signing = key or signing_key()
@@ -192,7 +192,7 @@ def build_export(session: Session, *, incident_ref: str | None = None, exported_
                        "head_hash": head_hash or GENESIS, "hashes": [row["hash"] for row in rows]})
         chains.append({"incident_id": incident.id, "code": incident.code, "entries": rows})
     seal = {"format": FORMAT, "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "exported_by": exported_by, "scope": incident_ref or "all", "incidents": sealed}
+            "exported_by": exported_by, "scope": incident.code if incident is not None else "all", "incidents": sealed}
     digest = sha256_hex(canonical_json(seal))
     signature = signing.sign(digest.encode("ascii"))
     return {"format": FORMAT, "seal": seal, "digest": digest,

@@ -10,7 +10,6 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident
-from core.incidents.service import wake
 from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDelivery
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound
@@ -60,7 +59,7 @@ def replay(session: Session, *, delivery_id: str, actor: str) -> OutboundDeliver
     session.add(delivery)
     incident = session.get(Incident, delivery.incident_id)
     if incident is not None:
-        wake(incident)
+        incident.wake()
         session.add(incident)
     audit(session, actor=actor, action="delivery.replayed", delivery_id=delivery_id, target=delivery.target)
     return delivery

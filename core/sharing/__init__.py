@@ -1,1 +1,1 @@
-"""Information sharing: field scope, the situation board, CAP warnings."""
+"""Information sharing: the situation board, CAP warnings."""

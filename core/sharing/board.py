@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
+from core.incidents.scope import EVERYONE, can_see, recipients
 from core.incidents.service import lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -23,7 +24,6 @@ from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals
 from core.sharing.models import CapAlert, SituationReport
-from core.sharing.scope import EVERYONE, can_see, recipients
 
 
 class ReportInvalid(BatonError):

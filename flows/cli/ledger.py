@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlmodel import Session
 
 from flows.cli.console import console, err
 from flows.cli.session import session_call
@@ -50,10 +51,14 @@ def ledger_export(
     actor: Annotated[str, typer.Option(help="Who exports (recorded in the signed seal).")] = "cli:admin",
 ) -> None:
     """Export ledger chains with a digest signed by Baton (Ed25519), for offline checking by a third party."""
+    from core.incidents.service import find_incident
     from core.ledger.export import ExportError, build_export, write_export
 
+    def export_chains(session: Session) -> dict[str, Any]:
+        return build_export(session, incident=find_incident(session, ref) if ref else None, exported_by=actor)
+
     try:
-        export = session_call(build_export, incident_ref=ref, exported_by=actor)
+        export = session_call(export_chains)
     except ExportError as exc:
         err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from None
