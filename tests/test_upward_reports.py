@@ -96,6 +96,13 @@ def reconcile_at(incident_id: str, moment: datetime) -> None:
                 return
 
 
+def _plan_id(incident_id: str) -> int:
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        return incident.plan_version_id
+
+
 def complete(incident_id: str, step: str, moment: datetime, outputs: dict[str, Any] | None = None) -> None:
     with session_scope() as session:
         task = latest_tasks(session, incident_id)[step]
@@ -423,6 +430,28 @@ def test_without_a_termination_step_follow_ups_stop_when_the_incident_closes(bat
     count = len(follow_ups)
     reconcile_at(incident_id, closed + timedelta(days=2))
     assert len([r for r in reports(incident_id) if r.kind == "follow_up"]) == count
+
+
+def test_a_casualty_change_in_the_run_calls_for_a_follow_up_at_once(baton: str) -> None:
+    """Hazardous chemicals: the fire service's count of the injured, reported after the initial report went,
+    is a follow-up owed at once, drafted with the new figure."""
+    with clock(T0), session_scope() as session:
+        incident_id = open_incident(session, type_key="hazmat_leak", level="IV", title="化工园区储罐泄漏",
+                                    actor="user:office1").incident.id
+    reconcile_at(incident_id, at(1))
+    [initial] = reports(incident_id)
+    assert initial.due_at == at(60) and initial.phone_due_at is None  # one hour, in writing
+    sign_and_send(initial.id, at(5))
+    reconcile_at(incident_id, at(6))
+    assert len(reports(incident_id)) == 1  # nothing changed since it went
+    plan_id = _plan_id(incident_id)
+    with session_scope() as session:
+        step = plan_for_version(session, plan_id).step("leak_alarm")
+    complete(incident_id, "leak_alarm", at(8), {**sample_outputs(step), "people_injured": 3})
+    reconcile_at(incident_id, at(9))
+    follow_up = reports(incident_id)[-1]
+    assert (follow_up.kind, follow_up.number, follow_up.reason) == ("follow_up", 1, "casualty_change")
+    assert follow_up.content["casualties"]["injured"] == 3 and follow_up.due_at == at(9 + 120)
 
 
 # -- lateness --------------------------------------------------------------------------------------------------

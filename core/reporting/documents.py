@@ -5,6 +5,7 @@ Chinese authorities, so the document is in Chinese; a drill says so on its first
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,13 @@ DOCX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingm
 NUMERALS = "一二三四五六七八九十"
 RED = RGBColor(0xC0, 0x00, 0x00)
 TITLE_FONT, BODY_FONT, HEADING_FONT = "方正小标宋简体", "仿宋_GB2312", "黑体"
+# What XML 1.0 (and so a Word document) cannot hold: control characters other than tab and line breaks.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters a Word document cannot hold (an incident's title may carry any)."""
+    return NOT_XML.sub("", text)
 
 
 def _moment(value: str | datetime | None) -> str:
@@ -104,6 +112,10 @@ def render_html(document: DocumentView) -> str:
 
 
 # -- Word ----------------------------------------------------------------------------------------------------
+def _run(paragraph: Paragraph, text: str) -> Any:
+    return paragraph.add_run(xml_safe(text))
+
+
 def _font(run: Any, name: str, size: float, *, bold: bool = False, colour: RGBColor | None = None) -> None:
     run.font.name = name
     run.font.size = Pt(size)
@@ -116,7 +128,7 @@ def _font(run: Any, name: str, size: float, *, bold: bool = False, colour: RGBCo
 
 def _line(paragraph: Paragraph, text: str, font: str = BODY_FONT, size: float = 16, *, bold: bool = False,
           colour: RGBColor | None = None, align: Any = None, indent: bool = False) -> Paragraph:
-    run = paragraph.add_run(text)
+    run = _run(paragraph, text)
     _font(run, font, size, bold=bold, colour=colour)
     if align is not None:
         paragraph.alignment = align
@@ -160,11 +172,11 @@ def render_docx(document: DocumentView) -> bytes:
         grid.style = "Table Grid"
         grid.alignment = WD_TABLE_ALIGNMENT.CENTER
         for cell, text in zip(grid.rows[0].cells, header, strict=True):
-            _font(cell.paragraphs[0].add_run(text), HEADING_FONT, 12)
+            _font(_run(cell.paragraphs[0], text), HEADING_FONT, 12)
         for row in rows:
             cells = grid.add_row().cells
             for cell, text in zip(cells, row, strict=True):
-                _font(cell.paragraphs[0].add_run(text), BODY_FONT, 12)
+                _font(_run(cell.paragraphs[0], text), BODY_FONT, 12)
 
     section("基本情况")
     for label, value in document.facts:
@@ -187,7 +199,7 @@ def render_docx(document: DocumentView) -> bytes:
     _line(add(), document.sender, align=WD_ALIGN_PARAGRAPH.RIGHT)
     _line(add(), document.date, align=WD_ALIGN_PARAGRAPH.RIGHT)
     _line(add(), f"拟稿：{document.drafted_by}　　签发：{document.signed_by}", BODY_FONT, 14)
-    doc.core_properties.title = document.title
+    doc.core_properties.title = xml_safe(document.title)
     doc.core_properties.subject = f"{document.heading}（{document.issue}）"
     out = io.BytesIO()
     doc.save(out)

@@ -127,11 +127,13 @@ def edit_report(session: Session, *, report_id: str, actor: str, department: str
     if text is not None:
         if not text.strip() or len(text) > MAX_TEXT:
             raise UpwardReportInvalid(f"the report's text must have 1 to {MAX_TEXT} characters")
+        if documents.NOT_XML.search(text):
+            raise UpwardReportInvalid("the report's text holds control characters a document cannot carry")
         content["text"] = text
     if casualties is not None:
         content["casualties"] = {**content["casualties"], **_clean_casualties(casualties)}
     if casualty_reason is not None:
-        content["casualty_reason"] = casualty_reason.strip()[:2000] or None
+        content["casualty_reason"] = documents.xml_safe(casualty_reason).strip()[:2000] or None
     figures = session.get(CasualtyFigures, incident.id)
     _check_decrease(content, figures)
     now = utcnow()
@@ -153,7 +155,7 @@ def record_phone(session: Session, *, report_id: str, actor: str, note: str, dep
     now = utcnow()
     report.phoned_at = now
     report.phoned_by = actor
-    report.phone_note = note.strip()[:2000]
+    report.phone_note = documents.xml_safe(note).strip()[:2000]
     session.add(report)
     ledger.append(session, incident=incident, kind=LedgerKind.upward_report_phoned, actor=actor,
                   from_party=report.department, to_party=COMMAND, idempotency_key=f"{report.id}:phoned",
