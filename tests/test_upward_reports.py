@@ -308,6 +308,33 @@ def test_the_initial_report_is_assigned_drafted_signed_off_and_delivered(outside
     assert "casualties.revised" in kinds and "upward_report.overdue" not in kinds
 
 
+@pytest.mark.prefect
+def test_the_worker_assigns_the_initial_report_and_delivers_it_when_sent(
+        outside: tuple[Receiver, Mailbox], workers: Any) -> None:
+    """The same through a Baton worker running the incident's Prefect flow: nobody but the flow creates the
+    report, and the flow delivers it once it is sent."""
+    import time
+
+    receiver, mailbox = outside
+    workers("worker-reports")
+    with session_scope() as session:
+        incident_id = open_incident(session, type_key="flood", level="IV", title="城东暴雨内涝",
+                                    actor="user:office1").incident.id
+    deadline = time.monotonic() + 90
+    while not reports(incident_id):
+        assert time.monotonic() < deadline, "the worker did not assign the initial report"
+        time.sleep(0.2)
+    [initial] = reports(incident_id)
+    assert initial.kind == "initial" and initial.due_at - initial.created_at <= timedelta(hours=1)
+    with session_scope() as session:
+        service.sign_off(session, report_id=initial.id, actor="user:leader")
+        service.send_report(session, report_id=initial.id, actor="user:office1")
+    while len(receiver.received) < 1 or len(mailbox.messages) < 1:
+        assert time.monotonic() < deadline + 60, "the flow did not deliver the report"
+        time.sleep(0.2)
+    assert "签发人：leader" in read_docx(base64.b64decode(receiver.received[0]["document"]["base64"]))
+
+
 @BOTH
 def test_a_casualty_decrease_needs_a_reason_and_is_ledgered(outside: tuple[Receiver, Mailbox]) -> None:
     make_user("office1", "office")
