@@ -5,6 +5,7 @@ import core.learning.models
 import core.ledger.models
 import core.outbox.models
 import core.plans.models
+import core.reporting.models
 import core.sharing.models
 import core.signals.models
 import core.users.models  # noqa: F401

@@ -14,11 +14,12 @@ from typing import Any
 
 from prefect import Flow, flow, get_run_logger
 
-from core.incidents.engine import advance, fail_action
+from core.incidents.engine import fail_action
 from core.plans.store import list_types
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
 from core.platform.settings import get_settings
+from core.reporting.schedule import advance_with_reports
 from flows.waking import current_runtime
 from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
@@ -53,7 +54,8 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
     try:
         while True:
             event = runtime.waker.arm(incident_id)
-            result = await in_transaction(advance, incident_id=incident_id, worker_id=runtime.worker_id)
+            # The engine's reconciliation, then the upward reports it leaves owed (core.reporting).
+            result = await in_transaction(advance_with_reports, incident_id=incident_id, worker_id=runtime.worker_id)
             # Deliveries run beside the flow: a slow department system never holds the incident up.
             for delivery_id in result.deliveries:
                 if delivery_id not in sending or sending[delivery_id].done():

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from process_defs.actions import ACTIONS
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message
+from process_defs.reporting_rules import upward_reporting
 from process_defs.schema import (
     LEVELS,
     STAGES,
@@ -431,13 +432,13 @@ PlanRule = Callable[[PlanContext], list[Problem]]
 StepRule = Callable[[PlanContext, StepAt], list[Problem]]
 
 # In this order (problems on one line are reported in it): the plan's layout, each step on its own, the
-# dependency graph, each step against the steps before it, how stages end.
+# dependency graph, each step against the steps before it, how stages end, upward reporting.
 LAYOUT_RULES: tuple[PlanRule, ...] = (stage_order, key_matches_file_name, unique_step_keys)
 STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, dependencies, deadlines, escalation,
                                     sharing)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
 FLOW_RULES: tuple[StepRule, ...] = (condition, inputs)
-ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review)
+ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting)
 
 
 def check_plan(plan: IncidentType, registry: DepartmentRegistry | None, file: str,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LEVELS: tuple[str, ...] = ("IV", "III", "II", "I")
 """China's response levels from least to most severe (IV general … I particularly significant)."""
@@ -86,6 +86,7 @@ class DepartmentKind(StrEnum):
     enterprise = "enterprise"
     volunteer = "volunteer"
     liaison = "liaison"
+    superior = "superior"  # a body one level up (上级机关) that receives reports; it is given no tasks
 
 
 class Department(Strict):
@@ -269,6 +270,109 @@ class Stages(Strict):
         return stage
 
 
+# -- upward reporting (信息报送): what the office must report to whom, by when -------------------------------
+class ReportKind(StrEnum):
+    initial = "initial"  # 初报
+    follow_up = "follow_up"  # 续报, numbered
+    final = "final"  # 终报
+
+
+REPORT_KIND_NAMES: dict[str, dict[str, str]] = {
+    "initial": {"zh": "初报", "en": "Initial report"},
+    "follow_up": {"zh": "续报", "en": "Follow-up report"},
+    "final": {"zh": "终报", "en": "Final report"},
+}
+
+
+class FollowUpTrigger(StrEnum):
+    level_change = "level_change"
+    casualty_change = "casualty_change"
+
+
+CASUALTY_KINDS: tuple[str, ...] = ("dead", "missing", "injured", "moved")
+CASUALTY_NAMES: dict[str, dict[str, str]] = {
+    "dead": {"zh": "死亡", "en": "Dead"},
+    "missing": {"zh": "失踪", "en": "Missing"},
+    "injured": {"zh": "受伤", "en": "Injured"},
+    "moved": {"zh": "转移安置", "en": "Moved to safety"},
+}
+
+
+class Recipient(Strict):
+    """A body a report goes to (a registry key: 本级政府, the emergency department or headquarters one level up,
+    the province), from a level on: the province hears of a 重大 event, not of every 一般 one."""
+
+    department: str
+    min_level: Level = "IV"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_key(cls, value: Any) -> Any:
+        return {"department": value} if isinstance(value, str) else value
+
+
+class ReportRule(Strict):
+    within: str = Field(description="ISO 8601 duration: from the report's trigger to when it must be sent.")
+    recipients: list[Recipient] = Field(min_length=1)
+    sign_off: bool = Field(default=True, description="A leader must sign the report off (签发) before it goes.")
+
+
+class InitialReportRule(ReportRule):
+    phone_within: str | None = Field(
+        default=None, description="ISO 8601 duration from opening: the report by phone, before the written one.")
+
+
+class FollowUpRule(ReportRule):
+    every: dict[Level, str] = Field(
+        description="ISO 8601 duration, one for all levels or one per level: a follow-up at this interval "
+                    "(at least daily; twice a day for 重大 and above, 国务院令第493号).")
+    also_on: list[FollowUpTrigger] = Field(default_factory=lambda: list(FollowUpTrigger),
+                                          description="Changes that call for a follow-up at once.")
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _one_interval_for_all_levels(cls, value: Any) -> Any:
+        return {"IV": value} if isinstance(value, str) else value
+
+    def every_for(self, level: str) -> timedelta:
+        """The interval at `level`: the value for the nearest level at or below it."""
+        for candidate in reversed(LEVELS[: level_rank(level) + 1]):
+            if candidate in self.every:
+                return parse_duration(self.every[candidate])
+        return parse_duration(next(iter(self.every.values())))
+
+
+class FinalReportRule(ReportRule):
+    after: str | None = Field(
+        default=None, description="The step whose completion ends the response; unset, the incident's closing.")
+
+
+class CasualtySources(Strict):
+    """Where the run's data holds each casualty figure: `step.field` number outputs. A draft starts from the
+    value of the source completed last (a later count replaces an earlier estimate; they are not added)."""
+
+    dead: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+    injured: list[str] = Field(default_factory=list)
+    moved: list[str] = Field(default_factory=list)
+
+    def of(self, kind: str) -> list[str]:
+        sources: list[str] = getattr(self, kind)
+        return sources
+
+
+class Reporting(Strict):
+    department: str = Field(description="The department that writes and sends the reports (报送单位).")
+    initial: InitialReportRule
+    follow_up: FollowUpRule | None = None
+    final: FinalReportRule | None = None
+    casualties: CasualtySources = Field(default_factory=CasualtySources)
+
+    def rule(self, kind: str) -> ReportRule | None:
+        found: ReportRule | None = getattr(self, kind)
+        return found
+
+
 class IncidentType(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     name: Text
@@ -278,6 +382,7 @@ class IncidentType(Strict):
     default_level: Level
     code_prefix: str = Field(pattern=r"^[A-Z]{2,5}$")
     stages: Stages
+    reporting: Reporting | None = None
 
     def steps(self) -> list[tuple[str, Step]]:
         """Every step with its stage, in plan order."""

@@ -34,6 +34,7 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
+from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
 from core.users.models import AccessToken, AuditEvent, LoginLock, User
@@ -244,7 +245,7 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, tasks, reports,
     warnings, signals (and what each did), deliveries, revoked tokens, users (active, failed logins, lockout) and
-    their locks per address."""
+    their locks per address, upward reports."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> int:
             return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
@@ -256,12 +257,14 @@ def fingerprint() -> tuple[Any, ...]:
         # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
         users = tuple(sorted((u.username, u.active, u.failed_logins, u.locked_until is not None)
                              for u in session.exec(select(User)).all()))
+        upward = tuple(sorted((r.id, r.status, r.edited_at is not None, r.phoned_at is not None)
+                              for r in session.exec(select(UpwardReport)).all()))
         signals = tuple(sorted((s.id, s.outcome) for s in session.exec(select(Signal)).all()))
         locks = tuple(sorted((lock.user_id, lock.source, lock.failures, lock.locked_until is not None)
                              for lock in session.exec(select(LoginLock)).all()))
         return (count(LedgerEntry), count(Incident), count(LevelChange), count(SituationReport), count(CapAlert),
                 signals, count(AccessToken, col(AccessToken.revoked_at).is_not(None)),
-                tasks, levels, deliveries, users, locks)
+                tasks, levels, deliveries, users, locks, upward)
 
 
 @dataclass

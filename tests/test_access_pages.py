@@ -140,6 +140,19 @@ MATRIX: list[PageCase] = [
              form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
     PageCase("POST", "/incidents/{incident_id}/reports", "unknown", roles(LOGIN, 404, 403, 404, 404, 404),
              form={"text": "两处积水点已排除", "share_with": ""}, writes=True),
+    # Upward reports: the emergency office's (the office and admin act for it); managers read them; a
+    # department's user finds none, even on the incident (tests/access_rows_upward.py: the API's rows, the targets).
+    PageCase("GET", "/upward-reports", "none", SIGNED_IN),
+    PageCase("GET", "/upward-reports/{report_id}", "report", roles(LOGIN, 200, 200, 200, 404, 404)),
+    PageCase("GET", "/upward-reports/{report_id}", "unknown", MISSING_PAGE),
+    *[PageCase("POST", f"/upward-reports/{{report_id}}/{action}", target,
+               roles(LOGIN, 303, 403, 303, 404, 404) if target != "unknown" else MISSING_PAGE, form=form,
+               writes=True)
+      for action, form, kind in (("edit", {"text": "城东区积水已排除两处。", "c_dead": "0", "c_missing": "0",
+                                           "c_injured": "0", "c_moved": "12", "casualty_reason": ""}, "report"),
+                                 ("phone", {"note": "电话报告省防指"}, "report"), ("sign-off", None, "report"),
+                                 ("send", None, "signed_report"))
+      for target in (kind, "unknown")],
     # Administration: administrators only; for everyone else the pages are not there.
     PageCase("GET", "/admin/users", "none", ADMIN_PAGE),
     PageCase("POST", "/admin/users", "none", ADMIN_FORM, form=new_user, writes=True),

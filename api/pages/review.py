@@ -15,6 +15,7 @@ from core.learning.timeline_svg import render_timeline
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.settings import get_settings
+from core.reporting.reads import views as upward_reports
 
 router = page_router()
 
@@ -39,7 +40,7 @@ def review_incident(incident_id: str, request: Request, principal: ReviewerPageU
     plan = plan_for_version(session, incident.plan_version_id)
     step_titles = {step.key: step.title for _, step in plan.steps()}
     return page(request, principal, "review_incident.html", incident=incident, plan=plan, timeline=timeline,
-                step_titles=step_titles,
+                step_titles=step_titles, upward_reports=upward_reports(session, incident.id),
                 svg=svg, ledger=reads.ledger_view(session, incident),
                 deadlines=reads.deadlines_by_department(session, incident),
                 flow_run_url=listings.flow_run_url(incident))

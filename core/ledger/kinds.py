@@ -28,6 +28,13 @@ class LedgerKind(StrEnum):
     # sharing (core.sharing)
     warning_published = "warning.published"
     report_shared = "report.shared"
+    # upward reporting (core.reporting): the reports to the bodies above, and the checked casualty figures
+    upward_report_assigned = "upward_report.assigned"
+    upward_report_phoned = "upward_report.phoned"
+    upward_report_overdue = "upward_report.overdue"  # 迟报: its limit passed before it was sent (or phoned)
+    upward_report_signed = "upward_report.signed"
+    upward_report_sent = "upward_report.sent"
+    casualties_revised = "casualties.revised"
     # the learning stage (core.learning), also after the incident closed
     lesson_recorded = "lesson.recorded"
     follow_up_assigned = "follow_up.assigned"

@@ -10,13 +10,16 @@ or no answer, retried after the next of `retry_delays()`, and dead-lettered (`de
 from __future__ import annotations
 
 import json
+import smtplib
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 from sqlmodel import Session
 
+from core.outbox import mail
 from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDelivery
 from core.outbox.signing import HEADER, sign
 from core.platform.clock import utcnow
@@ -38,6 +41,8 @@ class Message:
     payload: dict[str, Any]
     key: str
     drill: bool
+    purpose: str = ""
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ def message(session: Session, *, delivery_id: str) -> Message | None:
     if delivery is None or delivery.outcome != DeliveryOutcome.pending:
         return None
     return Message(delivery_id=delivery.id, endpoint=delivery.endpoint, payload=delivery.payload,
-                   key=delivery.idempotency_key, drill=delivery.drill)
+                   key=delivery.idempotency_key, drill=delivery.drill, purpose=delivery.purpose,
+                   target=delivery.target)
 
 
 def outcome_of(status_code: int) -> DeliveryOutcome | None:
@@ -73,7 +79,9 @@ def outcome_of(status_code: int) -> DeliveryOutcome | None:
 
 
 async def post(item: Message) -> Attempt:
-    """Post the message, signed, to its department's endpoint (call with no transaction open)."""
+    """Post the message, signed, to its department's endpoint, or mail it (call with no transaction open)."""
+    if mail.is_mail(item.purpose):
+        return await send_mail(item)
     settings = get_settings()
     endpoint = settings.endpoints.get(item.endpoint or "")
     if endpoint is None:
@@ -99,6 +107,30 @@ async def post(item: Message) -> Attempt:
     return Attempt(status_code=response.status_code,
                    error=None if outcome == DeliveryOutcome.delivered else f"HTTP {response.status_code}",
                    latency_ms=latency, outcome=outcome)
+
+
+async def send_mail(item: Message) -> Attempt:
+    """Hand an e-mail to the mail server: its refusal of the message (5xx) is final, anything else is retried."""
+    settings = get_settings()
+    address = settings.mail_addresses.get(item.target)
+    if settings.smtp is None or address is None:
+        return Attempt(status_code=None, error="no mail server or address configured", latency_ms=None,
+                       outcome=DeliveryOutcome.no_endpoint)
+    message = mail.build_message(item.payload["mail"], to=address, sender=settings.smtp.sender,
+                                 message_id=str(item.payload.get("message_id") or item.delivery_id))
+    started = time.perf_counter()
+    try:
+        await anyio.to_thread.run_sync(mail.submit, settings.smtp, message)
+    except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+        final = exc.smtp_code >= 500
+        return Attempt(status_code=exc.smtp_code, error=f"{type(exc).__name__}: {exc}",
+                       latency_ms=(time.perf_counter() - started) * 1000,
+                       outcome=DeliveryOutcome.failed if final else None)
+    except (OSError, smtplib.SMTPException) as exc:
+        return Attempt(status_code=None, error=f"{type(exc).__name__}: {exc}",
+                       latency_ms=(time.perf_counter() - started) * 1000, outcome=None)
+    return Attempt(status_code=250, error=None, latency_ms=(time.perf_counter() - started) * 1000,
+                   outcome=DeliveryOutcome.delivered)
 
 
 def record_attempt(session: Session, *, delivery_id: str, attempt: Attempt) -> DeliveryOutcome | None:

@@ -24,6 +24,19 @@ class Endpoint(BaseModel):
     secret: SecretStr
 
 
+class Smtp(BaseModel):
+    """The mail server upward reports are sent through (BATON_SMTP__HOST, __PORT, __SENDER, …)."""
+
+    host: str
+    port: int = 25
+    sender: str = Field(description="The From address, e.g. the duty office's mailbox.")
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    ssl: bool = False
+    timeout: float = 20.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BATON_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -79,6 +92,9 @@ class Settings(BaseSettings):
     retry_delays: list[float] = Field(default=[1.0, 4.0, 15.0, 60.0])
 
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    smtp: Smtp | None = Field(default=None, description="Unset, upward reports go to systems only, not by e-mail.")
+    mail_addresses: dict[str, str] = Field(
+        default_factory=dict, description="Registry key → e-mail address of the bodies upward reports go to.")
     failpoint_dir: Path | None = Field(
         default=None, description="Fault tests only: where failpoints are armed (see core/platform/failpoints.py).")
     http_timeout: float = 10.0

@@ -23,6 +23,7 @@ from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals
+from core.reporting.reads import views as upward_reports
 from core.sharing.models import CapAlert, SituationReport
 
 
@@ -64,10 +65,20 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
                       "title": {"zh": "预警信息", "en": "Warning"}, "classification": "public",
                       "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
                       "published": alert.published})
+    items.extend(upward_report_items(session, incident, reader))
     items.sort(key=lambda item: item["at"] or utcnow())
     if since is not None:
         items = [item for item in items if item["at"] and item["at"] > since]
     return items
+
+
+def upward_report_items(session: Session, incident: Incident, reader: str | None) -> list[dict[str, Any]]:
+    """Reports to the bodies above, for readers who see everything and the reporting department: when sent, or,
+    not yet sent, when due; a late one (迟报) flagged."""
+    return [{"kind": "upward_report", "id": v["id"], "at": v["sent_at"] or v["due_at"], "department": v["department"],
+             "title": v["title"], "classification": "internal", "report_kind": v["kind"], "number": v["number"],
+             "status": v["status"], "late": v["late"], "due_at": v["due_at"], "sent_at": v["sent_at"]}
+            for v in upward_reports(session, incident.id) if reader is None or v["department"] == reader]
 
 
 def post_report(session: Session, *, incident_id: str, department: str, author: str, text: str,

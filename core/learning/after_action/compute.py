@@ -27,6 +27,7 @@ from core.learning.after_action.model import (
 from core.learning.critical_path import Ran, critical_path
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
+from core.reporting.reads import views as upward_report_views
 from process_defs.schema import STAGES, IncidentType
 
 OPEN = {s.value for s in TaskStatus if s.is_open}
@@ -295,7 +296,8 @@ def build_report(session: Session, *, incident_id: str, now: datetime | None = N
         time_basis="plan" if scale > 1 else "wall", opened_at=opened, closed_at=closed, generated_at=moment,
         total_s=span(opened, closed or moment, scale), stages=stages, handoffs=handoffs, critical_path=path,
         held_up=held_up, departments=departments, escalations=escalations, level_changes=level_changes,
-        deviations=deviations, ledger=ledger, timeline=_plan_clock(_as_of(timeline, handoffs), opened, scale))
+        deviations=deviations, ledger=ledger, timeline=_plan_clock(_as_of(timeline, handoffs), opened, scale),
+        upward_reports=upward_report_views(session, incident.id, moment))
 
 
 def _as_of(timeline: dict[str, Any], handoffs: Sequence[Handoff]) -> dict[str, Any]:

@@ -158,6 +158,8 @@ class AfterActionReport:
     # The timeline as `core.incidents.reads.timeline` gives it (on the plan clock for a compressed drill),
     # for the picture.
     timeline: dict[str, Any] = field(repr=False, default_factory=dict)
+    # Reports to the bodies above (信息报送), each with its lateness (迟报) at `generated_at`.
+    upward_reports: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         outcomes = [h.outcome for h in self.handoffs]
