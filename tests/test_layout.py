@@ -35,8 +35,8 @@ DOMAINS: dict[str, set[str]] = {
     "outbox": {"platform", "plans", "users", "ledger"},
     "incidents": {"platform", "plans", "users", "ledger", "outbox"},
     "signals": {"platform", "plans", "users", "ledger", "outbox", "incidents"},
-    "sharing": {"platform", "plans", "users", "ledger", "outbox", "incidents"},
-    "reporting": {"platform", "plans", "users", "ledger", "outbox", "incidents", "sharing"},
+    "reporting": {"platform", "plans", "users", "ledger", "outbox", "incidents"},
+    "sharing": {"platform", "plans", "users", "ledger", "outbox", "incidents", "reporting"},
     "learning": {"platform", "plans", "users", "ledger", "outbox", "incidents", "sharing", "reporting"},
     "reports": {"platform", "plans", "users", "ledger", "outbox", "incidents", "sharing", "reporting", "learning"},
 }

@@ -36,7 +36,8 @@ from core.incidents import handoffs
 from core.incidents.engine import finish_action, latest_tasks
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident
 from core.incidents.service import change_level, open_incident
-from core.learning.after_action import build_report, render_report_html
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
 from core.learning.simulation import sample_outputs
 from core.ledger.chain import verify_incident
 from core.ledger.models import LedgerEntry
