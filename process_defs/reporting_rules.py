@@ -48,7 +48,7 @@ def upward_reporting(ctx: PlanContext) -> list[Problem]:
     return problems
 
 
-def check_reporting(plan: IncidentType, registry: DepartmentRegistry | None, add: Add) -> None:
+def check_reporting(plan: IncidentType, registry: DepartmentRegistry | None, add: Add) -> None:  # noqa: C901
     reporting = plan.reporting
     if reporting is None:
         return

@@ -41,7 +41,7 @@ def _construct_error(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | None:
+def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | None:  # noqa: C901
     try:
         loader = yaml.SafeLoader(text)  # checks for unprintable characters already
     except yaml.YAMLError as exc:
@@ -309,7 +309,7 @@ def check_paths(paths: Sequence[Path] | None = None) -> CheckResult:
                        files=[registry_file, *files, *signal_files])
 
 
-def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[SignalRules | None, list[Problem]]:
+def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[SignalRules | None, list[Problem]]:  # noqa: C901
     """Signal rules, checked against the plans they open (every rule's type must be one of them)."""
     file = path.name
     try:

@@ -32,7 +32,7 @@ def _local_datetime(text: str) -> str:
     return parsed.isoformat(timespec="seconds")
 
 
-def parse_outputs(step: Step, form: FormData) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_outputs(step: Step, form: FormData) -> tuple[dict[str, Any], dict[str, Any]]:  # noqa: C901
     """The step's outputs from the posted form, and the raw values to show again if they are refused."""
     outputs: dict[str, Any] = {}
     raw: dict[str, Any] = {}

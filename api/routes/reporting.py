@@ -77,15 +77,18 @@ def for_incident(incident_id: str, principal: CurrentUser, session: SessionDep) 
     reader = _reader(principal)
     incident = incident_reads.get_incident(session, incident_id, reader)
     items = [v for v in reads.views(session, incident.id) if reader is None or v["department"] == reader]
-    return jsonable_encoder({"incident_id": incident.id, "items": items,
-                             "casualties": service.casualty_view(session.get(CasualtyFigures, incident.id))})
+    answer: dict[str, Any] = jsonable_encoder({
+        "incident_id": incident.id, "items": items,
+        "casualties": service.casualty_view(session.get(CasualtyFigures, incident.id))})
+    return answer
 
 
 @router.get("/api/incidents/{incident_id}/casualties")
 def casualties(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
     """The incident's one checked set of casualty figures, as its sent reports made it."""
     incident = incident_reads.get_incident(session, incident_id, _reader(principal))
-    return jsonable_encoder(service.casualty_view(session.get(CasualtyFigures, incident.id)))
+    answer: dict[str, Any] = jsonable_encoder(service.casualty_view(session.get(CasualtyFigures, incident.id)))
+    return answer
 
 
 @router.get("/api/upward-reports/{report_id}")

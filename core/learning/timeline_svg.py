@@ -74,7 +74,7 @@ def _fmt(moment: datetime | None, zone: tzinfo) -> str:
     return moment.astimezone(zone).strftime("%m-%d %H:%M:%S") if moment else "-"
 
 
-def render_timeline(
+def render_timeline(  # noqa: C901  (one drawing pass; its branches are the picture's parts)
     data: Mapping[str, Any],
     *,
     lang: str = "zh",

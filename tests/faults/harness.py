@@ -561,7 +561,7 @@ def wait_quiet(prefix: str, timeout: float = 120) -> tuple[float, dict[str, str]
         time.sleep(1.0)
 
 
-def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariants:
+def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariants:  # noqa: C901
     """Every invariant, over every incident, task and request of the run (after `settle` and `wait_quiet`)."""
     from api.deps import idempotency_digest
     from core.incidents.models import DepartmentTask, Incident, TaskStatus
