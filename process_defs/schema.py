@@ -130,9 +130,16 @@ class FieldType(StrEnum):
     attachment = "attachment"
 
 
+GATE_OUTCOMES: tuple[str, ...] = ("next", "close", *STAGES)
+"""Where a gate's decision sends the incident: the next stage, straight to closing, or a named later stage
+(`learning` skips to the after-action review)."""
+
+
 class Choice(Strict):
     value: str = Field(pattern=KEY_PATTERN)
     label: Text
+    outcome: str | None = Field(
+        default=None, description="On a gate's decision field: next, close, or a later stage (e.g. learning).")
 
 
 class FormField(Strict):
@@ -399,3 +406,31 @@ class IncidentType(Strict):
             if step.key == key:
                 return name
         raise KeyError(key)
+
+    def decision_field(self, stage: str) -> FormField | None:
+        """The gate's decision: the choice field of the stage's gate whose choices carry outcomes."""
+        gate = self.stages.get(stage).gate
+        step = next((s for s in self.stages.get(stage).steps if s.key == gate), None)
+        if step is None:
+            return None
+        return next((f for f in step.form if f.type is FieldType.choice
+                     and any(c.outcome is not None for c in f.choices or [])), None)
+
+    def outcome_of(self, stage: str, gate_outputs: dict[str, Any] | None) -> str:
+        """What ending `stage` leads to, by its gate's decision: `next`, `close` or a later stage's name."""
+        decision = self.decision_field(stage)
+        if decision is None or not gate_outputs:
+            return "next"
+        value = gate_outputs.get(decision.key)
+        choice = next((c for c in decision.choices or [] if c.value == value), None)
+        return choice.outcome if choice is not None and choice.outcome else "next"
+
+    def stage_after(self, stage: str, gate_outputs: dict[str, Any] | None) -> str | None:
+        """The stage the incident enters when `stage` ends (None: it closes)."""
+        outcome = self.outcome_of(stage, gate_outputs)
+        index = STAGES.index(stage)
+        if outcome == "close":
+            return None
+        if outcome == "next":
+            return STAGES[index + 1] if index + 1 < len(STAGES) else None
+        return outcome

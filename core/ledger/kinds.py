@@ -25,6 +25,8 @@ class LedgerKind(StrEnum):
     action_completed = "action.completed"
     level_changed = "level.changed"
     incident_closed = "incident.closed"
+    incident_stood_down = "incident.stood_down"  # a gate's decision skipped the response stage
+    stage_skipped = "stage.skipped"  # a gate's decision skipped a later stage (not the response)
     # sharing (core.sharing)
     warning_published = "warning.published"
     report_shared = "report.shared"

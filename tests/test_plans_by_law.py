@@ -1,0 +1,86 @@
+"""Plans as Chinese law and practice have them, on a real database (SQLite and PostgreSQL): a gate's decision
+is followed (an office that stands down gets no response task), levels are graded and proposed, level changes
+need the position the plan names, and the response ends by a termination decision before any repair."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import col, select
+
+from core.incidents.models import DepartmentTask
+from core.ledger import chain as ledger
+from core.platform.db import session_scope
+from tests import engine_driver as drive
+
+BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                               indirect=True)
+
+FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
+            "valid_until": "2026-07-20T18:00:00+08:00"}
+ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
+
+
+def entries(incident_id: str) -> list[ledger.LedgerEntry]:
+    with session_scope() as session:
+        return list(ledger.read_chain(session, incident_id))
+
+
+def warning_done(incident_id: str) -> None:
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", FORECAST)
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "flood_risk_assessment", ASSESSMENT)
+    drive.step(incident_id)
+
+
+@BOTH
+def test_an_office_that_stands_down_gets_no_response_task_and_the_ledger_says_who_and_why(baton: str) -> None:
+    incident_id = drive.open_("flood", level="III")
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down", "reason": "雨带北移，积水已退"},
+                        actor="user:duty_officer")
+    result = drive.step(incident_id)
+    assert result.stage == "learning"
+    with session_scope() as session:
+        rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id,
+                                                         col(DepartmentTask.stage).in_(["response", "recovery"]))).all()
+    # Every response and recovery step is recorded as skipped; none was ever assigned to anyone.
+    assert rows and all(r.status == "skipped" and r.assigned_at is None for r in rows)
+    assert not {k for k, t in drive.open_tasks(incident_id).items() if t.stage in ("response", "recovery")}
+    kinds = [(e.kind, e.step_key) for e in entries(incident_id)]
+    assert not [k for k in kinds if k[0] == "task.assigned" and k[1] in {r.step_key for r in rows}]
+    [stood_down] = [e for e in entries(incident_id) if e.kind == "incident.stood_down"]
+    assert stood_down.actor == "user:duty_officer" and stood_down.step_key == "lift_warning"
+    assert stood_down.details["reason"] == "雨带北移，积水已退"
+    assert stood_down.details["decision"] == "stand_down" and stood_down.details["skipped"] == ["response",
+                                                                                                 "recovery"]
+    entered = [e.details["stage"] for e in entries(incident_id) if e.kind == "stage.entered"]
+    assert entered == ["warning", "learning"]
+    # The review of the stand-down runs, and the incident closes after it.
+    drive.run_to_end(incident_id)
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+
+
+@BOTH
+def test_responding_at_the_gate_still_starts_the_response(baton: str) -> None:
+    incident_id = drive.open_("flood", level="IV")
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "respond"})
+    assert drive.step(incident_id).stage == "response"
+    assert "activate_command" in drive.open_tasks(incident_id)
+    assert not [e for e in entries(incident_id) if e.kind in ("incident.stood_down", "stage.skipped")]
+
+
+def test_felt_only_at_the_earthquake_gate_starts_no_response(baton: str) -> None:
+    incident_id = drive.open_("earthquake", level="IV")
+    for _ in range(10):
+        drive.step(incident_id)
+        open_now = drive.open_tasks(incident_id)
+        if "start_response" in open_now:
+            break
+        for key in open_now:
+            drive.complete_step(incident_id, key)
+    drive.complete_step(incident_id, "start_response", {"decision": "felt_only", "reason": "有感无灾"})
+    assert drive.step(incident_id).stage == "learning"
+    assert not [t for t in drive.tasks(incident_id).values() if t.stage == "response" and t.assigned_at]
