@@ -212,19 +212,21 @@ def load_registry(path: Path) -> tuple[DepartmentRegistry | None, list[Problem]]
 
 
 def _parse_plan(
-    text: str, file: str, registry: DepartmentRegistry | None
+    text: str, file: str, registry: DepartmentRegistry | None, law: bool = True
 ) -> tuple[IncidentType | None, LoadedYaml | None, list[Problem]]:
     plan, loaded, problems = _parse(IncidentType, text, file)
     if plan is None or loaded is None:
         return None, loaded, problems
-    problems = check_plan(plan, registry, file, loaded)
+    problems = check_plan(plan, registry, file, loaded, law_rules_apply=law)
     return (None if problems else plan), loaded, sorted(problems, key=lambda p: p.line)
 
 
 def parse_plan(
-    text: str, file: str, registry: DepartmentRegistry | None
+    text: str, file: str, registry: DepartmentRegistry | None, *, stored: bool = False
 ) -> tuple[IncidentType | None, list[Problem]]:
-    plan, _, problems = _parse_plan(text, file, registry)
+    """Parse and check a plan. `stored`: a version kept for the incidents opened on it, checked when it was
+    stored; the law rules added since (`process_defs.law_rules`) do not unmake it."""
+    plan, _, problems = _parse_plan(text, file, registry, law=not stored)
     return plan, problems
 
 

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from core.incidents.models import DepartmentTask
 from core.ledger import chain as ledger
 from core.platform.db import session_scope
+from core.platform.errors import FormInvalid
 from tests import engine_driver as drive
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -84,3 +85,49 @@ def test_felt_only_at_the_earthquake_gate_starts_no_response(baton: str) -> None
     drive.complete_step(incident_id, "start_response", {"decision": "felt_only", "reason": "有感无灾"})
     assert drive.step(incident_id).stage == "learning"
     assert not [t for t in drive.tasks(incident_id).values() if t.stage == "response" and t.assigned_at]
+
+
+def test_standing_down_needs_a_reason_and_nothing_is_written_without_it(baton: str) -> None:
+    incident_id = drive.open_("flood", level="IV")
+    warning_done(incident_id)
+    before = len(entries(incident_id))
+    with pytest.raises(FormInvalid) as refused:
+        drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down"})
+    assert refused.value.details == [{"field": "reason", "code": "reason_required",
+                                      "message": "a decision not to go on needs a reason"}]
+    assert len(entries(incident_id)) == before
+    assert drive.open_tasks(incident_id)["lift_warning"].status == "assigned"
+
+
+def test_an_incident_opened_on_an_old_version_keeps_it(baton: str) -> None:
+    """A version stored before the law rules (its gate's choices lead nowhere) still runs its incidents: the
+    rules added since do not unmake it, and its gate goes on as it always did."""
+    from core.incidents.models import Incident
+    from core.plans.models import PlanVersion
+    from core.plans.store import plan_for_version
+    from core.platform.settings import PROCESS_DEFS_DIR
+
+    text = (PROCESS_DEFS_DIR / "flood.yaml").read_text(encoding="utf-8")
+    old = text.replace(", outcome: next}", "}").replace(", outcome: learning}", "}").replace(
+        "\nversion: 2\n", "\nversion: 1\n")
+    assert "outcome:" not in old
+    incident_id = drive.open_("flood", level="IV")
+    with session_scope() as session:
+        row = PlanVersion(type="flood", version=1, digest="old", content=old)
+        session.add(row)
+        session.flush()
+        incident = session.get(Incident, incident_id)
+        assert incident is not None and row.id is not None
+        incident.plan_version_id, incident.plan_version = row.id, 1
+        session.add(incident)
+    with session_scope() as session:
+        assert plan_for_version(session, row.id).version == 1
+    # The same text offered as a plan in use is refused.
+    from core.plans.store import registry
+    from process_defs.validation import parse_plan
+
+    plan, problems = parse_plan(old, "flood.yaml", registry())
+    assert plan is None and any("has no outcome" in str(p) for p in problems)
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down"})
+    assert drive.step(incident_id).stage == "response"  # the old version's behaviour, kept for its incidents

@@ -16,7 +16,7 @@ from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
-from core.plans.forms import validate_outputs
+from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
@@ -67,6 +67,7 @@ def complete(
     plan = plan_for_version(session, incident.plan_version_id)
     step = plan.step(task.step_key)
     clean = validate_outputs(step, outputs)
+    check_decision(plan, step, clean)
     now = utcnow()
     task.status = TaskStatus.completed
     task.completed_at = now

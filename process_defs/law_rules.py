@@ -1,0 +1,75 @@
+"""The rules a plan must keep because Chinese emergency law and practice have them: a gate's decision says
+where the incident goes. Each rule returns `(path, message)` pairs; `process_defs.validation` turns them into
+problems with file and line.
+
+These rules apply to the plans in use (the files, and versions a planner accepts). A version stored for an
+incident was checked when it was stored; a rule added later does not unmake it (see `validation.parse_plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from process_defs.schema import (
+    GATE_OUTCOMES,
+    STAGES,
+    DepartmentRegistry,
+    FieldType,
+    IncidentType,
+)
+
+PathT = tuple[str | int, ...]
+Finding = tuple[PathT, str]
+
+REASON_FIELD = "reason"
+"""The text field in which a gate's decider says why, when the decision skips a stage or closes."""
+
+
+def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
+    return [*gate_outcomes(plan)]
+
+
+def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
+    """A gate's choice is its decision: every value leads somewhere (`next`, `close`, or a later stage), and a
+    decision that skips a stage needs a reason field. Outcomes anywhere else mean nothing, so they are refused."""
+    outcomes = ", ".join(GATE_OUTCOMES)
+    for stage in STAGES:
+        stage_def = plan.stages.get(stage)
+        for i, step in enumerate(stage_def.steps):
+            base: PathT = ("stages", stage, "steps", i)
+            is_gate = step.key == stage_def.gate
+            choice_fields = [(j, f) for j, f in enumerate(step.form) if f.type is FieldType.choice and f.choices]
+            if not is_gate:
+                for j, form_field in choice_fields:
+                    for k, choice in enumerate(form_field.choices or []):
+                        if choice.outcome is not None:
+                            yield ((*base, "form", j, "choices", k, "outcome"),
+                                   f"only a gate's decision has outcomes; '{step.key}' is not its stage's gate")
+                continue
+            if len(choice_fields) > 1:
+                j = choice_fields[1][0]
+                yield ((*base, "form", j), "a gate has one choice, its decision; make the others text or numbers")
+            skips = False
+            for j, form_field in choice_fields[:1]:
+                fpath: PathT = (*base, "form", j)
+                if form_field.multiple:
+                    yield (*fpath, "multiple"), "a gate's decision takes one value"
+                if not form_field.required:
+                    yield (*fpath, "required"), "a gate's decision must be required"
+                for k, choice in enumerate(form_field.choices or []):
+                    cpath: PathT = (*fpath, "choices", k)
+                    if choice.outcome is None:
+                        yield (cpath, f"the gate's choice '{choice.value}' has no outcome: say where it leads "
+                                      f"({outcomes})")
+                    elif choice.outcome not in GATE_OUTCOMES:
+                        yield (*cpath, "outcome"), f"unknown outcome '{choice.outcome}' ({outcomes})"
+                    elif choice.outcome in STAGES and STAGES.index(choice.outcome) <= STAGES.index(stage):
+                        yield ((*cpath, "outcome"),
+                               f"outcome '{choice.outcome}' is not a stage after '{stage}'; a decision goes on")
+                    elif choice.outcome != "next" and not (choice.outcome in STAGES and STAGES.index(
+                            choice.outcome) == STAGES.index(stage) + 1):
+                        skips = True
+            reason = step.field(REASON_FIELD)
+            if skips and (reason is None or reason.type is not FieldType.text):
+                yield ((*base, "form"), f"a decision that skips a stage or closes must say why: add a text field "
+                                        f"'{REASON_FIELD}' to gate '{step.key}'")
