@@ -60,6 +60,25 @@ class LevelChangeIn(Strict):
     reason: Lines = Field(min_length=1, max_length=2000)
 
 
+class LevelProposalOut(BaseModel):
+    id: str
+    incident_id: str
+    level: str
+    from_level: str
+    basis: dict[str, Any]
+    source: str
+    status: str
+    created_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ProposalDecisionIn(Strict):
+    decision: Literal["accept", "decline"]
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 class TaskPublic(BaseModel):
     id: str
     incident_id: str

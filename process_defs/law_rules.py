@@ -1,6 +1,6 @@
 """The rules a plan must keep because Chinese emergency law and practice have them: a gate's decision says
-where the incident goes. Each rule returns `(path, message)` pairs; `process_defs.validation` turns them into
-problems with file and line.
+where the incident goes; levels are graded by measurable criteria that rise with the level. Each rule returns
+`(path, message)` pairs; `process_defs.validation` turns them into problems with file and line.
 
 These rules apply to the plans in use (the files, and versions a planner accepts). A version stored for an
 incident was checked when it was stored; a rule added later does not unmake it (see `validation.parse_plan`).
@@ -9,9 +9,11 @@ incident was checked when it was stored; a rule added later does not unmake it (
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import pairwise
 
 from process_defs.schema import (
     GATE_OUTCOMES,
+    LEVELS,
     STAGES,
     DepartmentRegistry,
     FieldType,
@@ -26,7 +28,7 @@ REASON_FIELD = "reason"
 
 
 def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
-    return [*gate_outcomes(plan)]
+    return [*gate_outcomes(plan), *grading(plan)]
 
 
 def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
@@ -73,3 +75,57 @@ def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
             if skips and (reason is None or reason.type is not FieldType.text):
                 yield ((*base, "form"), f"a decision that skips a stage or closes must say why: add a text field "
                                         f"'{REASON_FIELD}' to gate '{step.key}'")
+
+
+def grading(plan: IncidentType) -> Iterator[Finding]:
+    """Each criterion measures a number a step reports or a signal carries; the same measure needs a strictly
+    higher threshold at a more severe level, so that Ⅰ is strictly the most severe."""
+    if not plan.grading:
+        return
+    steps = {step.key: step for _, step in plan.steps()}
+    thresholds: dict[str, list[tuple[int, float, PathT, str]]] = {}
+    for level in LEVELS:
+        grade = plan.grading.get(level)  # type: ignore[call-overload]
+        if grade is None:
+            continue
+        seen: set[str] = set()
+        for i, criterion in enumerate(grade.any):
+            cpath: PathT = ("grading", level, "any", i)
+            if (criterion.step is None) == (criterion.signal is None):
+                yield cpath, "a criterion measures either a step's form field (step) or a signal's value (signal)"
+                continue
+            if criterion.step is not None:
+                step = steps.get(criterion.step)
+                if step is None:
+                    yield (*cpath, "step"), f"unknown step '{criterion.step}'"
+                    continue
+                form_field = step.field(criterion.field)
+                if form_field is None:
+                    yield (*cpath, "field"), f"step '{criterion.step}' has no form field '{criterion.field}'"
+                    continue
+                if form_field.type is not FieldType.number:
+                    yield ((*cpath, "field"), f"a level is graded on numbers; '{criterion.field}' is a "
+                                              f"{form_field.type.value} field")
+                    continue
+            if criterion.measure in seen:
+                yield cpath, f"'{criterion.measure}' is graded twice at level {level}"
+                continue
+            seen.add(criterion.measure)
+            thresholds.setdefault(criterion.measure, []).append(
+                (LEVELS.index(level), criterion.value, cpath, f"{criterion.op} {criterion.value:g}"))
+    for measure, points in thresholds.items():
+        points.sort()
+        for (rank_low, low, _, low_text), (rank_high, high, path, high_text) in pairwise(points):
+            if high <= low:
+                yield ((*path, "value"),
+                       f"grading is not monotonic: '{measure}' {high_text} at level {LEVELS[rank_high]} is not above "
+                       f"{low_text} at level {LEVELS[rank_low]}; thresholds must rise with the level (Ⅰ the most "
+                       "severe)")
+
+
+def signal_grading(kind: str, plan: IncidentType) -> Iterator[Finding]:
+    """A signal rule takes its levels from the plan it opens (one source of truth): the plan must grade on
+    the signal, or the rule must be a CAP rule (its level is the alert's severity)."""
+    if not any(c.signal == kind for grade in (plan.grading or {}).values() for c in grade.any):
+        yield (("kind",), f"plan '{plan.key}' grades nothing on signal '{kind}': add a criterion "
+                          f"{{signal: {kind}, field: …}} to its grading, or make the rule cap: true")

@@ -259,6 +259,34 @@ class Step(Strict):
         return next((f for f in self.form if f.key == key), None)
 
 
+class Criterion(Strict):
+    """One measurable fact that grades an event: a number a step's form reports (`step` and `field`), or a
+    value in a monitoring signal's payload (`signal` kind and `field`), at least (`ge`) or above (`gt`) `value`."""
+
+    step: str | None = None
+    signal: str | None = Field(default=None, pattern=KEY_PATTERN)
+    field: str = Field(pattern=KEY_PATTERN)
+    op: Literal["ge", "gt"] = "ge"
+    value: float
+
+    @property
+    def measure(self) -> str:
+        """What is measured, the same at every level: `step.field` or `signal:kind.field`."""
+        return f"signal:{self.signal}.{self.field}" if self.signal else f"{self.step}.{self.field}"
+
+    def holds(self, observed: Any) -> bool:
+        if isinstance(observed, bool) or not isinstance(observed, int | float):
+            return False
+        return observed >= self.value if self.op == "ge" else observed > self.value
+
+
+class Grade(Strict):
+    """A response level's criteria: the level applies when any of them holds."""
+
+    text: Text = Field(description="The criteria as the plan words them, e.g. 造成10人以上死亡.")
+    any: list[Criterion] = Field(min_length=1)
+
+
 class Stage(Strict):
     gate: str | None = Field(
         default=None, description="A step whose completion ends the stage, whatever else is still open."
@@ -388,6 +416,8 @@ class IncidentType(Strict):
     description: Text
     default_level: Level
     code_prefix: str = Field(pattern=r"^[A-Z]{2,5}$")
+    grading: dict[Level, Grade] | None = Field(
+        default=None, description="Measurable criteria per level; outputs that meet a higher level propose it.")
     stages: Stages
     reporting: Reporting | None = None
 
@@ -406,6 +436,17 @@ class IncidentType(Strict):
             if step.key == key:
                 return name
         raise KeyError(key)
+
+    def grade(self, observed: dict[str, Any]) -> tuple[str, list[tuple[Criterion, Any]]] | None:
+        """The most severe level whose criteria hold for the observed values (by `Criterion.measure`), with the
+        criteria met; None when no level's do."""
+        for level in reversed(LEVELS):
+            grade = (self.grading or {}).get(level)  # type: ignore[call-overload]
+            met = [(c, observed[c.measure]) for c in grade.any if c.measure in observed
+                   and c.holds(observed[c.measure])] if grade else []
+            if met:
+                return level, met
+        return None
 
     def decision_field(self, stage: str) -> FormField | None:
         """The gate's decision: the choice field of the stage's gate whose choices carry outcomes."""

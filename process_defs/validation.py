@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from process_defs import law_rules
 from process_defs.plan_rules import check_plan
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message, format_path
 from process_defs.schema import (
@@ -355,13 +356,10 @@ def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[Signa
             for name in names:
                 if not name.isidentifier():
                     add((*base, *where), f"'{{{name}}}': a template names payload fields only (letters, digits, _)")
-        if rule.cap and rule.levels:
-            add((*base, "levels"), "a CAP rule takes its level from the alert's severity; remove levels")
-        if not rule.cap and not rule.levels:
-            add((*base, "levels"), "a rule needs levels (thresholds), or cap: true")
-        ranks = [level_rank(t.level) for t in rule.levels]
-        if ranks != sorted(ranks, reverse=True):
-            add((*base, "levels"), "list thresholds from the most severe level (I) down to the least (IV)")
+        plan = plans.get(rule.type)
+        if not rule.cap and plan is not None:
+            for finding, message in law_rules.signal_grading(rule.kind, plan):
+                add((*base, *finding), message)
     return (None if problems else rules), problems
 
 

@@ -218,6 +218,23 @@ def flood(until: str = "forecast", level: str = "IV") -> FloodIncident:
     return FloodIncident(id=incident_id, code=drive.incident(incident_id).code, tasks=tasks)
 
 
+def flood_with_proposal() -> tuple[str, str]:
+    """A flood at level IV in its response whose casualty report (12 dead) graded it at II: the incident's id
+    and its open level proposal's id."""
+    from core.incidents import grading
+
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    for key, outputs in (("rainstorm_forecast", FORECAST), ("flood_risk_assessment", ASSESSMENT),
+                         ("lift_warning", LIFT), ("activate_command", None),
+                         ("casualty_report", {"deaths": 12, "missing": 0, "injured": 5, "people_moved": 300})):
+        drive.complete_step(incident_id, key, outputs)
+        drive.step(incident_id)
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+    return incident_id, proposal.id
+
+
 def ledger_kinds(incident_id: str) -> list[tuple[str, str | None]]:
     with session_scope() as session:
         rows = session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id)

@@ -108,6 +108,9 @@ BROKEN_CASES: list[tuple[str, str]] = [
     ("gate_skip_without_reason.yaml",
      "gate_skip_without_reason.yaml:19 stages.warning.steps[0].form: a decision that skips a stage or closes must "
      "say why: add a text field 'reason' to gate 'decide'"),
+    ("grading_not_monotonic.yaml",
+     "grading_not_monotonic.yaml:17 grading.II.any[0].value: grading is not monotonic: 'count.deaths' ge 3 at level "
+     "II is not above ge 10 at level III; thresholds must rise with the level (Ⅰ the most severe)"),
     ("no_after_action.yaml",
      "no_after_action.yaml:49 stages.learning.steps: the learning stage needs an after-action review step"),
     ("after_action_early.yaml",

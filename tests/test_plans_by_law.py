@@ -131,3 +131,64 @@ def test_an_incident_opened_on_an_old_version_keeps_it(baton: str) -> None:
     warning_done(incident_id)
     drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down"})
     assert drive.step(incident_id).stage == "response"  # the old version's behaviour, kept for its incidents
+
+
+def respond(incident_id: str) -> None:
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "respond"})
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "activate_command")
+    drive.step(incident_id)
+
+
+@BOTH
+def test_reported_casualties_that_meet_a_higher_level_propose_it_and_the_office_accepts(baton: str) -> None:
+    from core.incidents import grading
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    drive.complete_step(incident_id, "casualty_report", {"deaths": 12, "missing": 2, "injured": 30,
+                                                         "people_moved": 800})
+    drive.step(incident_id)
+    drive.step(incident_id)  # a second look proposes nothing twice
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+    assert (proposal.level, proposal.from_level, proposal.source) == ("II", "IV", "outputs")
+    assert proposal.basis["met"] == [{"measure": "casualty_report.deaths", "op": "ge", "value": 10.0,
+                                      "observed": 12}]
+    assert "10人以上" in proposal.basis["text"]["zh"]
+    assert drive.incident(incident_id).level == "IV"  # proposed, not imposed
+    [proposed] = [e for e in entries(incident_id) if e.kind == "level.proposed"]
+    assert proposed.details == {"proposal_id": proposal.id, "level": "II", "from": "IV", "source": "outputs"}
+    with session_scope() as session:
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander")
+    assert drive.incident(incident_id).level == "II"
+    [changed] = [e for e in entries(incident_id) if e.kind == "level.changed"]
+    assert changed.actor == "user:commander" and changed.details["proposal_id"] == proposal.id
+    with session_scope() as session, pytest.raises(grading.ProposalStateConflict):
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander")
+
+
+def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -> None:
+    from core.incidents import grading
+    from core.platform.errors import ReasonRequired
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    drive.complete_step(incident_id, "casualty_report", {"deaths": 4, "missing": 0, "injured": 3,
+                                                         "people_moved": 50})
+    drive.step(incident_id)
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+        assert proposal.level == "III"
+    with session_scope() as session, pytest.raises(ReasonRequired):
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:c", reason=" ")
+    with session_scope() as session:
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander",
+                        reason="死亡人员系交通事故，非洪涝所致")
+    drive.step(incident_id)
+    with session_scope() as session:
+        assert grading.open_proposals(session, incident_id) == []
+        assert [p.status for p in grading.list_proposals(session, incident_id)] == ["declined"]
+    [declined] = [e for e in entries(incident_id) if e.kind == "level.proposal_declined"]
+    assert declined.actor == "user:commander" and declined.details["reason"] == "死亡人员系交通事故，非洪涝所致"

@@ -15,11 +15,11 @@ from sqlmodel import Session
 from api.deps import OfficePageUser, Principal, SessionDep
 from api.pages import listings
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
-from core.incidents import reads
+from core.incidents import grading, reads
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, change_level, open_incident
 from core.plans.store import current_plans, list_types, plan_for_version
-from core.platform.errors import BatonError
+from core.platform.errors import BatonError, NotFound
 from process_defs.schema import LEVELS
 
 router = page_router()
@@ -109,12 +109,15 @@ def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
 
 
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
-                   level_error: str | None = None, reason: str = "", status_code: int = 200) -> HTMLResponse:
+                   level_error: str | None = None, reason: str = "", proposal_error: str | None = None,
+                   status_code: int = 200) -> HTMLResponse:
     tasks = listings.sorted_open(
         reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
     plan = plan_for_version(session, incident.plan_version_id)
+    proposals = [{"kind": "proposal", **p.model_dump()} for p in grading.open_proposals(session, incident.id)]
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
+                proposals=proposals, proposal_error=proposal_error,
                 tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident))
 
 
@@ -159,3 +162,36 @@ def office_level(incident_id: str, request: Request, principal: OfficePageUser, 
     session.commit()
     return redirect(f"/office/incidents/{incident.id}")
 
+
+
+@router.post("/office/incidents/{incident_id}/proposals/{proposal_id}")
+def office_proposal(incident_id: str, proposal_id: str, request: Request, principal: OfficePageUser,
+                    session: SessionDep, form: Form) -> Response:
+    """Accept a level the plan's grading proposed, or decline it with a reason."""
+    checked_form(principal, form)
+    incident = reads.get_incident(session, incident_id, None)
+    decision, reason = field(form, "decision"), field(form, "reason").strip()
+    problem = None
+    if decision not in ("accept", "decline"):
+        problem = "invalid"
+    elif len(reason) > 2000:
+        problem = "too_long"
+    else:
+        try:
+            if decision == "accept":
+                grading.accept(session, incident_id=incident.id, proposal_id=proposal_id, actor=principal.actor,
+                               reason=reason or None)
+            else:
+                grading.decline(session, incident_id=incident.id, proposal_id=proposal_id, actor=principal.actor,
+                                reason=reason)
+        except NotFound:
+            raise
+        except BatonError as exc:
+            session.rollback()
+            problem = exc.code
+    if problem is not None:
+        incident = reads.get_incident(session, incident_id, None)
+        status = {"incident_closed": 409, "level_proposal_conflict": 409}.get(problem, 422)
+        return _incident_page(request, principal, session, incident, proposal_error=problem, status_code=status)
+    session.commit()
+    return redirect(f"/office/incidents/{incident.id}")

@@ -15,10 +15,12 @@ from api.schemas import (
     LedgerOut,
     Level,
     LevelChangeIn,
+    LevelProposalOut,
     LinkedIncidentIn,
+    ProposalDecisionIn,
     VerifyOut,
 )
-from core.incidents import reads
+from core.incidents import grading, reads
 from core.incidents.cascade import chain, open_linked
 from core.incidents.models import Incident
 from core.incidents.service import change_level, open_incident
@@ -88,6 +90,29 @@ def level(incident_id: str, body: LevelChangeIn, principal: OfficeUser, session:
     incident = reads.get_incident(session, incident_id, None)
     return public(change_level(session, incident_id=incident.id, level=body.level, actor=principal.actor,
                                reason=body.reason))
+
+
+@router.get("/{incident_id}/proposals", response_model=list[LevelProposalOut])
+def proposals(incident_id: str, principal: ReviewerUser, session: SessionDep) -> list[LevelProposalOut]:
+    """Levels the plan's grading proposed (open, accepted, declined, superseded), oldest first."""
+    incident = reads.get_incident(session, incident_id, None)
+    return [LevelProposalOut.model_validate(p, from_attributes=True)
+            for p in grading.list_proposals(session, incident.id)]
+
+
+@router.post("/{incident_id}/proposals/{proposal_id}", response_model=LevelProposalOut)
+def decide_proposal(incident_id: str, proposal_id: str, body: ProposalDecisionIn, principal: OfficeUser,
+                    session: SessionDep) -> LevelProposalOut:
+    """Accept a proposed level (the level changes) or decline it with a reason."""
+    incident = reads.get_incident(session, incident_id, None)
+    if body.decision == "accept":
+        grading.accept(session, incident_id=incident.id, proposal_id=proposal_id, actor=principal.actor,
+                       reason=body.reason)
+    else:
+        grading.decline(session, incident_id=incident.id, proposal_id=proposal_id, actor=principal.actor,
+                        reason=body.reason or "")
+    row = next(p for p in grading.list_proposals(session, incident.id) if p.id == proposal_id)
+    return LevelProposalOut.model_validate(row, from_attributes=True)
 
 
 @router.get("/{incident_id}/timeline")

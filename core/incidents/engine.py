@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents import grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
@@ -306,6 +307,9 @@ class _Advancer:
             if not self.stage_done(stage):
                 break
             self.leave_stage(stage)
+        if self.incident.status == IncidentStatus.open and self.plan.grading:
+            grading.propose(self.session, incident=self.incident, plan=self.plan,
+                            observed=grading.observed_outputs(self.tasks), source="outputs", now=self.now)
         next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
         self.session.flush()
         actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]

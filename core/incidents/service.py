@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from core.incidents.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus
+from core.incidents.models import (
+    DepartmentTask,
+    Incident,
+    IncidentStatus,
+    LevelChange,
+    LevelProposal,
+    ProposalStatus,
+    TaskStatus,
+)
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, snapshot_current
@@ -166,9 +174,11 @@ def open_incident(
     return Opened(incident, created=True)
 
 
-def change_level(session: Session, *, incident_id: str, level: str, actor: str, reason: str) -> Incident:
+def change_level(session: Session, *, incident_id: str, level: str, actor: str, reason: str,
+                 proposal_id: str | None = None) -> Incident:
     """Raise or lower the level: tighten open deadlines on a raise, cancel unstarted steps that no longer
-    apply on a lowering. Steps the new level activates are assigned by the flow when it wakes."""
+    apply on a lowering. Steps the new level activates are assigned by the flow when it wakes. Open grading
+    proposals at or below the new level become moot."""
     check_level(level)
     if not reason.strip():
         raise ReasonRequired("a level change needs a reason")
@@ -186,7 +196,13 @@ def change_level(session: Session, *, incident_id: str, level: str, actor: str, 
     ledger.append(session, incident=incident, kind=LedgerKind.level_changed, actor=actor, from_party=actor,
                   to_party=COMMAND, idempotency_key=f"{incident.id}:level:{incident.ledger_head_seq + 1}:{level}",
                   handed_over={"from": previous, "to": level, "reason": reason},
-                  details={"from": previous, "to": level, "reason": reason}, at=now)
+                  details={"from": previous, "to": level, "reason": reason}
+                  | ({"proposal_id": proposal_id} if proposal_id else {}), at=now)
+    for moot in session.exec(select(LevelProposal).where(LevelProposal.incident_id == incident.id,
+                                                         LevelProposal.status == ProposalStatus.open)).all():
+        if level_rank(moot.level) <= level_rank(level):
+            moot.status, moot.decided_at = ProposalStatus.superseded, now
+            session.add(moot)
     open_tasks = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
                                                            col(DepartmentTask.status).in_(
                                                                [s.value for s in TaskStatus if s.is_open]))).all()
