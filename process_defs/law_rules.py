@@ -1,6 +1,7 @@
 """The rules a plan must keep because Chinese emergency law and practice have them: a gate's decision says
-where the incident goes; levels are graded by measurable criteria that rise with the level. Each rule returns
-`(path, message)` pairs; `process_defs.validation` turns them into problems with file and line.
+where the incident goes; levels are graded by measurable criteria that rise with the level; the positions
+that may start, raise and lower each level are named. Each rule returns `(path, message)` pairs;
+`process_defs.validation` turns them into problems with file and line.
 
 These rules apply to the plans in use (the files, and versions a planner accepts). A version stored for an
 incident was checked when it was stored; a rule added later does not unmake it (see `validation.parse_plan`).
@@ -8,16 +9,20 @@ incident was checked when it was stored; a rule added later does not unmake it (
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from itertools import pairwise
 
 from process_defs.schema import (
     GATE_OUTCOMES,
     LEVELS,
+    POSITION_REF,
     STAGES,
+    DepartmentKind,
     DepartmentRegistry,
     FieldType,
     IncidentType,
+    split_position,
 )
 
 PathT = tuple[str | int, ...]
@@ -28,7 +33,7 @@ REASON_FIELD = "reason"
 
 
 def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
-    return [*gate_outcomes(plan), *grading(plan)]
+    return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry)]
 
 
 def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
@@ -129,3 +134,67 @@ def signal_grading(kind: str, plan: IncidentType) -> Iterator[Finding]:
     if not any(c.signal == kind for grade in (plan.grading or {}).values() for c in grade.any):
         yield (("kind",), f"plan '{plan.key}' grades nothing on signal '{kind}': add a criterion "
                           f"{{signal: {kind}, field: …}} to its grading, or make the rule cap: true")
+
+
+def position_ref_problem(ref: str, registry: DepartmentRegistry) -> str | None:
+    """Why `position@organisation` names no post that exists, or None."""
+    if not re.fullmatch(POSITION_REF, ref):
+        return f"'{ref}' is not a position reference such as commander@flood_control_hq"
+    key, organisation = split_position(ref)
+    position = registry.position(key)
+    if position is None:
+        return f"unknown position '{key}' (known: {', '.join(p.key for p in registry.positions) or 'none'})"
+    if organisation is None:
+        return None
+    dept = registry.department(organisation)
+    if dept is None:
+        return f"unknown organisation '{organisation}'"
+    if dept.kind not in position.held_in:
+        return (f"a {dept.kind.value} ('{organisation}') has no {key}; it is held in "
+                f"{', '.join(k.value for k in position.held_in)}")
+    return None
+
+
+def authority(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterator[Finding]:
+    """The plan names who may start, raise to and lower from every level, by positions that exist."""
+    if plan.command is not None and registry is not None:
+        dept = registry.department(plan.command)
+        if dept is None or dept.kind is not DepartmentKind.headquarters:
+            yield ("command",), f"'{plan.command}' is not a headquarters in the registry"
+    if plan.authority is None:
+        return
+    for level in LEVELS:
+        rule = plan.authority.get(level)  # type: ignore[call-overload]
+        if rule is None:
+            yield ("authority",), f"the plan names no positions for level {level}; name them for every level"
+            continue
+        for act, key in (("start", "start"), ("raise", "raise"), ("lower", "lower")):
+            for j, ref in enumerate(rule.needed(act)):
+                why = position_ref_problem(ref, registry) if registry is not None else None
+                if why is not None:
+                    yield ("authority", level, key, j), why
+
+
+def registry_rules(registry: DepartmentRegistry) -> Iterator[Finding]:
+    """Positions are named once; a headquarters has its office in a department, and members that exist."""
+    seen: set[str] = set()
+    for i, position in enumerate(registry.positions):
+        if position.key in seen:
+            yield ("positions", i, "key"), f"duplicate position '{position.key}'"
+        seen.add(position.key)
+    for i, dept in enumerate(registry.departments):
+        base: PathT = ("departments", i)
+        if dept.kind is not DepartmentKind.headquarters:
+            if dept.office is not None or dept.members:
+                yield base, "only a headquarters has an office and members"
+            continue
+        office = registry.department(dept.office) if dept.office else None
+        if dept.office is None:
+            yield (*base, "office"), "a headquarters needs the department its office works in"
+        elif office is None:
+            yield (*base, "office"), f"unknown department '{dept.office}'"
+        elif office.kind is DepartmentKind.headquarters:
+            yield (*base, "office"), "a headquarters' office works in a department, not another headquarters"
+        for j, member in enumerate(dept.members):
+            if registry.department(member) is None:
+                yield (*base, "members", j), f"unknown department '{member}'"

@@ -81,9 +81,11 @@ class Category(StrEnum):
 
 class DepartmentKind(StrEnum):
     government = "government"
+    headquarters = "headquarters"  # a command body (防汛抗旱指挥部, 安委会 …): its office works in a department
     sub_district = "sub_district"
     community = "community"
     enterprise = "enterprise"
+    utility = "utility"  # water, gas, power, metro operators
     volunteer = "volunteer"
     liaison = "liaison"
     superior = "superior"  # a body one level up (上级机关) that receives reports; it is given no tasks
@@ -100,6 +102,25 @@ class Department(Strict):
         description="Name of the department's system endpoint; the URL and secret come from settings.",
     )
     duty_phone: str | None = Field(default=None, pattern=r"^[0-9+\- ]{3,20}$")
+    office: str | None = Field(default=None, description="A headquarters: the department its office works in.")
+    members: list[str] = Field(default_factory=list, description="A headquarters: its member departments.")
+
+
+class Position(Strict):
+    """A post a person holds (总指挥, 局长, 带班领导, 网格员 …), in organisations of the kinds listed."""
+
+    key: str = Field(pattern=KEY_PATTERN)
+    name: Text
+    held_in: list[DepartmentKind] = Field(min_length=1)
+
+
+POSITION_REF = r"^[a-z][a-z0-9_]*(@[a-z][a-z0-9_]*)?$"
+"""`position@organisation` (commander@flood_control_hq), or a bare position held in any organisation."""
+
+
+def split_position(ref: str) -> tuple[str, str | None]:
+    position, _, organisation = ref.partition("@")
+    return position, organisation or None
 
 
 class Role(Strict):
@@ -112,9 +133,23 @@ class DepartmentRegistry(Strict):
     version: int = Field(ge=1)
     departments: list[Department] = Field(min_length=1)
     roles: list[Role] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
 
     def department(self, key: str) -> Department | None:
         return next((d for d in self.departments if d.key == key), None)
+
+    def position(self, key: str) -> Position | None:
+        return next((p for p in self.positions if p.key == key), None)
+
+    def position_name(self, ref: str, lang: str = "zh") -> str:
+        """`commander@flood_control_hq` as people say it: 市防汛抗旱指挥部总指挥."""
+        key, organisation = split_position(ref)
+        position = self.position(key)
+        title = position.name.get(lang) if position else key
+        dept = self.department(organisation) if organisation else None
+        if dept is None:
+            return title
+        return f"{dept.name.get(lang)}{title}" if not lang.startswith("en") else f"{title}, {dept.name.en}"
 
     def role(self, key: str) -> Role | None:
         return next((r for r in self.roles if r.key == key), None)
@@ -287,6 +322,17 @@ class Grade(Strict):
     any: list[Criterion] = Field(min_length=1)
 
 
+class LevelAuthority(Strict):
+    """Who may start a level, raise the incident to it, and lower it from it (position references)."""
+
+    start: list[str] = Field(min_length=1)
+    raise_: list[str] = Field(alias="raise", min_length=1)
+    lower: list[str] = Field(min_length=1)
+
+    def needed(self, act: str) -> list[str]:
+        return {"start": self.start, "raise": self.raise_, "lower": self.lower}[act]
+
+
 class Stage(Strict):
     gate: str | None = Field(
         default=None, description="A step whose completion ends the stage, whatever else is still open."
@@ -418,6 +464,9 @@ class IncidentType(Strict):
     code_prefix: str = Field(pattern=r"^[A-Z]{2,5}$")
     grading: dict[Level, Grade] | None = Field(
         default=None, description="Measurable criteria per level; outputs that meet a higher level propose it.")
+    command: str | None = Field(default=None, description="The headquarters that commands the response.")
+    authority: dict[Level, LevelAuthority] | None = Field(
+        default=None, description="Per level, the positions that may start, raise to and lower from it.")
     stages: Stages
     reporting: Reporting | None = None
 
@@ -436,6 +485,14 @@ class IncidentType(Strict):
             if step.key == key:
                 return name
         raise KeyError(key)
+
+    def positions_for(self, act: str, level: str) -> list[str] | None:
+        """The positions that may `start`, `raise` (to) or `lower` (from) `level`; None when the plan names
+        none (an older plan: the office decides its levels)."""
+        if self.authority is None:
+            return None
+        rule = self.authority.get(level)  # type: ignore[call-overload]
+        return list(rule.needed(act)) if rule is not None else []
 
     def grade(self, observed: dict[str, Any]) -> tuple[str, list[tuple[Criterion, Any]]] | None:
         """The most severe level whose criteria hold for the observed values (by `Criterion.measure`), with the

@@ -188,6 +188,8 @@ def check_registry(registry: DepartmentRegistry, file: str, loaded: LoadedYaml) 
         if current is not None and current == dept.key and len(chain) > 1 and frozenset(chain) not in cycles:
             cycles.add(frozenset(chain))
             add(("departments", i, "supervisor"), "supervision cycle: " + " -> ".join([*chain, dept.key]))
+    for path, message in law_rules.registry_rules(registry):
+        add(path, message)
     role_keys: set[str] = set()
     for i, role in enumerate(registry.roles):
         if role.key in role_keys:

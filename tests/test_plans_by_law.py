@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import col, select
 
+from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask
 from core.ledger import chain as ledger
 from core.platform.db import session_scope
@@ -160,13 +161,19 @@ def test_reported_casualties_that_meet_a_higher_level_propose_it_and_the_office_
     assert drive.incident(incident_id).level == "IV"  # proposed, not imposed
     [proposed] = [e for e in entries(incident_id) if e.kind == "level.proposed"]
     assert proposed.details == {"proposal_id": proposal.id, "level": "II", "from": "IV", "source": "outputs"}
+    # Raising to II is the flood headquarters' commander's decision (the plan's authority), not a deputy's.
+    deputy = drive.person("deputy", "deputy_commander@flood_control_hq")
+    with session_scope() as session, pytest.raises(PositionRequired) as refused:
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=deputy)
+    assert refused.value.details["needs"] == ["commander@flood_control_hq"]
+    commander = drive.person()
     with session_scope() as session:
-        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander")
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=commander)
     assert drive.incident(incident_id).level == "II"
     [changed] = [e for e in entries(incident_id) if e.kind == "level.changed"]
     assert changed.actor == "user:commander" and changed.details["proposal_id"] == proposal.id
     with session_scope() as session, pytest.raises(grading.ProposalStateConflict):
-        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander")
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=commander)
 
 
 def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -> None:
@@ -181,10 +188,11 @@ def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -
     with session_scope() as session:
         [proposal] = grading.open_proposals(session, incident_id)
         assert proposal.level == "III"
+    commander = drive.person()
     with session_scope() as session, pytest.raises(ReasonRequired):
-        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:c", reason=" ")
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, by=commander, reason=" ")
     with session_scope() as session:
-        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, actor="user:commander",
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, by=commander,
                         reason="死亡人员系交通事故，非洪涝所致")
     drive.step(incident_id)
     with session_scope() as session:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents import authority
 from core.incidents.models import DepartmentTask, Incident, LevelProposal, ProposalStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, change_level, lock_incident
 from core.ledger import chain as ledger
@@ -16,6 +17,7 @@ from core.ledger.chain import LedgerKind
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, IncidentClosed, NotFound, ReasonRequired
+from core.users.models import User
 from process_defs.schema import IncidentType, level_rank
 
 
@@ -103,32 +105,40 @@ def _open_proposal(session: Session, incident_id: str, proposal_id: str) -> tupl
     return incident, proposal
 
 
-def accept(session: Session, *, incident_id: str, proposal_id: str, actor: str,
-           reason: str | None = None) -> Incident:
-    """Raise the level as proposed; the ledger's level change names the proposal and who accepted it."""
+def accept(session: Session, *, incident_id: str, proposal_id: str, by: User, reason: str | None = None,
+           ordered_by: str | None = None) -> Incident:
+    """Raise the level as proposed, by the person with the authority to raise to it (see `change_level`);
+    the ledger's level change names the proposal."""
     incident, proposal = _open_proposal(session, incident_id, proposal_id)
-    now = utcnow()
-    proposal.status = ProposalStatus.accepted
-    proposal.decided_at, proposal.decided_by, proposal.reason = now, actor, reason
-    session.add(proposal)
-    session.flush()
     wording = plan_for_version(session, incident.plan_version_id).grading or {}
     text = wording[proposal.level].text.zh if proposal.level in wording else ""
-    return change_level(session, incident_id=incident.id, level=proposal.level, actor=actor,
-                        reason=reason or f"按分级标准：{text}（分级建议 {proposal.id}）",
-                        proposal_id=proposal.id)
+    level = proposal.level
+    changed = change_level(session, incident_id=incident.id, level=level, by=by, ordered_by=ordered_by,
+                           reason=reason or f"按分级标准：{text}（分级建议 {proposal.id}）", proposal_id=proposal.id)
+    session.refresh(proposal)
+    proposal.status = ProposalStatus.accepted
+    proposal.decided_at, proposal.decided_by, proposal.reason = utcnow(), f"user:{by.username}", reason
+    session.add(proposal)
+    return changed
 
 
-def decline(session: Session, *, incident_id: str, proposal_id: str, actor: str, reason: str) -> LevelProposal:
+def decline(session: Session, *, incident_id: str, proposal_id: str, by: User, reason: str,
+            ordered_by: str | None = None) -> LevelProposal:
+    """Keep the level: the decision not to raise is taken by whoever may raise to the proposed level."""
     if not reason.strip():
         raise ReasonRequired("declining a proposed level needs a reason")
     incident, proposal = _open_proposal(session, incident_id, proposal_id)
+    plan = plan_for_version(session, incident.plan_version_id)
+    authorised = authority.authorise(session, plan=plan, act="raise", level=proposal.level, user=by,
+                                     ordered_by=ordered_by)
     now = utcnow()
+    actor = authorised.recorded_by
     proposal.status = ProposalStatus.declined
     proposal.decided_at, proposal.decided_by, proposal.reason = now, actor, reason
     session.add(proposal)
     ledger.append(session, incident=incident, kind=LedgerKind.level_proposal_declined, actor=actor,
                   from_party=actor, to_party=COMMAND, idempotency_key=f"{proposal.id}:declined",
                   handed_over={"reason": reason},
-                  details={"proposal_id": proposal.id, "level": proposal.level, "reason": reason}, at=now)
+                  details={"proposal_id": proposal.id, "level": proposal.level, "reason": reason,
+                           "authority": authorised.details()}, at=now)
     return proposal

@@ -171,3 +171,31 @@ class LevelProposal(SQLModel, table=True):
     decided_at: datetime | None = None
     decided_by: str | None = Field(default=None, max_length=100)
     reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class LevelAuthorisation(SQLModel, table=True):
+    """Who authorised a level being started, raised or lowered (or the response ended), and who recorded it.
+
+    Recorded "on the commander's verbal order" (`verbal`), it stays flagged until that commander confirms it;
+    a response started by someone without the position is flagged until a holder confirms it.
+    """
+
+    __tablename__ = "level_authorisation"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    act: str = Field(max_length=16)  # start, raise, lower, end
+    level: str = Field(max_length=3)
+    needs: list[str] = Field(sa_column=Column(JSON, nullable=False))  # the plan's positions for this act
+    authorised_by: str | None = Field(default=None, max_length=64)  # user name; None: nobody with the position
+    position: str | None = Field(default=None, max_length=130)  # the position they hold that allows it
+    recorded_by: str = Field(max_length=100)  # actor
+    verbal: bool = False
+    at: datetime = Field(default_factory=utcnow)
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = Field(default=None, max_length=64)
+    level_change_id: int | None = Field(default=None, foreign_key="level_change.id")
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        return self.confirmed_at is None and (self.verbal or self.authorised_by is None)

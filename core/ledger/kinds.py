@@ -26,6 +26,7 @@ class LedgerKind(StrEnum):
     level_changed = "level.changed"
     level_proposed = "level.proposed"  # the plan's grading calls for a higher level
     level_proposal_declined = "level.proposal_declined"
+    level_confirmed = "level.confirmed"  # the commander confirmed a decision recorded on their verbal order
     incident_closed = "incident.closed"
     incident_stood_down = "incident.stood_down"  # a gate's decision skipped the response stage
     stage_skipped = "stage.skipped"  # a gate's decision skipped a later stage (not the response)
