@@ -21,7 +21,6 @@ from process_defs.problems import LoadedYaml, PathT, Problem, error_message, for
 from process_defs.schema import (
     DepartmentRegistry,
     IncidentType,
-    level_rank,
     parse_duration,
 )
 from process_defs.signals import SIGNALS_FILE, SignalRules

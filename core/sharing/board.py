@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents import authority, grading
+from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
 from core.incidents.scope import EVERYONE, can_see, recipients
 from core.incidents.service import lock_incident, wake

@@ -1,14 +1,14 @@
-"""Monitoring signals in: API keys per source, rules to incidents, dedupe into the open incident, level raise.
+"""Monitoring signals in: API keys per source, rules to incidents, dedupe into the open incident, level
+proposals.
 
 A signal's level is its plan's grading of its values (a CAP alert's, its severity). A warning is not a
 response level: a signal opens an incident in its warning stage, and a later signal that grades higher
 proposes that level to the office; it does not raise it by itself. Every incident a signal opens records that
-signal; every signal records what it did (opened, merged, proposed, ignored, held). A source is held to a rate (a token bucket with a burst, in its database row so that
-every API process shares it), its observations must be recent (a replayed or stale signal is refused), its
-numbers finite, and it may open only so many incidents an hour: beyond that its signals are held for the duty
-desk, which opens or dismisses each.
+signal; every signal records what it did (opened, merged, proposed, ignored, held). A source is held to a rate
+(a token bucket with a burst, in its database row so that every API process shares it), its observations must
+be recent (a replayed or stale signal is refused), its numbers finite, and it may open only so many incidents
+an hour: beyond that its signals are held for the duty desk, which opens or dismisses each.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -21,9 +21,8 @@ from xml.etree import ElementTree
 
 from sqlmodel import Session, col, func, select
 
-from core.incidents.models import Incident, IncidentStatus
 from core.incidents import grading
-from core.incidents.models import LevelProposal
+from core.incidents.models import Incident, IncidentStatus, LevelProposal
 from core.incidents.service import open_incident
 from core.plans.store import plan_for_version, plan_in_use, signal_rules
 from core.platform import input_policy as policy
