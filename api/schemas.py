@@ -58,6 +58,45 @@ class IncidentPage(BaseModel):
 class LevelChangeIn(Strict):
     level: Level
     reason: Lines = Field(min_length=1, max_length=2000)
+    ordered_by: Line | None = Field(default=None, min_length=1, max_length=64,
+                                    description="The office records the level on this commander's verbal order "
+                                                "(a user name); flagged until the commander confirms it.")
+
+
+class AuthorisationOut(BaseModel):
+    id: str
+    incident_id: str
+    act: str
+    level: str
+    needs: list[str]
+    authorised_by: str | None
+    position: str | None
+    recorded_by: str
+    verbal: bool
+    at: datetime
+    confirmed_at: datetime | None
+    confirmed_by: str | None
+    awaiting_confirmation: bool
+
+
+class LevelProposalOut(BaseModel):
+    id: str
+    incident_id: str
+    level: str
+    from_level: str
+    basis: dict[str, Any]
+    source: str
+    status: str
+    created_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    reason: str | None = None
+
+
+class ProposalDecisionIn(Strict):
+    decision: Literal["accept", "decline"]
+    reason: Lines | None = Field(default=None, max_length=2000)
+    ordered_by: Line | None = Field(default=None, min_length=1, max_length=64)
 
 
 class TaskPublic(BaseModel):
@@ -176,6 +215,12 @@ class UserPublic(BaseModel):
     lockouts: list[LockoutOut] = []
     failed_logins: int
     created_at: datetime
+    positions: list[str] = Field(default_factory=list, description="position@organisation, e.g. commander@…")
+
+
+class PositionIn(Strict):
+    position: str = Field(min_length=1, max_length=130, pattern=r"^[a-z][a-z0-9_]*(@[a-z][a-z0-9_]*)?$",
+                          description="position@organisation, e.g. commander@flood_control_hq")
 
 
 class LockoutPage(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from process_defs import law_rules
 from process_defs.actions import ACTIONS
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message
 from process_defs.reporting_rules import upward_reporting
@@ -441,13 +442,20 @@ FLOW_RULES: tuple[StepRule, ...] = (condition, inputs)
 ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting)
 
 
+def law(ctx: PlanContext) -> list[Problem]:
+    """The rules Chinese emergency law and practice add (`process_defs.law_rules`)."""
+    return [ctx.problem(path, message) for path, message in law_rules.check(ctx.plan, ctx.registry)]
+
+
 def check_plan(plan: IncidentType, registry: DepartmentRegistry | None, file: str,
-               loaded: LoadedYaml) -> list[Problem]:
-    """Every problem of a plan whose shape is valid (a registry of None skips the checks against it)."""
+               loaded: LoadedYaml, *, law_rules_apply: bool = True) -> list[Problem]:
+    """Every problem of a plan whose shape is valid (a registry of None skips the checks against it);
+    `law_rules_apply=False` for a version stored for its incidents (see `validation.parse_plan`)."""
     ctx = PlanContext(plan, registry, file, loaded)
     problems = [p for rule in LAYOUT_RULES for p in rule(ctx)]
     problems += [p for at in ctx.steps() for rule in STEP_RULES for p in rule(ctx, at)]
     problems += [p for rule in GRAPH_RULES for p in rule(ctx)]
     problems += [p for at in ctx.steps() for rule in FLOW_RULES for p in rule(ctx, at)]
     problems += [p for rule in ENDING_RULES for p in rule(ctx)]
+    problems += law(ctx) if law_rules_apply else []
     return problems

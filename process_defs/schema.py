@@ -81,9 +81,11 @@ class Category(StrEnum):
 
 class DepartmentKind(StrEnum):
     government = "government"
+    headquarters = "headquarters"  # a command body (防汛抗旱指挥部, 安委会 …): its office works in a department
     sub_district = "sub_district"
     community = "community"
     enterprise = "enterprise"
+    utility = "utility"  # water, gas, power, metro operators
     volunteer = "volunteer"
     liaison = "liaison"
     superior = "superior"  # a body one level up (上级机关) that receives reports; it is given no tasks
@@ -100,6 +102,25 @@ class Department(Strict):
         description="Name of the department's system endpoint; the URL and secret come from settings.",
     )
     duty_phone: str | None = Field(default=None, pattern=r"^[0-9+\- ]{3,20}$")
+    office: str | None = Field(default=None, description="A headquarters: the department its office works in.")
+    members: list[str] = Field(default_factory=list, description="A headquarters: its member departments.")
+
+
+class Position(Strict):
+    """A post a person holds (总指挥, 局长, 带班领导, 网格员 …), in organisations of the kinds listed."""
+
+    key: str = Field(pattern=KEY_PATTERN)
+    name: Text
+    held_in: list[DepartmentKind] = Field(min_length=1)
+
+
+POSITION_REF = r"^[a-z][a-z0-9_]*(@[a-z][a-z0-9_]*)?$"
+"""`position@organisation` (commander@flood_control_hq), or a bare position held in any organisation."""
+
+
+def split_position(ref: str) -> tuple[str, str | None]:
+    position, _, organisation = ref.partition("@")
+    return position, organisation or None
 
 
 class Role(Strict):
@@ -112,9 +133,23 @@ class DepartmentRegistry(Strict):
     version: int = Field(ge=1)
     departments: list[Department] = Field(min_length=1)
     roles: list[Role] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
 
     def department(self, key: str) -> Department | None:
         return next((d for d in self.departments if d.key == key), None)
+
+    def position(self, key: str) -> Position | None:
+        return next((p for p in self.positions if p.key == key), None)
+
+    def position_name(self, ref: str, lang: str = "zh") -> str:
+        """`commander@flood_control_hq` as people say it: 市防汛抗旱指挥部总指挥."""
+        key, organisation = split_position(ref)
+        position = self.position(key)
+        title = position.name.get(lang) if position else key
+        dept = self.department(organisation) if organisation else None
+        if dept is None:
+            return title
+        return f"{dept.name.get(lang)}{title}" if not lang.startswith("en") else f"{title}, {dept.name.en}"
 
     def role(self, key: str) -> Role | None:
         return next((r for r in self.roles if r.key == key), None)
@@ -130,9 +165,16 @@ class FieldType(StrEnum):
     attachment = "attachment"
 
 
+GATE_OUTCOMES: tuple[str, ...] = ("next", "close", *STAGES)
+"""Where a gate's decision sends the incident: the next stage, straight to closing, or a named later stage
+(`learning` skips to the after-action review)."""
+
+
 class Choice(Strict):
     value: str = Field(pattern=KEY_PATTERN)
     label: Text
+    outcome: str | None = Field(
+        default=None, description="On a gate's decision field: next, close, or a later stage (e.g. learning).")
 
 
 class FormField(Strict):
@@ -250,6 +292,45 @@ class Step(Strict):
 
     def field(self, key: str) -> FormField | None:
         return next((f for f in self.form if f.key == key), None)
+
+
+class Criterion(Strict):
+    """One measurable fact that grades an event: a number a step's form reports (`step` and `field`), or a
+    value in a monitoring signal's payload (`signal` kind and `field`), at least (`ge`) or above (`gt`) `value`."""
+
+    step: str | None = None
+    signal: str | None = Field(default=None, pattern=KEY_PATTERN)
+    field: str = Field(pattern=KEY_PATTERN)
+    op: Literal["ge", "gt"] = "ge"
+    value: float
+
+    @property
+    def measure(self) -> str:
+        """What is measured, the same at every level: `step.field` or `signal:kind.field`."""
+        return f"signal:{self.signal}.{self.field}" if self.signal else f"{self.step}.{self.field}"
+
+    def holds(self, observed: Any) -> bool:
+        if isinstance(observed, bool) or not isinstance(observed, int | float):
+            return False
+        return observed >= self.value if self.op == "ge" else observed > self.value
+
+
+class Grade(Strict):
+    """A response level's criteria: the level applies when any of them holds."""
+
+    text: Text = Field(description="The criteria as the plan words them, e.g. 造成10人以上死亡.")
+    any: list[Criterion] = Field(min_length=1)
+
+
+class LevelAuthority(Strict):
+    """Who may start a level, raise the incident to it, and lower it from it (position references)."""
+
+    start: list[str] = Field(min_length=1)
+    raise_: list[str] = Field(alias="raise", min_length=1)
+    lower: list[str] = Field(min_length=1)
+
+    def needed(self, act: str) -> list[str]:
+        return {"start": self.start, "raise": self.raise_, "lower": self.lower}[act]
 
 
 class Stage(Strict):
@@ -381,6 +462,11 @@ class IncidentType(Strict):
     description: Text
     default_level: Level
     code_prefix: str = Field(pattern=r"^[A-Z]{2,5}$")
+    grading: dict[Level, Grade] | None = Field(
+        default=None, description="Measurable criteria per level; outputs that meet a higher level propose it.")
+    command: str | None = Field(default=None, description="The headquarters that commands the response.")
+    authority: dict[Level, LevelAuthority] | None = Field(
+        default=None, description="Per level, the positions that may start, raise to and lower from it.")
     stages: Stages
     reporting: Reporting | None = None
 
@@ -399,3 +485,50 @@ class IncidentType(Strict):
             if step.key == key:
                 return name
         raise KeyError(key)
+
+    def positions_for(self, act: str, level: str) -> list[str] | None:
+        """The positions that may `start`, `raise` (to) or `lower` (from) `level`; None when the plan names
+        none (an older plan: the office decides its levels)."""
+        if self.authority is None:
+            return None
+        rule = self.authority.get(level)  # type: ignore[call-overload]
+        return list(rule.needed(act)) if rule is not None else []
+
+    def grade(self, observed: dict[str, Any]) -> tuple[str, list[tuple[Criterion, Any]]] | None:
+        """The most severe level whose criteria hold for the observed values (by `Criterion.measure`), with the
+        criteria met; None when no level's do."""
+        for level in reversed(LEVELS):
+            grade = (self.grading or {}).get(level)  # type: ignore[call-overload]
+            met = [(c, observed[c.measure]) for c in grade.any if c.measure in observed
+                   and c.holds(observed[c.measure])] if grade else []
+            if met:
+                return level, met
+        return None
+
+    def decision_field(self, stage: str) -> FormField | None:
+        """The gate's decision: the choice field of the stage's gate whose choices carry outcomes."""
+        gate = self.stages.get(stage).gate
+        step = next((s for s in self.stages.get(stage).steps if s.key == gate), None)
+        if step is None:
+            return None
+        return next((f for f in step.form if f.type is FieldType.choice
+                     and any(c.outcome is not None for c in f.choices or [])), None)
+
+    def outcome_of(self, stage: str, gate_outputs: dict[str, Any] | None) -> str:
+        """What ending `stage` leads to, by its gate's decision: `next`, `close` or a later stage's name."""
+        decision = self.decision_field(stage)
+        if decision is None or not gate_outputs:
+            return "next"
+        value = gate_outputs.get(decision.key)
+        choice = next((c for c in decision.choices or [] if c.value == value), None)
+        return choice.outcome if choice is not None and choice.outcome else "next"
+
+    def stage_after(self, stage: str, gate_outputs: dict[str, Any] | None) -> str | None:
+        """The stage the incident enters when `stage` ends (None: it closes)."""
+        outcome = self.outcome_of(stage, gate_outputs)
+        index = STAGES.index(stage)
+        if outcome == "close":
+            return None
+        if outcome == "next":
+            return STAGES[index + 1] if index + 1 < len(STAGES) else None
+        return outcome

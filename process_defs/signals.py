@@ -1,28 +1,22 @@
 """Rules that turn monitoring signals into incidents (`process_defs/signals.yaml`).
 
 A rule matches a signal kind (rainfall, water level, a meteorological CAP alert, a hospital syndromic alert),
-names the incident type it opens, the level each threshold means, and how duplicates are recognised: signals
-with the same dedupe key inside the window merge into the incident already open.
+names the incident type it opens and how duplicates are recognised: signals with the same dedupe key inside
+the window merge into the incident already open. The level a signal means is the plan's: its grading's
+criteria on the signal (`{signal: rainfall, field: value, …}`), one source of truth for signals and
+departments' reports alike; a CAP alert's level is its severity.
 """
 
 from __future__ import annotations
 
 import string
-from typing import Any, Literal
 
 from pydantic import Field
 
-from process_defs.schema import KEY_PATTERN, Level, Strict, Text
+from process_defs.schema import KEY_PATTERN, Strict, Text
 
 SIGNALS_FILE = "signals.yaml"
 CAP_SEVERITY_LEVELS = {"Extreme": "I", "Severe": "II", "Moderate": "III", "Minor": "IV"}
-
-
-class Threshold(Strict):
-    level: Level
-    field: str = "value"
-    op: Literal["ge", "gt", "eq", "in"] = "ge"
-    value: Any
 
 
 class SignalRule(Strict):
@@ -34,7 +28,6 @@ class SignalRule(Strict):
     dedupe: str = Field(default="{kind}:{area}", description="Template over the payload's fields.")
     window: str = "PT6H"
     cap: bool = Field(default=False, description="The payload carries a CAP alert; its severity gives the level.")
-    levels: list[Threshold] = Field(default_factory=list)
     title: Text
 
     def template_fields(self) -> set[str]:

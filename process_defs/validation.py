@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from process_defs import law_rules
 from process_defs.plan_rules import check_plan
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message, format_path
 from process_defs.schema import (
     DepartmentRegistry,
     IncidentType,
-    level_rank,
     parse_duration,
 )
 from process_defs.signals import SIGNALS_FILE, SignalRules
@@ -187,6 +187,8 @@ def check_registry(registry: DepartmentRegistry, file: str, loaded: LoadedYaml) 
         if current is not None and current == dept.key and len(chain) > 1 and frozenset(chain) not in cycles:
             cycles.add(frozenset(chain))
             add(("departments", i, "supervisor"), "supervision cycle: " + " -> ".join([*chain, dept.key]))
+    for path, message in law_rules.registry_rules(registry):
+        add(path, message)
     role_keys: set[str] = set()
     for i, role in enumerate(registry.roles):
         if role.key in role_keys:
@@ -212,19 +214,21 @@ def load_registry(path: Path) -> tuple[DepartmentRegistry | None, list[Problem]]
 
 
 def _parse_plan(
-    text: str, file: str, registry: DepartmentRegistry | None
+    text: str, file: str, registry: DepartmentRegistry | None, law: bool = True
 ) -> tuple[IncidentType | None, LoadedYaml | None, list[Problem]]:
     plan, loaded, problems = _parse(IncidentType, text, file)
     if plan is None or loaded is None:
         return None, loaded, problems
-    problems = check_plan(plan, registry, file, loaded)
+    problems = check_plan(plan, registry, file, loaded, law_rules_apply=law)
     return (None if problems else plan), loaded, sorted(problems, key=lambda p: p.line)
 
 
 def parse_plan(
-    text: str, file: str, registry: DepartmentRegistry | None
+    text: str, file: str, registry: DepartmentRegistry | None, *, stored: bool = False
 ) -> tuple[IncidentType | None, list[Problem]]:
-    plan, _, problems = _parse_plan(text, file, registry)
+    """Parse and check a plan. `stored`: a version kept for the incidents opened on it, checked when it was
+    stored; the law rules added since (`process_defs.law_rules`) do not unmake it."""
+    plan, _, problems = _parse_plan(text, file, registry, law=not stored)
     return plan, problems
 
 
@@ -353,13 +357,10 @@ def load_signal_rules(path: Path, plans: dict[str, IncidentType]) -> tuple[Signa
             for name in names:
                 if not name.isidentifier():
                     add((*base, *where), f"'{{{name}}}': a template names payload fields only (letters, digits, _)")
-        if rule.cap and rule.levels:
-            add((*base, "levels"), "a CAP rule takes its level from the alert's severity; remove levels")
-        if not rule.cap and not rule.levels:
-            add((*base, "levels"), "a rule needs levels (thresholds), or cap: true")
-        ranks = [level_rank(t.level) for t in rule.levels]
-        if ranks != sorted(ranks, reverse=True):
-            add((*base, "levels"), "list thresholds from the most severe level (I) down to the least (IV)")
+        plan = plans.get(rule.type)
+        if not rule.cap and plan is not None:
+            for finding, message in law_rules.signal_grading(rule.kind, plan):
+                add((*base, *finding), message)
     return (None if problems else rules), problems
 
 

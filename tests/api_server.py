@@ -37,7 +37,7 @@ from core.platform.db import session_scope
 from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
-from core.users.models import AccessToken, AuditEvent, LoginLock, User
+from core.users.models import AccessToken, AuditEvent, LoginLock, User, UserPosition
 from core.users.service import add_user, issue_token
 from flows.stack import free_port
 from tests import engine_driver as drive
@@ -62,7 +62,10 @@ STANDARD_USERS: dict[str, tuple[str, str | None]] = {
     "meteorology": ("department", "meteorology"),
     "water_affairs": ("department", "water_affairs"),
     "public_security": ("department", "public_security"),
+    # The flood headquarters' commander (an office user holding the position): decides every flood level.
+    "commander": ("office", None),
 }
+STANDARD_POSITIONS: dict[str, list[str]] = {"commander": ["commander@flood_control_hq"]}
 
 
 @dataclass
@@ -141,11 +144,17 @@ def run_api(env: Mapping[str, str | None] | None = None) -> Iterator[ApiServer]:
 _CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-def make_user(username: str, role: str, department: str | None = None, password: str = PASSWORD) -> str:
-    """Add a user straight to the database (as `baton users add` does); returns its id."""
+def make_user(username: str, role: str, department: str | None = None, password: str = PASSWORD,
+              positions: list[str] | None = None) -> str:
+    """Add a user straight to the database (as `baton users add` does), holding `positions`; returns its id."""
+    from core.users.positions import grant
+
     with session_scope() as session, mock.patch.object(core.users.service, "_hasher", _CHEAP_HASHER):
-        return add_user(session, username=username, role=role, department=department, password=password,
-                        actor="test:setup").id
+        user = add_user(session, username=username, role=role, department=department, password=password,
+                        actor="test:setup")
+        for ref in positions or []:
+            grant(session, user_id=user.id, ref=ref, actor="test:setup")
+        return user.id
 
 
 def login(server: ApiServer, username: str, password: str = PASSWORD) -> str:
@@ -218,6 +227,23 @@ def flood(until: str = "forecast", level: str = "IV") -> FloodIncident:
     return FloodIncident(id=incident_id, code=drive.incident(incident_id).code, tasks=tasks)
 
 
+def flood_with_proposal() -> tuple[str, str]:
+    """A flood at level IV in its response whose casualty report (12 dead) graded it at II: the incident's id
+    and its open level proposal's id."""
+    from core.incidents import grading
+
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    for key, outputs in (("rainstorm_forecast", FORECAST), ("flood_risk_assessment", ASSESSMENT),
+                         ("lift_warning", LIFT), ("activate_command", None),
+                         ("casualty_report", {"deaths": 12, "missing": 0, "injured": 5, "people_moved": 300})):
+        drive.complete_step(incident_id, key, outputs)
+        drive.step(incident_id)
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+    return incident_id, proposal.id
+
+
 def ledger_kinds(incident_id: str) -> list[tuple[str, str | None]]:
     with session_scope() as session:
         rows = session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id)
@@ -262,7 +288,8 @@ def fingerprint() -> tuple[Any, ...]:
         signals = tuple(sorted((s.id, s.outcome) for s in session.exec(select(Signal)).all()))
         locks = tuple(sorted((lock.user_id, lock.source, lock.failures, lock.locked_until is not None)
                              for lock in session.exec(select(LoginLock)).all()))
-        return (count(LedgerEntry), count(Incident), count(LevelChange), count(SituationReport), count(CapAlert),
+        return (count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition), count(SituationReport),
+                count(CapAlert),
                 signals, count(AccessToken, col(AccessToken.revoked_at).is_not(None)),
                 tasks, levels, deliveries, users, locks, upward)
 
@@ -294,7 +321,7 @@ def standard_api(server: ApiServer, users: Mapping[str, tuple[str, str | None]] 
     issued in the database (the login itself is tested in test_api.py)."""
     api = Api(server=server)
     for name, (role, department) in users.items():
-        make_user(name, role, department)
+        make_user(name, role, department, positions=STANDARD_POSITIONS.get(name, []))
     if via_login:
         with ThreadPoolExecutor(len(users)) as pool:
             api.tokens.update(zip(users, pool.map(lambda name: login(server, name), users), strict=True))

@@ -16,6 +16,7 @@ from core.incidents.service import open_incident
 from core.learning.simulation import sample_outputs
 from core.plans.store import plan_for_version
 from core.platform.db import session_scope
+from core.users.models import User
 
 
 def open_(type_key: str = "flood", level: str = "IV", **kwargs: Any) -> str:
@@ -95,3 +96,26 @@ def run_to_end(incident_id: str, fills: dict[str, dict[str, Any]] | None = None,
             complete_step(incident_id, key, (fills or {}).get(key))
             done.append(key)
     raise AssertionError(f"incident did not close; done so far: {done}")
+
+
+def person(username: str = "commander", *positions: str, role: str = "office",
+           department: str | None = None) -> User:
+    """A user (made once) holding `positions`; by default the flood headquarters' commander, who may decide
+    every level of the flood plan."""
+    from unittest import mock
+
+    from argon2 import PasswordHasher
+
+    import core.users.service
+    from core.users.positions import grant
+    from core.users.service import add_user
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # a test user needs no costly hash
+    with session_scope() as session, mock.patch.object(core.users.service, "_hasher", cheap):
+        user = session.exec(select(User).where(User.username == username)).first()
+        if user is None:
+            user = add_user(session, username=username, role=role, department=department,
+                            password="a-test-password-42", actor="test:setup")
+        for ref in positions or (("commander@flood_control_hq",) if username == "commander" else ()):
+            grant(session, user_id=user.id, ref=ref, actor="test:setup")
+        return user

@@ -84,13 +84,18 @@ class Case(Row):
     writes: bool = False
     reuse: bool = False
     fresh_token: bool = False
+    # The error code a role's refusal carries where it is not the status's usual one (ERROR_CODES), e.g. a
+    # department refused a level change for want of a position: 403 position_required.
+    codes: dict[str, str] = field(default_factory=dict)
 
 
 def outputs(target: Target) -> dict[str, Any]:
     return {"outputs": target.outputs}
 
 
-LEVEL = {"level": "III", "reason": "雨情加重"}
+# The office records the flood commander's verbal order (the standard cast's `commander` holds the position).
+LEVEL = {"level": "III", "reason": "雨情加重", "ordered_by": "commander"}
+NO_POSITION = {"dept_owner": "position_required"}
 HAND_BACK = {"reason": "不属于本部门职责"}
 REPORT = {"text": "两处积水点已排除", "figures": {"points_cleared": 2}}
 WARNING = {"event": {"zh": "暴雨内涝", "en": "Rainstorm waterlogging"},
@@ -118,9 +123,11 @@ MATRIX: list[Case] = [
     Case("GET", "/api/incidents", "none", EVERYONE),
     Case("GET", "/api/incidents/{incident_id}", "incident", VISIBLE),
     Case("GET", "/api/incidents/{incident_id}", "unknown", MISSING),
-    Case("POST", "/api/incidents/{incident_id}/level", "incident", roles(401, 200, 403, 200, 403, 403), json=LEVEL,
-         writes=True),
-    Case("POST", "/api/incidents/{incident_id}/level", "unknown", roles(401, 404, 403, 404, 403, 403), json=LEVEL,
+    # A department on the incident is refused for want of a position (only the office records verbal orders);
+    # one not on it does not learn that the incident exists.
+    Case("POST", "/api/incidents/{incident_id}/level", "incident", roles(401, 200, 403, 200, 403, 404), json=LEVEL,
+         writes=True, codes=NO_POSITION),
+    Case("POST", "/api/incidents/{incident_id}/level", "unknown", roles(401, 404, 403, 404, 404, 404), json=LEVEL,
          writes=True),
     Case("GET", "/api/incidents/{incident_id}/timeline", "incident", REVIEW),
     Case("GET", "/api/incidents/{incident_id}/timeline", "unknown", REVIEW_MISSING),
@@ -263,7 +270,7 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
     cell.got = response.status_code
     if response.status_code >= 400:
         try:
-            error_of(response, response.status_code, ERROR_CODES.get(response.status_code))
+            error_of(response, response.status_code, case.codes.get(role) or ERROR_CODES.get(response.status_code))
         except AssertionError as exc:
             cell.problems.append(f"error body: {exc}")
     if "frame-ancestors 'none'" not in response.headers.get("Content-Security-Policy", ""):

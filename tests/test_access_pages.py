@@ -112,10 +112,20 @@ MATRIX: list[PageCase] = [
     *[PageCase("GET", path, target, OFFICE_PAGE if target == "incident" else MISSING_PAGE)
       for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress")
       for target in ("incident", "unknown")],
+    # Level decisions: the office records the flood commander's verbal order (see access_rows_law.py).
     PageCase("POST", "/office/incidents/{incident_id}/level", "incident", OFFICE_FORM,
-             form={"level": "III", "reason": "雨情加重"}, writes=True),
+             form={"level": "III", "reason": "雨情加重", "ordered_by": "commander"}, writes=True),
     PageCase("POST", "/office/incidents/{incident_id}/level", "unknown", MISSING_PAGE,
-             form={"level": "III", "reason": "雨情加重"}, writes=True),
+             form={"level": "III", "reason": "雨情加重", "ordered_by": "commander"}, writes=True),
+    PageCase("POST", "/office/incidents/{incident_id}/proposals/{proposal_id}", "level_proposal", OFFICE_FORM,
+             form={"decision": "decline", "reason": "伤亡系交通事故所致", "ordered_by": "commander"}, writes=True),
+    PageCase("POST", "/office/incidents/{incident_id}/proposals/{proposal_id}", "unknown", MISSING_PAGE,
+             form={"decision": "decline", "reason": "伤亡系交通事故所致"}, writes=True),
+    # Only the commander who gave a verbal order confirms it: the office and admin are refused.
+    PageCase("POST", "/office/incidents/{incident_id}/authorisations/{authorisation_id}/confirm", "verbal_order",
+             roles(LOGIN, 403, 404, 403, 404, 404), writes=True),
+    PageCase("POST", "/office/incidents/{incident_id}/authorisations/{authorisation_id}/confirm", "unknown",
+             MISSING_PAGE, writes=True),
     PageCase("GET", "/inbox", "none", DESK_PAGE),
     PageCase("GET", "/inbox/list", "none", DESK_PAGE),
     PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),

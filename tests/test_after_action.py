@@ -29,6 +29,7 @@ from core.learning.after_action.render import render_report_html
 from core.learning.after_action.text import format_duration
 from core.platform.db import session_scope
 from core.reports.pdf import PdfUnavailable, html_to_pdf
+from tests import engine_driver as drive
 from tests.api_server import FORECAST, issued_token, make_user
 
 T0 = datetime(2026, 7, 20, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
@@ -94,8 +95,9 @@ def hand_back(incident_id: str, step: str, moment: datetime, reason: str) -> Non
 
 
 def raise_level(incident_id: str, moment: datetime, level: str, reason: str) -> None:
+    commander = drive.person()
     with clock(moment), session_scope() as session:
-        change_level(session, incident_id=incident_id, level=level, actor="user:office1", reason=reason)
+        change_level(session, incident_id=incident_id, level=level, by=commander, reason=reason)
 
 
 def constructed_flood() -> str:
@@ -219,7 +221,7 @@ def test_escalations_level_changes_and_deviations(flood_incident: str) -> None:
     assert escalation.due_at == at(140) and escalation.late_by_s == 9000
     [change] = report.level_changes
     assert (change.from_level, change.to_level, change.raised, change.at) == ("IV", "III", True, at(60))
-    assert change.reason == "积水点增多，转移群众" and change.actor == "user:office1"
+    assert change.reason == "积水点增多，转移群众" and change.actor == "user:commander"
     deviations = [(d.kind, d.step, d.attempt, d.department, d.reason_code) for d in report.deviations]
     assert deviations == [("handed_back", "underground_space_check", 1, "housing", None),
                           ("reassigned", "underground_space_check", 2, "city_government", None),
@@ -276,8 +278,6 @@ def test_a_drill_on_a_compressed_clock_reports_plan_time(baton: str) -> None:
 
 
 def test_a_closed_incident_has_every_stage_closed_and_nothing_open(baton: str) -> None:
-    from tests import engine_driver as drive
-
     incident_id = drive.open_("flood", level="IV")
     drive.run_to_end(incident_id, fills={"flood_risk_assessment": NO_HOT_SPOTS,
                                          "lift_warning": {"decision": "respond"}})

@@ -172,9 +172,8 @@ def test_roles_that_may_not_do_something_get_403(api: Api) -> None:
     refused = [
         ("manager", "POST", "/api/incidents", NEW_INCIDENT, "admin or office"),
         ("water_affairs", "POST", "/api/incidents", NEW_INCIDENT, "admin or office"),
-        ("manager", "POST", f"/api/incidents/{incident.id}/level", {"level": "I", "reason": "x"}, "admin or office"),
-        ("water_affairs", "POST", f"/api/incidents/{incident.id}/level", {"level": "I", "reason": "x"},
-         "admin or office"),
+        ("manager", "POST", f"/api/incidents/{incident.id}/level", {"level": "I", "reason": "x"},
+         "admin or department or office"),
         ("water_affairs", "GET", f"/api/incidents/{incident.id}/timeline", None, "manager"),
         ("water_affairs", "GET", f"/api/incidents/{incident.id}/ledger", None, "manager"),
         ("water_affairs", "GET", f"/api/incidents/{incident.id}/ledger/verify", None, "manager"),
@@ -202,7 +201,7 @@ def test_trigger_opens_an_incident_and_its_ledger(api: Api) -> None:
     assert (body["type"], body["level"], body["status"], body["stage"], body["drill"]) == \
            ("flood", "III", "open", "warning", True)
     assert body["location"] == {"name": "城东区", "lat": 31.2, "lon": 121.5}
-    assert body["flow_run_id"] is None and body["plan_version"] == 1
+    assert body["flow_run_id"] is None and body["plan_version"] == 2  # the plans as rewritten by law
     assert "Idempotent-Replayed" not in response.headers
     assert ledger_kinds(body["id"]) == [("incident.opened", None), ("stage.entered", None)]
     for ref in (body["id"], body["code"]):
@@ -356,7 +355,7 @@ def test_unknown_incident_is_404_on_every_incident_endpoint(api: Api) -> None:
 def test_level_change_is_recorded_in_timeline_and_ledger(api: Api) -> None:
     incident = flood("forecast")
     before = task_row(incident.tasks["rainstorm_forecast"]).due_at
-    response = api.call("office", "POST", f"/api/incidents/{incident.id}/level",
+    response = api.call("commander", "POST", f"/api/incidents/{incident.id}/level",
                         json={"level": "II", "reason": "雨量超过预期"})
     assert response.status_code == 200, response.text
     assert response.json()["level"] == "II" and response.json()["id"] == incident.id
@@ -365,13 +364,16 @@ def test_level_change_is_recorded_in_timeline_and_ledger(api: Api) -> None:
     assert before is not None and after is not None and after < before
     timeline = api.call("manager", "GET", f"/api/incidents/{incident.code}/timeline").json()
     assert [(c["from"], c["to"], c["actor"], c["reason"]) for c in timeline["level_changes"]] == \
-           [("IV", "II", "user:office", "雨量超过预期")]
+           [("IV", "II", "user:commander", "雨量超过预期")]
     entries = api.call("manager", "GET", f"/api/incidents/{incident.id}/ledger").json()["entries"]
     changed = [e for e in entries if e["kind"] == "level.changed"]
     assert len(changed) == 1
-    assert changed[0]["details"] == {"from": "IV", "to": "II", "reason": "雨量超过预期"}
+    assert changed[0]["details"] == {"from": "IV", "to": "II", "reason": "雨量超过预期",
+                                     "authority": {"act": "raise", "level": "II", "authorised_by": "commander",
+                                                   "position": "commander@flood_control_hq",
+                                                   "recorded_by": "user:commander", "verbal": False}}
     assert (changed[0]["actor"], changed[0]["from_party"], changed[0]["to_party"]) == \
-           ("user:office", "user:office", "emergency_office")
+           ("user:commander", "user:commander", "emergency_office")
     # The same level again changes nothing.
     count = ledger_count(incident.id)
     assert api.call("admin", "POST", f"/api/incidents/{incident.id}/level",

@@ -59,7 +59,16 @@ def test_incident_driven_from_the_command_line_and_its_ledger_verifies(baton: st
                           '{"rainfall_1h": 40, "rainfall_24h": 90, "warning_colour": "yellow", '
                           '"valid_until": "2026-07-20T18:00:00+08:00"}')
     assert code == 0, out
-    code, out = run_baton("incident", "level", incident_code, "II", "--reason", "river rising")
+    code, out = run_baton("users", "add", "chief", "--role", "office", "--password-stdin",
+                          stdin="correct-horse-battery\n")
+    assert code == 0, out
+    code, out = run_baton("incident", "level", incident_code, "II", "--reason", "river rising", "--as", "chief")
+    assert code == 1 and "[position_required]" in out
+    code, out = run_baton("users", "grant", "chief", "commander@flood_control_hq")
+    assert code == 0, out
+    code, out = run_baton("users", "list")
+    assert "commander@flood_control_hq" in out
+    code, out = run_baton("incident", "level", incident_code, "II", "--reason", "river rising", "--as", "chief")
     assert code == 0 and "level II" in out
     code, out = run_baton("incident", "show", incident_code)
     assert code == 0 and "rainstorm_forecast" in out and "completed" in out

@@ -100,8 +100,10 @@ def test_raising_the_level_mid_response_activates_steps_and_tightens_deadlines(b
     command = drive.open_tasks(incident_id)["activate_command"]
     assert command.due_at is not None and command.assigned_at is not None
     assert command.due_at - command.assigned_at == timedelta(hours=1)  # level IV: PT1H
+    commander = drive.person()
     with session_scope() as session:
-        change_level(session, incident_id=incident_id, level="II", actor="test:office", reason="river over banks")
+        change_level(session, incident_id=incident_id, level="II", by=commander,
+                     reason="river over banks")
     command = drive.open_tasks(incident_id)["activate_command"]
     assert command.due_at is not None and command.assigned_at is not None
     assert command.due_at - command.assigned_at == timedelta(minutes=30)  # level II: PT30M
@@ -116,7 +118,7 @@ def test_raising_the_level_mid_response_activates_steps_and_tightens_deadlines(b
     with session_scope() as session:
         change = session.exec(select(LevelChange).where(LevelChange.incident_id == incident_id)).one()
         assert (change.from_level, change.to_level, change.actor, change.reason) == (
-            "IV", "II", "test:office", "river over banks")
+            "IV", "II", "user:commander", "river over banks")
     assert ("level.changed", None) in ledger_kinds(incident_id)
 
 
@@ -127,9 +129,10 @@ def test_lowering_the_level_cancels_unstarted_steps_that_no_longer_apply(baton: 
     drive.step(incident_id)
     open_now = drive.open_tasks(incident_id)
     assert {"school_suspension", "flood_risk_assessment"} <= set(open_now)
+    commander = drive.person()
     with session_scope() as session:
         acknowledge(session, task_id=open_now["flood_risk_assessment"].id, actor="test:water")
-        change_level(session, incident_id=incident_id, level="IV", actor="test:office", reason="rain eased")
+        change_level(session, incident_id=incident_id, level="IV", by=commander, reason="rain eased")
     tasks = drive.tasks(incident_id)
     assert tasks["school_suspension"].status == "cancelled"
     assert tasks["school_suspension"].cancel_reason == "level lowered to IV"

@@ -340,12 +340,21 @@ def test_office_changes_the_level_with_a_reason(login: Login) -> None:
     refused = post(office, f"{url}/level", {"level": "II", "reason": " "}, url)
     assert refused.status_code == 422 and "请填写原因。" in refused.text
     assert drive.incident(incident_id).level == "IV"
-    response = post(office, f"{url}/level", {"level": "II", "reason": "积水扩大到三个街道"}, url)
+    # Level II is the flood headquarters' commander's to decide: the office alone is refused, naming the position.
+    refused = post(office, f"{url}/level", {"level": "II", "reason": "积水扩大到三个街道"}, url)
+    assert refused.status_code == 403 and "市防汛抗旱指挥部总指挥" in refused.text
+    assert drive.incident(incident_id).level == "IV"
+    # At night the office records the commander's verbal order; it stays flagged until the commander confirms.
+    drive.person()
+    response = post(office, f"{url}/level", {"level": "II", "reason": "积水扩大到三个街道",
+                                             "ordered_by": "commander"}, url)
     assert response.status_code == 303 and response.headers["location"] == url
     assert drive.incident(incident_id).level == "II"
     with session_scope() as session:
         change = session.exec(select(LevelChange)).one()
         assert (change.from_level, change.to_level, change.actor) == ("IV", "II", "user:office1")
+    page = office.get(url).text
+    assert "按commander口头指令代为记录" in page.replace("user:office1", "")
     assert "积水扩大到三个街道" in office.get(f"/review/incidents/{incident_id}").text
 
 

@@ -44,7 +44,7 @@ BROKEN_CASES: list[tuple[str, str]] = [
     ("unknown_dependency.yaml",
      "unknown_dependency.yaml:40 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'"),
     ("flood_unknown_dep.yaml",
-     "flood_unknown_dep.yaml:165 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'"),
+     "flood_unknown_dep.yaml:169 stages.response.steps[1].depends_on[1]: unknown step 'evacuate'"),
     ("later_stage_dependency.yaml",
      "later_stage_dependency.yaml:17 stages.warning.steps[0].depends_on[0]: step 'review' is in the later stage "
      "'learning'"),
@@ -102,6 +102,15 @@ BROKEN_CASES: list[tuple[str, str]] = [
     ("gate_conditional.yaml",
      "gate_conditional.yaml:27 stages.response.gate: gate step 'act' must activate at every level and without "
      "condition"),
+    ("gate_choice_without_outcome.yaml",
+     "gate_choice_without_outcome.yaml:25 stages.warning.steps[0].form[0].choices[1]: the gate's choice "
+     "'stand_down' has no outcome: say where it leads (next, close, warning, response, recovery, learning)"),
+    ("gate_skip_without_reason.yaml",
+     "gate_skip_without_reason.yaml:19 stages.warning.steps[0].form: a decision that skips a stage or closes must "
+     "say why: add a text field 'reason' to gate 'decide'"),
+    ("grading_not_monotonic.yaml",
+     "grading_not_monotonic.yaml:17 grading.II.any[0].value: grading is not monotonic: 'count.deaths' ge 3 at level "
+     "II is not above ge 10 at level III; thresholds must rise with the level (Ⅰ the most severe)"),
     ("no_after_action.yaml",
      "no_after_action.yaml:49 stages.learning.steps: the learning stage needs an after-action review step"),
     ("after_action_early.yaml",

@@ -578,7 +578,7 @@ def test_security_headers_on_api_pages_static_and_errors(api: Api) -> None:
     responses += [api.call(who, method, path) for who, method, path in (
         ("office", "GET", "/api/incidents"), (None, "GET", "/api/incidents"), ("office", "GET", "/api/nothing"),
         ("office", "DELETE", "/api/incidents"), (None, "GET", "/api/health"), (None, "GET", "/public/warnings.atom"),
-        ("meteorology", "POST", f"/api/incidents/{incident.id}/level"))]
+        ("manager", "POST", f"/api/incidents/{incident.id}/level"))]
     responses.append(api.call("office", "POST", "/api/incidents", content=b"x" * 1_000_001,
                               headers={"Content-Type": "application/json"}))
     statuses = set()

@@ -13,6 +13,7 @@ import pytest
 import xmlschema
 from sqlmodel import select
 
+from core.incidents import grading
 from core.incidents.models import Incident
 from core.incidents.reads import shared_with
 from core.outbox.models import OutboundDelivery
@@ -166,7 +167,9 @@ def _signal(source: SignalSource, payload: dict[str, Any]) -> tuple[Signal, Inci
         return result.signal, result.incident
 
 
-def test_rainfall_signals_open_merge_and_raise_a_flood_incident(baton: str) -> None:
+def test_rainfall_signals_open_merge_and_propose_a_higher_level_for_a_flood_incident(baton: str) -> None:
+    """The flood plan's grading (its criteria on signal 'rainfall') gives a signal's level; a later signal that
+    grades higher proposes the level to the office and does not raise it by itself."""
     source, key = _source("hydrology_network")
     assert key.startswith("bts_")
     low, none = _signal(source, {"kind": "rainfall", "area": "滨江", "value": 12})
@@ -176,15 +179,23 @@ def test_rainfall_signals_open_merge_and_raise_a_flood_incident(baton: str) -> N
     assert (incident.type, incident.level, incident.signal_id) == ("flood", "III", first.id)
     second, same = _signal(source, {"kind": "rainfall", "area": "滨江", "value": 52})
     assert second.outcome == "merged" and same is not None and same.id == incident.id
-    third, raised = _signal(source, {"kind": "rainfall", "area": "滨江", "value": 120})
-    assert third.outcome == "raised" and raised is not None and raised.level == "I"
+    third, proposed = _signal(source, {"kind": "rainfall", "area": "滨江", "value": 120})
+    assert third.outcome == "proposed" and proposed is not None and proposed.level == "III"
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident.id)
+        assert (proposal.level, proposal.from_level, proposal.source) == ("I", "III", f"signal:{third.id}")
+        assert proposal.basis["met"] == [{"measure": "signal:rainfall.value", "op": "ge", "value": 100.0,
+                                          "observed": 120}]
+    # The same again proposes nothing more: the office has it before it.
+    fourth, _ = _signal(source, {"kind": "rainfall", "area": "滨江", "value": 130})
+    assert fourth.outcome == "merged"
     other, elsewhere = _signal(source, {"kind": "rainfall", "area": "西湖", "value": 35})
     assert other.outcome == "opened" and elsewhere is not None and elsewhere.id != incident.id
     with session_scope() as session:
         assert len(session.exec(select(Incident)).all()) == 2
     for payload, message in (({"kind": "volcano"}, "no rule"), ({"area": "x"}, "needs a 'kind'"),
                              ({"kind": "rainfall", "value": 60}, "lacks 'area'"),
-                             ({"kind": "rainfall", "area": "a", "value": "lots"}, "comparable")):
+                             ({"kind": "rainfall", "area": "a", "value": "lots"}, "must be a number")):
         with pytest.raises(SignalRejected, match=message):
             _signal(source, payload)
     hospital, _ = _source("hospital_surveillance")

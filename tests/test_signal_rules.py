@@ -1,5 +1,5 @@
 """Signal rules (`process_defs/signals.yaml`) are checked like plans: every problem named with file, line and
-field, and a rule's templates may only name payload fields."""
+field, a rule's templates may only name payload fields, and a rule's levels are its plan's grading."""
 
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ rules:
     type: flood
     dedupe: "rainfall:{area}"
     window: PT6H
-    levels:
-      - {level: II, value: 70}
-      - {level: IV, value: 30}
     title: {zh: "{area}强降雨", en: "Heavy rain in {area}"}
 """
 
@@ -42,12 +39,15 @@ def test_the_shipped_rules_are_valid() -> None:
     (('"rainfall:{area}"', '"rainfall:{area.__class__}"'),
      "signals.yaml:7 rules[0].dedupe: '{area.__class__}': a template names payload fields only"),
     (('"Heavy rain in {area}"', '"Heavy rain in {area[0]}"'),
-     "signals.yaml:12 rules[0].title.en: '{area[0]}': a template names payload fields only"),
-    (('"{area}强降雨"', '"{area强降雨"'), "signals.yaml:12 rules[0].title.zh: not a valid template"),
+     "signals.yaml:9 rules[0].title.en: '{area[0]}': a template names payload fields only"),
+    (('"{area}强降雨"', '"{area强降雨"'), "signals.yaml:9 rules[0].title.zh: not a valid template"),
     (("type: flood", "type: tsunami"), "signals.yaml:6 rules[0].type: unknown incident type 'tsunami'"),
     (("window: PT6H", "window: PT0S"), "signals.yaml:8 rules[0].window: the dedupe window must be longer than zero"),
-    (("{level: II, value: 70}", "{level: III, value: 70}\n      - {level: I, value: 90}"),
-     "signals.yaml:9 rules[0].levels: list thresholds from the most severe level (I) down"),
+    (("kind: rainfall", "kind: snowfall"),
+     "signals.yaml:5 rules[0].kind: plan 'flood' grades nothing on signal 'snowfall': add a criterion "
+     "{signal: snowfall, field: …} to its grading, or make the rule cap: true"),
+    (("window: PT6H", "window: PT6H\n    levels: [{level: II, value: 70}]"),
+     "signals.yaml:9 rules[0].levels: unknown key 'levels'"),
 ])
 def test_a_broken_rule_is_named_with_its_line_and_field(tmp_path: Path, change: tuple[str, str],
                                                         expected: str) -> None:

@@ -51,6 +51,7 @@ from core.reporting.schedule import advance_with_reports
 from core.sharing.board import board
 from process_defs.validation import check_paths
 from tasks.delivery import send_once
+from tests import engine_driver as drive
 from tests.api_server import PASSWORD, issued_token, make_user
 from tests.conftest import copy_plans
 from tests.receiver import Receiver, running_receiver
@@ -347,8 +348,9 @@ def test_a_casualty_decrease_needs_a_reason_and_is_ledgered(outside: tuple[Recei
                             casualties={"injured": 3, "missing": 2})
     sign_and_send(initial.id, at(10))
     # A follow-up owed at once (the level rose); its draft never lowers a figure by itself.
+    commander = drive.person()  # raising to III is the flood headquarters' commander's decision
     with clock(at(30)), session_scope() as session:
-        change_level(session, incident_id=incident_id, level="III", actor="user:office1", reason="积水加深")
+        change_level(session, incident_id=incident_id, level="III", by=commander, reason="积水加深")
     reconcile_at(incident_id, at(31))
     follow_up = reports(incident_id)[-1]
     assert (follow_up.kind, follow_up.number, follow_up.reason) == ("follow_up", 1, "level_change")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -15,11 +16,11 @@ from sqlmodel import Session
 from api.deps import OfficePageUser, Principal, SessionDep
 from api.pages import listings
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
-from core.incidents import reads
+from core.incidents import authority, grading, reads
 from core.incidents.models import Incident
-from core.incidents.service import COMMAND, change_level, open_incident
+from core.incidents.service import COMMAND, change_level, lock_incident, open_incident
 from core.plans.store import current_plans, list_types, plan_for_version
-from core.platform.errors import BatonError
+from core.platform.errors import BatonError, NotFound
 from process_defs.schema import LEVELS
 
 router = page_router()
@@ -109,13 +110,30 @@ def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
 
 
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
-                   level_error: str | None = None, reason: str = "", status_code: int = 200) -> HTMLResponse:
+                   level_error: str | None = None, reason: str = "", proposal_error: str | None = None,
+                   needs: list[str] | None = None, status_code: int = 200) -> HTMLResponse:
     tasks = listings.sorted_open(
         reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
     plan = plan_for_version(session, incident.plan_version_id)
+    proposals = [{"kind": "proposal", **p.model_dump()} for p in grading.open_proposals(session, incident.id)]
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
+                proposals=proposals, proposal_error=proposal_error, needs=needs or [],
+                awaiting=authority.awaiting(session, incident.id),
                 tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident))
+
+
+def _attempt(session: Session, decide: Callable[[], object]) -> tuple[str | None, list[str], int]:
+    """Run a level decision: None when done, else the refusal's code, the positions it needs, the status."""
+    try:
+        decide()
+    except NotFound:
+        raise
+    except BatonError as exc:
+        session.rollback()
+        needs = exc.details.get("needs", []) if isinstance(exc.details, dict) else []
+        return exc.code, list(needs), exc.http_status
+    return None, [], 200
 
 
 @router.get("/office/incidents/{incident_id}")
@@ -146,16 +164,62 @@ def office_level(incident_id: str, request: Request, principal: OfficePageUser, 
         problem = "too_long"
     elif incident.status != "open":
         problem = "closed"
+    needs: list[str] = []
+    status = 422
     if problem is None:
-        try:
-            change_level(session, incident_id=incident.id, level=level, actor=principal.actor, reason=reason)
-        except BatonError as exc:
-            session.rollback()
-            problem = exc.code
+        ordered_by = field(form, "ordered_by").strip() or None
+        problem, needs, status = _attempt(session, lambda: change_level(
+            session, incident_id=incident.id, level=level, by=principal.user, reason=reason, ordered_by=ordered_by))
     if problem is not None:
         incident = reads.get_incident(session, incident_id, None)
         return _incident_page(request, principal, session, incident, level_error=problem, reason=reason,
-                              status_code=422 if problem != "incident_closed" else 409)
+                              needs=needs, status_code=409 if problem in ("incident_closed", "closed") else status)
     session.commit()
     return redirect(f"/office/incidents/{incident.id}")
 
+
+@router.post("/office/incidents/{incident_id}/proposals/{proposal_id}")
+def office_proposal(incident_id: str, proposal_id: str, request: Request, principal: OfficePageUser,
+                    session: SessionDep, form: Form) -> Response:
+    """Accept a level the plan's grading proposed, or decline it with a reason."""
+    checked_form(principal, form)
+    incident = reads.get_incident(session, incident_id, None)
+    decision, reason = field(form, "decision"), field(form, "reason").strip()
+    ordered_by = field(form, "ordered_by").strip() or None
+    problem: str | None = None
+    needs: list[str] = []
+    status = 422
+    if decision not in ("accept", "decline"):
+        problem = "invalid"
+    elif len(reason) > 2000:
+        problem = "too_long"
+    elif decision == "accept":
+        problem, needs, status = _attempt(session, lambda: grading.accept(
+            session, incident_id=incident.id, proposal_id=proposal_id, by=principal.user, reason=reason or None,
+            ordered_by=ordered_by))
+    else:
+        problem, needs, status = _attempt(session, lambda: grading.decline(
+            session, incident_id=incident.id, proposal_id=proposal_id, by=principal.user, reason=reason,
+            ordered_by=ordered_by))
+    if problem is not None:
+        incident = reads.get_incident(session, incident_id, None)
+        return _incident_page(request, principal, session, incident, proposal_error=problem, needs=needs,
+                              status_code=status)
+    session.commit()
+    return redirect(f"/office/incidents/{incident.id}")
+
+
+@router.post("/office/incidents/{incident_id}/authorisations/{authorisation_id}/confirm")
+def office_confirm(incident_id: str, authorisation_id: str, request: Request, principal: OfficePageUser,
+                   session: SessionDep, form: Form) -> Response:
+    """The commander confirms a level decision recorded on their verbal order."""
+    checked_form(principal, form)
+    incident = lock_incident(session, reads.get_incident(session, incident_id, None).id)
+    problem, needs, status = _attempt(session, lambda: authority.confirm(
+        session, incident=incident, authorisation_id=authorisation_id, user=principal.user))
+    if problem is not None:
+        incident = reads.get_incident(session, incident_id, None)
+        return _incident_page(request, principal, session, incident, proposal_error=problem, needs=needs,
+                              status_code=status)
+    session.commit()
+    return redirect(f"/office/incidents/{incident.id}")

@@ -117,7 +117,9 @@ def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None]:
             general = "form"
             continue
         message = str(item.get("message") or "")
-        if message == "is required":
+        if item.get("code"):
+            errors[key] = str(item["code"])
+        elif message == "is required":
             errors[key] = "required"
         elif form_field.type is FieldType.location and "lat" in message:
             errors[key] = "location_coords"

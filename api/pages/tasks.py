@@ -116,7 +116,8 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
     try:
         if note is not None and len(note) > 10_000:
             raise FormInvalid("note too long", details=[])
-        handoffs.complete(session, task_id=task.id, actor=principal.actor, outputs=outputs, note=note)
+        handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user, outputs=outputs,
+                          note=note)
     except FormInvalid as exc:
         session.rollback()
         errors, general = field_errors(step, exc.details)

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import CurrentUser, OfficeUser, ReviewerUser, SessionDep, idempotency_digest
+from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, ReviewerUser, SessionDep, idempotency_digest
 from api.schemas import (
+    AuthorisationOut,
     IncidentCreate,
     IncidentPage,
     IncidentPublic,
@@ -15,13 +16,15 @@ from api.schemas import (
     LedgerOut,
     Level,
     LevelChangeIn,
+    LevelProposalOut,
     LinkedIncidentIn,
+    ProposalDecisionIn,
     VerifyOut,
 )
-from core.incidents import reads
+from core.incidents import authority, grading, reads
 from core.incidents.cascade import chain, open_linked
-from core.incidents.models import Incident
-from core.incidents.service import change_level, open_incident
+from core.incidents.models import Incident, LevelAuthorisation
+from core.incidents.service import change_level, lock_incident, open_incident
 from core.ledger.chain import verify_incident
 from core.platform.input_policy import Offset
 from core.reports.activity_log import activity_log
@@ -82,12 +85,64 @@ def get(incident_id: str, principal: CurrentUser, session: SessionDep) -> Incide
     return public(reads.get_incident(session, incident_id, department))
 
 
+def _scope(principal: Principal) -> str | None:
+    return None if principal.sees_all else principal.user.department
+
+
 @router.post("/{incident_id}/level", response_model=IncidentPublic)
-def level(incident_id: str, body: LevelChangeIn, principal: OfficeUser, session: SessionDep) -> IncidentPublic:
-    """Raise or lower the response level, with the reason recorded in the ledger."""
+def level(incident_id: str, body: LevelChangeIn, principal: ActingUser, session: SessionDep) -> IncidentPublic:
+    """Raise or lower the response level, with the reason recorded in the ledger. Only a person holding a
+    position the plan names for it may (403 `position_required` names them), or the office on that person's
+    verbal order (`ordered_by`), flagged until they confirm it."""
+    incident = reads.get_incident(session, incident_id, _scope(principal))
+    return public(change_level(session, incident_id=incident.id, level=body.level, by=principal.user,
+                               reason=body.reason, ordered_by=body.ordered_by))
+
+
+@router.get("/{incident_id}/authorisations", response_model=list[AuthorisationOut])
+def authorisations(incident_id: str, principal: ReviewerUser, session: SessionDep) -> list[AuthorisationOut]:
+    """Who authorised each level decision (start, raise, lower, end) and whether it awaits confirmation."""
     incident = reads.get_incident(session, incident_id, None)
-    return public(change_level(session, incident_id=incident.id, level=body.level, actor=principal.actor,
-                               reason=body.reason))
+    return [_authorisation(row) for row in authority.list_authorisations(session, incident.id)]
+
+
+@router.post("/{incident_id}/authorisations/{authorisation_id}/confirm", response_model=AuthorisationOut)
+def confirm_authorisation(incident_id: str, authorisation_id: str, principal: ActingUser,
+                          session: SessionDep) -> AuthorisationOut:
+    """The commander confirms a decision the office recorded on their verbal order (or a holder of the position
+    confirms a response started without it)."""
+    incident = reads.get_incident(session, incident_id, _scope(principal))
+    incident = lock_incident(session, incident.id)
+    return _authorisation(authority.confirm(session, incident=incident, authorisation_id=authorisation_id,
+                                            user=principal.user))
+
+
+def _authorisation(row: LevelAuthorisation) -> AuthorisationOut:
+    return AuthorisationOut.model_validate({**row.model_dump(), "awaiting_confirmation": row.awaiting_confirmation})
+
+
+@router.get("/{incident_id}/proposals", response_model=list[LevelProposalOut])
+def proposals(incident_id: str, principal: ReviewerUser, session: SessionDep) -> list[LevelProposalOut]:
+    """Levels the plan's grading proposed (open, accepted, declined, superseded), oldest first."""
+    incident = reads.get_incident(session, incident_id, None)
+    return [LevelProposalOut.model_validate(p, from_attributes=True)
+            for p in grading.list_proposals(session, incident.id)]
+
+
+@router.post("/{incident_id}/proposals/{proposal_id}", response_model=LevelProposalOut)
+def decide_proposal(incident_id: str, proposal_id: str, body: ProposalDecisionIn, principal: ActingUser,
+                    session: SessionDep) -> LevelProposalOut:
+    """Accept a proposed level (the level changes) or decline it with a reason: the decision of whoever may
+    raise to that level (see the level change)."""
+    incident = reads.get_incident(session, incident_id, _scope(principal))
+    if body.decision == "accept":
+        grading.accept(session, incident_id=incident.id, proposal_id=proposal_id, by=principal.user,
+                       reason=body.reason, ordered_by=body.ordered_by)
+    else:
+        grading.decline(session, incident_id=incident.id, proposal_id=proposal_id, by=principal.user,
+                        reason=body.reason or "", ordered_by=body.ordered_by)
+    row = next(p for p in grading.list_proposals(session, incident.id) if p.id == proposal_id)
+    return LevelProposalOut.model_validate(row, from_attributes=True)
 
 
 @router.get("/{incident_id}/timeline")

@@ -79,7 +79,8 @@ def acknowledge(task_id: str, principal: ActingUser, session: SessionDep) -> Tas
 def complete(task_id: str, body: CompleteIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     """Complete with the form's values; 422 names every bad field, 409 if it is already done."""
     task = _actable(session, principal, task_id)
-    return public(session, handoffs.complete(session, task_id=task.id, actor=principal.actor, outputs=body.outputs,
+    return public(session, handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user,
+                                             outputs=body.outputs,
                                              note=body.note))
 
 

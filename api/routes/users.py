@@ -15,12 +15,14 @@ from api.schemas import (
     LockoutOut,
     LockoutPage,
     PasswordIn,
+    PositionIn,
     RevokedOut,
     UserCreate,
     UserPage,
     UserPublic,
 )
 from core.platform.input_policy import Moment, Offset
+from core.users import positions
 from core.users import service as users
 from core.users.models import User
 
@@ -32,19 +34,38 @@ def _lockout(lockout: users.LoginLockout) -> LockoutOut:
                       locked_until=lockout.until, failures=lockout.failures)
 
 
-def public(session: Session, user: User, running: dict[str, list[users.LoginLockout]] | None = None) -> UserPublic:
+def public(session: Session, user: User, running: dict[str, list[users.LoginLockout]] | None = None,
+           held: list[str] | None = None) -> UserPublic:
     found = [_lockout(x) for x in (running if running is not None
                                    else users.lockouts(session, user_id=user.id)).get(user.id, [])]
+    if held is None:
+        held = positions.holdings_of(session, [user.id])[user.id]
     return UserPublic(id=user.id, username=user.username, display_name=user.display_name, role=user.role,
                       department=user.department, lang=user.lang, active=user.active, locked=bool(found),
-                      lockouts=found, failed_logins=user.failed_logins, created_at=user.created_at)
+                      lockouts=found, failed_logins=user.failed_logins, created_at=user.created_at,
+                      positions=held)
 
 
 @router.get("/api/users", response_model=UserPage)
 def list_users(principal: AdminUser, session: SessionDep) -> UserPage:
     found = users.list_users(session)
     running = users.lockouts(session)
-    return UserPage(items=[public(session, u, running) for u in found], total=len(found))
+    held = positions.holdings_of(session, [u.id for u in found])
+    return UserPage(items=[public(session, u, running, held[u.id]) for u in found], total=len(found))
+
+
+@router.post("/api/users/{user_id}/positions", response_model=UserPublic)
+def grant_position(user_id: str, body: PositionIn, principal: AdminUser, session: SessionDep) -> UserPublic:
+    """The user now holds the position (e.g. commander@flood_control_hq): the plans' level decisions it allows
+    are theirs."""
+    positions.grant(session, user_id=user_id, ref=body.position, actor=principal.actor)
+    return public(session, users.get_user(session, user_id=user_id))
+
+
+@router.delete("/api/users/{user_id}/positions/{position}", response_model=UserPublic)
+def revoke_position(user_id: str, position: str, principal: AdminUser, session: SessionDep) -> UserPublic:
+    positions.revoke(session, user_id=user_id, ref=position, actor=principal.actor)
+    return public(session, users.get_user(session, user_id=user_id))
 
 
 @router.get("/api/users/lockouts", response_model=LockoutPage)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents import grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
@@ -201,25 +202,18 @@ class _Advancer:
         return True
 
     def leave_stage(self, stage: str) -> None:
-        for step in self.plan.stages.get(stage).steps:
-            task = self.tasks.get(step.key)
-            if task is None:
-                skipped = self._new_task(step, stage, TaskStatus.skipped)
-                skipped.cancel_reason = ("not active at level " + self.incident.level
-                                         if not step.active_at(self.incident.level) else "stage ended before its turn")
-            elif TaskStatus(task.status).is_open or task.status == TaskStatus.handed_back:
-                task.status = TaskStatus.cancelled
-                task.cancelled_at = self.now
-                task.cancel_reason = "stage ended"
-                self.session.add(task)
-                self._ledger(LedgerKind.task_cancelled, key=f"{task.id}:cancelled", from_party=task.department,
-                             step_key=task.step_key, details={"reason": "stage ended"})
-        self.session.flush()
+        self._close_steps(stage, "stage ended before its turn")
         self._ledger(LedgerKind.stage_left, key=f"{self.incident.id}:stage:{stage}:left", details={"stage": stage})
         failpoint("stage.left")
-        index = STAGES.index(stage)
-        if index + 1 < len(STAGES):
-            nxt = STAGES[index + 1]
+        gate_key = self.plan.stages.get(stage).gate
+        gate = self.tasks.get(gate_key) if gate_key else None
+        outputs = gate.outputs if gate is not None and gate.status == TaskStatus.completed else None
+        nxt = self.plan.stage_after(stage, outputs)
+        following = STAGES[STAGES.index(stage) + 1:]
+        skipped = list(following[:following.index(nxt)] if nxt is not None else following)
+        if skipped and gate is not None:
+            self._follow_decision(stage, gate, skipped, nxt)
+        if nxt is not None:
             self.incident.stage = nxt
             self._ledger(LedgerKind.stage_entered, key=f"{self.incident.id}:stage:{nxt}:entered",
                          details={"stage": nxt})
@@ -229,6 +223,37 @@ class _Advancer:
             self._ledger(LedgerKind.incident_closed, key=f"{self.incident.id}:closed",
                          handed_over={"code": self.incident.code}, details={"level": self.incident.level})
         self.session.add(self.incident)
+
+    def _close_steps(self, stage: str, unstarted: str) -> None:
+        """Cancel the stage's open tasks; record its steps that never started as skipped."""
+        for step in self.plan.stages.get(stage).steps:
+            task = self.tasks.get(step.key)
+            if task is None:
+                skipped = self._new_task(step, stage, TaskStatus.skipped)
+                skipped.cancel_reason = ("not active at level " + self.incident.level
+                                         if not step.active_at(self.incident.level) else unstarted)
+            elif TaskStatus(task.status).is_open or task.status == TaskStatus.handed_back:
+                task.status = TaskStatus.cancelled
+                task.cancelled_at = self.now
+                task.cancel_reason = "stage ended"
+                self.session.add(task)
+                self._ledger(LedgerKind.task_cancelled, key=f"{task.id}:cancelled", from_party=task.department,
+                             step_key=task.step_key, details={"reason": "stage ended"})
+        self.session.flush()
+
+    def _follow_decision(self, stage: str, gate: DepartmentTask, skipped: list[str], nxt: str | None) -> None:
+        """A gate's decision skips stages (the office stands down, or goes straight to the review): none of
+        their steps is assigned, and the ledger says who decided it and why."""
+        for later in skipped:
+            self._close_steps(later, f"stage skipped by the decision at {gate.step_key}")
+        outputs = gate.outputs or {}
+        decision = self.plan.decision_field(stage)
+        kind = LedgerKind.incident_stood_down if "response" in skipped else LedgerKind.stage_skipped
+        self._ledger(kind, key=f"{self.incident.id}:stage:{stage}:decided", actor=gate.completed_by or SYSTEM,
+                     from_party=gate.department, step_key=gate.step_key,
+                     details={"stage": stage, "decision": outputs.get(decision.key) if decision else None,
+                              "outcome": self.plan.outcome_of(stage, outputs), "skipped": skipped,
+                              "next": nxt, "reason": outputs.get("reason") or gate.note})
 
     # -- deadlines -----------------------------------------------------------------------------------
     def deadlines(self, fraction: float | None) -> datetime | None:
@@ -282,6 +307,9 @@ class _Advancer:
             if not self.stage_done(stage):
                 break
             self.leave_stage(stage)
+        if self.incident.status == IncidentStatus.open and self.plan.grading:
+            grading.propose(self.session, incident=self.incident, plan=self.plan,
+                            observed=grading.observed_outputs(self.tasks), source="outputs", now=self.now)
         next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
         self.session.flush()
         actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]

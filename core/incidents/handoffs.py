@@ -10,17 +10,19 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.incidents import authority
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import recipients
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
-from core.plans.forms import validate_outputs
+from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
 from core.platform.failpoints import failpoint
+from core.users.models import User
 
 
 def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
@@ -59,7 +61,12 @@ def complete(
     actor: str,
     outputs: Any,
     note: str | None = None,
+    by: User | None = None,
+    ordered_by: str | None = None,
 ) -> DepartmentTask:
+    """Complete a task with its form's outputs. `by`: the person completing it (None: a simulated department,
+    demo and drills), whose positions authorise a decision that needs one; `ordered_by`: the commander on
+    whose verbal order the office records it."""
     incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
@@ -67,6 +74,9 @@ def complete(
     plan = plan_for_version(session, incident.plan_version_id)
     step = plan.step(task.step_key)
     clean = validate_outputs(step, outputs)
+    check_decision(plan, step, clean)
+    started = authority.for_start(session, plan=plan, level=incident.level, by=by, ordered_by=ordered_by,
+                                  actor=actor) if authority.starts_response(plan, step.key, clean) else None
     now = utcnow()
     task.status = TaskStatus.completed
     task.completed_at = now
@@ -77,7 +87,10 @@ def complete(
     ledger.append(session, incident=incident, kind=LedgerKind.task_completed, actor=actor,
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
-                  details={"on_time": task.due_at is None or now <= task.due_at}, at=now)
+                  details={"on_time": task.due_at is None or now <= task.due_at}
+                  | ({"authority": started.details()} if started else {}), at=now)
+    if started is not None:
+        authority.record(session, incident=incident, authorised=started, at=now)
     if step.share is not None:
         classification = step.share.classification.value
         planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}

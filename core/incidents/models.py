@@ -145,3 +145,57 @@ class LevelChange(SQLModel, table=True):
     actor: str = Field(max_length=100)
     reason: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(default_factory=utcnow)
+
+
+class ProposalStatus(StrEnum):
+    open = "open"
+    accepted = "accepted"
+    declined = "declined"
+    superseded = "superseded"  # a higher proposal, or a level change, made it moot
+
+
+class LevelProposal(SQLModel, table=True):
+    """A level the plan's grading calls for, proposed to the office; the authorised person accepts or declines."""
+
+    __tablename__ = "level_proposal"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    level: str = Field(max_length=3)
+    from_level: str = Field(max_length=3)
+    # The criteria met: [{"measure", "op", "value", "observed"}], and the plan's wording of the level.
+    basis: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    source: str = Field(max_length=64)  # "outputs", or "signal:<id>"
+    status: str = Field(default=ProposalStatus.open, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+    decided_by: str | None = Field(default=None, max_length=100)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class LevelAuthorisation(SQLModel, table=True):
+    """Who authorised a level being started, raised or lowered (or the response ended), and who recorded it.
+
+    Recorded "on the commander's verbal order" (`verbal`), it stays flagged until that commander confirms it;
+    a response started by someone without the position is flagged until a holder confirms it.
+    """
+
+    __tablename__ = "level_authorisation"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    act: str = Field(max_length=16)  # start, raise, lower, end
+    level: str = Field(max_length=3)
+    needs: list[str] = Field(sa_column=Column(JSON, nullable=False))  # the plan's positions for this act
+    authorised_by: str | None = Field(default=None, max_length=64)  # user name; None: nobody with the position
+    position: str | None = Field(default=None, max_length=130)  # the position they hold that allows it
+    recorded_by: str = Field(max_length=100)  # actor
+    verbal: bool = False
+    at: datetime = Field(default_factory=utcnow)
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = Field(default=None, max_length=64)
+    level_change_id: int | None = Field(default=None, foreign_key="level_change.id")
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        return self.confirmed_at is None and (self.verbal or self.authorised_by is None)

@@ -9,7 +9,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from core.incidents.models import DepartmentTask, Incident, IncidentStatus, LevelChange, TaskStatus
+from core.incidents import authority
+from core.incidents.models import (
+    DepartmentTask,
+    Incident,
+    IncidentStatus,
+    LevelChange,
+    LevelProposal,
+    ProposalStatus,
+    TaskStatus,
+)
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, snapshot_current
@@ -20,6 +29,7 @@ from core.platform.errors import IncidentClosed, InvalidLevel, NotFound, ReasonR
 from core.platform.failpoints import failpoint
 from core.platform.input_policy import Refusals
 from core.platform.settings import get_settings
+from core.users.models import User
 from process_defs.schema import LEVELS, level_rank
 
 SYSTEM = "baton"
@@ -166,9 +176,12 @@ def open_incident(
     return Opened(incident, created=True)
 
 
-def change_level(session: Session, *, incident_id: str, level: str, actor: str, reason: str) -> Incident:
-    """Raise or lower the level: tighten open deadlines on a raise, cancel unstarted steps that no longer
-    apply on a lowering. Steps the new level activates are assigned by the flow when it wakes."""
+def change_level(session: Session, *, incident_id: str, level: str, by: User, reason: str,
+                 ordered_by: str | None = None, proposal_id: str | None = None) -> Incident:
+    """Raise or lower the level, by a person with the position the plan names for it (or the office on that
+    person's verbal order, flagged until confirmed): tighten open deadlines on a raise, cancel unstarted steps
+    that no longer apply on a lowering. Steps the new level activates are assigned by the flow when it wakes.
+    Open grading proposals at or below the new level become moot."""
     check_level(level)
     if not reason.strip():
         raise ReasonRequired("a level change needs a reason")
@@ -178,15 +191,29 @@ def change_level(session: Session, *, incident_id: str, level: str, actor: str, 
     if incident.level == level:
         return incident
     plan = plan_for_version(session, incident.plan_version_id)
-    now = utcnow()
     previous = incident.level
-    session.add(LevelChange(incident_id=incident.id, from_level=previous, to_level=level, actor=actor,
-                            reason=reason, at=now))
+    raising = level_rank(level) > level_rank(previous)
+    # Raising needs the authority of the level reached; lowering, that of the level left.
+    authorised = authority.authorise(session, plan=plan, act="raise" if raising else "lower",
+                                     level=level if raising else previous, user=by, ordered_by=ordered_by)
+    actor = authorised.recorded_by
+    now = utcnow()
+    change = LevelChange(incident_id=incident.id, from_level=previous, to_level=level, actor=actor,
+                         reason=reason, at=now)
+    session.add(change)
+    session.flush()
+    authority.record(session, incident=incident, authorised=authorised, at=now, level_change_id=change.id)
     incident.level = level
     ledger.append(session, incident=incident, kind=LedgerKind.level_changed, actor=actor, from_party=actor,
                   to_party=COMMAND, idempotency_key=f"{incident.id}:level:{incident.ledger_head_seq + 1}:{level}",
                   handed_over={"from": previous, "to": level, "reason": reason},
-                  details={"from": previous, "to": level, "reason": reason}, at=now)
+                  details={"from": previous, "to": level, "reason": reason, "authority": authorised.details()}
+                  | ({"proposal_id": proposal_id} if proposal_id else {}), at=now)
+    for moot in session.exec(select(LevelProposal).where(LevelProposal.incident_id == incident.id,
+                                                         LevelProposal.status == ProposalStatus.open)).all():
+        if level_rank(moot.level) <= level_rank(level):
+            moot.status, moot.decided_at = ProposalStatus.superseded, now
+            session.add(moot)
     open_tasks = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
                                                            col(DepartmentTask.status).in_(
                                                                [s.value for s in TaskStatus if s.is_open]))).all()

@@ -26,7 +26,12 @@ def sample_value(field: FormField, rng: random.Random) -> Any:
         return rng.random() < 0.5
     if kind is FieldType.choice:
         values = [c.value for c in field.choices or []]
-        return [rng.choice(values)] if field.multiple else rng.choice(values)
+        value = rng.choice(values)
+        # At a gate a simulated department takes the plan's main path: the decision that goes on.
+        onward = [c.value for c in field.choices or [] if c.outcome == "next"]
+        if onward and value not in onward:
+            value = onward[0]
+        return [value] if field.multiple else value
     if kind is FieldType.datetime:
         return (datetime.now(UTC) + timedelta(hours=rng.randint(1, 24))).replace(microsecond=0).isoformat()
     if kind is FieldType.location:
@@ -73,13 +78,9 @@ def _satisfying(condition: Condition, form_field: FormField | None) -> Any:
 
 
 def simulated_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dict[str, Any]:
-    """Form values that let the incident go on: plausible samples, 'respond' where a decision is asked for,
-    and values that make the plan's conditions on this step true (so conditional steps are rehearsed too)."""
+    """Form values that let the incident go on: plausible samples (a gate's decision goes on), and values
+    that make the plan's conditions on this step true (so conditional steps are rehearsed too)."""
     values = sample_outputs(step, rng)
-    for form_field in step.form:
-        choices = [c.value for c in form_field.choices or []]
-        if form_field.type is FieldType.choice and "respond" in choices:
-            values[form_field.key] = ["respond"] if form_field.multiple else "respond"
     conditions: dict[str, list[Condition]] = {}
     for _, other in plan.steps():
         condition = other.when.condition if other.when else None

@@ -24,7 +24,12 @@ class LedgerKind(StrEnum):
     task_cancelled = "task.cancelled"
     action_completed = "action.completed"
     level_changed = "level.changed"
+    level_proposed = "level.proposed"  # the plan's grading calls for a higher level
+    level_proposal_declined = "level.proposal_declined"
+    level_confirmed = "level.confirmed"  # the commander confirmed a decision recorded on their verbal order
     incident_closed = "incident.closed"
+    incident_stood_down = "incident.stood_down"  # a gate's decision skipped the response stage
+    stage_skipped = "stage.skipped"  # a gate's decision skipped a later stage (not the response)
     # sharing (core.sharing)
     warning_published = "warning.published"
     report_shared = "report.shared"

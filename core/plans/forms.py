@@ -7,7 +7,8 @@ from typing import Any
 from core.platform import input_policy as policy
 from core.platform.errors import FormInvalid
 from core.platform.input_policy import Violation
-from process_defs.schema import FieldType, FormField, Step
+from process_defs.law_rules import REASON_FIELD
+from process_defs.schema import STAGES, FieldType, FormField, IncidentType, Step
 
 MAX_TEXT = 20_000
 MAX_PLACE = 200
@@ -108,3 +109,18 @@ def validate_outputs(step: Step, outputs: Any) -> dict[str, Any]:
         listing = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise FormInvalid(f"the form has {len(errors)} bad field(s): {listing}", details=errors)
     return clean
+
+
+def check_decision(plan: IncidentType, step: Step, outputs: dict[str, Any]) -> None:
+    """A gate's decision that skips a stage or closes the incident must say why (its `reason` field): the
+    ledger records who stood down and why."""
+    stage = plan.stage_of(step.key)
+    if plan.stages.get(stage).gate != step.key:
+        return
+    outcome = plan.outcome_of(stage, outputs)
+    following = STAGES[STAGES.index(stage) + 1:]
+    goes_on = outcome == "next" or (bool(following) and outcome == following[0])
+    if not goes_on and not str(outputs.get(REASON_FIELD) or "").strip():
+        raise FormInvalid("a decision that skips a stage or closes the incident needs a reason",
+                          details=[{"field": REASON_FIELD, "code": "reason_required",
+                                    "message": "a decision not to go on needs a reason"}])

@@ -40,8 +40,9 @@ def current_plan_text(type_key: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def parse_plan_text(text: str, file: str) -> IncidentType:
-    plan, problems = parse_plan(text, file, registry())
+def parse_plan_text(text: str, file: str, stored: bool = False) -> IncidentType:
+    """A plan from its text; `stored` for a version an incident was opened on (see `parse_plan`)."""
+    plan, problems = parse_plan(text, file, registry(), stored=stored)
     if plan is None:
         raise PlanInvalid("; ".join(str(p) for p in problems), details=[str(p) for p in problems])
     return plan
@@ -120,7 +121,7 @@ def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
     row = session.get(PlanVersion, plan_version_id)
     if row is None:
         raise PlanInvalid(f"plan version {plan_version_id} is missing")
-    return parse_plan_text(row.content, f"{row.type}.yaml")
+    return parse_plan_text(row.content, f"{row.type}.yaml", stored=True)
 
 
 @lru_cache(maxsize=4)

@@ -39,6 +39,10 @@ class Wording:
         department = registry().department(key)
         return self.t(department.name) if department else key
 
+    def position(self, ref: str) -> str:
+        """`commander@flood_control_hq` as people say it: 市防汛抗旱指挥部总指挥."""
+        return registry().position_name(ref, self.lang)
+
     def stage(self, key: str) -> str:
         return self.t(STAGE_NAMES.get(key, {"zh": key, "en": key}))
 

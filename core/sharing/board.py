@@ -1,7 +1,9 @@
 """The situation board: everything shared on an incident, in order, as far as the reader may see it.
 
-Items are completed step outputs the plan shares, ad-hoc situation reports, and public warnings. Posting a
-report also sends it to the departments in its scope (when they have a system endpoint).
+Items are completed step outputs the plan shares, ad-hoc situation reports, public warnings, and, for the
+command (office, managers), the levels the plan's grading proposed and level decisions awaiting the
+commander's confirmation. Posting a report also sends it to the
+departments in its scope (when they have a system endpoint).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.incidents import authority, grading
 from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
 from core.incidents.scope import EVERYONE, can_see, recipients
@@ -66,6 +69,20 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
                       "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
                       "published": alert.published})
     items.extend(upward_report_items(session, incident, reader))
+    if reader is None:  # the level is the command's decision; departments see the level, not its deliberation
+        for proposal in grading.list_proposals(session, incident.id):
+            items.append({"kind": "proposal", "id": proposal.id, "at": proposal.created_at,
+                          "department": "emergency_office", "classification": "internal",
+                          "title": {"zh": f"分级建议：{proposal.level}级", "en": f"Proposed level {proposal.level}"},
+                          "level": proposal.level, "from_level": proposal.from_level, "status": proposal.status,
+                          "basis": proposal.basis, "decided_by": proposal.decided_by, "reason": proposal.reason})
+        for row in authority.awaiting(session, incident.id):
+            items.append({"kind": "authorisation", "id": row.id, "at": row.at, "department": "emergency_office",
+                          "classification": "internal",
+                          "title": {"zh": f"{row.level}级响应决定待确认",
+                                    "en": f"Level {row.level} decision to confirm"},
+                          "act": row.act, "level": row.level, "verbal": row.verbal, "needs": row.needs,
+                          "authorised_by": row.authorised_by, "recorded_by": row.recorded_by})
     items.sort(key=lambda item: item["at"] or utcnow())
     if since is not None:
         items = [item for item in items if item["at"] and item["at"] > since]

@@ -1,12 +1,14 @@
-"""Monitoring signals in: API keys per source, rules to incidents, dedupe into the open incident, level raise.
+"""Monitoring signals in: API keys per source, rules to incidents, dedupe into the open incident, level
+proposals.
 
-Every incident a signal opens records that signal; every signal records what it did (opened, merged,
-raised, ignored, held). A source is held to a rate (a token bucket with a burst, in its database row so that
-every API process shares it), its observations must be recent (a replayed or stale signal is refused), its
-numbers finite, and it may open only so many incidents an hour: beyond that its signals are held for the duty
-desk, which opens or dismisses each.
+A signal's level is its plan's grading of its values (a CAP alert's, its severity). A warning is not a
+response level: a signal opens an incident in its warning stage, and a later signal that grades higher
+proposes that level to the office; it does not raise it by itself. Every incident a signal opens records that
+signal; every signal records what it did (opened, merged, proposed, ignored, held). A source is held to a rate
+(a token bucket with a burst, in its database row so that every API process shares it), its observations must
+be recent (a replayed or stale signal is refused), its numbers finite, and it may open only so many incidents
+an hour: beyond that its signals are held for the duty desk, which opens or dismisses each.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +21,10 @@ from xml.etree import ElementTree
 
 from sqlmodel import Session, col, func, select
 
-from core.incidents.models import Incident, IncidentStatus
-from core.incidents.service import change_level, open_incident
-from core.plans.store import signal_rules
+from core.incidents import grading
+from core.incidents.models import Incident, IncidentStatus, LevelProposal
+from core.incidents.service import open_incident
+from core.plans.store import plan_for_version, plan_in_use, signal_rules
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound, ReasonRequired
@@ -30,14 +33,15 @@ from core.platform.paging import Page, paged
 from core.platform.settings import get_settings
 from core.signals.models import Signal, SignalSource
 from core.users.service import audit
-from process_defs.schema import level_rank, parse_duration
+from process_defs.schema import parse_duration
 from process_defs.signals import CAP_SEVERITY_LEVELS, SignalRule
 
 CAP_NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 MAX_CAP_BYTES = 200_000
 MAX_SIGNAL_TEXT = 1000
 HELD = "held"
-SignalStatus = Literal["opened", "merged", "raised", "ignored", "held", "dismissed"]
+# "raised": a signal of an earlier version that raised the level itself (signals now propose).
+SignalStatus = Literal["opened", "merged", "proposed", "raised", "ignored", "held", "dismissed"]
 
 
 class SignalRejected(BatonError):
@@ -167,25 +171,32 @@ def _observed(payload: dict[str, Any], fields: dict[str, Any], now: datetime) ->
     return observed
 
 
-def _level_from_thresholds(rule: SignalRule, payload: dict[str, Any]) -> str | None:
-    for threshold in rule.levels:
-        value = payload.get(threshold.field)
-        if value is None:
-            continue
-        try:
-            if threshold.op == "ge":
-                holds = value >= threshold.value
-            elif threshold.op == "gt":
-                holds = value > threshold.value
-            elif threshold.op == "eq":
-                holds = value == threshold.value
-            else:
-                holds = value in (threshold.value or [])
-        except TypeError:
-            raise SignalRejected(f"'{threshold.field}' must be comparable with {threshold.value!r}") from None
-        if holds:
-            return threshold.level
-    return None
+def _graded_level(session: Session, rule: SignalRule, fields: dict[str, Any]) -> str | None:
+    """The level the plan in use grades the signal's values at (its criteria on `signal: <kind>`)."""
+    plan = plan_in_use(session, rule.type)[0]
+    observed = grading.observed_signal(rule.kind, fields)
+    for grade in (plan.grading or {}).values():
+        for criterion in grade.any:
+            value = observed.get(criterion.measure)
+            if criterion.signal == rule.kind and value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int | float)):
+                raise SignalRejected(f"'{criterion.field}' must be a number, not {str(value)[:40]!r}")
+    graded = plan.grade(observed)
+    return graded[0] if graded else None
+
+
+def _propose(session: Session, incident: Incident, record: Signal, rule: SignalRule, fields: dict[str, Any],
+             level: str, moment: datetime) -> LevelProposal | None:
+    """A merged signal that grades the incident higher proposes that level to the office."""
+    source = f"signal:{record.id}"
+    if rule.cap:  # the alert's severity is its level
+        basis = {"text": {"zh": f"{rule.name.zh}：严重程度 {fields['severity']}",
+                          "en": f"{rule.name.en}: severity {fields['severity']}"},
+                 "met": [{"measure": f"signal:{rule.kind}.severity", "observed": fields["severity"]}]}
+        return grading.propose_level(session, incident=incident, level=level, basis=basis, source=source,
+                                     now=moment)
+    return grading.propose(session, incident=incident, plan=plan_for_version(session, incident.plan_version_id),
+                           observed=grading.observed_signal(rule.kind, fields), source=source, now=moment)
 
 
 def _from_cap(payload: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +272,7 @@ def receive(session: Session, *, source: SignalSource, payload: dict[str, Any], 
     if rule.cap:
         level: str | None = CAP_SEVERITY_LEVELS[fields["severity"]]
     else:
-        level = _level_from_thresholds(rule, fields)
+        level = _graded_level(session, rule, fields)
     dedupe_key = rule.dedupe.format_map(_Fields(fields))[:200]
     _titles(rule, fields)  # a rule's title needs fields the signal may lack: refused now, not when opened
     _locked_source(session, source.name)
@@ -292,8 +303,8 @@ def _may_open(session: Session, source: str, now: datetime) -> bool:
 
 def _place(session: Session, record: Signal, rule: SignalRule, fields: dict[str, Any], level: str, *, actor: str,
            moment: datetime, may_open: bool) -> Received:
-    """Merge the signal into the incident open for its dedupe key (raising its level), or open one; hold it
-    for the duty desk instead when it may not open one."""
+    """Merge the signal into the incident open for its dedupe key (proposing a higher level), or open one; hold
+    it for the duty desk instead when it may not open one."""
     window_start = moment - parse_duration(rule.window)
     earlier = session.exec(
         select(Signal).join(Incident, col(Incident.id) == Signal.incident_id)
@@ -305,10 +316,8 @@ def _place(session: Session, record: Signal, rule: SignalRule, fields: dict[str,
         assert incident is not None
         record.incident_id = incident.id
         record.outcome = "merged"
-        if level_rank(level) > level_rank(incident.level):
-            change_level(session, incident_id=incident.id, level=level, actor=actor,
-                         reason=f"{rule.name.zh} / {rule.name.en}: signal {record.id}")
-            record.outcome = "raised"
+        if _propose(session, incident, record, rule, fields, level, moment) is not None:
+            record.outcome = "proposed"
         session.add(record)
         return Received(record, incident)
     if not may_open:

@@ -43,8 +43,8 @@ class Signal(SQLModel, table=True):
     rule: str | None = Field(default=None, max_length=64)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     received_at: datetime = Field(default_factory=utcnow)
-    # opened, merged, raised, ignored; held: over its source's hourly cap of incidents, waiting for the duty
-    # desk, which opens it (opened) or dismisses it (dismissed).
+    # opened, merged, proposed (a higher level, to the office), ignored; held: over its source's hourly cap of
+    # incidents, waiting for the duty desk, which opens it (opened) or dismisses it (dismissed).
     outcome: str = Field(max_length=32)
     incident_id: str | None = Field(default=None, foreign_key="incident.id", index=True, max_length=36)
     level: str | None = Field(default=None, max_length=3)

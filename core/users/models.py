@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -90,3 +90,22 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=100)
     action: str = Field(max_length=64)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class UserPosition(SQLModel, table=True):
+    """A post a user holds (总指挥 of the flood headquarters, 局长 of a bureau, 网格员 of a community …). A user
+    holds zero or more; the organisation is a registry key (a department or headquarters), or none."""
+
+    __tablename__ = "user_position"
+    __table_args__ = (UniqueConstraint("user_id", "position", "organisation", name="uq_user_position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="app_user.id", index=True, max_length=36)
+    position: str = Field(max_length=64)
+    organisation: str | None = Field(default=None, max_length=64)
+    granted_at: datetime = Field(default_factory=utcnow)
+    granted_by: str = Field(max_length=100)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.position}@{self.organisation}" if self.organisation else self.position

@@ -70,11 +70,17 @@ def incident_level(
     ref: Annotated[str, typer.Argument(help="Incident code or id.")],
     level: Annotated[str, typer.Argument(help="New level: IV, III, II or I.")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the ledger).")],
-    actor: Annotated[str, typer.Option()] = "cli:office",
+    as_user: Annotated[str, typer.Option("--as", help="The Baton user deciding it: they need a position the "
+                                                     "plan names for the level.")],
+    ordered_by: Annotated[str | None, typer.Option(help="The office records it on this commander's verbal "
+                                                        "order (user name); flagged until confirmed.")] = None,
 ) -> None:
+    """Raise or lower an incident's level, as a person with the authority for it."""
     from core.incidents.service import change_level, find_incident
+    from core.users.service import user_named
 
     incident = session_call(lambda s: change_level(s, incident_id=find_incident(s, ref).id, level=level,
-                                                    actor=actor, reason=reason))
+                                                   by=user_named(s, username=as_user), reason=reason,
+                                                   ordered_by=ordered_by))
     console.print(f"{incident.code} is now at level {incident.level}")
 

@@ -41,15 +41,38 @@ def users_add(
 
 @app.command("list")
 def users_list() -> None:
+    from core.users.positions import holdings_of
     from core.users.service import list_users, lockouts
 
     running = session_call(lockouts)
-    table = Table("user", "name", "role", "department", "active", "locked out")
-    for user in session_call(list_users):
-        table.add_row(user.username, user.display_name, user.role, user.department or "",
+    found = session_call(list_users)
+    held = session_call(lambda s: holdings_of(s, [u.id for u in found]))
+    table = Table("user", "name", "role", "department", "positions", "active", "locked out")
+    for user in found:
+        table.add_row(user.username, user.display_name, user.role, user.department or "", ", ".join(held[user.id]),
                       "yes" if user.active else "no",
                       ", ".join(x.source or "every address" for x in running.get(user.id, [])))
     console.print(table)
+
+
+@app.command("grant")
+def users_grant(name: Annotated[str, typer.Argument(help="User name.")],
+                position: Annotated[str, typer.Argument(help="position@organisation, e.g. "
+                                                             "commander@flood_control_hq.")]) -> None:
+    """The user holds the position: the plans' level decisions it allows are theirs."""
+    from core.users.positions import grant
+
+    _for_user(name, grant, ref=position, actor=CLI_ADMIN)
+    console.print(f"{name} holds {position}")
+
+
+@app.command("revoke-position")
+def users_revoke_position(name: Annotated[str, typer.Argument(help="User name.")],
+                          position: Annotated[str, typer.Argument(help="position@organisation.")]) -> None:
+    from core.users.positions import revoke
+
+    _for_user(name, revoke, ref=position, actor=CLI_ADMIN)
+    console.print(f"{name} no longer holds {position}")
 
 
 CLI_ADMIN = "cli:admin"

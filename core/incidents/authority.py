@@ -1,0 +1,181 @@
+"""Who may start, raise, lower or end a response level: the positions the plan names for each level.
+
+A person holding one of them decides. At night the office may record the decision "on the commander's verbal
+order", naming the commander; it is flagged until that commander confirms it. A response started at the
+warning gate by someone without the position is not held up (the office must be able to act), but it is
+flagged until a holder confirms it. A plan that names no positions (an older version) leaves levels to the
+office, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from core.incidents.models import Incident, LevelAuthorisation
+from core.ledger import chain as ledger
+from core.ledger.chain import LedgerKind
+from core.plans.store import registry
+from core.platform.clock import utcnow
+from core.platform.errors import BatonError, NotFound
+from core.users.models import Role, User
+from core.users.positions import holds
+from process_defs.schema import IncidentType
+
+OFFICE_ROLES = (Role.office, Role.admin)
+ACTS = {"start": ("启动", "start"), "raise": ("提升至", "raise the level to"), "lower": ("从该级别降低", "lower from"),
+        "end": ("终止", "end the response at")}
+
+
+class PositionRequired(BatonError):
+    """The person lacks the position the plan names for this decision; `details.needs` lists the positions."""
+
+    code = "position_required"
+    http_status = 403
+
+
+class AuthorisationConflict(BatonError):
+    code = "authorisation_conflict"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class Authorised:
+    """A decision's authority: who took it (by which position), who recorded it, on a verbal order or not."""
+
+    act: str
+    level: str
+    needs: list[str]
+    authorised_by: str | None
+    position: str | None
+    recorded_by: str
+    verbal: bool
+
+    def details(self) -> dict[str, object]:
+        return {"act": self.act, "level": self.level, "authorised_by": self.authorised_by,
+                "position": self.position, "recorded_by": self.recorded_by, "verbal": self.verbal}
+
+
+def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who: str | None = None
+             ) -> PositionRequired:
+    reg = registry()
+    names = "、".join(reg.position_name(r, "zh") for r in needs) if not lang.startswith("en") else "; ".join(
+        reg.position_name(r, "en") for r in needs)
+    zh_act, en_act = ACTS[act]
+    if reason == "office_records_orders":
+        message = ("只有应急办值班人员可以按领导口头指令代为记录" if not lang.startswith("en")
+                   else "only the office records a decision on a verbal order")
+    elif lang.startswith("en"):
+        subject = f"{who} does not hold" if who else "you do not hold"
+        message = f"to {en_act} level {level} needs one of these positions, which {subject}: {names}"
+    else:
+        subject = f"{who}不担任" if who else "您不担任"
+        message = f"{zh_act}{level}级响应须由以下职务决定，{subject}：{names}"
+    return PositionRequired(message, details={"reason": reason, "act": act, "level": level, "needs": needs})
+
+
+def authorise(session: Session, *, plan: IncidentType, act: str, level: str, user: User,
+              ordered_by: str | None = None) -> Authorised:
+    """The authority for `act` at `level` by `user`, or PositionRequired (403) naming the positions needed.
+    `ordered_by`: the user name of the commander whose verbal order an office user records."""
+    needs = plan.positions_for("lower" if act == "end" else act, level)
+    actor = f"user:{user.username}"
+    if needs is None:
+        if user.role not in OFFICE_ROLES:
+            raise PositionRequired("the plan names no positions for its levels; the emergency office decides them",
+                                   details={"reason": "office_decides", "act": act, "level": level, "needs": []})
+        return Authorised(act, level, [], user.username, None, actor, verbal=False)
+    if ordered_by is None:
+        held = holds(session, user, needs)
+        if held is None:
+            raise _refusal(act, level, needs, user.lang, "not_held")
+        return Authorised(act, level, needs, user.username, held, actor, verbal=False)
+    if user.role not in OFFICE_ROLES:
+        raise _refusal(act, level, needs, user.lang, "office_records_orders")
+    commander = session.exec(select(User).where(User.username == ordered_by)).first()
+    if commander is None or not commander.active:
+        raise _refusal(act, level, needs, user.lang, "order_giver_unknown", who=ordered_by[:64])
+    held = holds(session, commander, needs)
+    if held is None:
+        raise _refusal(act, level, needs, user.lang, "order_giver_lacks", who=commander.username)
+    return Authorised(act, level, needs, commander.username, held, actor, verbal=True)
+
+
+def unauthorised(plan: IncidentType, act: str, level: str, actor: str) -> Authorised | None:
+    """A start recorded by someone without the position (flagged until a holder confirms); None when the plan
+    names no positions."""
+    needs = plan.positions_for(act, level)
+    return None if needs is None else Authorised(act, level, needs, None, None, actor, verbal=False)
+
+
+def record(session: Session, *, incident: Incident, authorised: Authorised, at: datetime,
+           level_change_id: int | None = None) -> LevelAuthorisation:
+    row = LevelAuthorisation(incident_id=incident.id, act=authorised.act, level=authorised.level,
+                             needs=authorised.needs, authorised_by=authorised.authorised_by,
+                             position=authorised.position, recorded_by=authorised.recorded_by,
+                             verbal=authorised.verbal, at=at, level_change_id=level_change_id)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_authorisations(session: Session, incident_id: str) -> list[LevelAuthorisation]:
+    return list(session.exec(select(LevelAuthorisation).where(LevelAuthorisation.incident_id == incident_id)
+                             .order_by(col(LevelAuthorisation.at))).all())
+
+
+def awaiting(session: Session, incident_id: str) -> list[LevelAuthorisation]:
+    """Decisions flagged until confirmed: recorded on a verbal order, or taken without the position."""
+    return [row for row in list_authorisations(session, incident_id) if row.awaiting_confirmation]
+
+
+def confirm(session: Session, *, incident: Incident, authorisation_id: str, user: User) -> LevelAuthorisation:
+    """The commander confirms a decision recorded on their verbal order; a holder of the position confirms a
+    start taken without it. Ledgered."""
+    row = session.get(LevelAuthorisation, authorisation_id)
+    if row is None or row.incident_id != incident.id:
+        raise NotFound(f"no level decision '{authorisation_id}' on incident {incident.code}")
+    session.refresh(row)
+    if not row.awaiting_confirmation:
+        raise AuthorisationConflict("this decision is not awaiting confirmation")
+    if row.verbal and user.username != row.authorised_by:
+        raise PositionRequired(f"only {row.authorised_by}, who gave the order, confirms it",
+                               details={"reason": "not_the_order_giver", "act": row.act, "level": row.level,
+                                        "needs": row.needs})
+    held = holds(session, user, row.needs)
+    if held is None:
+        raise _refusal(row.act, row.level, row.needs, user.lang, "not_held")
+    now = utcnow()
+    row.confirmed_at, row.confirmed_by = now, user.username
+    if row.authorised_by is None:
+        row.authorised_by, row.position = user.username, held
+    session.add(row)
+    ledger.append(session, incident=incident, kind=LedgerKind.level_confirmed, actor=f"user:{user.username}",
+                  from_party=f"user:{user.username}", to_party="emergency_office",
+                  idempotency_key=f"{row.id}:confirmed",
+                  details={"authorisation_id": row.id, "act": row.act, "level": row.level, "position": held,
+                           "verbal": row.verbal, "recorded_by": row.recorded_by}, at=now)
+    return row
+
+
+def starts_response(plan: IncidentType, step_key: str, outputs: dict[str, object]) -> bool:
+    """Whether completing `step_key` with `outputs` is the decision that starts the response (the gate of an
+    earlier stage whose decision leads into the response stage)."""
+    stage = plan.stage_of(step_key)
+    return (plan.stages.get(stage).gate == step_key and stage == "warning"
+            and plan.stage_after(stage, dict(outputs)) == "response")
+
+
+def for_start(session: Session, *, plan: IncidentType, level: str, by: User | None, ordered_by: str | None,
+              actor: str) -> Authorised | None:
+    """The authority of a response being started at the warning gate. Without the position it still starts
+    (flagged until a holder confirms it); an order naming someone without the position is refused."""
+    if by is not None:
+        try:
+            return authorise(session, plan=plan, act="start", level=level, user=by, ordered_by=ordered_by)
+        except PositionRequired:
+            if ordered_by is not None:
+                raise
+    return unauthorised(plan, "start", level, actor)

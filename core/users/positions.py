@@ -1,0 +1,64 @@
+"""Positions users hold (`position@organisation`), granted and taken back by administrators, audited."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from core.plans.store import registry
+from core.users.models import User, UserPosition
+from core.users.service import UserInvalid, audit, get_user
+from process_defs.law_rules import position_ref_problem
+from process_defs.schema import split_position
+
+
+def holdings(session: Session, user_id: str) -> list[UserPosition]:
+    return list(session.exec(select(UserPosition).where(UserPosition.user_id == user_id)
+                             .order_by(col(UserPosition.position), col(UserPosition.organisation))).all())
+
+
+def holdings_of(session: Session, user_ids: list[str]) -> dict[str, list[str]]:
+    """Each user's positions as references, for lists of users."""
+    rows = session.exec(select(UserPosition).where(col(UserPosition.user_id).in_(user_ids))).all() if user_ids else []
+    out: dict[str, list[str]] = {user_id: [] for user_id in user_ids}
+    for row in rows:
+        out[row.user_id].append(row.ref)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def holds(session: Session, user: User, refs: list[str]) -> str | None:
+    """The first of `refs` the user holds (a bare position matches it held anywhere), or None."""
+    held = {(h.position, h.organisation) for h in holdings(session, user.id)}
+    for ref in refs:
+        position, organisation = split_position(ref)
+        if (organisation is None and any(p == position for p, _ in held)) or (position, organisation) in held:
+            return ref
+    return None
+
+
+def grant(session: Session, *, user_id: str, ref: str, actor: str) -> UserPosition:
+    user = get_user(session, user_id=user_id)
+    why = position_ref_problem(ref, registry())
+    if why is not None:
+        raise UserInvalid(why, details={"reason": "position"})
+    position, organisation = split_position(ref)
+    existing = session.exec(select(UserPosition).where(UserPosition.user_id == user.id,
+                                                       UserPosition.position == position,
+                                                       UserPosition.organisation == organisation)).first()
+    if existing is not None:
+        return existing
+    row = UserPosition(user_id=user.id, position=position, organisation=organisation, granted_by=actor)
+    session.add(row)
+    audit(session, actor=actor, action="user.position_granted", username=user.username, position=ref)
+    session.flush()
+    return row
+
+
+def revoke(session: Session, *, user_id: str, ref: str, actor: str) -> None:
+    user = get_user(session, user_id=user_id)
+    position, organisation = split_position(ref)
+    row = session.exec(select(UserPosition).where(UserPosition.user_id == user.id, UserPosition.position == position,
+                                                  UserPosition.organisation == organisation)).first()
+    if row is None:
+        raise UserInvalid(f"{user.username} does not hold {ref}", details={"reason": "position_not_held"})
+    session.delete(row)
+    audit(session, actor=actor, action="user.position_revoked", username=user.username, position=ref)

@@ -1,0 +1,202 @@
+"""Plans as Chinese law and practice have them, on a real database (SQLite and PostgreSQL): a gate's decision
+is followed (an office that stands down gets no response task), levels are graded and proposed, level changes
+need the position the plan names, and the response ends by a termination decision before any repair."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import col, select
+
+from core.incidents.authority import PositionRequired
+from core.incidents.models import DepartmentTask
+from core.ledger import chain as ledger
+from core.platform.db import session_scope
+from core.platform.errors import FormInvalid
+from tests import engine_driver as drive
+
+BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                               indirect=True)
+
+FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
+            "valid_until": "2026-07-20T18:00:00+08:00"}
+ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
+
+
+def entries(incident_id: str) -> list[ledger.LedgerEntry]:
+    with session_scope() as session:
+        return list(ledger.read_chain(session, incident_id))
+
+
+def warning_done(incident_id: str) -> None:
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", FORECAST)
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "flood_risk_assessment", ASSESSMENT)
+    drive.step(incident_id)
+
+
+@BOTH
+def test_an_office_that_stands_down_gets_no_response_task_and_the_ledger_says_who_and_why(baton: str) -> None:
+    incident_id = drive.open_("flood", level="III")
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down", "reason": "雨带北移，积水已退"},
+                        actor="user:duty_officer")
+    result = drive.step(incident_id)
+    assert result.stage == "learning"
+    with session_scope() as session:
+        rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id,
+                                                         col(DepartmentTask.stage).in_(["response", "recovery"]))).all()
+    # Every response and recovery step is recorded as skipped; none was ever assigned to anyone.
+    assert rows and all(r.status == "skipped" and r.assigned_at is None for r in rows)
+    assert not {k for k, t in drive.open_tasks(incident_id).items() if t.stage in ("response", "recovery")}
+    kinds = [(e.kind, e.step_key) for e in entries(incident_id)]
+    assert not [k for k in kinds if k[0] == "task.assigned" and k[1] in {r.step_key for r in rows}]
+    [stood_down] = [e for e in entries(incident_id) if e.kind == "incident.stood_down"]
+    assert stood_down.actor == "user:duty_officer" and stood_down.step_key == "lift_warning"
+    assert stood_down.details["reason"] == "雨带北移，积水已退"
+    assert stood_down.details["decision"] == "stand_down" and stood_down.details["skipped"] == ["response",
+                                                                                                 "recovery"]
+    entered = [e.details["stage"] for e in entries(incident_id) if e.kind == "stage.entered"]
+    assert entered == ["warning", "learning"]
+    # The review of the stand-down runs, and the incident closes after it.
+    drive.run_to_end(incident_id)
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+
+
+@BOTH
+def test_responding_at_the_gate_still_starts_the_response(baton: str) -> None:
+    incident_id = drive.open_("flood", level="IV")
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "respond"})
+    assert drive.step(incident_id).stage == "response"
+    assert "activate_command" in drive.open_tasks(incident_id)
+    assert not [e for e in entries(incident_id) if e.kind in ("incident.stood_down", "stage.skipped")]
+
+
+def test_felt_only_at_the_earthquake_gate_starts_no_response(baton: str) -> None:
+    incident_id = drive.open_("earthquake", level="IV")
+    for _ in range(10):
+        drive.step(incident_id)
+        open_now = drive.open_tasks(incident_id)
+        if "start_response" in open_now:
+            break
+        for key in open_now:
+            drive.complete_step(incident_id, key)
+    drive.complete_step(incident_id, "start_response", {"decision": "felt_only", "reason": "有感无灾"})
+    assert drive.step(incident_id).stage == "learning"
+    assert not [t for t in drive.tasks(incident_id).values() if t.stage == "response" and t.assigned_at]
+
+
+def test_standing_down_needs_a_reason_and_nothing_is_written_without_it(baton: str) -> None:
+    incident_id = drive.open_("flood", level="IV")
+    warning_done(incident_id)
+    before = len(entries(incident_id))
+    with pytest.raises(FormInvalid) as refused:
+        drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down"})
+    assert refused.value.details == [{"field": "reason", "code": "reason_required",
+                                      "message": "a decision not to go on needs a reason"}]
+    assert len(entries(incident_id)) == before
+    assert drive.open_tasks(incident_id)["lift_warning"].status == "assigned"
+
+
+def test_an_incident_opened_on_an_old_version_keeps_it(baton: str) -> None:
+    """A version stored before the law rules (its gate's choices lead nowhere) still runs its incidents: the
+    rules added since do not unmake it, and its gate goes on as it always did."""
+    from core.incidents.models import Incident
+    from core.plans.models import PlanVersion
+    from core.plans.store import plan_for_version
+    from core.platform.settings import PROCESS_DEFS_DIR
+
+    text = (PROCESS_DEFS_DIR / "flood.yaml").read_text(encoding="utf-8")
+    old = text.replace(", outcome: next}", "}").replace(", outcome: learning}", "}").replace(
+        "\nversion: 2\n", "\nversion: 1\n")
+    assert "outcome:" not in old
+    incident_id = drive.open_("flood", level="IV")
+    with session_scope() as session:
+        row = PlanVersion(type="flood", version=1, digest="old", content=old)
+        session.add(row)
+        session.flush()
+        incident = session.get(Incident, incident_id)
+        assert incident is not None and row.id is not None
+        incident.plan_version_id, incident.plan_version = row.id, 1
+        session.add(incident)
+    with session_scope() as session:
+        assert plan_for_version(session, row.id).version == 1
+    # The same text offered as a plan in use is refused.
+    from core.plans.store import registry
+    from process_defs.validation import parse_plan
+
+    plan, problems = parse_plan(old, "flood.yaml", registry())
+    assert plan is None and any("has no outcome" in str(p) for p in problems)
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "stand_down"})
+    assert drive.step(incident_id).stage == "response"  # the old version's behaviour, kept for its incidents
+
+
+def respond(incident_id: str) -> None:
+    warning_done(incident_id)
+    drive.complete_step(incident_id, "lift_warning", {"decision": "respond"})
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "activate_command")
+    drive.step(incident_id)
+
+
+@BOTH
+def test_reported_casualties_that_meet_a_higher_level_propose_it_and_the_office_accepts(baton: str) -> None:
+    from core.incidents import grading
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    drive.complete_step(incident_id, "casualty_report", {"deaths": 12, "missing": 2, "injured": 30,
+                                                         "people_moved": 800})
+    drive.step(incident_id)
+    drive.step(incident_id)  # a second look proposes nothing twice
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+    assert (proposal.level, proposal.from_level, proposal.source) == ("II", "IV", "outputs")
+    assert proposal.basis["met"] == [{"measure": "casualty_report.deaths", "op": "ge", "value": 10.0,
+                                      "observed": 12}]
+    assert "10人以上" in proposal.basis["text"]["zh"]
+    assert drive.incident(incident_id).level == "IV"  # proposed, not imposed
+    [proposed] = [e for e in entries(incident_id) if e.kind == "level.proposed"]
+    assert proposed.details == {"proposal_id": proposal.id, "level": "II", "from": "IV", "source": "outputs"}
+    # Raising to II is the flood headquarters' commander's decision (the plan's authority), not a deputy's.
+    deputy = drive.person("deputy", "deputy_commander@flood_control_hq")
+    with session_scope() as session, pytest.raises(PositionRequired) as refused:
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=deputy)
+    assert refused.value.details["needs"] == ["commander@flood_control_hq"]
+    commander = drive.person()
+    with session_scope() as session:
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=commander)
+    assert drive.incident(incident_id).level == "II"
+    [changed] = [e for e in entries(incident_id) if e.kind == "level.changed"]
+    assert changed.actor == "user:commander" and changed.details["proposal_id"] == proposal.id
+    with session_scope() as session, pytest.raises(grading.ProposalStateConflict):
+        grading.accept(session, incident_id=incident_id, proposal_id=proposal.id, by=commander)
+
+
+def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -> None:
+    from core.incidents import grading
+    from core.platform.errors import ReasonRequired
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    drive.complete_step(incident_id, "casualty_report", {"deaths": 4, "missing": 0, "injured": 3,
+                                                         "people_moved": 50})
+    drive.step(incident_id)
+    with session_scope() as session:
+        [proposal] = grading.open_proposals(session, incident_id)
+        assert proposal.level == "III"
+    commander = drive.person()
+    with session_scope() as session, pytest.raises(ReasonRequired):
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, by=commander, reason=" ")
+    with session_scope() as session:
+        grading.decline(session, incident_id=incident_id, proposal_id=proposal.id, by=commander,
+                        reason="死亡人员系交通事故，非洪涝所致")
+    drive.step(incident_id)
+    with session_scope() as session:
+        assert grading.open_proposals(session, incident_id) == []
+        assert [p.status for p in grading.list_proposals(session, incident_id)] == ["declined"]
+    [declined] = [e for e in entries(incident_id) if e.kind == "level.proposal_declined"]
+    assert declined.actor == "user:commander" and declined.details["reason"] == "死亡人员系交通事故，非洪涝所致"
