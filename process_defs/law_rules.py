@@ -36,7 +36,7 @@ def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Findi
     return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry)]
 
 
-def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
+def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:  # noqa: C901  (one branch per way a gate can be wrong)
     """A gate's choice is its decision: every value leads somewhere (`next`, `close`, or a later stage), and a
     decision that skips a stage needs a reason field. Outcomes anywhere else mean nothing, so they are refused."""
     outcomes = ", ".join(GATE_OUTCOMES)

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask
 from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
 from core.platform.errors import FormInvalid
 from tests import engine_driver as drive
@@ -22,7 +23,7 @@ FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 
 
-def entries(incident_id: str) -> list[ledger.LedgerEntry]:
+def entries(incident_id: str) -> list[LedgerEntry]:
     with session_scope() as session:
         return list(ledger.read_chain(session, incident_id))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
 from tests import engine_driver as drive
 from tests.api_server import (  # noqa: F401
@@ -24,7 +25,7 @@ from tests.api_server import (  # noqa: F401
 )
 
 
-def entries(incident_id: str) -> list[ledger.LedgerEntry]:
+def entries(incident_id: str) -> list[LedgerEntry]:
     with session_scope() as session:
         return list(ledger.read_chain(session, incident_id))
 

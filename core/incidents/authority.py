@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident, LevelAuthorisation
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound

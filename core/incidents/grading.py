@@ -13,7 +13,7 @@ from core.incidents import authority
 from core.incidents.models import DepartmentTask, Incident, LevelProposal, ProposalStatus, TaskStatus
 from core.incidents.service import COMMAND, SYSTEM, change_level, lock_incident
 from core.ledger import chain as ledger
-from core.ledger.chain import LedgerKind
+from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, IncidentClosed, NotFound, ReasonRequired
