@@ -6,6 +6,7 @@ FastAPI's documented self-hosting: its own docs routes are off (`docs_url=None`)
 ASSETS_URL. Nothing is fetched from a CDN at run time, so the reference works offline (an emergency office's
 network may be cut off) and its CSP names no other origin. The one inline script (Swagger UI's start-up) is
 allowed by its hash, not by 'unsafe-inline'; both UIs inject their own styles, hence style-src 'unsafe-inline'.
+(ReDoc's menu shows its vendor's logo from that vendor's CDN: the CSP refuses it, and the reference loses nothing.)
 """
 
 from __future__ import annotations
