@@ -1,4 +1,5 @@
-"""Who may do what, over real HTTP: every API endpoint × every role × own or another department's object.
+"""Who may do what, through the app's HTTP interface (in process): every API endpoint × every role × own or
+another department's object.
 
 The matrix is data (MATRIX): a row is a method, a path template, a target and the status each role must get.
 Roles are anonymous, office, manager, admin, and two department users chosen by the target: the department
@@ -44,8 +45,6 @@ from tests.api_server import (
     PASSWORD,
     Api,
     FloodIncident,
-    api_fixture,  # noqa: F401
-    api_server_fixture,  # noqa: F401
     error_of,
     fingerprint,
     flood,
@@ -53,10 +52,10 @@ from tests.api_server import (
     ledger_count,
     login,
     make_user,
-    run_api,
     standard_api,
 )
 from tests.conftest import Say
+from tests.fixtures.api import ApiWith
 from tests.servers import PrefectServer
 
 Body = dict[str, Any] | Callable[["Target"], dict[str, Any]] | None
@@ -192,8 +191,8 @@ for _module_path in sorted(Path(__file__).resolve().parent.glob("access_rows_*.p
     MATRIX.extend(_module.ROWS)
     EXTRA_TARGETS.update(getattr(_module, "TARGETS", {}))
 
-# What each status's error body must say.
-ERROR_CODES = {401: "not_authenticated", 403: "forbidden", 404: "not_found"}
+# What each status's error body must say (503: the PDF row where Chromium is not installed).
+ERROR_CODES = {401: "not_authenticated", 403: "forbidden", 404: "not_found", 503: "pdf_unavailable"}
 
 
 # -- the world the matrix runs against ----------------------------------------------------------------------
@@ -280,9 +279,9 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
 
 
 @pytest.fixture
-def matrix_api(baton: str, prefect_server: PrefectServer) -> Iterator[Api]:
+def matrix_api(api_with: ApiWith, prefect_server: PrefectServer) -> Iterator[Api]:
     """The API with Prefect reachable, so that health is 200 for everyone."""
-    with run_api({"BATON_PREFECT_API_URL": prefect_server.api_url}) as server:
+    with api_with({"BATON_PREFECT_API_URL": prefect_server.api_url}) as server:
         yield standard_api(server, via_login=True)
 
 
