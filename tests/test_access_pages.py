@@ -215,7 +215,7 @@ def page_fingerprint() -> tuple[Any, ...]:
     """fingerprint() and what pages also change: sessions issued and revoked, each user's language."""
     with session_scope() as session:
         issued = int(session.exec(select(func.count()).select_from(AccessToken)).one())
-        langs = tuple(sorted((u.username, u.lang) for u in session.exec(select(User)).all()))
+        langs = tuple(sorted(tuple(row) for row in session.execute(select(User.username, User.lang)).all()))
     return fingerprint(), issued, langs
 
 

@@ -41,11 +41,25 @@ def _reach(folder: Path, name: str, worker_id: str | None = None) -> subprocess.
 
 
 def test_a_disarmed_point_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BATON_FAILPOINT_DIR no file arms a point, wherever it lies: the process passes at once and leaves
+    the file unclaimed (armed, this one would hold the process for five seconds and be renamed)."""
     monkeypatch.delenv("BATON_FAILPOINT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
-    (tmp_path / "stage.left").write_text("crash")  # a file of that name elsewhere arms nothing
+    (tmp_path / "stage.left").write_text("hold 5")
+    started = time.monotonic()
     failpoint("stage.left")
+    assert time.monotonic() - started < 1
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.left"]
     get_settings.cache_clear()
+    # And in a process of its own, with "crash" in a folder that is not the failpoint folder: it runs on.
+    (tmp_path / "stage.left").write_text("crash")
+    env = {k: v for k, v in os.environ.items() if k != "BATON_FAILPOINT_DIR"}
+    code = "from core.platform.failpoints import failpoint; failpoint('stage.left'); print('passed')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "passed" in result.stdout, result
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.left"]
 
 
 def test_hold_stands_still_once_and_the_claim_names_the_process(armed_dir: Path) -> None:
