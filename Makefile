@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test test-fast system-packages lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,20 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/baton demo
 
-test: $(STAMP_TEST)
+# PostgreSQL, Chromium, a CJK font and python3-venv from Debian: installed when this can (as root, or sudo without
+# a password); otherwise it stops at once with the one command to run.
+system-packages:
+	.ci/system-packages
+
+# Everything: lint, types and the whole suite (about 10 minutes on two cores).
+test: system-packages $(STAMP_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
+
+# The fast tier alone: the tests that start no other process (no Prefect, workers, PostgreSQL or Chromium).
+test-fast: $(STAMP_TEST)
+	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .

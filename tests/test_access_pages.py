@@ -1,5 +1,6 @@
-"""Who may do what outside /api, over real HTTP with browser sessions: every page, the API schema and docs, and
-the public warning feed × every role × own, another department's, or no such object.
+"""Who may do what outside /api, through the app's HTTP interface (in process) with browser sessions: every
+page, the API schema and docs, and the public warning feed × every role × own, another department's, or no
+such object.
 
 The roles and targets are those of the API matrix (tests/test_access.py). Pages follow one rule: a page a role
 may not use reads as missing (404, the same page as for an object that does not exist, so that existence does
@@ -36,8 +37,6 @@ from tests.api_server import (
     PASSWORD,
     Api,
     ApiServer,
-    api_fixture,  # noqa: F401
-    api_server_fixture,  # noqa: F401
     error_of,
     fingerprint,
     flood,
@@ -216,7 +215,7 @@ def page_fingerprint() -> tuple[Any, ...]:
     """fingerprint() and what pages also change: sessions issued and revoked, each user's language."""
     with session_scope() as session:
         issued = int(session.exec(select(func.count()).select_from(AccessToken)).one())
-        langs = tuple(sorted((u.username, u.lang) for u in session.exec(select(User)).all()))
+        langs = tuple(sorted(tuple(row) for row in session.execute(select(User.username, User.lang)).all()))
     return fingerprint(), issued, langs
 
 
@@ -236,8 +235,7 @@ class Browsers:
         self.made: list[httpx.Client] = []
 
     def new(self, username: str | None) -> httpx.Client:
-        client = page_client(self.server, username) if username else httpx.Client(base_url=self.server.url,
-                                                                                     timeout=30)
+        client = page_client(self.server, username) if username else self.server.client()
         self.made.append(client)
         return client
 

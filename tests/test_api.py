@@ -1,4 +1,5 @@
-"""The JSON API over real HTTP, against `uvicorn api.app:app` in its own process: every endpoint's success
+"""The JSON API, in process (tests/fixtures/api.py), and over real HTTP where only a server shows it (a body
+over the limit, read as it arrives; a response sent before its transaction commits): every endpoint's success
 path and the errors it gives, idempotent triggers, double actions, the ledger, login throttling, health,
 the error format and the security headers. Who may do what is in test_access.py."""
 
@@ -30,8 +31,6 @@ from tests.api_server import (
     NEW_INCIDENT,
     PASSWORD,
     Api,
-    api_fixture,  # noqa: F401
-    api_server_fixture,  # noqa: F401
     audit_actions,
     error_of,
     expired_token,
@@ -39,10 +38,11 @@ from tests.api_server import (
     issued_token,
     ledger_count,
     ledger_kinds,
-    run_api,
+    serve_api,
     standard_api,
     task_row,
 )
+from tests.fixtures.api import ApiWith
 from tests.servers import PrefectServer
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -62,7 +62,7 @@ def fields_named(error: dict[str, Any]) -> set[str]:
 
 
 def test_login_gives_a_bearer_token_and_me_names_the_user(api: Api) -> None:
-    response = httpx.post(f"{api.url}/api/auth/token", data={"username": "water_affairs", "password": PASSWORD})
+    response = api.server.post("/api/auth/token", data={"username": "water_affairs", "password": PASSWORD})
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 8 * 3600 and len(body["access_token"]) > 30
@@ -75,21 +75,21 @@ def test_login_gives_a_bearer_token_and_me_names_the_user(api: Api) -> None:
 
 
 def test_login_form_must_be_complete(api: Api) -> None:
-    error = error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": "office"}), 422, "invalid_request")
+    error = error_of(api.server.post("/api/auth/token", data={"username": "office"}), 422, "invalid_request")
     assert "password" in fields_named(error)
     # The password flow takes a form, not JSON.
-    error_of(httpx.post(f"{api.url}/api/auth/token", json={"username": "office", "password": PASSWORD}), 422,
+    error_of(api.server.post("/api/auth/token", json={"username": "office", "password": PASSWORD}), 422,
              "invalid_request")
-    error = error_of(httpx.post(f"{api.url}/api/auth/token",
+    error = error_of(api.server.post("/api/auth/token",
                                 data={"username": "office", "password": PASSWORD, "grant_type": "client_credentials"}),
                      422, "invalid_request")
     assert "grant_type" in fields_named(error)
 
 
 def test_a_failed_login_is_refused_and_audited(api: Api) -> None:
-    error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": "office", "password": "wrong-password"}),
+    error_of(api.server.post("/api/auth/token", data={"username": "office", "password": "wrong-password"}),
              401, "authentication_failed")
-    error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": "nobody", "password": "wrong-password"}),
+    error_of(api.server.post("/api/auth/token", data={"username": "nobody", "password": "wrong-password"}),
              401, "authentication_failed")
     assert [(actor, action) for actor, action, _ in audit_actions("office")][-1] == ("user:office", "login.failed")
     unknown = [(actor, action) for actor, action, _ in audit_actions("nobody")]
@@ -98,16 +98,16 @@ def test_a_failed_login_is_refused_and_audited(api: Api) -> None:
 
 def test_five_failed_logins_lock_the_account(api: Api) -> None:
     for _ in range(5):
-        error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": "manager", "password": "not-it-at-all"}),
+        error_of(api.server.post("/api/auth/token", data={"username": "manager", "password": "not-it-at-all"}),
                  401, "authentication_failed")
     # Locked for this address: even the right password is refused now, as a wrong one is (tests/test_abuse.py
     # has the lockout's other addresses and the back-off).
-    error_of(httpx.post(f"{api.url}/api/auth/token", data={"username": "manager", "password": PASSWORD}), 401,
+    error_of(api.server.post("/api/auth/token", data={"username": "manager", "password": PASSWORD}), 401,
              "authentication_failed")
     actions = [action for _, action, _ in audit_actions("manager") if action.startswith("login")]
     assert actions == ["login.failed"] * 5 + ["login.locked"]
     # Other users log in as before; the manager's existing token still works (lockout is about logins).
-    assert httpx.post(f"{api.url}/api/auth/token", data={"username": "office", "password": PASSWORD}).status_code == 200
+    assert api.server.post("/api/auth/token", data={"username": "office", "password": PASSWORD}).status_code == 200
     assert api.call("manager", "GET", "/api/auth/me").status_code == 200
 
 
@@ -125,7 +125,7 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
         "bearer as cookie": ({}, {"baton_session": api.tokens["office"]}),
     }
     for how, (headers, cookies) in ways.items():
-        with httpx.Client(base_url=api.url, headers=headers, cookies=cookies) as client:
+        with api.server.client(headers=headers, cookies=cookies) as client:
             for method, path in (("GET", "/api/auth/me"), ("GET", "/api/incidents"), ("POST", "/api/incidents"),
                                  ("GET", "/api/tasks"), ("GET", "/api/process-defs"), ("POST", "/api/auth/revoke")):
                 response = client.request(method, path, json=NEW_INCIDENT if method == "POST" else None)
@@ -136,8 +136,8 @@ def test_requests_without_a_valid_token_are_401(api: Api) -> None:
 
 
 def test_revoking_a_token_ends_it_and_only_it(api: Api) -> None:
-    first = httpx.post(f"{api.url}/api/auth/token", data={"username": "office", "password": PASSWORD}).json()
-    second = httpx.post(f"{api.url}/api/auth/token", data={"username": "office", "password": PASSWORD}).json()
+    first = api.server.post("/api/auth/token", data={"username": "office", "password": PASSWORD}).json()
+    second = api.server.post("/api/auth/token", data={"username": "office", "password": PASSWORD}).json()
     response = api.server.request("POST", "/api/auth/revoke", first["access_token"])
     assert response.status_code == 204 and response.content == b""
     error_of(api.server.request("GET", "/api/auth/me", first["access_token"]), 401, "not_authenticated")
@@ -147,14 +147,16 @@ def test_revoking_a_token_ends_it_and_only_it(api: Api) -> None:
 
 
 @BOTH
-def test_a_change_is_committed_before_its_response_is_sent(api: Api) -> None:
+def test_a_change_is_committed_before_its_response_is_sent(loopback_api: Api) -> None:
     """Revoke, then use the token at once: a client that got 204 must find the token revoked. On SQLite every
-    transaction takes the write lock first, which hides an early answer; on PostgreSQL it shows."""
+    transaction takes the write lock first, which hides an early answer; on PostgreSQL it shows. Over real HTTP:
+    a server may send the answer before the app returns, which a client in process never sees."""
+    api = loopback_api
     with session_scope() as session:
         user = session.exec(select(User).where(User.username == "office")).one()
         tokens = [issue_token(session, user=user).token for _ in range(300)]
     still_valid = 0
-    with httpx.Client(base_url=api.url, timeout=30) as client:
+    with api.server.client() as client:
         for token in tokens:
             headers = {"Authorization": f"Bearer {token}"}
             assert client.post("/api/auth/revoke", headers=headers).status_code == 204
@@ -697,33 +699,33 @@ def test_process_defs_and_departments(api: Api) -> None:
 
 
 @pytest.mark.prefect
-def test_health_is_200_when_database_and_prefect_answer(baton: str, prefect_server: PrefectServer) -> None:
-    with run_api({"BATON_PREFECT_API_URL": prefect_server.api_url}) as server:
-        response = httpx.get(f"{server.url}/api/health")
+def test_health_is_200_when_database_and_prefect_answer(api_with: ApiWith, prefect_server: PrefectServer) -> None:
+    with api_with({"BATON_PREFECT_API_URL": prefect_server.api_url}) as server:
+        response = server.get("/api/health")
     assert response.status_code == 200
     assert response.json() == {"database": "ok", "prefect": "ok", "ok": True}
 
 
-def test_health_is_503_when_prefect_is_unreachable(baton: str) -> None:
-    with run_api({"BATON_PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}) as server:
-        response = httpx.get(f"{server.url}/api/health")
+def test_health_is_503_when_prefect_is_unreachable(api_with: ApiWith) -> None:
+    with api_with({"BATON_PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}) as server:
+        response = server.get("/api/health")
     assert response.status_code == 503
     assert response.json() == {"database": "ok", "prefect": "error: ConnectError", "ok": False}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_health_is_503_when_the_database_is_unreachable(baton: str) -> None:
+def test_health_is_503_when_the_database_is_unreachable(api_with: ApiWith) -> None:
     env = {"BATON_DATABASE_URL": f"postgresql://baton@127.0.0.1:{free_port()}/baton",
            "BATON_PREFECT_API_URL": None, "PREFECT_API_URL": None}
-    with run_api(env) as server:
-        response = httpx.get(f"{server.url}/api/health")
+    with api_with(env) as server:
+        response = server.get("/api/health")
     assert response.status_code == 503
     assert response.json() == {"database": "error: OperationalError", "prefect": "not configured", "ok": False}
 
 
-def test_health_without_prefect_configured_is_503(baton: str) -> None:
-    with run_api({"BATON_PREFECT_API_URL": None, "PREFECT_API_URL": None}) as server:
-        response = httpx.get(f"{server.url}/api/health")
+def test_health_without_prefect_configured_is_503(api_with: ApiWith) -> None:
+    with api_with({"BATON_PREFECT_API_URL": None, "PREFECT_API_URL": None}) as server:
+        response = server.get("/api/health")
     assert response.status_code == 503
     assert response.json() == {"database": "ok", "prefect": "not configured", "ok": False}
 
@@ -733,8 +735,8 @@ def test_health_without_prefect_configured_is_503(baton: str) -> None:
 
 @pytest.fixture
 def small_api(baton: str) -> Iterator[Api]:
-    """The API with a 10 kB body limit."""
-    with run_api({"BATON_MAX_BODY_BYTES": "10000"}) as server:
+    """The API with a 10 kB body limit, over real HTTP: the limit is met while uvicorn reads the body."""
+    with serve_api({"BATON_MAX_BODY_BYTES": "10000"}) as server:
         yield standard_api(server, {"office": ("office", None), "meteorology": ("department", "meteorology")})
 
 
@@ -804,7 +806,7 @@ def some_responses(api: Api) -> list[httpx.Response]:
         api.call(None, "GET", "/api/health"),
     ]
     for _ in range(6):
-        out.append(httpx.post(f"{api.url}/api/auth/token", data={"username": "admin", "password": "wrong-wrong"}))
+        out.append(api.server.post("/api/auth/token", data={"username": "admin", "password": "wrong-wrong"}))
     # A monitoring source past its burst of signals (10 by default, refilled at one every 2 s) gets 429.
     with session_scope() as session:
         key = add_source(session, name="hydrology_network", actor="test:setup")

@@ -20,7 +20,7 @@ def login(client: TestClient, user: str, password: str) -> str:
     if nonce:
         data["csrf"] = nonce.group(1)
     response = client.post("/login", data=data, follow_redirects=False)
-    assert response.status_code in (302, 303), response.text[:300]
+    assert response.status_code == 303, response.text[:300]
     board = client.get("/inbox")
     token = re.search(r'name="csrf" value="([^"]+)"', board.text)
     return token.group(1) if token else ""
@@ -43,14 +43,15 @@ def test_board_page_shows_what_the_department_may_see_and_takes_reports(baton: s
     health = TestClient(app)
     login(health, "health", "health-pw-123")
     other = health.get(f"/incidents/{incident_id}/board")
-    assert other.status_code in (200, 404)
+    # The health commission is on the incident (it reads the board) but outside the figures' sharing scope.
+    assert other.status_code == 200
     assert not any(item in other.text for item in shown), shown
     refused = police.post(f"/incidents/{incident_id}/reports", data={"text": "roads closed"}, follow_redirects=False)
     assert refused.status_code == 403
     posted = police.post(f"/incidents/{incident_id}/reports", follow_redirects=False,
                          data={"text": "<script>alert(1)</script> 封闭道路 3 条", "csrf": csrf,
                                "classification": "internal", "share_with": ""})
-    assert posted.status_code in (302, 303)
+    assert posted.status_code == 303
     again = police.get(f"/incidents/{incident_id}/board/items").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; 封闭道路 3 条" in again and "<script>alert(1)" not in again
     bad = police.post(f"/incidents/{incident_id}/reports", data={"text": "x", "csrf": csrf,

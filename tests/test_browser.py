@@ -1,4 +1,4 @@
-"""The pages in a real browser: headless Chromium (Playwright) against a real uvicorn process, with a real Baton
+"""The pages in a real browser: headless Chromium (Playwright) against uvicorn on a loopback port, with a real Baton
 worker advancing the incident's flow on a real Prefect server.
 
 An office triggers a flood incident through the form; meteorology and water affairs complete their warning
@@ -20,24 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
+from sqlmodel import select
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium; .ci/run installs it)",
-                allow_module_level=True)
+from core.incidents.engine import latest_tasks
+from core.incidents.models import Incident
+from core.platform.db import session_scope
+from core.reports.pdf import chromium_path
+from core.users.service import add_user
+from tests.fixtures.api import serve_api
+from tests.servers import PrefectServer
 
-import httpx  # noqa: E402
-from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright  # noqa: E402
-from sqlmodel import select  # noqa: E402
-
-from core.incidents.engine import latest_tasks  # noqa: E402
-from core.incidents.models import Incident  # noqa: E402
-from core.platform.db import session_scope  # noqa: E402
-from core.users.service import add_user  # noqa: E402
-from flows.stack import free_port  # noqa: E402
-from tests.servers import PrefectServer  # noqa: E402
-
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.chromium]
 
 SHOTS = Path("/tmp/baton-shots")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,6 +41,9 @@ PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "
 DESK: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 WAIT_MS = 60_000
+# What the worker does (a Prefect flow run per incident) can take seconds on a busy machine: wait as long for a
+# page to show it as for any other action (Playwright's assertions wait 5 s by default).
+expect.set_options(timeout=WAIT_MS)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -61,43 +58,33 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def site(baton: str, prefect_server: PrefectServer, tmp_path: Path) -> Iterator[str]:
-    """uvicorn serving api.app:app and one Baton worker, both on the test's database; yields the base URL."""
+    """uvicorn serving the app on a loopback port and one Baton worker, both on the test's database; yields the
+    base URL."""
     env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, BATON_WORKER_ID="browser-worker")
-    port = free_port()
-    logs = {name: tmp_path / f"{name}.log" for name in ("web", "worker")}
-    web = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
-                            str(port), "--log-level", "warning"], env=env, stdout=logs["web"].open("wb"),
-                           stderr=subprocess.STDOUT, start_new_session=True)
-    worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env,
-                              stdout=logs["worker"].open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker"], env=env, stdout=log.open("wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if web.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {logs['web'].read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{base}/login", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not answer within 60 s")
-            time.sleep(0.2)
-        yield base
+        # The trigger form's incident is picked up at once by a worker that is running: wait until it is.
+        deadline = time.monotonic() + 120
+        while b"Baton worker browser-worker started" not in log.read_bytes():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.1)
+        with serve_api() as server:
+            yield server.url
+            if "Traceback" in server.log_tail():
+                print(f"--- web log ---\n{server.log_tail()}")
     finally:
         _stop(worker)
-        _stop(web)
-        for name, log in logs.items():
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text:
-                print(f"--- {name} log ---\n{text[-4000:]}")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "Traceback" in text:
+            print(f"--- worker log ---\n{text[-4000:]}")
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

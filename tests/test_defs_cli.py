@@ -313,6 +313,7 @@ def test_graph_escapes_markup_in_titles() -> None:
     assert line.count('"') == 2 and "<b>" not in line and "#60;b#62;" in line
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_the_installed_baton_command() -> None:
     exe = Path(sys.executable).with_name("baton")
     if not exe.exists():

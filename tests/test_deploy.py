@@ -173,6 +173,7 @@ def test_dockerfile_shape() -> None:
         assert command in text_, f"the Dockerfile documents `{command}`"
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_dockerfile_builds() -> None:
     docker = shutil.which("docker")
     if docker is None:

@@ -40,12 +40,27 @@ def _reach(folder: Path, name: str, worker_id: str | None = None) -> subprocess.
                           timeout=60)
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_a_disarmed_point_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BATON_FAILPOINT_DIR no file arms a point, wherever it lies: the process passes at once and leaves
+    the file unclaimed (armed, this one would hold the process for five seconds and be renamed)."""
     monkeypatch.delenv("BATON_FAILPOINT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
-    (tmp_path / "stage.left").write_text("crash")  # a file of that name elsewhere arms nothing
+    (tmp_path / "stage.left").write_text("hold 5")
+    started = time.monotonic()
     failpoint("stage.left")
+    assert time.monotonic() - started < 1
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.left"]
     get_settings.cache_clear()
+    # And in a process of its own, with "crash" in a folder that is not the failpoint folder: it runs on.
+    (tmp_path / "stage.left").write_text("crash")
+    env = {k: v for k, v in os.environ.items() if k != "BATON_FAILPOINT_DIR"}
+    code = "from core.platform.failpoints import failpoint; failpoint('stage.left'); print('passed')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "passed" in result.stdout, result
+    assert [p.name for p in tmp_path.iterdir()] == ["stage.left"]
 
 
 def test_hold_stands_still_once_and_the_claim_names_the_process(armed_dir: Path) -> None:
@@ -59,6 +74,7 @@ def test_hold_stands_still_once_and_the_claim_names_the_process(armed_dir: Path)
     assert time.monotonic() - started < 0.2
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_crash_kills_the_process_at_the_point(armed_dir: Path) -> None:
     (armed_dir / "ledger.appended").write_text("crash")
     result = _reach(armed_dir, "ledger.appended")
@@ -69,6 +85,7 @@ def test_crash_kills_the_process_at_the_point(armed_dir: Path) -> None:
     assert again.returncode == 0 and "passed" in again.stdout, again
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_a_scoped_point_is_reached_only_by_its_process(armed_dir: Path) -> None:
     (armed_dir / "task.assigned@host-worker-2").write_text("crash")
     other = _reach(armed_dir, "task.assigned", worker_id="host-worker-1")
@@ -81,6 +98,7 @@ def test_a_scoped_point_is_reached_only_by_its_process(armed_dir: Path) -> None:
     assert len(hits) == 1 and hits[0].startswith("task.assigned@host-worker-2.hit-host-worker-2-"), hits
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_of_many_processes_racing_to_a_point_exactly_one_takes_it(armed_dir: Path) -> None:
     (armed_dir / "incident.opened").write_text("crash")
     env = dict(os.environ, BATON_FAILPOINT_DIR=str(armed_dir))

@@ -165,3 +165,30 @@ def test_overdue_task_escalates_while_the_flow_waits(
     with session_scope() as session:
         assert session.exec(select(LedgerEntry).where(LedgerEntry.kind == "task.escalated",
                                                       LedgerEntry.incident_id == incident_id)).one()
+
+
+def test_an_incident_whose_flow_run_prefect_lost_goes_on_in_a_new_run(
+        workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """Prefect's database was lost or pruned: the incident names a run Prefect does not have. The worker says so
+    and starts a new run of the incident's flow, which goes on from where the incident stands."""
+    incident_id = drive.open_("flood")
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", FILLS["rainstorm_forecast"])
+    lost = "6f1d0c7e-0000-4000-8000-000000000000"
+    with session_scope() as session:
+        row = session.get(Incident, incident_id)
+        assert row is not None
+        row.flow_run_id = lost
+        session.add(row)
+    workers("worker-lost")
+    wait_for(lambda: "flood_risk_assessment" in drive.open_tasks(incident_id), 60, "the next step, in a new run")
+    run_id = drive.incident(incident_id).flow_run_id
+    assert run_id is not None and run_id != lost
+    name, _, _, _ = asyncio.run(read_run(run_id))
+    assert name == drive.incident(incident_id).code
+    log = (tmp_path / "worker-lost.log").read_text()
+    assert f"flow run {lost} is gone from Prefect; starting a new one" in log
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+        assigned = Counter(e.step_key for e in ledger.read_chain(session, incident_id) if e.kind == "task.assigned")
+    assert assigned["rainstorm_forecast"] == 1 and assigned["flood_risk_assessment"] == 1

@@ -1,5 +1,6 @@
-"""The learning stage over real HTTP: lessons, follow-ups tracked to closure and ledgered, and plan changes
-proposed from lessons (diff, checks, acceptance) that new incidents use while old ones keep their version."""
+"""The learning stage through the API (in process): lessons, follow-ups tracked to closure and ledgered, and
+plan changes proposed from lessons (diff, checks, acceptance) that new incidents use while old ones keep their
+version."""
 
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ from tests.api_server import (
     ASSESSMENT,
     FORECAST,
     Api,
-    api_fixture,  # noqa: F401
-    api_server_fixture,  # noqa: F401
     error_of,
     flood,
     ledger_count,

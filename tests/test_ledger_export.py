@@ -272,6 +272,7 @@ def test_a_broken_chain_in_the_database_is_not_exported(baton: str) -> None:
         export_all()
 
 
+@pytest.mark.slow  # starts processes of its own
 def test_the_documented_commands_export_and_check_offline(baton: str, tmp_path: Path) -> None:
     two_incidents()
     out = tmp_path / "export.json"

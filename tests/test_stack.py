@@ -21,7 +21,7 @@ import pytest
 from core.learning.simulation import sample_value
 from flows.stack import alive, free_port, read_stack, stack_down, stack_up
 from process_defs.schema import FormField
-from tests.servers import postgres_bin
+from tests.fixtures.system import postgres_available, require
 
 _RNG = random.Random(11)
 pytestmark = [pytest.mark.postgres, pytest.mark.prefect]
@@ -37,8 +37,7 @@ def sample(field: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, Any]]:
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL is not installed; .ci/run installs it from Debian's packages")
+    require("PostgreSQL", postgres_available())
     # PostgreSQL runs as the postgres user, who must be able to enter the folder (pytest's are private).
     data_dir = Path(tempfile.mkdtemp(prefix="baton-stack-"))
     data_dir.chmod(0o755)

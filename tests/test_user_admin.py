@@ -1,4 +1,4 @@
-"""User administration and the audit trail, over real HTTP (API) and through `baton users`: an administrator
+"""User administration and the audit trail, through the API (in process) and `baton users`: an administrator
 adds, disables, enables and unlocks users, sets passwords and ends sessions; each takes effect at once on the
 user's tokens and page sessions, is refused with a clear error where it would lock the office out, and leaves an
 audit entry (who may call what is the access matrix's, tests/access_rows_users.py)."""
@@ -16,8 +16,6 @@ from flows.cli import app as cli
 from tests.api_server import (
     PASSWORD,
     Api,
-    api_fixture,  # noqa: F401
-    api_server_fixture,  # noqa: F401
     audit_actions,
     csrf_of,
     error_of,
@@ -30,7 +28,7 @@ NEW_PASSWORD = "a-brand-new-password-7"
 
 
 def token_for(api: Api, username: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(f"{api.url}/api/auth/token", data={"username": username, "password": password}, timeout=30)
+    return api.server.post("/api/auth/token", data={"username": username, "password": password})
 
 
 def user_id(api: Api, username: str) -> str:

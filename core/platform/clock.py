@@ -1,9 +1,13 @@
-"""The clock: aware UTC now (tests inject their own through `utcnow`)."""
+"""The clock: aware UTC now. Every reading of the time goes through `utcnow`, so a test moves it forward (the
+`clock` fixture, tests/fixtures/clock.py, sets `_shift`) instead of sleeping until a token or lock expires."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+# How far ahead of the system clock this process runs: zero outside tests.
+_shift = timedelta(0)
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC) + _shift

@@ -17,7 +17,7 @@ import pytest
 
 from flows.stack import free_port, stack_down, stack_up
 from tests.faults.harness import FaultStack
-from tests.servers import postgres_bin
+from tests.fixtures.system import postgres_available, require
 
 ENV = {"BATON_LEASE_SECONDS": "4", "BATON_RETRY_DELAYS": "[0.2, 0.5, 1.0]", "PREFECT_UI_ENABLED": "false"}
 SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
@@ -25,8 +25,7 @@ SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
 
 @pytest.fixture(scope="package")
 def fault_stack() -> Iterator[FaultStack]:
-    if postgres_bin() is None:
-        pytest.fail("PostgreSQL is not installed; .ci/run installs it from Debian's packages")
+    require("PostgreSQL", postgres_available())
     from core.platform.settings import get_settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="baton-faults-")).resolve()

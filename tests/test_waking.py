@@ -1,0 +1,130 @@
+"""How a worker wakes an incident's flow when something it waits for changes (flows/waking.py, the worker's wake
+poll in flows/worker.py):
+
+- the flow arms its wake-up before it reads the database, so a write that lands while it reads still wakes
+  the wait that follows (armed after the read, that wake would be cleared and the flow would sleep until its
+  re-check, five minutes later);
+- the wake poll's windows overlap by five seconds, so a write committed late, stamped with an earlier time
+  (its transaction began before the last poll), is still seen, and seen once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from sqlmodel import col, update
+
+from core.incidents.models import Incident
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from flows.waking import RUNTIME, Runtime, Waker
+from tests import engine_driver as drive
+from tests.api_server import FORECAST
+
+
+def test_a_wake_after_arming_is_kept_for_the_wait_and_spent_by_the_next_arming() -> None:
+    async def scenario() -> None:
+        waker = Waker()
+        waker.wake("i")  # nobody is waiting: nothing is kept
+        event = waker.arm("i")
+        assert not await waker.wait(event, 0.01)
+        event = waker.arm("i")
+        waker.wake("i")  # a write lands while the flow reads, before it waits
+        assert await waker.wait(event, 0.01)
+        event = waker.arm("i")  # the next read sees that write: its wake is spent
+        assert not await waker.wait(event, 0.05)
+        waker.forget("i")
+        waker.wake("i")
+        assert "i" not in waker.events
+
+    asyncio.run(scenario())
+
+
+def lease(incident_id: str, worker_id: str, woken_at: datetime | None = None) -> None:
+    values: dict[str, Any] = {"lease_owner": worker_id, "lease_expires_at": utcnow() + timedelta(minutes=5)}
+    if woken_at is not None:
+        values["woken_at"] = woken_at
+    with session_scope() as session:
+        session.execute(update(Incident).where(col(Incident.id) == incident_id).values(**values))
+
+
+def test_the_wake_poll_sees_a_late_write_stamped_earlier_once(baton: str) -> None:
+    from flows.worker import BatonWorker
+
+    incident_id = drive.open_("flood")
+    lease(incident_id, "w-wake", woken_at=utcnow() - timedelta(minutes=1))
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        worker = BatonWorker(settings=get_settings(), worker_id="w-wake")
+        loop = asyncio.create_task(worker._wake_loop())
+        try:
+            await asyncio.sleep(5 * worker.settings.wake_interval)  # several polls, nothing new
+            event = worker.waker.arm(incident_id)
+            # Committed now, stamped three seconds ago: older than the last poll's start.
+            lease(incident_id, "w-wake", woken_at=utcnow() - timedelta(seconds=3))
+            seen = await worker.waker.wait(event, 2.0)
+            # Later polls overlap the window it fell in, but the same wake is not delivered again.
+            event = worker.waker.arm(incident_id)
+            again = await worker.waker.wait(event, 10 * worker.settings.wake_interval)
+            # A new write wakes it again.
+            event = worker.waker.arm(incident_id)
+            lease(incident_id, "w-wake", woken_at=utcnow())
+            new = await worker.waker.wait(event, 2.0)
+            return seen, again, new
+        finally:
+            worker.stop()
+            await loop
+
+    assert asyncio.run(scenario()) == (True, False, True)
+
+
+@pytest.mark.prefect
+def test_a_write_that_lands_while_the_flow_reads_wakes_its_next_wait(
+        prefect_server: Any, baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow's first read assigns the forecast; meteorology completes it right after that read, before the
+    flow waits, and the wake poll wakes the incident. The flow goes on at once (the forecast's deadline is an hour
+    away and its re-check five minutes)."""
+    import flows.incident as incident_flow_module
+
+    incident_id = drive.open_("flood")
+    lease(incident_id, "w-race")  # as the worker's claim loop would
+    waker = Waker()
+    reads: list[str] = []
+    real_in_transaction = incident_flow_module.in_transaction
+
+    async def in_transaction(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        result = await real_in_transaction(fn, **kwargs)
+        if fn is incident_flow_module._advance:
+            reads.append(incident_id)
+            if len(reads) == 1:
+                drive.complete_step(incident_id, "rainstorm_forecast", FORECAST)
+                waker.wake(incident_id)  # what the worker's wake poll does on seeing woken_at move
+        return result
+
+    monkeypatch.setattr(incident_flow_module, "in_transaction", in_transaction)
+
+    async def scenario() -> float:
+        token = RUNTIME.set(Runtime(worker_id="w-race", waker=waker))
+        # Calling an async flow gives a coroutine (Prefect's types say otherwise).
+        flow_run = cast(Coroutine[Any, Any, Any], incident_flow_module.incident_flow("flood")(incident_id=incident_id))
+        run = asyncio.create_task(flow_run)
+        started = time.monotonic()
+        try:
+            while "flood_risk_assessment" not in drive.open_tasks(incident_id):
+                assert not run.done(), run.result()
+                assert time.monotonic() - started < 60, "the flow slept through the wake"
+                await asyncio.sleep(0.1)
+            return time.monotonic() - started
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            RUNTIME.reset(token)
+
+    asyncio.run(scenario())
+    assert len(reads) >= 2
