@@ -74,7 +74,7 @@ class SignalIn(Strict):
 
 
 class DismissIn(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Lines = Field(min_length=1, max_length=2000)
 
 
 def _reader(principal: CurrentUser) -> str | None:
@@ -192,7 +192,7 @@ def signals(principal: ReviewerUser, session: SessionDep,
             status: SignalStatus | None = None,
             source: Annotated[str | None, Query(max_length=64)] = None,
             limit: Annotated[int, Query(ge=1, le=500)] = 100,
-            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+            offset: Offset = 0) -> dict[str, Any]:
     """Signals as received and what each did, newest first; `status=held` is the duty desk's queue: signals
     over their source's hourly cap of incidents, waiting to be opened or dismissed."""
     page = intake.list_signals(session, status=status, source=source, limit=limit, offset=offset)
