@@ -100,7 +100,7 @@ def test_a_write_that_lands_while_the_flow_reads_wakes_its_next_wait(
 
     async def in_transaction(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         result = await real_in_transaction(fn, **kwargs)
-        if fn is incident_flow_module._advance:
+        if fn is incident_flow_module.advance_with_reports:
             reads.append(incident_id)
             if len(reads) == 1:
                 drive.complete_step(incident_id, "rainstorm_forecast", FORECAST)
