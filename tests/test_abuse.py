@@ -39,10 +39,11 @@ from api.app import app
 from core.incidents.models import Incident
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from core.reports.pdf import chromium_path
 from core.signals.intake import SignalRateLimited, SignalRejected, add_source, admit, receive, source_for_key
 from core.signals.models import Signal
 from core.users.models import User
-from tests.api_server import PASSWORD, audit_actions, error_of, issued_token, make_user, run_api
+from tests.api_server import PASSWORD, audit_actions, error_of, issued_token, make_user, run_api, serve_api
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -88,6 +89,7 @@ def two_apis(baton: str) -> Iterator[tuple[str, str]]:
         yield one.url, two.url
 
 
+@pytest.mark.slow  # two uvicorn processes
 @BOTH
 def test_a_burst_of_signals_is_limited_across_api_processes(two_apis: tuple[str, str]) -> None:
     """The report's burst: 15 level-Ⅰ rainfall signals at once, for 15 areas, from one source, spread over two
@@ -389,6 +391,7 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies(baton: str, mo
     assert _failed_login_source(_client("192.0.2.10"), spoof) == "192.0.2.10"
 
 
+@pytest.mark.slow  # the API as its own process
 def test_the_shipped_api_command_believes_no_forwarded_header_by_default(baton: str, tmp_path: Path) -> None:
     """The API as `baton serve` starts it (a real uvicorn): uvicorn on its own would believe X-Forwarded-For
     from loopback."""
@@ -430,10 +433,11 @@ def test_the_api_docs_load_nothing_from_another_origin(baton: str) -> None:
 @pytest.fixture
 def docs_server(baton: str) -> Iterator[str]:
     make_user("manager", "manager")
-    with run_api() as server:
+    with serve_api() as server:
         yield server.url
 
 
+@pytest.mark.chromium
 def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server: str) -> None:
     """Swagger UI and ReDoc render the operations in Chromium with every request to another origin refused
     (offline) and no CSP violation."""
@@ -447,7 +451,7 @@ def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server
     elsewhere: list[str] = []
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
+        browser = playwright.chromium.launch(executable_path=chromium_path(),
                                              args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             context = browser.new_context()
@@ -479,6 +483,7 @@ def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server
 # -- PDF prints ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.chromium
 def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
         baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The report's 8 prints at once: at most 2 Chromiums run (real ones, through a wrapper that logs when
@@ -487,7 +492,7 @@ def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
 
     log = tmp_path / "chromium.log"
     wrapper = tmp_path / "chromium"
-    wrapper.write_text(f"#!/bin/sh\necho start $(date +%s.%N) >> {log}\n/usr/bin/chromium \"$@\"\ncode=$?\n"
+    wrapper.write_text(f"#!/bin/sh\necho start $(date +%s.%N) >> {log}\n{chromium_path()} \"$@\"\ncode=$?\n"
                        f"echo end $(date +%s.%N) >> {log}\nexit $code\n")
     wrapper.chmod(0o755)
     monkeypatch.setenv("BATON_CHROMIUM", str(wrapper))
@@ -593,6 +598,7 @@ def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) ->
     assert code in (0, 1, 130), (code, log.read_text()[-3000:])
 
 
+@pytest.mark.slow  # baton serve: Prefect, a worker, the API
 def test_sigterm_to_baton_serve_stops_every_process_it_started(tmp_path: Path) -> None:
     """`baton serve` (its own Prefect server, a worker, the API under two uvicorn workers), stopped as a process
     supervisor stops it."""
