@@ -200,3 +200,47 @@ def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -
         assert [p.status for p in grading.list_proposals(session, incident_id)] == ["declined"]
     [declined] = [e for e in entries(incident_id) if e.kind == "level.proposal_declined"]
     assert declined.actor == "user:commander" and declined.details["reason"] == "死亡人员系交通事故，非洪涝所致"
+
+
+@BOTH
+def test_the_termination_decision_ends_the_response_before_any_repair_step(baton: str) -> None:
+    from core.incidents import authority
+    from core.incidents.handoffs import complete
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    for key in ("drainage_operations", "traffic_control", "evacuate_residents", "casualty_report"):
+        drive.complete_step(incident_id, key)
+    drive.step(incident_id)
+    tasks = drive.tasks(incident_id)
+    assert tasks["end_response"].status == "assigned"
+    # Nothing of the recovery (repair, relief) exists while the response runs: it follows the termination.
+    assert "infrastructure_repair" not in tasks and "relief_supplies" not in tasks
+    met = {"rain_stopped": True, "rivers_below_warning": True, "points_still_waterlogged": 0,
+           "secondary_hazards_controlled": True, "summary": "雨停水退，积水点全部排除"}
+    before = len(entries(incident_id))
+    with pytest.raises(FormInvalid) as refused:
+        drive.complete_step(incident_id, "end_response", {**met, "points_still_waterlogged": 3})
+    assert refused.value.details == [{"field": "points_still_waterlogged", "code": "criterion_unmet",
+                                      "message": "must be le 0 for this decision"}]
+    assert len(entries(incident_id)) == before  # nothing half-written
+    commander = drive.person()
+    with session_scope() as session:
+        complete(session, task_id=drive.open_tasks(incident_id)["end_response"].id, actor="user:commander",
+                 outputs=met, by=commander)
+    result = drive.step(incident_id)
+    assert result.stage == "recovery"
+    assert drive.tasks(incident_id)["damage_survey"].status == "assigned"  # recovery follows the termination
+    drive.complete_step(incident_id, "damage_survey")
+    drive.step(incident_id)
+    assert drive.tasks(incident_id)["infrastructure_repair"].status == "assigned"
+    [ended] = [e for e in entries(incident_id) if e.kind == "task.completed" and e.step_key == "end_response"]
+    assert ended.details["authority"] == {"act": "end", "level": "IV", "authorised_by": "commander",
+                                          "position": "commander@flood_control_hq", "recorded_by": "user:commander",
+                                          "verbal": False}
+    with session_scope() as session:
+        rows = authority.list_authorisations(session, incident_id)
+    assert [(r.act, r.authorised_by, r.awaiting_confirmation) for r in rows] == [
+        ("start", None, True), ("end", "commander", False)]
+    left = [e.details["stage"] for e in entries(incident_id) if e.kind == "stage.left"]
+    assert left == ["warning", "response"]
