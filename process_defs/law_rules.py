@@ -1,7 +1,8 @@
 """The rules a plan must keep because Chinese emergency law and practice have them: a gate's decision says
 where the incident goes; levels are graded by measurable criteria that rise with the level; the positions
 that may start, raise and lower each level are named; the response ends by a termination decision on
-measurable criteria, never waiting for repair, reconstruction or relief. Each rule returns `(path, message)` pairs;
+measurable criteria, never waiting for repair, reconstruction or relief; deadlines order across levels by
+what a step is for. Each rule returns `(path, message)` pairs;
 `process_defs.validation` turns them into problems with file and line.
 
 These rules apply to the plans in use (the files, and versions a planner accepts). A version stored for an
@@ -16,6 +17,7 @@ from itertools import pairwise
 
 from process_defs.schema import (
     AFTER_TERMINATION,
+    DEADLINE_RULES,
     GATE_OUTCOMES,
     LEVELS,
     POSITION_REF,
@@ -24,6 +26,7 @@ from process_defs.schema import (
     DepartmentRegistry,
     FieldType,
     IncidentType,
+    parse_duration,
     split_position,
 )
 
@@ -36,7 +39,7 @@ REASON_FIELD = "reason"
 
 def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
     return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry), *termination(plan, registry),
-            *field_criteria(plan)]
+            *field_criteria(plan), *deadline_order(plan)]
 
 
 def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:
@@ -285,3 +288,41 @@ def field_criteria(plan: IncidentType) -> Iterator[Finding]:
                     ok = isinstance(value, str) and op in ("eq", "ne")
                 if not ok:
                     yield cpath, f"'{op} {value!r}' cannot be a criterion of a {kind.value} field"
+
+
+DEADLINE_WORDING = {"tighten": ("looser", "must tighten as the level rises"),
+                    "loosen": ("tighter", "must not tighten as the level rises")}
+DEADLINE_REASONS = {
+    "warning": "a bigger event needs faster warning", "decision": "a bigger event needs a faster decision",
+    "response": "a bigger event needs a faster response", "report": "a bigger event is reported sooner",
+    "relief": "a bigger event needs faster relief", "investigation": "a bigger event takes longer to investigate",
+    "review": "a bigger event takes longer to review", "reconstruction": "a bigger event takes longer to rebuild",
+}
+
+
+def deadline_order(plan: IncidentType) -> Iterator[Finding]:
+    """The rule per step purpose (`DEADLINE_RULES`): response actions, decisions, warnings, reports and relief
+    tighten as the level rises; investigations, reviews and reconstruction may loosen but never tighten; repair
+    follows the damage either way."""
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            rule = DEADLINE_RULES[step.purpose]
+            if rule == "any" or not step.deadline:
+                continue
+            worse, must = DEADLINE_WORDING[rule]
+            purpose = step.purpose.value
+            kind = f"{'an' if purpose[0] in 'aeiou' else 'a'} {purpose} step"
+            previous = None
+            for level in LEVELS:
+                text = step.deadline.get(level)  # type: ignore[call-overload]
+                if text is None:
+                    continue
+                try:
+                    value = parse_duration(text)
+                except (ValueError, OverflowError):
+                    continue  # named by the plan's deadline rule
+                if previous is not None and (value > previous[1] if rule == "tighten" else value < previous[1]):
+                    yield (("stages", stage, "steps", i, "deadline", level),
+                           f"deadline {text} at level {level} is {worse} than {previous[0]} at level {previous[2]}; "
+                           f"deadlines {must} ({kind}: {DEADLINE_REASONS[purpose]})")
+                previous = (text, value, level)
