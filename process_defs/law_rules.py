@@ -38,7 +38,8 @@ REASON_FIELD = "reason"
 
 
 def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
-    return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry), *termination(plan, registry),
+    return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry), *desks(plan, registry),
+            *termination(plan, registry),
             *field_criteria(plan), *deadline_order(plan)]
 
 
@@ -179,6 +180,19 @@ def authority(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterat
                 why = position_ref_problem(ref, registry) if registry is not None else None
                 if why is not None:
                     yield ("authority", level, key, j), why
+
+
+def desks(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterator[Finding]:
+    """A headquarters is a command body, not a desk: its work is done by its office, in a department."""
+    if registry is None:
+        return
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            dept = registry.department(step.department)
+            if dept is not None and dept.kind is DepartmentKind.headquarters:
+                yield (("stages", stage, "steps", i, "department"),
+                       f"'{step.department}' is a headquarters, not a desk: give the step to its office "
+                       f"('{dept.office}')")
 
 
 def registry_rules(registry: DepartmentRegistry) -> Iterator[Finding]:

@@ -4,6 +4,8 @@ need the position the plan names, and the response ends by a termination decisio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlmodel import col, select
 
@@ -13,6 +15,7 @@ from core.ledger import chain as ledger
 from core.platform.db import session_scope
 from core.platform.errors import FormInvalid
 from tests import engine_driver as drive
+from tests.conftest import copy_plans
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -244,3 +247,38 @@ def test_the_termination_decision_ends_the_response_before_any_repair_step(baton
         ("start", None, True), ("end", "commander", False)]
     left = [e.details["stage"] for e in entries(incident_id) if e.kind == "stage.left"]
     assert left == ["warning", "response"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("    office: earthquake_bureau\n", ""),
+     "departments.yaml:{line} departments[{index}].office: a headquarters needs the department its office works in"),
+    (("    held_in: [headquarters]\n", "    held_in: [community]\n"),
+     "flood.yaml:{line} authority.IV.start[0]: a headquarters ('flood_control_hq') has no commander; it is held in "
+     "community"),
+])
+def test_the_registry_of_departments_positions_and_headquarters_is_checked(tmp_path: Path, change: tuple[str, str],
+                                                                           expected: str) -> None:
+    from process_defs.validation import check_paths
+
+    plans = copy_plans(tmp_path, "flood")
+    registry = (plans / "departments.yaml").read_text(encoding="utf-8")
+    old, new = change
+    assert old in registry
+    (plans / "departments.yaml").write_text(registry.replace(old, new, 1), encoding="utf-8")
+    problems = [str(p) for p in check_paths([plans]).problems]
+    prefix, _, rest = expected.partition("{line}")
+    assert any(p.startswith(prefix) and rest.split("]", 1)[-1] in p for p in problems), problems
+
+
+def test_a_step_is_given_to_a_desk_not_to_a_headquarters(tmp_path: Path) -> None:
+    from process_defs.validation import check_paths
+
+    plans = copy_plans(tmp_path, "flood")
+    text = (plans / "flood.yaml").read_text(encoding="utf-8")
+    changed = text.replace("        department: emergency_office\n        kind: human\n        purpose: decision\n",
+                           "        department: flood_control_hq\n        kind: human\n        purpose: decision\n", 1)
+    assert changed != text
+    (plans / "flood.yaml").write_text(changed, encoding="utf-8")
+    problems = [str(p) for p in check_paths([plans]).problems]
+    assert any("'flood_control_hq' is a headquarters, not a desk: give the step to its office ('emergency_office')"
+               in p for p in problems), problems
