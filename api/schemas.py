@@ -134,6 +134,9 @@ class TaskDetail(TaskPublic):
 class CompleteIn(Strict):
     outputs: dict[str, Any]  # held to the step's form and the input policy by core.plans.forms
     note: Lines | None = Field(default=None, max_length=10_000)
+    ordered_by: Line | None = Field(default=None, min_length=1, max_length=64,
+                                    description="A decision that starts or ends the response, recorded by the office "
+                                                "on this commander's verbal order (a user name).")
 
 
 class HandBackIn(Strict):

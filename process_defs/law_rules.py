@@ -1,6 +1,8 @@
 """The rules a plan must keep because Chinese emergency law and practice have them: a gate's decision says
 where the incident goes; levels are graded by measurable criteria that rise with the level; the positions
-that may start, raise and lower each level are named. Each rule returns `(path, message)` pairs;
+that may start, raise and lower each level are named; the response ends by a termination decision on
+measurable criteria, never waiting for repair, reconstruction or relief; deadlines order across levels by
+what a step is for. Each rule returns `(path, message)` pairs;
 `process_defs.validation` turns them into problems with file and line.
 
 These rules apply to the plans in use (the files, and versions a planner accepts). A version stored for an
@@ -14,6 +16,8 @@ from collections.abc import Iterator
 from itertools import pairwise
 
 from process_defs.schema import (
+    AFTER_TERMINATION,
+    DEADLINE_RULES,
     GATE_OUTCOMES,
     LEVELS,
     POSITION_REF,
@@ -22,6 +26,7 @@ from process_defs.schema import (
     DepartmentRegistry,
     FieldType,
     IncidentType,
+    parse_duration,
     split_position,
 )
 
@@ -33,7 +38,9 @@ REASON_FIELD = "reason"
 
 
 def check(plan: IncidentType, registry: DepartmentRegistry | None) -> list[Finding]:
-    return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry)]
+    return [*gate_outcomes(plan), *grading(plan), *authority(plan, registry), *desks(plan, registry),
+            *termination(plan, registry),
+            *field_criteria(plan), *deadline_order(plan)]
 
 
 def gate_outcomes(plan: IncidentType) -> Iterator[Finding]:  # noqa: C901  (one branch per way a gate can be wrong)
@@ -175,6 +182,19 @@ def authority(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterat
                     yield ("authority", level, key, j), why
 
 
+def desks(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterator[Finding]:
+    """A headquarters is a command body, not a desk: its work is done by its office, in a department."""
+    if registry is None:
+        return
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            dept = registry.department(step.department)
+            if dept is not None and dept.kind is DepartmentKind.headquarters:
+                yield (("stages", stage, "steps", i, "department"),
+                       f"'{step.department}' is a headquarters, not a desk: give the step to its office "
+                       f"('{dept.office}')")
+
+
 def registry_rules(registry: DepartmentRegistry) -> Iterator[Finding]:
     """Positions are named once; a headquarters has its office in a department, and members that exist."""
     seen: set[str] = set()
@@ -198,3 +218,125 @@ def registry_rules(registry: DepartmentRegistry) -> Iterator[Finding]:
         for j, member in enumerate(dept.members):
             if registry.department(member) is None:
                 yield (*base, "members", j), f"unknown department '{member}'"
+
+
+def _waits_for(plan: IncidentType, key: str) -> dict[str, str]:
+    """Every step `key` waits for or reads, directly or through others (dependencies, inputs, conditions),
+    with the step through which it is reached first."""
+    steps = {step.key: step for _, step in plan.steps()}
+    found: dict[str, str] = {}
+    stack = [(key, key)]
+    while stack:
+        current, via = stack.pop()
+        step = steps.get(current)
+        if step is None:
+            continue
+        condition = step.when.condition.step if step.when and step.when.condition else None
+        for other in [*step.depends_on, *(ref.partition(".")[0] for ref in step.inputs),
+                      *([condition] if condition else [])]:
+            if other not in found and other != key:
+                found[other] = via if via != key else other
+                stack.append((other, found[other]))
+    return found
+
+
+def termination(plan: IncidentType, registry: DepartmentRegistry | None) -> Iterator[Finding]:
+    """The response ends by one decision, the response stage's gate, on measurable criteria (form fields with a
+    criterion) and by a named authority; it never waits for repair, reconstruction or relief."""
+    ends = [(stage, i, step) for stage in STAGES for i, step in enumerate(plan.stages.get(stage).steps)
+            if step.terminates is not None]
+    steps = {step.key: step for _, step in plan.steps()}
+    for n, (stage, i, step) in enumerate(ends):
+        base: PathT = ("stages", stage, "steps", i)
+        assert step.terminates is not None
+        if n:
+            yield (*base, "terminates"), f"the response ends once: '{ends[0][2].key}' already ends it"
+            continue
+        if stage != "response" or plan.stages.response.gate != step.key:
+            yield ((*base, "terminates"), "the decision to end the response is the response stage's gate: put it in "
+                                          "the response stage and name it as the gate (recovery follows it)")
+        if not any(f.criterion is not None for f in step.form):
+            yield ((*base, "form"), "ending the response needs measurable criteria: give form fields a criterion "
+                                    "(e.g. rain_stopped with {op: eq, value: true})")
+        approved_by = step.terminates.approved_by
+        if approved_by is None and plan.authority is None:
+            yield ((*base, "terminates", "approved_by"), "name the positions that approve ending the response, or "
+                                                         "give the plan its authority per level")
+        for j, ref in enumerate(approved_by or []):
+            why = position_ref_problem(ref, registry) if registry is not None else None
+            if why is not None:
+                yield (*base, "terminates", "approved_by", j), why
+        for other, via in sorted(_waits_for(plan, step.key).items()):
+            found = steps.get(other)
+            if found is not None and found.purpose in AFTER_TERMINATION:
+                through = f" (through '{via}')" if via != other else ""
+                yield ((*base, "depends_on"),
+                       f"ending the response waits for '{other}'{through}, a {found.purpose.value} step: repair, "
+                       "reconstruction and relief follow the end of the response; they are not its conditions")
+
+
+def field_criteria(plan: IncidentType) -> Iterator[Finding]:
+    """A criterion belongs to a decision's form (a termination), on a required field it can hold for."""
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            for j, form_field in enumerate(step.form):
+                criterion = form_field.criterion
+                if criterion is None:
+                    continue
+                cpath: PathT = ("stages", stage, "steps", i, "form", j, "criterion")
+                if step.terminates is None:
+                    yield cpath, "only the decision that ends the response has criteria on its form"
+                    continue
+                if not form_field.required:
+                    yield (*cpath[:-1], "required"), "a field with a criterion must be required"
+                kind, value, op = form_field.type, criterion.value, criterion.op
+                if op == "truthy":
+                    continue
+                if kind is FieldType.boolean:
+                    ok = isinstance(value, bool) and op in ("eq", "ne")
+                elif kind is FieldType.number:
+                    ok = isinstance(value, int | float) and not isinstance(value, bool)
+                elif kind is FieldType.choice:
+                    ok = op in ("eq", "ne") and value in {c.value for c in form_field.choices or []}
+                else:
+                    ok = isinstance(value, str) and op in ("eq", "ne")
+                if not ok:
+                    yield cpath, f"'{op} {value!r}' cannot be a criterion of a {kind.value} field"
+
+
+DEADLINE_WORDING = {"tighten": ("looser", "must tighten as the level rises"),
+                    "loosen": ("tighter", "must not tighten as the level rises")}
+DEADLINE_REASONS = {
+    "warning": "a bigger event needs faster warning", "decision": "a bigger event needs a faster decision",
+    "response": "a bigger event needs a faster response", "report": "a bigger event is reported sooner",
+    "relief": "a bigger event needs faster relief", "investigation": "a bigger event takes longer to investigate",
+    "review": "a bigger event takes longer to review", "reconstruction": "a bigger event takes longer to rebuild",
+}
+
+
+def deadline_order(plan: IncidentType) -> Iterator[Finding]:
+    """The rule per step purpose (`DEADLINE_RULES`): response actions, decisions, warnings, reports and relief
+    tighten as the level rises; investigations, reviews and reconstruction may loosen but never tighten; repair
+    follows the damage either way."""
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            rule = DEADLINE_RULES[step.purpose]
+            if rule == "any" or not step.deadline:
+                continue
+            worse, must = DEADLINE_WORDING[rule]
+            purpose = step.purpose.value
+            kind = f"{'an' if purpose[0] in 'aeiou' else 'a'} {purpose} step"
+            previous = None
+            for level in LEVELS:
+                text = step.deadline.get(level)  # type: ignore[call-overload]
+                if text is None:
+                    continue
+                try:
+                    value = parse_duration(text)
+                except (ValueError, OverflowError):
+                    continue  # named by the plan's deadline rule
+                if previous is not None and (value > previous[1] if rule == "tighten" else value < previous[1]):
+                    yield (("stages", stage, "steps", i, "deadline", level),
+                           f"deadline {text} at level {level} is {worse} than {previous[0]} at level {previous[2]}; "
+                           f"deadlines {must} ({kind}: {DEADLINE_REASONS[purpose]})")
+                previous = (text, value, level)

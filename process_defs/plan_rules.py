@@ -243,11 +243,11 @@ def dependencies(ctx: PlanContext, at: StepAt) -> list[Problem]:
 
 
 def deadlines(ctx: PlanContext, at: StepAt) -> list[Problem]:
-    """Each deadline a positive duration, tightening as the level rises."""
+    """Each deadline a positive duration (how they order across levels, by the step's purpose, is
+    `law_rules.deadline_order`)."""
     problems: list[Problem] = []
     if not at.step.deadline:
         return problems
-    previous: tuple[str, Any, str] | None = None
     for level in LEVELS:
         if level not in at.step.deadline:
             continue
@@ -264,11 +264,6 @@ def deadlines(ctx: PlanContext, at: StepAt) -> list[Problem]:
             continue
         if value.total_seconds() <= 0:
             problems.append(ctx.problem(lpath, f"deadline {text} must be longer than zero"))
-            continue
-        if previous is not None and value > previous[1]:
-            problems.append(ctx.problem(lpath, f"deadline {text} at level {level} is looser than {previous[0]} at "
-                                               f"level {previous[2]}; deadlines must tighten as the level rises"))
-        previous = (text, value, level)
     return problems
 
 

@@ -177,6 +177,27 @@ class Choice(Strict):
         default=None, description="On a gate's decision field: next, close, or a later stage (e.g. learning).")
 
 
+class FieldCriterion(Strict):
+    """What a field's answer must be for its step's decision to stand (`op value`), e.g. the measurable
+    criteria of ending a response: rain stopped (eq true), no waterlogged point left (le 0)."""
+
+    op: Literal["eq", "ne", "gt", "ge", "lt", "le", "truthy"] = "eq"
+    value: Any = None
+
+    def holds(self, answer: Any) -> bool:
+        if self.op == "truthy":
+            return bool(answer)
+        if answer is None:
+            return False
+        try:
+            return bool(_COMPARISONS[self.op](answer, self.value))
+        except TypeError:
+            return False
+
+    def describe(self) -> str:
+        return "must be set" if self.op == "truthy" else f"must be {self.op} {self.value!r}"
+
+
 class FormField(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     label: Text
@@ -186,6 +207,8 @@ class FormField(Strict):
     unit: str | None = None
     choices: list[Choice] | None = None
     multiple: bool = False
+    criterion: FieldCriterion | None = Field(
+        default=None, description="The answer the decision needs (a termination's measurable criteria).")
 
 
 class Condition(Strict):
@@ -250,6 +273,40 @@ class StepKind(StrEnum):
     action = "action"
 
 
+class StepPurpose(StrEnum):
+    """What a step is for; its deadlines follow the purpose's rule as the level rises (`DEADLINE_RULES`)."""
+
+    warning = "warning"  # monitoring, forecasts, warnings
+    decision = "decision"  # the command's decisions: start, stand down, end the response
+    response = "response"  # the response actions themselves
+    report = "report"  # reports upward and to the command
+    relief = "relief"  # help to the people affected (救助)
+    repair = "repair"  # repairing what was damaged (抢修恢复)
+    reconstruction = "reconstruction"  # rebuilding (恢复重建)
+    investigation = "investigation"  # investigating the cause and responsibility (调查)
+    review = "review"  # reviews, lessons, plan revision (总结评估)
+
+
+DEADLINE_RULES: dict[StepPurpose, str] = {
+    StepPurpose.warning: "tighten", StepPurpose.decision: "tighten", StepPurpose.response: "tighten",
+    StepPurpose.report: "tighten", StepPurpose.relief: "tighten", StepPurpose.repair: "any",
+    StepPurpose.reconstruction: "loosen", StepPurpose.investigation: "loosen", StepPurpose.review: "loosen",
+}
+"""As the level rises, a step's deadline must not loosen (`tighten`: a bigger event, a faster response), must
+not tighten (`loosen`: a bigger event takes longer to investigate, review or rebuild), or may do either."""
+
+AFTER_TERMINATION: frozenset[StepPurpose] = frozenset({StepPurpose.repair, StepPurpose.reconstruction,
+                                                       StepPurpose.relief})
+"""Repair, reconstruction and relief follow the end of the response; they are never its conditions."""
+
+
+class Termination(Strict):
+    """The step is the decision that ends the response (响应终止): its form's criteria must hold, and it is taken
+    by `approved_by`, or else by whoever may lower the current level (the authority that started it)."""
+
+    approved_by: list[str] | None = None
+
+
 class Step(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     title: Text
@@ -267,6 +324,8 @@ class Step(Strict):
     form: list[FormField] = Field(default_factory=list)
     inputs: list[str] = Field(default_factory=list)
     share: Share | None = None
+    purpose: StepPurpose = StepPurpose.response
+    terminates: Termination | None = None
 
     @field_validator("deadline", mode="before")
     @classmethod

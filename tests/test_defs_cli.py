@@ -241,7 +241,7 @@ def test_graph_prints_mermaid_and_writes_svg(tmp_path: Path) -> None:
     assert out.count(" --> ") == edges
     actions = [s.key for _, s in plan.steps() if s.kind == "action"]
     assert f"  class {','.join(actions)} action" in out
-    assert "  class lift_warning gate" in out
+    assert "  class lift_warning,end_response gate" in out  # the warning gate and the termination
     assert 'lift_warning{{"' in out  # the gate is a hexagon
     assert 'publish_rainstorm_warning[["' in out  # actions are subroutine boxes
 

@@ -111,6 +111,16 @@ BROKEN_CASES: list[tuple[str, str]] = [
     ("grading_not_monotonic.yaml",
      "grading_not_monotonic.yaml:17 grading.II.any[0].value: grading is not monotonic: 'count.deaths' ge 3 at level "
      "II is not above ge 10 at level III; thresholds must rise with the level (Ⅰ the most severe)"),
+    ("termination_waits_for_repair.yaml",
+     "termination_waits_for_repair.yaml:28 stages.response.steps[1].depends_on: ending the response waits for "
+     "'repair_mains', a repair step: repair, reconstruction and relief follow the end of the response"),
+    ("termination_in_recovery.yaml",
+     "termination_in_recovery.yaml:27 stages.recovery.steps[0].terminates: the decision to end the response is the "
+     "response stage's gate"),
+    ("investigation_hurried.yaml",
+     "investigation_hurried.yaml:44 stages.learning.steps[0].deadline.II: deadline P30D at level II is tighter than "
+     "P60D at level IV; deadlines must not tighten as the level rises (an investigation step: a bigger event takes "
+     "longer to investigate)"),
     ("no_after_action.yaml",
      "no_after_action.yaml:49 stages.learning.steps: the learning stage needs an after-action review step"),
     ("after_action_early.yaml",

@@ -4,6 +4,8 @@ need the position the plan names, and the response ends by a termination decisio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlmodel import col, select
 
@@ -14,6 +16,7 @@ from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
 from core.platform.errors import FormInvalid
 from tests import engine_driver as drive
+from tests.conftest import copy_plans
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -201,3 +204,82 @@ def test_a_declined_level_needs_a_reason_and_is_not_proposed_again(baton: str) -
         assert [p.status for p in grading.list_proposals(session, incident_id)] == ["declined"]
     [declined] = [e for e in entries(incident_id) if e.kind == "level.proposal_declined"]
     assert declined.actor == "user:commander" and declined.details["reason"] == "死亡人员系交通事故，非洪涝所致"
+
+
+@BOTH
+def test_the_termination_decision_ends_the_response_before_any_repair_step(baton: str) -> None:
+    from core.incidents import authority
+    from core.incidents.handoffs import complete
+
+    incident_id = drive.open_("flood", level="IV")
+    respond(incident_id)
+    for key in ("drainage_operations", "traffic_control", "evacuate_residents", "casualty_report"):
+        drive.complete_step(incident_id, key)
+    drive.step(incident_id)
+    tasks = drive.tasks(incident_id)
+    assert tasks["end_response"].status == "assigned"
+    # Nothing of the recovery (repair, relief) exists while the response runs: it follows the termination.
+    assert "infrastructure_repair" not in tasks and "relief_supplies" not in tasks
+    met = {"rain_stopped": True, "rivers_below_warning": True, "points_still_waterlogged": 0,
+           "secondary_hazards_controlled": True, "summary": "雨停水退，积水点全部排除"}
+    before = len(entries(incident_id))
+    with pytest.raises(FormInvalid) as refused:
+        drive.complete_step(incident_id, "end_response", {**met, "points_still_waterlogged": 3})
+    assert refused.value.details == [{"field": "points_still_waterlogged", "code": "criterion_unmet",
+                                      "message": "must be le 0 for this decision"}]
+    assert len(entries(incident_id)) == before  # nothing half-written
+    commander = drive.person()
+    with session_scope() as session:
+        complete(session, task_id=drive.open_tasks(incident_id)["end_response"].id, actor="user:commander",
+                 outputs=met, by=commander)
+    result = drive.step(incident_id)
+    assert result.stage == "recovery"
+    assert drive.tasks(incident_id)["damage_survey"].status == "assigned"  # recovery follows the termination
+    drive.complete_step(incident_id, "damage_survey")
+    drive.step(incident_id)
+    assert drive.tasks(incident_id)["infrastructure_repair"].status == "assigned"
+    [ended] = [e for e in entries(incident_id) if e.kind == "task.completed" and e.step_key == "end_response"]
+    assert ended.details["authority"] == {"act": "end", "level": "IV", "authorised_by": "commander",
+                                          "position": "commander@flood_control_hq", "recorded_by": "user:commander",
+                                          "verbal": False}
+    with session_scope() as session:
+        rows = authority.list_authorisations(session, incident_id)
+    assert [(r.act, r.authorised_by, r.awaiting_confirmation) for r in rows] == [
+        ("start", None, True), ("end", "commander", False)]
+    left = [e.details["stage"] for e in entries(incident_id) if e.kind == "stage.left"]
+    assert left == ["warning", "response"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (("    office: earthquake_bureau\n", ""),
+     "departments.yaml:{line} departments[{index}].office: a headquarters needs the department its office works in"),
+    (("    held_in: [headquarters]\n", "    held_in: [community]\n"),
+     "flood.yaml:{line} authority.IV.start[0]: a headquarters ('flood_control_hq') has no commander; it is held in "
+     "community"),
+])
+def test_the_registry_of_departments_positions_and_headquarters_is_checked(tmp_path: Path, change: tuple[str, str],
+                                                                           expected: str) -> None:
+    from process_defs.validation import check_paths
+
+    plans = copy_plans(tmp_path, "flood")
+    registry = (plans / "departments.yaml").read_text(encoding="utf-8")
+    old, new = change
+    assert old in registry
+    (plans / "departments.yaml").write_text(registry.replace(old, new, 1), encoding="utf-8")
+    problems = [str(p) for p in check_paths([plans]).problems]
+    prefix, _, rest = expected.partition("{line}")
+    assert any(p.startswith(prefix) and rest.split("]", 1)[-1] in p for p in problems), problems
+
+
+def test_a_step_is_given_to_a_desk_not_to_a_headquarters(tmp_path: Path) -> None:
+    from process_defs.validation import check_paths
+
+    plans = copy_plans(tmp_path, "flood")
+    text = (plans / "flood.yaml").read_text(encoding="utf-8")
+    changed = text.replace("        department: emergency_office\n        kind: human\n        purpose: decision\n",
+                           "        department: flood_control_hq\n        kind: human\n        purpose: decision\n", 1)
+    assert changed != text
+    (plans / "flood.yaml").write_text(changed, encoding="utf-8")
+    problems = [str(p) for p in check_paths([plans]).problems]
+    assert any("'flood_control_hq' is a headquarters, not a desk: give the step to its office ('emergency_office')"
+               in p for p in problems), problems

@@ -14,6 +14,7 @@ from api.pages import listings
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from api.pages.task_form import field_errors, form_values, parse_outputs
 from core.incidents import handoffs, reads
+from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import may_act
 from core.plans.store import plan_for_version
@@ -77,7 +78,7 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 can_act=acting and open_,
                 can_ack=acting and open_ and task.acknowledged_at is None
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
-                overdue=reads.is_overdue(task), notice=notice)
+                overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate)
 
 
 @router.get("/tasks/{task_id}")
@@ -117,7 +118,11 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
         if note is not None and len(note) > 10_000:
             raise FormInvalid("note too long", details=[])
         handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user, outputs=outputs,
-                          note=note)
+                          note=note, ordered_by=field(form, "ordered_by").strip() or None)
+    except PositionRequired:
+        session.rollback()
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
+                          problem="position_required", status_code=403)
     except FormInvalid as exc:
         session.rollback()
         errors, general = field_errors(step, exc.details)

@@ -80,8 +80,7 @@ def complete(task_id: str, body: CompleteIn, principal: ActingUser, session: Ses
     """Complete with the form's values; 422 names every bad field, 409 if it is already done."""
     task = _actable(session, principal, task_id)
     return public(session, handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user,
-                                             outputs=body.outputs,
-                                             note=body.note))
+                                             outputs=body.outputs, note=body.note, ordered_by=body.ordered_by))
 
 
 @router.post("/{task_id}/hand-back", response_model=TaskPublic)

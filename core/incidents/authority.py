@@ -77,10 +77,12 @@ def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who
 
 
 def authorise(session: Session, *, plan: IncidentType, act: str, level: str, user: User,
-              ordered_by: str | None = None) -> Authorised:
-    """The authority for `act` at `level` by `user`, or PositionRequired (403) naming the positions needed.
+              ordered_by: str | None = None, needs: list[str] | None = None) -> Authorised:
+    """The authority for `act` at `level` by `user`, or PositionRequired (403) naming the positions needed
+    (`needs`, else the plan's for the act; ending a response is the authority that may lower its level).
     `ordered_by`: the user name of the commander whose verbal order an office user records."""
-    needs = plan.positions_for("lower" if act == "end" else act, level)
+    if needs is None:
+        needs = plan.positions_for("lower" if act == "end" else act, level)
     actor = f"user:{user.username}"
     if needs is None:
         if user.role not in OFFICE_ROLES:
@@ -103,10 +105,9 @@ def authorise(session: Session, *, plan: IncidentType, act: str, level: str, use
     return Authorised(act, level, needs, commander.username, held, actor, verbal=True)
 
 
-def unauthorised(plan: IncidentType, act: str, level: str, actor: str) -> Authorised | None:
-    """A start recorded by someone without the position (flagged until a holder confirms); None when the plan
-    names no positions."""
-    needs = plan.positions_for(act, level)
+def unauthorised(act: str, level: str, needs: list[str] | None, actor: str) -> Authorised | None:
+    """A decision recorded by someone without the position (flagged until a holder confirms); None when the
+    plan names no positions."""
     return None if needs is None else Authorised(act, level, needs, None, None, actor, verbal=False)
 
 
@@ -161,21 +162,30 @@ def confirm(session: Session, *, incident: Incident, authorisation_id: str, user
 
 
 def starts_response(plan: IncidentType, step_key: str, outputs: dict[str, object]) -> bool:
-    """Whether completing `step_key` with `outputs` is the decision that starts the response (the gate of an
-    earlier stage whose decision leads into the response stage)."""
+    """Whether completing `step_key` with `outputs` is the decision that starts the response (the warning
+    stage's gate, its decision leading into the response stage)."""
     stage = plan.stage_of(step_key)
     return (plan.stages.get(stage).gate == step_key and stage == "warning"
             and plan.stage_after(stage, dict(outputs)) == "response")
 
 
-def for_start(session: Session, *, plan: IncidentType, level: str, by: User | None, ordered_by: str | None,
-              actor: str) -> Authorised | None:
-    """The authority of a response being started at the warning gate. Without the position it still starts
-    (flagged until a holder confirms it); an order naming someone without the position is refused."""
+def for_decision(session: Session, *, plan: IncidentType, step_key: str, outputs: dict[str, object], level: str,
+                 by: User | None, ordered_by: str | None, actor: str) -> Authorised | None:
+    """The authority of a task that decides a level: starting the response at the warning gate, or ending it
+    (a termination step). Taken without the position it still stands (the office must be able to act) but is
+    flagged until a holder confirms it; an order naming someone without the position is refused. None for a
+    task that decides no level."""
+    step = plan.step(step_key)
+    if starts_response(plan, step_key, outputs):
+        act, needs = "start", plan.positions_for("start", level)
+    elif step.terminates is not None:
+        act, needs = "end", step.terminates.approved_by or plan.positions_for("lower", level)
+    else:
+        return None
     if by is not None:
         try:
-            return authorise(session, plan=plan, act="start", level=level, user=by, ordered_by=ordered_by)
+            return authorise(session, plan=plan, act=act, level=level, user=by, ordered_by=ordered_by, needs=needs)
         except PositionRequired:
             if ordered_by is not None:
                 raise
-    return unauthorised(plan, "start", level, actor)
+    return unauthorised(act, level, needs, actor)

@@ -75,8 +75,8 @@ def complete(
     step = plan.step(task.step_key)
     clean = validate_outputs(step, outputs)
     check_decision(plan, step, clean)
-    started = authority.for_start(session, plan=plan, level=incident.level, by=by, ordered_by=ordered_by,
-                                  actor=actor) if authority.starts_response(plan, step.key, clean) else None
+    decided = authority.for_decision(session, plan=plan, step_key=step.key, outputs=clean, level=incident.level,
+                                     by=by, ordered_by=ordered_by, actor=actor)
     now = utcnow()
     task.status = TaskStatus.completed
     task.completed_at = now
@@ -88,9 +88,9 @@ def complete(
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
                   details={"on_time": task.due_at is None or now <= task.due_at}
-                  | ({"authority": started.details()} if started else {}), at=now)
-    if started is not None:
-        authority.record(session, incident=incident, authorised=started, at=now)
+                  | ({"authority": decided.details()} if decided else {}), at=now)
+    if decided is not None:
+        authority.record(session, incident=incident, authorised=decided, at=now)
     if step.share is not None:
         classification = step.share.classification.value
         planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}

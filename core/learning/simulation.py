@@ -19,6 +19,21 @@ from process_defs.schema import Condition, FieldType, FormField, IncidentType, S
 
 
 def sample_value(field: FormField, rng: random.Random) -> Any:
+    value = _sample(field, rng)
+    criterion = field.criterion
+    if criterion is not None and not criterion.holds(value):
+        # A simulated department answers a decision's criteria as met (the response may end).
+        target = criterion.value
+        if criterion.op == "truthy":
+            return True if field.type is FieldType.boolean else 1 if field.type is FieldType.number else "是 yes"
+        if criterion.op == "ne":
+            return (not target) if isinstance(target, bool) else target + 1 if isinstance(target, int | float) \
+                else next((c.value for c in field.choices or [] if c.value != target), value)
+        return target + 1 if criterion.op == "gt" else target - 1 if criterion.op == "lt" else target
+    return value
+
+
+def _sample(field: FormField, rng: random.Random) -> Any:
     kind = field.type
     if kind is FieldType.number:
         return rng.randint(0, 40)

@@ -103,6 +103,10 @@ def validate_outputs(step: Step, outputs: Any) -> dict[str, Any]:
         checked, problem = _check(form_field, value)
         if problem:
             errors.append({"field": form_field.key, "message": problem})
+        elif form_field.criterion is not None and not form_field.criterion.holds(checked):
+            # A decision on measurable criteria (ending the response) stands only when they hold.
+            errors.append({"field": form_field.key, "code": "criterion_unmet",
+                           "message": f"{form_field.criterion.describe()} for this decision"})
         else:
             clean[form_field.key] = checked
     if errors:
