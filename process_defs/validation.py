@@ -17,14 +17,18 @@ from pydantic import BaseModel, ValidationError
 
 from process_defs.actions import ACTIONS
 from process_defs.schema import (
+    EVERYONE,
     LEVELS,
     STAGES,
+    Classification,
     DepartmentRegistry,
     FieldType,
     IncidentType,
+    Share,
     Step,
     level_rank,
     parse_duration,
+    reaches,
 )
 from process_defs.signals import SIGNALS_FILE, SignalRules
 
@@ -550,6 +554,65 @@ def check_plan(
         if any(s.after_action for s in plan.stages.get(stage).steps):
             i = next(i for i, s in enumerate(plan.stages.get(stage).steps) if s.after_action)
             add(("stages", stage, "steps", i, "after_action"), "after-action review belongs in the learning stage")
+    problems.extend(check_field_scopes(plan, registry, file, loaded))
+    return problems
+
+
+def _scope_text(share: Share | None) -> str:
+    if share is None:
+        return "not shared"
+    if share.classification is Classification.restricted and share.all_departments:
+        return "restricted, shared with nobody"
+    return f"{share.classification.value}, shared with {', '.join(share.with_)}"
+
+
+def check_field_scopes(
+    plan: IncidentType, registry: DepartmentRegistry | None, file: str, loaded: LoadedYaml
+) -> list[Problem]:
+    """Field-level scoping: a step's `inputs` may only name fields its department may read (`reaches`, the rule
+    the board, task pages, webhooks and exports apply), a field's own share names known departments, and a
+    restricted share names the departments it goes to (`all` opens a restricted value to nobody)."""
+    problems: list[Problem] = []
+
+    def add(path: PathT, message: str) -> None:
+        problems.append(Problem(file, loaded.line_of(path), format_path(path), message))
+
+    dept_keys = {d.key for d in registry.departments} if registry else None
+    first = _step_paths(plan)
+    steps = {key: plan.stages.get(stage).steps[i] for key, (stage, i) in first.items()}
+    for stage in STAGES:
+        for i, step in enumerate(plan.stages.get(stage).steps):
+            base: PathT = ("stages", stage, "steps", i)
+            if first.get(step.key) != (stage, i):
+                continue
+            scoped: list[tuple[PathT, Share]] = [((*base, "share"), step.share)] if step.share else []
+            scoped += [((*base, "form", j, "share"), f.share) for j, f in enumerate(step.form) if f.share]
+            for where, share in scoped:
+                if share.classification is Classification.restricted and share.all_departments:
+                    add((*where, "with"), "a restricted share must name the departments it goes to "
+                                          "('all' opens a restricted value to nobody)")
+                if where[-3] == "form" and dept_keys is not None:  # a field's share (the step's is checked above)
+                    for n, target in enumerate(share.with_):
+                        if target != EVERYONE and target not in dept_keys:
+                            add((*where, "with", n), f"unknown department '{target}'")
+            for j, ref in enumerate(step.inputs):
+                src_key, _, field_key = ref.partition(".")
+                source = steps.get(src_key)
+                if source is None or src_key == step.key or (field_key and source.field(field_key) is None) \
+                        or (dept_keys is not None and step.department not in dept_keys):
+                    continue  # reported by the reference checks
+                keys = [field_key] if field_key else [f.key for f in source.form] or [""]
+                hidden = [k for k in keys if not reaches(step.department, owner=source.department,
+                                                         share=source.field_share(k) if k else source.share)]
+                if not hidden:
+                    continue
+                by_scope: dict[str, list[str]] = {}
+                for k in hidden:
+                    by_scope.setdefault(_scope_text(source.field_share(k) if k else source.share), []).append(k)
+                shown = "; ".join(f"{', '.join(repr(f'{src_key}.{k}' if k else src_key) for k in keys)} ({scope})"
+                                  for scope, keys in by_scope.items())
+                add((*base, "inputs", j), f"department '{step.department}' may not read {shown}: share the field "
+                                          f"with it (a form field's own `share`) or drop the input")
     return problems
 
 
