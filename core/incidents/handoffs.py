@@ -79,17 +79,18 @@ def complete(
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
                   details={"on_time": task.due_at is None or now <= task.due_at}, at=now)
-    if step.share is not None:
-        classification = step.share.classification.value
-        planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
-        for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
-                                 classification=classification, planned=planned):
-            if has_endpoint(target):
-                queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
-                               target=target,
-                               payload={"shared": {"step": step.key, "title": step.title.model_dump(),
-                                                   "department": task.department, "classification": classification,
-                                                   "outputs": clean}})
+    planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
+    for target in recipients(session, incident.id, owner=task.department, shares=step.shares(), planned=planned):
+        if has_endpoint(target):
+            # Each department gets the fields it may read (a field may be shared wider or narrower than its step).
+            visible = step.visible_outputs(target, owner=task.department, outputs=clean)
+            classification = step.classification_of(visible)
+            queue_delivery(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                           target=target,
+                           payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                               "department": task.department,
+                                               "classification": classification.value if classification else None,
+                                               "outputs": visible}})
     wake(incident, now)
     session.add(incident)
     failpoint("task.completed")
