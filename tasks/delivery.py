@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -15,6 +17,12 @@ from core.outbox.signing import HEADER, sign
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
 from core.platform.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every delivery: building one loads the CA bundle, 150 ms of CPU a message otherwise."""
+    return ssl.create_default_context()
 
 
 class DeliveryFailed(Exception):
@@ -73,7 +81,7 @@ async def send_once(delivery_id: str) -> str:
     }
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=settings.http_timeout) as client:
+        async with httpx.AsyncClient(timeout=settings.http_timeout, verify=_tls_context()) as client:
             response = await client.post(endpoint.url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - started) * 1000
