@@ -182,7 +182,9 @@ def test_history_comes_from_the_departments_answers_on_real_incidents(baton: str
         drills.Simulator([sim]).tick()
         (when,) = sim.answer_at.values()
         assert not sim.history_fallbacks  # meteorology has three past answers
-        answers[profile] = when - drive.tasks(incident_id)["rainstorm_forecast"].assigned_at
+        assigned = drive.tasks(incident_id)["rainstorm_forecast"].assigned_at
+        assert assigned is not None
+        answers[profile] = when - assigned
     assert answers["history"] < timedelta(minutes=1) < timedelta(minutes=10) < answers["normal"]
 
 

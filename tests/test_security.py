@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.app import app
 from core.incidents.models import Incident
@@ -741,7 +741,7 @@ def test_logins_and_administrative_changes_leave_an_audit_trail(api: Api) -> Non
     delivery_id = _dead_letter(incident.id)
     assert api.call("office", "POST", f"/api/deliveries/{delivery_id}/replay").status_code == 200
     with session_scope() as session:
-        rows = session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+        rows = session.exec(select(AuditEvent).order_by(col(AuditEvent.id))).all()
     trail = [(row.actor, row.action) for row in rows]
     assert all(row.at is not None and row.actor for row in rows)
     expected = {("test:setup", "user.added"), ("user:admin", "login"), ("user:admin", "login.failed"),
