@@ -75,6 +75,8 @@ def plans(draw: st.DrawFn) -> Plan:
                     level = min_levels[source["key"]]
                     when["min_level"] = level
                 step["inputs"] = [f"{source['key']}.count"]
+                # An input must be a field the step's department may read (`reaches`).
+                source["share"] = {"with": "all", "classification": "internal"}
             min_levels[key] = level
             if when:
                 step["when"] = when
