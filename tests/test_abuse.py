@@ -635,8 +635,9 @@ def test_sigterm_to_baton_stack_up_stops_every_process_it_started(when: str) -> 
     proc, mark, log = _start_marked([*args, "--foreground"] if when == "up" else args, home)
     try:
         if when == "up":
-            _wait_until("API", lambda: _answers(f"http://127.0.0.1:{port}/api/health"), proc, log)
-            assert (home / STACK_FILE).exists()
+            # Up once its state is written (after the API answers).
+            _wait_until("stack state", lambda: (home / STACK_FILE).exists(), proc, log)
+            assert _answers(f"http://127.0.0.1:{port}/api/health")
         else:
             _wait_until("Prefect server", lambda: any("prefect server start" in p for p in _marked(mark)), proc, log)
         _terminate_and_check(proc, mark, log)
