@@ -25,6 +25,7 @@ import asyncio
 import io
 import itertools
 import json
+import random
 import re
 import time
 import zipfile
@@ -42,6 +43,7 @@ from core.incidents.engine import escalation_target
 from core.incidents.handoffs import complete, hand_back
 from core.incidents.models import DepartmentTask, Incident
 from core.learning.models import FollowUp, Lesson, PlanProposal
+from core.learning.simulation import sample_value
 from core.outbox.models import OutboundDelivery
 from core.plans.store import current_plan_text, plan_for_version, registry
 from core.platform.clock import utcnow
@@ -185,6 +187,10 @@ class Scenario:
             else:
                 chosen = _choice(plan, step, item.key, [c.value for c in item.choices or []])
                 values[item.key] = [chosen] if item.multiple else chosen
+            if item.criterion is not None and not item.criterion.holds(values[item.key]):
+                # A termination's criteria are answered as met, so the response can end (as simulated
+                # departments answer them).
+                values[item.key] = sample_value(item, random.Random(0))
             self.outputs[(incident_id, step.key, item.key)] = values[item.key]
         note = self.markers.text(Scope(f"{code} {step.key} note by {owner}",
                                        departments_reached(step.share, owner=owner)))
