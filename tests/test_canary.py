@@ -49,6 +49,7 @@ from core.plans.store import current_plan_text, plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.users.models import User
 from core.users.service import issue_token
@@ -358,6 +359,7 @@ def object_ids(scenario: Scenario) -> dict[str, list[str]]:
                     col(DepartmentTask.created_at))).all()],
                 "lesson_id": ids(Lesson), "follow_up_id": ids(FollowUp), "proposal_id": ids(PlanProposal),
                 "delivery_id": ids(OutboundDelivery), "alert_id": ids(CapAlert), "user_id": ids(User),
+                "report_id": ids(UpwardReport),
                 "type_key": sorted({i.type for i in session.exec(select(Incident)).all()})}
 
 
