@@ -172,7 +172,11 @@ class Scenario:
         for item in step.form:
             where = f"{code} {step.key}.{item.key} by {owner}"
             scope = self.markers.value(where, step.field_share(item.key), owner)
-            if item.type is FieldType.text:
+            if item.criterion is not None:
+                # A termination's criteria are answered as met, so the response can end (as simulated
+                # departments answer them); a value the criterion fixes can carry no marker.
+                values[item.key] = sample_value(item, random.Random(0))
+            elif item.type is FieldType.text:
                 values[item.key] = self.markers.text(scope)
             elif item.type is FieldType.number:
                 values[item.key] = self.markers.number(scope)
@@ -188,10 +192,6 @@ class Scenario:
             else:
                 chosen = _choice(plan, step, item.key, [c.value for c in item.choices or []])
                 values[item.key] = [chosen] if item.multiple else chosen
-            if item.criterion is not None and not item.criterion.holds(values[item.key]):
-                # A termination's criteria are answered as met, so the response can end (as simulated
-                # departments answer them).
-                values[item.key] = sample_value(item, random.Random(0))
             self.outputs[(incident_id, step.key, item.key)] = values[item.key]
         note = self.markers.text(Scope(f"{code} {step.key} note by {owner}",
                                        departments_reached(step.share, owner=owner)))
