@@ -158,7 +158,7 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     assert list(rows) == [("rainstorm_forecast", 1), ("flood_risk_assessment", 1), ("underground_space_check", 1),
                           ("underground_space_check", 2), ("lift_warning", 1), ("activate_command", 1),
                           ("drainage_operations", 1), ("traffic_control", 1), ("public_transport_adjust", 1),
-                          ("water_rescue", 1)]
+                          ("casualty_report", 1), ("water_rescue", 1)]
     forecast = rows["rainstorm_forecast", 1]
     assert (forecast.ack_wait_s, forecast.completion_wait_s, forecast.deadline_s) == (600, 3000, 3600)
     assert forecast.outcome == "met" and forecast.overdue_by_s is None and forecast.department == "meteorology"
@@ -178,12 +178,12 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     assert (rows["traffic_control", 1].completion_wait_s, rows["traffic_control", 1].deadline_s) == (1800, 3600)
     drainage = rows["drainage_operations", 1]
     assert drainage.outcome == "open" and drainage.open_wait_s == 70 * 60 and drainage.completion_wait_s is None
-    assert report.counts() == {"handoffs": 10, "met": 4, "missed": 1, "open": 3, "escalations": 1,
+    assert report.counts() == {"handoffs": 11, "met": 4, "missed": 1, "open": 4, "escalations": 1,
                                "level_changes": 1, "deviations": 5}
     # Read later, the open ones past their due times have missed them too.
     later = report_of(flood_incident, minutes=600)
     assert [(h.step, h.overdue_by_s) for h in later.held_up] == [
-        ("flood_risk_assessment", 9000), ("water_rescue", 7800), ("public_transport_adjust", 6000),
+        ("casualty_report", 9600), ("flood_risk_assessment", 9000), ("water_rescue", 7800), ("public_transport_adjust", 6000),
         ("drainage_operations", 4200)]
 
 
@@ -310,7 +310,7 @@ def test_the_printable_html_holds_the_charts_and_fetches_nothing(flood_incident:
     assert stage_bars == {"warning": 19200.0, "response": 6000.0}
     waits = {(g.get("data-step"), g.get("data-attempt")): g.get("data-outcome") for g in svgs[2].iter(f"{SVG}g")}
     assert waits[("flood_risk_assessment", "1")] == "missed" and waits[("rainstorm_forecast", "1")] == "met"
-    assert "关键路径上用时最长的部门：市水务局（防汛抗旱指挥部办公室）" in html
+    assert "关键路径上用时最长的部门：市水务局（水旱灾害防御）" in html
     assert "积水点增多，转移群众" in html and "地下空间检查不属本局职责" in html
     assert "交接台账校验通过" in html or "哈希链完整" in html
     english = render_report_html(report, "en")
