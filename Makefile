@@ -27,15 +27,17 @@ run: $(STAMP_RUN)
 system-packages:
 	.ci/system-packages
 
-# Everything: lint, types and the whole suite (about 10 minutes on two cores).
+# Everything: lint, types and the whole suite, in TEST_PROCESSES parallel processes (pytest-xdist): most of a
+# test's time is spent waiting on a server, a worker or a browser, so more processes than cores pay off.
+TEST_PROCESSES ?= 4
 test: system-packages $(STAMP_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadgroup
 
 # The fast tier alone: the tests that start no other process (no Prefect, workers, PostgreSQL or Chromium).
 test-fast: $(STAMP_TEST)
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadgroup -m "not slow"
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
