@@ -196,7 +196,7 @@ def test_completing_a_follow_up_twice_from_the_core_is_one_ledger_entry(baton: s
 
 def revised_flood() -> str:
     """The shipped flood plan with the hot-spot assessment due sooner at level IV and its title revised (the
-    file still says version 1: Baton sets the version)."""
+    file still says version 2: Baton sets the version)."""
     text = current_plan_text("flood")
     assert ASSESSMENT_DEADLINES in text and ASSESSMENT_TITLE in text
     return (text.replace(ASSESSMENT_DEADLINES, "deadline: {IV: PT1H45M, III: PT1H30M, II: PT1H, I: PT30M}")
@@ -211,7 +211,7 @@ def assessment_allowed(incident_id: str) -> timedelta:
 
 @BOTH
 def test_a_proposed_plan_change_round_trips_and_old_incidents_keep_their_version(api: Api) -> None:
-    old = flood("forecast")  # opened with version 1; the hot-spot assessment is not assigned yet
+    old = flood("forecast")  # opened with version 2; the hot-spot assessment is not assigned yet
     with session_scope() as session:
         old_version_id = drive.incident(old.id).plan_version_id
         old_text = session.get(PlanVersion, old_version_id).content  # type: ignore[union-attr]
@@ -222,77 +222,77 @@ def test_a_proposed_plan_change_round_trips_and_old_incidents_keep_their_version
                         json={"type": "flood", "text": revised_flood(), "lesson_id": lesson["id"]})
     assert response.status_code == 201, response.text
     proposal = response.json()
-    assert (proposal["base_version"], proposal["version"], proposal["status"]) == (1, 2, "proposed")
+    assert (proposal["base_version"], proposal["version"], proposal["status"]) == (2, 3, "proposed")
     diff = proposal["diff"]
-    assert diff.startswith("--- flood.yaml (v1)\n+++ flood.yaml (v2)\n")
+    assert diff.startswith("--- flood.yaml (v2)\n+++ flood.yaml (v3)\n")
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    assert changed == ["-version: 1", "+version: 2",
+    assert changed == ["-version: 2", "+version: 3",
                        "-        title: {zh: 积水风险点研判与排涝力量预置, " + ASSESSMENT_TITLE,
                        "+        title: {zh: 积水风险点研判与排涝力量预置, en: Assess waterlogging hot spots and "
                        "pre-position pumps (revised)}",
                        "-        " + ASSESSMENT_DEADLINES,
                        "+        deadline: {IV: PT1H45M, III: PT1H30M, II: PT1H, I: PT30M}"]
-    assert "version: 2\n" in proposal["proposed_text"]
+    assert "version: 3\n" in proposal["proposed_text"]
     # Reviewers read proposals; departments do not; only planners decide.
     assert api.call("manager", "GET", f"/api/plan-proposals/{proposal['id']}").json()["diff"] == diff
     assert api.call("manager", "GET", "/api/plan-proposals?status=proposed").json()["total"] == 1
     error_of(api.call("water_affairs", "GET", f"/api/plan-proposals/{proposal['id']}"), 403, "forbidden")
     error_of(api.call("manager", "POST", f"/api/plan-proposals/{proposal['id']}/accept"), 403, "forbidden")
-    # A second proposal against version 1, made before the first is accepted, will be stale.
+    # A second proposal against version 2, made before the first is accepted, will be stale.
     stale = api.call("office", "POST", "/api/plan-proposals",
                      json={"type": "flood", "text": current_plan_text("flood") + "# a comment\n"}).json()
 
     response = api.call("office", "POST", f"/api/plan-proposals/{proposal['id']}/accept")
     assert response.status_code == 200, response.text
-    assert response.json()["status"] == "accepted" and response.json()["new_version"] == 2
+    assert response.json()["status"] == "accepted" and response.json()["new_version"] == 3
     error_of(api.call("office", "POST", f"/api/plan-proposals/{proposal['id']}/accept"), 409,
              "proposal_state_conflict")
     error = error_of(api.call("admin", "POST", f"/api/plan-proposals/{stale['id']}/accept"), 409,
                      "proposal_state_conflict")
-    assert "version 2 now" in error["message"]
+    assert "version 3 now" in error["message"]
     with session_scope() as session:
         rows = session.exec(select(PlanVersion).where(PlanVersion.type == "flood")
                             .order_by(col(PlanVersion.version))).all()
-        assert [(r.version, r.source) for r in rows] == [(1, "file"), (2, "accepted")]
+        assert [(r.version, r.source) for r in rows] == [(2, "file"), (3, "accepted")]
         assert [a.action for a in session.exec(select(AuditEvent)).all() if a.action.startswith("plan.")] == \
             ["plan.proposed", "plan.proposed", "plan.accepted"]
     # The lesson's incident records the proposal and the decision.
     assert [e.kind for e in ledger_entries(old.id, "plan.")] == ["plan.change_proposed", "plan.change_accepted"]
     assert verifies(old.id)
 
-    # The plan as the API shows it is the one new incidents follow: version 2, accepted from the proposal.
+    # The plan as the API shows it is the one new incidents follow: version 3, accepted from the proposal.
     shown = api.call("manager", "GET", "/api/process-defs/flood").json()
-    assert (shown["version"], shown["source"]) == (2, "accepted"), (shown["version"], shown["source"])
+    assert (shown["version"], shown["source"]) == (3, "accepted"), (shown["version"], shown["source"])
     assert shown["stages"] and "(revised)" in str(shown)
-    # A new incident of the type uses version 2 ...
+    # A new incident of the type uses version 3 ...
     new = flood("assessment")
-    assert drive.incident(new.id).plan_version == 2
+    assert drive.incident(new.id).plan_version == 3
     assert assessment_allowed(new.id) == timedelta(hours=1, minutes=45)
     with session_scope() as session:
         plan = plan_for_version(session, drive.incident(new.id).plan_version_id)
         assert plan.step("flood_risk_assessment").title.en.endswith("(revised)")
-    # ... while the old one keeps version 1, its text and its steps, also for the steps assigned from now on.
+    # ... while the old one keeps version 2, its text and its steps, also for the steps assigned from now on.
     drive.complete_step(old.id, "rainstorm_forecast", FORECAST)
     drive.step(old.id)
-    assert drive.incident(old.id).plan_version == 1 and drive.incident(old.id).plan_version_id == old_version_id
+    assert drive.incident(old.id).plan_version == 2 and drive.incident(old.id).plan_version_id == old_version_id
     assert assessment_allowed(old.id) == timedelta(hours=2)
     with session_scope() as session:
         assert session.get(PlanVersion, old_version_id).content == old_text  # type: ignore[union-attr]
         plan = plan_for_version(session, old_version_id)
-        assert plan.version == 1 and not plan.step("flood_risk_assessment").title.en.endswith("(revised)")
+        assert plan.version == 2 and not plan.step("flood_risk_assessment").title.en.endswith("(revised)")
         assert {"rainstorm_forecast", "flood_risk_assessment"} <= set(latest_tasks(session, old.id))
     drive.complete_step(old.id, "flood_risk_assessment", ASSESSMENT)
 
-    # The next proposal is against version 2 and becomes version 3; a rejection needs a reason.
+    # The next proposal is against version 3 and becomes version 4; a rejection needs a reason.
     third = api.call("office", "POST", "/api/plan-proposals",
                      json={"type": "flood", "text": revised_flood().replace("PT1H45M", "PT1H40M")}).json()
-    assert (third["base_version"], third["version"]) == (2, 3)
-    assert "-version: 2" in third["diff"] and "-        deadline: {IV: PT1H45M" in third["diff"]
+    assert (third["base_version"], third["version"]) == (3, 4)
+    assert "-version: 3" in third["diff"] and "-        deadline: {IV: PT1H45M" in third["diff"]
     error_of(api.call("office", "POST", f"/api/plan-proposals/{third['id']}/reject", json={"reason": ""}), 422)
     rejected = api.call("office", "POST", f"/api/plan-proposals/{third['id']}/reject",
                         json={"reason": "时限已足够"}).json()
     assert rejected["status"] == "rejected"
-    assert drive.incident(drive.open_("flood")).plan_version == 2
+    assert drive.incident(drive.open_("flood")).plan_version == 3
 
 
 def test_an_invalid_proposal_is_422_with_every_problem_at_its_line(api: Api) -> None:
