@@ -21,14 +21,18 @@ from process_defs.actions import ACTIONS
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message
 from process_defs.reporting_rules import upward_reporting
 from process_defs.schema import (
+    EVERYONE,
     LEVELS,
     STAGES,
+    Classification,
     DepartmentRegistry,
     FieldType,
     IncidentType,
+    Share,
     Step,
     level_rank,
     parse_duration,
+    reaches,
 )
 
 STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
@@ -423,6 +427,53 @@ def after_action_review(ctx: PlanContext) -> list[Problem]:
     return problems
 
 
+def _scope_text(share: Share | None) -> str:
+    if share is None:
+        return "not shared"
+    if share.classification is Classification.restricted and share.all_departments:
+        return "restricted, shared with nobody"
+    return f"{share.classification.value}, shared with {', '.join(share.with_)}"
+
+
+def field_scopes(ctx: PlanContext) -> list[Problem]:
+    """Field-level scoping: a step's `inputs` may only name fields its department may read (`reaches`, the rule
+    the board, task pages, webhooks and exports apply), a field's own share names known departments, and a
+    restricted share names the departments it goes to (`all` opens a restricted value to nobody)."""
+    problems: list[Problem] = []
+    for at in ctx.steps():
+        step, base = at.step, at.path
+        scoped: list[tuple[PathT, Share]] = [((*base, "share"), step.share)] if step.share else []
+        scoped += [((*base, "form", j, "share"), f.share) for j, f in enumerate(step.form) if f.share]
+        for where, share in scoped:
+            if share.classification is Classification.restricted and share.all_departments:
+                problems.append(ctx.problem((*where, "with"), "a restricted share must name the departments it "
+                                                              "goes to ('all' opens a restricted value to nobody)"))
+            if where[-3] == "form" and ctx.dept_keys is not None:  # a field's share (the step's is checked apart)
+                for n, target in enumerate(share.with_):
+                    if target != EVERYONE and target not in ctx.dept_keys:
+                        problems.append(ctx.problem((*where, "with", n), f"unknown department '{target}'"))
+        for j, ref in enumerate(step.inputs):
+            src_key, _, field_key = ref.partition(".")
+            source = ctx.steps_by_key.get(src_key)
+            if source is None or src_key == step.key or (field_key and source.field(field_key) is None) \
+                    or (ctx.dept_keys is not None and step.department not in ctx.dept_keys):
+                continue  # reported by the reference checks
+            keys = [field_key] if field_key else [f.key for f in source.form] or [""]
+            hidden = [k for k in keys if not reaches(step.department, owner=source.department,
+                                                     share=source.field_share(k) if k else source.share)]
+            if not hidden:
+                continue
+            by_scope: dict[str, list[str]] = {}
+            for k in hidden:
+                by_scope.setdefault(_scope_text(source.field_share(k) if k else source.share), []).append(k)
+            shown = "; ".join(f"{', '.join(repr(f'{src_key}.{k}' if k else src_key) for k in names)} ({scope})"
+                              for scope, names in by_scope.items())
+            problems.append(ctx.problem((*base, "inputs", j), f"department '{step.department}' may not read "
+                                                              f"{shown}: share the field with it (a form field's "
+                                                              f"own `share`) or drop the input"))
+    return problems
+
+
 # -- the driver -------------------------------------------------------------------------------------------------
 PlanRule = Callable[[PlanContext], list[Problem]]
 StepRule = Callable[[PlanContext, StepAt], list[Problem]]
@@ -434,7 +485,7 @@ STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, dep
                                     sharing)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
 FLOW_RULES: tuple[StepRule, ...] = (condition, inputs)
-ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting)
+ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes)
 
 
 def law(ctx: PlanContext) -> list[Problem]:

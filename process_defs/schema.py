@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -155,6 +155,58 @@ class DepartmentRegistry(Strict):
         return next((r for r in self.roles if r.key == key), None)
 
 
+class Classification(StrEnum):
+    public = "public"
+    internal = "internal"
+    restricted = "restricted"
+
+
+EVERYONE = "all"
+"""`with: all` in a share: every department on the incident."""
+
+PUBLIC = "(the public)"
+"""The reader of published warnings and the public feed (not a department: a key has no spaces)."""
+
+
+class Share(Strict):
+    with_: list[str] = Field(alias="with", min_length=1)
+    classification: Classification = Classification.internal
+
+    @field_validator("with_", mode="before")
+    @classmethod
+    def _all(cls, value: Any) -> Any:
+        return [EVERYONE] if value == EVERYONE else value
+
+    @property
+    def all_departments(self) -> bool:
+        return EVERYONE in self.with_
+
+
+_STRICTNESS = {Classification.public: 0, Classification.internal: 1, Classification.restricted: 2}
+
+
+def reaches(reader: str | None, *, owner: str, share: Share | None) -> bool:
+    """Whether a value that the department `owner` reported under `share` may be shown to `reader`. The one
+    rule behind the board, task inputs, webhooks, exports, published warnings and the plan check.
+
+    - `None` reads everything (the office, managers, administrators); the owner always reads its own values.
+    - With no share a value stays with its owner.
+    - The public (`PUBLIC`) reads `public` values only.
+    - `restricted` values reach only the departments the share names; `all` does not open them.
+    - `public` and `internal` values reach the departments named, or every department when it says `all`
+      (the callers only show an incident to the departments on it).
+    """
+    if reader is None or reader == owner:
+        return True
+    if share is None:
+        return False
+    if reader == PUBLIC:
+        return share.classification is Classification.public
+    if share.classification is Classification.restricted:
+        return reader in share.with_
+    return share.all_departments or reader in share.with_
+
+
 class FieldType(StrEnum):
     text = "text"
     number = "number"
@@ -209,6 +261,11 @@ class FormField(Strict):
     multiple: bool = False
     criterion: FieldCriterion | None = Field(
         default=None, description="The answer the decision needs (a termination's measurable criteria).")
+    share: Share | None = Field(
+        default=None,
+        description="Who may read this field's value when it differs from the step's share, e.g. one public "
+                    "figure of a restricted step.",
+    )
 
 
 class Condition(Strict):
@@ -246,26 +303,6 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 class When(Strict):
     min_level: Level | None = None
     condition: Condition | None = None
-
-
-class Classification(StrEnum):
-    public = "public"
-    internal = "internal"
-    restricted = "restricted"
-
-
-class Share(Strict):
-    with_: list[str] = Field(alias="with", min_length=1)
-    classification: Classification = Classification.internal
-
-    @field_validator("with_", mode="before")
-    @classmethod
-    def _all(cls, value: Any) -> Any:
-        return ["all"] if value == "all" else value
-
-    @property
-    def all_departments(self) -> bool:
-        return "all" in self.with_
 
 
 class StepKind(StrEnum):
@@ -351,6 +388,27 @@ class Step(Strict):
 
     def field(self, key: str) -> FormField | None:
         return next((f for f in self.form if f.key == key), None)
+
+    def field_share(self, key: str) -> Share | None:
+        """Who may read the output `key`: the field's own share, else the step's (an output that is not a form
+        field, such as an automated step's result, has the step's)."""
+        form_field = self.field(key)
+        return form_field.share if form_field is not None and form_field.share is not None else self.share
+
+    def visible_outputs(self, reader: str | None, *, owner: str, outputs: dict[str, Any] | None) -> dict[str, Any]:
+        """The outputs that `owner` reported on this step which `reader` may see (`reaches`, field by field)."""
+        return {key: value for key, value in (outputs or {}).items()
+                if reaches(reader, owner=owner, share=self.field_share(key))}
+
+    def classification_of(self, keys: Iterable[str]) -> Classification | None:
+        """The strictest classification among the shares of these outputs (of the step's shares if none)."""
+        shares = [s for s in (self.field_share(k) for k in keys) if s is not None] or self.shares()
+        return max((s.classification for s in shares), key=_STRICTNESS.__getitem__, default=None)
+
+    def shares(self) -> list[Share]:
+        """Every share under which this step's outputs may go out (the step's and its fields' own)."""
+        found = [self.share] if self.share is not None else []
+        return found + [f.share for f in self.form if f.share is not None]
 
 
 class Criterion(Strict):

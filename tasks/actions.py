@@ -11,6 +11,7 @@ from sqlmodel import Session
 from core.incidents.cascade import open_linked
 from core.incidents.engine import finish_action, latest_tasks
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents.scope import covers
 from core.incidents.service import lock_incident
 from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
@@ -23,7 +24,6 @@ from process_defs.actions import (
     PublishWarningParams,
     SituationSummaryParams,
 )
-from process_defs.schema import Classification
 
 
 def _context(session: Session, task_id: str) -> tuple[DepartmentTask, Incident, Any]:
@@ -74,15 +74,21 @@ def _summarise(session: Session, *, task_id: str) -> dict[str, Any]:
     for key, item in sorted(latest_tasks(session, incident.id).items(),
                             key=lambda kv: kv[1].completed_at or datetime.max.replace(tzinfo=UTC)):
         source = plan.step(key)
-        if item.status != TaskStatus.completed or source.share is None or item.kind != "human":
+        if item.status != TaskStatus.completed or item.kind != "human" or not source.shares():
             continue
-        if source.share.classification == Classification.restricted:
-            continue  # restricted outputs stay with the departments named in the plan
+        # Only what every reader of the summary may read already: restricted outputs stay with the departments
+        # named, and an output shared with a few departments is not copied to the summary's wider audience.
+        outputs = {name: value for name, value in (item.outputs or {}).items()
+                   if covers(source.field_share(name), owner=item.department, audience=step.share,
+                             audience_owner=row.department)}
+        if not outputs:
+            continue
+        classification = source.classification_of(outputs)
         dept = reg.department(item.department)
         entries.append({"step": key, "title": source.title.model_dump(), "department": item.department,
                         "department_name": dept.name.model_dump() if dept else None,
                         "completed_at": item.completed_at.isoformat() if item.completed_at else None,
-                        "outputs": item.outputs, "classification": source.share.classification.value})
+                        "outputs": outputs, "classification": classification.value if classification else None})
     summary = {"incident": incident.code, "level": incident.level, "stage": incident.stage,
                "compiled_at": utcnow().isoformat(), "entries": entries}
     finish_action(session, task_id=task_id, outputs={"summary": summary, "entries": len(entries)})

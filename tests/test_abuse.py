@@ -580,6 +580,19 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _clean_up(proc: subprocess.Popen[bytes], mark: str) -> None:
+    """After a failure too: stop the command as it should be stopped, then kill whatever it left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for line in _marked(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
 def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) -> None:
     before = _marked(mark)
     assert len(before) >= 3, before
@@ -590,9 +603,6 @@ def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) ->
         proc.kill()
         raise AssertionError(f"still running 90 s after SIGTERM:\n{log.read_text()[-3000:]}") from None
     survivors = _marked(mark)
-    for line in survivors:  # never leave them behind, whatever the test finds
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(line.split(":")[0]), signal.SIGKILL)
     assert not survivors, f"left running after SIGTERM: {survivors}"
     # 0 once up; 130 (interrupted) or 1 (click's "Aborted!") when stopped while still starting.
     assert code in (0, 1, 130), (code, log.read_text()[-3000:])
@@ -613,8 +623,7 @@ def test_sigterm_to_baton_serve_stops_every_process_it_started(tmp_path: Path) -
         _wait_until("worker", lambda: any("flows.cli worker" in p for p in _marked(mark)), proc, log)
         _terminate_and_check(proc, mark, log)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _clean_up(proc, mark)
 
 
 @pytest.mark.postgres
@@ -635,13 +644,13 @@ def test_sigterm_to_baton_stack_up_stops_every_process_it_started(when: str) -> 
     proc, mark, log = _start_marked([*args, "--foreground"] if when == "up" else args, home)
     try:
         if when == "up":
-            _wait_until("API", lambda: _answers(f"http://127.0.0.1:{port}/api/health"), proc, log)
-            assert (home / STACK_FILE).exists()
+            # Up once its state is written (after the API answers).
+            _wait_until("stack state", lambda: (home / STACK_FILE).exists(), proc, log)
+            assert _answers(f"http://127.0.0.1:{port}/api/health")
         else:
             _wait_until("Prefect server", lambda: any("prefect server start" in p for p in _marked(mark)), proc, log)
         _terminate_and_check(proc, mark, log)
         assert not (home / STACK_FILE).exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _clean_up(proc, mark)
         shutil.rmtree(home.parent, ignore_errors=True)

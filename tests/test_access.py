@@ -373,8 +373,9 @@ def test_a_department_reads_only_what_was_shared_with_it(api: Api, response_stag
     everything = {item["step"] for item in api.call("manager", "GET", path).json()["items"]}
     assert {"rainstorm_forecast", "flood_risk_assessment", "activate_command", "traffic_control"} <= everything
     seen = {d: {item["step"]: item for item in api.call(d, "GET", path).json()["items"]} for d in DEPARTMENTS}
-    # Traffic control is shared with water_affairs (and the office), not with meteorology.
-    assert "traffic_control" not in seen["meteorology"]
+    # Traffic control is shared with water_affairs (and the office); meteorology reads only its one public
+    # field (the roads closed, which the press release publishes), never the underpasses.
+    assert seen["meteorology"]["traffic_control"]["outputs"] == {"roads_closed": 3}
     assert seen["water_affairs"]["traffic_control"]["outputs"] == {"roads_closed": 3, "underpasses_closed": 2}
     assert "traffic_control" in seen["public_security"]
     for department in DEPARTMENTS:

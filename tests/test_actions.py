@@ -164,7 +164,7 @@ def test_warning_is_valid_cap_1_2_with_both_languages(baton: str, drill: bool) -
     assert task.status == "completed" and (task.outputs or {})["identifier"] == alert.identifier
 
 
-def test_situation_summary_leaves_out_restricted_outputs(baton: str) -> None:
+def test_situation_summary_leaves_out_what_its_audience_may_not_read(baton: str) -> None:
     incident_id = drive.open_("flood", level="III")
     # Walk to the summary step, finishing everything on the way.
     for _ in range(60):
@@ -186,6 +186,11 @@ def test_situation_summary_leaves_out_restricted_outputs(baton: str) -> None:
     steps = {e["step"] for e in entries}
     assert {"rainstorm_forecast", "drainage_operations"} <= steps
     assert "water_rescue" not in steps  # restricted in the plan
+    # The summary goes to every department on the incident: an output shared with a few (the police's road
+    # closures, for four departments) is not copied into it, except its field shared with all (public).
+    by_step = {e["step"]: e for e in entries}
+    assert by_step["traffic_control"]["outputs"].keys() == {"roads_closed"}
+    assert by_step["evacuate_residents"]["outputs"].keys() == {"people_evacuated"}
     asyncio.run(compile_situation_summary.fn(summary_task.id))  # a second run changes nothing
 
 

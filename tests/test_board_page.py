@@ -35,17 +35,20 @@ def test_board_page_shows_what_the_department_may_see_and_takes_reports(baton: s
     police = TestClient(app)
     csrf = login(police, "police", "police-pw-123")
     page = police.get(f"/incidents/{incident_id}/board")
-    # The evacuation figure as the board shows it ("<li>label: 320 …</li>"): a bare "320" can be part of an id.
-    shown = re.findall(rf"<li>[^<]*\b{EVACUATION['people_evacuated']}\b[^<]*</li>", page.text)
-    assert page.status_code == 200 and shown, page.text
+    # The restricted evacuation figure as the board shows it ("<li>开放安置点: 4 处</li>"): a bare "4" can be
+    # part of an id. The number of people moved is published (shared with all), the shelters are not.
+    shown = re.findall(rf"<li>开放安置点: {EVACUATION['shelters_open']} 处</li>", page.text)
+    public = re.findall(rf"<li>转移人数: {EVACUATION['people_evacuated']} 人</li>", page.text)
+    assert page.status_code == 200 and shown and public, page.text
     fragment = police.get(f"/incidents/{incident_id}/board/items")
-    assert fragment.headers.get("X-Baton-Fragment") == "1" and str(EVACUATION["people_evacuated"]) in fragment.text
+    assert fragment.headers.get("X-Baton-Fragment") == "1" and shown[0] in fragment.text
     health = TestClient(app)
     login(health, "health", "health-pw-123")
     other = health.get(f"/incidents/{incident_id}/board")
     # The health commission is on the incident (it reads the board) but outside the figures' sharing scope.
     assert other.status_code == 200
     assert not any(item in other.text for item in shown), shown
+    assert public[0] in other.text
     refused = police.post(f"/incidents/{incident_id}/reports", data={"text": "roads closed"}, follow_redirects=False)
     assert refused.status_code == 403
     posted = police.post(f"/incidents/{incident_id}/reports", follow_redirects=False,

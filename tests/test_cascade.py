@@ -26,8 +26,8 @@ def test_a_typhoon_opens_a_linked_flood_and_both_show_the_chain(baton: str) -> N
         parent = session.get(Incident, typhoon_id)
         flood = session.get(Incident, child.id)
         assert parent is not None and flood is not None
-        assert [c["code"] for c in chain(session, parent)["children"]] == [flood.code]
-        assert [p["code"] for p in chain(session, flood)["parents"]] == [parent.code]
+        assert [c["code"] for c in chain(session, parent, None)["children"]] == [flood.code]
+        assert [p["code"] for p in chain(session, flood, None)["parents"]] == [parent.code]
         kinds = [(e.kind, e.to_party) for e in ledger.read_chain(session, typhoon_id)]
         assert ("incident.linked", flood.code) in kinds
         assert ledger.verify_incident(session, typhoon_id).valid and ledger.verify_incident(session, flood.id).valid

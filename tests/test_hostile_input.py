@@ -191,14 +191,12 @@ class Baton:
 
 
 @pytest.fixture
-def baton_in_process(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, db_kind: str
-                     ) -> Iterator[Baton]:
-    # The endpoints are set before the `baton` fixture reads the settings (the receiver's port is known only now).
+def baton_in_process(monkeypatch: pytest.MonkeyPatch, baton: str) -> Iterator[Baton]:
     with running_receiver(SECRET) as receiver:
+        # The department systems are known once the receiver listens: the settings are read again.
         endpoints = {name: {"url": receiver.url, "secret": SECRET} for name in ("water_affairs", "emergency_office")}
         monkeypatch.setenv("BATON_ENDPOINTS", json.dumps(endpoints))
         monkeypatch.setenv("BATON_HTTP_TIMEOUT", "5")
-        request.getfixturevalue("baton")
         get_settings.cache_clear()
         for name, (role, department) in CAST.items():
             make_user(name, role, department)

@@ -196,10 +196,11 @@ def test_completing_a_follow_up_twice_from_the_core_is_one_ledger_entry(baton: s
 
 def revised_flood() -> str:
     """The shipped flood plan with the hot-spot assessment due sooner at level IV and its title revised (the
-    file still says version 2: Baton sets the version)."""
+    file keeps its version line: Baton sets the version)."""
     text = current_plan_text("flood")
     assert ASSESSMENT_DEADLINES in text and ASSESSMENT_TITLE in text
-    return (text.replace(ASSESSMENT_DEADLINES, "deadline: {IV: PT1H45M, III: PT1H30M, II: PT1H, I: PT30M}")
+    # The assessment is the first step with these deadlines (a response step has the same ones).
+    return (text.replace(ASSESSMENT_DEADLINES, "deadline: {IV: PT1H45M, III: PT1H30M, II: PT1H, I: PT30M}", 1)
             .replace(ASSESSMENT_TITLE, "en: Assess waterlogging hot spots and pre-position pumps (revised)}"))
 
 
@@ -357,15 +358,15 @@ def test_plans_propose_diff_accept_from_the_command_line(baton: str, tmp_path: A
     result = runner.invoke(app, ["plans", "propose", "flood", str(proposed), "--lesson", lesson.id])
     assert result.exit_code == 0, result.output
     proposal_id = re.search(r"proposal ([0-9a-f-]{36})", result.output).group(1)  # type: ignore[union-attr]
-    assert "+version: 2" in result.output
+    assert "+version: 3" in result.output
     result = runner.invoke(app, ["plans", "diff", proposal_id])
-    assert result.exit_code == 0 and "flood v1 → v2 (proposed)" in result.output
+    assert result.exit_code == 0 and "flood v2 → v3 (proposed)" in result.output
     assert "+        deadline: {IV: PT1H45M, III: PT1H30M, II: PT1H, I: PT30M}" in result.output
     result = runner.invoke(app, ["plans", "accept", proposal_id])
-    assert result.exit_code == 0 and "flood is now at version 2" in result.output, result.output
+    assert result.exit_code == 0 and "flood is now at version 3" in result.output, result.output
     result = runner.invoke(app, ["plans", "list", "flood"])
-    assert result.exit_code == 0 and "accepted proposal" in result.output and "1 → 2" in result.output
-    assert drive.incident(drive.open_("flood")).plan_version == 2
+    assert result.exit_code == 0 and "accepted proposal" in result.output and "2 → 3" in result.output
+    assert drive.incident(drive.open_("flood")).plan_version == 3
     # An invalid file: exit 1 and each problem with its line.
     proposed.write_text(revised_flood().replace("kind: human", "kind: robot", 1), encoding="utf-8")
     result = runner.invoke(app, ["plans", "propose", "flood", str(proposed)])

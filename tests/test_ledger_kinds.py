@@ -9,7 +9,8 @@ from core.ledger.models import LedgerEntry
 def test_the_kinds_written_into_entries_never_change() -> None:
     # Chains already written hold these strings; renaming one would make the reads (timeline, activity log,
     # after-action stages) miss old entries, so a change here must be a new member, never an edit.
-    assert {k.name: k.value for k in LedgerKind} == {
+    # New members may be added (and then belong in this list); none listed may change or go.
+    assert {k.name: k.value for k in LedgerKind}.items() >= {
         "incident_opened": "incident.opened", "incident_linked": "incident.linked",
         "stage_entered": "stage.entered", "stage_left": "stage.left",
         "task_assigned": "task.assigned", "task_acknowledged": "task.acknowledged",
@@ -20,7 +21,13 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "warning_published": "warning.published", "report_shared": "report.shared",
         "lesson_recorded": "lesson.recorded", "follow_up_assigned": "follow_up.assigned",
         "follow_up_completed": "follow_up.completed", "plan_change_proposed": "plan.change_proposed",
-        "plan_change_accepted": "plan.change_accepted", "plan_change_rejected": "plan.change_rejected"}
+        "plan_change_accepted": "plan.change_accepted", "plan_change_rejected": "plan.change_rejected",
+        "level_proposed": "level.proposed", "level_proposal_declined": "level.proposal_declined",
+        "level_confirmed": "level.confirmed", "incident_stood_down": "incident.stood_down",
+        "stage_skipped": "stage.skipped", "upward_report_assigned": "upward_report.assigned",
+        "upward_report_phoned": "upward_report.phoned", "upward_report_overdue": "upward_report.overdue",
+        "upward_report_signed": "upward_report.signed", "upward_report_sent": "upward_report.sent",
+        "casualties_revised": "casualties.revised"}.items()
 
 
 def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:

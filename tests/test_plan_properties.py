@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from process_defs import graph
 from process_defs.cli import format_duration
 from process_defs.schema import LEVELS, STAGES, level_rank, parse_duration
+from process_defs.schema import DepartmentKind
 from process_defs.validation import PLAN_DIR, REGISTRY_FILE, load_registry, parse_plan
 
 REGISTRY, _problems = load_registry(PLAN_DIR / REGISTRY_FILE)
 assert REGISTRY is not None, _problems
-DEPARTMENTS = [d.key for d in REGISTRY.departments]
+# The desks a step may go to: a headquarters (防汛抗旱指挥部 …) works through its office, never as a desk.
+DEPARTMENTS = [d.key for d in REGISTRY.departments if d.kind is not DepartmentKind.headquarters]
 PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 Plan = dict[str, Any]
@@ -75,6 +77,8 @@ def plans(draw: st.DrawFn) -> Plan:
                     level = min_levels[source["key"]]
                     when["min_level"] = level
                 step["inputs"] = [f"{source['key']}.count"]
+                # An input must be a field the step's department may read (`reaches`).
+                source["share"] = {"with": "all", "classification": "internal"}
             min_levels[key] = level
             if when:
                 step["when"] = when

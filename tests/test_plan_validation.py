@@ -141,6 +141,16 @@ BROKEN_CASES: list[tuple[str, str]] = [
     ("choice_without_choices.yaml",
      "choice_without_choices.yaml:20 stages.warning.steps[0].form[0].choices: a choice field needs choices"),
     ("bad_date_value.yaml", "bad_date_value.yaml:5 version: bad value '2024-13-45': month must be in 1..12"),
+    # Field-level scoping: a step's inputs only name fields its department may read.
+    ("inputs_not_shared.yaml",
+     "inputs_not_shared.yaml:42 stages.response.steps[1].inputs[0]: department 'fire_rescue' may not read "
+     "'assess.severity' (not shared): share the field with it (a form field's own `share`) or drop the input"),
+    ("restricted_share_all.yaml",
+     "restricted_share_all.yaml:45 stages.response.steps[1].share.with: a restricted share must name the "
+     "departments it goes to ('all' opens a restricted value to nobody)"),
+    ("field_share_unknown_department.yaml",
+     "field_share_unknown_department.yaml:26 stages.warning.steps[0].form[0].share.with[1]: unknown department "
+     "'press'"),
 ]
 CASE_IDS = [name.removesuffix(".yaml") for name, _ in BROKEN_CASES]
 # Files checked by their own tests below rather than through the table.
@@ -374,3 +384,45 @@ def test_a_choice_condition_on_an_odd_value_is_a_problem_not_a_crash(op: str, va
 
     why = _value_fits(FieldType.choice, {"a", "b"}, op, value)
     assert why is not None and "is not one of the field's choices (a, b)" in why
+
+
+# ------------------------------------------------------------------------------------------- field-level scoping
+
+
+def test_a_fields_own_share_lets_a_step_read_it_and_nothing_else() -> None:
+    """The input refused in inputs_not_shared.yaml is accepted once the field is shared with the reading step's
+    department; a whole-step input then still needs every field of the step."""
+    text = (BROKEN / "inputs_not_shared.yaml").read_text(encoding="utf-8").replace(
+        "key: inputs_not_shared", "key: shared_field")
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    shared = text.replace("              - {value: high, label: {zh: 高, en: High}, outcome: next}\n",
+                          "              - {value: high, label: {zh: 高, en: High}, outcome: next}\n"
+                          "            share: {with: [fire_rescue], classification: restricted}\n", 1)
+    plan, problems = parse_plan(shared, "shared_field.yaml", registry)
+    assert problems == [] and plan is not None
+    assert plan.step("assess").field_share("severity") is not None
+    # An output shared wider than its step (a public figure of a restricted step) reaches every reader it names.
+    assert [str(p) for p in parse_plan(shared.replace("inputs: [assess.severity]", "inputs: [assess]"),
+                                       "shared_field.yaml", registry)[1]] == []
+
+
+def test_the_shipped_flood_plan_as_it_was_is_refused_where_it_leaked() -> None:
+    """Before field-level scoping, press_release brought evacuation figures (restricted to four other departments)
+    to the publicity department, and medical_support read a restricted value shared 'with all' (with nobody)."""
+    flood = (PLAN_DIR / "flood.yaml").read_text(encoding="utf-8")
+    leaky = (flood.replace("inputs: [drainage_operations, traffic_control.roads_closed, "
+                           "evacuate_residents.people_evacuated]",
+                           "inputs: [drainage_operations, traffic_control, evacuate_residents]")
+             .replace("share: {with: [emergency_office, health_commission], classification: restricted}",
+                      "share: {with: all, classification: restricted}"))
+    assert leaky != flood
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    found = [str(p) for p in parse_plan(leaky, "flood.yaml", registry)[1]]
+    press = [p for p in found if "department 'publicity' may not read" in p]
+    assert any("'evacuate_residents.shelters_open' (restricted, shared with emergency_office, public_security, "
+               "civil_affairs, transport)" in p for p in press), found
+    assert any("'traffic_control.underpasses_closed' (internal, shared with" in p for p in press), found
+    assert not any("people_evacuated" in p or "roads_closed" in p for p in press)  # their own share: public
+    assert any("department 'health_commission' may not read 'water_rescue.casualties' (restricted, shared with "
+               "nobody)" in p for p in found), found
+    assert any("a restricted share must name the departments" in p for p in found), found

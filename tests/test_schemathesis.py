@@ -128,7 +128,7 @@ def fuzz(api: Api, operation: Any, role: str, mode: GenerationMode, path_paramet
             token = issued_token(role) if revoke else api.tokens[role]
             headers["Authorization"] = f"Bearer {token}"
         try:
-            response = case.call(app=app, headers=headers)
+            response = case.call(app=app, headers=headers, timeout=60)
         except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError, ValueError):
             tally.unsendable += 1
             return

@@ -150,7 +150,7 @@ def test_the_audit_trail_lists_logins_and_changes_newest_first_with_filters(api:
     assert [e["id"] for e in first + second] == ids[:4]
     newest = everything["items"][0]["at"]
     assert admin(api, "GET", "/api/audit", params={"since": newest}).json()["total"] >= 1
-    assert admin(api, "GET", "/api/audit", params={"since": "2999-01-01T00:00:00+08:00"}).json()["total"] == 0
+    assert admin(api, "GET", "/api/audit", params={"since": "2199-01-01T00:00:00+08:00"}).json()["total"] == 0
     error_of(admin(api, "GET", "/api/audit?since=yesterday"), 422)
 
 

@@ -190,7 +190,7 @@ def open_child(incident_id: str, body: LinkedIncidentIn, principal: OfficeUser, 
 def incident_chain(incident_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
     """The incident's parents and linked children with their status."""
     department = None if principal.sees_all else principal.user.department
-    return chain(session, reads.get_incident(session, incident_id, department))
+    return chain(session, reads.get_incident(session, incident_id, department), department)
 
 
 @router.get("/{incident_id}/activity-log")

@@ -8,9 +8,11 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident, IncidentStatus
+from core.incidents.reads import involved
 from core.incidents.service import COMMAND, lock_incident, open_incident
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
+from core.plans.store import plan_in_use
 from core.platform.errors import IncidentClosed
 
 
@@ -20,8 +22,11 @@ def open_linked(session: Session, *, parent_id: str, type_key: str, actor: str, 
     parent = lock_incident(session, parent_id)
     if parent.status != IncidentStatus.open:
         raise IncidentClosed(f"incident {parent.code} is closed; it cannot open a linked incident")
-    opened = open_incident(session, type_key=type_key, level=level or parent.level, actor=actor,
-                           title=(title or f"{parent.title}（{parent.code} 引发 / caused by {parent.code}）")[:200],
+    if title is None:
+        # Not the parent's title: the child's departments need not be on the parent, nor may read about it.
+        name = plan_in_use(session, type_key)[0].name
+        title = f"{name.zh}（关联事件）/ {name.en} (linked incident)"
+    opened = open_incident(session, type_key=type_key, level=level or parent.level, actor=actor, title=title[:200],
                            description=reason, location_name=parent.location_name, lat=parent.lat, lon=parent.lon,
                            drill=parent.drill, clock_speed=parent.clock_speed,
                            idempotency_key=f"cascade:{parent.id}:{key}")
@@ -45,16 +50,24 @@ def _brief(incident: Incident) -> dict[str, Any]:
             "status": incident.status, "stage": incident.stage, "title": incident.title}
 
 
-def chain(session: Session, incident: Incident) -> dict[str, Any]:
-    """The incident's parent (and its parents) and its children, with their status."""
-    ancestors: list[dict[str, Any]] = []
+def chain(session: Session, incident: Incident, reader: str | None) -> dict[str, Any]:
+    """The incident's parent (and its parents) and its children, with their status: those `reader` (a department,
+    or None for those who see everything) may open; the others are only counted (`hidden`), never named."""
+    def may_open(other: Incident) -> bool:
+        return reader is None or involved(session, other.id, reader)
+
+    ancestors: list[Incident] = []
     current = incident
     while current.parent_id is not None and len(ancestors) < 20:
         parent = session.get(Incident, current.parent_id)
         if parent is None:
             break
-        ancestors.append(_brief(parent))
+        ancestors.append(parent)
         current = parent
     children = session.exec(select(Incident).where(Incident.parent_id == incident.id)
                             .order_by(col(Incident.created_at))).all()
-    return {"incident": _brief(incident), "parents": ancestors, "children": [_brief(c) for c in children]}
+    parents = [p for p in ancestors if may_open(p)]
+    shown_children = [c for c in children if may_open(c)]
+    return {"incident": _brief(incident), "parents": [_brief(p) for p in parents],
+            "children": [_brief(c) for c in shown_children],
+            "hidden": {"parents": len(ancestors) - len(parents), "children": len(children) - len(shown_children)}}

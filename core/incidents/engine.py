@@ -70,19 +70,22 @@ def condition_met(condition: Condition, tasks: dict[str, DepartmentTask]) -> boo
     return source is not None and source.status == TaskStatus.completed and condition.holds(source.outputs)
 
 
-def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTask]) -> dict[str, Any]:
-    """The earlier outputs a step is shown, keyed by step (and field where the plan names one)."""
-    out: dict[str, Any] = {}
+def shared_inputs(plan: IncidentType, step: Step, tasks: dict[str, DepartmentTask], *, holder: str
+                  ) -> dict[str, dict[str, Any]]:
+    """The earlier outputs a step's task is handed, keyed by step and field: those the plan's `inputs` name, as
+    far as the source's share lets them reach `holder`, the department holding the task (the plan check refuses
+    inputs a step's own department may not read; a task reassigned elsewhere gets only what its holder may)."""
+    out: dict[str, dict[str, Any]] = {}
     for ref in step.inputs:
         src_key, _, field_key = ref.partition(".")
         source = tasks.get(src_key)
         if source is None or source.status != TaskStatus.completed:
             continue
         outputs = source.outputs or {}
-        if field_key:
-            out.setdefault(src_key, {})[field_key] = outputs.get(field_key)
-        else:
-            out[src_key] = outputs
+        named = {field_key: outputs.get(field_key)} if field_key else outputs
+        visible = plan.step(src_key).visible_outputs(holder, owner=source.department, outputs=named)
+        if visible:
+            out.setdefault(src_key, {}).update(visible)
     return out
 
 
@@ -129,7 +132,7 @@ class _Advancer:
         task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
         self.session.add(task)
         self.session.flush()
-        handed = shared_inputs(self.plan, step, self.tasks)
+        handed = shared_inputs(self.plan, step, self.tasks, holder=task.department)
         self._ledger(kind, key=f"{task.id}:assigned", from_party=from_party, to_party=task.department,
                      step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,

@@ -91,17 +91,18 @@ def complete(
                   | ({"authority": decided.details()} if decided else {}), at=now)
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
-    if step.share is not None:
-        classification = step.share.classification.value
-        planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
-        for target in recipients(session, incident.id, owner=task.department, share_with=step.share.with_,
-                                 classification=classification, planned=planned):
-            if outbox.has_endpoint(target):
-                outbox.queue(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
-                             target=target,
-                             payload={"shared": {"step": step.key, "title": step.title.model_dump(),
-                                                 "department": task.department, "classification": classification,
-                                                 "outputs": clean}})
+    planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
+    for target in recipients(session, incident.id, owner=task.department, shares=step.shares(), planned=planned):
+        if outbox.has_endpoint(target):
+            # Each department gets the fields it may read (a field may be shared wider or narrower than its step).
+            visible = step.visible_outputs(target, owner=task.department, outputs=clean)
+            classification = step.classification_of(visible)
+            outbox.queue(session, incident=incident, key=f"{task.id}:shared:{target}", purpose="shared",
+                         target=target,
+                         payload={"shared": {"step": step.key, "title": step.title.model_dump(),
+                                             "department": task.department,
+                                             "classification": classification.value if classification else None,
+                                             "outputs": visible}})
     wake(incident, now)
     session.add(incident)
     failpoint("task.completed")

@@ -12,9 +12,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.incidents.engine import latest_tasks
+from core.incidents.engine import latest_tasks, shared_inputs
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
-from core.incidents.scope import can_see
 from core.ledger.chain import read_chain, verify_incident
 from core.ledger.kinds import LedgerKind
 from core.plans.models import PlanVersion
@@ -22,7 +21,7 @@ from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound
 from core.platform.paging import Page, paged
-from process_defs.schema import STAGES
+from process_defs.schema import STAGES, reaches
 
 
 def involved(session: Session, incident_id: str, department: str) -> bool:
@@ -88,7 +87,8 @@ def get_task(session: Session, task_id: str, department: str | None) -> Departme
 
 
 def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
-    """The task with its step's form and the inputs the plan shows it from earlier steps."""
+    """The task with its step's form and the inputs from earlier steps: what the plan hands the task's holder
+    (`engine.shared_inputs`, as in the assignment's ledger entry and webhook), never more."""
     incident = session.get(Incident, task.incident_id)
     assert incident is not None
     plan = plan_for_version(session, incident.plan_version_id)
@@ -96,14 +96,9 @@ def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
     tasks = latest_tasks(session, incident.id)
     reg = registry()
     inputs = []
-    for ref in step.inputs:
-        src_key, _, field_key = ref.partition(".")
-        source = tasks.get(src_key)
-        if source is None or source.status != TaskStatus.completed:
-            continue
+    for src_key, values in shared_inputs(plan, step, tasks, holder=task.department).items():
+        source = tasks[src_key]
         src_step = plan.step(src_key)
-        outputs = source.outputs or {}
-        values = {field_key: outputs.get(field_key)} if field_key else outputs
         fields = []
         for k, v in values.items():
             form_field = src_step.field(k)
@@ -181,18 +176,27 @@ def ledger_view(session: Session, incident: Incident) -> dict[str, Any]:
             "first_bad_seq": result.first_bad_seq, "reason": result.reason}
 
 
-def shared_with(session: Session, incident: Incident, department: str | None) -> list[dict[str, Any]]:
-    """Completed outputs the plan shares with this department (all of them for office and managers)."""
+def shared_steps(session: Session, incident: Incident, reader: str | None) -> list[dict[str, Any]]:
+    """Completed department steps whose plan shares outputs, with the outputs `reader` may see (field by field:
+    `Step.visible_outputs`) and their strictest classification, in the order they were done. A step of which the
+    reader may see nothing is left out."""
     plan = plan_for_version(session, incident.plan_version_id)
     out = []
     for key, task in latest_tasks(session, incident.id).items():
         step = plan.step(key)
-        if task.status != TaskStatus.completed or task.kind != "human" or step.share is None:
+        if task.status != TaskStatus.completed or task.kind != "human" or not step.shares():
             continue
-        if not can_see(department, owner=task.department, share_with=step.share.with_,
-                       classification=step.share.classification.value):
+        outputs = step.visible_outputs(reader, owner=task.department, outputs=task.outputs)
+        if not outputs and not reaches(reader, owner=task.department, share=step.share):
             continue
-        out.append({"step": key, "title": step.title.model_dump(), "department": task.department,
-                    "classification": step.share.classification.value, "completed_at": task.completed_at,
-                    "outputs": task.outputs})
-    return sorted(out, key=lambda item: item["completed_at"] or utcnow())
+        classification = step.classification_of(outputs)
+        out.append({"task": task, "step": step, "outputs": outputs,
+                    "classification": classification.value if classification else None})
+    return sorted(out, key=lambda item: item["task"].completed_at or utcnow())
+
+
+def shared_with(session: Session, incident: Incident, department: str | None) -> list[dict[str, Any]]:
+    """Completed outputs the plan shares with this department (all of them for office and managers)."""
+    return [{"step": item["step"].key, "title": item["step"].title.model_dump(), "department": item["task"].department,
+             "classification": item["classification"], "completed_at": item["task"].completed_at,
+             "outputs": item["outputs"]} for item in shared_steps(session, incident, department)]

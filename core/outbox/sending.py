@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -26,6 +28,12 @@ from core.platform.clock import utcnow
 from core.platform.settings import get_settings
 
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every delivery: building one loads the CA bundle, 150 ms of CPU a message otherwise."""
+    return ssl.create_default_context()
 
 
 class DeliveryFailed(Exception):
@@ -97,7 +105,7 @@ async def post(item: Message) -> Attempt:
     }
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=settings.http_timeout) as client:
+        async with httpx.AsyncClient(timeout=settings.http_timeout, verify=_tls_context()) as client:
             response = await client.post(endpoint.url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return Attempt(status_code=None, error=f"{type(exc).__name__}: {exc}",

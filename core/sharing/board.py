@@ -14,20 +14,21 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from core.incidents import authority, grading
-from core.incidents.engine import latest_tasks
-from core.incidents.models import Incident, TaskStatus
-from core.incidents.scope import EVERYONE, can_see, recipients
+from core.incidents.models import Incident
+from core.incidents.reads import shared_steps
+from core.incidents.scope import EVERYONE, can_see, reaches, recipients
 from core.incidents.service import lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
-from core.plans.store import plan_for_version, registry
+from core.plans.store import registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals
 from core.reporting.reads import views as upward_reports
 from core.sharing.models import CapAlert, SituationReport
+from process_defs.schema import Classification, Share
 
 
 class ReportInvalid(BatonError):
@@ -37,21 +38,15 @@ class ReportInvalid(BatonError):
 
 def board(session: Session, incident: Incident, reader: str | None, since: datetime | None = None
           ) -> list[dict[str, Any]]:
-    plan = plan_for_version(session, incident.plan_version_id)
     items: list[dict[str, Any]] = []
-    for key, task in latest_tasks(session, incident.id).items():
-        step = plan.step(key)
-        if task.status != TaskStatus.completed or task.kind != "human" or step.share is None:
-            continue
-        classification = step.share.classification.value
-        if not can_see(reader, owner=task.department, share_with=step.share.with_, classification=classification):
-            continue
+    for shared in shared_steps(session, incident, reader):
+        task, step = shared["task"], shared["step"]
         items.append({"kind": "step", "id": task.id, "at": task.completed_at, "department": task.department,
-                      "title": step.title.model_dump(), "classification": classification,
+                      "title": step.title.model_dump(), "classification": shared["classification"],
                       "fields": [{"key": k, "value": v,
                                   "label": (f.label.model_dump() if (f := step.field(k)) else {"zh": k, "en": k}),
-                                  "unit": f.unit if f else None} for k, v in (task.outputs or {}).items()],
-                      "note": task.note})
+                                  "unit": f.unit if f else None} for k, v in shared["outputs"].items()],
+                      "note": task.note if reaches(reader, owner=task.department, share=step.share) else None})
     reports = session.exec(select(SituationReport).where(SituationReport.incident_id == incident.id)).all()
     for report in reports:
         if not can_see(reader, owner=report.department, share_with=report.share_with,
@@ -135,8 +130,8 @@ def post_report(session: Session, *, incident_id: str, department: str, author: 
                   to_party=",".join(scope), idempotency_key=f"{report.id}:shared",
                   handed_over={"text": text, "figures": figures or {}}, details={"classification": classification},
                   at=now)
-    for target in recipients(session, incident.id, owner=department, share_with=scope,
-                             classification=classification):
+    share = Share(with_=scope, classification=Classification(classification))
+    for target in recipients(session, incident.id, owner=department, shares=[share]):
         if outbox.has_endpoint(target):
             outbox.queue(session, incident=incident, key=f"{report.id}:to:{target}", purpose="shared",
                          target=target, payload={"report": {"id": report.id, "department": department,

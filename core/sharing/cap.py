@@ -48,6 +48,8 @@ def render_alert(
     description_zh: str = "",
     description_en: str = "",
 ) -> RenderedAlert:
+    """The alert's XML. The description is the public facts the caller gives (`warnings._facts`) or absent: never
+    the incident's own description (the office's internal note, a cascade's reason)."""
     settings = get_settings()
     severity, urgency, certainty = CAP_GRADES[incident.level]
     status = "Exercise" if incident.drill else "Actual"
@@ -59,10 +61,10 @@ def render_alert(
     colour = LEVEL_COLOURS[incident.level]
     infos = [
         {"language": "zh-CN", "event": params.event.zh, "headline": f"{params.headline.zh}（{incident.title}）",
-         "description": description_zh or incident.description or incident.title,
+         "description": description_zh,
          "instruction": params.instruction.zh, "area": area_zh, "sender_name": "应急管理局"},
         {"language": "en-US", "event": params.event.en, "headline": f"{params.headline.en} ({incident.title})",
-         "description": description_en or incident.description or incident.title,
+         "description": description_en,
          "instruction": params.instruction.en, "area": area_en, "sender_name": "Emergency Management Bureau"},
     ]
     xml = environment().get_template("cap_alert.xml.j2").render(

@@ -24,6 +24,7 @@ from core.platform.settings import get_settings
 from core.sharing.cap import cap_time, render_alert
 from core.sharing.models import CapAlert
 from process_defs.actions import PublishWarningParams
+from process_defs.schema import PUBLIC
 
 log = logging.getLogger("baton.sharing")
 CAP_NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
@@ -121,16 +122,17 @@ def issue(session: Session, *, incident_id: str, params: PublishWarningParams, a
 
 
 def _facts(session: Session, incident: Incident) -> list[str]:
-    """Short public facts for the description: plain values of completed public-classified outputs."""
+    """Short public facts for the description: the plain values of completed outputs whose share lets them reach
+    the public (`reaches`, field by field), and nothing else: no internal text is ever published."""
     from core.plans.store import plan_for_version
 
     plan = plan_for_version(session, incident.plan_version_id)
     facts = []
     for key, task in latest_tasks(session, incident.id).items():
         step = plan.step(key)
-        if task.status != "completed" or step.share is None or step.share.classification.value != "public":
+        if task.status != "completed":
             continue
-        for name, value in (task.outputs or {}).items():
+        for name, value in step.visible_outputs(PUBLIC, owner=task.department, outputs=task.outputs).items():
             field = step.field(name)
             if field is not None and not isinstance(value, dict | list):
                 facts.append(f"{field.label.zh}/{field.label.en}: {value}{' ' + field.unit if field.unit else ''}")
