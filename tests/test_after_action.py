@@ -106,7 +106,8 @@ def constructed_flood() -> str:
     gets the basement check (290), hands it back (300), it is reassigned to city_government (300) and cancelled
     when the office lifts the warning (320, assigned 290, deadline 180). Response: the office activates command
     (320 → 350, deadline 45); evacuation is skipped (no hot spots); public_security closes roads (350 → 380,
-    deadline 60); drainage, water rescue and the transport change stay open. The report is read at 420."""
+    deadline 60); drainage, the casualty report, water rescue, the transport change and, from level III, public
+    opinion and supplies stay open. The report is read at 420."""
     incident_id = open_at(T0)
     advance_at(incident_id, at(0))
     ack(incident_id, "rainstorm_forecast", at(10))
@@ -158,7 +159,8 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     assert list(rows) == [("rainstorm_forecast", 1), ("flood_risk_assessment", 1), ("underground_space_check", 1),
                           ("underground_space_check", 2), ("lift_warning", 1), ("activate_command", 1),
                           ("drainage_operations", 1), ("traffic_control", 1), ("public_transport_adjust", 1),
-                          ("casualty_report", 1), ("water_rescue", 1)]
+                          ("casualty_report", 1), ("water_rescue", 1), ("public_opinion", 1),
+                          ("material_allocation", 1)]
     forecast = rows["rainstorm_forecast", 1]
     assert (forecast.ack_wait_s, forecast.completion_wait_s, forecast.deadline_s) == (600, 3000, 3600)
     assert forecast.outcome == "met" and forecast.overdue_by_s is None and forecast.department == "meteorology"
@@ -178,13 +180,13 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     assert (rows["traffic_control", 1].completion_wait_s, rows["traffic_control", 1].deadline_s) == (1800, 3600)
     drainage = rows["drainage_operations", 1]
     assert drainage.outcome == "open" and drainage.open_wait_s == 70 * 60 and drainage.completion_wait_s is None
-    assert report.counts() == {"handoffs": 11, "met": 4, "missed": 1, "open": 4, "escalations": 1,
+    assert report.counts() == {"handoffs": 13, "met": 4, "missed": 1, "open": 6, "escalations": 1,
                                "level_changes": 1, "deviations": 5}
     # Read later, the open ones past their due times have missed them too.
     later = report_of(flood_incident, minutes=600)
     assert [(h.step, h.overdue_by_s) for h in later.held_up] == [
-        ("casualty_report", 9600), ("flood_risk_assessment", 9000), ("water_rescue", 7800), ("public_transport_adjust", 6000),
-        ("drainage_operations", 4200)]
+        ("casualty_report", 9600), ("flood_risk_assessment", 9000), ("water_rescue", 7800),
+        ("public_transport_adjust", 6000), ("drainage_operations", 4200), ("public_opinion", 600)]
 
 
 def test_the_critical_path_names_the_slowest_department(flood_incident: str) -> None:

@@ -51,7 +51,9 @@ def constructed_incidents() -> dict[str, str]:
     A  flood:   meteorology's forecast assigned 0, acknowledged 5, completed 20 (deadline 60: on time);
                 water_affairs' assessment assigned 20, acknowledged 30, escalated 140, completed 200 (late).
     B  typhoon: meteorology's forecast assigned 60, acknowledged 85, completed 150 (deadline 120: on time);
-                water_affairs' wind defence assessment assigned 150 (deadline 240), never touched.
+                water_affairs' wind defence assessment (deadline 240), maritime's vessels to port and
+                agriculture_rural's fishing boats (720 each) and natural_resources' geo-hazard patrol (480) are
+                assigned 150 and never touched.
     C  flood (T1): meteorology's forecast assigned 0, acknowledged 15, completed 40 (on time);
                 water_affairs' assessment assigned 40 (deadline 120), escalated 160, still open.
     D  flood drill on a ×10 clock (T0 + 120): the forecast acknowledged after 60 s and completed after 120 s of
@@ -113,7 +115,8 @@ def test_percentiles_interpolate_between_ranks() -> None:
 def test_figures_per_department_leave_drills_out(incidents: dict[str, str]) -> None:
     result = figures()
     departments = by_key(result.by_department)
-    assert list(departments) == ["meteorology", "water_affairs"]
+    assert list(departments) == ["agriculture_rural", "maritime", "meteorology", "natural_resources",
+                                 "water_affairs"]
     met = departments["meteorology"]
     # Acknowledged after 300, 1500, 900 s; completed after 1200, 5400, 2400 s; all three on time.
     assert (met.incidents, met.handoffs, met.with_deadline, met.on_time, met.overdue, met.open) == (3, 3, 3, 3, 0, 0)
@@ -126,9 +129,13 @@ def test_figures_per_department_leave_drills_out(incidents: dict[str, str]) -> N
     assert (water.ack_median_s, water.ack_p90_s, water.completion_median_s, water.completion_p90_s) == (
         600, 600, 10800, 10800)
     assert water.escalations == 2
+    # B's three other warning tasks: one handoff each, open past its due time.
+    for key in ("agriculture_rural", "maritime", "natural_resources"):
+        other = departments[key]
+        assert (other.handoffs, other.on_time, other.overdue, other.acknowledged, other.escalations) == (1, 0, 1, 0, 0)
     total = result.total
     assert (total.incidents, total.handoffs, total.on_time, total.overdue, total.on_time_rate, total.escalations) == (
-        3, 6, 3, 3, 0.5, 2)
+        3, 9, 3, 6, 0.3333, 2)
     assert result.include_drills is False and result.start is None and result.end is None
 
 
@@ -142,7 +149,7 @@ def test_figures_per_incident_type(incidents: dict[str, str]) -> None:
     assert (flood.completion_median_s, flood.completion_p90_s) == (2400, 9120)
     typhoon = types["typhoon"]
     assert (typhoon.handoffs, typhoon.on_time, typhoon.overdue, typhoon.ack_median_s, typhoon.completion_p90_s) == (
-        2, 1, 1, 1500, 5400)
+        5, 1, 4, 1500, 5400)
     assert typhoon.name == {"zh": "台风", "en": "Typhoon"}
 
 
@@ -166,16 +173,16 @@ def test_the_period_is_by_assignment_a_date_meaning_the_whole_day(incidents: dic
     assert result.total.incidents == 2  # C was the next day
     only_c = figures(start=parse_bound("2026-07-21"))
     assert only_c.total.handoffs == 2 and only_c.total.incidents == 1
-    # A date-time bound: from 11:00 Beijing time on, B's two handoffs (A's were assigned at 10:00 and 10:20).
+    # A date-time bound: from 11:00 Beijing time on, B's five handoffs (A's were assigned at 10:00 and 10:20).
     later = figures(start=parse_bound("2026-07-20T11:00"), end=end)
-    assert later.total.handoffs == 2 and [r.key for r in later.by_type] == ["typhoon"]
+    assert later.total.handoffs == 5 and [r.key for r in later.by_type] == ["typhoon"]
     assert parse_bound("2026-07-20T03:00:00Z") == datetime(2026, 7, 20, 3, 0, tzinfo=UTC)
     assert parse_bound("") is None and parse_bound(None) is None
 
 
 def test_filters_by_type_and_department(incidents: dict[str, str]) -> None:
     typhoon = figures(type_key="typhoon")
-    assert [r.key for r in typhoon.by_type] == ["typhoon"] and typhoon.total.handoffs == 2
+    assert [r.key for r in typhoon.by_type] == ["typhoon"] and typhoon.total.handoffs == 5
     water = figures(department="water_affairs")
     assert [r.key for r in water.by_department] == ["water_affairs"]
     assert water.total.handoffs == 3 and by_key(water.by_type)["flood"].handoffs == 2
@@ -209,14 +216,18 @@ def test_csv_has_a_header_and_a_row_per_department_type_and_total(incidents: dic
         "on_time_rate", "acknowledged", "ack_median_s", "ack_p90_s", "completed", "completion_median_s",
         "completion_p90_s", "escalations")
     body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
-    assert [(r["group"], r["key"]) for r in body] == [("department", "meteorology"), ("department", "water_affairs"),
-                                                     ("type", "flood"), ("type", "typhoon"), ("total", "")]
-    met = body[0]
+    assert [(r["group"], r["key"]) for r in body] == [
+        ("department", "agriculture_rural"), ("department", "maritime"), ("department", "meteorology"),
+        ("department", "natural_resources"), ("department", "water_affairs"),
+        ("type", "flood"), ("type", "typhoon"), ("total", "")]
+    rows_by = {(r["group"], r["key"]): r for r in body}
+    met = rows_by["department", "meteorology"]
     assert met["name_zh"] == "市气象局" and met["name_en"] == "Meteorological Bureau"
     assert (met["handoffs"], met["on_time"], met["on_time_rate"], met["ack_median_s"], met["ack_p90_s"]) == (
         "3", "3", "1", "900", "1380")
-    assert (body[1]["on_time_rate"], body[1]["overdue"], body[1]["escalations"]) == ("0", "3", "2")
-    assert body[2]["completion_p90_s"] == "9120" and body[4]["on_time_rate"] == "0.5"
+    water = rows_by["department", "water_affairs"]
+    assert (water["on_time_rate"], water["overdue"], water["escalations"]) == ("0", "3", "2")
+    assert rows_by["type", "flood"]["completion_p90_s"] == "9120" and rows_by["total", ""]["on_time_rate"] == "0.3333"
 
 
 # -- API and page -----------------------------------------------------------------------------------------------
@@ -240,9 +251,10 @@ def test_analytics_api_and_csv_for_reviewers_only(incidents: dict[str, str], tok
         body = call("/api/analytics?from=2026-07-20&to=2026-07-21", tokens[name]).json()
         assert body["from"] == "2026-07-19T16:00:00+00:00" and body["to"] == "2026-07-21T16:00:00+00:00"
         # Read now, not at NOW: C's assessment is past due too.
-        assert body["total"]["handoffs"] == 6 and body["include_drills"] is False
-        assert {r["key"] for r in body["by_department"]} == {"meteorology", "water_affairs"}
-        assert body["by_department"][0]["ack_median_s"] == 900
+        assert body["total"]["handoffs"] == 9 and body["include_drills"] is False
+        assert {r["key"] for r in body["by_department"]} == {"agriculture_rural", "maritime", "meteorology",
+                                                            "natural_resources", "water_affairs"}
+        assert {r["key"]: r for r in body["by_department"]}["meteorology"]["ack_median_s"] == 900
     drills = call("/api/analytics?include_drills=true", tokens["boss1"]).json()
     assert drills["total"]["incidents"] == 4
     typhoon = call("/api/analytics?type=typhoon&department=meteorology", tokens["boss1"]).json()
@@ -280,7 +292,7 @@ def test_analytics_page_draws_bars_per_department(incidents: dict[str, str], tok
                                                                r'.*?</svg>', html, re.S)]
         assert [c.get("class") for c in charts] == ["chart on-time-chart", "chart delay-chart"]
         bars = {g.get("data-key"): g for g in charts[0].iter("{http://www.w3.org/2000/svg}g")}
-        assert set(bars) == {"meteorology", "water_affairs"}
+        assert set(bars) == {"agriculture_rural", "maritime", "meteorology", "natural_resources", "water_affairs"}
         assert bars["meteorology"].get("data-on-time") == "4" and bars["water_affairs"].get("data-on-time") == "0"
         assert 'href="/api/analytics.csv?from=2026-07-20&amp;to=2026-07-21&amp;include_drills=true"' in html
         assert 'href="/review/analytics"' in manager.get("/review").text

@@ -297,12 +297,12 @@ def test_a_proposed_plan_change_round_trips_and_old_incidents_keep_their_version
 
 
 def test_an_invalid_proposal_is_422_with_every_problem_at_its_line(api: Api) -> None:
-    text = revised_flood().replace("        department: water_affairs\n        kind: human\n        depends_on: "
-                                   "[rainstorm_forecast]", "        department: water_affair\n        kind: human\n"
-                                   "        depends_on: [rainstorm_forecast]", 1)
-    text = text.replace("deadline: {IV: PT1H45M,", "deadline: {IV: 2 hours,")
-    lines = text.splitlines()
-    department_line = lines.index("        department: water_affair") + 1
+    lines = revised_flood().replace("deadline: {IV: PT1H45M,", "deadline: {IV: 2 hours,").splitlines()
+    # The assessment's department, misspelt: the first `department:` line after the step's key.
+    start = lines.index("      - key: flood_risk_assessment")
+    department_line = lines.index("        department: water_affairs", start) + 1
+    lines[department_line - 1] = "        department: water_affair"
+    text = "\n".join(lines) + "\n"
     deadline_line = next(i for i, row in enumerate(lines, 1) if "IV: 2 hours" in row)
     before = ledger_count()
     error = error_of(api.call("office", "POST", "/api/plan-proposals", json={"type": "flood", "text": text}), 422,

@@ -4,6 +4,7 @@ need the position the plan names, and the response ends by a termination decisio
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from core.ledger import chain as ledger
 from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
 from core.platform.errors import FormInvalid
+from process_defs.schema import IncidentType
 from tests import engine_driver as drive
 from tests.conftest import copy_plans
 
@@ -283,3 +285,84 @@ def test_a_step_is_given_to_a_desk_not_to_a_headquarters(tmp_path: Path) -> None
     problems = [str(p) for p in check_paths([plans]).problems]
     assert any("'flood_control_hq' is a headquarters, not a desk: give the step to its office ('emergency_office')"
                in p for p in problems), problems
+
+
+# -- the eight plans as rewritten ---------------------------------------------------------------------------------
+def shipped() -> dict[str, IncidentType]:
+    from process_defs.validation import check_paths
+
+    result = check_paths()
+    assert result.problems == [], [str(p) for p in result.problems]
+    return result.plans
+
+
+def test_every_shipped_plan_grades_names_its_authority_and_ends_by_a_termination_decision() -> None:
+    from process_defs.schema import LEVELS, DepartmentKind, StepPurpose
+    from process_defs.validation import check_paths
+
+    plans = shipped()
+    registry = check_paths().registry
+    assert registry is not None and len(plans) == 8
+    for key, plan in plans.items():
+        assert plan.version == 2, key
+        command = registry.department(plan.command or "")
+        assert command is not None and command.kind is DepartmentKind.headquarters, key
+        assert plan.authority is not None and set(plan.authority) == set(LEVELS), key
+        assert plan.grading is not None and set(plan.grading) == set(LEVELS), key
+        gate = plan.stages.response.gate
+        assert gate is not None and plan.step(gate).terminates is not None, key
+        assert any(f.criterion is not None for f in plan.step(gate).form), key
+        for step in plan.stages.learning.steps:
+            assert step.purpose in (StepPurpose.review, StepPurpose.investigation), (key, step.key)
+        warning_gate = plan.stages.warning.gate
+        if warning_gate:
+            decision = plan.decision_field("warning")
+            assert decision is not None and {c.outcome for c in decision.choices or []} >= {"next"}, key
+
+
+def test_the_domain_reviews_findings_are_in_the_plans() -> None:
+    plans = shipped()
+    flood, typhoon, hazmat = plans["flood"], plans["typhoon"], plans["hazmat_leak"]
+    # The weather warning is the meteorological bureau's; the office consults before it decides; casualties daily.
+    assert flood.step("publish_rainstorm_warning").department == "meteorology"
+    assert flood.command == "flood_control_hq" and "会商" in flood.step("lift_warning").title.zh
+    assert "日报" in flood.step("casualty_report").title.zh
+    # Typhoon: maritime brings vessels into port from level IV; fisheries, geological hazards, scenic areas.
+    assert typhoon.step("vessels_to_port").department == "maritime"
+    assert typhoon.step("vessels_to_port").active_at("IV")
+    assert {typhoon.step(k).department for k in ("fishing_vessels_to_port", "geohazard_patrol",
+                                                 "scenic_area_closure")} == {"agriculture_rural",
+                                                                             "natural_resources", "culture_tourism"}
+    # Hazardous chemicals: the enterprise acts first and reports within the hour; experts assess from it.
+    first = hazmat.step("enterprise_initial_response")
+    assert first.department == "accident_enterprise"
+    assert all((first.deadline_for(lv) or timedelta.max) <= timedelta(hours=1) for lv in ("IV", "III", "II", "I"))
+    assert "enterprise_initial_response" in hazmat.step("hazard_assessment").depends_on
+    # Bigger fires and accidents: investigated by the government, and longer for a bigger event.
+    investigation = plans["highrise_fire"].step("government_investigation")
+    assert investigation.min_level == "III" and investigation.department == "emergency_office"
+    for key in ("hazmat_leak", "crowd_crush"):
+        step = plans[key].step("accident_investigation")
+        longest, shortest = step.deadline_for("I"), step.deadline_for("IV")
+        assert step.purpose == "investigation" and longest and shortest and longest >= shortest, key
+    # Earthquakes are graded by magnitude in a populated area and by the toll.
+    quake = plans["earthquake"].grading
+    assert quake is not None and {c.measure: c.value for c in quake["I"].any}["quake_rapid_report.magnitude"] == 7.0
+    # The epidemic's two-hour chain goes beyond the CDC, to the city government and the province.
+    epidemic = plans["epidemic"]
+    assert epidemic.step("report_to_health_commission").department == "cdc"
+    assert epidemic.step("government_report_to_province").department == "government_duty_office"
+    # Black start is for a collapsed grid, not for load lost.
+    black_start = plans["power_outage"].step("black_start")
+    assert black_start.when is not None and black_start.when.condition is not None
+    assert black_start.when.condition.field == "grid_collapsed"
+
+
+def test_signal_rules_take_their_levels_from_the_plans() -> None:
+    from core.incidents.grading import observed_signal
+
+    plans = shipped()
+    assert plans["flood"].grade(observed_signal("rainfall", {"value": 75})) is not None
+    assert plans["flood"].grade(observed_signal("rainfall", {"value": 75}))[0] == "II"  # type: ignore[index]
+    assert plans["earthquake"].grade(observed_signal("earthquake", {"value": 6.1}))[0] == "III"  # type: ignore[index]
+    assert plans["epidemic"].grade(observed_signal("syndromic", {"cases": 12}))[0] == "IV"  # type: ignore[index]
