@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from process_defs.law_rules import position_ref_problem
 from process_defs.problems import Problem
 from process_defs.schema import (
     CASUALTY_KINDS,
@@ -58,6 +59,11 @@ def check_reporting(plan: IncidentType, registry: DepartmentRegistry | None, add
         add((*base, "department"), f"unknown department '{reporting.department}'")
 
     def recipients(rule: ReportRule, where: tuple[str | int, ...]) -> None:
+        if registry is not None:
+            for i, ref in enumerate(rule.signed_by):
+                why = position_ref_problem(ref, registry)
+                if why is not None:
+                    add((*where, "signed_by", i), why)
         seen: set[str] = set()
         for i, recipient in enumerate(rule.recipients):
             path = (*where, "recipients", i)

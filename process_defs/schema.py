@@ -513,6 +513,10 @@ class ReportRule(Strict):
     within: str = Field(description="ISO 8601 duration: from the report's trigger to when it must be sent.")
     recipients: list[Recipient] = Field(min_length=1)
     sign_off: bool = Field(default=True, description="A leader must sign the report off (签发) before it goes.")
+    signed_by: list[str] = Field(
+        default_factory=list,
+        description="Positions (`position@organisation`) that may sign the report off; empty: the reporting "
+                    "department's leaders (局长, 分管负责同志, 带班领导).")
 
 
 class InitialReportRule(ReportRule):
@@ -559,6 +563,11 @@ class CasualtySources(Strict):
         return sources
 
 
+# Who signs a report off when the plan does not say: the reporting department's leaders (a report goes out under
+# the unit's leader's name, 签发人); the duty leader (带班领导) signs at night.
+DEFAULT_SIGNERS = ("bureau_director", "deputy_director", "duty_leader")
+
+
 class Reporting(Strict):
     department: str = Field(description="The department that writes and sends the reports (报送单位).")
     initial: InitialReportRule
@@ -569,6 +578,13 @@ class Reporting(Strict):
     def rule(self, kind: str) -> ReportRule | None:
         found: ReportRule | None = getattr(self, kind)
         return found
+
+    def signers(self, kind: str) -> list[str]:
+        """The positions that may sign a report of this kind off (签发): the rule's, or the department's leaders."""
+        rule = self.rule(kind)
+        if rule is not None and rule.signed_by:
+            return list(rule.signed_by)
+        return [f"{position}@{self.department}" for position in DEFAULT_SIGNERS]
 
 
 class IncidentType(Strict):

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from process_defs import graph
 from process_defs.cli import format_duration
-from process_defs.schema import LEVELS, STAGES, level_rank, parse_duration
-from process_defs.schema import DepartmentKind
+from process_defs.schema import LEVELS, STAGES, DepartmentKind, level_rank, parse_duration
 from process_defs.validation import PLAN_DIR, REGISTRY_FILE, load_registry, parse_plan
 
 REGISTRY, _problems = load_registry(PLAN_DIR / REGISTRY_FILE)

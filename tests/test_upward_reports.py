@@ -29,7 +29,7 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from api.app import app
 from core.incidents import handoffs
@@ -49,6 +49,7 @@ from core.reporting import service
 from core.reporting.models import CasualtyFigures, UpwardReport, UpwardReportArchive
 from core.reporting.schedule import advance_with_reports
 from core.sharing.board import board
+from core.users.models import User
 from process_defs.validation import check_paths
 from tasks.delivery import send_once
 from tests import engine_driver as drive
@@ -136,9 +137,26 @@ def ledger_kinds(incident_id: str) -> list[str]:
                                              .order_by(col(LedgerEntry.seq))).all()]
 
 
+LEADER_POSITION = "duty_leader@emergency_office"  # 带班领导 of the reporting department: one of its default signers
+
+
+def leader_id() -> str:
+    """The reporting department's duty leader (made the first time it is asked for, in its own transaction)."""
+    with session_scope() as session:
+        found = session.exec(select(User.id).where(User.username == "leader")).first()
+    return found or make_user("leader", "office", positions=[LEADER_POSITION])
+
+
+def leader(session: Session, user_id: str) -> User:
+    found = session.get(User, user_id)
+    assert found is not None
+    return found
+
+
 def sign_and_send(report_id: str, moment: datetime) -> None:
+    signer = leader_id()
     with clock(moment), session_scope() as session:
-        service.sign_off(session, report_id=report_id, actor="user:leader")
+        service.sign_off(session, report_id=report_id, signer=leader(session, signer))
         service.send_report(session, report_id=report_id, actor="user:office1")
 
 
@@ -215,7 +233,8 @@ def csrf(client: TestClient, path: str) -> str:
 def test_the_initial_report_is_assigned_drafted_signed_off_and_delivered(outside: tuple[Receiver, Mailbox]) -> None:
     receiver, mailbox = outside
     make_user("office1", "office")
-    make_user("leader", "office")
+    make_user("leader", "office", positions=[LEADER_POSITION])
+    make_user("clerk", "office")
     make_user("water1", "department", "water_affairs")
     incident_id = open_flood()
     reconcile_at(incident_id, at(1))
@@ -263,6 +282,15 @@ def test_the_initial_report_is_assigned_drafted_signed_off_and_delivered(outside
         # Whoever wrote the draft does not sign it off.
         drafter = client.post(f"/api/upward-reports/{initial.id}/sign-off", headers=office)
         assert drafter.status_code == 409 and drafter.json()["error"]["code"] == "signer_is_drafter"
+        # Nor does an office user who holds none of the leaders' positions: 403 naming them, nothing written.
+        before = ledger_kinds(incident_id)
+        clerk = client.post(f"/api/upward-reports/{initial.id}/sign-off",
+                            headers={"Authorization": f"Bearer {issued_token('clerk')}"})
+        assert clerk.status_code == 403, clerk.text
+        error = clerk.json()["error"]
+        assert error["code"] == "position_required" and "带班领导" in error["message"]
+        assert "duty_leader@emergency_office" in error["details"]["needs"]
+        assert ledger_kinds(incident_id) == before and reports(incident_id)[0].status == "drafting"
 
     with TestClient(app) as browser, clock(at(28)):
         # The leader signs it off in the page.
@@ -328,8 +356,9 @@ def test_the_worker_assigns_the_initial_report_and_delivers_it_when_sent(
         time.sleep(0.2)
     [initial] = reports(incident_id)
     assert initial.kind == "initial" and initial.due_at - initial.created_at <= timedelta(hours=1)
+    signer = leader_id()
     with session_scope() as session:
-        service.sign_off(session, report_id=initial.id, actor="user:leader")
+        service.sign_off(session, report_id=initial.id, signer=leader(session, signer))
         service.send_report(session, report_id=initial.id, actor="user:office1")
     while len(receiver.received) < 1 or len(mailbox.messages) < 1:
         assert time.monotonic() < deadline + 60, "the flow did not deliver the report"

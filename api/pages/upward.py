@@ -122,7 +122,7 @@ def sign_off(report_id: str, request: Request, principal: PageUser, session: Ses
     checked_form(principal, form)
     report = _actable(session, principal, report_id)
     return _act(request, principal, session, report, "signed",
-                lambda: service.sign_off(session, report_id=report.id, actor=principal.actor))
+                lambda: service.sign_off(session, report_id=report.id, signer=principal.user))
 
 
 @router.post("/upward-reports/{report_id}/send")

@@ -117,7 +117,7 @@ def phone(report_id: str, body: PhoneIn, principal: CurrentUser, session: Sessio
 def sign_off(report_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
     """A leader signs the report off (签发); not the person who wrote the draft (409 `signer_is_drafter`)."""
     report = _acting(session, principal, report_id)
-    return detail(session, service.sign_off(session, report_id=report.id, actor=principal.actor))
+    return detail(session, service.sign_off(session, report_id=report.id, signer=principal.user))
 
 
 @router.post("/api/upward-reports/{report_id}/send")

@@ -15,13 +15,14 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.incidents.authority import PositionRequired
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import mail
 from core.outbox import queue as outbox
-from core.plans.store import plan_for_version
+from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound, ReasonRequired
 from core.reporting import documents
@@ -32,6 +33,8 @@ from core.reporting.models import (
     UpwardReport,
     UpwardReportArchive,
 )
+from core.users.models import User
+from core.users.positions import holds
 from process_defs.schema import CASUALTY_KINDS, CASUALTY_NAMES, level_rank
 
 MAX_TEXT = 20_000
@@ -166,13 +169,26 @@ def record_phone(session: Session, *, report_id: str, actor: str, note: str, dep
     return report
 
 
-def sign_off(session: Session, *, report_id: str, actor: str, department: str | None = None) -> UpwardReport:
-    """The leader signs the report off (签发): its content is frozen from here on."""
+def sign_off(session: Session, *, report_id: str, signer: User, department: str | None = None) -> UpwardReport:
+    """A leader signs the report off (签发): its content is frozen from here on. The signer holds one of the
+    positions the plan names for the report (by default the reporting department's leaders), else 403
+    `position_required` naming them; the ledger records the position."""
     incident, report = _locked(session, report_id, department)
+    actor = f"user:{signer.username}"
     if report.status != ReportStatus.drafting:
         raise ReportStateConflict(f"the report is {report.status} already")
     if report.edited_by == actor:
         raise SignerIsDrafter("the person who wrote the draft cannot sign it off; a leader signs it")
+    reporting = plan_for_version(session, incident.plan_version_id).reporting
+    needs = reporting.signers(report.kind) if reporting is not None else []
+    position = holds(session, signer, needs)
+    if position is None:
+        reg = registry()
+        en = signer.lang.startswith("en")
+        names = ("; " if en else "、").join(reg.position_name(ref, "en" if en else "zh") for ref in needs)
+        raise PositionRequired(f"signing this report off needs one of these positions, which you do not hold: "
+                               f"{names}" if en else f"签发本报告须由以下职务之一签发，您不担任：{names}",
+                               details={"reason": "not_held", "act": "sign_off", "needs": needs})
     _check_decrease(report.content, session.get(CasualtyFigures, incident.id))
     now = utcnow()
     report.status = ReportStatus.signed
@@ -182,7 +198,8 @@ def sign_off(session: Session, *, report_id: str, actor: str, department: str | 
     session.add(report)
     ledger.append(session, incident=incident, kind=LedgerKind.upward_report_signed, actor=actor, from_party=actor,
                   to_party=report.department, idempotency_key=f"{report.id}:signed", handed_over=report.content,
-                  details={"report_id": report.id, "kind": report.kind, "number": report.number}, at=now)
+                  details={"report_id": report.id, "kind": report.kind, "number": report.number,
+                           "position": position}, at=now)
     wake(incident, now)
     session.add(incident)
     return report
