@@ -568,3 +568,19 @@ def test_a_reporting_limit_that_is_not_a_duration_is_refused_with_file_line_and_
     messages = {p.path: p.message for p in check_paths([folder]).problems}
     assert messages["reporting.initial.recipients[4]"] == "unknown department 'state_council'"
     assert "follow-ups come more often as the level rises" in messages["reporting.follow_up.every.II"]
+
+
+def test_who_signs_a_report_off_names_positions_that_exist(tmp_path: Path) -> None:
+    folder = copy_plans(tmp_path / "plans", "flood")
+    plan = yaml.safe_load((folder / "flood.yaml").read_text(encoding="utf-8"))
+    plan["reporting"]["initial"]["signed_by"] = ["duty_leader@emergency_office", "night_king@emergency_office",
+                                                 "grid_worker@emergency_office"]
+    # A reporting unit that holds none of the default signers' posts (a community has no 局长, 分管负责同志 or
+    # 带班领导): a rule without `signed_by` must then name who signs.
+    plan["reporting"]["department"] = "community"
+    (folder / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    messages = {p.path: p.message for p in check_paths([folder]).problems}
+    assert messages["reporting.initial.signed_by[1]"].startswith("unknown position 'night_king'")
+    assert "has no grid_worker" in messages["reporting.initial.signed_by[2]"]
+    assert "reporting.initial.signed_by[0]" not in messages
+    assert "name the positions that sign" in messages["reporting.follow_up.signed_by"]
