@@ -45,7 +45,7 @@ from core.incidents.models import DepartmentTask, Incident
 from core.learning.models import FollowUp, Lesson, PlanProposal
 from core.learning.simulation import sample_value
 from core.outbox.models import OutboundDelivery
-from core.plans.store import current_plan_text, plan_for_version, registry
+from core.plans.store import current_plan_text, current_plans, plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
@@ -492,6 +492,14 @@ def receiver(baton: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     get_settings.cache_clear()
 
 
+def command_positions() -> list[str]:
+    """Every position a shipped plan names for a level decision: the canary's office user holds them all, as it
+    opens and raises the scenario's incidents (who may is the plans-by-law tests' question, not this one's)."""
+    plans, _problems = current_plans()
+    return sorted({ref for _key, plan in plans for authority in (plan.authority or {}).values()
+                   for act in ("start", "raise", "lower") for ref in authority.needed(act)})
+
+
 def clients() -> tuple[dict[Reader, TestClient], dict[str, TestClient]]:
     """A client for every reader (a bearer token for the API and a page session), by reader and by user name."""
     from api.app import app
@@ -502,7 +510,7 @@ def clients() -> tuple[dict[Reader, TestClient], dict[str, TestClient]]:
     by_reader: dict[Reader, TestClient] = {ANONYMOUS: TestClient(app, raise_server_exceptions=False)}
     by_name: dict[str, TestClient] = {}
     for name, role, department in cast:
-        make_user(name, role, department)
+        make_user(name, role, department, positions=command_positions() if name == "office" else None)
         with session_scope() as session:
             user = session.exec(select(User).where(User.username == name)).one()
             page = issue_token(session, user=user, kind="session").token

@@ -106,7 +106,7 @@ def test_only_db_upgrade_and_the_commands_that_start_baton_migrate_the_database(
     head = head_revision()
     assert head is not None
     code, out = run_baton("users", "list")
-    assert code == 1 and "has no Baton schema yet; run `baton db upgrade` first" in out, out
+    assert code == 1 and "has no Baton schema yet; run `baton db upgrade` first" in " ".join(out.split()), out
     assert not database.exists()
     previous = ScriptDirectory.from_config(alembic_config()).get_revision(head).down_revision
     assert isinstance(previous, str)
