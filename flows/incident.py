@@ -12,7 +12,11 @@ import logging
 from functools import lru_cache
 from typing import Any
 
+import httpx
 from prefect import Flow, flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.exceptions import PrefectHTTPStatusError
 
 from core.incidents.engine import fail_action
 from core.plans.store import list_types
@@ -46,6 +50,25 @@ async def _run_action(task_id: str) -> None:
         await in_transaction(fail_action, task_id=task_id, error=str(state.message or state.name)[:500])
 
 
+async def follow_level(level: str) -> None:
+    """Keep the flow run's `level:` tag the incident's level, so that Prefect's UI filters by the level now. A
+    Prefect that cannot be reached costs the tag, never the incident: the next wake tries again."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = context.flow_run
+    tags = [t for t in run.tags if not t.startswith("level:")] + [f"level:{level}"]
+    if sorted(tags) == sorted(run.tags):
+        return
+    try:
+        async with get_client() as client:  # level changes are rare: a client of its own costs nothing
+            await client.update_flow_run(run.id, tags=tags)
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        log.warning("flow run %s: its level tag stays %s for now (%s)", run.name, run.tags, exc)
+        return
+    run.tags = tags
+
+
 async def run_incident(incident_id: str) -> dict[str, Any]:
     runtime = current_runtime()
     settings = get_settings()
@@ -56,6 +79,7 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
             event = runtime.waker.arm(incident_id)
             # The engine's reconciliation, then the upward reports it leaves owed (core.reporting).
             result = await in_transaction(advance_with_reports, incident_id=incident_id, worker_id=runtime.worker_id)
+            await follow_level(result.level)
             # Deliveries run beside the flow: a slow department system never holds the incident up.
             for delivery_id in result.deliveries:
                 if delivery_id not in sending or sending[delivery_id].done():

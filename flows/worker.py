@@ -59,7 +59,9 @@ def _loop_failed(what: str, exc: Exception) -> None:
 
 
 def run_tags(incident: Incident) -> list[str]:
-    tags = [f"type:{incident.type}", f"level:{incident.level}", "baton"]
+    """The flow run's tags: what Prefect's UI filters by. The level follows changes (flows/incident.py); the
+    instance tells two Baton systems on one Prefect server apart."""
+    tags = [f"type:{incident.type}", f"level:{incident.level}", "baton", f"instance:{get_settings().instance_name}"]
     if incident.drill:
         tags.append("drill")
     return tags
@@ -118,7 +120,11 @@ class BatonWorker:
             await afailpoint("flow.created")
             await in_transaction(leases.set_flow_run, incident_id=info["id"], flow_run_id=str(run.id))
         if run.state is not None and (run.state.is_final() or run.state.is_paused()):
-            # The incident is still open, so its run must go on (e.g. it crashed with its old worker).
+            # The incident is still open, so its run must go on (e.g. it crashed with its old worker). Prefect's
+            # Cancel does not end an incident (docs/architecture.md, "What Prefect shows"): only Baton closes one, in its ledger.
+            if run.state.is_cancelled():
+                log.warning("incident %s: its flow run was cancelled in Prefect; an open incident goes on (close "
+                            "it in Baton)", info["code"])
             await client.set_flow_run_state(run.id, Pending(message="resumed by Baton"), force=True)
             run = await client.read_flow_run(run.id)
         return run

@@ -384,21 +384,26 @@ ALL_SEEING_SAMPLE = 40
 
 
 def ids_for(reader: Reader, ids: dict[str, list[str]], owners: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
-    """A department reads its own tasks and, to show that others' stay closed, two of each incident's others (the
-    access matrices try every role on every route; here the question is what an open page shows). Those who see
-    everything cannot be shown too much: they read a spread of each kind's objects, to find the markers shown
-    and any page that fails."""
+    """A department reads its own incidents and tasks and, to show that others stay closed, one incident it is
+    not on and two of each incident's other tasks (the access matrices try every role on every route; here the
+    question is what an open page shows). Those who see everything cannot be shown too much: they read a spread
+    of each kind's objects, to find the markers shown and any page that fails."""
     if reader.sees_all:
         return {kind: found[::max(1, -(-len(found) // ALL_SEEING_SAMPLE))] for kind, found in ids.items()}
     if reader.department is None:
         return ids
+    # Its incidents (those it holds a task on: `core.incidents.reads.involved`) and, to show the door stays
+    # closed to a route that forgot to ask, the first incident it has no part in.
+    on = {incident for incident, department in owners.values() if department == reader.department}
+    outside = [i for i in ids["incident_id"] if i not in on][:1]
+    incidents = [i for i in ids["incident_id"] if i in on] + outside
     own = [t for t in ids["task_id"] if owners[t][1] == reader.department]
     foreign: dict[str, list[str]] = {}
     for task_id in ids["task_id"]:
         incident, department = owners[task_id]
         if department != reader.department and len(foreign.setdefault(incident, [])) < 2:
             foreign[incident].append(task_id)
-    return {**ids, "task_id": own + [t for found in foreign.values() for t in found]}
+    return {**ids, "incident_id": incidents, "task_id": own + [t for found in foreign.values() for t in found]}
 
 
 @dataclass

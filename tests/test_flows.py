@@ -19,6 +19,7 @@ from prefect import get_client
 from sqlmodel import select
 
 from core.incidents.models import DepartmentTask, Incident
+from core.incidents.service import change_level
 from core.ledger import chain as ledger
 from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
@@ -114,6 +115,22 @@ def test_flood_incident_runs_as_a_prefect_flow_run_named_by_its_code(workers: Ca
     assert tasks["publish_rainstorm_warning"].status == "completed"
     assert (tasks["publish_rainstorm_warning"].outputs or {})["published"] is False  # a drill is never published
     assert all(count == 1 for (kind, _), count in kinds.items() if kind == "task.assigned")
+
+
+def test_a_level_change_retags_the_flow_run_which_names_its_baton_instance(
+        workers: Callable[..., subprocess.Popen[bytes]]) -> None:
+    workers("worker-a", BATON_INSTANCE_NAME="city-a")
+    incident_id = drive.open_("flood", level="IV")
+    wait_for(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "first assignment")
+    flow_run_id = str(wait_for(lambda: drive.incident(incident_id).flow_run_id, 30, "the flow run"))
+    tags = asyncio.run(read_run(flow_run_id))[2]
+    assert {"type:flood", "level:IV", "instance:city-a"} <= set(tags), tags
+    with session_scope() as session:
+        change_level(session, incident_id=incident_id, level="III", by=drive.person(), reason="河水继续上涨")
+    # Prefect's UI filters by the level now: the flow notices the change when the change wakes it.
+    wait_for(lambda: "level:III" in asyncio.run(read_run(flow_run_id))[2], 30, "the level tag to follow")
+    tags = asyncio.run(read_run(flow_run_id))[2]
+    assert "level:IV" not in tags and {"type:flood", "instance:city-a", "baton"} <= set(tags), tags
 
 
 def test_worker_killed_mid_stage_is_taken_over_and_the_same_flow_run_resumes(

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
 
     worker_id: str | None = None
+    instance_name: str = Field(
+        default="baton", pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+        description="This Baton's name on a shared Prefect server: its flow runs are tagged instance:<name>.")
     lease_seconds: float = 15.0
     claim_interval: float = 0.1
     wake_interval: float = 0.2
