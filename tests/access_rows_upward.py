@@ -29,13 +29,20 @@ SIGN = roles(401, 403, 403, 403, 404, 404)
 VISIBLE = roles(401, 200, 200, 200, 200, 404)
 
 
+def signing_leader() -> str:
+    """The office's duty leader, who signs reports off (made once: the matrix builds its targets many times)."""
+    with session_scope() as session:
+        found = session.exec(select(User.id).where(User.username == "leader")).first()
+    return found or make_user("leader", "office", positions=["duty_leader@emergency_office"])
+
+
 def _report(kind: str, signed: bool) -> Target:
     """A level IV flood with its initial report owed (drafting), or signed off by a leader; water_affairs holds
     a task on the incident, public_security is not on it."""
     incident = flood("assessment")
     with session_scope() as session:
         advance_with_reports(session, incident_id=incident.id)
-    leader = make_user("leader", "office", positions=["duty_leader@emergency_office"]) if signed else None
+    leader = signing_leader() if signed else None
     with session_scope() as session:
         report = session.exec(select(UpwardReport).where(UpwardReport.incident_id == incident.id)).one()
         if leader is not None:
@@ -63,7 +70,8 @@ ROWS: list[Case] = [
       for target in ("report", "unknown")],
     # Signing off needs a leader's position (签发), which none of the matrix's users holds.
     *[Case("POST", "/api/upward-reports/{report_id}/sign-off", target, SIGN if target == "report" else MISSING,
-           writes=True) for target in ("report", "unknown")],
+           writes=True, codes={"office": "position_required", "admin": "position_required"} if target == "report"
+           else {}) for target in ("report", "unknown")],
     Case("POST", "/api/upward-reports/{report_id}/send", "signed_report", ACT, writes=True),
     Case("POST", "/api/upward-reports/{report_id}/send", "report", NOT_SIGNED, writes=True,
          note="not signed off"),

@@ -159,9 +159,12 @@ MATRIX: list[PageCase] = [
                writes=True)
       for action, form, kind in (("edit", {"text": "城东区积水已排除两处。", "c_dead": "0", "c_missing": "0",
                                            "c_injured": "0", "c_moved": "12", "casualty_reason": ""}, "report"),
-                                 ("phone", {"note": "电话报告省防指"}, "report"), ("sign-off", None, "report"),
-                                 ("send", None, "signed_report"))
+                                 ("phone", {"note": "电话报告省防指"}, "report"), ("send", None, "signed_report"))
       for target in (kind, "unknown")],
+    # Signing off needs a leader's position (签发), which none of the matrix's users holds: 403 for all.
+    *[PageCase("POST", "/upward-reports/{report_id}/sign-off", target,
+               roles(LOGIN, 403, 403, 403, 404, 404) if target != "unknown" else MISSING_PAGE, writes=True)
+      for target in ("report", "unknown")],
     # Administration: administrators only; for everyone else the pages are not there.
     PageCase("GET", "/admin/users", "none", ADMIN_PAGE),
     PageCase("POST", "/admin/users", "none", ADMIN_FORM, form=new_user, writes=True),
