@@ -15,6 +15,7 @@ import contextlib
 import glob
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,12 +35,25 @@ import psycopg
 
 from core.platform.settings import Settings
 
+# Ports for Baton's own servers come from below the kernel's ephemeral range (32768–60999 on Linux): a port
+# the kernel handed out for `bind(0)` is free only until a client connection takes it as its local port, which
+# on a busy machine (several stacks starting at once) happened between choosing and binding it.
+SERVER_PORTS = range(20000, 32000)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port on loopback that nothing listens on, outside the range client connections draw from."""
+    for port in random.sample(SERVER_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: take what the kernel gives
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
@@ -173,7 +187,9 @@ class Stack:
             stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.processes["api"] = proc
         self.starters["api"] = lambda: self.start_api(host, port, workers)
-        wait_http(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/health", 60, None, log,
+        # As long as Prefect's own start: on a busy machine the API's workers take a minute to import and migrate
+        # checks; an API that exits (a port taken) is said at once, with its log.
+        wait_http(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api/health", 120, proc, log,
                   accept=(200, 503))
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited; see {log}")

@@ -121,7 +121,8 @@ class BatonWorker:
             await in_transaction(leases.set_flow_run, incident_id=info["id"], flow_run_id=str(run.id))
         if run.state is not None and (run.state.is_final() or run.state.is_paused()):
             # The incident is still open, so its run must go on (e.g. it crashed with its old worker). Prefect's
-            # Cancel does not end an incident (docs/architecture.md, "What Prefect shows"): only Baton closes one, in its ledger.
+            # Cancel does not end an incident (docs/architecture.md, "What Prefect shows"): only Baton closes one,
+            # in its ledger.
             if run.state.is_cancelled():
                 log.warning("incident %s: its flow run was cancelled in Prefect; an open incident goes on (close "
                             "it in Baton)", info["code"])

@@ -1,4 +1,4 @@
-"""The server-mode stack the fault tests share (one for this package, stopped when its tests are done):
+"""The server-mode stack the fault tests share (one per test process, stopped at its end):
 PostgreSQL, a Prefect server on it, two Baton workers and the API under two uvicorn workers, each its own
 process on loopback, in a folder the postgres user can enter. Leases are short (4 s) so that a killed
 worker's incidents are taken over quickly."""
@@ -23,7 +23,37 @@ ENV = {"BATON_LEASE_SECONDS": "4", "BATON_RETRY_DELAYS": "[0.2, 0.5, 1.0]", "PRE
 SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
 
 
-@pytest.fixture(scope="package")
+stack_environment: dict[str, str] = {}
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    from core.platform.settings import get_settings
+
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def stack_settings(fault_stack: FaultStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each fault test runs with the stack's settings in its environment, taken back after it."""
+    from core.platform.settings import get_settings
+
+    for key, value in stack_environment.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+# Session-scoped, not package-scoped: under pytest-xdist a worker tears package fixtures down whenever its queue
+# runs dry, which restarted the whole stack (48 s) before each fault module. One stack per process that runs the
+# fault suites (they are one xdist group), stopped at that process's end.
+@pytest.fixture(scope="session")
 def fault_stack() -> Iterator[FaultStack]:
     require("PostgreSQL", postgres_available())
     from core.platform.settings import get_settings
@@ -45,6 +75,10 @@ def fault_stack() -> Iterator[FaultStack]:
         os.environ.pop("BATON_FAILPOINT_DIR")
         get_settings.cache_clear()
     stack = FaultStack(data_dir=data_dir, state=state)
+    # What the stack's settings are (its database, its Prefect, short leases), for the fault tests alone
+    # (`stack_settings`): the other tests this process runs must not inherit them.
+    stack_environment.update({key: os.environ[key] for key in SAVED if key in os.environ})
+    _restore(saved)
     try:
         yield stack
     finally:
@@ -64,9 +98,4 @@ def fault_stack() -> Iterator[FaultStack]:
             shutil.copytree(data_dir / "logs", kept, dirs_exist_ok=True)
             (kept / "faults.log").write_text("\n".join(stack.log) + "\n")
             shutil.rmtree(data_dir, ignore_errors=True)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            get_settings.cache_clear()
+            stack_environment.clear()
