@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +38,25 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": body}
 
 
+# Addresses that are never pages: the API, files and feeds a program reads.
+NOT_PAGES = ("/api/", "/static/", "/docs", "/redoc", "/openapi.json", "/public/")
+
+
+def wants_page(request: Request) -> bool:
+    """A person's browser asking for a page address (one that does not exist, or a malformed form post): it
+    gets an error page in the reader's language, not the API's JSON."""
+    path = request.url.path
+    if path.startswith(NOT_PAGES) or "." in path.rsplit("/", 1)[-1]:
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def page_answer(request: Request, status: int, code: str) -> Response:
+    from api.pages.rendering import error_page  # the pages import this module: look them up when answering
+
+    return error_page(request, status, code)
+
+
 def install(app: FastAPI, headers: dict[str, str]) -> None:
     """The error handlers; `headers` (the security headers) also go on a 500, which is answered outside the
     middleware that puts them on every other answer."""
@@ -53,7 +72,9 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if wants_page(request):
+            return page_answer(request, 422, "invalid_request")
         details = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "reason": err.get("type"),
                     "message": err.get("msg")} for err in exc.errors()]
         listing = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:10])
@@ -78,7 +99,9 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
                             status_code=500, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = HTTP_CODES.get(exc.status_code, "error")
+        if wants_page(request) and exc.status_code == 404:
+            return page_answer(request, exc.status_code, code)
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

@@ -710,3 +710,26 @@ def test_timeline_svg_of_a_new_incident_without_steps() -> None:
                                                                                         tzinfo=UTC))
     tree = ET.fromstring(svg)
     assert tree.get("class") == "timeline" and tree.get("aria-label") == 'FLD-"1"'
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_a_page_address_that_does_not_exist_is_a_page_in_the_readers_language(login: Login) -> None:
+    """A person who follows a stale link gets a page (in Chinese, or English when asked), never the API's JSON;
+    programs (the API, the feeds, files) keep the error format."""
+    with TestClient(app) as anonymous:
+        missing = anonymous.get("/incidents/no-such-page/anywhere", headers=BROWSER)
+        assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+        assert "页面不存在，或您无权查看。" in missing.text and '<html lang="zh' in missing.text
+        assert missing.headers.get("Content-Security-Policy")  # the page's security headers too
+        english = anonymous.get("/no-such-page?lang=en", headers=BROWSER)
+        assert english.status_code == 404 and "There is nothing here, or it is not yours to see." in english.text
+        for path in ("/api/no-such-route", "/public/no-such.atom", "/static/no-such.css"):
+            answer = anonymous.get(path, headers=BROWSER)
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", path
+        # A program that does not ask for HTML gets the error format on a page address too.
+        assert anonymous.get("/no-such-page").json()["error"]["code"] == "not_found"
+    office = login("office1")
+    signed_in = office.get("/no-such-page", headers=BROWSER)
+    assert signed_in.status_code == 404 and "页面不存在" in signed_in.text
