@@ -17,6 +17,7 @@ from sqlmodel import select
 from starlette.datastructures import FormData
 
 from api.app import app
+from api.pages.rendering import Helpers
 from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.learning.timeline_svg import render_timeline
 from core.ledger import chain as ledger
@@ -733,3 +734,24 @@ def test_a_page_address_that_does_not_exist_is_a_page_in_the_readers_language(lo
     office = login("office1")
     signed_in = office.get("/no-such-page", headers=BROWSER)
     assert signed_in.status_code == 404 and "页面不存在" in signed_in.text
+
+
+def test_pages_name_people_as_people_know_them_not_by_actor_ids(login: Login) -> None:
+    from core.incidents.service import open_incident
+
+    with session_scope() as session:
+        incident_id = open_incident(session, type_key="flood", level="IV", title="城东内涝",
+                                    actor="user:office1").incident.id
+    drive.step(incident_id)
+    forecast = drive.open_tasks(incident_id)["rainstorm_forecast"]
+    drive.complete_step(incident_id, "rainstorm_forecast", actor="user:met1")
+    office = login("office1")
+    page = office.get(f"/office/incidents/{incident_id}").text
+    # office1's display name, as the users' list gives it; never the ledger's actor id.
+    assert "值班员" in page and "user:office1" not in page
+    task_page = login("met1").get(f"/tasks/{forecast.id}").text
+    assert "met1 · 市气象局" in task_page and "user:met1" not in task_page
+    english = Helpers("en")
+    assert english.person("baton") == "Baton (automatic)" and english.person("cli:water_affairs") == (
+        "command line (Water Affairs Bureau (flood and drought defence))")
+    assert Helpers("zh").person("demo:office") == "演示（office）" and Helpers("zh").person("") == ""

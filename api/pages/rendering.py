@@ -23,6 +23,7 @@ from api.deps import LoginRequired, Principal, check_csrf, csrf_token
 from api.errors import ApiError
 from core.incidents import reads
 from core.incidents.models import DepartmentTask
+from core.plans.store import registry
 from core.plans.wording import Wording
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -30,6 +31,7 @@ from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals
 from core.platform.settings import get_settings
 from core.platform.templating import render
+from core.users.service import people
 
 FRAGMENT_HEADER = "X-Baton-Fragment"
 POLL_SECONDS = 3
@@ -92,11 +94,37 @@ def zone() -> ZoneInfo:
     return ZoneInfo(get_settings().timezone)
 
 
-class Helpers(Wording):
-    """What page templates need: `Wording` with the short times of a console, and overdue marks."""
+# Who acted, when it was not a person signed in: worded for the reader (actors are `kind:name` in the ledger).
+ACTOR_KINDS = {"cli": {"zh": "命令行", "en": "command line"}, "demo": {"zh": "演示", "en": "demo"},
+               "drill": {"zh": "演练", "en": "drill"}, "signal": {"zh": "监测信号", "en": "monitoring signal"}}
+SYSTEM_ACTOR = {"zh": "系统自动", "en": "Baton (automatic)"}
 
-    def __init__(self, lang: str) -> None:
+
+class Helpers(Wording):
+    """What page templates need: `Wording` with the short times of a console, overdue marks, and people named
+    as people know them (`user:zhang` → 张三 · 市水务局)."""
+
+    def __init__(self, lang: str, people: Callable[[], dict[str, tuple[str, str | None]]] | None = None) -> None:
         super().__init__(lang)
+        self._people_of = people
+        self._people: dict[str, tuple[str, str | None]] | None = None
+
+    def person(self, actor: str | None) -> str:
+        if not actor:
+            return ""
+        kind, _, name = actor.partition(":")
+        if not name:
+            return self.t(SYSTEM_ACTOR) if kind in ("baton", "system") else actor
+        if kind == "user":
+            if self._people is None:
+                self._people = self._people_of() if self._people_of is not None else {}
+            shown, department = self._people.get(name, (name, None))
+            return f"{shown} · {self.dept(department)}" if department else shown
+        if kind in ACTOR_KINDS:
+            label = self.t(ACTOR_KINDS[kind])
+            return f"{label}（{self.dept(name) if registry_has(name) else name}）" if self.lang == "zh" else \
+                f"{label} ({self.dept(name) if registry_has(name) else name})"
+        return actor
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         return self.local(moment, "%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
@@ -111,10 +139,18 @@ def base_context(path: str, principal: Principal | None, lang: str) -> dict[str,
             "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
 
 
+def registry_has(key: str) -> bool:
+    return registry().department(key) is not None
+
+
 def page(request: Request, principal: Principal, name: str, status_code: int = 200,
          headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     lang = principal.user.lang
-    html = render(f"pages/{name}", lang, **{**base_context(request.url.path, principal, lang), **context})
+    base = base_context(request.url.path, principal, lang)
+    db = getattr(request.state, "db", None)
+    if isinstance(db, Session):
+        base["h"] = Helpers(lang, lambda: people(db))
+    html = render(f"pages/{name}", lang, **{**base, **context})
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 

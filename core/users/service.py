@@ -56,6 +56,12 @@ class LoginThrottled(BatonError):
     http_status = 429
 
 
+def people(session: Session) -> dict[str, tuple[str, str | None]]:
+    """Each user name with the name people know them by and their department, for pages that name who acted."""
+    return {u.username: (u.display_name or u.username, u.department)
+            for u in session.exec(select(User)).all()}
+
+
 def audit(session: Session, *, actor: str, action: str, **detail: Any) -> None:
     session.add(AuditEvent(actor=actor, action=action, detail=detail))
 
