@@ -1,4 +1,4 @@
-"""The server-mode stack the fault tests share (one per test process, stopped at its end):
+"""The server-mode stack the fault tests share (one per process that runs them, stopped when it moves on):
 PostgreSQL, a Prefect server on it, two Baton workers and the API under two uvicorn workers, each its own
 process on loopback, in a folder the postgres user can enter. Leases are short (4 s) so that a killed
 worker's incidents are taken over quickly."""
@@ -50,10 +50,11 @@ def stack_settings(fault_stack: FaultStack, monkeypatch: pytest.MonkeyPatch) -> 
     get_settings.cache_clear()
 
 
-# Session-scoped, not package-scoped: under pytest-xdist a worker tears package fixtures down whenever its queue
-# runs dry, which restarted the whole stack (48 s) before each fault module. One stack per process that runs the
-# fault suites (they are one xdist group), stopped at that process's end.
-@pytest.fixture(scope="session")
+# Under pytest-xdist (`make test`) each fault module is an xdist group of its own: its tests run in order in one
+# process, and the modules run side by side, each on a stack of its own (four stacks at once finished sooner on
+# two cores than one stack taking the four modules in turn). Package-scoped: a process tears the stack down when
+# it moves on to other tests.
+@pytest.fixture(scope="package")
 def fault_stack() -> Iterator[FaultStack]:
     require("PostgreSQL", postgres_available())
     from core.platform.settings import get_settings

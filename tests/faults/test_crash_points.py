@@ -43,7 +43,8 @@ from tests.faults.harness import (
     wait_quiet,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect,
+              pytest.mark.xdist_group("faults-crash-points")]
 
 PHASES = ("trigger", "completion", "stage", "ledger")
 TARGETS = ("api", "worker-1", "worker-2", "prefect-server", "postgres")

@@ -42,7 +42,7 @@ from tests.faults.harness import (
     wait_quiet,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-matrix")]
 
 PHASES = ("trigger", "completion", "stage", "ledger")
 # (process, phase) in the order they run: triggers first so that there are incidents, completions before

@@ -36,7 +36,7 @@ from tests.faults.harness import (
     wait_quiet,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-soak")]
 
 SOAK_SECONDS = float(os.environ.get("BATON_SOAK_SECONDS", "40"))
 FAULT_EVERY = float(os.environ.get("BATON_SOAK_FAULT_EVERY", "4.5"))

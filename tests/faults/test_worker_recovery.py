@@ -27,7 +27,7 @@ from tests.api_server import FORECAST
 from tests.faults.harness import FaultStack, running
 from tests.servers import PrefectServer
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-recovery")]
 
 
 def test_a_worker_started_while_the_database_is_down_waits_for_it(fault_stack: FaultStack) -> None:
