@@ -10,6 +10,17 @@ from pathlib import Path
 
 from flows.stack import PostgresCluster, free_port, postgres_bin, prefect_env, wait_http
 
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a process the test started as a supervisor would: SIGTERM, `timeout` seconds to go, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
 __all__ = ["PostgresCluster", "PrefectServer", "postgres_bin"]
 
 

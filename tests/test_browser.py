@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from core.platform.db import session_scope
 from core.reports.pdf import chromium_path
 from core.users.service import add_user
 from tests.fixtures.api import serve_api
-from tests.servers import PrefectServer
+from tests.servers import PrefectServer, stop_process
 
 pytestmark = [pytest.mark.prefect, pytest.mark.chromium]
 
@@ -47,13 +46,7 @@ expect.set_options(timeout=WAIT_MS)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    stop_process(proc, 20)
 
 
 @pytest.fixture
