@@ -112,16 +112,29 @@ class _Adapter:
         return self._response.json()
 
 
-def fuzz(api: Api, operation: Any, role: str, mode: GenerationMode, path_parameters: dict[str, str] | None,
-         tally: Tally) -> None:
-    label = f"{operation.method.upper()} {operation.path} as {role} ({mode.value}" \
-            f"{', real ids' if path_parameters else ''})"
-    revoke = operation.path == "/api/auth/revoke"
+def examples(operation: Any, mode: GenerationMode, path_parameters: dict[str, str] | None) -> list[Any] | None:
+    """The operation's examples in one mode, drawn once and sent as every role: generation is derandomized, so
+    each role would have drawn the same cases, and drawing is most of the run's time. None when there is nothing
+    to generate (e.g. no parameter to make invalid in negative mode)."""
+    drawn: list[Any] = []
 
-    @settings(max_examples=1 if role == "anonymous" else EXAMPLES, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     @given(operation.as_strategy(mode, path_parameters=path_parameters or None))
-    def run(case: Any) -> None:
+    def draw(case: Any) -> None:
+        drawn.append(case)
+
+    try:
+        draw()
+    except Unsatisfiable:
+        return None
+    return drawn
+
+
+def send(api: Api, operation: Any, role: str, cases: list[Any], label: str, tally: Tally) -> None:
+    """The cases as `role`: one for nobody, who gets no further than the login check."""
+    revoke = operation.path == "/api/auth/revoke"
+    for case in cases[:1] if role == "anonymous" else cases:
         headers: dict[str, str] = {}
         if role != "anonymous":
             # Revoking spends the token: give that operation a fresh one each time.
@@ -131,13 +144,8 @@ def fuzz(api: Api, operation: Any, role: str, mode: GenerationMode, path_paramet
             response = case.call(app=app, headers=headers, timeout=60)
         except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError, ValueError):
             tally.unsendable += 1
-            return
-        check_response(tally, label, response, case.as_curl_command(headers=headers))
-
-    try:
-        run()
-    except Unsatisfiable:  # nothing to vary (e.g. no parameters to make invalid in negative mode)
-        tally.unsatisfiable += 1
+            continue
+        check_response(tally, f"{label} as {role}", response, case.as_curl_command(headers=headers))
 
 
 def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(fuzz_api: Api, figures: Say) -> None:
@@ -149,11 +157,17 @@ def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(
     for operation in operations:
         names = re.findall(r"{(\w+)}", operation.path)
         fixed = {name: known[name] for name in names if name in known}
-        for role in ROLES:
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                fuzz(fuzz_api, operation, role, mode, None, tally)
-                if fixed and role != "anonymous":
-                    fuzz(fuzz_api, operation, role, mode, fixed, tally)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            for parameters in (None, fixed) if fixed else (None,):
+                label = f"{operation.method.upper()} {operation.path} ({mode.value}" \
+                        f"{', real ids' if parameters else ''})"
+                cases = examples(operation, mode, parameters)
+                roles = [r for r in ROLES if not (parameters and r == "anonymous")]
+                if cases is None:
+                    tally.unsatisfiable += len(roles)
+                    continue
+                for role in roles:
+                    send(fuzz_api, operation, role, cases, label, tally)
     figures(f"\nschemathesis: {len(operations)} operations x {len(ROLES)} roles, {tally.requests} requests "
           f"({tally.unsendable} examples the client could not send, {tally.unsatisfiable} runs with nothing to "
           f"generate) in {time.monotonic() - started:.0f} s; "
