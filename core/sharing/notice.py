@@ -76,7 +76,9 @@ def worded_value(form_field: FormField | None, value: Any, lang: str) -> str | N
         unit = form_field.unit if form_field is not None else None
         if not unit:
             return _number(value)
-        return f"{_number(value)}{unit}" if lang == "zh" and not unit.isascii() else f"{_number(value)} {unit}"
+        if not unit.isascii():  # 级, 人, 万户: Chinese units; the English template words the quantity itself
+            return f"{_number(value)}{unit}" if lang == "zh" else _number(value)
+        return f"{_number(value)} {unit}"
     return str(value)
 
 

@@ -286,9 +286,12 @@ def draft(session: Session, *, incident_id: str, params: PublishWarningParams, d
         return existing
     incident = lock_incident(session, incident_id)
     now = utcnow()
-    if params.msg_type != "Alert" and not current(session, incident.id):
+    released = current(session, incident.id)
+    if params.msg_type != "Alert" and not released:
         _withdraw_unreleased(session, incident=incident, actor=actor, now=now, why=key)
         return None
+    if params.msg_type != "Alert" and colour is None and not params.colour_from:
+        colour = released[-1].colour  # an update or all-clear keeps the colour of the warning it replaces
     outputs = public_outputs(session, incident)
     worded, labelled = _worded_outputs(outputs)
     colour_source: str
