@@ -79,15 +79,15 @@ def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who
 def require_position(session: Session, *, user: User, needs: list[str], act: str, what: tuple[str, str]) -> str:
     """The one rule of a sign-off by position (签发: an upward report, a public warning): the first of `needs` the
     user holds, else PositionRequired (403 `position_required`) naming the positions in the user's language.
-    `what` is the act as a sentence starts it, in Chinese and English (签发本报告 / signing this report off)."""
+    `what` says what the act needs, in Chinese and English (签发本报告须由以下职务之一签发 / signing this report off
+    needs one of these positions); the message adds that the user does not hold them, and names them."""
     held = holds(session, user, needs)
     if held is not None:
         return held
     reg = registry()
     en = user.lang.startswith("en")
     names = ("; " if en else "、").join(reg.position_name(ref, "en" if en else "zh") for ref in needs)
-    raise PositionRequired(f"{what[1]} needs one of these positions, which you do not hold: {names}" if en
-                           else f"{what[0]}须由以下职务之一签发，您不担任：{names}",
+    raise PositionRequired(f"{what[1]}, which you do not hold: {names}" if en else f"{what[0]}，您不担任：{names}",
                            details={"reason": "not_held", "act": act, "needs": needs})
 
 

@@ -181,7 +181,8 @@ def sign_off(session: Session, *, report_id: str, signer: User, department: str 
     reporting = plan_for_version(session, incident.plan_version_id).reporting
     needs = reporting.signers(report.kind) if reporting is not None else []
     position = require_position(session, user=signer, needs=needs, act="sign_off",
-                                what=("签发本报告", "signing this report off"))
+                                what=("签发本报告须由以下职务之一签发",
+                                      "signing this report off needs one of these positions"))
     _check_decrease(report.content, session.get(CasualtyFigures, incident.id))
     now = utcnow()
     report.status = ReportStatus.signed

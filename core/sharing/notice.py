@@ -111,7 +111,7 @@ def compose(params: PublishWarningParams, *, issuer: Worded, colour: str, area: 
         texts["headline"][lang] = fill(params.headline.get(lang), values) or params.event.get(lang)
         texts["instruction"][lang] = fill(params.instruction.get(lang), values) or ""
         sentences = [fill(s.get(lang), values) for s in params.description]
-        texts["description"][lang] = ("" if lang == "zh" else " ").join(s for s in sentences if s)
+        texts["description"][lang] = ("" if lang == "zh" else " ").join(s.strip() for s in sentences if s)
     return texts
 
 

@@ -454,7 +454,8 @@ def sign(session: Session, *, incident_id: str, alert_id: str, signer: User) -> 
     if alert.drafted_by == actor:
         raise SignerIsDrafter("the person who drafted the warning cannot also sign it off")
     position = require_position(session, user=signer, needs=list(alert.signers), act="sign_warning",
-                                what=("签发本预警", "signing this warning off"))
+                                what=("签发本预警须由以下职务之一签发",
+                                      "signing this warning off needs one of these positions"))
     now = utcnow()
     if alert.expires_at is not None and alert.expires_at <= now:
         raise WarningExpired("the warning's validity has ended; return it to be redrafted with a new expiry")
@@ -491,7 +492,9 @@ def may_amend(session: Session, *, user: User, alert: CapAlert) -> str:
     if user.role in OFFICE_ROLES:
         return "office"
     return require_position(session, user=user, needs=list(alert.signers), act="amend_warning",
-                            what=("更新或解除本预警", "updating or cancelling this warning"))
+                            what=("更新或解除本预警须由应急管理部门或以下职务之一办理",
+                                  "updating or cancelling this warning needs the emergency office or one of these "
+                                  "positions"))
 
 
 def _latest_released(session: Session, incident: Incident) -> tuple[CapAlert, list[CapAlert]]:
