@@ -703,12 +703,13 @@ def test_a_plan_proposal_with_a_control_character_is_refused(baton_in_process: B
     """A YAML escape puts into a plan's text what the file does not show; plan texts are published in CAP."""
     b = baton_in_process
     plan = (PROCESS_DEFS_DIR / "flood.yaml").read_text(encoding="utf-8")
-    hidden = plan.replace("headline: {zh: 暴雨内涝预警,", 'headline: {zh: "暴雨\\x01内涝预警",', 1)
+    hidden = plan.replace('zh: "{issuer}发布暴雨{colour}预警信号"', 'zh: "{issuer}发布暴雨{colour}\\x01预警信号"', 1)
     assert hidden != plan
     refused = b.api("office", "POST", "/api/plan-proposals", {"type": "flood", "text": hidden})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "plan_invalid", refused.text
     assert "U+0001" in refused.json()["error"]["message"]
-    plain = plan.replace("headline: {zh: 暴雨内涝预警,", "headline: {zh: 暴雨内涝黄色预警,", 1)
+    plain = plan.replace('zh: "{issuer}发布暴雨{colour}预警信号"', 'zh: "{issuer}发布暴雨{colour}预警信号（内涝）"', 1)
+    assert plain != plan
     assert b.api("office", "POST", "/api/plan-proposals", {"type": "flood", "text": plain}).status_code == 201
 
 

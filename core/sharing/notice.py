@@ -32,7 +32,11 @@ def zone() -> ZoneInfo:
 def worded_time(moment: datetime, lang: str) -> str:
     """A moment in Beijing time (Baton's zone) as a notice says it: 6月1日18时30分 / 18:30 on 1 June (Beijing
     time)."""
-    local = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(zone())
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    try:
+        local = aware.astimezone(zone())
+    except (OverflowError, ValueError):  # past the year 9999 there (stored before the input policy held)
+        local = aware
     if lang == "en":
         return f"{local:%H:%M} on {local.day} {local:%B} (Beijing time)"
     return f"{local.month}月{local.day}日{local.hour}时" + (f"{local.minute:02d}分" if local.minute else "")
