@@ -31,9 +31,11 @@ from tests.api_server import (  # noqa: F401
     Api,
     api_fixture,
     api_server_fixture,
+    csrf_of,
     error_of,
     issued_token,
     make_user,
+    page_client,
 )
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
@@ -124,7 +126,8 @@ def test_a_red_forecast_publishes_nothing_until_reviewed_and_signed_off(api: Api
         assert info.findtext("cap:expires", "", NS) == valid_until  # the forecast's validity, Beijing time
     zh, en = infos["zh"], infos["en"]
     assert zh.findtext("cap:headline", "", NS) == "市气象台发布暴雨红色预警信号"
-    assert en.findtext("cap:headline", "", NS) == "Municipal Meteorological Observatory issues a Red rainstorm warning"
+    assert en.findtext("cap:headline", "", NS) == ("Municipal Meteorological Observatory issues the Red rainstorm "
+                                                   "warning")
     local = utcnow().astimezone(zone()) + timedelta(hours=3)
     zh_text, en_text = zh.findtext("cap:description", "", NS), en.findtext("cap:description", "", NS)
     assert zh_text.startswith("预计未来3小时内滨江区最大小时雨量可达80 mm，24小时累计雨量可达200 mm，")
@@ -135,7 +138,7 @@ def test_a_red_forecast_publishes_nothing_until_reviewed_and_signed_off(api: Api
         assert not RAW.search(text), text  # no raw values: colours, booleans, dicts, ISO times
     # Now public: the page (Chinese with English), the warning's own page, the feed.
     page = _public(api)
-    assert "市气象台发布暴雨红色预警信号" in page and "issues a Red rainstorm warning" in page
+    assert "市气象台发布暴雨红色预警信号" in page and "issues the Red rainstorm warning" in page
     assert 'class="badge warning-colour colour-red"' in page and "<svg" in page and "<circle" in page
     assert f"{local.month}月{local.day}日" in page
     assert api.call(None, "GET", f"/public/warnings/{alert.identifier}").status_code == 200
@@ -163,7 +166,7 @@ def test_the_office_returns_a_draft_and_the_meteorology_bureau_redrafts_it(api: 
     body = redrafted.json()
     assert (body["state"], body["colour"], body["revision"]) == ("draft", "orange", 2)
     assert body["texts"]["headline"] == {"zh": "市气象台发布暴雨橙色预警信号",
-                                         "en": "Municipal Meteorological Observatory issues a Orange rainstorm "
+                                         "en": "Municipal Meteorological Observatory issues the Orange rainstorm "
                                                "warning"}
     assert api.call("office", "POST", _path(incident_id, alert.id, "review")).status_code == 200
     signed = api.call("met_director", "POST", _path(incident_id, alert.id, "sign"))
@@ -296,3 +299,25 @@ def test_the_plan_check_refuses_a_text_that_shows_an_internal_value(baton: str) 
     plan, problems = parse_plan(text.replace(old, '"{issuer}发布预警，隔离区{hazard_assessment.isolation_zone}"'),
                                 "hazmat_leak.yaml", registry)
     assert plan is None and any("is not shared with the public" in p.message for p in problems)
+
+
+def test_the_office_releases_a_warning_on_its_incident_page(api: Api) -> None:
+    incident_id, alert, _ = _flood_draft("red")
+    # The office's duty leader holds a meteorology leader's post here (an office user signing on the page).
+    make_user("duty_signer", "office", positions=["duty_leader@meteorology"])
+    office, signer = page_client(api.server, "office"), page_client(api.server, "duty_signer")
+    page = office.get(f"/office/incidents/{incident_id}")
+    assert page.status_code == 200 and 'id="warning-release"' in page.text and "已拟稿，待审核" in page.text
+    assert "市气象台发布暴雨红色预警信号" in page.text
+    token = csrf_of(office, f"/office/incidents/{incident_id}")
+    base = f"/office/incidents/{incident_id}/warnings/{alert.id}"
+    assert office.post(f"{base}/sign", data={"csrf": token}).status_code == 409  # not reviewed
+    assert office.post(f"{base}/review", data={"csrf": token}).status_code == 303
+    assert office.post(f"{base}/sign", data={"csrf": token}).status_code == 403  # the office holds no signer post
+    page = signer.get(f"/office/incidents/{incident_id}")
+    assert "已审核，待签发" in page.text and f'action="{base}/sign"' in page.text
+    assert signer.post(f"{base}/sign", data={"csrf": csrf_of(signer, f"/office/incidents/{incident_id}")}
+                       ).status_code == 303
+    assert "市气象台发布暴雨红色预警信号" in _public(api)
+    cancel = office.post(f"/office/incidents/{incident_id}/warning-cancel", data={"csrf": token, "reason": "雨停"})
+    assert cancel.status_code == 303 and "暴雨红色" not in _public(api)
