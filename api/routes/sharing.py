@@ -134,6 +134,11 @@ def _alert(alert: CapAlert) -> dict[str, Any]:
             "texts": {k: alert.content.get(k) for k in ("headline", "description", "instruction", "area", "issuer")}}
 
 
+def _literal(text: WarningText) -> Text:
+    """The office's own words, taken as written: braces are text here, not a plan's placeholders."""
+    return Text(**{lang: value.replace("{", "{{").replace("}", "}}") for lang, value in text.model_dump().items()})
+
+
 def _key(principal: Principal, idempotency_key: str | None) -> str:
     return idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else f"user:{uuid.uuid4()}"
 
@@ -191,10 +196,10 @@ def warn(incident_id: str, body: WarningIn, principal: OfficeUser, session: Sess
         parse_duration(body.valid_for)
     except ValueError as exc:
         raise release.WarningInvalid(str(exc)) from exc
-    params = PublishWarningParams(event=Text(**body.event.model_dump()), headline=Text(**body.headline.model_dump()),
-                                  instruction=Text(**body.instruction.model_dump()), category=body.category,
+    params = PublishWarningParams(event=_literal(body.event), headline=_literal(body.headline),
+                                  instruction=_literal(body.instruction), category=body.category,
                                   response_type=body.response_type, valid_for=body.valid_for,
-                                  description=[Text(**body.description.model_dump())] if body.description else [])
+                                  description=[_literal(body.description)] if body.description else [])
     alert = release.draft(session, incident_id=incident.id, params=params, department=COMMAND, actor=principal.actor,
                           key=key, colour=body.colour)
     assert alert is not None  # an Alert is always drafted

@@ -100,6 +100,11 @@ def fill(template: str, values: Mapping[str, str | None]) -> str | None:
     return "".join(out)
 
 
+def plain(template: str) -> str:
+    """A text without placeholders as it reads (`{{` is a brace)."""
+    return fill(template, {}) or template
+
+
 def compose(params: PublishWarningParams, *, issuer: Worded, colour: str, area: Worded, drafted_at: datetime,
             expires_at: datetime, outputs: Mapping[str, Worded]) -> dict[str, Worded]:
     """The warning's headline, description and instruction in both languages. `outputs` are the public outputs
@@ -110,9 +115,9 @@ def compose(params: PublishWarningParams, *, issuer: Worded, colour: str, area: 
         values: dict[str, str | None] = {
             "issuer": issuer[lang], "colour": COLOUR_NAMES[colour][lang], "area": area[lang],
             "expires": worded_time(expires_at, lang), "hours": worded_hours(expires_at - drafted_at),
-            "event": params.event.get(lang)}
+            "event": plain(params.event.get(lang))}
         values.update({ref: worded.get(lang) for ref, worded in outputs.items()})
-        texts["headline"][lang] = fill(params.headline.get(lang), values) or params.event.get(lang)
+        texts["headline"][lang] = fill(params.headline.get(lang), values) or plain(params.event.get(lang))
         texts["instruction"][lang] = fill(params.instruction.get(lang), values) or ""
         sentences = [fill(s.get(lang), values) for s in params.description]
         texts["description"][lang] = ("" if lang == "zh" else " ").join(s.strip() for s in sentences if s)

@@ -245,8 +245,8 @@ def _compose(params: PublishWarningParams, *, incident: Incident, department: st
                            drafted_at=now, expires_at=expires_at, outputs=worded)
     if not params.description:
         texts["description"] = notice.facts(labelled)
-    return {"event": params.event.model_dump(), **texts, "area": _area(incident),
-            "issuer": _issuer(params, department), "category": params.category,
+    return {"event": {lang: notice.plain(params.event.get(lang)) for lang in notice.LANGS}, **texts,
+            "area": _area(incident), "issuer": _issuer(params, department), "category": params.category,
             "response_type": params.response_type}
 
 
