@@ -30,7 +30,6 @@ from core.platform.db import session_scope
 from core.users.models import AccessToken, User
 from tests import access_matrix as matrix
 from tests.access_matrix import NA, ROLES, Cell, Row, roles
-from tests.access_rows_release import warning_target
 from tests.api_server import (
     PASSWORD,
     Api,
@@ -208,6 +207,8 @@ MATRIX: list[PageCase] = [
 
 def _alert_target(kind: str, drill: bool) -> Target:
     """A rainstorm warning drafted, reviewed and signed off: published, or (a drill's) an exercise."""
+    from tests.access_rows_release import warning_target  # after tests.test_access, which loads the rows
+
     return warning_target(kind, "issued", drill=drill)
 
 
