@@ -106,6 +106,13 @@ def _simulate(incident_id: str, code: str, total: int) -> dict[str, Any]:
         return _status(session, incident_id)
 
 
+def open_demo_incident(session: Session, level: str) -> Incident:
+    """The demo's flood incident, opened as a drill: its warnings are Exercise alerts that never reach the public
+    feed or page, and its messages to department systems are marked drill."""
+    return open_incident(session, type_key="flood", level=level, actor="demo:office", title=DEMO_TITLE,
+                         location_name="滨江区 Binjiang", lat=30.2084, lon=120.2120, drill=True).incident
+
+
 def run_demo(simulate: bool = False, keep_running: bool = True, port: int = 8000, prefect_port: int = 4200,
              level: str = "II") -> int:
     settings = get_settings()
@@ -114,9 +121,7 @@ def run_demo(simulate: bool = False, keep_running: bool = True, port: int = 8000
         existing = session.exec(select(Incident).where(Incident.title == DEMO_TITLE,
                                                        Incident.status == IncidentStatus.open)).first()
         if existing is None or simulate:
-            opened = open_incident(session, type_key="flood", level=level, actor="demo:office", title=DEMO_TITLE,
-                                   location_name="滨江区 Binjiang", lat=30.2084, lon=120.2120)
-            existing = opened.incident
+            existing = open_demo_incident(session, level)
         incident_id, code = existing.id, existing.code
         plan = plan_for_version(session, existing.plan_version_id)
     departments = sorted({step.department for _, step in plan.steps() if step.kind == "human"} - {"emergency_office"})

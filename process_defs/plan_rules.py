@@ -17,12 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from process_defs import law_rules
-from process_defs.actions import ACTIONS
+from process_defs.actions import ACTIONS, WARNING_COLOURS, PublishWarningParams
 from process_defs.problems import LoadedYaml, PathT, Problem, error_message
 from process_defs.reporting_rules import upward_reporting
 from process_defs.schema import (
     EVERYONE,
     LEVELS,
+    PUBLIC,
     STAGES,
     Classification,
     DepartmentRegistry,
@@ -30,6 +31,7 @@ from process_defs.schema import (
     IncidentType,
     Share,
     Step,
+    leaders_of,
     level_rank,
     parse_duration,
     reaches,
@@ -393,6 +395,66 @@ def inputs(ctx: PlanContext, at: StepAt) -> list[Problem]:
     return problems
 
 
+def warning_sources(ctx: PlanContext, at: StepAt) -> list[Problem]:
+    """A warning's colour, expiry and texts read outputs of steps that exist before it, fields of the right type
+    that the public may read (only public values reach a public text); its signers are positions that exist."""
+    step = at.step
+    if step.action != "publish_warning":
+        return []
+    try:
+        params = PublishWarningParams.model_validate(step.params)
+    except ValidationError:
+        return []  # reported by step_kind
+    base = (*at.path, "params")
+    problems: list[Problem] = []
+    refs: list[tuple[PathT, str, tuple[FieldType, ...]]] = []
+    if params.colour_from:
+        refs.append(((*base, "colour_from"), params.colour_from, (FieldType.choice,)))
+    if params.expires_from:
+        refs.append(((*base, "expires_from"), params.expires_from, (FieldType.datetime,)))
+    refs += [((*base, "texts"), ref, tuple(FieldType)) for ref in params.output_refs()]
+    for where, ref, types in refs:
+        src_key, _, field_key = ref.partition(".")
+        source = ctx.steps_by_key.get(src_key)
+        form_field = source.field(field_key) if source is not None else None
+        if source is None or src_key == step.key:
+            problems.append(ctx.problem(where, f"'{ref}': unknown step '{src_key}'"))
+        elif not ctx.exists_before(src_key, at):
+            problems.append(ctx.problem(where, f"'{ref}': step '{src_key}' is neither an earlier stage's step nor "
+                                               "among this step's dependencies, so its output may not exist yet"))
+        elif form_field is None:
+            problems.append(ctx.problem(where, f"'{ref}': step '{src_key}' has no form field '{field_key}'"))
+        elif form_field.type not in types:
+            problems.append(ctx.problem(where, f"'{ref}' is a {form_field.type.value} field; this needs "
+                                               f"{' or '.join(t.value for t in types)}"))
+        elif not reaches(PUBLIC, owner=source.department, share=source.field_share(field_key)):
+            problems.append(ctx.problem(where, f"'{ref}' is not shared with the public "
+                                               f"({_scope_text(source.field_share(field_key))}), so a public "
+                                               "warning may not show it"))
+        elif where[-1] == "colour_from":
+            odd = sorted({c.value for c in form_field.choices or []} - set(WARNING_COLOURS))
+            if odd:
+                problems.append(ctx.problem(where, f"'{ref}' has choices that are not signal colours: "
+                                                   f"{', '.join(odd)} (colours: {', '.join(WARNING_COLOURS)})"))
+    return problems + _warning_signers(ctx, step, params, base)
+
+
+def _warning_signers(ctx: PlanContext, step: Step, params: PublishWarningParams, base: PathT) -> list[Problem]:
+    if ctx.registry is None:
+        return []
+    problems = []
+    for i, ref in enumerate(params.signed_by):
+        why = law_rules.position_ref_problem(ref, ctx.registry)
+        if why is not None:
+            problems.append(ctx.problem((*base, "signed_by", i), why))
+    if not params.signed_by and ctx.dept_keys is not None and step.department in ctx.dept_keys and all(
+            law_rules.position_ref_problem(ref, ctx.registry) for ref in leaders_of(step.department)):
+        problems.append(ctx.problem((*base, "signed_by"), f"nobody in '{step.department}' holds a leader's "
+                                                          "position that signs warnings off: name the "
+                                                          "positions that sign"))
+    return problems
+
+
 # -- rules on how stages end ------------------------------------------------------------------------------------
 def gates(ctx: PlanContext) -> list[Problem]:
     problems = []
@@ -484,7 +546,7 @@ LAYOUT_RULES: tuple[PlanRule, ...] = (stage_order, key_matches_file_name, unique
 STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, dependencies, deadlines, escalation,
                                     sharing)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
-FLOW_RULES: tuple[StepRule, ...] = (condition, inputs)
+FLOW_RULES: tuple[StepRule, ...] = (condition, inputs, warning_sources)
 ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes)
 
 

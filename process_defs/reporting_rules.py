@@ -12,12 +12,12 @@ from process_defs.law_rules import position_ref_problem
 from process_defs.problems import Problem
 from process_defs.schema import (
     CASUALTY_KINDS,
-    DEFAULT_SIGNERS,
     LEVELS,
     DepartmentRegistry,
     FieldType,
     IncidentType,
     ReportRule,
+    leaders_of,
     parse_duration,
 )
 
@@ -65,7 +65,7 @@ def check_reporting(plan: IncidentType, registry: DepartmentRegistry | None, add
                 why = position_ref_problem(ref, registry)
                 if why is not None:
                     add((*where, "signed_by", i), why)
-            defaults = [f"{p}@{reporting.department}" for p in DEFAULT_SIGNERS]
+            defaults = leaders_of(reporting.department)
             if (rule.sign_off and not rule.signed_by and known is not None and reporting.department in known
                     and all(position_ref_problem(ref, registry) for ref in defaults)):
                 add((*where, "signed_by"), f"nobody in '{reporting.department}' holds a leader's position that "

@@ -568,6 +568,11 @@ class CasualtySources(Strict):
 DEFAULT_SIGNERS = ("bureau_director", "deputy_director", "duty_leader")
 
 
+def leaders_of(department: str) -> list[str]:
+    """The positions that sign off what `department` issues when a plan names none: its leaders (签发人)."""
+    return [f"{position}@{department}" for position in DEFAULT_SIGNERS]
+
+
 class Reporting(Strict):
     department: str = Field(description="The department that writes and sends the reports (报送单位).")
     initial: InitialReportRule
@@ -584,7 +589,7 @@ class Reporting(Strict):
         rule = self.rule(kind)
         if rule is not None and rule.signed_by:
             return list(rule.signed_by)
-        return [f"{position}@{self.department}" for position in DEFAULT_SIGNERS]
+        return leaders_of(self.department)
 
 
 class IncidentType(Strict):

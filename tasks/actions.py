@@ -17,7 +17,7 @@ from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
-from core.sharing.warnings import issue
+from core.sharing.warnings import draft
 from process_defs.actions import (
     NotifyDepartmentParams,
     OpenLinkedIncidentParams,
@@ -55,11 +55,18 @@ def _publish(session: Session, *, task_id: str) -> dict[str, Any]:
     if row.status != TaskStatus.pending:
         return {"skipped": True}
     params = PublishWarningParams.model_validate(step.params)
-    # The step's completion is the ledger entry (warning.published); the alert itself is not ledgered twice.
-    alert = issue(session, incident_id=incident.id, params=params, actor="baton",
-                  key=f"{incident.id}:{step.key}:cap", ledgered=False)
-    finish_action(session, task_id=task_id, outputs={"identifier": alert.identifier, "published": alert.published,
-                                                    "msg_type": alert.msg_type, "status": alert.status})
+    # The step drafts the warning for its department, the issuing agency; nothing is public until the office has
+    # reviewed it and a leader has signed it off (core.sharing.warnings). The draft is ledgered on its own.
+    alert = draft(session, incident_id=incident.id, params=params, department=step.department, actor="baton",
+                  key=f"{incident.id}:{step.key}:cap", step_key=step.key)
+    if alert is None:  # an all-clear of a warning never released: its drafts were withdrawn
+        finish_action(session, task_id=task_id, outputs={"drafted": False, "published": False,
+                                                        "msg_type": params.msg_type})
+        return {"identifier": None}
+    finish_action(session, task_id=task_id, outputs={"identifier": alert.identifier, "drafted": True,
+                                                    "state": alert.state, "published": alert.published,
+                                                    "msg_type": alert.msg_type, "status": alert.status,
+                                                    "colour": alert.colour})
     return {"identifier": alert.identifier}
 
 

@@ -26,11 +26,8 @@ import pytest
 from sqlmodel import col, func, select
 
 from api.pages.rendering import PageRoute
-from core.incidents.models import Incident
 from core.platform.db import session_scope
-from core.sharing.warnings import issue
 from core.users.models import AccessToken, User
-from process_defs.actions import PublishWarningParams
 from tests import access_matrix as matrix
 from tests.access_matrix import NA, ROLES, Cell, Row, roles
 from tests.api_server import (
@@ -39,7 +36,6 @@ from tests.api_server import (
     ApiServer,
     error_of,
     fingerprint,
-    flood,
     page_client,
 )
 from tests.conftest import Say
@@ -185,6 +181,24 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/public/warnings/{alert_id}.xml", "alert", ANYONE, public=True),
     PageCase("GET", "/public/warnings/{alert_id}.xml", "drill_alert", NOBODY, public=True),
     PageCase("GET", "/public/warnings/{alert_id}.xml", "unknown", NOBODY, public=True),
+    # The public page (Chinese with English, a map): signed-off warnings of real incidents only, for anyone.
+    PageCase("GET", "/public/warnings", "none", ANYONE, public=True),
+    PageCase("GET", "/public/warnings/{identifier}", "warning_released", ANYONE, public=True),
+    PageCase("GET", "/public/warnings/{identifier}", "drill_warning_released", NOBODY, public=True),
+    PageCase("GET", "/public/warnings/{identifier}", "warning_draft", NOBODY, public=True, note="a draft"),
+    PageCase("GET", "/public/warnings/{identifier}", "unknown", NOBODY, public=True),
+    # Releasing a warning on the office's incident page (tests/access_rows_release.py: the API's rows, the
+    # targets): the office reviews and returns; signing off needs a position none of the matrix's users holds.
+    *[PageCase("POST", f"/office/incidents/{{incident_id}}/warnings/{{alert_id}}/{act}", target,
+               expect if target != "unknown" else MISSING_PAGE, form=form, writes=True)
+      for act, kind, expect, form in (("review", "warning_draft", OFFICE_FORM, None),
+                                      ("return", "warning_draft", OFFICE_FORM, {"reason": "请核实雨量"}),
+                                      ("sign", "warning_reviewed", roles(LOGIN, 403, 404, 403, 404, 404), None))
+      for target in (kind, "unknown")],
+    *[PageCase("POST", f"/office/incidents/{{incident_id}}/warning-{act}", target,
+               OFFICE_FORM if target != "unknown" else MISSING_PAGE, form=form, writes=True)
+      for act, form in (("update", {"colour": "orange"}), ("cancel", {"reason": "降雨减弱"}))
+      for target in ("warning_released", "unknown")],
 ]
 
 
@@ -192,20 +206,10 @@ MATRIX: list[PageCase] = [
 
 
 def _alert_target(kind: str, drill: bool) -> Target:
-    incident = flood("forecast")
-    with session_scope() as session:
-        if drill:
-            row = session.get(Incident, incident.id)
-            assert row is not None
-            row.drill = True
-            session.add(row)
-            session.flush()
-        params = PublishWarningParams(event={"zh": "暴雨", "en": "Rainstorm"},
-                                      headline={"zh": "暴雨预警", "en": "Rainstorm warning"},
-                                      instruction={"zh": "远离低洼地带", "en": "Keep away from low ground"})
-        alert = issue(session, incident_id=incident.id, actor="test:setup", key=f"matrix:{uuid.uuid4()}",
-                      params=params)
-        return Target(kind, {"incident_id": incident.id, "alert_id": alert.id}, "meteorology", "public_security")
+    """A rainstorm warning drafted, reviewed and signed off: published, or (a drill's) an exercise."""
+    from tests.access_rows_release import warning_target  # after tests.test_access, which loads the rows
+
+    return warning_target(kind, "issued", drill=drill)
 
 
 def page_target(kind: str) -> Target:

@@ -142,9 +142,18 @@ def _publish_for(incident_id: str) -> CapAlert:
 
 @pytest.mark.parametrize("drill", [False, True])
 def test_warning_is_valid_cap_1_2_with_both_languages(baton: str, drill: bool) -> None:
+    from core.sharing import warnings as release
+
     incident_id = drive.open_("flood", level="I", drill=drill, lat=30.25, lon=120.17,
                               location_name="滨江区 <Binjiang> & riverside")
-    alert = _publish_for(incident_id)
+    drafted = _publish_for(incident_id)
+    # The step drafts: nothing is published until the office reviews and a leader signs it off.
+    assert (drafted.state, drafted.published) == ("draft", False)
+    leader = drive.person("met_director", "bureau_director@meteorology", role="department",
+                          department="meteorology")
+    with session_scope() as session:
+        release.review(session, incident_id=incident_id, alert_id=drafted.id, actor="user:office")
+        alert = release.sign(session, incident_id=incident_id, alert_id=drafted.id, signer=leader)
     schema = xmlschema.XMLSchema(str(CAP_SCHEMA))
     schema.validate(alert.xml)  # raises with the reason if the document is not valid CAP 1.2
     root = ElementTree.fromstring(alert.xml.encode("utf-8"))
@@ -162,6 +171,7 @@ def test_warning_is_valid_cap_1_2_with_both_languages(baton: str, drill: bool) -
     assert alert.published is (not drill)
     task = drive.tasks(incident_id)["publish_rainstorm_warning"]
     assert task.status == "completed" and (task.outputs or {})["identifier"] == alert.identifier
+    assert (task.outputs or {})["state"] == "draft" and (task.outputs or {})["published"] is False
 
 
 def test_situation_summary_leaves_out_what_its_audience_may_not_read(baton: str) -> None:

@@ -257,7 +257,8 @@ def build(scenario: Scenario) -> None:
         leak = open_linked(session, parent_id=flood["id"], type_key="hazmat_leak", actor="baton",
                            reason=m.office_only("chemical leak cascade reason"), key="canary")
         scenario.incidents["hazmat_leak"] = leak.id
-    scenario.api("office", "POST", f"/api/incidents/{leak.id}/warnings", json=WARNING)
+    warning = scenario.api("office", "POST", f"/api/incidents/{leak.id}/warnings", json=WARNING)
+    release_warning(leak.id, warning["id"])
     # A linked power cut nobody has worked on yet (no warning: its title is not public) and the epidemic it
     # cascades to: a department on one of them must not learn of the others through the chain.
     outage = scenario.api("office", "POST", f"/api/incidents/{typhoon['id']}/children", json={
@@ -294,9 +295,22 @@ def build(scenario: Scenario) -> None:
                  json={"reason": m.office_only("proposal rejection reason")})
 
 
+def release_warning(incident_id: str, alert_id: str) -> None:
+    """The office reviews its drafted warning and the emergency management bureau's director signs it off: only
+    then is it published (审核签发)."""
+    from core.sharing import warnings as release
+
+    make_user("em_director", "office", positions=["bureau_director@emergency_office"])
+    with session_scope() as session:
+        leader = session.exec(select(User).where(User.username == "em_director")).one()
+        release.review(session, incident_id=incident_id, alert_id=alert_id, actor="user:office")
+        assert release.sign(session, incident_id=incident_id, alert_id=alert_id, signer=leader).published
+
+
 def settle_titles(scenario: Scenario) -> None:
     """An incident title reaches the departments on it, in webhooks also those its plan names at its level (a
-    share names them, a step notifies or escalates to them), and the public once a warning was published."""
+    share names them, a step notifies or escalates to them), and never the public: a warning's texts are its
+    plan's (or the office's) words, not the incident's title, even once it is published."""
     with session_scope() as session:
         for name, incident_id in scenario.incidents.items():
             incident = session.get(Incident, incident_id)
@@ -312,13 +326,11 @@ def settle_titles(scenario: Scenario) -> None:
             for report in session.exec(select(SituationReport).where(
                     SituationReport.incident_id == incident_id)).all():
                 named |= set(report.share_with)
-            published = session.exec(select(CapAlert.id).where(CapAlert.incident_id == incident_id,
-                                                                col(CapAlert.published).is_(True))).first()
             for scope in scenario.markers.scopes.values():
                 if scope.title_of == name:
                     scope.departments = frozenset(on)
                     scope.webhook = frozenset(named - {"", EVERYONE})
-                    scope.public = published is not None
+                    scope.public = False
 
 
 # -- reading everything as everyone ------------------------------------------------------------------------------
@@ -359,6 +371,7 @@ def object_ids(scenario: Scenario) -> dict[str, list[str]]:
                     col(DepartmentTask.created_at))).all()],
                 "lesson_id": ids(Lesson), "follow_up_id": ids(FollowUp), "proposal_id": ids(PlanProposal),
                 "delivery_id": ids(OutboundDelivery), "alert_id": ids(CapAlert), "user_id": ids(User),
+                "identifier": [str(row) for row in session.exec(select(CapAlert.identifier)).all()],
                 "report_id": ids(UpwardReport),
                 "type_key": sorted({i.type for i in session.exec(select(Incident)).all()})}
 

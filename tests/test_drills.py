@@ -245,6 +245,17 @@ def public_feed() -> str:
         return response.text
 
 
+def _release_warning(incident_id: str) -> None:
+    """The office reviews the incident's drafted warning and the meteorology bureau's director signs it off."""
+    from core.sharing import warnings as release
+
+    leader = drive.person("met_director", "bureau_director@meteorology", role="department", department="meteorology")
+    with session_scope() as session:
+        [draft] = session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)).all()
+        release.review(session, incident_id=incident_id, alert_id=draft.id, actor="user:office")
+        release.sign(session, incident_id=incident_id, alert_id=draft.id, signer=leader)
+
+
 @pytest.mark.prefect
 def test_every_shipped_plan_drills_to_a_readiness_report_on_a_real_worker(worker: Callable[[], object]) -> None:
     # A real (not drill) flood whose warning is published: the public feed is not empty, so its check means something.
@@ -252,6 +263,7 @@ def test_every_shipped_plan_drills_to_a_readiness_report_on_a_real_worker(worker
     drive.step(real, real_actions=True)
     drive.complete_step(real, "rainstorm_forecast")
     drive.step(real, real_actions=True)
+    _release_warning(real)
     worker()
     started = time.monotonic()
     specs = [DrillSpec(type=t, level="I", speed=36000, seed=i, delay_scale=0.2) for i, t in enumerate(list_types())]

@@ -113,7 +113,10 @@ def test_flood_incident_runs_as_a_prefect_flow_run_named_by_its_code(workers: Ca
             DepartmentTask.incident_id == incident_id)).all()}
     assert tasks["underground_space_check"].assigned_at is not None  # level III activated it
     assert tasks["publish_rainstorm_warning"].status == "completed"
-    assert (tasks["publish_rainstorm_warning"].outputs or {})["published"] is False  # a drill is never published
+    # The step drafted the warning; unsigned, it is published nowhere (and a drill's never reaches the public).
+    assert (tasks["publish_rainstorm_warning"].outputs or {})["published"] is False
+    assert (tasks["publish_rainstorm_warning"].outputs or {})["state"] == "draft"
+    assert kinds[("warning.drafted", "publish_rainstorm_warning")] == 1
     assert all(count == 1 for (kind, _), count in kinds.items() if kind == "task.assigned")
 
 

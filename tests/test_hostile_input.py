@@ -135,7 +135,10 @@ SAFE_OUTPUTS = {"summary": "两处积水", "count": 3, "until": "2026-07-20T18:0
 WARNING = {"event": {"zh": "暴雨", "en": "Rain"}, "headline": {"zh": "暴雨预警", "en": "Rain warning"},
            "instruction": {"zh": "远离低洼", "en": "Keep away"}}
 CAST = {"office": ("office", None), "admin": ("admin", None), "manager": ("manager", None),
-        "meteorology": ("department", "meteorology"), "water_affairs": ("department", "water_affairs")}
+        "meteorology": ("department", "meteorology"), "water_affairs": ("department", "water_affairs"),
+        # The emergency management bureau's director signs its warnings off (审核签发): only then are they public.
+        "em_director": ("office", None)}
+POSITIONS = {"em_director": ["bureau_director@emergency_office"]}
 
 
 # -- the system under test, in process ----------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def baton_in_process(monkeypatch: pytest.MonkeyPatch, baton: str) -> Iterator[Ba
         monkeypatch.setenv("BATON_HTTP_TIMEOUT", "5")
         get_settings.cache_clear()
         for name, (role, department) in CAST.items():
-            make_user(name, role, department)
+            make_user(name, role, department, positions=POSITIONS.get(name))
         with session_scope() as session:
             key = add_source(session, name="hydrology_network", actor="test:setup")
         with TestClient(app, raise_server_exceptions=False) as client:
@@ -272,8 +275,24 @@ def carry_on(b: Baton, incident_id: str, task_id: str | None, webhooks: bool = T
     if task_id is not None and drive.tasks(incident_id)["report"].status != "completed":
         assert complete(b, task_id, SAFE_OUTPUTS)
     drive.step(incident_id, real_actions=True)
+    release_drafts(b, incident_id)
     if webhooks:
         deliver_webhooks(b)
+
+
+def release_drafts(b: Baton, incident_id: str) -> list[str]:
+    """The office reviews each drafted warning of the incident and the director signs it off (publishes it)."""
+    listing = b.api("office", "GET", f"/api/incidents/{incident_id}/warnings")
+    assert listing.status_code == 200, listing.text
+    released = []
+    for item in listing.json()["items"]:
+        if item["state"] == "draft":
+            base = f"/api/incidents/{incident_id}/warnings/{item['id']}"
+            assert b.api("office", "POST", f"{base}/review").status_code == 200
+            signed = b.api("em_director", "POST", f"{base}/sign")
+            assert signed.status_code == 200 and signed.json()["published"], signed.text
+            released.append(item["id"])
+    return released
 
 
 def deliver_webhooks(b: Baton) -> None:
@@ -527,12 +546,15 @@ def test_the_feed_and_the_alerts_survive_a_bad_stored_entry(baton_in_process: Ba
     good, bad, broken = (probe_incident(b, title) for title in ("good", "bad", "broken"))
     ids = {i: b.api("office", "POST", f"/api/incidents/{i}/warnings", WARNING).json()["id"]
            for i in (good, bad, broken)}
+    for i in (good, bad, broken):
+        assert release_drafts(b, i) == [ids[i]]
     with session_scope() as session:
-        # As a warning issued before the input policy was stored it: a title with U+0001 and U+000B in it, and one
-        # that is not XML at all.
+        # As a warning issued before the input policy was stored it: a headline with U+0001 and U+000B in it, and
+        # one that is not XML at all.
         damaged = session.get(CapAlert, ids[bad])
         assert damaged is not None
-        damaged.xml = damaged.xml.replace("(bad)", "(b\x01a\x0bd)")
+        identifiers = {i: session.get(CapAlert, ids[i]).identifier for i in (good, bad, broken)}  # type: ignore[union-attr]
+        damaged.xml = damaged.xml.replace("暴雨预警", "暴雨\x01预\x0b警")
         session.add(damaged)
         hopeless = session.get(CapAlert, ids[broken])
         assert hopeless is not None
@@ -540,9 +562,10 @@ def test_the_feed_and_the_alerts_survive_a_bad_stored_entry(baton_in_process: Ba
         session.add(hopeless)
     with caplog.at_level(logging.WARNING, logger="baton.sharing"):
         feed = well_formed(b.api(None, "GET", "/public/warnings.atom"))
-    titles = [t.text or "" for t in feed.iter(f"{ATOM}title")]
-    assert any("(bad)" in t for t in titles) and any("(good)" in t for t in titles)  # repaired, and kept
-    assert not any("(broken)" in t for t in titles)  # left out
+    entries = {e.text or "" for e in feed.iter(f"{ATOM}id")}
+    assert f"urn:oid:{identifiers[bad]}" in entries and f"urn:oid:{identifiers[good]}" in entries  # repaired, kept
+    assert f"urn:oid:{identifiers[broken]}" not in entries  # left out
+    assert all("\x01" not in (t.text or "") for t in feed.iter(f"{ATOM}title"))
     assert any("not well-formed as stored" in r.message for r in caplog.records)
     assert any("cannot be repaired" in r.message for r in caplog.records)
     CAP_XSD.assertValid(well_formed(b.api(None, "GET", f"/public/warnings/{ids[bad]}.xml")))
@@ -560,13 +583,14 @@ def test_cap_from_text_stored_before_the_policy_is_well_formed(baton_in_process:
                         {"t": "旧\x01标题\x1f", "p": "东\x0b湖", "i": incident_id})
     alert = b.api("office", "POST", f"/api/incidents/{incident_id}/warnings", WARNING)
     assert alert.status_code == 201
+    assert release_drafts(b, incident_id) == [alert.json()["id"]]
     with session_scope() as session:
         stored = session.get(CapAlert, alert.json()["id"])
         assert stored is not None
         CAP_XSD.assertValid(etree.fromstring(stored.xml.encode("utf-8")))  # rendered well-formed, not repaired
     cap = well_formed(b.api(None, "GET", f"/public/warnings/{alert.json()['id']}.xml"))
     CAP_XSD.assertValid(cap)
-    assert "旧标题" in etree.tostring(cap, encoding="unicode")
+    assert "东湖" in etree.tostring(cap, encoding="unicode")  # the place, repaired (the title is not published)
     well_formed(b.api(None, "GET", "/public/warnings.atom"))
     b.page("office", "GET", f"/office/incidents/{incident_id}")
 
@@ -679,12 +703,13 @@ def test_a_plan_proposal_with_a_control_character_is_refused(baton_in_process: B
     """A YAML escape puts into a plan's text what the file does not show; plan texts are published in CAP."""
     b = baton_in_process
     plan = (PROCESS_DEFS_DIR / "flood.yaml").read_text(encoding="utf-8")
-    hidden = plan.replace("headline: {zh: 暴雨内涝预警,", 'headline: {zh: "暴雨\\x01内涝预警",', 1)
+    hidden = plan.replace('zh: "{issuer}发布暴雨{colour}预警信号"', 'zh: "{issuer}发布暴雨{colour}\\x01预警信号"', 1)
     assert hidden != plan
     refused = b.api("office", "POST", "/api/plan-proposals", {"type": "flood", "text": hidden})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "plan_invalid", refused.text
     assert "U+0001" in refused.json()["error"]["message"]
-    plain = plan.replace("headline: {zh: 暴雨内涝预警,", "headline: {zh: 暴雨内涝黄色预警,", 1)
+    plain = plan.replace('zh: "{issuer}发布暴雨{colour}预警信号"', 'zh: "{issuer}发布暴雨{colour}预警信号（内涝）"', 1)
+    assert plain != plan
     assert b.api("office", "POST", "/api/plan-proposals", {"type": "flood", "text": plain}).status_code == 201
 
 

@@ -27,7 +27,11 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "stage_skipped": "stage.skipped", "upward_report_assigned": "upward_report.assigned",
         "upward_report_phoned": "upward_report.phoned", "upward_report_overdue": "upward_report.overdue",
         "upward_report_signed": "upward_report.signed", "upward_report_sent": "upward_report.sent",
-        "casualties_revised": "casualties.revised"}.items()
+        "casualties_revised": "casualties.revised", "warning_drafted": "warning.drafted",
+        "warning_reviewed": "warning.reviewed", "warning_returned": "warning.returned",
+        "warning_redrafted": "warning.redrafted", "warning_signed": "warning.signed",
+        "warning_updated": "warning.updated", "warning_cancelled": "warning.cancelled",
+        "warning_withdrawn": "warning.withdrawn"}.items()
 
 
 def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:

@@ -236,6 +236,13 @@ def test_user_text_stays_literal_in_pages_cap_xml_and_reports(api: Api) -> None:
                "instruction": {"zh": EVIL, "en": EVIL}}
     alert = api.call("office", "POST", f"/api/incidents/{incident_id}/warnings", json=warning)
     assert alert.status_code == 201, alert.text
+    assert alert.json()["texts"]["headline"] == {"zh": EVIL, "en": EVIL}  # the office's words, taken as written
+    # Released (审核签发): the office reviews it and the emergency management bureau's director signs it off.
+    make_user("em_director", "office", positions=["bureau_director@emergency_office"])
+    api.tokens["em_director"] = issued_token("em_director")
+    base = f"/api/incidents/{incident_id}/warnings/{alert.json()['id']}"
+    assert api.call("office", "POST", f"{base}/review").status_code == 200
+    assert api.call("em_director", "POST", f"{base}/sign").json()["published"] is True
     # Pages: escaped once, never evaluated.
     office = page_client(api.server, "office")
     met = page_client(api.server, "meteorology")

@@ -20,9 +20,11 @@ from core.outbox.models import OutboundDelivery
 from core.outbox.service import NotReplayable, list_deliveries, replay
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from core.sharing import warnings as release
 from core.sharing.board import ReportInvalid, board, post_report
 from core.sharing.cap import CAP_SCHEMA
-from core.sharing.warnings import WarningInvalid, active_public, issue
+from core.sharing.models import CapAlert
+from core.sharing.warnings import WarningStateConflict, active_public
 from core.signals.intake import SignalRejected, add_source, receive, source_for_key
 from core.signals.models import Signal, SignalSource
 from process_defs.actions import PublishWarningParams
@@ -113,27 +115,40 @@ def test_ad_hoc_reports_reach_their_scope_only(baton: str) -> None:
                         **bad)
 
 
-def _params(msg_type: str = "Alert") -> PublishWarningParams:
+def _params() -> PublishWarningParams:
     return PublishWarningParams(event=Text(zh="暴雨", en="Rainstorm"), headline=Text(zh="暴雨预警", en="Rainstorm"),
-                                instruction=Text(zh="远离低洼地带", en="Keep away from low ground"),
-                                msg_type=msg_type)
+                                instruction=Text(zh="远离低洼地带", en="Keep away from low ground"))
+
+
+def _released(incident_id: str, key: str) -> CapAlert:
+    """The office's warning drafted, reviewed and signed off by the emergency management bureau's director."""
+    leader = drive.person("em_director", "bureau_director@emergency_office")
+    with session_scope() as session:
+        alert = release.draft(session, incident_id=incident_id, params=_params(), department="emergency_office",
+                              actor="user:o", key=key)
+        assert alert is not None and alert.state == "draft" and not alert.published
+        release.review(session, incident_id=incident_id, alert_id=alert.id, actor="user:o")
+        return release.sign(session, incident_id=incident_id, alert_id=alert.id, signer=leader)
 
 
 def test_warnings_are_issued_updated_and_cancelled_as_valid_cap(baton: str) -> None:
     schema = xmlschema.XMLSchema(str(CAP_SCHEMA))
     incident_id = drive.open_("flood", level="II")
     drill_id = drive.open_("flood", level="II", drill=True)
+    office = drive.person("duty_officer", role="office")
+    with session_scope() as session, pytest.raises(WarningStateConflict):  # nothing released yet to update
+        release.update(session, incident_id=incident_id, user=office, key="u0", colour="red")
+    first = _released(incident_id, "a1")
     with session_scope() as session:
-        with pytest.raises(WarningInvalid):
-            issue(session, incident_id=incident_id, params=_params("Update"), actor="user:o", key="u0")
-        first = issue(session, incident_id=incident_id, params=_params(), actor="user:o", key="a1")
-        again = issue(session, incident_id=incident_id, params=_params(), actor="user:o", key="a1")
-        assert again.id == first.id  # a retried request issues nothing new
-        update = issue(session, incident_id=incident_id, params=_params("Update"), actor="user:o", key="u1")
-        drill = issue(session, incident_id=drill_id, params=_params(), actor="user:o", key="d1")
+        again = release.draft(session, incident_id=incident_id, params=_params(), department="emergency_office",
+                              actor="user:o", key="a1")
+        assert again is not None and again.id == first.id  # a retried request drafts nothing new
+        update = release.update(session, incident_id=incident_id, user=office, key="u1", colour="red")
+    drill = _released(drill_id, "d1")
+    with session_scope() as session:
         active = [a.id for a in active_public(session)]
         assert active == [update.id]  # the update replaced the alert; the drill is never public
-        cancel = issue(session, incident_id=incident_id, params=_params("Cancel"), actor="user:o", key="c1")
+        cancel = release.cancel(session, incident_id=incident_id, user=office, key="c1", reason="降雨减弱")
         assert active_public(session) == []
         for alert in (first, update, drill, cancel):
             schema.validate(alert.xml)
@@ -141,6 +156,7 @@ def test_warnings_are_issued_updated_and_cancelled_as_valid_cap(baton: str) -> N
         assert cancel.references is not None and update.identifier in cancel.references
         assert first.identifier not in cancel.references
         assert drill.published is False and drill.status == "Exercise"
+        assert (first.colour, update.colour, cancel.colour) == ("orange", "red", "red")  # level II's, then chosen
 
 
 def test_public_feed_and_alert_documents(baton: str) -> None:
@@ -151,16 +167,21 @@ def test_public_feed_and_alert_documents(baton: str) -> None:
     incident_id = drive.open_("flood", level="I")
     drill_id = drive.open_("flood", level="I", drill=True)
     with session_scope() as session:
-        alert = issue(session, incident_id=incident_id, params=_params(), actor="user:o", key="p1")
-        drill = issue(session, incident_id=drill_id, params=_params(), actor="user:o", key="p2")
+        unsigned = release.draft(session, incident_id=incident_id, params=_params(), department="emergency_office",
+                                 actor="user:o", key="p0")
+        assert unsigned is not None
+    alert = _released(incident_id, "p1")
+    drill = _released(drill_id, "p2")
     client = TestClient(app)
     feed = client.get("/public/warnings.atom")
     assert feed.status_code == 200 and feed.headers["content-type"].startswith("application/atom+xml")
     assert alert.identifier in feed.text and drill.identifier not in feed.text
+    assert unsigned.identifier not in feed.text  # a draft is never public
     doc = client.get(f"/public/warnings/{alert.id}.xml")
     assert doc.status_code == 200
     xmlschema.XMLSchema(str(CAP_SCHEMA)).validate(doc.text)
     assert client.get(f"/public/warnings/{drill.id}.xml").status_code == 404
+    assert client.get(f"/public/warnings/{unsigned.id}.xml").status_code == 404
     assert client.get("/public/warnings/nope.xml").json()["error"]["code"] == "not_found"
 
 
@@ -216,8 +237,7 @@ def test_rainfall_signals_open_merge_and_propose_a_higher_level_for_a_flood_inci
 def test_a_meteorological_cap_alert_opens_a_typhoon_incident_at_its_severity(baton: str) -> None:
     source, _ = _source("meteorology")
     incident_id = drive.open_("flood", level="II")
-    with session_scope() as session:
-        xml = issue(session, incident_id=incident_id, params=_params(), actor="user:o", key="m1").xml
+    xml = _released(incident_id, "m1").xml
     signal_row, incident = _signal(source, {"kind": "typhoon_cap", "xml": xml})
     assert signal_row.outcome == "opened" and incident is not None
     assert incident.type == "typhoon" and incident.level == "II"  # Severe → II

@@ -1,5 +1,6 @@
 """The information-sharing story end to end, every part a real process on loopback: a rainfall signal opens a
-flood incident, its warning stage publishes a schema-valid CAP alert to the public feed, water affairs' system
+flood incident, its warning stage drafts the meteorology bureau's CAP alert, which reaches the public feed only once
+the office has reviewed it and the bureau's director signed it off (schema-valid CAP 1.2), water affairs' system
 receives its signed assignment, and the police see the evacuation figures the sub-district shared with them
 while the health commission, outside the scope, does not."""
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.prefect
 SECRET = "water-affairs-system-secret"
 FILLS: dict[str, dict[str, Any]] = {
     "rainstorm_forecast": {"rainfall_1h": 75, "rainfall_24h": 210, "warning_colour": "orange",
-                           "valid_until": "2026-07-20T18:00:00+08:00"},
+                           "valid_until": "2099-07-20T18:00:00+08:00"},
     "flood_risk_assessment": {"hot_spots": 6, "pumps_deployed": 20, "river_level_high": True},
     "lift_warning": {"decision": "respond"},
     "activate_command": {"command_post": {"name": "滨江区应急指挥中心"}, "commander": "王主任"},
@@ -70,6 +71,8 @@ def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, 
     for name, (role, department) in users.items():
         make_user(name, role, department)
         tokens[name] = issued_token(name)
+    make_user("met_director", "department", "meteorology", positions=["bureau_director@meteorology"])
+    tokens["met_director"] = issued_token("met_director")
     with session_scope() as session:
         key = add_source(session, name="hydrology_network", actor="test")
 
@@ -106,9 +109,19 @@ def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, 
 
     until(progress, 120, f"the evacuation report (done so far: {finished})")
 
-    # The warning stage published a CAP alert to the public feed; it is valid CAP 1.2.
+    # The warning stage drafted the meteorology bureau's alert: nothing is public until it is reviewed and signed.
+    drafts = until(lambda: server.request("GET", f"/api/incidents/{incident_id}/warnings", tokens["office"]
+                                          ).json()["items"], 30, "the warning's draft")
+    assert [(d["state"], d["colour"], d["published"]) for d in drafts] == [("draft", "orange", False)]
+    assert opened["code"] not in server.request("GET", "/public/warnings.atom").text
+    base = f"/api/incidents/{incident_id}/warnings/{drafts[0]['id']}"
+    assert server.request("POST", f"{base}/review", tokens["office"]).status_code == 200
+    signed = server.request("POST", f"{base}/sign", tokens["met_director"])
+    assert signed.status_code == 200 and signed.json()["published"] is True, signed.text
     feed = server.request("GET", "/public/warnings.atom")
     assert feed.status_code == 200 and opened["code"] in feed.text
+    page = server.request("GET", "/public/warnings")
+    assert page.status_code == 200 and "市气象台发布暴雨橙色预警信号" in page.text
     link = feed.text.split('type="application/cap+xml" href="')[1].split('"')[0]
     alert = server.request("GET", link.replace(server.url, ""))
     assert alert.status_code == 200

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from api.deps import OfficePageUser, Principal, SessionDep
 from api.pages import listings
+from api.pages import warnings as warning_release
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from core.incidents import authority, grading, reads
 from core.incidents.models import Incident
@@ -120,6 +121,7 @@ def _incident_page(request: Request, principal: Principal, session: Session, inc
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
                 proposals=proposals, proposal_error=proposal_error, needs=needs or [],
                 awaiting=authority.awaiting(session, incident.id),
+                release=warning_release.context(session, incident),
                 tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident))
 
 

@@ -9,21 +9,30 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from pydantic import Field
 
-from api.deps import ActingUser, CurrentUser, OfficeUser, ReviewerUser, SessionDep, idempotency_digest
+from api.deps import (
+    ActingUser,
+    CurrentUser,
+    OfficeUser,
+    Principal,
+    ReviewerUser,
+    SessionDep,
+    idempotency_digest,
+)
 from api.schemas import LocationIn, Strict
 from core.incidents import reads
 from core.incidents.service import COMMAND
 from core.outbox.service import attempts, get_delivery, list_deliveries, public, replay
 from core.platform.input_policy import Count, Line, Lines, Moment, Number, Offset
 from core.reports.sitrep import sitrep
+from core.sharing import warnings as release
 from core.sharing.board import board, post_report
 from core.sharing.models import CapAlert
-from core.sharing.warnings import current, issue
+from core.sharing.warnings import current
 from core.signals import intake
 from core.signals.intake import SignalRateLimited, SignalStatus, admit, receive, source_for_key
 from core.signals.models import Signal
 from process_defs.actions import PublishWarningParams
-from process_defs.schema import Text
+from process_defs.schema import Text, parse_duration
 
 router = APIRouter(tags=["sharing"])
 
@@ -44,11 +53,21 @@ class WarningText(Strict):
     en: Lines = Field(min_length=1, max_length=2000)
 
 
+Colour = Literal["blue", "yellow", "orange", "red"]
+
+
 class WarningIn(Strict):
+    """A warning the office drafts itself (issuing agency: the emergency office); like every draft it is published
+    only when reviewed and signed off. `Update` and `Cancel` act on the warning in force at once (see
+    `/warnings/update` and `/warnings/cancel`)."""
+
     msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
     event: WarningText
     headline: WarningText
     instruction: WarningText
+    description: WarningText | None = None
+    colour: Colour | None = Field(default=None, description="The signal colour; unset: the level's colour.")
+    valid_for: Annotated[str, Field(pattern=r"^P[0-9WDTHMS.]+$", max_length=32)] = "PT24H"
     category: Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra",
                       "CBRNE", "Other"] = "Met"
     response_type: Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear",
@@ -73,6 +92,29 @@ class SignalIn(Strict):
     source_id: Line | None = Field(default=None, max_length=200)
 
 
+class ReturnIn(Strict):
+    reason: Lines = Field(min_length=1, max_length=2000)
+
+
+class WarningChanges(Strict):
+    """What a redraft or an update changes: a new colour or expiry words the texts again; a text given replaces
+    the worded one."""
+
+    colour: Colour | None = None
+    expires_at: Moment | None = None
+    headline: WarningText | None = None
+    description: WarningText | None = None
+    instruction: WarningText | None = None
+
+    def texts(self) -> dict[str, Any]:
+        return {name: (getattr(self, name).model_dump() if getattr(self, name) is not None else None)
+                for name in ("headline", "description", "instruction")}
+
+
+class CancelIn(Strict):
+    reason: Lines = Field(min_length=1, max_length=2000, description="Published as the cancellation's text.")
+
+
 class DismissIn(Strict):
     reason: Lines = Field(min_length=1, max_length=2000)
 
@@ -83,8 +125,22 @@ def _reader(principal: CurrentUser) -> str | None:
 
 def _alert(alert: CapAlert) -> dict[str, Any]:
     return {"id": alert.id, "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
-            "published": alert.published, "references": alert.references, "superseded_by": alert.superseded_by,
-            "sent_at": alert.sent_at, "issued_by": alert.issued_by}
+            "state": alert.state, "published": alert.published, "references": alert.references,
+            "superseded_by": alert.superseded_by, "sent_at": alert.sent_at, "issued_by": alert.issued_by,
+            "department": alert.department, "step": alert.step_key, "colour": alert.colour,
+            "expires_at": alert.expires_at, "revision": alert.revision, "signers": alert.signers,
+            "drafted_by": alert.drafted_by, "reviewed_by": alert.reviewed_by, "returned_reason": alert.returned_reason,
+            "signed_by": alert.signed_by, "signed_position": alert.signed_position, "signed_at": alert.signed_at,
+            "texts": {k: alert.content.get(k) for k in ("headline", "description", "instruction", "area", "issuer")}}
+
+
+def _literal(text: WarningText) -> Text:
+    """The office's own words, taken as written: braces are text here, not a plan's placeholders."""
+    return Text(**{lang: value.replace("{", "{{").replace("}", "}}") for lang, value in text.model_dump().items()})
+
+
+def _key(principal: Principal, idempotency_key: str | None) -> str:
+    return idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else f"user:{uuid.uuid4()}"
 
 
 @router.get("/api/incidents/{incident_id}/board")
@@ -124,13 +180,92 @@ def warnings(incident_id: str, principal: ReviewerUser, session: SessionDep) -> 
 @router.post("/api/incidents/{incident_id}/warnings", status_code=201)
 def warn(incident_id: str, body: WarningIn, principal: OfficeUser, session: SessionDep,
          idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
-    """Issue a public warning (CAP Alert), or update or cancel the incident's current ones."""
+    """Draft a public warning in the office's name (`Alert`: published only once reviewed and signed off), or update
+    or cancel the warning in force at once (`Update`, `Cancel`)."""
     incident = reads.get_incident(session, incident_id, None)
-    params = PublishWarningParams(event=Text(**body.event.model_dump()), headline=Text(**body.headline.model_dump()),
-                                  instruction=Text(**body.instruction.model_dump()), category=body.category,
-                                  response_type=body.response_type, msg_type=body.msg_type)
-    key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else f"office:{uuid.uuid4()}"
-    return _alert(issue(session, incident_id=incident.id, params=params, actor=principal.actor, key=key))
+    key = _key(principal, idempotency_key)
+    if body.msg_type == "Update":
+        return _alert(release.update(session, incident_id=incident.id, user=principal.user, key=key,
+                                     colour=body.colour, headline=body.headline.model_dump(),
+                                     instruction=body.instruction.model_dump(),
+                                     description=body.description.model_dump() if body.description else None))
+    if body.msg_type == "Cancel":
+        return _alert(release.cancel(session, incident_id=incident.id, user=principal.user, key=key,
+                                     reason=body.description.zh if body.description else body.headline.zh))
+    try:
+        parse_duration(body.valid_for)
+    except ValueError as exc:
+        raise release.WarningInvalid(str(exc)) from exc
+    params = PublishWarningParams(event=_literal(body.event), headline=_literal(body.headline),
+                                  instruction=_literal(body.instruction), category=body.category,
+                                  response_type=body.response_type, valid_for=body.valid_for,
+                                  description=[_literal(body.description)] if body.description else [])
+    alert = release.draft(session, incident_id=incident.id, params=params, department=COMMAND, actor=principal.actor,
+                          key=key, colour=body.colour)
+    assert alert is not None  # an Alert is always drafted
+    return _alert(alert)
+
+
+@router.post("/api/incidents/{incident_id}/warnings/update", status_code=201,
+             responses={403: {"description": "Neither the office nor a signer (`position_required`)"},
+                        409: {"description": "No released warning in force (`warning_state_conflict`)"}})
+def update_warning(incident_id: str, body: WarningChanges, principal: CurrentUser, session: SessionDep,
+                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """Update the released warning in force (CAP Update referencing it), at once: the office or a signer."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return _alert(release.update(session, incident_id=incident.id, user=principal.user,
+                                 key=_key(principal, idempotency_key), colour=body.colour,
+                                 expires_at=body.expires_at, **body.texts()))
+
+
+@router.post("/api/incidents/{incident_id}/warnings/cancel", status_code=201,
+             responses={403: {"description": "Neither the office nor a signer (`position_required`)"},
+                        409: {"description": "No released warning in force (`warning_state_conflict`)"}})
+def cancel_warning(incident_id: str, body: CancelIn, principal: CurrentUser, session: SessionDep,
+                   idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+    """Cancel (解除) the released warning in force (CAP Cancel referencing it), at once: the office or a signer."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return _alert(release.cancel(session, incident_id=incident.id, user=principal.user,
+                                 key=_key(principal, idempotency_key), reason=body.reason))
+
+
+@router.post("/api/incidents/{incident_id}/warnings/{alert_id}/review",
+             responses={409: {"description": "Not a draft (`warning_state_conflict`)"}})
+def review_warning(incident_id: str, alert_id: str, principal: OfficeUser, session: SessionDep) -> dict[str, Any]:
+    """The emergency office has reviewed the draft (审核); a leader signs it off next."""
+    incident = reads.get_incident(session, incident_id, None)
+    return _alert(release.review(session, incident_id=incident.id, alert_id=alert_id, actor=principal.actor))
+
+
+@router.post("/api/incidents/{incident_id}/warnings/{alert_id}/return",
+             responses={409: {"description": "Not an unsigned draft (`warning_state_conflict`)"}})
+def return_warning(incident_id: str, alert_id: str, body: ReturnIn, principal: OfficeUser, session: SessionDep
+                   ) -> dict[str, Any]:
+    """Return the draft to the drafting department with the reason (退回修改)."""
+    incident = reads.get_incident(session, incident_id, None)
+    return _alert(release.return_draft(session, incident_id=incident.id, alert_id=alert_id, actor=principal.actor,
+                                       reason=body.reason))
+
+
+@router.post("/api/incidents/{incident_id}/warnings/{alert_id}/redraft",
+             responses={409: {"description": "Not a returned draft (`warning_state_conflict`)"}})
+def redraft_warning(incident_id: str, alert_id: str, body: WarningChanges, principal: ActingUser,
+                    session: SessionDep) -> dict[str, Any]:
+    """The drafting department (or the office) redrafts a returned draft; it goes back to the office's review."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return _alert(release.redraft(session, incident_id=incident.id, alert_id=alert_id, actor=principal.actor,
+                                  department=None if principal.sees_all else principal.acts_for,
+                                  colour=body.colour, expires_at=body.expires_at, **body.texts()))
+
+
+@router.post("/api/incidents/{incident_id}/warnings/{alert_id}/sign",
+             responses={403: {"description": "Not a signer's position (`position_required`)"},
+                        409: {"description": "Not reviewed (`warning_not_reviewed`), signed already, expired "
+                                             "(`warning_expired`), or the signer drafted it"}})
+def sign_warning(incident_id: str, alert_id: str, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+    """A leader signs the reviewed warning off (签发), which publishes it (an Exercise for a drill)."""
+    incident = reads.get_incident(session, incident_id, _reader(principal))
+    return _alert(release.sign(session, incident_id=incident.id, alert_id=alert_id, signer=principal.user))
 
 
 @router.get("/api/deliveries")

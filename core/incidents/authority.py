@@ -76,6 +76,21 @@ def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who
     return PositionRequired(message, details={"reason": reason, "act": act, "level": level, "needs": needs})
 
 
+def require_position(session: Session, *, user: User, needs: list[str], act: str, what: tuple[str, str]) -> str:
+    """The one rule of a sign-off by position (签发: an upward report, a public warning): the first of `needs` the
+    user holds, else PositionRequired (403 `position_required`) naming the positions in the user's language.
+    `what` says what the act needs, in Chinese and English (签发本报告须由以下职务之一签发 / signing this report off
+    needs one of these positions); the message adds that the user does not hold them, and names them."""
+    held = holds(session, user, needs)
+    if held is not None:
+        return held
+    reg = registry()
+    en = user.lang.startswith("en")
+    names = ("; " if en else "、").join(reg.position_name(ref, "en" if en else "zh") for ref in needs)
+    raise PositionRequired(f"{what[1]}, which you do not hold: {names}" if en else f"{what[0]}，您不担任：{names}",
+                           details={"reason": "not_held", "act": act, "needs": needs})
+
+
 def authorise(session: Session, *, plan: IncidentType, act: str, level: str, user: User,
               ordered_by: str | None = None, needs: list[str] | None = None) -> Authorised:
     """The authority for `act` at `level` by `user`, or PositionRequired (403) naming the positions needed

@@ -348,10 +348,10 @@ def finish_action(session: Session, *, task_id: str, outputs: dict[str, Any], ok
     session.add(task)
     plan = plan_for_version(session, incident.plan_version_id)
     step = plan.step(task.step_key)
-    kind = LedgerKind.warning_published if step.action == "publish_warning" and outputs.get("published") \
-        else LedgerKind.action_completed
-    ledger.append(session, incident=incident, kind=kind, actor=SYSTEM, from_party=task.department,
-                  to_party=COMMAND, step_key=task.step_key, idempotency_key=f"{task.id}:completed",
+    # A warning step's completion is its draft: `warning.published` is written by the sign-off (core.sharing).
+    ledger.append(session, incident=incident, kind=LedgerKind.action_completed, actor=SYSTEM,
+                  from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                  idempotency_key=f"{task.id}:completed",
                   handed_over=outputs, details={"action": step.action, "ok": ok}, at=now)
     wake(incident, now)
     session.add(incident)

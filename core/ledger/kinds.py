@@ -32,6 +32,16 @@ class LedgerKind(StrEnum):
     stage_skipped = "stage.skipped"  # a gate's decision skipped a later stage (not the response)
     # sharing (core.sharing)
     warning_published = "warning.published"
+    # a public warning's release (审核签发): drafted by the issuing agency, reviewed (or returned for redrafting)
+    # by the emergency office, signed off by a leader, which publishes it; then updated or cancelled
+    warning_drafted = "warning.drafted"
+    warning_reviewed = "warning.reviewed"
+    warning_returned = "warning.returned"
+    warning_redrafted = "warning.redrafted"
+    warning_signed = "warning.signed"
+    warning_updated = "warning.updated"
+    warning_cancelled = "warning.cancelled"
+    warning_withdrawn = "warning.withdrawn"  # an unreleased draft given up (the plan's all-clear came first)
     report_shared = "report.shared"
     # upward reporting (core.reporting): the reports to the bodies above, and the checked casualty figures
     upward_report_assigned = "upward_report.assigned"

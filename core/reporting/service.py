@@ -15,14 +15,14 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.incidents.authority import PositionRequired
+from core.incidents.authority import require_position
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import mail
 from core.outbox import queue as outbox
-from core.plans.store import plan_for_version, registry
+from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound, ReasonRequired
 from core.reporting import documents
@@ -34,7 +34,6 @@ from core.reporting.models import (
     UpwardReportArchive,
 )
 from core.users.models import User
-from core.users.positions import holds
 from process_defs.schema import CASUALTY_KINDS, CASUALTY_NAMES, level_rank
 
 MAX_TEXT = 20_000
@@ -181,14 +180,9 @@ def sign_off(session: Session, *, report_id: str, signer: User, department: str 
         raise SignerIsDrafter("the person who wrote the draft cannot sign it off; a leader signs it")
     reporting = plan_for_version(session, incident.plan_version_id).reporting
     needs = reporting.signers(report.kind) if reporting is not None else []
-    position = holds(session, signer, needs)
-    if position is None:
-        reg = registry()
-        en = signer.lang.startswith("en")
-        names = ("; " if en else "、").join(reg.position_name(ref, "en" if en else "zh") for ref in needs)
-        raise PositionRequired(f"signing this report off needs one of these positions, which you do not hold: "
-                               f"{names}" if en else f"签发本报告须由以下职务之一签发，您不担任：{names}",
-                               details={"reason": "not_held", "act": "sign_off", "needs": needs})
+    position = require_position(session, user=signer, needs=needs, act="sign_off",
+                                what=("签发本报告须由以下职务之一签发",
+                                      "signing this report off needs one of these positions"))
     _check_decrease(report.content, session.get(CasualtyFigures, incident.id))
     now = utcnow()
     report.status = ReportStatus.signed

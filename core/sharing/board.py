@@ -59,10 +59,13 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
                       if report.location_name or report.lat is not None else None, "author": report.author})
     alerts = session.exec(select(CapAlert).where(CapAlert.incident_id == incident.id)).all()
     for alert in alerts:
-        items.append({"kind": "warning", "id": alert.id, "at": alert.sent_at, "department": "emergency_office",
+        if reader is not None and alert.state != "issued":
+            continue  # a draft is the issuing agency's and the office's until a leader signs it off
+        items.append({"kind": "warning", "id": alert.id, "at": alert.sent_at,
+                      "department": alert.department or "emergency_office",
                       "title": {"zh": "预警信息", "en": "Warning"}, "classification": "public",
                       "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
-                      "published": alert.published})
+                      "published": alert.published, "state": alert.state, "colour": alert.colour})
     items.extend(upward_report_items(session, incident, reader))
     if reader is None:  # the level is the command's decision; departments see the level, not its deliberation
         for proposal in grading.list_proposals(session, incident.id):

@@ -1,34 +1,28 @@
-"""CAP 1.2 alerts rendered from Baton's incidents: levels and colours mapped to severity, urgency, certainty."""
+"""CAP 1.2 alerts rendered from Baton's warnings: the signal colour mapped to severity, urgency, certainty."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.incidents.models import Incident
 from core.platform.settings import get_settings
 from core.platform.templating import environment
-from process_defs.actions import PublishWarningParams
 from process_defs.schema import LEVEL_COLOURS
 
 CAP_SCHEMA = Path(__file__).resolve().parents[1] / "standards" / "CAP-v1.2.xsd"
 
-# China's four grades onto CAP's scales: blue is a possible minor event, red an observed extreme one.
+# China's four colours onto CAP's scales: blue is a possible minor event, red an extreme one.
 CAP_GRADES: dict[str, tuple[str, str, str]] = {
     "IV": ("Minor", "Future", "Possible"),
     "III": ("Moderate", "Expected", "Likely"),
     "II": ("Severe", "Immediate", "Likely"),
     "I": ("Extreme", "Immediate", "Observed"),
 }
-
-
-@dataclass(frozen=True)
-class RenderedAlert:
-    identifier: str
-    xml: str
-    status: str
+COLOUR_GRADES: dict[str, tuple[str, str, str]] = {colour: CAP_GRADES[level] for level, colour in
+                                                  LEVEL_COLOURS.items()}
+EXERCISE_NOTE = "演练信息，请勿当真 / Drill message, not a real warning"
 
 
 def cap_time(moment: datetime) -> str:
@@ -38,41 +32,23 @@ def cap_time(moment: datetime) -> str:
     return text[:-6] + "+00:00" if text.endswith("Z") else text
 
 
-def render_alert(
-    incident: Incident,
-    params: PublishWarningParams,
-    *,
-    identifier: str,
-    sent: datetime,
-    references: str | None = None,
-    description_zh: str = "",
-    description_en: str = "",
-) -> RenderedAlert:
-    """The alert's XML. The description is the public facts the caller gives (`warnings._facts`) or absent: never
-    the incident's own description (the office's internal note, a cascade's reason)."""
-    settings = get_settings()
-    severity, urgency, certainty = CAP_GRADES[incident.level]
-    status = "Exercise" if incident.drill else "Actual"
-    area_zh = incident.location_name or "全市"
-    area_en = incident.location_name or "Whole city"
-    circle = None
-    if incident.lat is not None and incident.lon is not None:
-        circle = f"{incident.lat:.4f},{incident.lon:.4f} 5.0"
-    colour = LEVEL_COLOURS[incident.level]
-    infos = [
-        {"language": "zh-CN", "event": params.event.zh, "headline": f"{params.headline.zh}（{incident.title}）",
-         "description": description_zh,
-         "instruction": params.instruction.zh, "area": area_zh, "sender_name": "应急管理局"},
-        {"language": "en-US", "event": params.event.en, "headline": f"{params.headline.en} ({incident.title})",
-         "description": description_en,
-         "instruction": params.instruction.en, "area": area_en, "sender_name": "Emergency Management Bureau"},
-    ]
-    xml = environment().get_template("cap_alert.xml.j2").render(
-        identifier=identifier, sender=settings.sender, sent=cap_time(sent), status=status,
-        msg_type=params.msg_type, references=references,
-        note="演练信息，请勿当真 / Drill message, not a real warning" if incident.drill else None,
-        infos=infos, category=params.category, response_type=params.response_type, urgency=urgency,
-        severity=severity, certainty=certainty, colour=colour, level=incident.level,
-        web=f"https://emergency.example.gov.cn/public/warnings/{identifier}", circle=circle,
-    )
-    return RenderedAlert(identifier=identifier, xml=xml, status=status)
+def web_address(identifier: str) -> str:
+    return f"https://emergency.example.gov.cn/public/warnings/{identifier}"
+
+
+def render_alert(*, identifier: str, sent: datetime, status: str, msg_type: str, content: dict[str, Any],
+                 colour: str, level: str, expires: datetime, references: str | None = None,
+                 circle: str | None = None) -> str:
+    """The alert's XML from a warning's content (texts in zh/en as `core.sharing.notice` words them; the
+    description is public facts only, never the incident's own description, the office's internal note)."""
+    severity, urgency, certainty = COLOUR_GRADES[colour]
+    infos = [{"language": language, "event": content["event"][lang], "headline": content["headline"][lang],
+              "description": content["description"][lang], "instruction": content["instruction"][lang],
+              "area": content["area"][lang], "sender_name": content["issuer"][lang]}
+             for language, lang in (("zh-CN", "zh"), ("en-US", "en"))]
+    return environment().get_template("cap_alert.xml.j2").render(
+        identifier=identifier, sender=get_settings().sender, sent=cap_time(sent), status=status,
+        msg_type=msg_type, references=references, note=EXERCISE_NOTE if status == "Exercise" else None,
+        infos=infos, category=content["category"], response_type=content["response_type"], urgency=urgency,
+        severity=severity, certainty=certainty, colour=colour, level=level, expires=cap_time(expires),
+        web=web_address(identifier), circle=circle)

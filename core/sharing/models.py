@@ -12,8 +12,21 @@ from core.platform.clock import utcnow
 from core.platform.db import new_id
 
 
+class WarningState:
+    """Where a warning is in its release (审核签发)."""
+
+    draft = "draft"  # drafted by the issuing agency, waiting for the office's review
+    returned = "returned"  # returned by the office with a reason, for the drafting department to redraft
+    reviewed = "reviewed"  # reviewed by the office, waiting for a leader's sign-off
+    issued = "issued"  # signed off and released (to the public, or as an exercise)
+    withdrawn = "withdrawn"  # never released: given up before sign-off
+
+    UNRELEASED = ("draft", "returned", "reviewed")
+
+
 class CapAlert(SQLModel, table=True):
-    """A CAP 1.2 document Baton issued (published, or held back because the incident is a drill)."""
+    """A CAP 1.2 document Baton drafted or issued. Only a signed-off one (`state` issued) is released, and only a
+    released one of a real incident is `published` (in the public feed and page); a drill's is an Exercise."""
 
     __tablename__ = "cap_alert"
 
@@ -30,6 +43,23 @@ class CapAlert(SQLModel, table=True):
     issued_by: str = Field(default="baton", max_length=100)
     xml: str = Field(sa_column=Column(Text, nullable=False))
     sent_at: datetime = Field(default_factory=utcnow)
+    # The release: who drafted it for which agency, the office's review, the leader's sign-off.
+    state: str = Field(default=WarningState.issued, max_length=16, index=True)
+    department: str | None = Field(default=None, max_length=64)  # the issuing agency (发布单位)
+    step_key: str | None = Field(default=None, max_length=64)
+    colour: str | None = Field(default=None, max_length=8)  # the signal colour: blue, yellow, orange, red
+    expires_at: datetime | None = None
+    content: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    signers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    revision: int = 1
+    drafted_by: str | None = Field(default=None, max_length=100)
+    drafted_at: datetime | None = None
+    reviewed_by: str | None = Field(default=None, max_length=100)
+    reviewed_at: datetime | None = None
+    returned_reason: str | None = Field(default=None, sa_column=Column(Text))
+    signed_by: str | None = Field(default=None, max_length=100)
+    signed_position: str | None = Field(default=None, max_length=130)
+    signed_at: datetime | None = None
 
 
 class SituationReport(SQLModel, table=True):
