@@ -220,3 +220,26 @@ def test_disabling_a_departments_last_user_warns_and_alerts_the_office(api: Api)
     [alert] = alerts_of(api, incident.id)
     assert (alert["task_id"], alert["kind"]) == (task_id, "unstaffed")
     assert [e.details["department"] for e in entries(incident.id, "department.unstaffed")] == ["meteorology"]
+
+
+def test_plans_staffing_lists_the_departments_nobody_can_act_for(baton: str) -> None:
+    from typer.testing import CliRunner
+
+    from core.plans.store import plan_in_use
+    from flows.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["plans", "staffing", "flood"])
+    assert result.exit_code == 1, result.output
+    assert "meteorology" in result.output and "education" in result.output
+    with session_scope() as session:
+        plan = plan_in_use(session, "flood")[0]
+    departments = sorted({s.department for _, s in plan.steps() if s.kind == "human"} - {"emergency_office"})
+    for department in departments[1:]:
+        make_user(f"desk_{department}", "department", department)
+    result = runner.invoke(app, ["plans", "staffing", "flood"])
+    assert result.exit_code == 1 and departments[0] in result.output
+    assert not any(d in result.output for d in departments[1:])
+    make_user(f"desk_{departments[0]}", "department", departments[0])
+    result = runner.invoke(app, ["plans", "staffing", "flood"])
+    assert result.exit_code == 0, result.output

@@ -30,7 +30,7 @@ from core.incidents.models import (
     OfficeAlert,
     TaskStatus,
 )
-from core.incidents.permissions import able_to_act, position_holders
+from core.incidents.permissions import able_to_act, position_holders, unstaffed
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -46,7 +46,7 @@ from core.platform.errors import (
     ReasonRequired,
 )
 from process_defs.law_rules import position_ref_problem
-from process_defs.schema import DepartmentKind
+from process_defs.schema import DepartmentKind, IncidentType
 
 ROUTES = (AlertResolution.reassign, AlertResolution.take_over, AlertResolution.ask_leader)
 
@@ -126,6 +126,12 @@ def leader_positions(session: Session, incident: Incident) -> list[str]:
             if ref not in found:
                 found.append(ref)
     return found
+
+
+def unstaffed_plan_departments(session: Session, plan: IncidentType) -> list[str]:
+    """The departments the plan gives people's tasks to that nobody active can act for (`baton plans staffing`,
+    and the warning when a plan version is accepted): each of their tasks would raise an `unstaffed` alert."""
+    return unstaffed(session, {s.department for _, s in plan.steps() if s.kind == "human"} - {COMMAND})
 
 
 def departments_to_route(session: Session) -> list[str]:
