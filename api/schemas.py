@@ -61,6 +61,8 @@ class LevelChangeIn(Strict):
     ordered_by: Line | None = Field(default=None, min_length=1, max_length=64,
                                     description="The office records the level on this commander's verbal order "
                                                 "(a user name); flagged until the commander confirms it.")
+    confirm_open_work: bool = Field(default=False, description="A lowering that cancels open tasks (409 "
+                                                               "`open_work` lists them) goes ahead, for `reason`.")
 
 
 class AuthorisationOut(BaseModel):
@@ -116,6 +118,7 @@ class TaskPublic(BaseModel):
     escalated_to: str | None
     overdue: bool
     outputs: dict[str, Any] | None = None
+    position: str | None = None  # referred by the office to this command position: whoever holds it acts
 
 
 class TaskPage(BaseModel):
@@ -134,6 +137,10 @@ class TaskDetail(TaskPublic):
 class CompleteIn(Strict):
     outputs: dict[str, Any]  # held to the step's form and the input policy by core.plans.forms
     note: Lines | None = Field(default=None, max_length=10_000)
+    confirm_open_work: bool = Field(default=False, description="A gate's decision that cancels the stage's open "
+                                                               "tasks (409 `open_work` lists them) goes ahead, "
+                                                               "for `open_work_reason`.")
+    open_work_reason: Lines | None = Field(default=None, min_length=1, max_length=2000)
     ordered_by: Line | None = Field(default=None, min_length=1, max_length=64,
                                     description="A decision that starts or ends the response, recorded by the office "
                                                 "on this commander's verbal order (a user name).")
@@ -141,6 +148,43 @@ class CompleteIn(Strict):
 
 class HandBackIn(Strict):
     reason: Lines = Field(min_length=1, max_length=2000)
+
+
+class ReassignIn(Strict):
+    department: Line = Field(min_length=1, max_length=64)
+    reason: Lines = Field(min_length=1, max_length=2000)
+
+
+class TakeOverIn(Strict):
+    reason: Lines = Field(min_length=1, max_length=2000)
+
+
+class AskLeaderIn(Strict):
+    position: Line = Field(min_length=1, max_length=130, description="A command position, e.g. "
+                                                                    "commander@flood_control_hq.")
+    reason: Lines = Field(min_length=1, max_length=2000)
+
+
+class AlertOut(BaseModel):
+    """The office's alert on a task to route: handed back, or meant for a department nobody can act for."""
+
+    id: str
+    incident_id: str
+    incident_code: str | None = None
+    task_id: str
+    step_key: str
+    title: dict[str, str] | None = None
+    department: str  # who was meant to act (a department, or a position)
+    kind: str  # handed_back, unstaffed, overdue
+    reason: str
+    raised_by: str
+    raised_at: datetime
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution: str | None = None  # reassign, take_over, ask_leader, moot
+    target: str | None = None
+    resolution_reason: str | None = None
+    routed_task_id: str | None = None
 
 
 class TokenOut(BaseModel):
@@ -247,6 +291,8 @@ class PasswordIn(Strict):
 class RevokedOut(BaseModel):
     user: UserPublic
     revoked: int
+    # Disabling the last active user of a department with open tasks: the office is alerted for each of them.
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class AuditEventOut(BaseModel):

@@ -121,6 +121,13 @@ MATRIX: list[PageCase] = [
              roles(LOGIN, 403, 404, 403, 404, 404), writes=True),
     PageCase("POST", "/office/incidents/{incident_id}/authorisations/{authorisation_id}/confirm", "unknown",
              MISSING_PAGE, writes=True),
+    # The office's choices on a hand-back alert (tests/access_rows_handback.py: the API's rows, the target).
+    *[PageCase("POST", f"/office/tasks/{{task_id}}/{choice}", target,
+               OFFICE_FORM if target != "unknown" else MISSING_PAGE, form=form, writes=True)
+      for choice, form in (("reassign", {"department": "meteorology", "reason": "气象局有雷达数据"}),
+                           ("take-over", {"reason": "值班室直接办理"}),
+                           ("ask-leader", {"position": "commander@flood_control_hq", "reason": "请总指挥定夺"}))
+      for target in ("handed_back_task", "unknown")],
     PageCase("GET", "/inbox", "none", DESK_PAGE),
     PageCase("GET", "/inbox/list", "none", DESK_PAGE),
     PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from api.app import app
-from core.incidents import handoffs
+from core.incidents import alerts, handoffs
 from core.incidents.engine import advance, finish_action
 from core.incidents.models import DepartmentTask
 from core.incidents.service import change_level, open_incident
@@ -48,7 +48,8 @@ def clock(moment: datetime) -> Iterator[None]:
     """Every service that reads the time reads `moment` (the engine takes it as `now`)."""
     with mock.patch("core.incidents.service.utcnow", return_value=moment), \
             mock.patch("core.incidents.handoffs.utcnow", return_value=moment), \
-            mock.patch("core.incidents.engine.utcnow", return_value=moment):
+            mock.patch("core.incidents.engine.utcnow", return_value=moment), \
+            mock.patch("core.incidents.alerts.utcnow", return_value=moment):
         yield
 
 
@@ -103,7 +104,7 @@ def constructed_flood() -> str:
     meteorology acknowledges the forecast (10) and completes it (50, deadline 60: met); water_affairs gets the
     assessment (50, deadline 120), the office raises the level to III (60) which tightens it to 90 (due 140);
     water_affairs acknowledges (80), the assessment is escalated (140) and completed (290: 150 late). Housing
-    gets the basement check (290), hands it back (300), it is reassigned to city_government (300) and cancelled
+    gets the basement check (290), hands it back (300), the office takes it over (300) and it is cancelled
     when the office lifts the warning (320, assigned 290, deadline 180). Response: the office activates command
     (320 → 350, deadline 45); evacuation is skipped (no hot spots); public_security closes roads (350 → 380,
     deadline 60); drainage, the casualty report, water rescue, the transport change and, from level III, public
@@ -120,6 +121,10 @@ def constructed_flood() -> str:
     complete(incident_id, "flood_risk_assessment", at(290), NO_HOT_SPOTS)
     advance_at(incident_id, at(290))
     hand_back(incident_id, "underground_space_check", at(300), "地下空间检查不属本局职责")
+    advance_at(incident_id, at(300))
+    with clock(at(300)), session_scope() as session:  # the office chooses, on its alert
+        alerts.take_over(session, task_id=task_of(incident_id, "underground_space_check").id, actor="user:office",
+                         reason="住建局无法办理，应急办接办")
     advance_at(incident_id, at(300))
     complete(incident_id, "lift_warning", at(320), {"decision": "respond"})
     advance_at(incident_id, at(320))
@@ -172,7 +177,7 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     # Handed back and cancelled before their due times: no deadline outcome.
     check = rows["underground_space_check", 1]
     assert check.outcome == "none" and check.deadline_s == 10800 and check.department == "housing"
-    assert rows["underground_space_check", 2].department == "city_government"
+    assert rows["underground_space_check", 2].department == "emergency_office"
     assert rows["underground_space_check", 2].outcome == "none"
     assert (rows["lift_warning", 1].completion_wait_s, rows["lift_warning", 1].deadline_s) == (1800, 10800)
     assert rows["lift_warning", 1].ack_wait_s is None and rows["lift_warning", 1].outcome == "met"
@@ -224,8 +229,8 @@ def test_escalations_level_changes_and_deviations(flood_incident: str) -> None:
     assert change.reason == "积水点增多，转移群众" and change.actor == "user:commander"
     deviations = [(d.kind, d.step, d.attempt, d.department, d.reason_code) for d in report.deviations]
     assert deviations == [("handed_back", "underground_space_check", 1, "housing", None),
-                          ("reassigned", "underground_space_check", 2, "city_government", None),
-                          ("cancelled", "underground_space_check", 2, "city_government", "stage_ended"),
+                          ("reassigned", "underground_space_check", 2, "emergency_office", None),
+                          ("cancelled", "underground_space_check", 2, "emergency_office", "stage_ended"),
                           ("skipped", "school_suspension", 1, "education", "level"),
                           ("skipped", "evacuate_residents", 1, "subdistrict", "condition")]
     assert report.deviations[0].reason == "地下空间检查不属本局职责" and report.deviations[0].at == at(300)

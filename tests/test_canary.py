@@ -230,8 +230,8 @@ def build(scenario: Scenario) -> None:
     scenario.work(typhoon["id"], stop=lambda: stage(typhoon["id"]) == "response")
     scenario.api("office", "POST", f"/api/incidents/{typhoon['id']}/level",
                  json={"level": "I", "reason": m.office_only("level-change reason")})
-    # The medical team hands its casualty task back (the reason is its own); its supervisor, the health commission,
-    # gets it without the rescue figures, which the plan shares with the office and the medical team only.
+    # The medical team hands its casualty task back (the reason is its own): the office is alerted with the reason
+    # (the office reads everything) and the task waits for its choice; no other department sees the reason.
     scenario.work(typhoon["id"], stop=lambda: "casualty_treatment" in drive.open_tasks(typhoon["id"]))
     task = drive.open_tasks(typhoon["id"])["casualty_treatment"]
     with session_scope() as session:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from core.incidents.alerts import open_alerts
 from core.incidents.deadlines import passed_unhandled, reminder_at
 from core.incidents.engine import advance
 from core.incidents.handoffs import acknowledge, complete, hand_back
@@ -162,6 +163,7 @@ def test_the_engine_and_the_deadline_sweep_see_the_reminder_fall_due_at_one_mome
 
 
 def test_overdue_task_is_reminded_then_escalated_to_its_target(baton: str) -> None:
+    drive.person("gov1", role="department", department="city_government")  # somebody at the supervisor acts
     incident_id = drive.open_("flood", level="IV")
     result = drive.step(incident_id)
     task = drive.open_tasks(incident_id)["rainstorm_forecast"]
@@ -189,18 +191,46 @@ def test_overdue_task_is_reminded_then_escalated_to_its_target(baton: str) -> No
     assert "flood_risk_assessment" in drive.open_tasks(incident_id)
 
 
-def test_handed_back_task_is_reassigned_to_the_escalation_target(baton: str) -> None:
+def test_an_escalation_to_a_department_nobody_can_act_for_goes_to_the_office(baton: str) -> None:
+    # The city government (meteorology's supervisor) has no users: the office is told instead, and alerted.
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    task = drive.open_tasks(incident_id)["rainstorm_forecast"]
+    assert task.due_at is not None
+    drive.step(incident_id, now=task.due_at + timedelta(seconds=1))
+    with session_scope() as session:
+        row = session.get(DepartmentTask, task.id)
+        assert row is not None and (row.status, row.escalated_to) == ("escalated", "emergency_office")
+        entry = session.exec(select(LedgerEntry).where(LedgerEntry.kind == "task.escalated")).one()
+        assert entry.to_party == "emergency_office" and entry.details["planned_target"] == "city_government"
+        [alert] = [a for a in open_alerts(session, incident_id=incident_id) if a.task_id == task.id]
+        assert alert.kind == "overdue" and "city_government" in alert.reason
+        delivery = session.exec(select(OutboundDelivery).where(OutboundDelivery.purpose == "escalation")).one()
+        assert delivery.target == "emergency_office"
+    assert ("task.unstaffed", "rainstorm_forecast") in ledger_kinds(incident_id)
+
+
+def test_a_handed_back_task_waits_for_the_office_with_an_alert(baton: str) -> None:
+    # No longer silently reassigned to the supervisor (the city government, which has nobody to act): the
+    # office is alerted with the reason, and the step stays with the office until it chooses.
     incident_id = drive.open_("flood")
     drive.step(incident_id)
     task = drive.open_tasks(incident_id)["rainstorm_forecast"]
     with session_scope() as session:
         hand_back(session, task_id=task.id, actor="test:met", reason="radar down, ask the provincial bureau")
     drive.step(incident_id)
-    reassigned = drive.open_tasks(incident_id)["rainstorm_forecast"]
-    assert reassigned.id != task.id and reassigned.attempt == 2 and reassigned.department == "city_government"
+    drive.step(incident_id)
+    assert "rainstorm_forecast" not in drive.open_tasks(incident_id)
+    latest = drive.tasks(incident_id)["rainstorm_forecast"]
+    assert latest.id == task.id and latest.status == "handed_back"
+    with session_scope() as session:
+        [alert] = [a for a in open_alerts(session, incident_id=incident_id) if a.task_id == task.id]
+        assert (alert.kind, alert.reason, alert.department, alert.raised_by) == (
+            "handed_back", "radar down, ask the provincial bureau", "meteorology", "test:met")
     kinds = ledger_kinds(incident_id)
-    assert kinds.index(("task.handed_back", "rainstorm_forecast")) < kinds.index(
-        ("task.reassigned", "rainstorm_forecast"))
+    assert ("task.handed_back", "rainstorm_forecast") in kinds
+    assert ("task.reassigned", "rainstorm_forecast") not in kinds
+    assert drive.incident(incident_id).stage == "warning"  # the required step holds the stage
 
 
 def test_completion_is_checked_against_the_form_and_cannot_happen_twice(baton: str) -> None:

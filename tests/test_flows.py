@@ -176,6 +176,7 @@ def test_overdue_task_escalates_while_the_flow_waits(
 
     get_settings.cache_clear()
     _registry.cache_clear()
+    drive.person("gov1", role="department", department="city_government")  # somebody there to escalate to
     workers("worker-a")
     incident_id = drive.open_("flood", level="IV")
     wait_for(lambda: drive.tasks(incident_id).get("rainstorm_forecast"), 60, "assignment")

@@ -755,3 +755,32 @@ def test_pages_name_people_as_people_know_them_not_by_actor_ids(login: Login) ->
     assert english.person("baton") == "Baton (automatic)" and english.person("cli:water_affairs") == (
         "command line (Water Affairs Bureau (flood and drought defence))")
     assert Helpers("zh").person("demo:office") == "演示（office）" and Helpers("zh").person("") == ""
+
+
+def test_the_office_sees_a_hand_back_with_its_reason_and_reassigns_it_on_the_page(login: Login) -> None:
+    from tests import engine_driver as drive
+
+    incident_id = flood()
+    task = task_of(incident_id, "rainstorm_forecast")
+    met, office = login("met1"), login("office1")
+    assert post(met, f"/tasks/{task.id}/hand-back", {"reason": "雷达站停电，无法研判"}, f"/tasks/{task.id}") \
+        .status_code == 303
+    page_url = f"/office/incidents/{incident_id}"
+    for url in (page_url, "/office"):
+        html = office.get(url).text
+        assert 'id="handback-alerts"' in html and "雷达站停电，无法研判" in html, url
+        assert f'action="/office/tasks/{task.id}/reassign"' in html
+    # A department nobody can act for is refused on the page too, and the alert stays.
+    refused = post(office, f"/office/tasks/{task.id}/reassign", {"department": "education", "reason": "教育局"},
+                   page_url)
+    assert refused.status_code == 409 and "该部门没有可办理的在岗人员" in refused.text
+    assert 'id="handback-alerts"' in refused.text
+    done = post(office, f"/office/tasks/{task.id}/reassign",
+                {"department": "water_affairs", "reason": "水务局有雨量数据"}, page_url)
+    assert done.status_code == 303 and done.headers["location"] == page_url
+    assert 'id="handback-alerts"' not in office.get(page_url).text
+    drive.step(incident_id)
+    new = task_of(incident_id, "rainstorm_forecast")
+    assert (new.department, new.attempt) == ("water_affairs", 2)
+    history = login("water1").get(f"/tasks/{new.id}").text
+    assert 'id="task-history"' in history and "雷达站停电，无法研判" in history

@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 
 from api.deps import AdminPageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
+from core.incidents import alerts
 from core.plans.store import registry
 from core.platform.errors import BatonError
 from core.platform.input_policy import MAX_OFFSET
@@ -42,7 +43,7 @@ def _admin_users_page(request: Request, principal: Principal, session: Session, 
 @router.get("/admin/users")
 def admin_users(request: Request, principal: AdminPageUser, session: SessionDep,
                 done: str | None = None) -> HTMLResponse:
-    notice = done if done in (*ADMIN_ACTIONS, "added") else None
+    notice = done if done in (*ADMIN_ACTIONS, "added", "disable-unstaffed") else None
     return _admin_users_page(request, principal, session, notice=notice)
 
 
@@ -70,6 +71,9 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
         if action == "disable":
             users.disable_user(session, user_id=target.id, actor=principal.actor,
                                reason=field(form, "reason").strip()[:2000] or None)
+            if target.role == "department" and target.department is not None \
+                    and alerts.department_unstaffed(session, department=target.department, actor=principal.actor):
+                action = "disable-unstaffed"
         elif action == "enable":
             users.enable_user(session, user_id=target.id, actor=principal.actor)
         elif action == "unlock":
@@ -83,7 +87,7 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
         return _admin_users_page(request, principal, session, problem=_reason(exc), detail=exc.message,
                                  status_code=exc.http_status)
     session.commit()
-    if action in ("disable", "revoke-tokens", "password") and target.id == principal.user.id:
+    if action in ("disable", "disable-unstaffed", "revoke-tokens", "password") and target.id == principal.user.id:
         return redirect("/login")  # the admin's own session ended with the others
     return redirect(f"/admin/users?done={action}")
 

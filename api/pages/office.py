@@ -16,12 +16,13 @@ from sqlmodel import Session
 from api.deps import OfficePageUser, Principal, SessionDep
 from api.pages import listings
 from api.pages import warnings as warning_release
+from api.pages.handback import handback_context
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from core.incidents import authority, grading, reads
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, change_level, lock_incident, open_incident
 from core.plans.store import current_plans, list_types, plan_for_version
-from core.platform.errors import BatonError, NotFound
+from core.platform.errors import BatonError, NotFound, OpenWork
 from process_defs.schema import LEVELS
 
 router = page_router()
@@ -37,7 +38,8 @@ def _office_console(request: Request, principal: Principal, session: Session, *,
     plans, broken_plans = current_plans()
     return page(request, principal, "office.html", status_code, levels=LEVELS, plans=plans, broken_plans=broken_plans,
                 values={**defaults, **(values or {})}, errors=errors or {}, tasks=tasks, task_incidents=task_incidents,
-                titles=listings.titles(session, tasks, task_incidents), **listings.incident_context(list(incidents)))
+                titles=listings.titles(session, tasks, task_incidents), **listings.incident_context(list(incidents)),
+                **handback_context(request, session))
 
 
 @router.get("/office")
@@ -122,7 +124,8 @@ def _incident_page(request: Request, principal: Principal, session: Session, inc
                 proposals=proposals, proposal_error=proposal_error, needs=needs or [],
                 awaiting=authority.awaiting(session, incident.id),
                 release=warning_release.context(session, incident),
-                tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident))
+                tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident),
+                **handback_context(request, session, incident.id))
 
 
 def _attempt(session: Session, decide: Callable[[], object]) -> tuple[str | None, list[str], int]:
@@ -170,8 +173,17 @@ def office_level(incident_id: str, request: Request, principal: OfficePageUser, 
     status = 422
     if problem is None:
         ordered_by = field(form, "ordered_by").strip() or None
-        problem, needs, status = _attempt(session, lambda: change_level(
-            session, incident_id=incident.id, level=level, by=principal.user, reason=reason, ordered_by=ordered_by))
+
+        def decide() -> object:
+            try:
+                return change_level(session, incident_id=incident.id, level=level, by=principal.user, reason=reason,
+                                    ordered_by=ordered_by, check_open_work=True,
+                                    confirm_open_work=bool(field(form, "confirm_open_work")))
+            except OpenWork as exc:
+                request.state.open_work = exc.details.get("open") if isinstance(exc.details, dict) else None
+                raise
+
+        problem, needs, status = _attempt(session, decide)
     if problem is not None:
         incident = reads.get_incident(session, incident_id, None)
         return _incident_page(request, principal, session, incident, level_error=problem, reason=reason,

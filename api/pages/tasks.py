@@ -18,7 +18,8 @@ from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import may_act
 from core.plans.store import plan_for_version
-from core.platform.errors import FormInvalid, TaskStateConflict
+from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
+from core.users.positions import holdings_of
 from process_defs.schema import Step
 
 ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
@@ -53,9 +54,14 @@ def _readable_task(session: Session, principal: Principal, task_id: str) -> Depa
     return reads.get_task(session, task_id, None if principal.sees_all else principal.user.department)
 
 
+def _held(session: Session, principal: Principal, task: DepartmentTask) -> list[str]:
+    """The user's positions, when they matter: for a task the office referred to a position."""
+    return holdings_of(session, [principal.user.id])[principal.user.id] if task.position else []
+
+
 def _actable_task(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
     task = _readable_task(session, principal, task_id)
-    if not may_act(principal.user, task):
+    if not may_act(principal.user, task, _held(session, principal, task)):
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
     return task
 
@@ -63,14 +69,14 @@ def _actable_task(session: Session, principal: Principal, task_id: str) -> Depar
 def _task_page(request: Request, principal: Principal, session: Session, task: DepartmentTask, *,
                values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
                problem: str | None = None, reason: str = "", notice: str | None = None,
-               status_code: int = 200) -> HTMLResponse:
+               open_work: list[dict[str, Any]] | None = None, status_code: int = 200) -> HTMLResponse:
     detail = reads.task_detail(session, task)
     step: Step = detail["step"]
     plan = plan_for_version(session, detail["incident"].plan_version_id)
     # Each shared value with its field's definition, to show choices by label, times locally, units.
     inputs = [{**item, "fields": [{**fld, "form_field": plan.step(item["step"]).field(fld["key"])}
                                   for fld in item["fields"]]} for item in detail["inputs"]]
-    acting = task.kind == "human" and may_act(principal.user, task)
+    acting = task.kind == "human" and may_act(principal.user, task, _held(session, principal, task))
     open_ = task.status in ACTIONABLE
     return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
                 inputs=inputs, fields=list(step.form), values=values if values is not None
@@ -78,7 +84,8 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 can_act=acting and open_,
                 can_ack=acting and open_ and task.acknowledged_at is None
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
-                overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate)
+                overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate,
+                open_work=open_work, task_history=reads.attempts(session, task))
 
 
 @router.get("/tasks/{task_id}")
@@ -117,8 +124,15 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
     try:
         if note is not None and len(note) > 10_000:
             raise FormInvalid("note too long", details=[])
+        confirmed = bool(field(form, "confirm_open_work")) and field(form, "open_work_reason").strip()
         handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user, outputs=outputs,
-                          note=note, ordered_by=field(form, "ordered_by").strip() or None)
+                          note=note, ordered_by=field(form, "ordered_by").strip() or None, check_open_work=True,
+                          open_work_reason=field(form, "open_work_reason").strip()[:2000] if confirmed else None)
+    except OpenWork as exc:
+        session.rollback()
+        details = exc.details if isinstance(exc.details, dict) else {}
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
+                          problem="open_work", open_work=list(details.get("open", [])), status_code=409)
     except PositionRequired:
         session.rollback()
         return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, ReviewerUser, SessionDep, idempotency_digest
+from api.routes.tasks import alert_out
 from api.schemas import (
+    AlertOut,
     AuthorisationOut,
     IncidentCreate,
     IncidentPage,
@@ -21,7 +23,7 @@ from api.schemas import (
     ProposalDecisionIn,
     VerifyOut,
 )
-from core.incidents import authority, grading, reads
+from core.incidents import alerts, authority, grading, reads
 from core.incidents.cascade import chain, open_linked
 from core.incidents.models import Incident, LevelAuthorisation
 from core.incidents.service import change_level, lock_incident, open_incident
@@ -96,7 +98,19 @@ def level(incident_id: str, body: LevelChangeIn, principal: ActingUser, session:
     verbal order (`ordered_by`), flagged until they confirm it."""
     incident = reads.get_incident(session, incident_id, _scope(principal))
     return public(change_level(session, incident_id=incident.id, level=body.level, by=principal.user,
-                               reason=body.reason, ordered_by=body.ordered_by))
+                               reason=body.reason, ordered_by=body.ordered_by, check_open_work=True,
+                               confirm_open_work=body.confirm_open_work))
+
+
+@router.get("/{incident_id}/alerts", response_model=list[AlertOut])
+def incident_alerts(incident_id: str, principal: OfficeUser, session: SessionDep,
+                    all: bool = False) -> list[AlertOut]:
+    """The office's alerts on this incident's tasks: handed back (with the reason), or meant for a department
+    nobody can act for. Open ones until the office chooses (reassign, take over, ask a leader); `all` adds
+    the resolved ones with the choice."""
+    incident = reads.get_incident(session, incident_id, None)
+    found = alerts.alerts_of(session, incident.id) if all else alerts.open_alerts(session, incident_id=incident.id)
+    return [alert_out(session, a) for a in found]
 
 
 @router.get("/{incident_id}/authorisations", response_model=list[AuthorisationOut])

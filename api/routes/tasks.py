@@ -5,14 +5,26 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import Session
 
-from api.deps import ActingUser, CurrentUser, Principal, SessionDep
+from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, SessionDep
 from api.errors import ApiError
-from api.schemas import CompleteIn, HandBackIn, TaskDetail, TaskPage, TaskPublic
-from core.incidents import handoffs, reads
-from core.incidents.models import DepartmentTask, Incident
+from api.schemas import (
+    AlertOut,
+    AskLeaderIn,
+    CompleteIn,
+    HandBackIn,
+    ReassignIn,
+    TakeOverIn,
+    TaskDetail,
+    TaskPage,
+    TaskPublic,
+)
+from core.incidents import alerts, handoffs, reads
+from core.incidents.models import DepartmentTask, Incident, OfficeAlert
 from core.incidents.permissions import may_act
 from core.plans.store import plan_for_version
+from core.platform.errors import ReasonRequired
 from core.platform.input_policy import Offset
+from core.users.positions import holdings_of
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -26,7 +38,21 @@ def public(session: Session, task: DepartmentTask) -> TaskPublic:
                       step_key=task.step_key, title=title, stage=task.stage, department=task.department,
                       status=task.status, attempt=task.attempt, assigned_at=task.assigned_at, due_at=task.due_at,
                       acknowledged_at=task.acknowledged_at, completed_at=task.completed_at,
-                      escalated_to=task.escalated_to, overdue=reads.is_overdue(task), outputs=task.outputs)
+                      escalated_to=task.escalated_to, overdue=reads.is_overdue(task), outputs=task.outputs,
+                      position=task.position)
+
+
+def alert_out(session: Session, alert: OfficeAlert) -> AlertOut:
+    incident = session.get(Incident, alert.incident_id)
+    title = None
+    if incident is not None:
+        title = plan_for_version(session, incident.plan_version_id).step(alert.step_key).title.model_dump()
+    return AlertOut(id=alert.id, incident_id=alert.incident_id, incident_code=incident.code if incident else None,
+                    task_id=alert.task_id, step_key=alert.step_key, title=title, department=alert.department,
+                    kind=alert.kind, reason=alert.reason, raised_by=alert.raised_by, raised_at=alert.raised_at,
+                    resolved_at=alert.resolved_at, resolved_by=alert.resolved_by, resolution=alert.resolution,
+                    target=alert.target, resolution_reason=alert.resolution_reason,
+                    routed_task_id=alert.routed_task_id)
 
 
 def _readable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
@@ -35,7 +61,8 @@ def _readable(session: Session, principal: Principal, task_id: str) -> Departmen
 
 def _actable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
     task = _readable(session, principal, task_id)
-    if not may_act(principal.user, task):
+    held = holdings_of(session, [principal.user.id])[principal.user.id] if task.position else []
+    if not may_act(principal.user, task, held):
         # Office and admin read every task but act only for the emergency office.
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
     return task
@@ -79,11 +106,44 @@ def acknowledge(task_id: str, principal: ActingUser, session: SessionDep) -> Tas
 def complete(task_id: str, body: CompleteIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     """Complete with the form's values; 422 names every bad field, 409 if it is already done."""
     task = _actable(session, principal, task_id)
+    if body.confirm_open_work and not body.open_work_reason:
+        raise ReasonRequired("confirming that open tasks are cancelled needs a reason (open_work_reason)")
     return public(session, handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user,
-                                             outputs=body.outputs, note=body.note, ordered_by=body.ordered_by))
+                                             outputs=body.outputs, note=body.note, ordered_by=body.ordered_by,
+                                             check_open_work=True, open_work_reason=body.open_work_reason
+                                             if body.confirm_open_work else None))
 
 
 @router.post("/{task_id}/hand-back", response_model=TaskPublic)
 def hand_back(task_id: str, body: HandBackIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     task = _actable(session, principal, task_id)
     return public(session, handoffs.hand_back(session, task_id=task.id, actor=principal.actor, reason=body.reason))
+
+
+# -- the office's choices on a hand-back alert -----------------------------------------------------------------
+
+
+@router.post("/{task_id}/reassign", response_model=AlertOut)
+def reassign(task_id: str, body: ReassignIn, principal: OfficeUser, session: SessionDep) -> AlertOut:
+    """The office sends a handed-back (or unstaffed) task to another department, which must have somebody active
+    able to act (409 `department_unstaffed`); 409 `alert_resolved` if the office already chose. The engine assigns
+    the next attempt there."""
+    task = reads.get_task(session, task_id, None)
+    return alert_out(session, alerts.reassign(session, task_id=task.id, department=body.department,
+                                              actor=principal.actor, reason=body.reason))
+
+
+@router.post("/{task_id}/take-over", response_model=AlertOut)
+def take_over(task_id: str, body: TakeOverIn, principal: OfficeUser, session: SessionDep) -> AlertOut:
+    """The office does the task itself: the next attempt is the emergency office's."""
+    task = reads.get_task(session, task_id, None)
+    return alert_out(session, alerts.take_over(session, task_id=task.id, actor=principal.actor, reason=body.reason))
+
+
+@router.post("/{task_id}/ask-leader", response_model=AlertOut)
+def ask_leader(task_id: str, body: AskLeaderIn, principal: OfficeUser, session: SessionDep) -> AlertOut:
+    """The office refers the task to a command position held by somebody active (409 `position_unheld`);
+    whoever holds it acts on the next attempt."""
+    task = reads.get_task(session, task_id, None)
+    return alert_out(session, alerts.ask_leader(session, task_id=task.id, position=body.position,
+                                                actor=principal.actor, reason=body.reason))

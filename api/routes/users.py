@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import Session
 
-from api.deps import AdminUser, SessionDep
+from api.deps import AdminUser, Principal, SessionDep
 from api.schemas import (
     AuditEventOut,
     AuditPage,
@@ -21,6 +21,7 @@ from api.schemas import (
     UserPage,
     UserPublic,
 )
+from core.incidents import alerts
 from core.platform.input_policy import Moment, Offset
 from core.users import positions
 from core.users import service as users
@@ -89,7 +90,21 @@ def add_user(body: UserCreate, principal: AdminUser, session: SessionDep) -> Use
 def disable(user_id: str, principal: AdminUser, session: SessionDep, body: DisableIn | None = None) -> RevokedOut:
     """No more logins; every token and page session of the user ends now."""
     revoked = users.disable_user(session, user_id=user_id, actor=principal.actor, reason=body.reason if body else None)
-    return RevokedOut(user=public(session, users.get_user(session, user_id=user_id)), revoked=revoked)
+    user = users.get_user(session, user_id=user_id)
+    warnings = unstaffed_warnings(session, user, principal)
+    return RevokedOut(user=public(session, user), revoked=revoked, warnings=warnings)
+
+
+def unstaffed_warnings(session: Session, user: User, principal: Principal) -> list[dict[str, object]]:
+    """A department left with nobody to act on its open tasks: the office is alerted, the admin warned."""
+    if user.role != "department" or user.department is None:
+        return []
+    raised = alerts.department_unstaffed(session, department=user.department, actor=principal.actor)
+    if not raised:
+        return []
+    return [{"code": "department_unstaffed", "department": user.department, "open_tasks": len(raised),
+             "message": f"nobody active in {user.department} can act on its {len(raised)} open task(s); "
+                        "the emergency office has been alerted"}]
 
 
 @router.post("/api/users/{user_id}/enable", response_model=UserPublic)

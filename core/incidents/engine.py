@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.incidents import grading
+from core.incidents import alerts, grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
-from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.incidents.models import AlertKind, DepartmentTask, Incident, IncidentStatus, TaskStatus
+from core.incidents.permissions import able_to_act
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -52,7 +53,8 @@ def latest_tasks(session: Session, incident_id: str) -> dict[str, DepartmentTask
 
 
 def escalation_target(step: Step) -> str:
-    """The department that an overdue or handed-back step goes to."""
+    """The department an overdue step's escalation goes to, by the plan (the engine tells the office instead
+    when nobody there can act)."""
     reg = registry()
     target = step.escalate_to or "supervisor"
     if target == "supervisor":
@@ -96,6 +98,15 @@ class _Advancer:
         self.plan = plan
         self.now = now
         self.tasks = latest_tasks(session, incident.id)
+        self._staffed: dict[str, bool] = {}
+
+    def staffed(self, department: str) -> bool:
+        """Whether anybody active can act for the department (a drill's departments are simulated: always)."""
+        if self.incident.drill or department == COMMAND:
+            return True
+        if department not in self._staffed:
+            self._staffed[department] = able_to_act(self.session, department)
+        return self._staffed[department]
 
     # -- helpers -----------------------------------------------------------------------------------
     def _ledger(self, kind: LedgerKind, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
@@ -116,28 +127,36 @@ class _Advancer:
         return not self.plan.step(dep_key).active_at(self.incident.level)
 
     def _new_task(self, step: Step, stage: str, status: TaskStatus, attempt: int = 1,
-                  department: str | None = None) -> DepartmentTask:
+                  department: str | None = None, position: str | None = None) -> DepartmentTask:
         task = DepartmentTask(incident_id=self.incident.id, step_key=step.key, attempt=attempt, stage=stage,
-                              department=department or step.department, kind=step.kind.value,
+                              department=department or step.department, position=position, kind=step.kind.value,
                               required=step.required, status=status, created_at=self.now)
         self.session.add(task)
         self.tasks[step.key] = task
         return task
 
     def _assign(self, task: DepartmentTask, step: Step, from_party: str,
-                kind: LedgerKind = LedgerKind.task_assigned) -> None:
+                kind: LedgerKind = LedgerKind.task_assigned, actor: str = SYSTEM,
+                details: dict[str, Any] | None = None) -> None:
         task.assigned_at = self.now
-        task.assigned_by = SYSTEM
+        task.assigned_by = actor
         deadline = step.deadline_for(self.incident.level)
         task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
         self.session.add(task)
         self.session.flush()
         handed = shared_inputs(self.plan, step, self.tasks, holder=task.department)
-        self._ledger(kind, key=f"{task.id}:assigned", from_party=from_party, to_party=task.department,
-                     step_key=step.key, handed_over={"inputs": handed},
+        self._ledger(kind, key=f"{task.id}:assigned", actor=actor, from_party=from_party,
+                     to_party=task.position or task.department, step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
-                              "kind": step.kind.value})
+                              "kind": step.kind.value} | ({"position": task.position} if task.position else {})
+                     | (details or {}))
         failpoint("task.assigned")
+        if step.kind == "human" and task.position is None and not self.staffed(task.department):
+            # Not silently given to nobody: the office is alerted and may route it (the department keeps it
+            # listed should somebody be added).
+            alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.unstaffed,
+                               reason=f"nobody active in {task.department} can act on the task", actor=SYSTEM,
+                               at=self.now)
         if step.kind == "human" and outbox.has_endpoint(task.department):
             outbox.queue(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
                          target=task.department,
@@ -171,17 +190,33 @@ class _Advancer:
             progressed = True
         return progressed
 
-    def reassign_handed_back(self, stage: str) -> bool:
+    def route_handed_back(self, stage: str) -> bool:
+        """A handed-back task waits for the office's choice (its alert); once chosen, its next attempt goes where
+        the office said: another department, the office itself, or a command position."""
         progressed = False
         for key, task in list(self.tasks.items()):
             if task.stage != stage or task.status != TaskStatus.handed_back:
                 continue
+            alert = alerts.alert_of_task(self.session, task.id)
+            if alert is None:
+                # Every hand-back reaches the office, whichever way it was written.
+                alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.handed_back,
+                                   reason=task.hand_back_reason or "", actor=task.handed_back_by or SYSTEM,
+                                   at=self.now)
+                continue
+            route = alerts.route_of(alert)
+            if route is None:
+                continue
+            department, position = route
             step = self.plan.step(key)
-            target = escalation_target(step)
-            if target == task.department:
-                target = COMMAND
-            new = self._new_task(step, stage, TaskStatus.assigned, attempt=task.attempt + 1, department=target)
-            self._assign(new, step, from_party=task.department, kind=LedgerKind.task_reassigned)
+            new = self._new_task(step, stage, TaskStatus.assigned, attempt=task.attempt + 1, department=department,
+                                 position=position)
+            self._assign(new, step, from_party=alert.department, kind=LedgerKind.task_reassigned,
+                         actor=alert.resolved_by or SYSTEM,
+                         details={"alert_id": alert.id, "choice": alert.resolution, "reason": alert.resolution_reason,
+                                  "meant": alert.department})
+            alert.routed_task_id = new.id
+            self.session.add(alert)
             progressed = True
         return progressed
 
@@ -242,6 +277,7 @@ class _Advancer:
                 self.session.add(task)
                 self._ledger(LedgerKind.task_cancelled, key=f"{task.id}:cancelled", from_party=task.department,
                              step_key=task.step_key, details={"reason": "stage ended"})
+                alerts.settle(self.session, task=task, actor=SYSTEM, at=self.now)
         self.session.flush()
 
     def _follow_decision(self, stage: str, gate: DepartmentTask, skipped: list[str], nxt: str | None) -> None:
@@ -285,13 +321,22 @@ class _Advancer:
                     sooner(remind_at)
             if self.now >= task.due_at:
                 target = escalation_target(step)
+                planned = target
+                if task.position is not None or not self.staffed(target):
+                    # Nobody there to tell (or a leader's task is late): the office is told, and may route it.
+                    target = COMMAND
+                    why = (f"overdue; {planned} has nobody able to act" if task.position is None
+                           else f"overdue with {task.position}")
+                    alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.overdue,
+                                       reason=why, actor=SYSTEM, at=self.now)
                 task.status = TaskStatus.escalated
                 task.escalated_at = self.now
                 task.escalated_to = target
                 self.session.add(task)
                 self._ledger(LedgerKind.task_escalated, key=f"{task.id}:escalated", from_party=task.department,
                              to_party=target, step_key=task.step_key,
-                             details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"})
+                             details={"due_at": task.due_at.isoformat(), "target": step.escalate_to or "supervisor"}
+                             | ({"planned_target": planned} if planned != target else {}))
                 outbox.queue(self.session, incident=self.incident, key=f"{task.id}:escalation",
                              purpose="escalation", target=target,
                              payload={"task": {"id": task.id, "step": task.step_key, "department": task.department,
@@ -305,7 +350,7 @@ class _Advancer:
             stage = self.incident.stage
             if self.incident.status != IncidentStatus.open:
                 break
-            while self.reassign_handed_back(stage) | self.activate(stage):
+            while self.route_handed_back(stage) | self.activate(stage):
                 pass
             if not self.stage_done(stage):
                 break

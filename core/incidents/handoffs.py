@@ -1,7 +1,8 @@
 """What a department does with a task: acknowledge it, complete it, or hand it back.
 
 Each action is one transaction with its ledger entry and a wake-up for the incident's flow; acting twice
-is a `TaskStateConflict`, never a second handoff.
+is a `TaskStateConflict`, never a second handoff. A hand-back raises the office's alert (`core.incidents.alerts`);
+a gate's decision that would cancel the stage's open tasks needs a confirmation with a reason (`open_work`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.incidents import authority
-from core.incidents.models import DepartmentTask, Incident, TaskStatus
+from core.incidents import alerts, authority
+from core.incidents.engine import latest_tasks
+from core.incidents.models import AlertKind, DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import recipients
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
@@ -23,6 +25,7 @@ from core.platform.clock import utcnow
 from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
 from core.platform.failpoints import failpoint
 from core.users.models import User
+from process_defs.schema import IncidentType
 
 
 def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
@@ -54,6 +57,16 @@ def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask
     return task
 
 
+def left_open_by_gate(session: Session, *, incident: Incident, plan: IncidentType,
+                      task: DepartmentTask) -> list[DepartmentTask]:
+    """The open (or handed-back) tasks that completing `task`, the stage's gate, would cancel with its stage."""
+    if plan.stages.get(task.stage).gate != task.step_key or incident.stage != task.stage:
+        return []
+    return [t for t in latest_tasks(session, incident.id).values()
+            if t.id != task.id and t.stage == task.stage and t.kind == "human"
+            and (TaskStatus(t.status).is_open or t.status == TaskStatus.handed_back)]
+
+
 def complete(
     session: Session,
     *,
@@ -63,10 +76,14 @@ def complete(
     note: str | None = None,
     by: User | None = None,
     ordered_by: str | None = None,
+    check_open_work: bool = False,
+    open_work_reason: str | None = None,
 ) -> DepartmentTask:
     """Complete a task with its form's outputs. `by`: the person completing it (None: a simulated department,
     demo and drills), whose positions authorise a decision that needs one; `ordered_by`: the commander on
-    whose verbal order the office records it."""
+    whose verbal order the office records it. `check_open_work` (people's requests: the API, pages, CLI): a
+    gate's decision that would cancel the stage's open tasks is refused (`open_work`) unless `open_work_reason`
+    confirms it."""
     incident, task = _locked_task(session, task_id)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
@@ -78,6 +95,10 @@ def complete(
     decided = authority.for_decision(session, plan=plan, step_key=step.key, outputs=clean, level=incident.level,
                                      by=by, ordered_by=ordered_by, actor=actor)
     now = utcnow()
+    alerts.confirm_open_work(session, incident=incident, work=left_open_by_gate(session, incident=incident, plan=plan,
+                                                                         task=task),
+                      actor=actor, reason=open_work_reason, check=check_open_work, why=f"gate:{task.step_key}",
+                      at=now)
     task.status = TaskStatus.completed
     task.completed_at = now
     task.completed_by = actor
@@ -91,6 +112,7 @@ def complete(
                   | ({"authority": decided.details()} if decided else {}), at=now)
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
+    alerts.settle(session, task=task, actor=actor, at=now)
     planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
     for target in recipients(session, incident.id, owner=task.department, shares=step.shares(), planned=planned):
         if outbox.has_endpoint(target):
@@ -125,6 +147,9 @@ def hand_back(session: Session, *, task_id: str, actor: str, reason: str) -> Dep
     ledger.append(session, incident=incident, kind=LedgerKind.task_handed_back, actor=actor,
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:handed_back", handed_over={"reason": reason}, at=now)
+    # The office is alerted with the reason and chooses where the task goes (never silently elsewhere).
+    alerts.raise_alert(session, incident=incident, task=task, kind=AlertKind.handed_back, reason=reason, actor=actor,
+                       at=now)
     wake(incident, now)
     session.add(incident)
     return task

@@ -112,6 +112,8 @@ class DepartmentTask(SQLModel, table=True):
     attempt: int = 1
     stage: str = Field(max_length=16)
     department: str = Field(max_length=64)
+    # A task the office referred to a command position (`commander@flood_control_hq`): whoever holds it acts.
+    position: str | None = Field(default=None, max_length=130)
     kind: str = Field(max_length=16)
     required: bool = True
     status: str = Field(default=TaskStatus.pending, max_length=16)
@@ -133,6 +135,44 @@ class DepartmentTask(SQLModel, table=True):
     cancel_reason: str | None = Field(default=None, max_length=200)
     outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     note: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class AlertKind(StrEnum):
+    handed_back = "handed_back"  # the department handed the task back, with its reason
+    unstaffed = "unstaffed"  # the task's department has nobody able to act
+    overdue = "overdue"  # overdue, and its escalation target has nobody able to act (or is a position)
+
+
+class AlertResolution(StrEnum):
+    reassign = "reassign"  # the office sent it to another department
+    take_over = "take_over"  # the office does it itself
+    ask_leader = "ask_leader"  # the office referred it to a command position
+    moot = "moot"  # the task ended otherwise (completed, or cancelled with its stage)
+
+
+class OfficeAlert(SQLModel, table=True):
+    """A task the emergency office must route: handed back, or meant for a department nobody can act for. It
+    stays open (and shown) until the office chooses; the choice says where the task goes next, and the engine
+    assigns the new attempt there."""
+
+    __tablename__ = "office_alert"
+    __table_args__ = (Index("ix_office_alert_open", "resolved_at", "incident_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    task_id: str = Field(foreign_key="department_task.id", unique=True, max_length=36)
+    step_key: str = Field(max_length=64)
+    department: str = Field(max_length=64)  # who was meant to act
+    kind: str = Field(max_length=16)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    raised_by: str = Field(max_length=100)
+    raised_at: datetime = Field(default_factory=utcnow)
+    resolved_at: datetime | None = None
+    resolved_by: str | None = Field(default=None, max_length=100)
+    resolution: str | None = Field(default=None, max_length=16)
+    target: str | None = Field(default=None, max_length=130)  # the department, or the position asked
+    resolution_reason: str | None = Field(default=None, sa_column=Column(Text))
+    routed_task_id: str | None = Field(default=None, max_length=36)  # the attempt the engine assigned after it
 
 
 class LevelChange(SQLModel, table=True):

@@ -86,6 +86,13 @@ def get_task(session: Session, task_id: str, department: str | None) -> Departme
     return task
 
 
+def attempts(session: Session, task: DepartmentTask) -> list[DepartmentTask]:
+    """Every attempt of the task's step, oldest first: who was meant to act on each and who acted."""
+    return list(session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == task.incident_id,
+                                                          DepartmentTask.step_key == task.step_key)
+                             .order_by(col(DepartmentTask.attempt))).all())
+
+
 def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
     """The task with its step's form and the inputs from earlier steps: what the plan hands the task's holder
     (`engine.shared_inputs`, as in the assignment's ledger entry and webhook), never more."""

@@ -177,11 +177,17 @@ def open_incident(
 
 
 def change_level(session: Session, *, incident_id: str, level: str, by: User, reason: str,
-                 ordered_by: str | None = None, proposal_id: str | None = None) -> Incident:
+                 ordered_by: str | None = None, proposal_id: str | None = None, check_open_work: bool = False,
+                 confirm_open_work: bool = False) -> Incident:
     """Raise or lower the level, by a person with the position the plan names for it (or the office on that
     person's verbal order, flagged until confirmed): tighten open deadlines on a raise, cancel unstarted steps
     that no longer apply on a lowering. Steps the new level activates are assigned by the flow when it wakes.
-    Open grading proposals at or below the new level become moot."""
+    Open grading proposals at or below the new level become moot. `check_open_work` (people's requests): a
+    lowering that would cancel open tasks is refused (`open_work`, listing them) unless `confirm_open_work`,
+    ledgered with the change's reason."""
+    from core.incidents import alerts  # alerts builds on this module
+
+
     check_level(level)
     if not reason.strip():
         raise ReasonRequired("a level change needs a reason")
@@ -218,6 +224,11 @@ def change_level(session: Session, *, incident_id: str, level: str, by: User, re
                                                            col(DepartmentTask.status).in_(
                                                                [s.value for s in TaskStatus if s.is_open]))).all()
     raised = level_rank(level) > level_rank(previous)
+    cancelled = [t for t in open_tasks if not raised and not plan.step(t.step_key).active_at(level)
+                 and t.status in (TaskStatus.pending, TaskStatus.assigned)]
+    alerts.confirm_open_work(session, incident=incident, work=[t for t in cancelled if t.kind == "human"],
+                             actor=actor, reason=reason if confirm_open_work else None, check=check_open_work,
+                             why=f"level:{previous}->{level}", at=now)
     for task in open_tasks:
         step = plan.step(task.step_key)
         if raised:
@@ -235,6 +246,7 @@ def change_level(session: Session, *, incident_id: str, level: str, by: User, re
             ledger.append(session, incident=incident, kind=LedgerKind.task_cancelled, actor=actor,
                           from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                           idempotency_key=f"{task.id}:cancelled", details={"reason": task.cancel_reason}, at=now)
+            alerts.settle(session, task=task, actor=actor, at=now)
     wake(incident, now)
     session.add(incident)
     return incident

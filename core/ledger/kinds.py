@@ -30,6 +30,13 @@ class LedgerKind(StrEnum):
     incident_closed = "incident.closed"
     incident_stood_down = "incident.stood_down"  # a gate's decision skipped the response stage
     stage_skipped = "stage.skipped"  # a gate's decision skipped a later stage (not the response)
+    # hand-backs and unstaffed departments: the office is alerted and chooses (core.incidents.alerts)
+    task_unstaffed = "task.unstaffed"  # the task's department (or escalation target) has nobody able to act
+    task_reassign_ordered = "task.reassign_ordered"  # the office sends the task to another department
+    task_taken_over = "task.taken_over"  # the office does the task itself
+    task_referred_to_leader = "task.referred_to_leader"  # the office asks a command position to decide
+    department_unstaffed = "department.unstaffed"  # its last active user was disabled while it has open tasks
+    open_work_confirmed = "stage.open_work_confirmed"  # leaving a stage with open tasks, confirmed with a reason
     # sharing (core.sharing)
     warning_published = "warning.published"
     # a public warning's release (审核签发): drafted by the issuing agency, reviewed (or returned for redrafting)

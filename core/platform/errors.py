@@ -75,3 +75,25 @@ class InputInvalid(BatonError):
 
     code = "input_invalid"
     http_status = 422
+
+
+class OpenWork(BatonError):
+    """Leaving a stage (a gate's decision, a lower level) would cancel open tasks: `details.open` lists them;
+    the request must confirm it with a reason."""
+
+    code = "open_work"
+    http_status = 409
+
+
+class DepartmentUnstaffed(BatonError):
+    """Nobody active in the department can act on a task (`core.incidents.permissions.able_to_act`)."""
+
+    code = "department_unstaffed"
+    http_status = 409
+
+
+class AlertResolved(BatonError):
+    """The office's choice on a hand-back alert was already made, or there is no open alert on the task."""
+
+    code = "alert_resolved"
+    http_status = 409

@@ -59,6 +59,39 @@ def plans_accept(proposal_id: str, actor: Annotated[str, typer.Option()] = "cli:
 
     proposal, row = session_call(accept, proposal_id=proposal_id, actor=actor)
     console.print(f"{proposal.type} is now at version {row.version} (new incidents use it)")
+    _warn_unstaffed([proposal.type])
+
+
+def _unstaffed_by_plan(types: list[str]) -> dict[str, list[str]]:
+    from core.incidents.alerts import unstaffed_plan_departments
+    from core.plans.store import plan_in_use
+
+    def load(session: Any) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for type_key in types:
+            out[type_key] = unstaffed_plan_departments(session, plan_in_use(session, type_key)[0])
+        return out
+
+    return session_call(load)
+
+
+def _warn_unstaffed(types: list[str]) -> int:
+    found = {t: depts for t, depts in _unstaffed_by_plan(types).items() if depts}
+    for type_key, departments in found.items():
+        err.print(f"[yellow]warning[/yellow] {type_key}: nobody active can act for {', '.join(departments)}, "
+                  "which the plan gives tasks to; each such task will alert the emergency office "
+                  "(add users: baton users add)")
+    return len(found)
+
+
+@app.command("staffing")
+def plans_staffing(type_key: Annotated[str | None, typer.Argument(metavar="[TYPE]")] = None) -> None:
+    """The departments each plan gives tasks to that have no active user; exit 1 if there are any."""
+    from core.plans.store import list_types
+
+    if _warn_unstaffed([type_key] if type_key else list_types()):
+        raise typer.Exit(1)
+    console.print("every department the plans give tasks to has somebody able to act")
 
 
 @app.command("reject")

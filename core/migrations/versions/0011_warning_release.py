@@ -1,6 +1,6 @@
 """warning release: a public warning is drafted, reviewed and signed off before it is published (审核签发)
 
-Revision ID: release_0001
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-03 09:00:00
 """
@@ -11,7 +11,7 @@ import sqlmodel
 from alembic import op
 
 
-revision: str = 'release_0001'
+revision: str = '0011'
 down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,0 +1,283 @@
+"""A hand-back cannot vanish: the emergency office's alerts on tasks it must route, and its three choices.
+
+A task is handed back with a reason, or meant for a department nobody active can act for (at assignment, at
+escalation, or when its last user is disabled): an `OfficeAlert` is raised for the office, with the reason, and
+stays open (shown on the office's pages, `GET /api/incidents/{id}/alerts`) until the office chooses:
+
+- **reassign** it to another department with somebody able to act;
+- **take it over**: the office does it itself;
+- **ask a leader**: refer it to a command position (总指挥 …); whoever holds the position acts.
+
+Each choice is ledgered with who, when and why, and wakes the incident; the engine (never the API) then
+assigns the task's next attempt where the choice says (`route`), ledgered as `task.reassigned`, so the new
+holder finds it in its inbox. The attempts of a step keep who was meant to act and who acted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from core.incidents.models import (
+    AlertKind,
+    AlertResolution,
+    DepartmentTask,
+    Incident,
+    IncidentStatus,
+    OfficeAlert,
+    TaskStatus,
+)
+from core.incidents.permissions import able_to_act, position_holders, unstaffed
+from core.incidents.service import COMMAND, lock_incident, wake
+from core.ledger import chain as ledger
+from core.ledger.kinds import LedgerKind
+from core.plans.store import plan_for_version, registry
+from core.platform.clock import utcnow
+from core.platform.errors import (
+    AlertResolved,
+    BatonError,
+    DepartmentUnstaffed,
+    IncidentClosed,
+    NotFound,
+    OpenWork,
+    ReasonRequired,
+)
+from process_defs.law_rules import position_ref_problem
+from process_defs.schema import DepartmentKind, IncidentType
+
+ROUTES = (AlertResolution.reassign, AlertResolution.take_over, AlertResolution.ask_leader)
+
+
+class PositionUnheld(BatonError):
+    """The position asked names no post, or nobody active holds it."""
+
+    code = "position_unheld"
+    http_status = 409
+
+
+class TargetInvalid(BatonError):
+    """The department named is not one a task can go to (unknown, or a body one level up)."""
+
+    code = "target_invalid"
+    http_status = 422
+
+
+def raise_alert(session: Session, *, incident: Incident, task: DepartmentTask, kind: AlertKind, reason: str,
+                actor: str, at: datetime) -> OfficeAlert:
+    """The office's alert on `task` (one per task attempt; raising it again returns it, an open one takes the
+    newer kind and reason). Unstaffed and overdue alerts are ledgered here; a hand-back has its own entry."""
+    alert = session.exec(select(OfficeAlert).where(OfficeAlert.task_id == task.id)).first()
+    if alert is not None:
+        if alert.resolved_at is None and alert.kind != kind:
+            alert.kind, alert.reason, alert.raised_by, alert.raised_at = kind, reason, actor, at
+            session.add(alert)
+        return alert
+    alert = OfficeAlert(incident_id=incident.id, task_id=task.id, step_key=task.step_key,
+                        department=task.position or task.department, kind=kind, reason=reason, raised_by=actor,
+                        raised_at=at)
+    session.add(alert)
+    session.flush()
+    if kind != AlertKind.handed_back:
+        ledger.append(session, incident=incident, kind=LedgerKind.task_unstaffed, actor=actor,
+                      from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                      idempotency_key=f"{task.id}:alert:{kind}", handed_over={"reason": reason},
+                      details={"alert_id": alert.id, "alert": str(kind), "department": task.department,
+                               "attempt": task.attempt}, at=at)
+    return alert
+
+
+def open_alerts(session: Session, *, incident_id: str | None = None) -> list[OfficeAlert]:
+    """Open alerts, oldest first (of one incident, or of every open incident)."""
+    query = select(OfficeAlert).where(col(OfficeAlert.resolved_at).is_(None))
+    if incident_id is not None:
+        query = query.where(OfficeAlert.incident_id == incident_id)
+    return list(session.exec(query.order_by(col(OfficeAlert.raised_at))).all())
+
+
+def alerts_of(session: Session, incident_id: str) -> list[OfficeAlert]:
+    """Every alert of the incident, open and resolved, oldest first."""
+    return list(session.exec(select(OfficeAlert).where(OfficeAlert.incident_id == incident_id)
+                             .order_by(col(OfficeAlert.raised_at))).all())
+
+
+def alert_of_task(session: Session, task_id: str) -> OfficeAlert | None:
+    return session.exec(select(OfficeAlert).where(OfficeAlert.task_id == task_id)).first()
+
+
+def settle(session: Session, *, task: DepartmentTask, actor: str, at: datetime) -> None:
+    """The task ended otherwise (completed, cancelled with its stage or level): its open alert is moot."""
+    alert = alert_of_task(session, task.id)
+    if alert is not None and alert.resolved_at is None:
+        alert.resolved_at, alert.resolved_by, alert.resolution = at, actor, AlertResolution.moot
+        alert.resolution_reason = task.status
+        session.add(alert)
+
+
+def leader_positions(session: Session, incident: Incident) -> list[str]:
+    """The command positions the plan names at the incident's level (who may start, raise or lower it): the
+    leaders the office may ask."""
+    plan = plan_for_version(session, incident.plan_version_id)
+    found: list[str] = []
+    for act in ("start", "raise", "lower"):
+        for ref in plan.positions_for(act, incident.level) or []:
+            if ref not in found:
+                found.append(ref)
+    return found
+
+
+def unstaffed_plan_departments(session: Session, plan: IncidentType) -> list[str]:
+    """The departments the plan gives people's tasks to that nobody active can act for (`baton plans staffing`,
+    and the warning when a plan version is accepted): each of their tasks would raise an `unstaffed` alert."""
+    return unstaffed(session, {s.department for _, s in plan.steps() if s.kind == "human"} - {COMMAND})
+
+
+def departments_to_route(session: Session) -> list[str]:
+    """The departments a task may be reassigned to: every one with somebody able to act (not bodies above)."""
+    return [d.key for d in registry().departments
+            if d.kind is not DepartmentKind.superior and d.key != COMMAND and able_to_act(session, d.key)]
+
+
+@dataclass(frozen=True)
+class Choice:
+    resolution: AlertResolution
+    target: str | None  # the department, or the position
+    kind: LedgerKind
+
+
+def _decide(session: Session, *, task_id: str, actor: str, reason: str, choice: Choice) -> OfficeAlert:
+    if not reason.strip():
+        raise ReasonRequired("the office's choice on a hand-back needs a reason")
+    task = session.get(DepartmentTask, task_id)
+    if task is None:
+        raise NotFound(f"no task '{task_id}'")
+    incident = lock_incident(session, task.incident_id)
+    session.refresh(task)
+    if incident.status != IncidentStatus.open:
+        raise IncidentClosed(f"incident {incident.code} is closed")
+    alert = alert_of_task(session, task.id)
+    if alert is None or alert.resolved_at is not None:
+        raise AlertResolved(f"task {task.step_key} has no open alert for the office to decide",
+                            details={"task_id": task.id})
+    if not (TaskStatus(task.status).is_open or task.status == TaskStatus.handed_back):
+        raise AlertResolved(f"task {task.step_key} is {task.status}", details={"task_id": task.id})
+    now = utcnow()
+    if task.status != TaskStatus.handed_back:
+        # Meant for nobody (or overdue with nobody to escalate to): the office takes it from its department.
+        task.status = TaskStatus.handed_back
+        task.handed_back_at, task.handed_back_by, task.hand_back_reason = now, actor, reason
+        session.add(task)
+    alert.resolved_at, alert.resolved_by = now, actor
+    alert.resolution, alert.target, alert.resolution_reason = choice.resolution, choice.target, reason
+    session.add(alert)
+    to_party = COMMAND if choice.resolution != AlertResolution.reassign else str(choice.target)
+    ledger.append(session, incident=incident, kind=choice.kind, actor=actor, from_party=alert.department,
+                  to_party=to_party, step_key=task.step_key, idempotency_key=f"{alert.id}:decided",
+                  handed_over={"reason": reason},
+                  details={"alert_id": alert.id, "alert": alert.kind, "meant": alert.department,
+                           "attempt": task.attempt, "choice": str(choice.resolution), "target": choice.target,
+                           "reason": reason, "alert_reason": alert.reason}, at=now)
+    wake(incident, now)
+    session.add(incident)
+    return alert
+
+
+def reassign(session: Session, *, task_id: str, department: str, actor: str, reason: str) -> OfficeAlert:
+    """Send the task to `department`, which must have somebody active able to act (else DepartmentUnstaffed)."""
+    dept = registry().department(department)
+    if dept is None or dept.kind is DepartmentKind.superior:
+        raise TargetInvalid(f"'{department}' is not a department a task can go to",
+                            details={"department": department})
+    if not able_to_act(session, department):
+        raise DepartmentUnstaffed(f"nobody active in {department} can act on the task; choose another department, "
+                                  "take it over, or ask a leader", details={"department": department})
+    choice = Choice(AlertResolution.take_over if department == COMMAND else AlertResolution.reassign, department,
+                    LedgerKind.task_taken_over if department == COMMAND else LedgerKind.task_reassign_ordered)
+    return _decide(session, task_id=task_id, actor=actor, reason=reason, choice=choice)
+
+
+def take_over(session: Session, *, task_id: str, actor: str, reason: str) -> OfficeAlert:
+    """The office does the task itself: its next attempt is the emergency office's."""
+    return _decide(session, task_id=task_id, actor=actor, reason=reason,
+                   choice=Choice(AlertResolution.take_over, COMMAND, LedgerKind.task_taken_over))
+
+
+def ask_leader(session: Session, *, task_id: str, position: str, actor: str, reason: str) -> OfficeAlert:
+    """Refer the task to a command position (`commander@flood_control_hq`): whoever holds it acts on it."""
+    why = position_ref_problem(position, registry())
+    if why is not None:
+        raise PositionUnheld(why, details={"position": position, "reason": "unknown"})
+    if not position_holders(session, position):
+        raise PositionUnheld(f"nobody active holds {position}", details={"position": position, "reason": "unheld"})
+    return _decide(session, task_id=task_id, actor=actor, reason=reason,
+                   choice=Choice(AlertResolution.ask_leader, position, LedgerKind.task_referred_to_leader))
+
+
+def open_work_of(work: list[DepartmentTask]) -> list[dict[str, Any]]:
+    """Open tasks as the `open_work` refusal lists them."""
+    return [{"task_id": t.id, "step": t.step_key, "department": t.position or t.department, "status": t.status,
+             "required": t.required, "stage": t.stage} for t in sorted(work, key=lambda t: t.step_key)]
+
+
+def confirm_open_work(session: Session, *, incident: Incident, work: list[DepartmentTask], actor: str,
+                      reason: str | None, check: bool, why: str, at: datetime) -> None:
+    """Leaving open work behind: refused (OpenWork, listing it) unless confirmed with a reason, which is
+    ledgered with the list. `check` False (simulated departments, drills) records a given reason only."""
+    if not work:
+        return
+    listed = open_work_of(work)
+    if reason is None or not reason.strip():
+        if check:
+            raise OpenWork(f"{len(work)} open task(s) would be cancelled: "
+                           f"{', '.join(str(t['step']) for t in listed)}; confirm with a reason",
+                           details={"open": listed, "why": why})
+        return
+    ledger.append(session, incident=incident, kind=LedgerKind.open_work_confirmed, actor=actor, from_party=actor,
+                  to_party=COMMAND, idempotency_key=f"{incident.id}:open-work:{incident.ledger_head_seq + 1}",
+                  handed_over={"reason": reason},
+                  details={"open": listed, "why": why, "reason": reason, "stage": incident.stage}, at=at)
+
+
+def route_of(alert: OfficeAlert) -> tuple[str, str | None] | None:
+    """Where the office's choice sends the task's next attempt: (department, position), or None (not routed)."""
+    if alert.resolved_at is None or alert.resolution not in ROUTES or alert.routed_task_id is not None:
+        return None
+    if alert.resolution == AlertResolution.reassign:
+        return str(alert.target), None
+    if alert.resolution == AlertResolution.ask_leader:
+        return COMMAND, alert.target
+    return COMMAND, None
+
+
+def department_unstaffed(session: Session, *, department: str, actor: str) -> list[OfficeAlert]:
+    """The department's last active user is gone: an alert for each of its open tasks on open incidents, and
+    one ledger entry per incident. The alerts raised (empty: it has no open work, or somebody can still act)."""
+    if department == COMMAND or able_to_act(session, department):
+        return []
+    open_tasks = session.exec(select(DepartmentTask).where(
+        DepartmentTask.department == department, DepartmentTask.kind == "human",
+        col(DepartmentTask.position).is_(None),
+        col(DepartmentTask.status).in_([s.value for s in TaskStatus if s.is_open]))).all()
+    raised: list[OfficeAlert] = []
+    now = utcnow()
+    by_incident: dict[str, list[DepartmentTask]] = {}
+    for task in open_tasks:
+        by_incident.setdefault(task.incident_id, []).append(task)
+    for incident_id, tasks in sorted(by_incident.items()):
+        incident = lock_incident(session, incident_id)
+        if incident.status != IncidentStatus.open:
+            continue
+        ledger.append(session, incident=incident, kind=LedgerKind.department_unstaffed, actor=actor,
+                      from_party=department, to_party=COMMAND,
+                      idempotency_key=f"{incident.id}:unstaffed:{department}:{incident.ledger_head_seq + 1}",
+                      details={"department": department, "tasks": sorted(t.step_key for t in tasks)}, at=now)
+        for task in tasks:
+            raised.append(raise_alert(session, incident=incident, task=task, kind=AlertKind.unstaffed,
+                                      reason=f"nobody active in {department} can act (its last user was disabled)",
+                                      actor=actor, at=now))
+        wake(incident, now)
+        session.add(incident)
+    return raised
+
