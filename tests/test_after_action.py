@@ -5,6 +5,7 @@ the API and who may read it."""
 
 from __future__ import annotations
 
+import io
 import re
 import zlib
 from collections.abc import Iterator
@@ -244,6 +245,54 @@ def test_escalations_level_changes_and_deviations(flood_incident: str) -> None:
     assert report.ledger.valid and report.ledger.entries == report.ledger.head_seq > 20
 
 
+def test_handoff_counts_add_up_and_returned_and_cancelled_tasks_say_why(flood_incident: str) -> None:
+    report = report_of(flood_incident)
+    tally = report.tally()
+    assert tally == {"assigned": 13, "completed": 5, "handed_back": 1, "cancelled": 1, "open": 6}
+    assert tally["assigned"] == tally["completed"] + tally["handed_back"] + tally["cancelled"] + tally["open"]
+    assert report.to_json()["tally"] == tally
+    html = render_report_html(report, "zh")
+    assert "13 项任务交给各部门 = 已完成 5 + 退回 1 + 已取消 1 + 仍在办理 6。" in html
+    returned = re.findall(r'<li data-kind="(handed_back|cancelled)" data-step="([a-z_]+)">(.*?)</li>', html)
+    assert [(kind, step) for kind, step, _ in returned] == [("handed_back", "underground_space_check"),
+                                                           ("cancelled", "underground_space_check")]
+    assert "市住房和城乡建设局" in returned[0][2] and "地下空间检查不属本局职责" in returned[0][2]
+    assert "已取消" in returned[1][2] and "所在阶段已先行结束" in returned[1][2]
+
+
+def test_the_damage_summary_adds_up_each_departments_latest_report(flood_incident: str) -> None:
+    assert report_of(flood_incident).damage == []  # nothing reported yet: no figure made up
+    complete(flood_incident, "casualty_report", at(400), {"deaths": 2, "missing": 1, "injured": 7,
+                                                         "people_moved": 350})
+    report = report_of(flood_incident)
+    totals = {f.key: f.total for f in report.damage}
+    assert totals == {"dead": 2, "missing": 1, "injured": 7, "moved": 350}
+    [dead] = [f for f in report.damage if f.key == "dead"]
+    [source] = dead.sources
+    assert (source.department, source.step, source.at) == ("subdistrict", "casualty_report", at(400))
+    html = render_report_html(report, "zh")
+    section = html[html.index('id="damage"'):html.index('id="timeline"')]
+    assert 'data-figure="dead" data-total="2"' in section and "2 人" in section
+    assert "街道办事处" in section and "统计报送灾情和人员伤亡（日报）" in section
+    assert 'data-figure="economic_loss">' in section and "未报告" in section  # not made up: said to be missing
+    english = render_report_html(report, "en")
+    assert "350 people" in english and "Direct economic loss" in english
+
+
+def test_key_figures_count_each_departments_latest_report_once() -> None:
+    from core.reporting.figures import Reported, summarise
+
+    reported = [Reported("subdistrict", at(10), "people_evacuated", 100, "evacuate_residents"),
+                Reported("subdistrict", at(30), "people_moved", 250, "casualty_report"),  # later: replaces 100
+                Reported("public_security", at(20), "people_evacuated", 40, "cordon_evacuation"),
+                Reported("subdistrict", at(30), "deaths", 1, "casualty_report"),
+                Reported("fire_rescue", at(5), "deaths", 2, "search_rescue"),
+                Reported("fire_rescue", at(5), "hot_spots", 9, "x")]  # not a key figure
+    totals = {f.key: (f.total, [s.department for s in f.sources]) for f in summarise(reported)}
+    assert totals == {"dead": (3, ["fire_rescue", "subdistrict"]),
+                      "moved": (290, ["public_security", "subdistrict"])}
+
+
 def test_the_report_reads_by_code_too_and_its_json_has_the_figures(flood_incident: str) -> None:
     code = report_of(flood_incident).code
     with session_scope() as session:
@@ -381,6 +430,33 @@ def test_the_pdf_is_printed_with_the_incident_code_in_its_text(flood_incident: s
     text = pdf_text(pdf)
     assert report.code in text
     assert "事后复盘报告" in text and "关键路径" in text  # the Chinese is real text, in a CJK font
+
+
+@needs_chromium
+def test_the_pdf_is_a_document_with_a_running_header_and_page_numbers(flood_incident: str) -> None:
+    from pypdf import PdfReader
+
+    report = report_of(flood_incident)
+    pages = PdfReader(io.BytesIO(html_to_pdf(render_report_html(report, "zh")))).pages
+    texts = [page.extract_text() or "" for page in pages]
+    total = len(texts)
+    assert total >= 2, texts
+    # The first page is the report's opening, not a blank page before it.
+    assert "事后复盘报告" in texts[0] and "暴雨内涝 复盘测试" in texts[0] and "灾情汇总" in texts[0]
+    for number, text in enumerate(texts, start=1):
+        flat = re.sub(r"\s+", "", text)
+        assert f"第{number}页/共{total}页" in flat, (number, text[-300:])
+        assert report.code in text and "复盘测试" in text, (number, text[:300])  # the running header
+    english = PdfReader(io.BytesIO(html_to_pdf(render_report_html(report, "en")))).pages
+    assert f"Page 1 of {len(english)}" in (english[0].extract_text() or "")
+
+
+def test_the_header_of_the_print_stylesheet_cannot_be_broken_out_of(flood_incident: str) -> None:
+    from core.learning.after_action.text import ReportText
+
+    quoted = ReportText().css_string('FLD-1 · 暴雨"; } body { display: none } </style><script>')
+    assert quoted.startswith('"FLD-1 · 暴雨') and quoted.count('"') == 2
+    assert "<" not in quoted and "}" not in quoted and ";" not in quoted
 
 
 def test_a_missing_chromium_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,8 @@ def test_ad_hoc_reports_reach_their_scope_only(baton: str) -> None:
     health = [i for i in board_items(incident_id, "health_commission") if i["kind"] == "report"]
     assert {i["department"] for i in police} == {"subdistrict", "water_affairs"}
     assert {i["department"] for i in health} == {"water_affairs"}
-    assert police[0]["text"].endswith("<b>注意</b>")  # stored as written; pages escape it
+    assert [i["department"] for i in police] == ["water_affairs", "subdistrict"]  # newest first
+    assert police[1]["text"].endswith("<b>注意</b>")  # stored as written; pages escape it
     for bad in ({"text": " "}, {"text": "x", "classification": "secret"}, {"text": "x", "share_with": ["nobody"]},
                 {"text": "x", "classification": "restricted"}, {"text": "x", "figures": {"n": "many"}}):
         with pytest.raises(ReportInvalid), session_scope() as session:

@@ -1,5 +1,5 @@
-"""An incident's situation board: what the departments report and share, polled by the page, and the form to
-post a report."""
+"""An incident's situation board: what the departments report and share (newest first, its key figures on top),
+polled by the page, and the form to post a report, shared with departments chosen by name."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from api.deps import PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from core.incidents import reads
-from core.sharing.board import ReportInvalid, board, post_report
+from core.incidents.scope import EVERYONE, departments_on
+from core.plans.store import plan_for_version, registry
+from core.reporting.figures import figure_of
+from core.sharing.board import ReportInvalid, board, key_figures, post_report
 
 router = page_router()
 
@@ -21,13 +24,34 @@ router = page_router()
 def _board_context(session: Session, principal: Principal, incident_id: str) -> dict[str, Any]:
     reader = None if principal.sees_all else principal.user.department
     incident = reads.get_incident(session, incident_id, reader)
-    return {"incident": incident, "items": board(session, incident, reader), "poll_seconds": POLL_SECONDS,
-            "can_report": principal.acts_for is not None}
+    items = board(session, incident, reader)
+    plan = plan_for_version(session, incident.plan_version_id)
+    # The departments a report may be shared with, by name: those on the incident (who read its board), in the
+    # registry's order, less the one posting.
+    on = departments_on(session, incident.id)
+    share_choices = [d.key for d in registry().departments if d.key in on and d.key != principal.acts_for]
+    return {"incident": incident, "items": items, "figures": key_figures(items), "poll_seconds": POLL_SECONDS,
+            "can_report": principal.acts_for is not None, "share_choices": share_choices,
+            "form_field": lambda step_key, key: _form_field(plan, step_key, key), "figure_of": figure_of}
+
+
+def _form_field(plan: Any, step_key: str | None, key: str) -> Any:
+    if step_key is None:
+        return None
+    try:
+        return plan.step(step_key).field(key)
+    except KeyError:
+        return None
+
+
+def _scope(values: list[str]) -> list[str]:
+    """The departments ticked on the form (a comma-separated list is read too); none ticked: all on the incident."""
+    return [d.strip() for value in values for d in value.split(",") if d.strip()] or [EVERYONE]
 
 
 @router.get("/incidents/{incident_id}/board")
 def board_page(incident_id: str, request: Request, principal: PageUser, session: SessionDep) -> HTMLResponse:
-    return page(request, principal, "board.html", report_error=None, report_text="", share_with="",
+    return page(request, principal, "board.html", report_error=None, report_text="", share_with=[],
                 **_board_context(session, principal, incident_id))
 
 
@@ -44,16 +68,15 @@ def board_report(incident_id: str, request: Request, principal: PageUser, sessio
     if principal.acts_for is None:
         raise ApiError(403, "forbidden", "managers read the board; they do not post to it")
     context = _board_context(session, principal, incident_id)
-    scope = [d.strip() for d in field(form, "share_with").split(",") if d.strip()] or ["all"]
+    chosen = [v for v in form.getlist("share_with") if isinstance(v, str)]
     try:
         post_report(session, incident_id=context["incident"].id, department=principal.acts_for,
-                    author=principal.actor, text=field(form, "text"), share_with=scope,
+                    author=principal.actor, text=field(form, "text"), share_with=_scope(chosen),
                     classification=field(form, "classification") or "internal")
     except ReportInvalid as exc:
         session.rollback()
         return page(request, principal, "board.html", 422, report_error=exc.message,
-                    report_text=field(form, "text"), share_with=field(form, "share_with"),
+                    report_text=field(form, "text"), share_with=_scope(chosen),
                     **_board_context(session, principal, incident_id))
     session.commit()
     return redirect(f"/incidents/{context['incident'].id}/board")
-

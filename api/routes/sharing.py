@@ -25,7 +25,7 @@ from core.outbox.service import attempts, get_delivery, list_deliveries, public,
 from core.platform.input_policy import Count, Line, Lines, Moment, Number, Offset
 from core.reports.sitrep import sitrep
 from core.sharing import warnings as release
-from core.sharing.board import board, post_report
+from core.sharing.board import after, board, key_figures, post_report
 from core.sharing.models import CapAlert
 from core.sharing.warnings import current
 from core.signals import intake
@@ -146,10 +146,14 @@ def _key(principal: Principal, idempotency_key: str | None) -> str:
 @router.get("/api/incidents/{incident_id}/board")
 def get_board(incident_id: str, principal: CurrentUser, session: SessionDep,
               since: Moment | None = None) -> dict[str, Any]:
-    """Everything shared on the incident, in order, as far as the reader's department may see it."""
+    """Everything shared on the incident, newest first, as far as the reader's department may see it, and the key
+    figures (dead, missing, injured, people moved, shelters open, …) summed from what the reader may see: per
+    department its latest report, added up over the departments, each total with its sources. `since` limits the
+    items, not the figures."""
     incident = reads.get_incident(session, incident_id, _reader(principal))
+    items = board(session, incident, _reader(principal))
     return {"incident_id": incident.id, "code": incident.code,
-            "items": board(session, incident, _reader(principal), since=since)}
+            "figures": [figure.to_json() for figure in key_figures(items)], "items": after(items, since)}
 
 
 @router.post("/api/incidents/{incident_id}/reports", status_code=201)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,30 @@ from zoneinfo import ZoneInfo
 from core.plans.store import registry
 from core.platform.settings import get_settings
 from process_defs.schema import LEVEL_NAMES, STAGE_NAMES, FieldType, FormField
+
+# The plans write units in Chinese, as forms in China do; an English reader reads them in English.
+UNIT_NAMES: dict[str, str] = {
+    "人": "people", "人次": "visits", "处": "sites", "户": "households", "万户": "×10,000 households",
+    "万元": "×10,000 yuan", "辆": "vehicles", "个": "", "条": "", "家": "", "例": "cases", "座": "", "栋": "buildings",
+    "间": "rooms", "所": "", "台": "units", "项": "items", "艘": "vessels", "段": "sections", "支": "teams",
+    "级": "", "株": "trees", "张": "", "层": "floors", "天": "days", "件": "items", "万平方米": "×10,000 m²",
+    "起": "cases", "小时": "h", "列": "trains", "人/平方米": "people/m²", "顶": "", "部": "", "道": "", "度": "",
+    "套": "sets", "块": "", "场": "events", "吨": "t", "万条": "×10,000", "万套": "×10,000 sets",
+    "万只": "×10,000", "万人": "×10,000 people",
+}
+CLASSIFICATION_NAMES: dict[str, dict[str, str]] = {
+    "public": {"zh": "公开", "en": "Public"},
+    "internal": {"zh": "内部", "en": "Internal"},
+    "restricted": {"zh": "限定范围", "en": "Restricted"},
+}
+# What a CAP message does, as people say it.
+MSG_TYPE_NAMES: dict[str, dict[str, str]] = {
+    "Alert": {"zh": "发布", "en": "Issued"},
+    "Update": {"zh": "更新", "en": "Updated"},
+    "Cancel": {"zh": "解除", "en": "Cancelled"},
+}
+YES_NO = {"zh": ("是", "否"), "en": ("Yes", "No")}
+_ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
 class Wording:
@@ -67,26 +92,67 @@ class Wording:
         offset = datetime.now(self.zone).strftime("%z")
         return f"{self.zone.key}, UTC{offset[:3]}:{offset[3:]}"
 
+    def yes_no(self, value: bool) -> str:
+        yes, no = YES_NO[self.lang]
+        return yes if value else no
+
+    def unit(self, unit: str | None) -> str:
+        """A plan's unit in the reader's language (人 → people); the unit as written when it has no English."""
+        if not unit:
+            return ""
+        return UNIT_NAMES.get(unit, unit) if self.lang == "en" else unit
+
+    def number(self, value: float) -> str:
+        """A number as people write it: whole numbers without a decimal point, others to two places at most."""
+        if isinstance(value, float) and not value.is_integer():
+            return f"{value:.2f}".rstrip("0").rstrip(".")
+        return str(int(value))
+
+    def quantity(self, value: float | None, unit: str | None) -> str:
+        """A number with its unit in the reader's language: `320 人`, `320 people`."""
+        if value is None:
+            return "—"
+        shown = self.unit(unit)
+        return f"{self.number(value)} {shown}" if shown else self.number(value)
+
+    def classification(self, key: str | None) -> str:
+        return self.t(CLASSIFICATION_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
+
+    def msg_type(self, key: str | None) -> str:
+        return self.t(MSG_TYPE_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
+
     def value(self, form_field: FormField | None, value: Any) -> str:
-        """An output value as text: choices by their label, booleans as ✓/✗, places by name, local times."""
+        """An output value as people read it: 是/否 (Yes/No), choices by their label, places by name, moments in
+        Baton's time zone, numbers with their unit in the reader's language; lists and objects as words, never as
+        Python writes them."""
+        separator = "、" if self.lang == "zh" else ", "
+        if value is None or value == "":
+            return ""
         if isinstance(value, bool):
-            return "✓" if value else "✗"
+            return self.yes_no(value)
         if form_field is not None and form_field.type is FieldType.choice and form_field.choices:
             labels = {c.value: self.t(c.label) for c in form_field.choices}
             values = value if isinstance(value, list) else [value]
-            return ("、" if self.lang == "zh" else ", ").join(labels.get(str(v), str(v)) for v in values)
+            return separator.join(labels.get(str(v), self.value(None, v)) for v in values)
         if isinstance(value, Mapping):
-            parts = [str(value.get("name") or "")]
-            if value.get("lat") is not None:
-                parts.append(f"({value.get('lat')}, {value.get('lon')})")
-            return " ".join(p for p in parts if p)
+            if "name" in value or "lat" in value:
+                parts = [str(value.get("name") or "")]
+                if value.get("lat") is not None:
+                    parts.append(f"({value.get('lat')}, {value.get('lon')})")
+                return " ".join(p for p in parts if p)
+            return separator.join(f"{self.t(k) if isinstance(k, Mapping) else k}: {self.value(None, v)}"
+                                  for k, v in value.items())
         if isinstance(value, list):
-            return ", ".join(str(v) for v in value)
-        if form_field is not None and form_field.type is FieldType.datetime and isinstance(value, str):
+            return separator.join(self.value(form_field, v) for v in value)
+        if isinstance(value, int | float):
+            return self.quantity(value, form_field.unit if form_field is not None else None)
+        if isinstance(value, datetime):
+            return self.when(value)
+        if isinstance(value, str) and _ISO_MOMENT.match(value.strip()):
             try:
-                parsed = datetime.fromisoformat(value)
+                return self.when(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
             except ValueError:
                 return value
-            return self.when(parsed)
-        text = "" if value is None else str(value)
-        return f"{text} {form_field.unit}" if form_field is not None and form_field.unit and text else text
+        text = str(value)
+        shown = self.unit(form_field.unit) if form_field is not None else ""
+        return f"{text} {shown}" if shown else text

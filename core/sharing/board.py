@@ -1,4 +1,6 @@
-"""The situation board: everything shared on an incident, in order, as far as the reader may see it.
+"""The situation board: everything shared on an incident, newest first, as far as the reader may see it, and
+its key figures summed from those same items (`key_figures`), so a value the reader may not see never reaches
+a total the reader reads.
 
 Items are completed step outputs the plan shares, ad-hoc situation reports, public warnings, and, for the
 command (office, managers), the levels the plan's grading proposed and level decisions awaiting the
@@ -26,8 +28,10 @@ from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals
+from core.reporting.figures import FigureTotal, Reported, number, summarise
 from core.reporting.reads import views as upward_reports
 from core.sharing.models import CapAlert, SituationReport
+from core.sharing.warnings import alert_texts
 from process_defs.schema import Classification, Share
 
 
@@ -41,7 +45,8 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
     items: list[dict[str, Any]] = []
     for shared in shared_steps(session, incident, reader):
         task, step = shared["task"], shared["step"]
-        items.append({"kind": "step", "id": task.id, "at": task.completed_at, "department": task.department,
+        items.append({"kind": "step", "id": task.id, "step": step.key, "at": task.completed_at,
+                      "department": task.department,
                       "title": step.title.model_dump(), "classification": shared["classification"],
                       "fields": [{"key": k, "value": v,
                                   "label": (f.label.model_dump() if (f := step.field(k)) else {"zh": k, "en": k}),
@@ -65,7 +70,8 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
                       "department": alert.department or "emergency_office",
                       "title": {"zh": "预警信息", "en": "Warning"}, "classification": "public",
                       "identifier": alert.identifier, "msg_type": alert.msg_type, "status": alert.status,
-                      "published": alert.published, "state": alert.state, "colour": alert.colour})
+                      "published": alert.published, "state": alert.state, "colour": alert.colour,
+                      **alert_texts(alert)})
     items.extend(upward_report_items(session, incident, reader))
     if reader is None:  # the level is the command's decision; departments see the level, not its deliberation
         for proposal in grading.list_proposals(session, incident.id):
@@ -81,10 +87,33 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
                                     "en": f"Level {row.level} decision to confirm"},
                           "act": row.act, "level": row.level, "verbal": row.verbal, "needs": row.needs,
                           "authorised_by": row.authorised_by, "recorded_by": row.recorded_by})
-    items.sort(key=lambda item: item["at"] or utcnow())
-    if since is not None:
-        items = [item for item in items if item["at"] and item["at"] > since]
-    return items
+    items.sort(key=lambda item: item["at"] or utcnow(), reverse=True)  # newest first: a board, not a log
+    return after(items, since)
+
+
+def after(items: list[dict[str, Any]], since: datetime | None) -> list[dict[str, Any]]:
+    """The board's items newer than `since` (all of them without it)."""
+    return items if since is None else [item for item in items if item["at"] and item["at"] > since]
+
+
+def key_figures(items: list[dict[str, Any]]) -> list[FigureTotal]:
+    """The key figures of a board as its reader sees it: summed from the items' own values (completed steps'
+    visible fields and the figures of the situation reports the reader may see), so nothing the reader may not
+    see is counted. Per department the latest report counts (`core.reporting.figures`)."""
+    reported: list[Reported] = []
+    for item in items:
+        if item["kind"] == "step":
+            values = [(f["key"], f["value"]) for f in item["fields"]]
+        elif item["kind"] == "report":
+            values = list((item.get("figures") or {}).items())
+        else:
+            continue
+        for name, value in values:
+            amount = number(value)
+            if amount is not None:
+                reported.append(Reported(department=item["department"], at=item["at"], name=name, value=amount,
+                                         step=item.get("step"), title=item["title"]))
+    return summarise(reported)
 
 
 def upward_report_items(session: Session, incident: Incident, reader: str | None) -> list[dict[str, Any]]:

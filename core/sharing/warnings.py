@@ -125,6 +125,20 @@ def public_alert(alert: CapAlert) -> tuple[str, ElementTree.Element] | None:
     return None
 
 
+def alert_texts(alert: CapAlert) -> dict[str, dict[str, str]]:
+    """The alert's headline and instruction in Chinese and English, as its CAP infos say them (empty if the
+    stored XML cannot be read)."""
+    texts: dict[str, dict[str, str]] = {"headline": {}, "instruction": {}}
+    published = public_alert(alert)
+    if published is None:
+        return texts
+    for info in published[1].findall("cap:info", CAP_NS):
+        lang = "en" if (info.findtext("cap:language", "", CAP_NS) or "").startswith("en") else "zh"
+        for name in texts:
+            texts[name][lang] = info.findtext(f"cap:{name}", "", CAP_NS)
+    return texts
+
+
 def feed_entries(session: Session) -> list[dict[str, Any]]:
     """The public Atom feed's entries: the active public alerts that can be published (see `public_alert`)."""
     entries = []

@@ -27,6 +27,7 @@ from core.learning.after_action.model import (
 from core.learning.critical_path import Ran, critical_path
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
+from core.reporting.figures import DAMAGE_FIGURES, FigureTotal, Reported, figure_of, number, summarise
 from core.reporting.reads import views as upward_report_views
 from process_defs.schema import STAGES, IncidentType
 
@@ -297,7 +298,18 @@ def build_report(session: Session, *, incident_id: str, now: datetime | None = N
         total_s=span(opened, closed or moment, scale), stages=stages, handoffs=handoffs, critical_path=path,
         held_up=held_up, departments=departments, escalations=escalations, level_changes=level_changes,
         deviations=deviations, ledger=ledger, timeline=_plan_clock(_as_of(timeline, handoffs), opened, scale),
-        upward_reports=upward_report_views(session, incident.id, moment))
+        upward_reports=upward_report_views(session, incident.id, moment), damage=damage_of(rows, titles))
+
+
+def damage_of(rows: Sequence[DepartmentTask], titles: Mapping[str, dict[str, str]]) -> list[FigureTotal]:
+    """The damage summary: the dead, missing, injured, people moved and direct economic loss as departments
+    reported them in their forms (completed tasks' outputs), each department's latest report counted once."""
+    reported = [Reported(department=task.department, at=as_utc(task.completed_at), name=name, value=amount,
+                         step=task.step_key, title=titles.get(task.step_key))
+                for task in rows if task.kind == "human" and task.status == TaskStatus.completed
+                for name, value in (task.outputs or {}).items()
+                if figure_of(name) is not None and (amount := number(value)) is not None]
+    return summarise(reported, only=DAMAGE_FIGURES)
 
 
 def _as_of(timeline: dict[str, Any], handoffs: Sequence[Handoff]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.reporting.figures import FigureTotal
+
 
 @dataclass
 class StageFigure:
@@ -160,6 +162,17 @@ class AfterActionReport:
     timeline: dict[str, Any] = field(repr=False, default_factory=dict)
     # Reports to the bodies above (信息报送), each with its lateness (迟报) at `generated_at`.
     upward_reports: list[dict[str, Any]] = field(default_factory=list)
+    # The damage as departments reported it in their forms (`core.reporting.figures`: each department's latest
+    # report, added up), each total with its sources; a figure nobody reported is absent.
+    damage: list[FigureTotal] = field(default_factory=list)
+
+    def tally(self) -> dict[str, int]:
+        """What became of the tasks handed to departments: assigned = completed + handed back + cancelled + open
+        (still with a department: assigned, acknowledged or escalated)."""
+        statuses = [h.status for h in self.handoffs]
+        done = {"completed": statuses.count("completed"), "handed_back": statuses.count("handed_back"),
+                "cancelled": statuses.count("cancelled")}
+        return {"assigned": len(statuses), **done, "open": len(statuses) - sum(done.values())}
 
     def counts(self) -> dict[str, int]:
         outcomes = [h.outcome for h in self.handoffs]
@@ -172,5 +185,6 @@ class AfterActionReport:
         out = asdict(self)
         out.pop("timeline", None)
         out["counts"] = self.counts()
+        out["tally"] = self.tally()
         out["units"] = {"durations": "seconds", "time_basis": self.time_basis, "clock_speed": self.clock_speed}
         return out

@@ -15,7 +15,7 @@ from core.platform.templating import render
 def report_context(report: AfterActionReport, lang: str = "zh") -> dict[str, Any]:
     """The templates' context: the report, the words helper and the three pictures (built escaped here)."""
     rt = ReportText(lang, plan_clock=(report.opened_at, report.clock_speed) if report.time_basis == "plan" else None)
-    return {"report": report, "rt": rt, "counts": report.counts(),
+    return {"report": report, "rt": rt, "counts": report.counts(), "damage": {f.key: f for f in report.damage},
             # Every text in the pictures is escaped where they are built; nothing else is marked safe.
             "charts": {"timeline": Markup(timeline_picture(report, rt)), "stages": Markup(stage_chart(report, rt)),
                        "waits": Markup(waits_chart(report, rt))}}

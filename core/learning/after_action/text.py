@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from markupsafe import Markup
+
 from core.learning.after_action.compute import as_utc
 from core.plans.wording import Wording
 
@@ -60,3 +62,14 @@ class ReportText(Wording):
 
     def speed(self, value: float) -> str:
         return f"{value:g}"
+
+    def css_string(self, text: str) -> Markup:
+        """`text` as a quoted CSS string for a print stylesheet (the running header): every character that could
+        end the string, the declaration or the style element is written as a CSS escape."""
+        out = []
+        for char in text:
+            if char.isalnum() or char in " -_.·:()（）":
+                out.append(char)
+            else:
+                out.append(f"\\{ord(char):06x}")
+        return Markup('"' + "".join(out) + '"')
