@@ -278,6 +278,12 @@ class LockoutPage(BaseModel):
 class UserPage(BaseModel):
     items: list[UserPublic]
     total: int
+    limit: int = 200
+    offset: int = 0
+
+
+class UserUpdate(Strict):
+    display_name: Line = Field(max_length=100, description="The name people know the user by; empty: the user name.")
 
 
 class DisableIn(Strict):

@@ -44,6 +44,9 @@ def _user(kind: str, *, active: bool) -> Target:
 
 ROWS: list[Case] = [
     Case("GET", "/api/users", "none", ADMIN),
+    Case("GET", "/api/users?q=water&limit=200&offset=0", "none", ADMIN, note="searched, paged"),
+    *[Case("PATCH", "/api/users/{user_id}", target, expect, json={"display_name": "水务值班（夜）"}, writes=True)
+      for target, expect in (("user", ADMIN), ("unknown", ADMIN_MISSING))],
     Case("GET", "/api/users/lockouts", "none", ADMIN),
     Case("POST", "/api/users", "none", roles(401, 403, 403, 201, 403, 403), json=new_user, writes=True),
     *[Case("POST", f"/api/users/{{user_id}}/{action}", target, expect, json=body, writes=True)

@@ -153,9 +153,9 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
-    reports, warnings, signals (and what each did), deliveries, revoked tokens, users (active, failed logins,
-    lockout) and their locks per address, upward reports. Read as plain rows (the access matrices take one before
-    and after each of a thousand requests)."""
+    reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
+    failed logins, lockout) and their locks per address, upward reports. Read as plain rows (the access matrices
+    take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -175,8 +175,9 @@ def fingerprint() -> tuple[Any, ...]:
         levels = table(Incident.id, Incident.level)
         deliveries = table(OutboundDelivery.id, OutboundDelivery.outcome, OutboundDelivery.replays)
         # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
-        users = tuple(sorted((name, active, failed, present(locked)) for name, active, failed, locked in
-                             rows(User.username, User.active, User.failed_logins, User.locked_until)))
+        users = tuple(sorted((name, shown, active, failed, present(locked)) for name, shown, active, failed, locked
+                             in rows(User.username, User.display_name, User.active, User.failed_logins,
+                                     User.locked_until)))
         upward = tuple(sorted((id_, status, present(edited), present(phoned)) for id_, status, edited, phoned in
                               rows(UpwardReport.id, UpwardReport.status, UpwardReport.edited_at,
                                    UpwardReport.phoned_at)))

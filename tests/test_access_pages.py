@@ -170,12 +170,23 @@ MATRIX: list[PageCase] = [
       for target in ("report", "unknown")],
     # Administration: administrators only; for everyone else the pages are not there.
     PageCase("GET", "/admin/users", "none", ADMIN_PAGE),
+    PageCase("GET", "/admin/users?q=water&offset=50", "none", ADMIN_PAGE, note="searched, paged"),
     PageCase("POST", "/admin/users", "none", ADMIN_FORM, form=new_user, writes=True),
+    # One user's page; disabling and ending sessions are confirmed on a page of their own first, and a post
+    # without the confirmation only asks again (changes nothing).
+    *[PageCase("GET", path, target, ADMIN_PAGE if target != "unknown" else MISSING_PAGE)
+      for path in ("/admin/users/{user_id}", "/admin/users/{user_id}/disable", "/admin/users/{user_id}/revoke-tokens")
+      for target in ("user", "unknown")],
+    *[PageCase("POST", f"/admin/users/{{user_id}}/{action}", target,
+               ADMIN_PAGE if target != "unknown" else MISSING_PAGE, form={"reason": "调离岗位"}, note="unconfirmed")
+      for action in ("disable", "revoke-tokens") for target in ("user", "unknown")],
     *[PageCase("POST", f"/admin/users/{{user_id}}/{action}", target,
                ADMIN_FORM if target != "unknown" else MISSING_PAGE, form=form, writes=True)
-      for action, form, kind in (("disable", {"reason": "调离岗位"}, "user"), ("enable", None, "disabled_user"),
-                                 ("unlock", None, "user"), ("revoke-tokens", None, "user"),
-                                 ("password", {"password": "a-new-password-42"}, "user"))
+      for action, form, kind in (("disable", {"reason": "调离岗位", "confirm": "yes"}, "user"),
+                                 ("enable", None, "disabled_user"), ("unlock", None, "user"),
+                                 ("revoke-tokens", {"confirm": "yes"}, "user"),
+                                 ("password", {"password": "a-new-password-42"}, "user"),
+                                 ("display-name", {"display_name": "水务值班（夜）"}, "user"))
       for target in (kind, "unknown")],
     PageCase("GET", "/admin/audit", "none", ADMIN_PAGE),
     PageCase("GET", "/admin/audit?action=login&offset=x", "none", ADMIN_PAGE, note="filtered"),

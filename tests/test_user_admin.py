@@ -10,8 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
+from core.incidents.service import COMMAND
+from core.plans.store import departments_given_tasks
+from core.platform.db import session_scope
+from core.users.models import User
+from core.users.service import departments_without_active_users
 from flows.cli import app as cli
 from tests.api_server import (
     PASSWORD,
@@ -214,16 +220,16 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
     shown = page.get("/admin/users?done=added").text
     assert "用户已添加。" in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown and "<script>alert" not in shown
     assert token_for(api, "water9", NEW_PASSWORD).status_code == 200
-    # Disable with a reason: the user's logins end; the audit page shows who did it and why.
+    # Disable with a reason (confirmed): the user's logins end; the audit page shows who did it and why.
     target = user_id(api, "water9")
-    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "csrf": token})
-    assert done.status_code == 303 and done.headers["location"] == "/admin/users?done=disable"
+    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "confirm": "yes", "csrf": token})
+    assert done.status_code == 303 and done.headers["location"] == f"/admin/users/{target}?done=disable"
     error_of(token_for(api, "water9", NEW_PASSWORD), 401)
     assert 'data-user="water9"' in (text := page.get("/admin/users").text) and "已停用" in text
     assert page.post(f"/admin/users/{target}/enable", data={"csrf": token}).status_code == 303
     short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": token})
     assert short.status_code == 422 and "密码须为 10 至 1024 个字符。" in short.text
-    own = page.post(f"/admin/users/{me}/disable", data={"csrf": token})
+    own = page.post(f"/admin/users/{me}/disable", data={"confirm": "yes", "csrf": token})
     assert own.status_code == 409 and "不能停用自己的账号。" in own.text
     audit = page.get("/admin/audit?action=user").text
     assert 'data-action="user.disabled"' in audit and "调离岗位" in audit and "user:admin" in audit
@@ -231,7 +237,7 @@ def test_the_administration_pages_do_what_the_api_does(api: Api) -> None:
     logins = page.get("/admin/audit", params={"action": "login", "actor": "user:admin"}).text
     assert 'data-action="login"' in logins and 'data-action="user.added"' not in logins
     # Ending one's own sessions from the page ends this one too: back to the login form.
-    out = page.post(f"/admin/users/{me}/revoke-tokens", data={"csrf": token})
+    out = page.post(f"/admin/users/{me}/revoke-tokens", data={"confirm": "yes", "csrf": token})
     assert out.status_code == 303 and out.headers["location"] == "/login"
     assert page.get("/admin/users").headers["location"].startswith("/login")
 
@@ -250,3 +256,239 @@ def test_the_audit_page_pages_through_the_trail(api: Api) -> None:
     assert 'href="/admin/audit?action=login&amp;offset=0"' in second  # "newer"
     assert len(re.findall(r'data-action="login', second)) == total - 2
     assert page.get("/admin/audit?offset=not-a-number").status_code == 200
+
+
+# -- administration that scales: finding users, a page at a time, one user at a time, confirmations ----------
+
+
+def add_via_api(api: Api, username: str, display_name: str, role: str = "department",
+                department: str | None = "water_affairs") -> str:
+    body = {"username": username, "role": role, "department": department, "password": NEW_PASSWORD,
+            "display_name": display_name}
+    created = admin(api, "POST", "/api/users", json=body)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def found(api: Api, **params: Any) -> list[str]:
+    response = admin(api, "GET", "/api/users", params=params)
+    assert response.status_code == 200, response.text
+    return [u["username"] for u in response.json()["items"]]
+
+
+def test_users_are_found_by_name_display_name_department_and_role(api: Api) -> None:
+    add_via_api(api, "zhang.san", "张三")
+    add_via_api(api, "li.si", "李四", department="public_security")
+    # Display name, user name (any case), department (its key, or its name in either language), role.
+    assert found(api, q="张三") == ["zhang.san"]
+    assert found(api, q="ZHANG") == ["zhang.san"]
+    assert set(found(api, q="水务")) == {"water_affairs", "zhang.san"}
+    assert set(found(api, q="Water Affairs Bureau")) == {"water_affairs", "zhang.san"}
+    assert set(found(api, q="公安")) == {"public_security", "li.si"}
+    assert found(api, q="系统管理员") == ["admin"] and "manager" in found(api, q="manager")
+    assert found(api, q="nobody-like-this") == []
+    assert found(api, q="%") == [] and found(api, q="g_s") == []  # literal, not wildcards (g_s is not zhang.san)
+    # Without a search: everyone, by user name.
+    everyone = found(api)
+    assert everyone == sorted(everyone) and {"zhang.san", "li.si", "admin"} <= set(everyone)
+    # The page finds the same, and names each by the name people know them by.
+    page = page_client(api.server, "admin")
+    shown = page.get("/admin/users", params={"q": "水务"}).text
+    assert 'data-user="zhang.san"' in shown and 'data-user="water_affairs"' in shown
+    assert 'data-user="li.si"' not in shown and 'data-user="admin"' not in shown and "张三" in shown
+    assert 'value="水务"' in shown  # the search box keeps what was typed
+    by_name = page.get("/admin/users", params={"q": "李四"}).text
+    assert 'data-user="li.si"' in by_name and 'data-user="zhang.san"' not in by_name
+    assert "没有符合条件的用户。" in page.get("/admin/users", params={"q": "nobody-like-this"}).text
+
+
+def test_the_users_listing_is_paged_within_bounds(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    everyone = found(api)
+    total = len(everyone)
+    first, second = (admin(api, "GET", "/api/users", params={"limit": 3, "offset": n}).json() for n in (0, 3))
+    assert first["total"] == second["total"] == total and first["limit"] == 3 and second["offset"] == 3
+    assert [u["username"] for u in first["items"] + second["items"]] == everyone[:6]
+    assert found(api, limit=200) == everyone and found(api, limit=1) == everyone[:1]
+    for bad in ({"limit": 0}, {"limit": 201}, {"limit": -1}, {"limit": "x"}, {"offset": -1}):
+        refused = error_of(admin(api, "GET", "/api/users", params=bad), 422, "invalid_request")
+        assert refused["details"][0]["field"] in ("query.limit", "query.offset"), refused
+    # The page: a page at a time, the search carried to the next and previous pages.
+    monkeypatch.setattr("api.pages.admin.USERS_PAGE", 2)
+    page = page_client(api.server, "admin")
+    one = page.get("/admin/users").text
+    rows = re.findall(r'<tr data-user="([^"]+)"', one)
+    assert rows == everyone[:2] and 'href="/admin/users?offset=2" rel="next"' in one and 'rel="prev"' not in one
+    assert f"第 1 至 2 个用户，共 {total} 个。" in one
+    two = page.get("/admin/users?offset=2").text
+    assert re.findall(r'<tr data-user="([^"]+)"', two) == everyone[2:4]
+    assert 'href="/admin/users?offset=0" rel="prev"' in two
+    searched = page.get("/admin/users", params={"q": "e"}).text
+    assert 'href="/admin/users?q=e&amp;offset=2" rel="next"' in searched
+    assert re.findall(r'<tr data-user="([^"]+)"', page.get("/admin/users?offset=bad").text) == everyone[:2]
+
+
+def test_the_listing_links_to_each_user_and_acts_on_none(api: Api) -> None:
+    """Actions are on one user's own page: the listing has no form but the one that adds a user."""
+    page = page_client(api.server, "admin")
+    listing = page.get("/admin/users").text
+    target = user_id(api, "meteorology")
+    assert f'href="/admin/users/{target}"' in listing
+    assert re.findall(r'<form method="post" action="([^"]+)"', listing) == ["/lang", "/logout", "/admin/users"]
+    own = page.get(f"/admin/users/{target}")
+    assert own.status_code == 200 and 'data-user="meteorology"' in own.text
+    actions = set(re.findall(r'<form method="post" action="([^"]+)"', own.text))
+    assert actions == {"/lang", "/logout", f"/admin/users/{target}/display-name", f"/admin/users/{target}/password"}
+    # Disabling and ending sessions are links to a confirmation, not buttons that act.
+    assert f'href="/admin/users/{target}/disable"' in own.text
+    assert f'href="/admin/users/{target}/revoke-tokens"' in own.text
+    me = user_id(api, "admin")
+    assert f'href="/admin/users/{me}/disable"' not in page.get(f"/admin/users/{me}").text
+    assert page.get("/admin/users/no-such-user").status_code == 404
+
+
+def active(username: str) -> bool:
+    with session_scope() as session:
+        return session.exec(select(User).where(User.username == username)).one().active
+
+
+def test_disabling_from_the_page_asks_first_and_only_the_confirmation_disables(api: Api) -> None:
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")
+    target = user_id(api, "meteorology")
+    bearer = api.tokens["meteorology"]
+    asked = page.get(f"/admin/users/{target}/disable")
+    assert asked.status_code == 200 and "停用 meteorology？" in asked.text
+    assert f'action="/admin/users/{target}/disable"' in asked.text and 'name="confirm" value="yes"' in asked.text
+    assert f'href="/admin/users/{target}"' in asked.text  # "no, go back"
+    assert active("meteorology")
+    # A post that is not the confirmation asks again (keeping the reason) and changes nothing.
+    again = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "csrf": token})
+    assert again.status_code == 200 and 'name="confirm" value="yes"' in again.text and 'value="调离岗位"' in again.text
+    assert active("meteorology") and api.server.request("GET", "/api/tasks", bearer).status_code == 200
+    assert not [a for _, a, _ in audit_actions("meteorology") if a == "user.disabled"]
+    # The confirmation disables.
+    done = page.post(f"/admin/users/{target}/disable", data={"reason": "调离岗位", "confirm": "yes", "csrf": token})
+    assert done.status_code == 303 and done.headers["location"] == f"/admin/users/{target}?done=disable"
+    assert not active("meteorology")
+    error_of(api.server.request("GET", "/api/tasks", bearer), 401, "not_authenticated")
+    assert "用户已停用，其所有登录已失效。" in page.get(done.headers["location"]).text
+    # One's own account: the confirmation page says no, and offers no button.
+    me = user_id(api, "admin")
+    own = page.get(f"/admin/users/{me}/disable").text
+    assert "不能停用自己的账号。" in own and 'name="confirm"' not in own
+
+
+def test_logging_out_everywhere_asks_first_then_ends_every_session(api: Api) -> None:
+    desk = page_client(api.server, "water_affairs")
+    bearer = api.tokens["water_affairs"]
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")
+    target = user_id(api, "water_affairs")
+    asked = page.get(f"/admin/users/{target}/revoke-tokens")
+    assert asked.status_code == 200 and "结束 water_affairs 的全部会话？" in asked.text
+    unconfirmed = page.post(f"/admin/users/{target}/revoke-tokens", data={"csrf": token})
+    assert unconfirmed.status_code == 200 and 'name="confirm" value="yes"' in unconfirmed.text
+    assert desk.get("/inbox").status_code == 200
+    assert api.server.request("GET", "/api/tasks", bearer).status_code == 200
+    done = page.post(f"/admin/users/{target}/revoke-tokens", data={"confirm": "yes", "csrf": token})
+    assert done.status_code == 303 and done.headers["location"] == f"/admin/users/{target}?done=revoke-tokens"
+    assert desk.get("/inbox").headers["location"].startswith("/login")
+    error_of(api.server.request("GET", "/api/tasks", bearer), 401, "not_authenticated")
+    assert token_for(api, "water_affairs").status_code == 200  # the account stays usable
+    assert ("tokens.revoked", "water_affairs") in [(a, d.get("username")) for _, a, d in audit_actions()]
+
+
+def field_error(html: str, name: str) -> str:
+    found = re.search(rf'<p class="field-error" id="err-{name}"[^>]*>([^<]*)</p>', html)
+    assert found, f"no error beside {name}"
+    return found.group(1)
+
+
+def test_a_refused_field_is_said_beside_it_in_the_readers_language(api: Api) -> None:
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")
+    form = {"username": "bad name!", "display_name": "", "role": "department", "department": "water_affairs",
+            "password": NEW_PASSWORD, "csrf": token}
+    refused = page.post("/admin/users", data=form)
+    assert refused.status_code == 422 and refused.headers["content-type"].startswith("text/html")
+    assert field_error(refused.text, "username") == "用户名只能包含字母、数字、“.”、“-”和“_”（最多 64 个字符）。"
+    assert 'id="username" name="username" value="bad name!" maxlength="64" required aria-invalid="true" ' \
+           'aria-describedby="err-username"' in refused.text
+    assert 'id="problem"' not in refused.text  # beside the field, not a banner
+    department = page.post("/admin/users", data={**form, "username": "ok.name", "role": "manager"})
+    assert field_error(department.text, "department") == "只有部门用户才归属部门。"
+    long_name = page.post("/admin/users", data={**form, "username": "ok.name", "display_name": "名" * 101})
+    assert field_error(long_name.text, "display_name") == "显示名称须为一行，最多 100 个字符。"
+    target = user_id(api, "manager")
+    short = page.post(f"/admin/users/{target}/password", data={"password": "short", "csrf": token})
+    assert short.status_code == 422 and field_error(short.text, "password") == "密码须为 10 至 1024 个字符。"
+    # In English when the reader chose it.
+    assert page.post("/lang", data={"lang": "en", "next": "/admin/users", "csrf": token}).status_code == 303
+    english = page.post("/admin/users", data=form)
+    assert field_error(english.text, "username") == \
+        "The user name may hold letters, digits, '.', '-' and '_' (at most 64)."
+    renamed = page.post(f"/admin/users/{target}/display-name", data={"display_name": "a\nb", "csrf": token})
+    assert renamed.status_code == 422
+    assert field_error(renamed.text, "display_name") == "The display name must be one line of at most 100 characters."
+
+
+def test_display_names_are_shown_and_edited_where_users_are_listed(api: Api) -> None:
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")
+    target = user_id(api, "public_security")
+    renamed = page.post(f"/admin/users/{target}/display-name", data={"display_name": " 王五 ", "csrf": token})
+    assert renamed.status_code == 303 and renamed.headers["location"] == f"/admin/users/{target}?done=display-name"
+    shown = page.get(renamed.headers["location"]).text
+    assert "显示名称已保存。" in shown and 'value="王五"' in shown
+    assert "王五" in page.get("/admin/users").text and found(api, q="王五") == ["public_security"]
+    # Through the API too; empty stands for the user name.
+    patched = admin(api, "PATCH", f"/api/users/{target}", json={"display_name": "赵六"})
+    assert patched.status_code == 200 and patched.json()["display_name"] == "赵六"
+    assert admin(api, "PATCH", f"/api/users/{target}", json={"display_name": ""}).json()["display_name"] == \
+        "public_security"
+    error_of(admin(api, "PATCH", f"/api/users/{target}", json={"display_name": "x" * 101}), 422)
+    error_of(admin(api, "PATCH", "/api/users/no-such-user", json={"display_name": "x"}), 404, "not_found")
+    renames = [d for _, a, d in audit_actions() if a == "user.renamed"]
+    assert {"username": "public_security", "display_name": "王五", "was": "public_security"} in renames
+    # The audit page names who acted by their display name, beside the actor as recorded.
+    admin(api, "PATCH", f"/api/users/{user_id(api, 'admin')}", json={"display_name": "管理员甲"})
+    audit = page.get("/admin/audit?action=user").text
+    assert "管理员甲" in audit and "user:admin" in audit
+
+
+def test_the_admin_page_warns_of_a_department_given_tasks_that_no_active_user_works_for(api: Api) -> None:
+    """`housing` has steps in the flood plan (and others) and no user among the standard ones; water_affairs has
+    one; the emergency office is worked for by the office and administrators."""
+    page = page_client(api.server, "admin")
+    token = csrf_of(page, "/admin/users")
+    listing = page.get("/admin/users").text
+    assert 'id="unstaffed"' in listing and 'data-unstaffed="housing"' in listing
+    warned = listing[listing.index('data-unstaffed="housing"'):]
+    assert "市住房和城乡建设局" in warned[:warned.index("</li>")] and "城市内涝" in warned[:warned.index("</li>")]
+    assert 'data-unstaffed="water_affairs"' not in listing and 'data-unstaffed="emergency_office"' not in listing
+    # Also on a page of search results: it is about the departments, not the users shown.
+    assert 'data-unstaffed="housing"' in page.get("/admin/users", params={"q": "admin"}).text
+    added = page.post("/admin/users", data={"username": "housing1", "display_name": "住建值班", "role": "department",
+                                            "department": "housing", "password": NEW_PASSWORD, "csrf": token})
+    assert added.status_code == 303
+    assert 'data-unstaffed="housing"' not in page.get("/admin/users").text
+    # Disabled, the user works for nobody: the warning is back.
+    target = user_id(api, "housing1")
+    page.post(f"/admin/users/{target}/disable", data={"confirm": "yes", "csrf": token})
+    assert 'data-unstaffed="housing"' in page.get("/admin/users").text
+
+
+def test_departments_without_active_users_counts_only_active_users_who_work_for_them(api: Api) -> None:
+    with session_scope() as session:
+        given = departments_given_tasks(session)
+        assert "flood" in given["housing"] and "flood" in given["water_affairs"]
+        assert departments_without_active_users(session, departments=["housing", "water_affairs", COMMAND,
+                                                                      "housing"], command=COMMAND) == ["housing"]
+        # Without office users and administrators, nobody works for the emergency office.
+        assert departments_without_active_users(session, departments=[COMMAND], command="none") == [COMMAND]
+    with session_scope() as session:
+        for user in session.exec(select(User).where(col(User.role).in_(["office", "admin"]))).all():
+            user.active = False
+            session.add(user)
+    with session_scope() as session:
+        assert departments_without_active_users(session, departments=[COMMAND], command=COMMAND) == [COMMAND]

@@ -20,6 +20,7 @@ from api.schemas import (
     UserCreate,
     UserPage,
     UserPublic,
+    UserUpdate,
 )
 from core.incidents import alerts
 from core.platform.input_policy import Moment, Offset
@@ -28,6 +29,7 @@ from core.users import service as users
 from core.users.models import User
 
 router = APIRouter(tags=["users"])
+MAX_USERS_PAGE = 200
 
 
 def _lockout(lockout: users.LoginLockout) -> LockoutOut:
@@ -48,11 +50,24 @@ def public(session: Session, user: User, running: dict[str, list[users.LoginLock
 
 
 @router.get("/api/users", response_model=UserPage)
-def list_users(principal: AdminUser, session: SessionDep) -> UserPage:
-    found = users.list_users(session)
+def list_users(principal: AdminUser, session: SessionDep,
+               q: Annotated[str | None, Query(max_length=100)] = None,
+               limit: Annotated[int, Query(ge=1, le=MAX_USERS_PAGE)] = MAX_USERS_PAGE,
+               offset: Offset = 0) -> UserPage:
+    """Users by user name, a page at a time (`limit` 1 to 200, else 422 `invalid_request`). `q` finds those whose
+    user name, display name, department (key or name) or role holds it."""
+    page = users.search_users(session, text=q, limit=limit, offset=offset)
     running = users.lockouts(session)
-    held = positions.holdings_of(session, [u.id for u in found])
-    return UserPage(items=[public(session, u, running, held[u.id]) for u in found], total=len(found))
+    held = positions.holdings_of(session, [u.id for u in page.items])
+    return UserPage(items=[public(session, u, running, held[u.id]) for u in page.items], total=page.total,
+                    limit=limit, offset=offset)
+
+
+@router.patch("/api/users/{user_id}", response_model=UserPublic)
+def update_user(user_id: str, body: UserUpdate, principal: AdminUser, session: SessionDep) -> UserPublic:
+    """Rename: the display name shown wherever the user is named."""
+    user = users.set_display_name(session, user_id=user_id, display_name=body.display_name, actor=principal.actor)
+    return public(session, user)
 
 
 @router.post("/api/users/{user_id}/positions", response_model=UserPublic)

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from core.plans.models import PlanVersion
 from core.platform.errors import PlanInvalid, UnknownIncidentType
 from core.platform.settings import get_settings
-from process_defs.schema import KEY_PATTERN, DepartmentRegistry, IncidentType
+from process_defs.schema import KEY_PATTERN, DepartmentRegistry, IncidentType, StepKind
 from process_defs.signals import SIGNALS_FILE, SignalRules
 from process_defs.validation import REGISTRY_FILE, load_registry, load_signal_rules, parse_plan
 
@@ -64,6 +64,26 @@ def current_plans() -> tuple[list[tuple[str, IncidentType]], dict[str, list[str]
         except PlanInvalid as exc:
             broken[key] = [str(item) for item in exc.details] if isinstance(exc.details, list) else [exc.message]
     return good, broken
+
+
+def task_departments(plan: IncidentType) -> set[str]:
+    """The departments a plan gives tasks to: those of its human steps (its automated steps are Baton's own)."""
+    return {step.department for _, step in plan.steps() if step.kind == StepKind.human}
+
+
+def departments_given_tasks(session: Session) -> dict[str, list[str]]:
+    """Each department that a plan in use (`plan_in_use`, for every incident type) gives tasks to, with the
+    incident types whose plans do, in key order. A plan that does not parse opens no incident and is left out
+    (`current_plans` reports it)."""
+    found: dict[str, list[str]] = {}
+    for key in list_types():
+        try:
+            plan, _ = plan_in_use(session, key)
+        except PlanInvalid:
+            continue
+        for department in sorted(task_departments(plan)):
+            found.setdefault(department, []).append(key)
+    return dict(sorted(found.items()))
 
 
 def latest_accepted(session: Session, type_key: str) -> PlanVersion | None:

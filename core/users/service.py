@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import math
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,8 @@ from sqlalchemy import or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from core.plans.store import registry
+from core.plans.store import departments_given_tasks, registry
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
 from core.platform.errors import BatonError, NotFound
@@ -80,6 +82,7 @@ def add_user(session: Session, *, username: str, role: str, password: str, depar
         raise UserInvalid(f"only department users are bound to a department, not a {role} user",
                           details={"reason": "department_not_allowed"})
     _check_password(password)
+    display_name = _display_name(display_name)
     if not username or len(username) > 64 or not username.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise UserInvalid("the user name must be letters, digits, '.', '-' or '_' (at most 64)",
                           details={"reason": "username"})
@@ -98,6 +101,14 @@ def _check_password(password: str) -> None:
         raise UserInvalid("the password must be at least 10 characters", details={"reason": "password"})
     if len(password) > 1024:
         raise UserInvalid("the password must be at most 1024 characters", details={"reason": "password"})
+
+
+def _display_name(value: str) -> str:
+    """The name people know the user by: one line of at most 100 characters ("" stands for the user name)."""
+    try:
+        return policy.text(value.strip(), max_length=100)
+    except policy.Violation as exc:
+        raise UserInvalid(f"the display name {exc.message}", details={"reason": "display_name"}) from None
 
 
 def _digest(token: str) -> str:
@@ -296,6 +307,51 @@ def list_users(session: Session) -> list[User]:
     return list(session.exec(select(User).order_by(col(User.username))).all())
 
 
+# What a role is called, for finding users by it (the pages word roles through their message catalogues).
+ROLE_WORDS: dict[str, tuple[str, ...]] = {
+    Role.office: ("应急办", "Emergency office"), Role.department: ("部门", "Department"),
+    Role.manager: ("管理人员", "Manager"), Role.admin: ("系统管理员", "Administrator")}
+
+
+def search_users(session: Session, *, text: str | None = None, limit: int, offset: int) -> Page:
+    """One page of users, by user name, whose user name, display name, department (its key, or its name in
+    Chinese or English) or role (its key or its name) holds `text`, whatever its case; every user without it."""
+    query = select(User)
+    needle = (text or "").strip()
+    if needle:
+        folded = needle.casefold()
+        departments = [d.key for d in registry().departments
+                       if any(folded in word.casefold() for word in (d.key, d.name.zh, d.name.en))]
+        roles = [str(role) for role, words in ROLE_WORDS.items()
+                 if any(folded in word.casefold() for word in (role, *words))]
+        query = query.where(or_(col(User.username).icontains(needle, autoescape=True),
+                                col(User.display_name).icontains(needle, autoescape=True),
+                                col(User.department).in_(departments), col(User.role).in_(roles)))
+    return paged(session, query, col(User.username), limit=limit, offset=offset)
+
+
+def departments_without_active_users(session: Session, *, departments: Iterable[str], command: str) -> list[str]:
+    """Those of `departments` (in the order given) that no active user works for. A department user works for
+    their own department; office users and administrators work for the command office, whose key (`COMMAND` of
+    core.incidents.service, which this domain cannot import) is `command`."""
+    wanted = list(dict.fromkeys(departments))
+    staffed = set(session.exec(select(User.department).where(col(User.active).is_(True), User.role == Role.department,
+                                                             col(User.department).in_(wanted)).distinct()).all())
+    if command in wanted and command not in staffed:
+        desk = session.exec(select(User.id).where(col(User.active).is_(True),
+                                                  col(User.role).in_([Role.office, Role.admin])).limit(1)).first()
+        if desk is not None:
+            staffed.add(command)
+    return [key for key in wanted if key not in staffed]
+
+
+def unstaffed_departments(session: Session, *, command: str) -> dict[str, list[str]]:
+    """The departments that a plan in use gives tasks to but no active user works for, each with the incident
+    types whose plans do: tasks would reach nobody (the administration page warns of them)."""
+    given = departments_given_tasks(session)
+    return {key: given[key] for key in departments_without_active_users(session, departments=given, command=command)}
+
+
 def set_lang(session: Session, *, user_id: str, lang: str) -> None:
     user = session.get(User, user_id)
     if user is not None and lang in ("zh", "en"):
@@ -340,6 +396,18 @@ def disable_user(session: Session, *, user_id: str, actor: str, reason: str | No
         session.add(user)
         audit(session, actor=actor, action="user.disabled", username=user.username, reason=reason)
     return revoked
+
+
+def set_display_name(session: Session, *, user_id: str, display_name: str, actor: str) -> User:
+    """The name people know the user by (shown wherever users are named); empty stands for the user name."""
+    user = get_user(session, user_id=user_id)
+    name = _display_name(display_name) or user.username
+    if name != user.display_name:
+        audit(session, actor=actor, action="user.renamed", username=user.username, display_name=name,
+              was=user.display_name)
+        user.display_name = name
+        session.add(user)
+    return user
 
 
 def enable_user(session: Session, *, user_id: str, actor: str) -> User:
