@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from rich.table import Table
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
 from core.learning.simulation import sample_value
+from core.platform.clock import utcnow
 from process_defs.schema import FormField
 
 console = Console()
@@ -47,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FIXED = {"lift_warning": {"decision": "respond"},
          "flood_risk_assessment": {"hot_spots": 3, "pumps_deployed": 5, "river_level_high": False},
          "rainstorm_forecast": {"rainfall_1h": 50, "rainfall_24h": 120, "warning_colour": "yellow",
-                                "valid_until": "2026-07-20T18:00:00+08:00"}}
+                                "valid_until": (utcnow() + timedelta(hours=24)).isoformat(timespec="seconds")}}
 TARGETS = {"trigger_to_first_task": 1.0, "handoff_within_stage": 1.0, "handoff_across_stage": 1.0,
            "inbox_read_50_clients": 0.050}
 

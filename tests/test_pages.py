@@ -31,7 +31,7 @@ from tests.fixtures.api import cheap_hashing
 PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "water-secret-1",
              "boss1": "manager-secret-1", "root1": "admin-secret-1"}
 FORECAST_FORM = {"f_rainfall_1h": "60", "f_rainfall_24h": "180.5", "f_warning_colour": "orange",
-                 "f_valid_until": "2026-07-20T18:00"}
+                 "f_valid_until": drive.VALID_UNTIL_LOCAL}
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 
 Login = Callable[[str], TestClient]
@@ -438,13 +438,14 @@ def test_completing_through_the_form_hands_over_to_the_next_department(login: Lo
     assert done.status == "completed" and done.completed_by == "user:met1"
     # Numbers as numbers, the local time with Beijing's offset.
     assert done.outputs == {"rainfall_1h": 60, "rainfall_24h": 180.5, "warning_colour": "orange",
-                            "valid_until": "2026-07-20T18:00:00+08:00"}
+                            "valid_until": drive.VALID_UNTIL}
     assert done.note == "雷达回波增强"
     with session_scope() as session:
         kinds = [(e.kind, e.actor) for e in ledger.read_chain(session, incident_id)]
     assert ("task.acknowledged", "user:met1") in kinds and ("task.completed", "user:met1") in kinds
     shown = met.get(response.headers["location"]).text
-    assert "已完成。后续部门的任务已分派。" in shown and "橙色" in shown and "07-20 18:00" in shown
+    until = drive.VALID_UNTIL_LOCAL[5:].replace("T", " ")  # MM-DD HH:MM, with the year before it in another year
+    assert "已完成。后续部门的任务已分派。" in shown and "橙色" in shown and until in shown
     again = met.post(f"{url}/complete", data={"csrf": csrf_of(shown), **FORECAST_FORM})
     assert again.status_code == 409 and "该任务已不在办理中" in again.text
 
