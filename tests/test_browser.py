@@ -177,6 +177,10 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#note", "雷达回波持续增强")
     met.shoot("task-form")
     page.click("#complete button[type=submit]")
+    # The answers come back to be confirmed before anything is sent.
+    expect(page.locator('#confirm dd[data-field="rainfall_1h"]')).to_have_text("60 mm")
+    met.shoot("task-confirm")
+    page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
     expect(page.locator(".alert.ok")).to_contain_text("已完成")
     expect(page.locator('#outputs dd[data-field="warning_colour"]')).to_have_text("橙色")
@@ -196,6 +200,7 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#f_hot_spot_map", "DOC-2026-0718")
     water.shoot("task-form-shared")
     page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
 
     tasks = task_ids(incident_id)
