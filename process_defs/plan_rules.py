@@ -236,6 +236,10 @@ def form_fields(ctx: PlanContext, at: StepAt) -> list[Problem]:
             problems.append(ctx.problem((*fpath, "multiple"),
                                         "only choice and attachment fields can take several values"))
         problems += _field_bounds(ctx, fpath, form_field)
+        criterion = form_field.criterion
+        why = _beyond_bounds(form_field, criterion.op, criterion.value) if criterion is not None else None
+        if why is not None and criterion is not None and criterion.op != "ne":
+            problems.append(ctx.problem((*fpath, "criterion"), f"the decision can never stand: the criterion {why}"))
     return problems
 
 
@@ -409,6 +413,24 @@ def _value_fits(ftype: FieldType, choices: set[str], op: str, value: Any) -> str
     return None
 
 
+def _beyond_bounds(form_field: FormField, op: str, value: Any) -> str | None:
+    """Why `op value` can never hold for an answer within the number field's `min`, `max` and `integer`, or None."""
+    if form_field.type is not FieldType.number or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    low, high = form_field.min, form_field.max
+    never = {"gt": high is not None and value >= high, "ge": high is not None and value > high,
+             "lt": low is not None and value <= low, "le": low is not None and value < low,
+             "eq": (low is not None and value < low) or (high is not None and value > high)
+             or (form_field.integer and not float(value).is_integer()),
+             "ne": (low is not None and value < low) or (high is not None and value > high)}
+    if not never.get(op, False):
+        return None
+    shown = " ".join(part for part in (f"from {low:g}" if low is not None else "",
+                                       f"to {high:g}" if high is not None else "",
+                                       "(whole numbers)" if form_field.integer else "") if part)
+    return f"asks for {op} {value!r} of a field that takes {shown}"
+
+
 def condition(ctx: PlanContext, at: StepAt) -> list[Problem]:
     """A step's condition reads a field of a step whose outputs exist by then, with a value it can take."""
     step = at.step
@@ -433,6 +455,7 @@ def condition(ctx: PlanContext, at: StepAt) -> list[Problem]:
         else:
             choices = {c.value for c in src_field.choices or []}
             why = _value_fits(src_field.type, choices, cond.op, cond.value)
+            why = why or _beyond_bounds(src_field, cond.op, cond.value)
             if why is not None and cond.op == "ne":  # `ne` a value the field never takes: always true
                 problems.append(ctx.problem(cpath, f"the condition is always true, so it has no effect: the "
                                                    f"condition {why}"))

@@ -526,3 +526,20 @@ def test_every_count_in_the_shipped_plans_is_a_whole_number_from_zero() -> None:
                     seen += 1
                     assert field.integer and field.min is not None and field.min >= 0, (path.name, step.key, field.key)
     assert seen > 250
+
+
+def test_a_condition_or_criterion_beyond_the_fields_bounds_is_refused() -> None:
+    """A count from 0 is never below 0, nor 2.5: a step that waits for it never activates, a decision that
+    needs it never stands."""
+    condition = "{condition: {step: flood_risk_assessment, field: hot_spots, op: gt, value: 0}}"
+    line = _line_of(f"when: {condition}")
+    assert _flood_with(condition, condition.replace("op: gt, value: 0", "op: lt, value: 0")) == [
+        f"flood.yaml:{line} stages.response.steps[4].when.condition: the step can never activate: the condition "
+        "asks for lt 0 of a field that takes from 0 (whole numbers)"]
+    assert _flood_with(condition, condition.replace("op: gt, value: 0", "op: eq, value: 2.5")) == [
+        f"flood.yaml:{line} stages.response.steps[4].when.condition: the step can never activate: the condition "
+        "asks for eq 2.5 of a field that takes from 0 (whole numbers)"]
+    criterion = "criterion: {op: le, value: 0}"
+    found = _flood_with(criterion, "criterion: {op: lt, value: 0}")
+    assert found == [f"flood.yaml:{_line_of(criterion)} stages.response.steps[14].form[2].criterion: the decision "
+                     "can never stand: the criterion asks for lt 0 of a field that takes from 0 (whole numbers)"]
