@@ -39,9 +39,9 @@ from rich.table import Table
 
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
-from core.learning.simulation import sample_value
+from core.learning.simulation import sample_value, satisfy_checks
 from core.platform.clock import utcnow
-from process_defs.schema import FormField
+from process_defs.schema import FieldCheck, FormField
 
 console = Console()
 _RNG = random.Random(11)
@@ -71,6 +71,12 @@ def sample(field: dict[str, Any]) -> Any:
     return sample_value(FormField.model_validate(field), _RNG)
 
 
+def answers(detail: dict[str, Any]) -> dict[str, Any]:
+    """Simulated answers to a task's required fields (as the API shows them), its checks between fields kept."""
+    return satisfy_checks([FieldCheck.model_validate(c) for c in detail.get("checks", [])],
+                          {f["key"]: sample(f) for f in detail["form"] if f["required"]})
+
+
 class Users:
     def __init__(self, client: httpx.Client, passwords: dict[str, str]) -> None:
         self.headers = {}
@@ -98,8 +104,7 @@ def complete(client: httpx.Client, headers: dict[str, str], incident_id: str, st
         if item["step_key"] == step and item["incident_id"] == incident_id:
             outputs = FIXED.get(step)
             if outputs is None:
-                form = client.get(f"/api/tasks/{item['id']}", headers=headers).json()["form"]
-                outputs = {f["key"]: sample(f) for f in form if f["required"]}
+                outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
             response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs}, headers=headers)
             return response.status_code == 200
     return False
@@ -236,8 +241,7 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                 headers = users.headers[user]
                 outputs = FIXED.get(item["step_key"])
                 if outputs is None:
-                    form = client.get(f"/api/tasks/{item['id']}", headers=headers).json()["form"]
-                    outputs = {f["key"]: sample(f) for f in form if f["required"]}
+                    outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
                 response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs},
                                        headers=headers)
                 if response.status_code == 200 and time.perf_counter() < stop:

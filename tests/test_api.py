@@ -630,6 +630,11 @@ def test_complete_refuses_answers_the_domain_forbids_with_a_stable_code_per_fiel
     task_id = incident.tasks["rainstorm_forecast"]
     count = ledger_count(incident.id)
     url = f"/api/tasks/{task_id}/complete"
+    # A client reads the bounds and the checks with the form.
+    detail = api.call("meteorology", "GET", f"/api/tasks/{task_id}").json()
+    assert detail["checks"] == [{"field": "rainfall_1h", "op": "le", "other": "rainfall_24h"}]
+    rain = next(f for f in detail["form"] if f["key"] == "rainfall_1h")
+    assert (rain["min"], rain["max"], rain["integer"]) == (0, 500, False)
 
     def refusals(outputs: dict[str, Any], by: str = "meteorology", at: str = url) -> dict[str, dict[str, Any]]:
         error = error_of(api.call(by, "POST", at, json={"outputs": outputs}), 422, "form_invalid")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid
-from process_defs.schema import Condition, FieldType, FormField, IncidentType, Step, parse_duration
+from process_defs.schema import Condition, FieldCheck, FieldType, FormField, IncidentType, Step, parse_duration
 
 
 def sample_value(field: FormField, rng: random.Random) -> Any:
@@ -87,14 +88,15 @@ def sample_outputs(step: Step, rng: random.Random | None = None) -> dict[str, An
     """Plausible values for the step's form: every required field, and about half of the optional ones."""
     generator = rng or random.Random()
     values = {f.key: sample_value(f, generator) for f in step.form if f.required or generator.random() < 0.5}
-    return satisfy_checks(step, values)
+    return satisfy_checks(step.checks, values)
 
 
-def satisfy_checks(step: Step, values: dict[str, Any], keep: frozenset[str] = frozenset()) -> dict[str, Any]:
+def satisfy_checks(checks: Iterable[FieldCheck], values: dict[str, Any],
+                   keep: frozenset[str] = frozenset()) -> dict[str, Any]:
     """`values` with the step's checks between fields made true (rainfall_1h ≤ rainfall_24h): a value that breaks
     one takes the other's (equal satisfies le, ge and eq), or the two swap (lt, gt); the values in `keep` (a
     condition's) stay."""
-    for check in step.checks:
+    for check in checks:
         if check.field in values and check.other in values and not check.holds(values[check.field],
                                                                                values[check.other]):
             if check.op in ("le", "ge", "eq") and check.field in keep:
@@ -152,7 +154,7 @@ def simulated_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dic
         # tanker / a plant) are chosen between by the seed.
         best = max(sum(c.holds({key: v}) for c in on_field) for v in options)
         values[key] = rng.choice([v for v in options if sum(c.holds({key: v}) for c in on_field) == best])
-    return satisfy_checks(step, values, keep=frozenset(conditions))
+    return satisfy_checks(step.checks, values, keep=frozenset(conditions))
 
 
 def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]:
