@@ -130,6 +130,7 @@ class TaskPage(BaseModel):
 
 class TaskDetail(TaskPublic):
     form: list[dict[str, Any]]
+    checks: list[dict[str, Any]] = []  # rules between the form's fields: {field, op, other}, e.g. rainfall_1h le …
     inputs: list[dict[str, Any]]
     note: str | None = None
 

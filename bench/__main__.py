@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ from rich.table import Table
 
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
-from core.learning.simulation import sample_value
-from process_defs.schema import FormField
+from core.learning.simulation import sample_value, satisfy_checks
+from core.platform.clock import utcnow
+from process_defs.schema import FieldCheck, FormField
 
 console = Console()
 _RNG = random.Random(11)
@@ -47,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FIXED = {"lift_warning": {"decision": "respond"},
          "flood_risk_assessment": {"hot_spots": 3, "pumps_deployed": 5, "river_level_high": False},
          "rainstorm_forecast": {"rainfall_1h": 50, "rainfall_24h": 120, "warning_colour": "yellow",
-                                "valid_until": "2026-07-20T18:00:00+08:00"}}
+                                "valid_until": (utcnow() + timedelta(hours=24)).isoformat(timespec="seconds")}}
 TARGETS = {"trigger_to_first_task": 1.0, "handoff_within_stage": 1.0, "handoff_across_stage": 1.0,
            "inbox_read_50_clients": 0.050}
 
@@ -67,6 +69,12 @@ def summary(values: list[float]) -> dict[str, float]:
 def sample(field: dict[str, Any]) -> Any:
     """A valid answer for a form field as the API shows it (the same simulation the demo and drills use)."""
     return sample_value(FormField.model_validate(field), _RNG)
+
+
+def answers(detail: dict[str, Any]) -> dict[str, Any]:
+    """Simulated answers to a task's required fields (as the API shows them), its checks between fields kept."""
+    return satisfy_checks([FieldCheck.model_validate(c) for c in detail.get("checks", [])],
+                          {f["key"]: sample(f) for f in detail["form"] if f["required"]})
 
 
 class Users:
@@ -96,8 +104,7 @@ def complete(client: httpx.Client, headers: dict[str, str], incident_id: str, st
         if item["step_key"] == step and item["incident_id"] == incident_id:
             outputs = FIXED.get(step)
             if outputs is None:
-                form = client.get(f"/api/tasks/{item['id']}", headers=headers).json()["form"]
-                outputs = {f["key"]: sample(f) for f in form if f["required"]}
+                outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
             response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs}, headers=headers)
             return response.status_code == 200
     return False
@@ -234,8 +241,7 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                 headers = users.headers[user]
                 outputs = FIXED.get(item["step_key"])
                 if outputs is None:
-                    form = client.get(f"/api/tasks/{item['id']}", headers=headers).json()["form"]
-                    outputs = {f["key"]: sample(f) for f in form if f["required"]}
+                    outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
                 response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs},
                                        headers=headers)
                 if response.status_code == 200 and time.perf_counter() < stop:

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace, stack: Any, cluster: Any) -> dict[str, Any]:
     from core.incidents.handoffs import complete
     from core.incidents.models import DepartmentTask, TaskStatus
     from core.incidents.service import open_incident
+    from core.platform.clock import utcnow
     from core.platform.db import session_scope
 
     def open_one(i: int) -> str:
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace, stack: Any, cluster: Any) -> dict[str, Any]:
         return wait_assigned(incident_id, then)
 
     forecast = {"rainfall_1h": 50, "rainfall_24h": 120, "warning_colour": "yellow",
-                "valid_until": "2026-07-20T18:00:00+08:00"}
+                "valid_until": (utcnow() + timedelta(hours=24)).isoformat(timespec="seconds")}
     assessment = {"hot_spots": 2, "pumps_deployed": 4, "river_level_high": False}
     trigger, within, across = [], [], []
     # Warm up: the first run of a flow type pays for registering the flow.

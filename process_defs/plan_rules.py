@@ -8,8 +8,10 @@ Rules about one step see each step key where it first occurs: a repeated key is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from process_defs.schema import (
     Classification,
     DepartmentRegistry,
     FieldType,
+    FormField,
     IncidentType,
     Share,
     Step,
@@ -234,6 +237,78 @@ def form_fields(ctx: PlanContext, at: StepAt) -> list[Problem]:
         if form_field.multiple and form_field.type not in (FieldType.choice, FieldType.attachment):
             problems.append(ctx.problem((*fpath, "multiple"),
                                         "only choice and attachment fields can take several values"))
+        problems += _field_bounds(ctx, fpath, form_field)
+        criterion = form_field.criterion
+        why = _beyond_bounds(form_field, criterion.op, criterion.value) if criterion is not None else None
+        if why is not None and criterion is not None and criterion.op != "ne":
+            problems.append(ctx.problem((*fpath, "criterion"), f"the decision can never stand: the criterion {why}"))
+    return problems
+
+
+def _field_bounds(ctx: PlanContext, fpath: PathT, form_field: FormField) -> list[Problem]:
+    """Bounds a field can have: `min`, `max` and `integer` on a number; `not_before`, `not_after` and `horizon`
+    on a datetime; and bounds that leave some answer possible."""
+    problems = []
+    kind = form_field.type.value
+    number_bounds = {"min": form_field.min is not None, "max": form_field.max is not None,
+                     "integer": form_field.integer}
+    for key, given in number_bounds.items():
+        if given and form_field.type is not FieldType.number:
+            problems.append(ctx.problem((*fpath, key), f"only a number field has '{key}', not a {kind} field"))
+    low, high = form_field.min, form_field.max
+    if low is not None and high is not None and low > high:
+        problems.append(ctx.problem((*fpath, "min"), f"min {low:g} is greater than max {high:g}: no answer fits"))
+    elif form_field.integer and low is not None and high is not None and math.floor(high) < math.ceil(low):
+        problems.append(ctx.problem((*fpath, "integer"), f"no whole number lies from {low:g} to {high:g}"))
+    time_bounds = {"not_before": form_field.not_before is not None, "not_after": form_field.not_after is not None,
+                   "horizon": form_field.horizon is not None}
+    for key, set_ in time_bounds.items():
+        if set_ and form_field.type is not FieldType.datetime:
+            problems.append(ctx.problem((*fpath, key), f"only a datetime field has '{key}', not a {kind} field"))
+    if form_field.horizon is not None:
+        try:
+            horizon = parse_duration(form_field.horizon)
+        except ValueError as exc:
+            problems.append(ctx.problem((*fpath, "horizon"), str(exc)))
+        else:
+            if horizon <= timedelta(0):
+                problems.append(ctx.problem((*fpath, "horizon"), "the horizon must be longer than zero"))
+            elif form_field.not_after is not None:
+                problems.append(ctx.problem((*fpath, "horizon"),
+                                            "a field that is not after now has no horizon ahead of it"))
+    return problems
+
+
+CHECK_TYPES = (FieldType.number, FieldType.datetime)
+
+
+def form_checks(ctx: PlanContext, at: StepAt) -> list[Problem]:
+    """A check between two fields names two fields of the form, of one type that compares (two numbers in one
+    unit, or two datetimes), and not the same field twice."""
+    problems = []
+    for j, check in enumerate(at.step.checks):
+        cpath = (*at.path, "checks", j)
+        found = {}
+        for part in ("field", "other"):
+            key = getattr(check, part)
+            form_field = at.step.field(key)
+            if form_field is None:
+                problems.append(ctx.problem((*cpath, part), f"the form has no field '{key}'"))
+            elif form_field.type not in CHECK_TYPES:
+                problems.append(ctx.problem((*cpath, part), f"'{key}' is a {form_field.type.value} field; checks "
+                                                            "compare number or datetime fields"))
+            else:
+                found[part] = form_field
+        if check.field == check.other:
+            problems.append(ctx.problem((*cpath, "other"), "a field compared with itself"))
+        elif len(found) == 2 and found["field"].type is not found["other"].type:
+            problems.append(ctx.problem(cpath, f"'{check.field}' is a {found['field'].type.value} field and "
+                                               f"'{check.other}' a {found['other'].type.value} field: they do "
+                                               "not compare"))
+        elif len(found) == 2 and found["field"].unit != found["other"].unit:
+            problems.append(ctx.problem(cpath, f"'{check.field}' is in {found['field'].unit or 'no unit'} and "
+                                               f"'{check.other}' in {found['other'].unit or 'no unit'}: they do "
+                                               "not compare"))
     return problems
 
 
@@ -340,6 +415,24 @@ def _value_fits(ftype: FieldType, choices: set[str], op: str, value: Any) -> str
     return None
 
 
+def _beyond_bounds(form_field: FormField, op: str, value: Any) -> str | None:
+    """Why `op value` can never hold for an answer within the number field's `min`, `max` and `integer`, or None."""
+    if form_field.type is not FieldType.number or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    low, high = form_field.min, form_field.max
+    never = {"gt": high is not None and value >= high, "ge": high is not None and value > high,
+             "lt": low is not None and value <= low, "le": low is not None and value < low,
+             "eq": (low is not None and value < low) or (high is not None and value > high)
+             or (form_field.integer and not float(value).is_integer()),
+             "ne": (low is not None and value < low) or (high is not None and value > high)}
+    if not never.get(op, False):
+        return None
+    shown = " ".join(part for part in (f"from {low:g}" if low is not None else "",
+                                       f"to {high:g}" if high is not None else "",
+                                       "(whole numbers)" if form_field.integer else "") if part)
+    return f"asks for {op} {value!r} of a field that takes {shown}"
+
+
 def condition(ctx: PlanContext, at: StepAt) -> list[Problem]:
     """A step's condition reads a field of a step whose outputs exist by then, with a value it can take."""
     step = at.step
@@ -364,6 +457,7 @@ def condition(ctx: PlanContext, at: StepAt) -> list[Problem]:
         else:
             choices = {c.value for c in src_field.choices or []}
             why = _value_fits(src_field.type, choices, cond.op, cond.value)
+            why = why or _beyond_bounds(src_field, cond.op, cond.value)
             if why is not None and cond.op == "ne":  # `ne` a value the field never takes: always true
                 problems.append(ctx.problem(cpath, f"the condition is always true, so it has no effect: the "
                                                    f"condition {why}"))
@@ -543,8 +637,8 @@ StepRule = Callable[[PlanContext, StepAt], list[Problem]]
 # In this order (problems on one line are reported in it): the plan's layout, each step on its own, the
 # dependency graph, each step against the steps before it, how stages end, upward reporting.
 LAYOUT_RULES: tuple[PlanRule, ...] = (stage_order, key_matches_file_name, unique_step_keys)
-STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, dependencies, deadlines, escalation,
-                                    sharing)
+STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, form_checks, dependencies, deadlines,
+                                    escalation, sharing)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
 FLOW_RULES: tuple[StepRule, ...] = (condition, inputs, warning_sources)
 ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes)

@@ -250,6 +250,13 @@ class FieldCriterion(Strict):
         return "must be set" if self.op == "truthy" else f"must be {self.op} {self.value!r}"
 
 
+NOW = "now"
+"""`not_before: now` / `not_after: now` on a datetime field: the moment the answer is given."""
+
+CLOCK_SKEW = timedelta(minutes=10)
+"""How far a device's clock may be off: a time "now" on it is still accepted within this much either side."""
+
+
 class FormField(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     label: Text
@@ -257,6 +264,16 @@ class FormField(Strict):
     required: bool = True
     help: Text | None = None
     unit: str | None = None
+    min: float | None = Field(default=None, description="A number field: the smallest answer accepted.")
+    max: float | None = Field(default=None, description="A number field: the largest answer accepted.")
+    integer: bool = Field(default=False, description="A number field: a count, whole numbers only.")
+    not_before: Literal["now"] | None = Field(
+        default=None, description="A datetime field: not in the past (`now`, with a few minutes' clock skew).")
+    not_after: Literal["now"] | None = Field(
+        default=None, description="A datetime field: not in the future (`now`), e.g. when something happened.")
+    horizon: str | None = Field(
+        default=None, description="A datetime field: ISO 8601 duration; the answer lies no further ahead than "
+                                  "now + horizon (a forecast's horizon).")
     choices: list[Choice] | None = None
     multiple: bool = False
     criterion: FieldCriterion | None = Field(
@@ -266,6 +283,21 @@ class FormField(Strict):
         description="Who may read this field's value when it differs from the step's share, e.g. one public "
                     "figure of a restricted step.",
     )
+
+
+class FieldCheck(Strict):
+    """A rule between two fields of one form, checked when both are answered: `field op other`, e.g. the peak
+    hourly rainfall is at most the 24-hour rainfall (`{field: rainfall_1h, op: le, other: rainfall_24h}`)."""
+
+    field: str = Field(pattern=KEY_PATTERN)
+    op: Literal["lt", "le", "gt", "ge", "eq", "ne"]
+    other: str = Field(pattern=KEY_PATTERN)
+
+    def holds(self, value: Any, other: Any) -> bool:
+        try:
+            return bool(_COMPARISONS[self.op](value, other))
+        except TypeError:
+            return False
 
 
 class Condition(Strict):
@@ -359,6 +391,8 @@ class Step(Strict):
     required: bool = True
     after_action: bool = False
     form: list[FormField] = Field(default_factory=list)
+    checks: list[FieldCheck] = Field(default_factory=list,
+                                     description="Rules between the form's fields (rainfall_1h le rainfall_24h).")
     inputs: list[str] = Field(default_factory=list)
     share: Share | None = None
     purpose: StepPurpose = StepPurpose.response

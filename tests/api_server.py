@@ -53,7 +53,7 @@ __all__ = ["ASSESSMENT", "FORECAST", "LIFT", "NEW_INCIDENT", "PASSWORD", "STANDA
 
 # Valid form values for the flood plan's first human steps.
 FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
-            "valid_until": "2026-07-20T18:00:00+08:00"}
+            "valid_until": drive.VALID_UNTIL}
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 LIFT = {"decision": "respond"}
 VALID_OUTPUTS: dict[str, dict[str, Any]] = {"rainstorm_forecast": FORECAST, "flood_risk_assessment": ASSESSMENT,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select
 
@@ -15,8 +16,16 @@ from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident
 from core.incidents.service import open_incident
 from core.learning.simulation import sample_outputs
 from core.plans.store import plan_for_version
+from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.users.models import User
+
+_UNTIL = (utcnow() + timedelta(hours=24)).astimezone(ZoneInfo("Asia/Shanghai")).replace(second=0, microsecond=0)
+VALID_UNTIL = _UNTIL.isoformat()
+"""A forecast's `valid_until` the flood plan accepts (not in the past, within its P3D horizon): a day ahead of
+when the tests started, in Beijing time."""
+VALID_UNTIL_LOCAL = _UNTIL.strftime("%Y-%m-%dT%H:%M")
+"""The same moment as a page's `datetime-local` input sends it (Baton's zone in the tests is Asia/Shanghai)."""
 
 
 def open_(type_key: str = "flood", level: str = "IV", **kwargs: Any) -> str:

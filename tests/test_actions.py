@@ -128,7 +128,7 @@ def _publish_for(incident_id: str) -> CapAlert:
     drive.step(incident_id)  # assigns the forecast
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
                                                             "warning_colour": "red",
-                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+                                                            "valid_until": drive.VALID_UNTIL})
     from core.incidents.engine import advance
 
     with session_scope() as session:
@@ -221,7 +221,7 @@ def test_an_action_out_of_retries_is_recorded_and_reported_not_left_hanging(
     drive.step(incident_id)
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
                                                             "warning_colour": "red",
-                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+                                                            "valid_until": drive.VALID_UNTIL})
     with session_scope() as session:
         advance(session, incident_id=incident_id)
     task_id = drive.tasks(incident_id)["publish_rainstorm_warning"].id

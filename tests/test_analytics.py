@@ -11,6 +11,7 @@ import random
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 from xml.etree import ElementTree
 
 import pytest
@@ -38,8 +39,14 @@ def at(minutes: float, start: datetime = T0) -> datetime:
     return start + timedelta(minutes=minutes)
 
 
-def sample(incident_id: str, step: str) -> dict[str, Any]:
-    with session_scope() as session:
+# A forecast valid until the evening of the second day: not past and within the plan's horizon at every moment
+# the incidents below complete theirs.
+FORECAST = {**FORECAST, "valid_until": (T1 + timedelta(hours=12)).isoformat()}
+
+
+def sample(incident_id: str, step: str, moment: datetime) -> dict[str, Any]:
+    """Simulated answers as a department would give them at `moment` (its times within the form's bounds)."""
+    with mock.patch("core.learning.simulation.utcnow", return_value=moment), session_scope() as session:
         incident = session.get(Incident, incident_id)
         assert incident is not None
         return sample_outputs(plan_for_version(session, incident.plan_version_id).step(step), random.Random(1))
@@ -71,7 +78,7 @@ def constructed_incidents() -> dict[str, str]:
     b = open_at(at(60), type_key="typhoon")
     advance_at(b, at(60))
     ack(b, "typhoon_forecast", at(85))
-    complete(b, "typhoon_forecast", at(150), sample(b, "typhoon_forecast"))
+    complete(b, "typhoon_forecast", at(150), sample(b, "typhoon_forecast", at(150)))
     advance_at(b, at(150))
 
     c = open_at(T1)

@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -620,6 +621,47 @@ def test_complete_names_every_bad_form_field(api: Api) -> None:
                               json={"outputs": {**ASSESSMENT, "hot_spots": True, "river_level_high": "yes",
                                                 "hot_spot_map": 5}}), 422, "form_invalid")
     assert fields_named(error) == {"hot_spots", "river_level_high", "hot_spot_map"}
+
+
+def test_complete_refuses_answers_the_domain_forbids_with_a_stable_code_per_field(api: Api) -> None:
+    """-5 mm of rain, a forecast valid until 2020 or beyond its horizon, more rain in an hour than in the day,
+    2.5 waterlogged points and -3 pump trucks: refused, each with its code and the bound it broke."""
+    incident = flood("forecast")
+    task_id = incident.tasks["rainstorm_forecast"]
+    count = ledger_count(incident.id)
+    url = f"/api/tasks/{task_id}/complete"
+    # A client reads the bounds and the checks with the form.
+    detail = api.call("meteorology", "GET", f"/api/tasks/{task_id}").json()
+    assert detail["checks"] == [{"field": "rainfall_1h", "op": "le", "other": "rainfall_24h"}]
+    rain = next(f for f in detail["form"] if f["key"] == "rainfall_1h")
+    assert (rain["min"], rain["max"], rain["integer"]) == (0, 500, False)
+
+    def refusals(outputs: dict[str, Any], by: str = "meteorology", at: str = url) -> dict[str, dict[str, Any]]:
+        error = error_of(api.call(by, "POST", at, json={"outputs": outputs}), 422, "form_invalid")
+        return {d["field"]: d for d in error["details"]}
+
+    found = refusals({**FORECAST, "rainfall_1h": -5, "valid_until": "2020-07-20T18:00:00+08:00"})
+    assert set(found) == {"rainfall_1h", "valid_until"}
+    assert found["rainfall_1h"] == {"field": "rainfall_1h", "code": "below_min", "bound": 0, "unit": "mm",
+                                    "message": "must be at least 0 mm"}
+    assert found["valid_until"]["code"] == "in_the_past"
+    assert datetime.fromisoformat(found["valid_until"]["bound"]) > datetime(2026, 1, 1, tzinfo=UTC)
+    far = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    assert refusals({**FORECAST, "valid_until": far})["valid_until"]["code"] == "beyond_horizon"
+    found = refusals({**FORECAST, "rainfall_1h": 200, "rainfall_24h": 100})
+    assert found == {"rainfall_1h": {"field": "rainfall_1h", "code": "check_failed", "op": "le",
+                                     "other": "rainfall_24h", "bound": 100,
+                                     "message": "must be at most rainfall_24h (100)"}}
+    assert task_row(task_id).status == "assigned" and ledger_count(incident.id) == count
+    second = flood("assessment")
+    found = refusals({**ASSESSMENT, "hot_spots": 2.5, "pumps_deployed": -3}, "water_affairs",
+                     f"/api/tasks/{second.tasks['flood_risk_assessment']}/complete")
+    assert (found["hot_spots"]["code"], found["pumps_deployed"]["code"]) == ("not_integer", "below_min")
+    # A count given as 4.0 is stored as the whole number 4; the forecast within its bounds is taken.
+    done = api.call("water_affairs", "POST", f"/api/tasks/{second.tasks['flood_risk_assessment']}/complete",
+                    json={"outputs": {**ASSESSMENT, "hot_spots": 4.0}})
+    assert done.status_code == 200, done.text
+    assert task_row(second.tasks["flood_risk_assessment"]).outputs == ASSESSMENT
 
 
 def test_complete_refuses_a_malformed_body(api: Api) -> None:

@@ -27,6 +27,7 @@ from core.incidents.models import Incident
 from core.platform.db import session_scope
 from core.reports.pdf import chromium_path
 from core.users.service import add_user
+from tests import engine_driver as drive
 from tests.fixtures.api import serve_api
 from tests.servers import PrefectServer, stop_process
 
@@ -172,10 +173,14 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#f_rainfall_1h", "60")
     page.fill("#f_rainfall_24h", "180")
     page.select_option("#f_warning_colour", "orange")
-    page.fill("#f_valid_until", "2026-07-20T18:00")
+    page.fill("#f_valid_until", drive.VALID_UNTIL_LOCAL)
     page.fill("#note", "雷达回波持续增强")
     met.shoot("task-form")
     page.click("#complete button[type=submit]")
+    # The answers come back to be confirmed before anything is sent.
+    expect(page.locator('#confirm dd[data-field="rainfall_1h"]')).to_have_text("60 mm")
+    met.shoot("task-confirm")
+    page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
     expect(page.locator(".alert.ok")).to_contain_text("已完成")
     expect(page.locator('#outputs dd[data-field="warning_colour"]')).to_have_text("橙色")
@@ -195,6 +200,7 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#f_hot_spot_map", "DOC-2026-0718")
     water.shoot("task-form-shared")
     page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
 
     tasks = task_ids(incident_id)

@@ -53,7 +53,7 @@ from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.users.models import User
 from core.users.service import issue_token
-from process_defs.schema import EVERYONE, FieldType, IncidentType, Share, Step
+from process_defs.schema import EVERYONE, FieldType, FormField, IncidentType, Share, Step
 from tests import engine_driver as drive
 from tests.access_matrix import app_routes
 from tests.api_server import issued_token, make_user
@@ -64,8 +64,9 @@ from tests.test_after_action import pdf_text
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
 SECRET = "canary-receiver-secret"
-# A text marker, or a number marker (a report's figures are floats: 73190033.0).
-FOUND = re.compile(r"(QXJ\d{5}K)|(?<![\d.])(7319\d{4})(?:\.0)?(?![\d.])")
+# A text marker, a number marker (a report's figures are floats: 73190033.0), or a small one for a field whose
+# max is lower (0.731900331: rainfall in mm).
+FOUND = re.compile(r"(QXJ\d{5}K)|(?<![\d.])(7319\d{4})(?:\.0)?(?![\d.])|(?<![\d.])(0\.7319\d{4}1)(?![\d.])")
 WARNING = {"event": {"zh": "危化品泄漏", "en": "Chemical leak"},
            "headline": {"zh": "危化品泄漏预警", "en": "Chemical leak warning"},
            "instruction": {"zh": "关闭门窗，听从指挥", "en": "Close windows and follow directions"}}
@@ -124,10 +125,22 @@ class Markers:
         self.scopes[marker] = scope
         return marker
 
-    def number(self, scope: Scope) -> int:
-        marker = 73190000 + next(self._next)
+    def number(self, scope: Scope, form_field: FormField | None = None) -> int | float | None:
+        """A unique number: 7319nnnn, or 0.7319nnnn1 where the field's max is lower (rainfall in mm); None
+        where no marker fits the field's bounds (a whole number up to 18), which then carries none."""
+        count = next(self._next)
+        marker: int | float = 73190000 + count
+        if form_field is not None and form_field.max is not None and marker > form_field.max:
+            marker = float(f"0.7319{count:04d}1")  # ends in 1: printed as written
+            if form_field.integer or (form_field.min is not None and marker < form_field.min):
+                return None
         self.scopes[str(marker)] = scope
         return marker
+
+    def swap(self, first: Any, second: Any) -> None:
+        """Two markers trade places (a check between fields wants them the other way round): so do their scopes."""
+        if str(first) in self.scopes and str(second) in self.scopes:
+            self.scopes[str(first)], self.scopes[str(second)] = self.scopes[str(second)], self.scopes[str(first)]
 
     def value(self, what: str, share: Share | None, owner: str) -> Scope:
         return Scope(what, departments_reached(share, owner=owner),
@@ -179,7 +192,8 @@ class Scenario:
             elif item.type is FieldType.text:
                 values[item.key] = self.markers.text(scope)
             elif item.type is FieldType.number:
-                values[item.key] = self.markers.number(scope)
+                number = self.markers.number(scope, item)
+                values[item.key] = sample_value(item, random.Random(0)) if number is None else number
             elif item.type is FieldType.location:
                 values[item.key] = {"name": self.markers.text(scope), "lat": 30.25, "lon": 120.17}
             elif item.type is FieldType.attachment:
@@ -187,12 +201,20 @@ class Scenario:
                 values[item.key] = [marker] if item.multiple else marker
             elif item.type is FieldType.boolean:
                 values[item.key] = True
+            elif item.type is FieldType.datetime and (item.not_before or item.not_after or item.horizon):
+                values[item.key] = sample_value(item, random.Random(0))  # a time the field's bounds accept
             elif item.type is FieldType.datetime:
                 values[item.key] = "2030-07-20T18:00:00+08:00"
             else:
                 chosen = _choice(plan, step, item.key, [c.value for c in item.choices or []])
                 values[item.key] = [chosen] if item.multiple else chosen
-            self.outputs[(incident_id, step.key, item.key)] = values[item.key]
+        for check in step.checks:  # markers in the order the checks between fields want (rain 1 h ≤ 24 h)
+            first, second = values.get(check.field), values.get(check.other)
+            if first is not None and second is not None and not check.holds(first, second):
+                values[check.field], values[check.other] = second, first
+                self.markers.swap(first, second)
+        for key, value in values.items():
+            self.outputs[(incident_id, step.key, key)] = value
         note = self.markers.text(Scope(f"{code} {step.key} note by {owner}",
                                        departments_reached(step.share, owner=owner)))
         return values, note

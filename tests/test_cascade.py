@@ -45,7 +45,7 @@ def test_activity_log_is_per_department_and_scoped(baton: str) -> None:
     drive.step(incident_id)
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 60, "rainfall_24h": 150,
                                                             "warning_colour": "yellow",
-                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+                                                            "valid_until": drive.VALID_UNTIL})
     drive.step(incident_id)
     with session_scope() as session:
         incident = session.get(Incident, incident_id)

@@ -57,7 +57,7 @@ def test_incident_driven_from_the_command_line_and_its_ledger_verifies(baton: st
     assert code == 1 and "rainfall_1h: must be a number" in out
     code, out = run_baton("task", "complete", task_id, "--outputs",
                           '{"rainfall_1h": 40, "rainfall_24h": 90, "warning_colour": "yellow", '
-                          '"valid_until": "2026-07-20T18:00:00+08:00"}')
+                          f'"valid_until": "{drive.VALID_UNTIL}"}}')
     assert code == 0, out
     code, out = run_baton("users", "add", "chief", "--role", "office", "--password-stdin",
                           stdin="correct-horse-battery\n")

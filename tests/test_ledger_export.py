@@ -45,7 +45,7 @@ from tests import engine_driver as drive
 
 ROOT = Path(__file__).resolve().parent.parent
 FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
-            "valid_until": "2026-07-20T18:00:00+08:00"}
+            "valid_until": drive.VALID_UNTIL}
 
 
 def two_incidents() -> tuple[str, str]:

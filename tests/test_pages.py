@@ -31,7 +31,7 @@ from tests.fixtures.api import cheap_hashing
 PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "water-secret-1",
              "boss1": "manager-secret-1", "root1": "admin-secret-1"}
 FORECAST_FORM = {"f_rainfall_1h": "60", "f_rainfall_24h": "180.5", "f_warning_colour": "orange",
-                 "f_valid_until": "2026-07-20T18:00"}
+                 "f_valid_until": drive.VALID_UNTIL_LOCAL}
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 
 Login = Callable[[str], TestClient]
@@ -438,13 +438,14 @@ def test_completing_through_the_form_hands_over_to_the_next_department(login: Lo
     assert done.status == "completed" and done.completed_by == "user:met1"
     # Numbers as numbers, the local time with Beijing's offset.
     assert done.outputs == {"rainfall_1h": 60, "rainfall_24h": 180.5, "warning_colour": "orange",
-                            "valid_until": "2026-07-20T18:00:00+08:00"}
+                            "valid_until": drive.VALID_UNTIL}
     assert done.note == "雷达回波增强"
     with session_scope() as session:
         kinds = [(e.kind, e.actor) for e in ledger.read_chain(session, incident_id)]
     assert ("task.acknowledged", "user:met1") in kinds and ("task.completed", "user:met1") in kinds
     shown = met.get(response.headers["location"]).text
-    assert "已完成。后续部门的任务已分派。" in shown and "橙色" in shown and "07-20 18:00" in shown
+    until = drive.VALID_UNTIL_LOCAL[5:].replace("T", " ")  # MM-DD HH:MM, with the year before it in another year
+    assert "已完成。后续部门的任务已分派。" in shown and "橙色" in shown and until in shown
     again = met.post(f"{url}/complete", data={"csrf": csrf_of(shown), **FORECAST_FORM})
     assert again.status_code == 409 and "该任务已不在办理中" in again.text
 
@@ -456,7 +457,8 @@ def test_completing_through_the_form_hands_over_to_the_next_department(login: Lo
     assessment = task_of(incident_id, "flood_risk_assessment")
     page = water.get(f"/tasks/{assessment.id}").text
     assert 'data-step="rainstorm_forecast"' in page and "60 mm" in page and "180.5 mm" in page
-    assert 'type="checkbox" id="f_river_level_high"' in page and 'type="number" step="any"' in page
+    assert 'type="checkbox" id="f_river_level_high"' in page
+    assert 'type="number" step="1" inputmode="numeric" min="0" id="f_hot_spots"' in page  # a count, from 0
     completed = post(water, f"/tasks/{assessment.id}/complete",
                      {"f_hot_spots": "4", "f_pumps_deployed": "12", "f_river_level_high": "1",
                       "f_hot_spot_map": "DOC-2026-118"}, "/inbox")
@@ -534,6 +536,8 @@ def test_every_field_type_is_rendered_and_read_back(login: Login) -> None:
     office = login("office1")
     page = office.get(f"/tasks/{command.id}").text
     assert 'name="f_command_post_name"' in page and 'name="f_command_post_lat"' in page
+    # "Use my position" fills latitude and longitude by script; hidden until the script finds it can.
+    assert '<button type="button" class="locate" data-locate="f_command_post" hidden>使用我的位置</button>' in page
     assert '<textarea id="f_commander" name="f_commander"' in page
     bad = post(office, f"/tasks/{command.id}/complete", {"f_command_post_name": "市应急指挥中心",
                                                          "f_command_post_lat": "95", "f_command_post_lon": "121",
@@ -784,3 +788,102 @@ def test_the_office_sees_a_hand_back_with_its_reason_and_reassigns_it_on_the_pag
     assert (new.department, new.attempt) == ("water_affairs", 2)
     history = login("water1").get(f"/tasks/{new.id}").text
     assert 'id="task-history"' in history and "雷达站停电，无法研判" in history
+
+
+# -- answers the domain refuses, and the confirmation before sending ----------------------------------------------
+def _review(client: TestClient, url: str, values: dict[str, Any]) -> httpx.Response:
+    return post(client, f"{url}/complete", {**values, "action": "review"}, url)
+
+
+def test_task_form_refuses_values_outside_the_domain_beside_each_field_in_chinese(login: Login) -> None:
+    incident_id = flood()
+    task = task_of(incident_id, "rainstorm_forecast")
+    before = ledger_count(incident_id)
+    met = login("met1")
+    url = f"/tasks/{task.id}"
+    # -5 mm of rain, and a forecast valid until 2020.
+    response = _review(met, url, {**FORECAST_FORM, "f_rainfall_1h": "-5", "f_valid_until": "2020-07-20T18:00"})
+    assert response.status_code == 422
+    assert field_error(response.text, "rainfall_1h") == "不能小于 0 mm。"
+    assert field_error(response.text, "valid_until") == "不能早于当前时间。"
+    assert 'data-error="below_min"' in response.text and 'data-error="in_the_past"' in response.text
+    assert 'value="-5"' in response.text and 'value="2020-07-20T18:00"' in response.text  # shown again
+    # A forecast a week ahead is beyond the plan's three-day horizon: the latest time allowed is named.
+    week = (datetime.now(UTC) + timedelta(days=7)).astimezone(Helpers("zh").zone).strftime("%Y-%m-%dT%H:%M")
+    response = _review(met, url, {**FORECAST_FORM, "f_valid_until": week})
+    assert response.status_code == 422 and field_error(response.text, "valid_until").startswith("不能晚于 ")
+    # More rain in the peak hour than in the whole day: the check between the two fields.
+    response = _review(met, url, {**FORECAST_FORM, "f_rainfall_1h": "200", "f_rainfall_24h": "100"})
+    assert response.status_code == 422
+    assert field_error(response.text, "rainfall_1h") == "不能大于“预计24小时累计雨量”（100 mm）。"
+    # The same refusals without the review step (a form posted straight to complete), and nothing stored.
+    response = post(met, f"{url}/complete", {**FORECAST_FORM, "f_rainfall_1h": "-5"}, url)
+    assert response.status_code == 422 and field_error(response.text, "rainfall_1h") == "不能小于 0 mm。"
+    assert task_of(incident_id, "rainstorm_forecast").status == "assigned"
+    assert ledger_count(incident_id) == before
+    # In English for a reader who chose English.
+    post(met, "/lang", {"lang": "en", "next": url}, url)
+    response = _review(met, url, {**FORECAST_FORM, "f_rainfall_1h": "-5", "f_valid_until": "2020-07-20T18:00"})
+    assert field_error(response.text, "rainfall_1h") == "Must be at least 0 mm."
+    assert field_error(response.text, "valid_until") == "Must not be in the past."
+
+
+def test_a_count_takes_whole_numbers_from_zero(login: Login) -> None:
+    incident_id = flood()
+    drive.complete_step(incident_id, "rainstorm_forecast")  # simulated answers, within the form's bounds
+    drive.step(incident_id)
+    task = task_of(incident_id, "flood_risk_assessment")
+    water = login("water1")
+    url = f"/tasks/{task.id}"
+    page = water.get(url).text
+    assert 'type="number" step="1" inputmode="numeric" min="0" id="f_pumps_deployed"' in page
+    response = _review(water, url, {"f_hot_spots": "2.5", "f_pumps_deployed": "-3"})
+    assert response.status_code == 422
+    assert field_error(response.text, "hot_spots") == "请填写整数：此项为数量。"
+    assert field_error(response.text, "pumps_deployed") == "不能小于 0 台。"
+    assert task_of(incident_id, "flood_risk_assessment").status == "assigned"
+
+
+def _hidden(html: str) -> list[tuple[str, str]]:
+    return [(name, unescape(value)) for name, value in
+            re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html) if name != "csrf"]
+
+
+def test_completing_on_the_page_shows_the_answers_to_confirm_before_sending(login: Login) -> None:
+    incident_id = flood()
+    task = task_of(incident_id, "rainstorm_forecast")
+    before = ledger_count(incident_id)
+    met = login("met1")
+    url = f"/tasks/{task.id}"
+    note = "雷达回波增强\n第二行 <b>"
+    review = _review(met, url, {**FORECAST_FORM, "note": note})
+    assert review.status_code == 200
+    html = review.text
+    assert "确认答复" in html and "尚未提交" in html and "确认提交" in html and "返回修改" in html
+    assert "60 mm" in html and "180.5 mm" in html and "橙色" in html and "&lt;b&gt;" in html
+    # Nothing is stored until it is confirmed.
+    assert task_of(incident_id, "rainstorm_forecast").status == "assigned" and ledger_count(incident_id) == before
+    hidden = _hidden(html)
+    assert ("f_rainfall_1h", "60") in hidden and ("note", note) in hidden
+    # "Edit" brings the form back with the answers in it.
+    edit = met.post(f"{url}/complete", data={"csrf": csrf_of(html), **dict(hidden), "action": "edit"},
+                    follow_redirects=False)
+    assert edit.status_code == 200 and 'value="180.5"' in edit.text and "第二行 &lt;b&gt;</textarea>" in edit.text
+    assert task_of(incident_id, "rainstorm_forecast").status == "assigned"
+    # "Confirm" sends them.
+    done = met.post(f"{url}/complete", data={"csrf": csrf_of(html), **dict(hidden), "action": "confirm"},
+                    follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"{url}?done=completed"
+    completed = task_of(incident_id, "rainstorm_forecast")
+    assert completed.status == "completed" and completed.note == note
+    assert completed.outputs == {"rainfall_1h": 60, "rainfall_24h": 180.5, "warning_colour": "orange",
+                                 "valid_until": drive.VALID_UNTIL}
+
+
+def test_page_times_show_the_year_when_it_is_not_this_year() -> None:
+    helpers = Helpers("zh")
+    now = datetime.now(UTC)
+    assert helpers.when(now) == now.astimezone(helpers.zone).strftime("%m-%d %H:%M")
+    last_year = now.replace(year=now.year - 1, month=6, day=1)
+    assert helpers.when(last_year) == last_year.astimezone(helpers.zone).strftime("%Y-%m-%d %H:%M")
+    assert helpers.when(last_year, seconds=True).startswith(f"{now.year - 1}-06-01 ")

@@ -427,3 +427,119 @@ def test_the_shipped_flood_plan_as_it_was_is_refused_where_it_leaked() -> None:
     assert any("department 'health_commission' may not read 'water_rescue.casualties' (restricted, shared with "
                "nobody)" in p for p in found), found
     assert any("a restricted share must name the departments" in p for p in found), found
+
+
+# ------------------------------------------------------------------------------------ bounds on form fields
+FORECAST_FIELDS = """          - key: rainfall_1h
+            label: {zh: 预计最大小时雨量, en: Expected peak hourly rainfall}
+            type: number
+            unit: mm
+            min: 0
+            max: 500
+"""
+
+
+def _flood_with(old: str, new: str) -> list[str]:
+    """The problems of the shipped flood plan with `old` (which it holds) replaced by `new`."""
+    flood = (PLAN_DIR / "flood.yaml").read_text(encoding="utf-8")
+    assert old in flood
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    return [str(p) for p in parse_plan(flood.replace(old, new, 1), "flood.yaml", registry)[1]]
+
+
+def _line_of(text: str) -> int:
+    """The line of the shipped flood plan that starts with `text` (stripped)."""
+    lines = (PLAN_DIR / "flood.yaml").read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip().startswith(text))
+
+
+FORECAST_FIELD_PATH = "stages.warning.steps[0].form[0]"
+
+
+@pytest.mark.parametrize(("new", "expected"), [
+    (FORECAST_FIELDS.replace("min: 0", "min: 600"),
+     f"flood.yaml:{{min}} {FORECAST_FIELD_PATH}.min: min 600 is greater than max 500: no answer fits"),
+    (FORECAST_FIELDS.replace("type: number\n            unit: mm\n", "type: text\n"),
+     f"flood.yaml:{{min}} {FORECAST_FIELD_PATH}.min: only a number field has 'min', not a text field"),
+    (FORECAST_FIELDS.replace("max: 500", "max: 500\n            horizon: P1D"),
+     f"flood.yaml:{{horizon}} {FORECAST_FIELD_PATH}.horizon: only a datetime field has 'horizon', not a number "
+     "field"),
+    (FORECAST_FIELDS.replace("min: 0\n            max: 500",
+                             "min: 0.2\n            max: 0.8\n            integer: true"),
+     f"flood.yaml:{{integer}} {FORECAST_FIELD_PATH}.integer: no whole number lies from 0.2 to 0.8"),
+], ids=["min_above_max", "bounds_on_text", "horizon_on_number", "no_whole_number"])
+def test_nonsense_bounds_are_refused_at_their_line(new: str, expected: str) -> None:
+    found = _flood_with(FORECAST_FIELDS, new)
+    key = expected.split(f"{FORECAST_FIELD_PATH}.")[1].split(":")[0]
+    line = _line_of("- key: rainfall_1h") + next(i for i, text in enumerate(new.splitlines())
+                                                  if text.strip().startswith(f"{key}:"))
+    assert expected.format(**{key: line}) in found, found
+
+
+def test_a_datetime_horizon_must_be_a_duration_and_not_on_a_time_already_past() -> None:
+    valid = "            not_before: now\n            horizon: P3D\n"
+    line = _line_of("horizon: P3D")
+    assert _flood_with(valid, valid.replace("P3D", "3 days")) == [
+        f"flood.yaml:{line} stages.warning.steps[0].form[3].horizon: '3 days' is not an ISO 8601 duration such as "
+        "PT30M, PT4H or P2D"]
+    assert _flood_with(valid, valid.replace("not_before", "not_after")) == [
+        f"flood.yaml:{line} stages.warning.steps[0].form[3].horizon: a field that is not after now has no horizon "
+        "ahead of it"]
+    refused = _flood_with(valid, valid.replace("not_before: now", "not_before: yesterday"))
+    assert len(refused) == 1 and "stages.warning.steps[0].form[3].not_before: Input should be 'now'" in refused[0]
+
+
+@pytest.mark.parametrize(("check", "where", "message"), [
+    ("{field: rainfall_1h, op: le, other: rainfall_48h}", ".other", "the form has no field 'rainfall_48h'"),
+    ("{field: warning_colour, op: le, other: rainfall_24h}", ".field",
+     "'warning_colour' is a choice field; checks compare number or datetime fields"),
+    ("{field: rainfall_1h, op: le, other: valid_until}", "",
+     "'rainfall_1h' is a number field and 'valid_until' a datetime field: they do not compare"),
+    ("{field: rainfall_1h, op: le, other: rainfall_1h}", ".other", "a field compared with itself"),
+], ids=["unknown_field", "choice_field", "number_and_datetime", "itself"])
+def test_checks_between_fields_name_fields_that_compare(check: str, where: str, message: str) -> None:
+    shipped = "{field: rainfall_1h, op: le, other: rainfall_24h}"
+    line = _line_of(f"- {shipped}")
+    assert _flood_with(shipped, check) == [f"flood.yaml:{line} stages.warning.steps[0].checks[0]{where}: {message}"]
+
+
+def test_checks_compare_numbers_in_one_unit() -> None:
+    flood = (PLAN_DIR / "flood.yaml").read_text(encoding="utf-8")
+    start = flood.index("- key: rainfall_24h")
+    changed = flood[:start] + flood[start:].replace("unit: mm", "unit: cm", 1)
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    found = [str(p) for p in parse_plan(changed, "flood.yaml", registry)[1]]
+    assert found == [f"flood.yaml:{_line_of('- {field: rainfall_1h')} stages.warning.steps[0].checks[0]: "
+                     "'rainfall_1h' is in mm and 'rainfall_24h' in cm: they do not compare"]
+
+
+def test_every_count_in_the_shipped_plans_is_a_whole_number_from_zero() -> None:
+    """Counts (people, vehicles, points, pumps, shelters, cases …) take whole numbers, never below zero."""
+    counts = {"人", "辆", "处", "台", "座", "个", "户", "例", "家", "支", "艘", "所", "栋", "间", "张", "条", "段"}
+    seen = 0
+    for path in SHIPPED:
+        plan, problems = load_plan(path, None)
+        assert plan is not None and not problems
+        for _, step in plan.steps():
+            for field in step.form:
+                if field.unit in counts:
+                    seen += 1
+                    assert field.integer and field.min is not None and field.min >= 0, (path.name, step.key, field.key)
+    assert seen > 250
+
+
+def test_a_condition_or_criterion_beyond_the_fields_bounds_is_refused() -> None:
+    """A count from 0 is never below 0, nor 2.5: a step that waits for it never activates, a decision that
+    needs it never stands."""
+    condition = "{condition: {step: flood_risk_assessment, field: hot_spots, op: gt, value: 0}}"
+    line = _line_of(f"when: {condition}")
+    assert _flood_with(condition, condition.replace("op: gt, value: 0", "op: lt, value: 0")) == [
+        f"flood.yaml:{line} stages.response.steps[4].when.condition: the step can never activate: the condition "
+        "asks for lt 0 of a field that takes from 0 (whole numbers)"]
+    assert _flood_with(condition, condition.replace("op: gt, value: 0", "op: eq, value: 2.5")) == [
+        f"flood.yaml:{line} stages.response.steps[4].when.condition: the step can never activate: the condition "
+        "asks for eq 2.5 of a field that takes from 0 (whole numbers)"]
+    criterion = "criterion: {op: le, value: 0}"
+    found = _flood_with(criterion, "criterion: {op: lt, value: 0}")
+    assert found == [f"flood.yaml:{_line_of(criterion)} stages.response.steps[14].form[2].criterion: the decision "
+                     "can never stand: the criterion asks for lt 0 of a field that takes from 0 (whole numbers)"]

@@ -24,7 +24,7 @@ BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", ma
                                indirect=True)
 
 FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
-            "valid_until": "2026-07-20T18:00:00+08:00"}
+            "valid_until": drive.VALID_UNTIL}
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 
 

@@ -288,7 +288,7 @@ def test_department_systems_get_signed_assignments_and_shares_through_failures(
     wait_until(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "first assignment")
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 190,
                                                             "warning_colour": "red",
-                                                            "valid_until": "2026-07-20T18:00:00+08:00"})
+                                                            "valid_until": drive.VALID_UNTIL})
     assignment = wait_until(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
                                      and m["task"]["step"] == "flood_risk_assessment"], 60,
                             "the signed assignment to water affairs")[0]

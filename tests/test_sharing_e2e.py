@@ -19,6 +19,7 @@ from core.platform.db import session_scope
 from core.platform.settings import get_settings
 from core.sharing.cap import CAP_SCHEMA
 from core.signals.intake import add_source
+from tests import engine_driver as drive
 from tests.api_server import ApiServer, issued_token, make_user, run_api
 from tests.conftest import StartWorker
 from tests.receiver import Receiver, running_receiver
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.prefect
 SECRET = "water-affairs-system-secret"
 FILLS: dict[str, dict[str, Any]] = {
     "rainstorm_forecast": {"rainfall_1h": 75, "rainfall_24h": 210, "warning_colour": "orange",
-                           "valid_until": "2099-07-20T18:00:00+08:00"},
+                           "valid_until": drive.VALID_UNTIL},
     "flood_risk_assessment": {"hot_spots": 6, "pumps_deployed": 20, "river_level_high": True},
     "lift_warning": {"decision": "respond"},
     "activate_command": {"command_post": {"name": "滨江区应急指挥中心"}, "commander": "王主任"},

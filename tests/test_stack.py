@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.learning.simulation import sample_value
+from core.learning.simulation import sample_value, satisfy_checks
 from flows.stack import alive, free_port, read_stack, stack_down, stack_up
-from process_defs.schema import FormField
+from process_defs.schema import FieldCheck, FormField
 from tests.fixtures.system import postgres_available, require
 
 _RNG = random.Random(11)
@@ -92,7 +92,9 @@ def _work_inbox(client: httpx.Client, headers: dict[str, str], office: bool = Fa
     inbox = client.get("/api/tasks", params=params, headers=headers).json()["items"]
     for item in inbox:
         detail = client.get(f"/api/tasks/{item['id']}", headers=headers).json()
-        outputs = FIXED.get(item["step_key"]) or {f["key"]: sample(f) for f in detail["form"] if f["required"]}
+        outputs = FIXED.get(item["step_key"]) or satisfy_checks(
+            [FieldCheck.model_validate(c) for c in detail["checks"]],
+            {f["key"]: sample(f) for f in detail["form"] if f["required"]})
         response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs}, headers=headers)
         assert response.status_code in (200, 409), response.text  # 409: another client got there first
         done += response.status_code == 200

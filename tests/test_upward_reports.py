@@ -65,7 +65,7 @@ FORECAST = {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
             "valid_until": "2026-07-21T10:00:00+08:00"}
 ASSESSMENT = {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}
 CLOCKED = ("core.incidents.service", "core.incidents.handoffs", "core.incidents.engine", "core.reporting.schedule",
-           "core.reporting.service", "core.reporting.reads")
+           "core.reporting.service", "core.reporting.reads", "core.learning.simulation")
 
 
 def at(minutes: float) -> datetime:
@@ -107,7 +107,7 @@ def _plan_id(incident_id: str) -> int:
 
 
 def complete(incident_id: str, step: str, moment: datetime, outputs: dict[str, Any] | None = None) -> None:
-    with session_scope() as session:
+    with clock(moment), session_scope() as session:  # simulated times are the test's times
         task = latest_tasks(session, incident_id)[step]
         incident = session.get(Incident, incident_id)
         assert incident is not None

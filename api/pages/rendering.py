@@ -127,7 +127,12 @@ class Helpers(Wording):
         return actor
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
-        return self.local(moment, "%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
+        """A console's short time, `07-20 18:00`, with its year (`2025-07-20 18:00`) when that is not this year's
+        (in Baton's time zone): every page's times go through here."""
+        pattern = "%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M"
+        if moment is not None and self.local(moment, "%Y") != self.local(utcnow(), "%Y"):
+            pattern = "%Y-" + pattern
+        return self.local(moment, pattern)
 
     def overdue(self, task: DepartmentTask) -> bool:
         return reads.is_overdue(task)

@@ -106,9 +106,19 @@ def form_values(step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None]:
-    """FormInvalid details as a message code per field (the template says it in the reader's language)."""
+# The form check's codes a page words itself (with the bound or the other field); any other refusal is worded by
+# the field's type ("Enter a number.").
+PAGE_CODES = frozenset({"required", "below_min", "above_max", "not_integer", "in_the_past", "in_the_future",
+                        "beyond_horizon", "check_failed", "criterion_unmet", "reason_required"})
+TIME_CODES = frozenset({"in_the_past", "in_the_future", "beyond_horizon"})
+
+
+def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None, dict[str, dict[str, Any]]]:
+    """FormInvalid details as a message code per field (the template says it in the reader's language), the
+    form's general problem, and what each field's message needs: the bound it broke (a number with its unit,
+    or a moment), or the field a check compares it with and that field's answer."""
     errors: dict[str, str] = {}
+    params: dict[str, dict[str, Any]] = {}
     general = None
     for item in details if isinstance(details, list) else []:
         key = item.get("field") if isinstance(item, Mapping) else None
@@ -117,13 +127,30 @@ def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None]:
             general = "form"
             continue
         message = str(item.get("message") or "")
-        if item.get("code"):
-            errors[key] = str(item["code"])
+        code = str(item.get("code") or "")
+        if code in PAGE_CODES:
+            errors[key] = code
+            params[key] = _params(step, item)
         elif message == "is required":
             errors[key] = "required"
         elif form_field.type is FieldType.location and "lat" in message:
             errors[key] = "location_coords"
         else:
             errors[key] = form_field.type.value
-    return errors, general
+    return errors, general, params
 
+
+def _params(step: Step, item: Mapping[str, Any]) -> dict[str, Any]:
+    code, bound = item.get("code"), item.get("bound")
+    if code in ("below_min", "above_max") and isinstance(bound, int | float):
+        unit = item.get("unit")
+        return {"bound": f"{bound:g} {unit}" if unit else f"{bound:g}"}
+    if code in TIME_CODES and isinstance(bound, str):
+        try:
+            return {"bound": datetime.fromisoformat(bound)}
+        except ValueError:
+            return {}
+    if code == "check_failed":
+        other = step.field(str(item.get("other")))
+        return {"op": item.get("op"), "other": other, "value": bound} if other is not None else {}
+    return {}

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
+from starlette.datastructures import FormData
 
 from api.deps import ActingPageUser, PageUser, Principal, SessionDep
 from api.errors import ApiError
@@ -17,6 +18,7 @@ from core.incidents import handoffs, reads
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import may_act
+from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.users.positions import holdings_of
@@ -68,6 +70,7 @@ def _actable_task(session: Session, principal: Principal, task_id: str) -> Depar
 
 def _task_page(request: Request, principal: Principal, session: Session, task: DepartmentTask, *,
                values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+               error_params: dict[str, dict[str, Any]] | None = None,
                problem: str | None = None, reason: str = "", notice: str | None = None,
                open_work: list[dict[str, Any]] | None = None, status_code: int = 200) -> HTMLResponse:
     detail = reads.task_detail(session, task)
@@ -80,7 +83,8 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
     open_ = task.status in ACTIONABLE
     return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
                 inputs=inputs, fields=list(step.form), values=values if values is not None
-                else form_values(step, task.outputs or {}), errors=errors or {}, problem=problem, reason=reason,
+                else form_values(step, task.outputs or {}), errors=errors or {}, error_params=error_params or {},
+                problem=problem, reason=reason,
                 can_act=acting and open_,
                 can_ack=acting and open_ and task.acknowledged_at is None
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
@@ -110,23 +114,40 @@ def task_acknowledge(task_id: str, request: Request, principal: PageUser, sessio
     session.commit()
     return redirect(f"/tasks/{task.id}?done=acknowledged")
 
+# What the posted task form carries besides its fields' values: never echoed into the confirmation's hidden fields.
+_NOT_ECHOED = frozenset({"csrf", "action"})
+
+
 @router.post("/tasks/{task_id}/complete")
 def task_complete(task_id: str, request: Request, principal: PageUser, session: SessionDep,
                   form: Form) -> Response:
+    """Complete a task from its form, in two steps on the page: `action=review` checks the answers and shows them
+    to confirm (nothing is stored), `action=edit` goes back to the form with them, and `action=confirm` (or a
+    post without an action) completes the task."""
     checked_form(principal, form)
     task = _actable_task(session, principal, task_id)
     incident = session.get(Incident, task.incident_id)
     assert incident is not None
-    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
+    plan = plan_for_version(session, incident.plan_version_id)
+    step = plan.step(task.step_key)
     outputs, raw = parse_outputs(step, form)
     note = field(form, "note").strip() or None
-    raw["note"] = note or ""
+    ordered_by = field(form, "ordered_by").strip() or None
+    raw.update({"note": note or "", "ordered_by": ordered_by or ""})
+    action = field(form, "action")
+    if action == "edit":
+        return _task_page(request, principal, session, task, values=raw)
     try:
         if note is not None and len(note) > 10_000:
             raise FormInvalid("note too long", details=[])
+        if action == "review":
+            clean = validate_outputs(step, outputs)
+            check_decision(plan, step, clean)
+            return _confirm_page(request, principal, session, task, step, clean, form, note=note,
+                                 ordered_by=ordered_by)
         confirmed = bool(field(form, "confirm_open_work")) and field(form, "open_work_reason").strip()
         handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user, outputs=outputs,
-                          note=note, ordered_by=field(form, "ordered_by").strip() or None, check_open_work=True,
+                          note=note, ordered_by=ordered_by, check_open_work=True,
                           open_work_reason=field(form, "open_work_reason").strip()[:2000] if confirmed else None)
     except OpenWork as exc:
         session.rollback()
@@ -139,15 +160,29 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
                           problem="position_required", status_code=403)
     except FormInvalid as exc:
         session.rollback()
-        errors, general = field_errors(step, exc.details)
+        errors, general, params = field_errors(step, exc.details)
         return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
-                          errors=errors, problem=general or "invalid", status_code=422)
+                          errors=errors, error_params=params, problem=general or "invalid", status_code=422)
     except TaskStateConflict:
         session.rollback()
         return _task_page(request, principal, session, _readable_task(session, principal, task_id), values=raw,
                           problem="conflict", status_code=409)
     session.commit()
     return redirect(f"/tasks/{task.id}?done=completed")
+
+
+def _confirm_page(request: Request, principal: Principal, session: Session, task: DepartmentTask, step: Step,
+                  clean: dict[str, Any], form: FormData, *, note: str | None, ordered_by: str | None) -> HTMLResponse:
+    """The answers as they will be stored, to confirm; the posted form rides along in hidden fields, so that
+    confirming sends it again (checked again) and editing shows it again, with no script and nothing stored."""
+    if task.status not in ACTIONABLE:
+        raise TaskStateConflict(f"task {task.id} is {task.status}")
+    detail = reads.task_detail(session, task)
+    answers = [{"field": f, "value": clean.get(f.key)} for f in step.form]
+    hidden = [(name, value) for name, value in form.multi_items()
+              if name not in _NOT_ECHOED and isinstance(value, str)]
+    return page(request, principal, "task_confirm.html", task=task, incident=detail["incident"], step=step,
+                answers=answers, hidden=hidden, note=note, ordered_by=ordered_by)
 
 
 @router.post("/tasks/{task_id}/hand-back")

@@ -93,7 +93,8 @@ def detail(task_id: str, principal: CurrentUser, session: SessionDep) -> TaskDet
     """The task, the form to fill, and the inputs other departments' earlier steps share with it."""
     task = _readable(session, principal, task_id)
     view = reads.task_detail(session, task)
-    return TaskDetail(**public(session, task).model_dump(), form=view["form"], inputs=view["inputs"], note=task.note)
+    return TaskDetail(**public(session, task).model_dump(), form=view["form"], checks=view["checks"],
+                      inputs=view["inputs"], note=task.note)
 
 
 @router.post("/{task_id}/acknowledge", response_model=TaskPublic)

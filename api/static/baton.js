@@ -1,4 +1,5 @@
-/* Baton pages: refresh the parts of a page marked data-poll-url (progress, inbox) every few seconds.
+/* Baton pages: refresh the parts of a page marked data-poll-url (progress, inbox) every few seconds, and fill a
+   location field from the device's position.
    Served from 'self' (the Content-Security-Policy allows no inline script). */
 (function () {
   "use strict";
@@ -33,8 +34,35 @@
     again(delay);
   }
 
+  /* A location field's "use my position" button: fills latitude and longitude from the device
+     (navigator.geolocation). Without script or a position the button stays hidden and the fields are typed. */
+  function locate(button) {
+    if (!navigator.geolocation) { return; }
+    var name = button.getAttribute("data-locate");
+    var lat = document.getElementById(name + "_lat");
+    var lon = document.getElementById(name + "_lon");
+    var status = document.getElementById(name + "_locate_status");
+    if (!lat || !lon) { return; }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      if (status) { status.textContent = "…"; }
+      navigator.geolocation.getCurrentPosition(function (position) {
+        lat.value = position.coords.latitude.toFixed(6);
+        lon.value = position.coords.longitude.toFixed(6);
+        if (status) { status.textContent = "±" + Math.round(position.coords.accuracy) + " m"; }
+        button.disabled = false;
+      }, function (error) {
+        if (status) { status.textContent = error.message || String(error.code); }
+        button.disabled = false;
+      }, { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     var found = document.querySelectorAll("[data-poll-url]");
     for (var i = 0; i < found.length; i++) { poll(found[i]); }
+    var buttons = document.querySelectorAll("[data-locate]");
+    for (var j = 0; j < buttons.length; j++) { locate(buttons[j]); }
   });
 })();

@@ -90,11 +90,11 @@ def complete(
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
     plan = plan_for_version(session, incident.plan_version_id)
     step = plan.step(task.step_key)
-    clean = validate_outputs(step, outputs)
+    now = utcnow()
+    clean = validate_outputs(step, outputs, now=now)  # "not in the past" as of the completion's own time
     check_decision(plan, step, clean)
     decided = authority.for_decision(session, plan=plan, step_key=step.key, outputs=clean, level=incident.level,
                                      by=by, ordered_by=ordered_by, actor=actor)
-    now = utcnow()
     alerts.confirm_open_work(session, incident=incident, work=left_open_by_gate(session, incident=incident, plan=plan,
                                                                          task=task),
                       actor=actor, reason=open_work_reason, check=check_open_work, why=f"gate:{task.step_key}",

@@ -116,7 +116,8 @@ def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
                        "department_name": dept.name.model_dump() if dept else None,
                        "completed_at": source.completed_at, "fields": fields})
     return {"task": task, "incident": incident, "step": step, "inputs": inputs,
-            "form": [f.model_dump(mode="json") for f in step.form]}
+            "form": [f.model_dump(mode="json") for f in step.form],
+            "checks": [c.model_dump(mode="json") for c in step.checks]}
 
 
 def is_overdue(task: DepartmentTask, now: datetime | None = None) -> bool:

@@ -4,9 +4,11 @@ as a department would (acknowledged, then completed)."""
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session
@@ -14,8 +16,9 @@ from sqlmodel import Session
 from core.incidents.handoffs import acknowledge, complete
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.plans.store import plan_for_version
+from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid
-from process_defs.schema import Condition, FieldType, FormField, IncidentType, Step
+from process_defs.schema import Condition, FieldCheck, FieldType, FormField, IncidentType, Step, parse_duration
 
 
 def sample_value(field: FormField, rng: random.Random) -> Any:
@@ -33,10 +36,34 @@ def sample_value(field: FormField, rng: random.Random) -> Any:
     return value
 
 
+def _number(field: FormField, rng: random.Random) -> int | float:
+    """A number within the field's bounds: from its min (or 0) to 40 above it, at most its max; a count whole."""
+    low = field.min if field.min is not None else 0.0
+    if low < 0 and (field.max is None or field.max > 0):
+        low = 0.0  # a plain answer: a fire on the 12th floor, not in the basement
+    high = field.max if field.max is not None else low + 40
+    high = min(high, low + 40)
+    if field.integer or (float(low).is_integer() and float(high).is_integer() and high - low >= 4):
+        return rng.randint(math.ceil(low), math.floor(high))
+    return round(rng.uniform(low, high), 1) if round(high, 1) >= round(low, 1) + 0.1 else low
+
+
+def _moment(field: FormField, rng: random.Random) -> str:
+    """A time its field accepts: a past hour for a time that has been (`not_after: now`), else an hour ahead
+    within the field's horizon."""
+    now = utcnow().replace(microsecond=0)
+    if field.not_after is not None:
+        return (now - timedelta(minutes=rng.randint(1, 24 * 60))).isoformat()
+    ahead = timedelta(hours=rng.randint(1, 24))
+    if field.horizon is not None:
+        ahead = min(ahead, parse_duration(field.horizon) / 2)
+    return (now + ahead).replace(microsecond=0).isoformat()
+
+
 def _sample(field: FormField, rng: random.Random) -> Any:
     kind = field.type
     if kind is FieldType.number:
-        return rng.randint(0, 40)
+        return _number(field, rng)
     if kind is FieldType.boolean:
         return rng.random() < 0.5
     if kind is FieldType.choice:
@@ -48,7 +75,7 @@ def _sample(field: FormField, rng: random.Random) -> Any:
             value = onward[0]
         return [value] if field.multiple else value
     if kind is FieldType.datetime:
-        return (datetime.now(UTC) + timedelta(hours=rng.randint(1, 24))).replace(microsecond=0).isoformat()
+        return _moment(field, rng)
     if kind is FieldType.location:
         return {"name": "演示地点 Demo site", "lat": round(31.2 + rng.random() / 10, 5),
                 "lon": round(121.4 + rng.random() / 10, 5)}
@@ -60,7 +87,25 @@ def _sample(field: FormField, rng: random.Random) -> Any:
 def sample_outputs(step: Step, rng: random.Random | None = None) -> dict[str, Any]:
     """Plausible values for the step's form: every required field, and about half of the optional ones."""
     generator = rng or random.Random()
-    return {f.key: sample_value(f, generator) for f in step.form if f.required or generator.random() < 0.5}
+    values = {f.key: sample_value(f, generator) for f in step.form if f.required or generator.random() < 0.5}
+    return satisfy_checks(step.checks, values)
+
+
+def satisfy_checks(checks: Iterable[FieldCheck], values: dict[str, Any],
+                   keep: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`values` with the step's checks between fields made true (rainfall_1h ≤ rainfall_24h): a value that breaks
+    one takes the other's (equal satisfies le, ge and eq), or the two swap (lt, gt); the values in `keep` (a
+    condition's) stay."""
+    for check in checks:
+        if check.field in values and check.other in values and not check.holds(values[check.field],
+                                                                               values[check.other]):
+            if check.op in ("le", "ge", "eq") and check.field in keep:
+                values[check.other] = values[check.field]
+            elif check.op in ("le", "ge", "eq"):
+                values[check.field] = values[check.other]
+            elif check.op in ("lt", "gt") and check.holds(values[check.other], values[check.field]):
+                values[check.field], values[check.other] = values[check.other], values[check.field]
+    return values
 
 
 def _satisfying(condition: Condition, form_field: FormField | None) -> Any:
@@ -109,7 +154,7 @@ def simulated_outputs(plan: IncidentType, step: Step, rng: random.Random) -> dic
         # tanker / a plant) are chosen between by the seed.
         best = max(sum(c.holds({key: v}) for c in on_field) for v in options)
         values[key] = rng.choice([v for v in options if sum(c.holds({key: v}) for c in on_field) == best])
-    return values
+    return satisfy_checks(step.checks, values, keep=frozenset(conditions))
 
 
 def _candidates(condition: Condition, form_field: FormField | None) -> list[Any]:
