@@ -3,6 +3,7 @@ database; it never runs a flow."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from api.deps import CurrentUser
 from api.forwarded import TrustedProxies
 from api.pages import docs
 from api.pages.rendering import error_page, too_large_page
-from api.routes import auth, incidents, learning, plans, public, reporting, reports, sharing, tasks, users
+from api.routes import attachments, auth, incidents, learning, plans, public, reporting, reports, sharing, tasks, users
 from core.platform import input_policy as policy
 from core.platform.settings import get_settings
 
@@ -32,8 +33,22 @@ SECURITY_HEADERS = {
 }
 
 
+# The routes that take a file (multipart only): their bodies may be as large as a file plus a form.
+UPLOADS = re.compile(r"^/api/tasks/[^/]+/attachments$|^/tasks/[^/]+/complete$")
+
+
+def body_limit(scope: Scope) -> int:
+    """`max_body_bytes`, or for a multipart post to a route that takes a file, `attachment_max_bytes` more."""
+    settings = get_settings()
+    headers = dict(scope.get("headers") or [])
+    multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+    if multipart and UPLOADS.match(str(scope.get("path", ""))):
+        return settings.max_body_bytes + settings.attachment_max_bytes
+    return settings.max_body_bytes
+
+
 class BodyLimit:
-    """Refuse bodies over `max_body_bytes` whether or not they announce their length (chunked uploads).
+    """Refuse bodies over their limit (`body_limit`) whether or not they announce their length (chunked uploads).
 
     The body is read here, up to the limit, before the app sees it; the app then gets it replayed."""
 
@@ -44,7 +59,7 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = get_settings().max_body_bytes
+        limit = body_limit(scope)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -125,7 +140,7 @@ def create_app() -> FastAPI:
         return response
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
-                   learning.router, reports.router, reporting.router, users.router):
+                   learning.router, reports.router, reporting.router, users.router, attachments.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -121,6 +121,20 @@ class TaskPublic(BaseModel):
     position: str | None = None  # referred by the office to this command position: whoever holds it acts
 
 
+class AttachmentOut(BaseModel):
+    """A file stored for a task: name it in an attachment field of the task's outputs by `reference`."""
+
+    id: str
+    reference: str  # attachment:<id>
+    task_id: str
+    incident_id: str
+    filename: str
+    content_type: str  # as judged from the file's bytes
+    size: int
+    sha256: str
+    created_at: datetime
+
+
 class TaskPage(BaseModel):
     items: list[TaskPublic]
     total: int

@@ -33,12 +33,14 @@ DOMAINS: dict[str, set[str]] = {
     "users": {"platform", "plans"},
     "ledger": {"platform", "plans", "users"},
     "outbox": {"platform", "plans", "users", "ledger"},
-    "incidents": {"platform", "plans", "users", "ledger", "outbox"},
-    "signals": {"platform", "plans", "users", "ledger", "outbox", "incidents"},
-    "reporting": {"platform", "plans", "users", "ledger", "outbox", "incidents"},
-    "sharing": {"platform", "plans", "users", "ledger", "outbox", "incidents", "reporting"},
-    "learning": {"platform", "plans", "users", "ledger", "outbox", "incidents", "sharing", "reporting"},
-    "reports": {"platform", "plans", "users", "ledger", "outbox", "incidents", "sharing", "reporting", "learning"},
+    "attachments": {"platform"},
+    "incidents": {"platform", "plans", "users", "ledger", "outbox", "attachments"},
+    "signals": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
+    "reporting": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
+    "sharing": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "reporting"},
+    "learning": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
+    "reports": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting",
+                "learning"},
 }
 # Modules at core's top that gather every domain (they sit above all of them).
 CORE_AGGREGATES = {"core.all_models", "core.migrations.env"}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, File, Query, UploadFile
 from sqlmodel import Session
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, SessionDep
@@ -10,6 +10,7 @@ from api.errors import ApiError
 from api.schemas import (
     AlertOut,
     AskLeaderIn,
+    AttachmentOut,
     CompleteIn,
     HandBackIn,
     ReassignIn,
@@ -18,6 +19,8 @@ from api.schemas import (
     TaskPage,
     TaskPublic,
 )
+from core.attachments import service as attachments
+from core.attachments.models import Attachment
 from core.incidents import alerts, handoffs, reads
 from core.incidents.models import DepartmentTask, Incident, OfficeAlert
 from core.incidents.permissions import may_act
@@ -113,6 +116,27 @@ def complete(task_id: str, body: CompleteIn, principal: ActingUser, session: Ses
                                              outputs=body.outputs, note=body.note, ordered_by=body.ordered_by,
                                              check_open_work=True, open_work_reason=body.open_work_reason
                                              if body.confirm_open_work else None))
+
+
+def attachment_out(row: Attachment) -> AttachmentOut:
+    return AttachmentOut(id=row.id, reference=attachments.reference(row.id), task_id=row.task_id,
+                         incident_id=row.incident_id, filename=row.filename, content_type=row.content_type,
+                         size=row.size, sha256=row.sha256, created_at=row.created_at)
+
+
+@router.post("/{task_id}/attachments", response_model=AttachmentOut, status_code=201)
+def upload_attachment(task_id: str, file: Annotated[UploadFile, File(description="A photo or a PDF")],
+                      principal: ActingUser, session: SessionDep) -> AttachmentOut:
+    """Attach a file to an open task whose form has an attachment field (multipart, field `file`): a photo
+    (JPEG, PNG, WebP, HEIC) or a PDF, judged by its bytes (415 `attachment_type_refused`), at most
+    `BATON_ATTACHMENT_MAX_BYTES` (413 `attachment_too_large`). Name it in the completion's outputs by its
+    `reference`; until then only its sender may read it (`GET /api/attachments/{id}`)."""
+    task = _actable(session, principal, task_id)
+    incident = session.get(Incident, task.incident_id)
+    assert incident is not None
+    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
+    return attachment_out(attachments.store(session, task=task, step=step, uploaded_by=principal.actor,
+                                            filename=file.filename, stream=file.file))
 
 
 @router.post("/{task_id}/hand-back", response_model=TaskPublic)

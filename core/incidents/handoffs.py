@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.attachments import service as attachments
 from core.incidents import alerts, authority
 from core.incidents.engine import latest_tasks
 from core.incidents.models import AlertKind, DepartmentTask, Incident, TaskStatus
@@ -93,6 +94,7 @@ def complete(
     now = utcnow()
     clean = validate_outputs(step, outputs, now=now)  # "not in the past" as of the completion's own time
     check_decision(plan, step, clean)
+    files = attachments.link(session, task=task, step=step, outputs=clean, at=now)
     decided = authority.for_decision(session, plan=plan, step_key=step.key, outputs=clean, level=incident.level,
                                      by=by, ordered_by=ordered_by, actor=actor)
     alerts.confirm_open_work(session, incident=incident, work=left_open_by_gate(session, incident=incident, plan=plan,
@@ -107,9 +109,11 @@ def complete(
     session.add(task)
     ledger.append(session, incident=incident, kind=LedgerKind.task_completed, actor=actor,
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
-                  idempotency_key=f"{task.id}:completed", handed_over={"outputs": clean, "note": note},
+                  idempotency_key=f"{task.id}:completed",
+                  handed_over={"outputs": clean, "note": note} | ({"files": files} if files else {}),
                   details={"on_time": task.due_at is None or now <= task.due_at}
-                  | ({"authority": decided.details()} if decided else {}), at=now)
+                  | ({"authority": decided.details()} if decided else {}) | ({"files": files} if files else {}),
+                  at=now)
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
     alerts.settle(session, task=task, actor=actor, at=now)

@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from core.attachments import service as attachments
+from core.attachments.models import Attachment
 from core.incidents.engine import latest_tasks, shared_inputs
 from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
 from core.ledger.chain import read_chain, verify_incident
@@ -84,6 +86,31 @@ def get_task(session: Session, task_id: str, department: str | None) -> Departme
     if task is None or (department is not None and task.department != department):
         raise NotFound(f"no task '{task_id}'")
     return task
+
+
+def readable_attachment(session: Session, attachment_id: str, *, reader: str | None, actor: str) -> Attachment:
+    """A stored file, for a reader who may read the field of the task that names it (`Step.visible_outputs`, as
+    the field's value itself; a department must also be on the incident), or for its sender while the task is
+    not yet completed with it. Anyone else finds nothing (`NotFound`)."""
+    row = session.get(Attachment, attachment_id)
+    missing = NotFound(f"no attachment '{attachment_id}'")
+    if row is None:
+        raise missing
+    if row.linked_at is None:
+        if row.uploaded_by != actor:
+            raise missing
+        return row
+    task = session.get(DepartmentTask, row.task_id)
+    incident = session.get(Incident, row.incident_id)
+    if task is None or incident is None:
+        raise missing
+    if reader is not None and reader != task.department and not involved(session, incident.id, reader):
+        raise missing
+    step = plan_for_version(session, incident.plan_version_id).step(task.step_key)
+    visible = step.visible_outputs(reader, owner=task.department, outputs=task.outputs)
+    if (row.field_key, row.id) not in attachments.references(step, visible):
+        raise missing
+    return row
 
 
 def attempts(session: Session, task: DepartmentTask) -> list[DepartmentTask]:

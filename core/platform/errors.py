@@ -97,3 +97,25 @@ class AlertResolved(BatonError):
 
     code = "alert_resolved"
     http_status = 409
+
+
+class AttachmentRefused(BatonError):
+    """An uploaded file that is not one of the kinds a form takes (a photo: JPEG, PNG, WebP, HEIC; a PDF), judged
+    by its own bytes, not by its name or what the sender said it is."""
+
+    code = "attachment_type_refused"
+    http_status = 415
+
+
+class AttachmentTooLarge(BatonError):
+    """An uploaded file over `attachment_max_bytes`."""
+
+    code = "attachment_too_large"
+    http_status = 413
+
+
+class AttachmentEmpty(BatonError):
+    """An uploaded file with nothing in it."""
+
+    code = "attachment_empty"
+    http_status = 422

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # CIDRs, comma-separated or a JSON list. Empty: the connection's own address is the client's.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 1_000_000
+    # Files attached to a task's form (core/attachments/): the largest accepted; the body limit of the routes that
+    # take them (`POST /api/tasks/{id}/attachments`, the task page's form) is this plus `max_body_bytes`.
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     # Monitoring signals (core/signals/intake.py): each source's sustained rate and burst; how old (or how far
     # ahead of this clock) an observation may be; how many incidents one source may open in an hour before
     # its further signals wait for the duty desk instead.
