@@ -7,10 +7,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from starlette.datastructures import FormData
+from sqlmodel import Session
+from starlette.datastructures import FormData, UploadFile
 
 from api.pages.rendering import field, zone
+from core.attachments import service as attachments
+from core.incidents.models import DepartmentTask
+from core.platform.errors import AttachmentEmpty, AttachmentRefused, AttachmentTooLarge
 from process_defs.schema import FieldType, Step
+
+FILE_SUFFIX = "_file"
 
 
 def _number(text: str) -> Any:
@@ -79,6 +85,50 @@ def parse_outputs(step: Step, form: FormData) -> tuple[dict[str, Any], dict[str,
     return outputs, raw
 
 
+def take_uploads(session: Session, *, task: DepartmentTask, step: Step, actor: str,
+                 form: FormData) -> tuple[FormData, dict[str, str], dict[str, dict[str, Any]]]:
+    """Store the files chosen in the form's attachment fields (`f_<key>_file`, a phone's camera or its files) as
+    uploads of the task, and name each in its field as `attachment:<id>`: instead of the typed reference (one file
+    field), or after the typed ones (several). The form without its files (what the confirmation carries on, so a
+    file is sent once), and each refused file's field with its code and what its message needs."""
+    chosen: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for item in step.form:
+        if item.type is not FieldType.attachment:
+            continue
+        for upload in form.getlist(f"f_{item.key}{FILE_SUFFIX}"):
+            if not isinstance(upload, UploadFile) or (not upload.filename and not upload.size):
+                continue  # no file chosen: the browser sends an empty part
+            try:
+                row = attachments.store(session, task=task, step=step, uploaded_by=actor, filename=upload.filename,
+                                        stream=upload.file)
+            except AttachmentTooLarge as exc:
+                errors[item.key] = exc.code
+                limit = exc.details.get("limit", 0) if isinstance(exc.details, dict) else 0
+                params[item.key] = {"limit": f"{limit / 1024 / 1024:g} MB"}
+                continue
+            except (AttachmentRefused, AttachmentEmpty) as exc:
+                errors[item.key] = exc.code
+                continue
+            chosen.setdefault(item.key, []).append(attachments.reference(row.id))
+    items: list[tuple[str, Any]] = []
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            continue
+        key = name[2:] if name.startswith("f_") else None
+        if key in chosen:
+            form_field = step.field(key)
+            if form_field is not None and form_field.multiple:
+                typed = [line.strip() for line in value.splitlines() if line.strip()]
+                value = "\n".join(typed + chosen.pop(key))
+            else:
+                value = chosen.pop(key)[-1]
+        items.append((name, value))
+    items += [(f"f_{key}", "\n".join(refs)) for key, refs in chosen.items()]  # a field the form did not send
+    return FormData(items), errors, params
+
+
 def form_values(step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Stored outputs as the inputs' values (for a completed task's read-only view and defaults)."""
     raw: dict[str, Any] = {}
@@ -109,7 +159,8 @@ def form_values(step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
 # The form check's codes a page words itself (with the bound or the other field); any other refusal is worded by
 # the field's type ("Enter a number.").
 PAGE_CODES = frozenset({"required", "below_min", "above_max", "not_integer", "in_the_past", "in_the_future",
-                        "beyond_horizon", "check_failed", "criterion_unmet", "reason_required"})
+                        "beyond_horizon", "check_failed", "criterion_unmet", "reason_required",
+                        "unknown_attachment"})
 TIME_CODES = frozenset({"in_the_past", "in_the_future", "beyond_horizon"})
 
 

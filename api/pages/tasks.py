@@ -13,7 +13,8 @@ from api.deps import ActingPageUser, PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages import listings
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
-from api.pages.task_form import field_errors, form_values, parse_outputs
+from api.pages.task_form import field_errors, form_values, parse_outputs, take_uploads
+from core.attachments import service as attachments
 from core.incidents import handoffs, reads
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
@@ -21,6 +22,7 @@ from core.incidents.permissions import may_act
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
+from core.platform.settings import get_settings
 from core.users.positions import holdings_of
 from process_defs.schema import Step
 
@@ -89,6 +91,8 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 can_ack=acting and open_ and task.acknowledged_at is None
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
                 overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate,
+                takes_files=attachments.takes_files(step),
+                attachment_limit=f"{get_settings().attachment_max_bytes / 1024 / 1024:g} MB",
                 open_work=open_work, task_history=reads.attempts(session, task))
 
 
@@ -114,6 +118,9 @@ def task_acknowledge(task_id: str, request: Request, principal: PageUser, sessio
     session.commit()
     return redirect(f"/tasks/{task.id}?done=acknowledged")
 
+# A refused file: 415 for a kind of file not taken, 413 for one too large, 422 for an empty one.
+UPLOAD_STATUS = {"attachment_type_refused": 415, "attachment_too_large": 413, "attachment_empty": 422}
+
 # What the posted task form carries besides its fields' values: never echoed into the confirmation's hidden fields.
 _NOT_ECHOED = frozenset({"csrf", "action"})
 
@@ -130,6 +137,17 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
     assert incident is not None
     plan = plan_for_version(session, incident.plan_version_id)
     step = plan.step(task.step_key)
+    if attachments.takes_files(step):
+        # Files chosen are stored now, as the sender's uploads for this task, and named in their fields: the
+        # confirmation (or the form shown again) carries the names on, never the files.
+        form, refused, refused_params = take_uploads(session, task=task, step=step, actor=principal.actor, form=form)
+        session.commit()
+        if refused:
+            _, raw = parse_outputs(step, form)
+            raw.update({"note": field(form, "note"), "ordered_by": field(form, "ordered_by")})
+            status = UPLOAD_STATUS.get(next(iter(refused.values())), 422)
+            return _task_page(request, principal, session, task, values=raw, errors=refused,
+                              error_params=refused_params, problem="invalid", status_code=status)
     outputs, raw = parse_outputs(step, form)
     note = field(form, "note").strip() or None
     ordered_by = field(form, "ordered_by").strip() or None
@@ -143,6 +161,7 @@ def task_complete(task_id: str, request: Request, principal: PageUser, session: 
         if action == "review":
             clean = validate_outputs(step, outputs)
             check_decision(plan, step, clean)
+            attachments.check_references(session, task=task, step=step, outputs=clean)
             return _confirm_page(request, principal, session, task, step, clean, form, note=note,
                                  ordered_by=ordered_by)
         confirmed = bool(field(form, "confirm_open_work")) and field(form, "open_work_reason").strip()
