@@ -316,6 +316,7 @@ def test_the_task_page_refuses_a_file_that_is_not_a_photo_beside_its_field(page_
                          files={"f_hot_spot_map_file": ("map.png", HTML, "image/png")}, follow_redirects=False)
     assert refused.status_code == 415
     assert 'data-field="hot_spot_map" data-error="attachment_type_refused"' in refused.text
+    assert "该文件不是照片（JPEG、PNG、WebP、HEIC）或PDF文件" in refused.text
     assert rows() == [] and stored_files() == []
     # The other answers are kept for the next try.
     assert 'name="f_pumps_deployed" value="12"' in refused.text
