@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from sqlmodel import col, func, select
 
+from core.attachments.models import Attachment
 from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
@@ -154,8 +155,8 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
-    failed logins, lockout) and their locks per address, upward reports. Read as plain rows (the access matrices
-    take one before and after each of a thousand requests)."""
+    failed logins, lockout) and their locks per address, upward reports, attached files (and whether linked).
+    Read as plain rows (the access matrices take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -187,4 +188,5 @@ def fingerprint() -> tuple[Any, ...]:
         counts = rows(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
                       count(SituationReport), count(CapAlert),
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
-        return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward)
+        files = table(Attachment.id, Attachment.linked_at)
+        return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, files)

@@ -77,6 +77,7 @@ class Target:
 class Case(Row):
     json: Body = None
     form: dict[str, str] | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None  # a multipart upload
     headers: Callable[[Target], dict[str, str]] | None = None
     # A write must change something when allowed and nothing when refused. An allowed write gets a fresh target
     # unless `reuse` says the target is not used up (and `fresh_token`, a token of its own to spend).
@@ -265,7 +266,7 @@ def run_cell(api: Api, case: Case, role: str, shared: dict[str, Target]) -> Cell
     headers = case.headers(target) if case.headers else None
     before = fingerprint()
     response = api.server.request(case.method, case.path.format_map(target.params), token, json=body,
-                                  data=case.form, headers=headers)
+                                  data=case.form, files=case.files, headers=headers)
     cell.got = response.status_code
     if response.status_code >= 400:
         try:
