@@ -2,15 +2,16 @@
 
 A scenario with cascades (a typhoon; the office opens a linked flood from it; the flood opens a chemical leak the
 way a plan's `open_linked_incident` step does) is filled with unique markers: every text, number, place and
-attachment a department reports and every completion note, situation reports (text and figure names and values),
-a hand-back reason, a level-change reason, the cascades' reasons, the office's incident description, incident
-titles, a lesson, a follow-up (title and notes), a plan proposal and its rejection. Then every reader (anonymous,
-office, manager, admin, and a user of every department in the registry) reads every GET route of the app (the route
-table enumerated as the access matrices do, every path parameter filled with every object of its kind, `incident=`
-and `lang=` queries too): JSON, pages, exports (sitrep, ICS-214 activity log, CSV, report HTML, the PDF's text, the
-text of a .docx should a route ever send one), the public feed and warnings; and every webhook body the local
-receiver got is read as its target department. A marker found where its scope does not reach the reader fails the
-test; so does a marker no reader was shown at all (the canary would not notice that one leaking).
+attachment a department reports (the bytes of a stored file, and a typed file number) and every completion note,
+situation reports (text and figure names and values), a hand-back reason, a level-change reason, the cascades'
+reasons, the office's incident description, incident titles, a lesson, a follow-up (title and notes), a plan
+proposal and its rejection. Then every reader (anonymous, office, manager, admin, and a user of every department in
+the registry) reads every GET route of the app (the route table enumerated as the access matrices do, every path
+parameter filled with every object of its kind, `incident=` and `lang=` queries too): JSON, pages, exports (sitrep,
+ICS-214 activity log, CSV, report HTML, the PDF's text, the text of a .docx should a route ever send one), the
+public feed and warnings; and every webhook body the local receiver got is read as its target department. A marker
+found where its scope does not reach the reader fails the test; so does a marker no reader was shown at all (the
+canary would not notice that one leaking).
 
 Each marker's scope is worked out here from the plan, independently of Baton's code (`departments_reached`): a value
 reaches the office, managers and administrators; its owner; the departments its field's share (else its step's)
@@ -38,6 +39,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import col, select
 
+from core.attachments import service as attachments
+from core.attachments.models import Attachment
 from core.incidents.cascade import open_linked
 from core.incidents.engine import escalation_target
 from core.incidents.handoffs import complete, hand_back
@@ -197,8 +200,10 @@ class Scenario:
             elif item.type is FieldType.location:
                 values[item.key] = {"name": self.markers.text(scope), "lat": 30.25, "lon": 120.17}
             elif item.type is FieldType.attachment:
-                marker = self.markers.text(scope)
-                values[item.key] = [marker] if item.multiple else marker
+                # A stored file holding a marker (read through GET /api/attachments/{id}), named by reference;
+                # a field of several files also names a file number, a marker of its own.
+                stored = self.attach(task, step, self.markers.text(scope))
+                values[item.key] = [stored, self.markers.text(scope)] if item.multiple else stored
             elif item.type is FieldType.boolean:
                 values[item.key] = True
             elif item.type is FieldType.datetime and (item.not_before or item.not_after or item.horizon):
@@ -218,6 +223,17 @@ class Scenario:
         note = self.markers.text(Scope(f"{code} {step.key} note by {owner}",
                                        departments_reached(step.share, owner=owner)))
         return values, note
+
+    @staticmethod
+    def attach(task: DepartmentTask, step: Step, marker: str) -> str:
+        """A "photo" (a PNG's signature, then the marker) uploaded for the task: its reference."""
+        with session_scope() as session:
+            row = session.get(DepartmentTask, task.id)
+            assert row is not None
+            photo = io.BytesIO(b"\x89PNG\r\n\x1a\n" + marker.encode())
+            stored = attachments.store(session, task=row, step=step, uploaded_by=f"user:{task.department}",
+                                       filename="photo.png", stream=photo)
+            return attachments.reference(stored.id)
 
     def work(self, incident_id: str, *, rounds: int = 80, stop: Callable[[], bool] | None = None) -> None:
         """Complete every open task as it comes, until the incident closes (or `stop` says so)."""
@@ -394,7 +410,7 @@ def object_ids(scenario: Scenario) -> dict[str, list[str]]:
                 "lesson_id": ids(Lesson), "follow_up_id": ids(FollowUp), "proposal_id": ids(PlanProposal),
                 "delivery_id": ids(OutboundDelivery), "alert_id": ids(CapAlert), "user_id": ids(User),
                 "identifier": [str(row) for row in session.exec(select(CapAlert.identifier)).all()],
-                "report_id": ids(UpwardReport),
+                "report_id": ids(UpwardReport), "attachment_id": ids(Attachment),
                 "type_key": sorted({i.type for i in session.exec(select(Incident)).all()})}
 
 
