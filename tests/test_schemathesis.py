@@ -12,6 +12,7 @@ shrunk, and listed together.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -29,7 +30,10 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api.app import app
+from core.attachments import service as attachments
+from core.incidents.models import DepartmentTask, Incident
 from core.outbox.models import OutboundDelivery
+from core.plans.store import plan_for_version
 from core.platform.db import session_scope
 from tests.api_server import Api, error_of, flood, issued_token, standard_api
 from tests.conftest import Say
@@ -62,8 +66,18 @@ def fuzz_api(api_with: ApiWith, prefect_server: PrefectServer) -> Iterator[Api]:
 
 
 def real_parameters() -> dict[str, str]:
-    """Ids of objects that exist: a flood incident with water_affairs' task open, a dead-lettered delivery."""
+    """Ids of objects that exist: a flood incident with water_affairs' task open (a photo attached to it, not yet
+    linked), a dead-lettered delivery."""
     incident = flood("assessment")
+    task_id = incident.tasks["flood_risk_assessment"]
+    with session_scope() as session:
+        task = session.get(DepartmentTask, task_id)
+        opened = session.get(Incident, incident.id)
+        assert task is not None and opened is not None
+        step = plan_for_version(session, opened.plan_version_id).step(task.step_key)
+        photo = attachments.store(session, task=task, step=step, uploaded_by="user:water_affairs",
+                                  filename="photo.png", stream=io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64))
+        attachment_id = photo.id
     with session_scope() as session:
         delivery = OutboundDelivery(incident_id=incident.id, idempotency_key=str(uuid.uuid4()), purpose="assignment",
                                     target="water_affairs", endpoint="water_affairs", payload={"x": 1},
@@ -72,7 +86,7 @@ def real_parameters() -> dict[str, str]:
         session.flush()
         delivery_id = delivery.id
     return {"incident_id": incident.id, "task_id": incident.tasks["flood_risk_assessment"], "type_key": "flood",
-            "delivery_id": delivery_id}
+            "delivery_id": delivery_id, "attachment_id": attachment_id}
 
 
 def pdf_unavailable(response: requests.Response) -> bool:
