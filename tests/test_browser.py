@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, ViewportSize, expect, sync_playwright
 from sqlmodel import select
 
 from core.incidents.engine import latest_tasks
-from core.incidents.models import Incident
+from core.incidents.models import DepartmentTask, Incident
 from core.platform.db import session_scope
 from core.reports.pdf import chromium_path
 from core.users.service import add_user
@@ -40,6 +40,9 @@ PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "
              "boss1": "manager-secret-1"}
 DESK: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
+# A 1×1 PNG: the photo water affairs attaches.
+PHOTO = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415478"
+                      "9c63f8cfc000000301010018dd8db00000000049454e44ae426082")
 WAIT_MS = 60_000
 # What the worker does (a Prefect flow run per incident) can take seconds on a busy machine: wait as long for a
 # page to show it as for any other action (Playwright's assertions wait 5 s by default).
@@ -197,15 +200,29 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#f_hot_spots", "4")
     page.fill("#f_pumps_deployed", "12")
     page.check("#f_river_level_high")
-    page.fill("#f_hot_spot_map", "DOC-2026-0718")
+    # The map is a photo: the file input opens the phone's back camera; here the browser is handed the picture.
+    camera = page.locator("#f_hot_spot_map_file")
+    expect(camera).to_have_attribute("capture", "environment")
+    picture: FilePayload = {"name": "IMG_0718.png", "mimeType": "image/png", "buffer": PHOTO}
+    camera.set_input_files(files=[picture])
     water.shoot("task-form-shared")
     page.click("#complete button[type=submit]")
+    expect(page.locator('#confirm dd[data-field="hot_spot_map"] a.attachment-link')).to_be_visible()
     page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
+    link = page.locator('#outputs dd[data-field="hot_spot_map"] a.attachment-link')
+    href = link.get_attribute("href")
+    assert href and href.startswith("/api/attachments/")
+    photo = page.request.get(f"{site}{href}")
+    assert photo.status == 200 and photo.body() == PHOTO and photo.headers["content-type"] == "image/png"
 
     tasks = task_ids(incident_id)
     assert tasks["rainstorm_forecast"][1:] == ("completed", "user:met1")
     assert tasks["flood_risk_assessment"][1:] == ("completed", "user:water1")
+    with session_scope() as session:
+        assessment = session.get(DepartmentTask, tasks["flood_risk_assessment"][0])
+        assert assessment is not None and assessment.outputs is not None
+        assert assessment.outputs["hot_spot_map"] == "attachment:" + href.rsplit("/", 1)[1]
 
     # The next handoff: lifting the warning comes to the emergency office.
     page = office.go(f"/office/incidents/{incident_id}")
