@@ -268,3 +268,52 @@ def test_ownerless_minutes_cover_a_task_still_waiting(api: Api, clock: Clock) ->
         row = session.get(Incident, incident.id)
         assert row is not None
         assert 6.9 <= ownerless_minutes(session, row) <= 7.2
+
+
+def test_cli_roster_import_names_file_row_and_field_and_is_idempotent(api: Api, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    duty_people(api)
+    roster = tmp_path / "water.csv"
+    roster.write_text("department,position,holder,stand_in,date,start,end\n"
+                      "water_affairs,duty_officer,wa_zhang,wa_li,2026-10-01,08:00,20:00\n"
+                      "water_affairs,chief_of_everything,wa_zhang,,2026-10-01,08:00,20:00\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["roster", "import", str(roster)])
+    assert result.exit_code == 1, result.output
+    assert f"{roster}:3:position: unknown position 'chief_of_everything'" in result.output
+    assert "1 shifts added" in result.output
+    again = runner.invoke(app, ["roster", "import", str(roster)])
+    assert "0 shifts added, 0 updated, 1 unchanged, 1 rows refused" in again.output, again.output
+
+
+def test_the_inbox_shows_who_is_on_duty_and_a_department_declines_from_the_task_page(api: Api) -> None:
+    from tests.api_server import csrf_of
+
+    duty_people(api)
+    today = utcnow().astimezone(ZONE).date()
+    roster = ("department,position,holder,stand_in,from,to,start,end\n"
+              f"water_affairs,duty_officer,wa_zhang,wa_li,{today - timedelta(days=1)},{today + timedelta(days=1)},"
+              "08:00,08:00\n")
+    assert api.call("office", "POST", "/api/rosters/import",
+                    json={"filename": "w.csv", "content": roster}).json()["added"] == 3
+    incident = flood("assessment")
+    task_id = incident.tasks["flood_risk_assessment"]
+    with page_client(api.server, "water_affairs") as browser:
+        inbox = browser.get("/inbox")
+        assert inbox.status_code == 200
+        assert 'id="on-duty"' in inbox.text and 'data-on-duty="wa_zhang"' in inbox.text
+        assert "当前值班" in inbox.text and "下次交接班" in inbox.text
+        page = browser.get(f"/tasks/{task_id}")
+        assert 'action="/tasks/' + task_id + '/decline"' in page.text and "非本辖区" in page.text
+        response = browser.post(f"/tasks/{task_id}/decline",
+                                data={"csrf": csrf_of(browser, f"/tasks/{task_id}"), "reason_code": "lacking_resources",
+                                      "reason": "泵车全部在外"})
+        assert response.status_code == 303, response.text[:500]
+    assert task_row(task_id).decline_code == "lacking_resources"
+    drive.step(incident.id)
+    with page_client(api.server, "office") as browser:
+        office = browser.get(f"/office/incidents/{incident.id}")
+    assert 'data-kind="declined"' in office.text and "力量不足" in office.text and "派发时限" in office.text
