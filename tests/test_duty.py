@@ -317,3 +317,20 @@ def test_the_inbox_shows_who_is_on_duty_and_a_department_declines_from_the_task_
     with page_client(api.server, "office") as browser:
         office = browser.get(f"/office/incidents/{incident.id}")
     assert 'data-kind="declined"' in office.text and "力量不足" in office.text and "派发时限" in office.text
+
+
+def test_a_step_addressed_to_a_position_names_a_post_of_its_own_department(tmp_path: Path) -> None:
+    from process_defs.validation import check_paths
+
+    plans = copy_plans(tmp_path, "flood")
+    text = (plans / "flood.yaml").read_text(encoding="utf-8")
+    changed = text.replace("        department: water_affairs\n        kind: human\n",
+                           "        department: water_affairs\n        position: duty_officer@meteorology\n"
+                           "        kind: human\n", 1)
+    assert changed != text
+    (plans / "flood.yaml").write_text(changed, encoding="utf-8")
+    problems = [str(p) for p in check_paths([plans]).problems]
+    assert any("the position is in 'meteorology'" in p for p in problems), problems
+    (plans / "flood.yaml").write_text(changed.replace("duty_officer@meteorology", "duty_officer@water_affairs"),
+                                      encoding="utf-8")
+    assert not check_paths([plans]).problems
