@@ -21,7 +21,7 @@ from core.platform.db import session_scope
 from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
-from core.users.models import AccessToken, AuditEvent, LoginLock, User, UserPosition
+from core.users.models import AccessToken, AuditEvent, DutyAbsence, LoginLock, RosterShift, User, UserPosition
 from tests import engine_driver as drive
 from tests.fixtures.api import (
     PASSWORD,
@@ -154,8 +154,8 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
-    failed logins, lockout) and their locks per address, upward reports. Read as plain rows (the access matrices
-    take one before and after each of a thousand requests)."""
+    failed logins, lockout) and their locks per address, upward reports, roster shifts and absences. Read as
+    plain rows (the access matrices take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -187,4 +187,5 @@ def fingerprint() -> tuple[Any, ...]:
         counts = rows(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
                       count(SituationReport), count(CapAlert),
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
-        return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward)
+        duty = rows(count(RosterShift), count(DutyAbsence))[0]
+        return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty))

@@ -136,7 +136,8 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/tasks/{task_id}", "unknown", MISSING_PAGE),
     *[PageCase("POST", f"/tasks/{{task_id}}/{action}", target, expect, form=form, writes=True)
       for action, form in (("acknowledge", None), ("complete", task_form),
-                           ("hand-back", {"reason": "不属于本部门职责"}))
+                           ("hand-back", {"reason": "不属于本部门职责"}),
+                           ("decline", {"reason_code": "wrong_area", "reason": "非本辖区"}))
       for target, expect in (("task", DEPT_FORM), ("task_same_incident", DEPT_FORM),
                              ("office_task", OFFICE_STEP_FORM), ("unknown", MISSING_PAGE))],
     PageCase("GET", "/review", "none", REVIEW_PAGE),
