@@ -128,6 +128,10 @@ MATRIX: list[PageCase] = [
                            ("take-over", {"reason": "值班室直接办理"}),
                            ("ask-leader", {"position": "commander@flood_control_hq", "reason": "请总指挥定夺"}))
       for target in ("handed_back_task", "unknown")],
+    # A leader signs a reviewed draft off from their inbox: only a holder of its signer posts (none of these roles).
+    PageCase("POST", "/warnings/{alert_id}/sign", "warning_reviewed", roles(LOGIN, 403, 403, 403, 403, 403),
+             writes=True),
+    PageCase("POST", "/warnings/{alert_id}/sign", "unknown", roles(LOGIN, 404, 404, 404, 404, 404), writes=True),
     PageCase("GET", "/inbox", "none", DESK_PAGE),
     PageCase("GET", "/inbox/list", "none", DESK_PAGE),
     PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData
 from api.deps import ActingPageUser, PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages import listings
+from api.pages import warnings as warning_release
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from api.pages.task_form import field_errors, form_values, parse_outputs
 from core.incidents import handoffs, reads
@@ -39,12 +40,13 @@ def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
     incidents = listings.incidents_of(session, open_tasks + done)
     return {"department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
             "duty_desk": rosters.desk(session, department=department, at=utcnow()),
+            "to_sign": warning_release.to_sign(session, principal),
             "titles": listings.titles(session, open_tasks + done, incidents), "poll_seconds": POLL_SECONDS}
 
 
 @router.get("/inbox")
-def inbox(request: Request, principal: ActingPageUser, session: SessionDep) -> HTMLResponse:
-    return page(request, principal, "inbox.html", **_inbox_context(session, principal))
+def inbox(request: Request, principal: ActingPageUser, session: SessionDep, done: str | None = None) -> HTMLResponse:
+    return page(request, principal, "inbox.html", signed=done == "signed", **_inbox_context(session, principal))
 
 
 @router.get("/inbox/list")
