@@ -218,10 +218,12 @@ def ask_leader(session: Session, *, task_id: str, position: str, actor: str, rea
                    choice=Choice(AlertResolution.ask_leader, position, LedgerKind.task_referred_to_leader))
 
 
-def open_work_of(work: list[DepartmentTask]) -> list[dict[str, Any]]:
-    """Open tasks as the `open_work` refusal lists them."""
-    return [{"task_id": t.id, "step": t.step_key, "department": t.position or t.department, "status": t.status,
-             "required": t.required, "stage": t.stage} for t in sorted(work, key=lambda t: t.step_key)]
+def open_work_of(work: list[DepartmentTask], titles: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Open tasks as the `open_work` refusal lists them, each with its step's title (a page names the step, not
+    its key) when `titles` (step key -> {zh, en}) are given."""
+    return [{"task_id": t.id, "step": t.step_key, "title": (titles or {}).get(t.step_key),
+             "department": t.position or t.department, "status": t.status, "required": t.required,
+             "stage": t.stage} for t in sorted(work, key=lambda t: t.step_key)]
 
 
 def confirm_open_work(session: Session, *, incident: Incident, work: list[DepartmentTask], actor: str,
@@ -230,7 +232,8 @@ def confirm_open_work(session: Session, *, incident: Incident, work: list[Depart
     ledgered with the list. `check` False (simulated departments, drills) records a given reason only."""
     if not work:
         return
-    listed = open_work_of(work)
+    plan = plan_for_version(session, incident.plan_version_id)
+    listed = open_work_of(work, {t.step_key: plan.step(t.step_key).title.model_dump() for t in work})
     if reason is None or not reason.strip():
         if check:
             raise OpenWork(f"{len(work)} open task(s) would be cancelled: "
