@@ -220,7 +220,7 @@ def test_the_level_notice_names_the_new_level_in_one_numeral_form(login: Login) 
 
 
 # -- no jargon on the Chinese pages ------------------------------------------------------------------------------------
-JARGON = re.compile(r"user:|demo:|skipped|Skipped|Asia/Shanghai|UTC\+08|流程运行|密级|贵单位"
+JARGON = re.compile(r"user:|demo:|skipped|Skipped|Asia/Shanghai|UTC\+08|流程运行|密级|贵单位|\bAlert\b"
                     r"|(?<![A-Za-zⅠⅡⅢⅣ])(?:I{1,3}|IV)级")
 
 
