@@ -25,6 +25,9 @@ LEVEL_NAMES: dict[str, dict[str, str]] = {
     "II": {"zh": "重大（Ⅱ级，橙色）", "en": "Significant (II, orange)"},
     "I": {"zh": "特别重大（Ⅰ级，红色）", "en": "Particularly significant (I, red)"},
 }
+# One form of a level's numeral on every page and text: the Roman numeral characters, as Chinese documents
+# write them (Ⅱ级); English keeps the letters (Level II).
+LEVEL_NUMERALS: dict[str, str] = {"IV": "Ⅳ", "III": "Ⅲ", "II": "Ⅱ", "I": "Ⅰ"}
 
 STAGES: tuple[str, ...] = ("warning", "response", "recovery", "learning")
 STAGE_NAMES: dict[str, dict[str, str]] = {

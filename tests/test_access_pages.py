@@ -105,7 +105,8 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/office", "none", OFFICE_PAGE),
     PageCase("POST", "/office/incidents", "none", OFFICE_FORM, form=new_incident, writes=True),
     *[PageCase("GET", path, target, OFFICE_PAGE if target == "incident" else MISSING_PAGE)
-      for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress")
+      for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress",
+                   "/office/incidents/{incident_id}/duty")
       for target in ("incident", "unknown")],
     # Level decisions: the office records the flood commander's verbal order (see access_rows_law.py).
     PageCase("POST", "/office/incidents/{incident_id}/level", "incident", OFFICE_FORM,
@@ -132,6 +133,10 @@ MATRIX: list[PageCase] = [
     PageCase("POST", "/warnings/{alert_id}/sign", "warning_reviewed", roles(LOGIN, 403, 403, 403, 403, 403),
              writes=True),
     PageCase("POST", "/warnings/{alert_id}/sign", "unknown", roles(LOGIN, 404, 404, 404, 404, 404), writes=True),
+    # A chase-up is the office's, of an overdue task only: the matrix's task is not overdue (409, nothing written;
+    # tests/test_duty_screen.py chases an overdue one).
+    PageCase("POST", "/office/tasks/{task_id}/chase-up", "task", roles(LOGIN, 409, 404, 409, 404, 404), writes=True),
+    PageCase("POST", "/office/tasks/{task_id}/chase-up", "unknown", MISSING_PAGE, writes=True),
     PageCase("GET", "/inbox", "none", DESK_PAGE),
     PageCase("GET", "/inbox/list", "none", DESK_PAGE),
     PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),

@@ -152,9 +152,10 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#lon", "121.4737")
     page.check("#drill")
     page.click("#trigger button[type=submit]")
-    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}$"))
-    incident_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}\?done=opened$"))
+    incident_id = page.url.rsplit("/", 1)[1].split("?")[0]
     expect(page.locator("h1")).to_contain_text("滨江路暴雨积水")
+    expect(page.locator("#notice")).to_contain_text("已启动事件 FLD-")
     # The worker picks it up and hands the forecast to meteorology; the progress table refreshes by itself.
     expect(page.locator('#progress tr[data-step="rainstorm_forecast"]')).to_have_attribute("data-status", "assigned")
     expect(page.locator("#progress")).to_have_attribute("data-polled", re.compile(r"\d+"))

@@ -15,10 +15,11 @@ from api.pages import listings
 from api.pages import warnings as warning_release
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from api.pages.task_form import field_errors, form_values, parse_outputs
-from core.incidents import handoffs, reads
+from core.incidents import chase, handoffs, reads
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import held_for, may_act
+from core.incidents.service import COMMAND
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
@@ -93,6 +94,9 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 can_ack=acting and open_ and task.acknowledged_at is None
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
                 overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate,
+                chased=chase.chase_ups(session, task),
+                # The office does not hand a task back to itself.
+                may_hand_back=task.department != COMMAND,
                 open_work=open_work, task_history=reads.attempts(session, task))
 
 

@@ -40,6 +40,7 @@ class LedgerKind(StrEnum):
     # declining a task as not the department's own (退单), and the office's deadline to route it
     task_declined = "task.declined"  # with a reason code (not_our_duty, wrong_area, lacking_resources)
     alert_escalated = "alert.escalated"  # the office did not route a declined task within its deadline
+    task_chased_up = "task.chased_up"  # the office chased up an overdue task (催办); its department is told
     # sharing (core.sharing)
     warning_published = "warning.published"
     # a public warning's release (审核签发): drafted by the issuing agency, reviewed (or returned for redrafting)
