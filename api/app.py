@@ -17,7 +17,20 @@ from api.deps import CurrentUser
 from api.forwarded import TrustedProxies
 from api.pages import docs
 from api.pages.rendering import error_page, too_large_page
-from api.routes import attachments, auth, incidents, learning, plans, public, reporting, reports, sharing, tasks, users
+from api.routes import (
+    attachments,
+    auth,
+    incidents,
+    learning,
+    plans,
+    public,
+    reporting,
+    reports,
+    rosters,
+    sharing,
+    tasks,
+    users,
+)
 from core.platform import input_policy as policy
 from core.platform.settings import get_settings
 
@@ -140,7 +153,8 @@ def create_app() -> FastAPI:
         return response
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
-                   learning.router, reports.router, reporting.router, users.router, attachments.router):
+                   learning.router, reports.router, reporting.router, users.router, rosters.router,
+                   attachments.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

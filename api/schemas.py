@@ -165,6 +165,12 @@ class HandBackIn(Strict):
     reason: Lines = Field(min_length=1, max_length=2000)
 
 
+class DeclineIn(Strict):
+    reason_code: Literal["not_our_duty", "wrong_area", "lacking_resources"] = Field(
+        description="not_our_duty 非本单位职责, wrong_area 非本辖区, lacking_resources 力量不足")
+    reason: Lines = Field(min_length=1, max_length=2000)
+
+
 class ReassignIn(Strict):
     department: Line = Field(min_length=1, max_length=64)
     reason: Lines = Field(min_length=1, max_length=2000)
@@ -190,8 +196,11 @@ class AlertOut(BaseModel):
     step_key: str
     title: dict[str, str] | None = None
     department: str  # who was meant to act (a department, or a position)
-    kind: str  # handed_back, unstaffed, overdue
+    kind: str  # handed_back, declined, unstaffed, overdue
     reason: str
+    reason_code: str | None = None  # a decline's: not_our_duty, wrong_area, lacking_resources
+    route_due_at: datetime | None = None  # a declined task: when the office must have routed it by
+    escalated_at: datetime | None = None  # the office did not route it in time
     raised_by: str
     raised_at: datetime
     resolved_at: datetime | None = None

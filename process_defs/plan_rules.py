@@ -38,6 +38,7 @@ from process_defs.schema import (
     level_rank,
     parse_duration,
     reaches,
+    split_position,
 )
 
 STAGE_INDEX = {stage: i for i, stage in enumerate(STAGES)}
@@ -176,7 +177,24 @@ def unique_step_keys(ctx: PlanContext) -> list[Problem]:
 def step_department(ctx: PlanContext, at: StepAt) -> list[Problem]:
     if ctx.dept_keys is not None and at.step.department not in ctx.dept_keys:
         return [ctx.problem((*at.path, "department"), f"unknown department '{at.step.department}'")]
-    return []
+    return step_position(ctx, at)
+
+
+def step_position(ctx: PlanContext, at: StepAt) -> list[Problem]:
+    """A step addressed to a position: a person's step, to a post that exists in the step's own department."""
+    step = at.step
+    if step.position is None:
+        return []
+    path = (*at.path, "position")
+    position, organisation = split_position(step.position)
+    if step.kind != "human":
+        return [ctx.problem(path, "only a person's step (kind: human) is addressed to a position")]
+    if organisation is None:
+        return [ctx.problem(path, f"name the organisation: '{position}@{step.department}'")]
+    if organisation != step.department:
+        return [ctx.problem(path, f"the position is in '{organisation}', the step is '{step.department}''s")]
+    why = law_rules.position_ref_problem(step.position, ctx.registry) if ctx.registry is not None else None
+    return [ctx.problem(path, why)] if why else []
 
 
 def step_kind(ctx: PlanContext, at: StepAt) -> list[Problem]:

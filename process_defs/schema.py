@@ -25,6 +25,9 @@ LEVEL_NAMES: dict[str, dict[str, str]] = {
     "II": {"zh": "重大（Ⅱ级，橙色）", "en": "Significant (II, orange)"},
     "I": {"zh": "特别重大（Ⅰ级，红色）", "en": "Particularly significant (I, red)"},
 }
+# One form of a level's numeral on every page and text: the Roman numeral characters, as Chinese documents
+# write them (Ⅱ级); English keeps the letters (Level II).
+LEVEL_NUMERALS: dict[str, str] = {"IV": "Ⅳ", "III": "Ⅲ", "II": "Ⅱ", "I": "Ⅰ"}
 
 STAGES: tuple[str, ...] = ("warning", "response", "recovery", "learning")
 STAGE_NAMES: dict[str, dict[str, str]] = {
@@ -381,6 +384,11 @@ class Step(Strict):
     title: Text
     description: Text | None = None
     department: str
+    position: str | None = Field(
+        default=None, pattern=POSITION_REF,
+        description="A duty position (`duty_officer@water_affairs`) the step is addressed to instead of the whole "
+                    "department: whoever holds it now by the duty roster (or their stand-in) acts. The department "
+                    "defaults to the position's organisation.")
     kind: StepKind
     action: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -402,6 +410,16 @@ class Step(Strict):
     @classmethod
     def _one_deadline_for_all_levels(cls, value: Any) -> Any:
         return {"IV": value} if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _department_of_position(cls, value: Any) -> Any:
+        """A step addressed to `position@organisation` alone is the organisation's."""
+        if isinstance(value, dict) and "department" not in value and isinstance(value.get("position"), str):
+            _, organisation = split_position(value["position"])
+            if organisation:
+                return {**value, "department": organisation}
+        return value
 
     @property
     def min_level(self) -> str:

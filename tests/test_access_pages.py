@@ -105,7 +105,8 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/office", "none", OFFICE_PAGE),
     PageCase("POST", "/office/incidents", "none", OFFICE_FORM, form=new_incident, writes=True),
     *[PageCase("GET", path, target, OFFICE_PAGE if target == "incident" else MISSING_PAGE)
-      for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress")
+      for path in ("/office/incidents/{incident_id}", "/office/incidents/{incident_id}/progress",
+                   "/office/incidents/{incident_id}/duty")
       for target in ("incident", "unknown")],
     # Level decisions: the office records the flood commander's verbal order (see access_rows_law.py).
     PageCase("POST", "/office/incidents/{incident_id}/level", "incident", OFFICE_FORM,
@@ -128,6 +129,14 @@ MATRIX: list[PageCase] = [
                            ("take-over", {"reason": "值班室直接办理"}),
                            ("ask-leader", {"position": "commander@flood_control_hq", "reason": "请总指挥定夺"}))
       for target in ("handed_back_task", "unknown")],
+    # A leader signs a reviewed draft off from their inbox: only a holder of its signer posts (none of these roles).
+    PageCase("POST", "/warnings/{alert_id}/sign", "warning_reviewed", roles(LOGIN, 403, 403, 403, 403, 403),
+             writes=True),
+    PageCase("POST", "/warnings/{alert_id}/sign", "unknown", roles(LOGIN, 404, 404, 404, 404, 404), writes=True),
+    # A chase-up is the office's, of an overdue task only: the matrix's task is not overdue (409, nothing written;
+    # tests/test_duty_screen.py chases an overdue one).
+    PageCase("POST", "/office/tasks/{task_id}/chase-up", "task", roles(LOGIN, 409, 404, 409, 404, 404), writes=True),
+    PageCase("POST", "/office/tasks/{task_id}/chase-up", "unknown", MISSING_PAGE, writes=True),
     PageCase("GET", "/inbox", "none", DESK_PAGE),
     PageCase("GET", "/inbox/list", "none", DESK_PAGE),
     PageCase("GET", "/tasks/{task_id}", "task", VISIBLE_PAGE),
@@ -136,7 +145,8 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/tasks/{task_id}", "unknown", MISSING_PAGE),
     *[PageCase("POST", f"/tasks/{{task_id}}/{action}", target, expect, form=form, writes=True)
       for action, form in (("acknowledge", None), ("complete", task_form),
-                           ("hand-back", {"reason": "不属于本部门职责"}))
+                           ("hand-back", {"reason": "不属于本部门职责"}),
+                           ("decline", {"reason_code": "wrong_area", "reason": "非本辖区"}))
       for target, expect in (("task", DEPT_FORM), ("task_same_incident", DEPT_FORM),
                              ("office_task", OFFICE_STEP_FORM), ("unknown", MISSING_PAGE))],
     PageCase("GET", "/review", "none", REVIEW_PAGE),

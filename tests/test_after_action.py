@@ -31,10 +31,14 @@ from core.learning.after_action.text import format_duration
 from core.platform.db import session_scope
 from core.reports.pdf import PdfUnavailable, html_to_pdf
 from tests import engine_driver as drive
-from tests.api_server import FORECAST, issued_token, make_user
+from tests.api_server import FORECAST as _FORECAST
+from tests.api_server import issued_token, make_user
 
 T0 = datetime(2026, 7, 20, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 needs_chromium = pytest.mark.chromium  # skipped, with the command to install it, where it is missing
+# The forecast as meteorology gives it on the test's clock: valid for the 12 hours after T0 (the plan refuses a
+# time in the past or beyond its three-day horizon, as of the completion's own moment).
+FORECAST = {**_FORECAST, "valid_until": (T0 + timedelta(hours=12)).isoformat()}
 NO_HOT_SPOTS = {"hot_spots": 0, "pumps_deployed": 12, "river_level_high": True}
 SVG = "{http://www.w3.org/2000/svg}"
 

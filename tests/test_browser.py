@@ -155,9 +155,10 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     page.fill("#lon", "121.4737")
     page.check("#drill")
     page.click("#trigger button[type=submit]")
-    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}$"))
-    incident_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}\?done=opened$"))
+    incident_id = page.url.rsplit("/", 1)[1].split("?")[0]
     expect(page.locator("h1")).to_contain_text("滨江路暴雨积水")
+    expect(page.locator("#notice")).to_contain_text("已启动事件 FLD-")
     # The worker picks it up and hands the forecast to meteorology; the progress table refreshes by itself.
     expect(page.locator('#progress tr[data-step="rainstorm_forecast"]')).to_have_attribute("data-status", "assigned")
     expect(page.locator("#progress")).to_have_attribute("data-polled", re.compile(r"\d+"))
@@ -258,4 +259,169 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     boss.shoot("review-timeline")
 
     # Everything ran under the Content-Security-Policy: no blocked script or style, no script error.
+    assert problems == []
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def _pdf_pages_to_png(pdf: bytes, name: str, width: int) -> int:
+    """The report PDF's first two pages as PNG images `width` pixels wide (pypdfium2), for the docs."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(pdf)
+    try:
+        for index in range(min(2, len(document))):
+            page = document[index]
+            image = page.render(scale=width / page.get_width()).to_pil()
+            image.save(SHOTS / f"{name}-{index + 1}-{width}.png")
+        return len(document)
+    finally:
+        document.close()
+
+
+def test_a_public_warning_is_drafted_reviewed_signed_and_a_hand_back_is_routed_through_the_pages(
+        site: str, browser: Browser) -> None:
+    """Issue 16's walk: meteorology drafts (−5 mm refused in Chinese), the office reviews, the bureau's director
+    signs off from the inbox, the public page shows the red warning in words with its expiry; water affairs' 2.5
+    points refused; a sub-district's hand-back alerts the office, which reassigns it; the office leaves the
+    warning stage only after confirming the open work with a reason."""
+    from core.learning.after_action.compute import build_report
+    from core.learning.after_action.render import render_report_html
+    from core.reports.pdf import html_to_pdf
+    from tests.fixtures.api import make_user
+
+    PASSWORDS.update({"director1": "director-secret-1", "sub1": "subdist-secret-1"})
+    with session_scope() as session:
+        add_user(session, username="office1", role="office", password=PASSWORDS["office1"], display_name="值班员小李")
+        add_user(session, username="met1", role="department", department="meteorology", password=PASSWORDS["met1"])
+        add_user(session, username="water1", role="department", department="water_affairs",
+                 password=PASSWORDS["water1"])
+        add_user(session, username="sub1", role="department", department="subdistrict", password=PASSWORDS["sub1"])
+        add_user(session, username="boss1", role="manager", password=PASSWORDS["boss1"])
+    make_user("director1", "department", "meteorology", password=PASSWORDS["director1"],
+              positions=["bureau_director@meteorology"])
+    problems: list[str] = []
+
+    office = Desk(browser, site, "office1", problems)
+    page = office.page
+    page.select_option("#type", "flood")
+    page.select_option("#level", "IV")
+    page.fill("#title", "滨江区强降雨")
+    page.fill("#location_name", "滨江区")
+    page.fill("#lat", "31.2304")
+    page.fill("#lon", "121.4737")
+    page.click("#trigger button[type=submit]")
+    page.wait_for_url(re.compile(r".*/office/incidents/[0-9a-f-]{36}$"))
+    incident_id = page.url.rsplit("/", 1)[1]
+
+    # Meteorology: −5 mm is refused beside the field, in Chinese; then a red signal, confirmed.
+    met = Desk(browser, site, "met1", problems)
+    page = met.page
+    page.click('#inbox li[data-step="rainstorm_forecast"] a.item-title')
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]{36}$"))
+    page.fill("#f_rainfall_1h", "-5")
+    page.fill("#f_rainfall_24h", "180")
+    page.select_option("#f_warning_colour", "red")
+    page.fill("#f_valid_until", drive.VALID_UNTIL_LOCAL)
+    page.click("#complete button[type=submit]")
+    expect(page.locator("#err-rainfall_1h")).to_have_text("不能小于 0 mm。")
+    page.fill("#f_rainfall_1h", "60")
+    page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
+    page.wait_for_url(re.compile(r".*\?done=completed$"))
+
+    # The worker drafts the warning; nothing is public until the office reviews and a leader signs it off.
+    page = office.go(f"/office/incidents/{incident_id}")
+    draft = page.locator('#warning-release li[data-state="draft"]')
+    expect(draft).to_contain_text("暴雨红色预警信号")
+    assert "暴雨红色" not in office.go("/public/warnings").content()
+    page = office.go(f"/office/incidents/{incident_id}")
+    page.locator('#warning-release li[data-state="draft"] form[action$="/review"] button').click()
+    expect(page.locator('#warning-release li[data-state="reviewed"]')).to_have_count(1)
+    director = Desk(browser, site, "director1", problems)
+    page = director.page
+    expect(page.locator("#to-sign li.item")).to_contain_text("暴雨红色预警信号")
+    director.shoot("inbox-to-sign")
+    page.click("#to-sign button[type=submit]")
+    page.wait_for_url(re.compile(r".*/inbox\?done=signed$"))
+    page = director.go("/public/warnings")
+    published = page.locator("body")
+    expect(published).to_contain_text("发布暴雨红色预警信号")
+    text = published.inner_text()
+    assert not re.search(r"\bred\b", text), "a raw colour value on the public page"
+    for raw in ("False", "True", "None"):
+        assert raw not in text
+    with session_scope() as session:
+        from core.sharing.models import CapAlert
+
+        alert = session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)).one()
+        assert (alert.colour, alert.state, alert.published) == ("red", "issued", True)
+        assert "<expires>" in alert.xml and "<status>Actual</status>" in alert.xml
+    director.shoot("public-warnings")
+
+    # Water affairs: 2.5 risk points is not a count.
+    water = Desk(browser, site, "water1", problems)
+    page = water.page
+    page.click('#inbox li[data-step="flood_risk_assessment"] a.item-title')
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]{36}$"))
+    page.fill("#f_hot_spots", "2.5")
+    page.fill("#f_pumps_deployed", "12")
+    page.click("#complete button[type=submit]")
+    expect(page.locator("#err-hot_spots")).to_contain_text("整数")
+    page.fill("#f_hot_spots", "3")
+    page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
+    page.wait_for_url(re.compile(r".*\?done=completed$"))
+
+    # The sub-district hands its notification back: the office is alerted with the reason and reassigns it.
+    sub = Desk(browser, site, "sub1", problems)
+    page = sub.page
+    page.click('#inbox li[data-step="notify_subdistricts"] a.item-title')
+    page.wait_for_url(re.compile(r".*/tasks/[0-9a-f-]{36}$"))
+    page.fill("#hand-back-reason", "本街道通讯中断，无法逐户通知")
+    page.click('#hand-back button[value="hand-back"]')
+    page = office.go(f"/office/incidents/{incident_id}")
+    alert_item = page.locator('#handback-alerts li[data-step="notify_subdistricts"]')
+    expect(alert_item).to_contain_text("本街道通讯中断，无法逐户通知")
+    office.shoot("office-handback-alert")
+    alert_item.locator("summary").first.click()
+    alert_item.locator('select[name="department"]').select_option("water_affairs")
+    alert_item.locator('form[action$="/reassign"] textarea').fill("水务局有街道联络员")
+    alert_item.locator('form[action$="/reassign"] button').click()
+    expect(page.locator("#handback-alerts")).to_have_count(0)
+    expect(water.go("/inbox").locator('#inbox li[data-step="notify_subdistricts"]')).to_be_visible()
+
+    # Lifting the warning would cancel the reassigned notification: listed, confirmed with a reason.
+    page = office.go(f"/office/incidents/{incident_id}")
+    expect(page.locator('#progress tr[data-step="lift_warning"]')).to_have_attribute("data-status", "assigned")
+    lift_id = task_ids(incident_id)["lift_warning"][0]
+    page = office.go(f"/tasks/{lift_id}")
+    page.select_option("#f_decision", "respond")
+    page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
+    expect(page.locator('#open-work li[data-open-step="notify_subdistricts"]')).to_contain_text("通知属地街道")
+    page.check("#confirm-open-work")
+    page.fill("#open-work-reason", "街道通知转入响应阶段由水务局跟进")
+    page.click("#complete button[type=submit]")
+    page.click('#confirm button[value="confirm"]')
+    page.wait_for_url(re.compile(r".*\?done=completed$"))
+    with session_scope() as session:
+        from core.ledger.models import LedgerEntry
+
+        kinds = [e.kind for e in session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id))]
+    assert {"warning.reviewed", "warning.signed", "task.handed_back", "task.reassign_ordered",
+            "stage.open_work_confirmed"} <= set(kinds), kinds
+
+    # The office screen, the board and the report, on a desk and on a phone, for the README.
+    page = office.go(f"/office/incidents/{incident_id}")
+    office.shoot("office-screen")
+    office.go(f"/incidents/{incident_id}/board")
+    office.shoot("board")
+    boss = Desk(browser, site, "boss1", problems)
+    boss.go(f"/review/incidents/{incident_id}/report")
+    boss.shoot("report")
+    with session_scope() as session:
+        pdf = html_to_pdf(render_report_html(build_report(session, incident_id=incident_id), "zh"))
+    assert _pdf_pages_to_png(pdf, "report-pdf", 1280) >= 2 and _pdf_pages_to_png(pdf, "report-pdf", 390) >= 2
     assert problems == []

@@ -234,7 +234,7 @@ def trigger(b: Baton, *, title: str, description: str, place: str) -> list[str]:
                                                          "description": description, "location_name": place,
                                                          "key": uuid.uuid4().hex})
     if page.status_code == 303:
-        opened.append(page.headers["location"].rsplit("/", 1)[-1])
+        opened.append(page.headers["location"].rsplit("/", 1)[-1].split("?")[0])
     else:
         assert page.status_code == 422, page.text[:500]
     signal = b.api(None, "POST", "/api/signals", {"kind": "rainfall", "area": place, "value": 75},

@@ -31,7 +31,8 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "warning_reviewed": "warning.reviewed", "warning_returned": "warning.returned",
         "warning_redrafted": "warning.redrafted", "warning_signed": "warning.signed",
         "warning_updated": "warning.updated", "warning_cancelled": "warning.cancelled",
-        "warning_withdrawn": "warning.withdrawn"}.items()
+        "warning_withdrawn": "warning.withdrawn",
+        "task_chased_up": "task.chased_up"}.items()
 
 
 def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:

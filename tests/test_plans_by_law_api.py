@@ -48,7 +48,7 @@ def test_a_proposal_is_shown_on_the_incident_page_and_board_and_the_office_decid
     browser = page_client(api.server, "office")
     text = browser.get(f"/office/incidents/{incident_id}").text
     browser.close()
-    assert f'data-proposal="{proposal_id}"' in text and "建议调整为II级" in text
+    assert f'data-proposal="{proposal_id}"' in text and "建议调整为Ⅱ级" in text
     error_of(api.call("office", "POST", f"/api/incidents/{incident_id}/proposals/{proposal_id}",
                       json={"decision": "decline", "reason": " "}), 422, "reason_required")
     # Accepting II is the commander's decision: the office alone is refused, naming the position.

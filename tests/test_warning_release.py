@@ -321,3 +321,24 @@ def test_the_office_releases_a_warning_on_its_incident_page(api: Api) -> None:
     assert "市气象台发布暴雨红色预警信号" in _public(api)
     cancel = office.post(f"/office/incidents/{incident_id}/warning-cancel", data={"csrf": token, "reason": "雨停"})
     assert cancel.status_code == 303 and "暴雨红色" not in _public(api)
+
+
+def test_the_meteorology_bureaus_director_signs_off_from_the_inbox(api: Api) -> None:
+    """A department's leader has no office page: the reviewed drafts they may sign wait in their inbox."""
+    incident_id, alert, _ = _flood_draft("orange")
+    _leader(api)
+    make_user("met_clerk", "department", "meteorology")
+    office, director, clerk = (page_client(api.server, name) for name in ("office", "met_director", "met_clerk"))
+    assert 'id="to-sign"' not in director.get("/inbox").text  # not reviewed yet: nothing to sign
+    office.post(f"/office/incidents/{incident_id}/warnings/{alert.id}/review",
+                data={"csrf": csrf_of(office, f"/office/incidents/{incident_id}")})
+    inbox = director.get("/inbox").text
+    assert 'id="to-sign"' in inbox and "待我签发的预警" in inbox and "市气象台发布暴雨橙色预警信号" in inbox
+    assert 'id="to-sign"' not in clerk.get("/inbox").text  # a clerk holds no signer's post
+    refused = clerk.post(f"/warnings/{alert.id}/sign", data={"csrf": csrf_of(clerk, "/inbox")})
+    assert refused.status_code == 403 and "暴雨橙色" not in _public(api)
+    done = director.post(f"/warnings/{alert.id}/sign", data={"csrf": csrf_of(director, "/inbox")})
+    assert done.status_code == 303 and done.headers["location"] == "/inbox?done=signed"
+    assert "预警已签发" in director.get("/inbox?done=signed").text
+    assert "市气象台发布暴雨橙色预警信号" in _public(api)
+    assert "warning.signed" in _kinds(incident_id)

@@ -34,7 +34,8 @@ def handback_context(request: Request, session: Session, incident_id: str | None
         incidents[incident.id] = incident
         plan = plan_for_version(session, incident.plan_version_id)
         items.append({"alert": alert, "incident": incident, "title": plan.step(alert.step_key).title,
-                      "leaders": alerts.leader_positions(session, incident)})
+                      "leaders": alerts.leader_positions(session, incident),
+                      "route_due": alerts.route_due(alert, incident.clock_speed)})
     reg = registry()
     departments = [(key, d.name) for key in alerts.departments_to_route(session)
                    if (d := reg.department(key)) is not None] if items else []

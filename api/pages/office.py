@@ -17,8 +17,18 @@ from api.deps import OfficePageUser, Principal, SessionDep
 from api.pages import listings
 from api.pages import warnings as warning_release
 from api.pages.handback import handback_context
-from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
-from core.incidents import authority, grading, reads
+from api.pages.rendering import (
+    FRAGMENT_HEADER,
+    POLL_SECONDS,
+    Form,
+    Helpers,
+    checked_form,
+    field,
+    page,
+    page_router,
+    redirect,
+)
+from core.incidents import authority, chase, grading, reads
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, change_level, lock_incident, open_incident
 from core.plans.store import current_plans, list_types, plan_for_version
@@ -105,21 +115,40 @@ def trigger(request: Request, principal: OfficePageUser, session: SessionDep, fo
         # The same form was sent twice at once: the first one won.
         opened = open_incident(session, **kwargs)
     session.commit()
-    return redirect(f"/office/incidents/{opened.incident.id}")
+    return redirect(f"/office/incidents/{opened.incident.id}?done=opened")
 
 
 def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
     return list(reads.timeline(session, incident)["steps"])
 
 
+# The confirmation on the page an office action leads to (`?done=`).
+NOTICES = ("opened", "level", "chased")
+
+
+def _notice(request: Request, incident: Incident, done: str | None) -> str | None:
+    """"已启动事件 FLD-2026-0007", "响应级别已调整为Ⅱ级", in the reader's language."""
+    if done not in NOTICES:
+        return None
+    principal = getattr(request.state, "principal", None)
+    h = Helpers(principal.user.lang if isinstance(principal, Principal) else "zh")
+    texts = {"opened": {"zh": f"已启动事件 {incident.code}", "en": f"Incident {incident.code} opened"},
+             "level": {"zh": f"响应级别已调整为{h.level_short(incident.level)}",
+                       "en": f"Response level changed to {h.level_short(incident.level)}"},
+             "chased": {"zh": "已催办，已通知承办部门", "en": "Chased up: the department has been told"}}
+    return h.t(texts[done])
+
+
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
                    level_error: str | None = None, reason: str = "", proposal_error: str | None = None,
-                   needs: list[str] | None = None, status_code: int = 200) -> HTMLResponse:
+                   needs: list[str] | None = None, status_code: int = 200, notice: str | None = None,
+                   chase_error: str | None = None) -> HTMLResponse:
     tasks = listings.sorted_open(
         reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
     plan = plan_for_version(session, incident.plan_version_id)
     proposals = [{"kind": "proposal", **p.model_dump()} for p in grading.open_proposals(session, incident.id)]
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
+                duty=reads.duty_screen(session, incident), notice=notice, chase_error=chase_error,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
                 proposals=proposals, proposal_error=proposal_error, needs=needs or [],
                 awaiting=authority.awaiting(session, incident.id),
@@ -142,9 +171,36 @@ def _attempt(session: Session, decide: Callable[[], object]) -> tuple[str | None
 
 
 @router.get("/office/incidents/{incident_id}")
-def office_incident(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep) -> Response:
+def office_incident(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
+                    done: str | None = None) -> Response:
     incident = reads.get_incident(session, incident_id, None)
-    return _incident_page(request, principal, session, incident)
+    return _incident_page(request, principal, session, incident, notice=_notice(request, incident, done))
+
+
+@router.get("/office/incidents/{incident_id}/duty")
+def office_duty(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep) -> Response:
+    """The duty screen's fragment (stages, clock, counters, level, overdue tasks, next deadlines), polled."""
+    incident = reads.get_incident(session, incident_id, None)
+    return page(request, principal, "_duty.html", incident=incident,
+                plan=plan_for_version(session, incident.plan_version_id), duty=reads.duty_screen(session, incident),
+                headers={FRAGMENT_HEADER: "1"})
+
+
+@router.post("/office/tasks/{task_id}/chase-up")
+def office_chase_up(task_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
+                    form: Form) -> Response:
+    """Chase up an overdue task (催办): ledgered, sent to the department's system, shown on the task's page."""
+    checked_form(principal, form)
+    task = reads.get_task(session, task_id, None)
+    try:
+        chase.chase_up(session, task_id=task.id, actor=principal.actor)
+    except chase.TaskNotOverdue as exc:
+        session.rollback()
+        incident = reads.get_incident(session, task.incident_id, None)
+        return _incident_page(request, principal, session, incident, chase_error=exc.code,
+                              status_code=exc.http_status)
+    session.commit()
+    return redirect(f"/office/incidents/{task.incident_id}?done=chased")
 
 
 @router.get("/office/incidents/{incident_id}/progress")
@@ -189,7 +245,7 @@ def office_level(incident_id: str, request: Request, principal: OfficePageUser, 
         return _incident_page(request, principal, session, incident, level_error=problem, reason=reason,
                               needs=needs, status_code=409 if problem in ("incident_closed", "closed") else status)
     session.commit()
-    return redirect(f"/office/incidents/{incident.id}")
+    return redirect(f"/office/incidents/{incident.id}?done=level")
 
 
 @router.post("/office/incidents/{incident_id}/proposals/{proposal_id}")
@@ -220,7 +276,7 @@ def office_proposal(incident_id: str, proposal_id: str, request: Request, princi
         return _incident_page(request, principal, session, incident, proposal_error=problem, needs=needs,
                               status_code=status)
     session.commit()
-    return redirect(f"/office/incidents/{incident.id}")
+    return redirect(f"/office/incidents/{incident.id}" + ("?done=level" if decision == "accept" else ""))
 
 
 @router.post("/office/incidents/{incident_id}/authorisations/{authorisation_id}/confirm")

@@ -98,6 +98,8 @@ def zone() -> ZoneInfo:
 ACTOR_KINDS = {"cli": {"zh": "命令行", "en": "command line"}, "demo": {"zh": "演示", "en": "demo"},
                "drill": {"zh": "演练", "en": "drill"}, "signal": {"zh": "监测信号", "en": "monitoring signal"}}
 SYSTEM_ACTOR = {"zh": "系统自动", "en": "Baton (automatic)"}
+# Short names actors use for a department (`demo:office`).
+DEPARTMENT_ALIASES = {"office": "emergency_office", "command": "emergency_office"}
 
 
 class Helpers(Wording):
@@ -121,10 +123,28 @@ class Helpers(Wording):
             shown, department = self._people.get(name, (name, None))
             return f"{shown} · {self.dept(department)}" if department else shown
         if kind in ACTOR_KINDS:
+            # `demo:water_affairs` names a department; a name that is none (`demo:office`) is not shown raw.
             label = self.t(ACTOR_KINDS[kind])
-            return f"{label}（{self.dept(name) if registry_has(name) else name}）" if self.lang == "zh" else \
-                f"{label} ({self.dept(name) if registry_has(name) else name})"
+            unit = DEPARTMENT_ALIASES.get(name, name)
+            if not registry_has(unit):
+                return label
+            return f"{label}（{self.dept(unit)}）" if self.lang == "zh" else f"{label} ({self.dept(unit)})"
         return actor
+
+    def party(self, party: str | None) -> str:
+        """A ledger entry's from- or to-party as people say it: a department (or several, `a,b`), a position,
+        or a person (`user:zhang`)."""
+        if not party:
+            return ""
+        names = []
+        for part in party.split(","):
+            if ":" in part:
+                names.append(self.person(part))
+            elif "@" in part:
+                names.append(self.position(part))
+            else:
+                names.append(self.dept(part))
+        return ("、" if self.lang == "zh" else ", ").join(names)
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         """A console's short time, `07-20 18:00`, with its year (`2025-07-20 18:00`) when that is not this year's

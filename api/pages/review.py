@@ -10,7 +10,7 @@ from markupsafe import Markup
 from api.deps import ReviewerPageUser, SessionDep
 from api.pages import listings
 from api.pages.rendering import Helpers, page, page_router
-from core.incidents import reads
+from core.incidents import alerts, reads
 from core.learning.timeline_svg import render_timeline
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
@@ -43,5 +43,6 @@ def review_incident(incident_id: str, request: Request, principal: ReviewerPageU
                 step_titles=step_titles, upward_reports=upward_reports(session, incident.id),
                 svg=svg, ledger=reads.ledger_view(session, incident),
                 deadlines=reads.deadlines_by_department(session, incident),
-                flow_run_url=listings.flow_run_url(incident))
+                flow_run_url=listings.flow_run_url(incident),
+                ownerless_minutes=alerts.ownerless_minutes(session, incident))
 

@@ -12,18 +12,21 @@ from starlette.datastructures import FormData
 from api.deps import ActingPageUser, PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages import listings
+from api.pages import warnings as warning_release
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from api.pages.task_form import field_errors, form_values, parse_outputs, take_uploads
 from core.attachments import service as attachments
-from core.incidents import handoffs, reads
+from core.incidents import chase, handoffs, reads
 from core.incidents.authority import PositionRequired
-from core.incidents.models import DepartmentTask, Incident, TaskStatus
-from core.incidents.permissions import may_act
+from core.incidents.models import DeclineCode, DepartmentTask, Incident, TaskStatus
+from core.incidents.permissions import held_for, may_act
+from core.incidents.service import COMMAND
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
+from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.platform.settings import get_settings
-from core.users.positions import holdings_of
+from core.users import rosters
 from process_defs.schema import Step
 
 ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
@@ -39,12 +42,14 @@ def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
     done = sorted(done, key=lambda t: t.completed_at or t.created_at, reverse=True)[:20]
     incidents = listings.incidents_of(session, open_tasks + done)
     return {"department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
+            "duty_desk": rosters.desk(session, department=department, at=utcnow()),
+            "to_sign": warning_release.to_sign(session, principal),
             "titles": listings.titles(session, open_tasks + done, incidents), "poll_seconds": POLL_SECONDS}
 
 
 @router.get("/inbox")
-def inbox(request: Request, principal: ActingPageUser, session: SessionDep) -> HTMLResponse:
-    return page(request, principal, "inbox.html", **_inbox_context(session, principal))
+def inbox(request: Request, principal: ActingPageUser, session: SessionDep, done: str | None = None) -> HTMLResponse:
+    return page(request, principal, "inbox.html", signed=done == "signed", **_inbox_context(session, principal))
 
 
 @router.get("/inbox/list")
@@ -59,8 +64,8 @@ def _readable_task(session: Session, principal: Principal, task_id: str) -> Depa
 
 
 def _held(session: Session, principal: Principal, task: DepartmentTask) -> list[str]:
-    """The user's positions, when they matter: for a task the office referred to a position."""
-    return holdings_of(session, [principal.user.id])[principal.user.id] if task.position else []
+    """The user's positions, when they matter: for a task addressed or referred to a position."""
+    return held_for(session, principal.user, task)
 
 
 def _actable_task(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
@@ -93,6 +98,9 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate,
                 takes_files=attachments.takes_files(step),
                 attachment_limit=f"{get_settings().attachment_max_bytes / 1024 / 1024:g} MB",
+                chased=chase.chase_ups(session, task),
+                # The office does not hand a task back to itself.
+                may_hand_back=task.department != COMMAND,
                 open_work=open_work, task_history=reads.attempts(session, task))
 
 
@@ -100,7 +108,7 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
 def task_view(task_id: str, request: Request, principal: PageUser, session: SessionDep,
               done: str | None = None) -> HTMLResponse:
     task = _readable_task(session, principal, task_id)
-    notice = done if done in ("acknowledged", "completed", "handed_back") else None
+    notice = done if done in ("acknowledged", "completed", "handed_back", "declined") else None
     return _task_page(request, principal, session, task, notice=notice)
 
 
@@ -202,6 +210,29 @@ def _confirm_page(request: Request, principal: Principal, session: Session, task
               if name not in _NOT_ECHOED and isinstance(value, str)]
     return page(request, principal, "task_confirm.html", task=task, incident=detail["incident"], step=step,
                 answers=answers, hidden=hidden, note=note, ordered_by=ordered_by)
+
+
+@router.post("/tasks/{task_id}/decline")
+def task_decline(task_id: str, request: Request, principal: PageUser, session: SessionDep,
+                 form: Form) -> Response:
+    """Decline the task as not the department's own (退单), with a reason code and an explanation."""
+    checked_form(principal, form)
+    task = _actable_task(session, principal, task_id)
+    reason = field(form, "reason").strip()
+    code = field(form, "reason_code")
+    if code not in {c.value for c in DeclineCode}:
+        return _task_page(request, principal, session, task, problem="choice", reason=reason, status_code=422)
+    if not reason or len(reason) > 2000:
+        return _task_page(request, principal, session, task, problem="reason_required" if not reason else "too_long",
+                          reason=reason, status_code=422)
+    try:
+        handoffs.decline(session, task_id=task.id, actor=principal.actor, code=code, reason=reason)
+    except TaskStateConflict:
+        session.rollback()
+        return _task_page(request, principal, session, _readable_task(session, principal, task_id),
+                          problem="conflict", reason=reason, status_code=409)
+    session.commit()
+    return redirect(f"/tasks/{task.id}?done=declined")
 
 
 @router.post("/tasks/{task_id}/hand-back")

@@ -10,13 +10,13 @@ from typing import Any
 from fastapi import Request, Response
 from sqlmodel import Session
 
-from api.deps import OfficePageUser, SessionDep
+from api.deps import OfficePageUser, PageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page_router, redirect
 from core.incidents import reads
 from core.incidents.models import Incident
-from core.platform.errors import ReasonRequired
+from core.platform.errors import NotFound, ReasonRequired
 from core.sharing import warnings as release
-from core.sharing.models import WarningState
+from core.sharing.models import CapAlert, WarningState
 from process_defs.actions import WARNING_COLOURS
 
 router = page_router()
@@ -90,3 +90,23 @@ def cancel_in_force(incident_id: str, request: Request, principal: OfficePageUse
                    reason=reason)
     session.commit()
     return _back(incident.id)
+
+
+def to_sign(session: Session, principal: Principal) -> list[dict[str, Any]]:
+    """The reviewed drafts the reader may sign off, with their texts, for the inbox's 待签发 list."""
+    return [{"alert": alert, **release.alert_texts(alert)}
+            for alert in release.awaiting_signature(session, user=principal.user)]
+
+
+@router.post("/warnings/{alert_id}/sign")
+def sign_from_inbox(alert_id: str, request: Request, principal: PageUser, session: SessionDep,
+                    form: Form) -> Response:
+    """A leader of the issuing agency (a department user holding a signer's position) signs a reviewed draft off
+    from their inbox; the same rule as the office's page (403 position_required for anyone else)."""
+    checked_form(principal, form)
+    alert = session.get(CapAlert, alert_id)
+    if alert is None:
+        raise NotFound(f"no warning '{alert_id}'")
+    release.sign(session, incident_id=alert.incident_id, alert_id=alert.id, signer=principal.user)
+    session.commit()
+    return redirect("/inbox?done=signed" if principal.acts_for else "/office?done=signed")

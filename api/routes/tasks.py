@@ -12,6 +12,7 @@ from api.schemas import (
     AskLeaderIn,
     AttachmentOut,
     CompleteIn,
+    DeclineIn,
     HandBackIn,
     ReassignIn,
     TakeOverIn,
@@ -23,11 +24,10 @@ from core.attachments import service as attachments
 from core.attachments.models import Attachment
 from core.incidents import alerts, handoffs, reads
 from core.incidents.models import DepartmentTask, Incident, OfficeAlert
-from core.incidents.permissions import may_act
+from core.incidents.permissions import held_for, may_act
 from core.plans.store import plan_for_version
 from core.platform.errors import ReasonRequired
 from core.platform.input_policy import Offset
-from core.users.positions import holdings_of
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -55,7 +55,9 @@ def alert_out(session: Session, alert: OfficeAlert) -> AlertOut:
                     kind=alert.kind, reason=alert.reason, raised_by=alert.raised_by, raised_at=alert.raised_at,
                     resolved_at=alert.resolved_at, resolved_by=alert.resolved_by, resolution=alert.resolution,
                     target=alert.target, resolution_reason=alert.resolution_reason,
-                    routed_task_id=alert.routed_task_id)
+                    routed_task_id=alert.routed_task_id, reason_code=alert.reason_code,
+                    route_due_at=alerts.route_due(alert, incident.clock_speed if incident else 1.0),
+                    escalated_at=alert.escalated_at)
 
 
 def _readable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
@@ -64,8 +66,7 @@ def _readable(session: Session, principal: Principal, task_id: str) -> Departmen
 
 def _actable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
     task = _readable(session, principal, task_id)
-    held = holdings_of(session, [principal.user.id])[principal.user.id] if task.position else []
-    if not may_act(principal.user, task, held):
+    if not may_act(principal.user, task, held_for(session, principal.user, task)):
         # Office and admin read every task but act only for the emergency office.
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
     return task
@@ -143,6 +144,15 @@ def upload_attachment(task_id: str, file: Annotated[UploadFile, File(description
 def hand_back(task_id: str, body: HandBackIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     task = _actable(session, principal, task_id)
     return public(session, handoffs.hand_back(session, task_id=task.id, actor=principal.actor, reason=body.reason))
+
+
+@router.post("/{task_id}/decline", response_model=TaskPublic)
+def decline(task_id: str, body: DeclineIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
+    """Decline the task as not the department's own (退单), with a reason code and text: the office is alerted and
+    must route it within `decline_route_minutes` (else the alert escalates)."""
+    task = _actable(session, principal, task_id)
+    return public(session, handoffs.decline(session, task_id=task.id, actor=principal.actor,
+                                            code=body.reason_code, reason=body.reason))
 
 
 # -- the office's choices on a hand-back alert -----------------------------------------------------------------

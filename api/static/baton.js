@@ -1,8 +1,17 @@
-/* Baton pages: refresh the parts of a page marked data-poll-url (progress, inbox) every few seconds, and fill a
-   location field from the device's position.
+/* Baton pages: refresh the parts of a page marked data-poll-url (progress, inbox, the duty screen) every few
+   seconds, put the overdue count in the tab's title ("(1) 超时 · …", from data-overdue-title), and fill a location
+   field from the device's position.
    Served from 'self' (the Content-Security-Policy allows no inline script). */
 (function () {
   "use strict";
+
+  var baseTitle = document.title;
+
+  /* The tab's title carries the overdue count while something is overdue (the duty screen's banner says it). */
+  function markTitle() {
+    var banner = document.querySelector("[data-overdue-title]");
+    document.title = banner ? banner.getAttribute("data-overdue-title") + " · " + baseTitle : baseTitle;
+  }
 
   function poll(el) {
     var url = el.getAttribute("data-poll-url");
@@ -26,6 +35,7 @@
           if (html === null) { return; }
           el.innerHTML = html;
           el.setAttribute("data-polled", String(Date.now()));
+          markTitle();
           again(delay);
         })
         .catch(function () { again(delay * 2); });
@@ -60,6 +70,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    baseTitle = document.title;
+    markTitle();
     var found = document.querySelectorAll("[data-poll-url]");
     for (var i = 0; i < found.length; i++) { poll(found[i]); }
     var buttons = document.querySelectorAll("[data-locate]");

@@ -16,7 +16,7 @@ holder finds it in its inbox. The attempts of a step keep who was meant to act a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -31,7 +31,7 @@ from core.incidents.models import (
     TaskStatus,
 )
 from core.incidents.permissions import able_to_act, position_holders, unstaffed
-from core.incidents.service import COMMAND, lock_incident, wake
+from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, registry
@@ -45,6 +45,7 @@ from core.platform.errors import (
     OpenWork,
     ReasonRequired,
 )
+from core.platform.settings import get_settings
 from process_defs.law_rules import position_ref_problem
 from process_defs.schema import DepartmentKind, IncidentType
 
@@ -66,21 +67,23 @@ class TargetInvalid(BatonError):
 
 
 def raise_alert(session: Session, *, incident: Incident, task: DepartmentTask, kind: AlertKind, reason: str,
-                actor: str, at: datetime) -> OfficeAlert:
+                actor: str, at: datetime, reason_code: str | None = None) -> OfficeAlert:
     """The office's alert on `task` (one per task attempt; raising it again returns it, an open one takes the
-    newer kind and reason). Unstaffed and overdue alerts are ledgered here; a hand-back has its own entry."""
+    newer kind and reason). Unstaffed and overdue alerts are ledgered here; a hand-back or decline has its own
+    entry."""
     alert = session.exec(select(OfficeAlert).where(OfficeAlert.task_id == task.id)).first()
     if alert is not None:
         if alert.resolved_at is None and alert.kind != kind:
             alert.kind, alert.reason, alert.raised_by, alert.raised_at = kind, reason, actor, at
+            alert.reason_code = reason_code
             session.add(alert)
         return alert
     alert = OfficeAlert(incident_id=incident.id, task_id=task.id, step_key=task.step_key,
                         department=task.position or task.department, kind=kind, reason=reason, raised_by=actor,
-                        raised_at=at)
+                        raised_at=at, reason_code=reason_code)
     session.add(alert)
     session.flush()
-    if kind != AlertKind.handed_back:
+    if kind not in (AlertKind.handed_back, AlertKind.declined):
         ledger.append(session, incident=incident, kind=LedgerKind.task_unstaffed, actor=actor,
                       from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                       idempotency_key=f"{task.id}:alert:{kind}", handed_over={"reason": reason},
@@ -215,10 +218,12 @@ def ask_leader(session: Session, *, task_id: str, position: str, actor: str, rea
                    choice=Choice(AlertResolution.ask_leader, position, LedgerKind.task_referred_to_leader))
 
 
-def open_work_of(work: list[DepartmentTask]) -> list[dict[str, Any]]:
-    """Open tasks as the `open_work` refusal lists them."""
-    return [{"task_id": t.id, "step": t.step_key, "department": t.position or t.department, "status": t.status,
-             "required": t.required, "stage": t.stage} for t in sorted(work, key=lambda t: t.step_key)]
+def open_work_of(work: list[DepartmentTask], titles: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Open tasks as the `open_work` refusal lists them, each with its step's title (a page names the step, not
+    its key) when `titles` (step key -> {zh, en}) are given."""
+    return [{"task_id": t.id, "step": t.step_key, "title": (titles or {}).get(t.step_key),
+             "department": t.position or t.department, "status": t.status, "required": t.required,
+             "stage": t.stage} for t in sorted(work, key=lambda t: t.step_key)]
 
 
 def confirm_open_work(session: Session, *, incident: Incident, work: list[DepartmentTask], actor: str,
@@ -227,7 +232,8 @@ def confirm_open_work(session: Session, *, incident: Incident, work: list[Depart
     ledgered with the list. `check` False (simulated departments, drills) records a given reason only."""
     if not work:
         return
-    listed = open_work_of(work)
+    plan = plan_for_version(session, incident.plan_version_id)
+    listed = open_work_of(work, {t.step_key: plan.step(t.step_key).title.model_dump() for t in work})
     if reason is None or not reason.strip():
         if check:
             raise OpenWork(f"{len(work)} open task(s) would be cancelled: "
@@ -281,3 +287,54 @@ def department_unstaffed(session: Session, *, department: str, actor: str) -> li
         session.add(incident)
     return raised
 
+
+
+# -- a declined task's deadline, and the time tasks had no owner ------------------------------------------------
+OWNERLESS_KINDS = (AlertKind.handed_back.value, AlertKind.declined.value)
+
+
+def route_due(alert: OfficeAlert, clock_speed: float = 1.0) -> datetime | None:
+    """When the office must have routed the alert's task by: a declined task's, `decline_route_minutes` after
+    the decline (on a drill's compressed clock, sooner); None for other alerts."""
+    if alert.kind != AlertKind.declined:
+        return None
+    return alert.raised_at + timedelta(minutes=get_settings().decline_route_minutes) / clock_speed
+
+
+def escalate_overdue(session: Session, *, incident: Incident, at: datetime) -> datetime | None:
+    """Escalate the incident's open alerts the office did not route in time (ledgered once each, shown red);
+    the next such deadline, for the flow to wake at."""
+    following: datetime | None = None
+    for alert in open_alerts(session, incident_id=incident.id):
+        due = route_due(alert, incident.clock_speed)
+        if due is None or alert.escalated_at is not None:
+            continue
+        if at < due:
+            following = due if following is None else min(following, due)
+            continue
+        alert.escalated_at = at
+        session.add(alert)
+        ledger.append(session, incident=incident, kind=LedgerKind.alert_escalated, actor=SYSTEM,
+                      from_party=COMMAND, to_party=COMMAND, step_key=alert.step_key,
+                      idempotency_key=f"{alert.id}:escalated",
+                      details={"alert_id": alert.id, "alert": alert.kind, "reason_code": alert.reason_code,
+                               "raised_at": alert.raised_at.isoformat(), "due_at": due.isoformat(),
+                               "meant": alert.department}, at=at)
+    return following
+
+
+def ownerless_minutes(session: Session, incident: Incident, *, now: datetime | None = None) -> float:
+    """The minutes the incident's tasks had no owner, added up over its tasks: from each hand-back or decline
+    until the office routed it (reassigned, took it over, asked a leader) or the task ended; one still waiting
+    counts until now (or the incident's close). The one computation for the review and the analytics."""
+    return ownerless_of(alerts_of(session, incident.id), until=incident.closed_at or now or utcnow())
+
+
+def ownerless_of(found: list[OfficeAlert], *, until: datetime) -> float:
+    total = 0.0
+    for alert in found:
+        if alert.kind not in OWNERLESS_KINDS:
+            continue
+        end = alert.resolved_at or until
+        total += max(0.0, (end - alert.raised_at).total_seconds()) / 60
+    return round(total, 1)

@@ -22,7 +22,7 @@ from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound
 from core.users.models import Role, User
 from core.users.positions import holds
-from process_defs.schema import IncidentType
+from process_defs.schema import LEVEL_NUMERALS, IncidentType
 
 OFFICE_ROLES = (Role.office, Role.admin)
 ACTS = {"start": ("启动", "start"), "raise": ("提升至", "raise the level to"), "lower": ("从该级别降低", "lower from"),
@@ -72,7 +72,7 @@ def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who
         message = f"to {en_act} level {level} needs one of these positions, which {subject}: {names}"
     else:
         subject = f"{who}不担任" if who else "您不担任"
-        message = f"{zh_act}{level}级响应须由以下职务决定，{subject}：{names}"
+        message = f"{zh_act}{LEVEL_NUMERALS.get(level, level)}级响应须由以下职务决定，{subject}：{names}"
     return PositionRequired(message, details={"reason": reason, "act": act, "level": level, "needs": needs})
 
 

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from core.incidents import alerts, grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import AlertKind, DepartmentTask, Incident, IncidentStatus, TaskStatus
-from core.incidents.permissions import able_to_act
+from core.incidents.permissions import able_to_act, duty_of
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -140,6 +140,12 @@ class _Advancer:
                 details: dict[str, Any] | None = None) -> None:
         task.assigned_at = self.now
         task.assigned_by = actor
+        holders: list[Any] = []
+        if step.kind == "human" and task.position is not None:
+            # Addressed to a position: whoever holds it now (by the duty roster: the holder, or the stand-in while
+            # the holder is away); the ledger keeps who was meant to act and who it went to.
+            task.meant, holders = duty_of(self.session, task.position, self.now)
+            task.assignee = holders[0].username if len(holders) == 1 else None
         deadline = step.deadline_for(self.incident.level)
         task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
         self.session.add(task)
@@ -149,7 +155,8 @@ class _Advancer:
                      to_party=task.position or task.department, step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value} | ({"position": task.position} if task.position else {})
-                     | (details or {}))
+                     | ({"meant": task.meant, "assignee": task.assignee} if task.position and step.kind == "human"
+                        else {}) | (details or {}))
         failpoint("task.assigned")
         if step.kind == "human" and task.position is None and not self.staffed(task.department):
             # Not silently given to nobody: the office is alerted and may route it (the department keeps it
@@ -157,6 +164,11 @@ class _Advancer:
             alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.unstaffed,
                                reason=f"nobody active in {task.department} can act on the task", actor=SYSTEM,
                                at=self.now)
+        elif step.kind == "human" and task.position is not None and not holders and not self.incident.drill:
+            alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.unstaffed,
+                               reason=f"nobody holds {task.position} now" + (f" ({task.meant} is away, no stand-in)"
+                                                                             if task.meant else ""),
+                               actor=SYSTEM, at=self.now)
         if step.kind == "human" and outbox.has_endpoint(task.department):
             outbox.queue(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
                          target=task.department,
@@ -183,7 +195,7 @@ class _Advancer:
                                if d in self.tasks and self.tasks[d].status == TaskStatus.completed})
             from_party = ",".join(upstream) or COMMAND
             if step.kind == "human":
-                task = self._new_task(step, stage, TaskStatus.assigned)
+                task = self._new_task(step, stage, TaskStatus.assigned, position=step.position)
             else:
                 task = self._new_task(step, stage, TaskStatus.pending)
             self._assign(task, step, from_party)
@@ -199,10 +211,11 @@ class _Advancer:
                 continue
             alert = alerts.alert_of_task(self.session, task.id)
             if alert is None:
-                # Every hand-back reaches the office, whichever way it was written.
-                alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.handed_back,
+                # Every hand-back (or decline) reaches the office, whichever way it was written.
+                alerts.raise_alert(self.session, incident=self.incident, task=task,
+                                   kind=AlertKind.declined if task.decline_code else AlertKind.handed_back,
                                    reason=task.hand_back_reason or "", actor=task.handed_back_by or SYSTEM,
-                                   at=self.now)
+                                   at=self.now, reason_code=task.decline_code)
                 continue
             route = alerts.route_of(alert)
             if route is None:
@@ -343,6 +356,9 @@ class _Advancer:
                                                "due_at": task.due_at.isoformat()}})
             else:
                 sooner(task.due_at)
+        routing = alerts.escalate_overdue(self.session, incident=self.incident, at=self.now)
+        if routing is not None:
+            sooner(routing)
         return next_check
 
     def run(self, fraction: float | None) -> AdvanceResult:

@@ -1,4 +1,4 @@
-"""What a department does with a task: acknowledge it, complete it, or hand it back.
+"""What a department does with a task: acknowledge it, complete it, hand it back, or decline it (退单).
 
 Each action is one transaction with its ledger entry and a wake-up for the incident's flow; acting twice
 is a `TaskStateConflict`, never a second handoff. A hand-back raises the office's alert (`core.incidents.alerts`);
@@ -14,7 +14,7 @@ from sqlmodel import Session
 from core.attachments import service as attachments
 from core.incidents import alerts, authority
 from core.incidents.engine import latest_tasks
-from core.incidents.models import AlertKind, DepartmentTask, Incident, TaskStatus
+from core.incidents.models import AlertKind, DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import recipients
 from core.incidents.service import COMMAND, lock_incident, wake
 from core.ledger import chain as ledger
@@ -23,7 +23,7 @@ from core.outbox import queue as outbox
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
-from core.platform.errors import NotFound, ReasonRequired, TaskStateConflict
+from core.platform.errors import InputInvalid, NotFound, ReasonRequired, TaskStateConflict
 from core.platform.failpoints import failpoint
 from core.users.models import User
 from process_defs.schema import IncidentType
@@ -112,7 +112,9 @@ def complete(
                   idempotency_key=f"{task.id}:completed",
                   handed_over={"outputs": clean, "note": note} | ({"files": files} if files else {}),
                   details={"on_time": task.due_at is None or now <= task.due_at}
-                  | ({"authority": decided.details()} if decided else {}) | ({"files": files} if files else {}),
+                  | ({"authority": decided.details()} if decided else {})
+                  | ({"position": task.position, "meant": task.meant, "acted": actor} if task.position else {})
+                  | ({"files": files} if files else {}),
                   at=now)
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
@@ -138,22 +140,47 @@ def complete(
 def hand_back(session: Session, *, task_id: str, actor: str, reason: str) -> DepartmentTask:
     if not reason.strip():
         raise ReasonRequired("handing a task back needs a reason")
+    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=None)
+
+
+def decline(session: Session, *, task_id: str, actor: str, code: str, reason: str) -> DepartmentTask:
+    """The department declines the task as not its own (退单), with a reason code (`DeclineCode`) and text: the
+    office is alerted with both and must route it within `decline_route_minutes`, or the alert escalates."""
+    if code not in {c.value for c in DeclineCode}:
+        raise InputInvalid(f"reason_code is one of {', '.join(c.value for c in DeclineCode)}",
+                           details=[{"field": "reason_code", "reason": "not_a_choice"}])
+    if not reason.strip():
+        raise ReasonRequired("declining a task needs a reason")
+    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=DeclineCode(code))
+
+
+def _give_back(session: Session, *, task_id: str, actor: str, reason: str, code: DeclineCode | None
+               ) -> DepartmentTask:
     incident, task = _locked_task(session, task_id)
+    verb = "handed back" if code is None else "declined"
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
-        raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be handed back")
+        raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be {verb}")
     now = utcnow()
     task.status = TaskStatus.handed_back
     task.handed_back_at = now
     task.handed_back_by = actor
     task.hand_back_reason = reason
+    task.decline_code = code.value if code else None
     session.add(task)
-    ledger.append(session, incident=incident, kind=LedgerKind.task_handed_back, actor=actor,
-                  from_party=task.department, to_party=COMMAND, step_key=task.step_key,
-                  idempotency_key=f"{task.id}:handed_back", handed_over={"reason": reason}, at=now)
+    if code is None:
+        ledger.append(session, incident=incident, kind=LedgerKind.task_handed_back, actor=actor,
+                      from_party=task.department, to_party=COMMAND, step_key=task.step_key,
+                      idempotency_key=f"{task.id}:handed_back", handed_over={"reason": reason}, at=now)
+    else:
+        ledger.append(session, incident=incident, kind=LedgerKind.task_declined, actor=actor,
+                      from_party=task.position or task.department, to_party=COMMAND, step_key=task.step_key,
+                      idempotency_key=f"{task.id}:declined", handed_over={"reason": reason, "reason_code": code.value},
+                      details={"reason_code": code.value, "attempt": task.attempt}, at=now)
     # The office is alerted with the reason and chooses where the task goes (never silently elsewhere).
-    alerts.raise_alert(session, incident=incident, task=task, kind=AlertKind.handed_back, reason=reason, actor=actor,
-                       at=now)
+    alerts.raise_alert(session, incident=incident, task=task,
+                       kind=AlertKind.handed_back if code is None else AlertKind.declined, reason=reason,
+                       actor=actor, at=now, reason_code=code.value if code else None)
     wake(incident, now)
     session.add(incident)
     return task

@@ -114,6 +114,10 @@ class DepartmentTask(SQLModel, table=True):
     department: str = Field(max_length=64)
     # A task the office referred to a command position (`commander@flood_control_hq`): whoever holds it acts.
     position: str | None = Field(default=None, max_length=130)
+    # A task addressed to a rostered duty position: who the roster named at assignment (`meant`) and who it went to
+    # (`assignee`: the stand-in while the holder is away); user names.
+    meant: str | None = Field(default=None, max_length=64)
+    assignee: str | None = Field(default=None, max_length=64)
     kind: str = Field(max_length=16)
     required: bool = True
     status: str = Field(default=TaskStatus.pending, max_length=16)
@@ -129,6 +133,7 @@ class DepartmentTask(SQLModel, table=True):
     handed_back_at: datetime | None = None
     handed_back_by: str | None = Field(default=None, max_length=100)
     hand_back_reason: str | None = Field(default=None, sa_column=Column(Text))
+    decline_code: str | None = Field(default=None, max_length=32)  # declined (退单): the reason's code
     escalated_at: datetime | None = None
     escalated_to: str | None = Field(default=None, max_length=100)
     cancelled_at: datetime | None = None
@@ -141,6 +146,15 @@ class AlertKind(StrEnum):
     handed_back = "handed_back"  # the department handed the task back, with its reason
     unstaffed = "unstaffed"  # the task's department has nobody able to act
     overdue = "overdue"  # overdue, and its escalation target has nobody able to act (or is a position)
+    declined = "declined"  # the department declined it as not its own (退单), with a reason code
+
+
+class DeclineCode(StrEnum):
+    """Why a department declines a task (退单)."""
+
+    not_our_duty = "not_our_duty"  # 非本单位职责
+    wrong_area = "wrong_area"  # 非本辖区
+    lacking_resources = "lacking_resources"  # 力量不足
 
 
 class AlertResolution(StrEnum):
@@ -173,6 +187,9 @@ class OfficeAlert(SQLModel, table=True):
     target: str | None = Field(default=None, max_length=130)  # the department, or the position asked
     resolution_reason: str | None = Field(default=None, sa_column=Column(Text))
     routed_task_id: str | None = Field(default=None, max_length=36)  # the attempt the engine assigned after it
+    reason_code: str | None = Field(default=None, max_length=32)  # a decline's code (DeclineCode)
+    # The office did not route it within its deadline (a declined task: `decline_route_minutes`): escalated.
+    escalated_at: datetime | None = None
 
 
 class LevelChange(SQLModel, table=True):

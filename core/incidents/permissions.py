@@ -10,11 +10,14 @@ from the department: whether anybody active may act for it, so that no task is g
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
 from sqlmodel import Session, col, select
 
 from core.incidents.service import COMMAND
+from core.platform.clock import utcnow
+from core.users import rosters
 from core.users.models import Role, User, UserPosition
 from process_defs.schema import split_position
 
@@ -68,9 +71,39 @@ def unstaffed(session: Session, departments: Iterable[str]) -> list[str]:
     return sorted(d for d in set(departments) if not able_to_act(session, d))
 
 
-def position_holders(session: Session, ref: str) -> list[User]:
-    """The active users who hold the position `ref` (who may act on a task referred to it)."""
+def duty_of(session: Session, ref: str, at: datetime | None = None) -> tuple[str | None, list[User]]:
+    """Who was meant to hold the position `ref` at `at` and who holds it. A rostered duty position
+    (`core.users.rosters`): the shift's holder (user name; None when no shift covers `at`), and the holder, or
+    while the holder is away their stand-in, or nobody. Any other position: None, and every active user holding it."""
     position, organisation = split_position(ref)
+    if organisation is not None and rosters.rostered(session, organisation, position):
+        duty = rosters.on_duty(session, department=organisation, position=position, at=at or utcnow())
+        if duty is None:
+            return None, []
+        return duty.holder.username, [duty.acting] if duty.acting is not None and duty.acting.role != Role.manager \
+            else []
+    return None, _holders(session, position, organisation)
+
+
+def position_holders(session: Session, ref: str, at: datetime | None = None) -> list[User]:
+    """The active users who hold the position `ref` now (who may act on a task referred to it): by the duty
+    roster for a rostered position, else by the positions users hold."""
+    return duty_of(session, ref, at)[1]
+
+
+def held_for(session: Session, user: User, work: DepartmentWork) -> list[str]:
+    """The positions of `user` that count for `work` (for `may_act`): a task addressed to a position counts for
+    whoever holds it now, and for the person it was assigned to."""
+    position = getattr(work, "position", None)
+    if not position:
+        return []
+    if getattr(work, "assignee", None) == user.username or any(u.id == user.id for u in
+                                                                position_holders(session, position)):
+        return [position]
+    return []
+
+
+def _holders(session: Session, position: str, organisation: str | None) -> list[User]:
     query = select(User).join(UserPosition, col(UserPosition.user_id) == col(User.id)).where(
         col(User.active).is_(True), User.role != Role.manager.value, UserPosition.position == position)
     if organisation is not None:

@@ -14,8 +14,16 @@ from sqlmodel import Session, col, select
 
 from core.attachments import service as attachments
 from core.attachments.models import Attachment
+from core.incidents.alerts import open_alerts
 from core.incidents.engine import latest_tasks, shared_inputs
-from core.incidents.models import OPEN_STATUSES, DepartmentTask, Incident, LevelChange, TaskStatus
+from core.incidents.models import (
+    OPEN_STATUSES,
+    DepartmentTask,
+    Incident,
+    LevelAuthorisation,
+    LevelChange,
+    TaskStatus,
+)
 from core.ledger.chain import read_chain, verify_incident
 from core.ledger.kinds import LedgerKind
 from core.plans.models import PlanVersion
@@ -235,3 +243,46 @@ def shared_with(session: Session, incident: Incident, department: str | None) ->
     return [{"step": item["step"].key, "title": item["step"].title.model_dump(), "department": item["task"].department,
              "classification": item["classification"], "completed_at": item["task"].completed_at,
              "outputs": item["outputs"]} for item in shared_steps(session, incident, department)]
+
+
+def duty_screen(session: Session, incident: Incident, now: datetime | None = None,
+                deadlines: int = 5) -> dict[str, Any]:
+    """What the duty officer reads at a glance on an incident: its stages (past ones done, the current one
+    marked), the open people's tasks counted (waiting to be signed for, in progress, overdue, handed back to the
+    office), the current level with its reason and who set it, and the nearest open deadlines."""
+    moment = now or utcnow()
+    rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
+                                                     DepartmentTask.kind == "human",
+                                                     col(DepartmentTask.status).in_(OPEN_STATUSES))).all()
+    live = [t for t in rows if t.status != TaskStatus.pending]
+    overdue = [t for t in live if is_overdue(t, moment)]
+    upcoming = sorted((t for t in live if t.due_at is not None and not is_overdue(t, moment)),
+                      key=lambda t: t.due_at or moment)[:deadlines]
+    current = STAGES.index(incident.stage) if incident.stage in STAGES else 0
+    closed = incident.status != "open"
+    stages = [{"stage": s, "state": "done" if i < current or closed else "current" if i == current else "ahead"}
+              for i, s in enumerate(STAGES)]
+    handed_back = [a for a in open_alerts(session, incident_id=incident.id) if a.kind == "handed_back"]
+    return {"now": moment, "stages": stages,
+            "counts": {"waiting": sum(t.acknowledged_at is None for t in live),
+                       "in_progress": sum(t.acknowledged_at is not None for t in live),
+                       "overdue": len(overdue), "handed_back": len(handed_back)},
+            "overdue": sorted(overdue, key=lambda t: t.due_at or moment),
+            "level": current_level(session, incident),
+            "deadlines": [{"task": t, "department": t.position or t.department, "due_at": t.due_at,
+                           "remaining": (t.due_at - moment) if t.due_at else None} for t in upcoming]}
+
+
+def current_level(session: Session, incident: Incident) -> dict[str, Any]:
+    """The incident's level now, its reason and who set it (the latest level change, else the opening), and the
+    commander on whose verbal order it was recorded, if it was."""
+    change = session.exec(select(LevelChange).where(LevelChange.incident_id == incident.id)
+                          .order_by(col(LevelChange.at).desc(), col(LevelChange.id).desc())).first()
+    if change is None:
+        return {"level": incident.level, "reason": None, "actor": incident.opened_by, "at": incident.created_at,
+                "ordered_by": None}
+    authorisation = session.exec(select(LevelAuthorisation).where(
+        LevelAuthorisation.level_change_id == change.id)).first()
+    ordered_by = authorisation.authorised_by if authorisation is not None and authorisation.verbal else None
+    return {"level": change.to_level, "reason": change.reason, "actor": change.actor, "at": change.at,
+            "ordered_by": f"user:{ordered_by}" if ordered_by else None}

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
+from core.incidents import alerts
 from core.incidents.models import DepartmentTask, Incident
 from core.learning.after_action.charts import BLUE, GREEN, GREY, INK, RED, fit, svg_open
 from core.learning.after_action.compute import handoff_of, time_scale
@@ -97,6 +98,9 @@ class Figures:
     completion_median_s: float | None = None
     completion_p90_s: float | None = None
     escalations: int = 0
+    # Minutes its tasks had no owner (handed back or declined, until the office routed them), added up
+    # (`core.incidents.alerts.ownerless_minutes`); a department's: those of the tasks it gave back.
+    ownerless_minutes: float = 0.0
 
 
 @dataclass
@@ -110,6 +114,7 @@ class _Tally:
     acks: list[float] = field(default_factory=list)
     completions: list[float] = field(default_factory=list)
     escalations: int = 0
+    ownerless: float = 0.0
 
     def figures(self, group: str, key: str, name: dict[str, str]) -> Figures:
         decided = self.on_time + self.overdue
@@ -119,7 +124,8 @@ class _Tally:
                        acknowledged=len(self.acks), ack_median_s=percentile(self.acks, 0.5),
                        ack_p90_s=percentile(self.acks, 0.9), completed=len(self.completions),
                        completion_median_s=percentile(self.completions, 0.5),
-                       completion_p90_s=percentile(self.completions, 0.9), escalations=self.escalations)
+                       completion_p90_s=percentile(self.completions, 0.9), escalations=self.escalations,
+                       ownerless_minutes=round(self.ownerless, 1))
 
 
 @dataclass
@@ -133,6 +139,8 @@ class Analytics:
     total: Figures
     by_department: list[Figures]
     by_type: list[Figures]
+    # Per incident with any: the minutes its tasks had no owner ({incident_id, code, type, minutes}).
+    ownerless: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -142,7 +150,9 @@ class Analytics:
             "period": "handoffs assigned in [from, to); a date means that whole day in " + get_settings().timezone,
             "on_time_rate": "on_time / (on_time + overdue)",
             "percentiles": "linear interpolation between closest ranks",
-            "durations": "seconds; drills on a compressed clock in plan time"}
+            "durations": "seconds; drills on a compressed clock in plan time",
+            "ownerless_minutes": "minutes tasks had no owner: from a hand-back or decline until the office routed "
+                                 "the task (or it ended), added up over tasks"}
         return out
 
     def rows(self) -> list[Figures]:
@@ -206,6 +216,7 @@ def compute(session: Session, *, start: datetime | None = None, end: datetime | 
                 tally.acks.append(handoff.ack_wait_s)
             if handoff.completion_wait_s is not None:
                 tally.completions.append(handoff.completion_wait_s)
+    ownerless = _ownerless(session, total.incidents, moment, total, by_department, by_type)
     types = _type_names()
     return Analytics(
         start=start, end=end, type=type_key, department=department, include_drills=include_drills,
@@ -213,7 +224,30 @@ def compute(session: Session, *, start: datetime | None = None, end: datetime | 
         by_department=[tally.figures("department", key, _department_name(key))
                        for key, tally in sorted(by_department.items())],
         by_type=[tally.figures("type", key, types.get(key, {"zh": key, "en": key}))
-                 for key, tally in sorted(by_type.items())])
+                 for key, tally in sorted(by_type.items())], ownerless=ownerless)
+
+
+def _ownerless(session: Session, incident_ids: set[str], moment: datetime, total: _Tally,
+               by_department: dict[str, _Tally], by_type: dict[str, _Tally]) -> list[dict[str, Any]]:
+    """The minutes tasks had no owner, per incident of the period, added to the tallies."""
+    out: list[dict[str, Any]] = []
+    for incident_id in sorted(incident_ids):
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            continue
+        until = incident.closed_at or moment
+        found = alerts.alerts_of(session, incident_id)
+        minutes = alerts.ownerless_of(found, until=until)
+        if not minutes:
+            continue
+        total.ownerless += minutes
+        by_type.setdefault(incident.type, _Tally()).ownerless += minutes
+        for alert in found:
+            department = by_department.get(alert.department.split("@")[-1])
+            if department is not None:
+                department.ownerless += alerts.ownerless_of([alert], until=until)
+        out.append({"incident_id": incident.id, "code": incident.code, "type": incident.type, "minutes": minutes})
+    return out
 
 
 def _cell(value: Any) -> str:

@@ -37,6 +37,10 @@ class LedgerKind(StrEnum):
     task_referred_to_leader = "task.referred_to_leader"  # the office asks a command position to decide
     department_unstaffed = "department.unstaffed"  # its last active user was disabled while it has open tasks
     open_work_confirmed = "stage.open_work_confirmed"  # leaving a stage with open tasks, confirmed with a reason
+    # declining a task as not the department's own (退单), and the office's deadline to route it
+    task_declined = "task.declined"  # with a reason code (not_our_duty, wrong_area, lacking_resources)
+    alert_escalated = "alert.escalated"  # the office did not route a declined task within its deadline
+    task_chased_up = "task.chased_up"  # the office chased up an overdue task (催办); its department is told
     # sharing (core.sharing)
     warning_published = "warning.published"
     # a public warning's release (审核签发): drafted by the issuing agency, reviewed (or returned for redrafting)

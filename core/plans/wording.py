@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.plans.store import registry
 from core.platform.settings import get_settings
-from process_defs.schema import LEVEL_NAMES, STAGE_NAMES, FieldType, FormField
+from process_defs.schema import LEVEL_NAMES, LEVEL_NUMERALS, STAGE_NAMES, FieldType, FormField
 
 # The plans write units in Chinese, as forms in China do; an English reader reads them in English.
 UNIT_NAMES: dict[str, str] = {
@@ -34,6 +34,9 @@ MSG_TYPE_NAMES: dict[str, dict[str, str]] = {
     "Cancel": {"zh": "解除", "en": "Cancelled"},
 }
 YES_NO = {"zh": ("是", "否"), "en": ("Yes", "No")}
+# China's one time zone, as people in China name it (北京时间), whichever city's name the zone database gives it.
+CHINA_ZONES = frozenset({"Asia/Shanghai", "Asia/Chongqing", "Asia/Chungking", "Asia/Harbin", "Asia/Urumqi", "PRC"})
+BEIJING_TIME = {"zh": "北京时间", "en": "Beijing time"}
 _ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
@@ -74,6 +77,25 @@ class Wording:
     def level(self, key: str) -> str:
         return self.t(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
 
+    def numeral(self, key: str | None) -> str:
+        """A level's numeral: Ⅱ (the Roman numeral character) in Chinese, II in English. The one home of how a
+        level is numbered in text (`Ⅱ级`, `Level II`)."""
+        return LEVEL_NUMERALS.get(key or "", key or "") if self.lang == "zh" else key or ""
+
+    def level_short(self, key: str | None) -> str:
+        """`Ⅱ级`, `Level II`."""
+        return f"{self.numeral(key)}级" if self.lang == "zh" else f"Level {key or ''}"
+
+    def remaining(self, delta: timedelta | None) -> str:
+        """Time left to a deadline as people say it: `还剩 1小时20分`, `1 h 20 min left`."""
+        if delta is None:
+            return "—"
+        minutes = max(0, int(delta.total_seconds() // 60))
+        hours, mins = divmod(minutes, 60)
+        if self.lang == "zh":
+            return "还剩 " + (f"{hours}小时{mins}分" if hours else f"{mins}分钟")
+        return (f"{hours} h {mins} min" if hours else f"{mins} min") + " left"
+
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         return self.local(moment, "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
@@ -89,8 +111,15 @@ class Wording:
             return value.isoformat(timespec="minutes")
 
     def zone_label(self) -> str:
+        """Baton's time zone as people name it: 北京时间 (Beijing time) in China, else its UTC offset."""
         offset = datetime.now(self.zone).strftime("%z")
-        return f"{self.zone.key}, UTC{offset[:3]}:{offset[3:]}"
+        if self.zone.key in CHINA_ZONES:
+            return self.t(BEIJING_TIME)
+        return f"UTC{offset[:3]}:{offset[3:]}"
+
+    def clock(self, moment: datetime | None = None) -> str:
+        """The duty desk's clock: `北京时间 14:05`."""
+        return f"{self.zone_label()} {self.local(moment or datetime.now(UTC), '%H:%M')}"
 
     def yes_no(self, value: bool) -> str:
         yes, no = YES_NO[self.lang]

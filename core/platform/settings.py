@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     pdf_queue_seconds: float = Field(default=60.0, ge=0)
     plans_dir: Path = PROCESS_DEFS_DIR
     timezone: str = "Asia/Shanghai"
+    # A declined task (退单): the office must route it (reassign, take over, ask a leader) within this many
+    # minutes, or its alert escalates (ledgered, shown red).
+    decline_route_minutes: float = Field(default=15.0, gt=0)
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
 
     worker_id: str | None = None

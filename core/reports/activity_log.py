@@ -20,6 +20,7 @@ ACTIVITY: dict[str, tuple[str, str]] = {
     LedgerKind.task_escalated: ("超时升级", "Escalated as overdue"), LedgerKind.task_reassigned: ("转办", "Reassigned"),
     LedgerKind.task_cancelled: ("取消", "Cancelled"),
     LedgerKind.report_shared: ("发布情况报告", "Shared a situation report"),
+    LedgerKind.task_chased_up: ("催办超时任务", "Chased up an overdue task"),
 }
 
 

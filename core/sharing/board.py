@@ -32,7 +32,7 @@ from core.reporting.figures import FigureTotal, Reported, number, summarise
 from core.reporting.reads import views as upward_reports
 from core.sharing.models import CapAlert, SituationReport
 from core.sharing.warnings import alert_texts
-from process_defs.schema import Classification, Share
+from process_defs.schema import LEVEL_NUMERALS, Classification, Share
 
 
 class ReportInvalid(BatonError):
@@ -77,13 +77,14 @@ def board(session: Session, incident: Incident, reader: str | None, since: datet
         for proposal in grading.list_proposals(session, incident.id):
             items.append({"kind": "proposal", "id": proposal.id, "at": proposal.created_at,
                           "department": "emergency_office", "classification": "internal",
-                          "title": {"zh": f"分级建议：{proposal.level}级", "en": f"Proposed level {proposal.level}"},
+                          "title": {"zh": f"分级建议：{LEVEL_NUMERALS.get(proposal.level, proposal.level)}级",
+                                    "en": f"Proposed level {proposal.level}"},
                           "level": proposal.level, "from_level": proposal.from_level, "status": proposal.status,
                           "basis": proposal.basis, "decided_by": proposal.decided_by, "reason": proposal.reason})
         for row in authority.awaiting(session, incident.id):
             items.append({"kind": "authorisation", "id": row.id, "at": row.at, "department": "emergency_office",
                           "classification": "internal",
-                          "title": {"zh": f"{row.level}级响应决定待确认",
+                          "title": {"zh": f"{LEVEL_NUMERALS.get(row.level, row.level)}级响应决定待确认",
                                     "en": f"Level {row.level} decision to confirm"},
                           "act": row.act, "level": row.level, "verbal": row.verbal, "needs": row.needs,
                           "authorised_by": row.authorised_by, "recorded_by": row.recorded_by})

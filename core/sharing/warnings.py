@@ -31,6 +31,7 @@ from core.sharing import notice
 from core.sharing.cap import cap_time, render_alert
 from core.sharing.models import CapAlert, WarningState
 from core.users.models import User
+from core.users.positions import holds
 from process_defs.actions import WARNING_COLOURS, PublishWarningParams
 from process_defs.schema import LEVEL_COLOURS, PUBLIC, FieldType, FormField, leaders_of, parse_duration
 
@@ -77,6 +78,15 @@ def current(session: Session, incident_id: str) -> list[CapAlert]:
 def of_incident(session: Session, incident_id: str) -> list[CapAlert]:
     return list(session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)
                              .order_by(col(CapAlert.sent_at), col(CapAlert.identifier))).all())
+
+
+def awaiting_signature(session: Session, *, user: User) -> list[CapAlert]:
+    """The reviewed drafts this person may sign off (a leader of the issuing agency, say): those whose signer
+    positions they hold, oldest first. Shown to them wherever they work (the inbox), since a department's leader
+    has no office page."""
+    reviewed = session.exec(select(CapAlert).where(CapAlert.state == WarningState.reviewed)
+                            .order_by(col(CapAlert.sent_at))).all()
+    return [a for a in reviewed if a.drafted_by != f"user:{user.username}" and holds(session, user, list(a.signers))]
 
 
 def get_alert(session: Session, *, incident_id: str, alert_id: str) -> CapAlert:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -109,3 +109,37 @@ class UserPosition(SQLModel, table=True):
     @property
     def ref(self) -> str:
         return f"{self.position}@{self.organisation}" if self.organisation else self.position
+
+
+class RosterShift(SQLModel, table=True):
+    """Who holds a duty position (值班员, 带班领导 …) of a department for one shift, and their stand-in (AB角), who
+    holds it while the holder is away. Imported from a duty roster (`core.users.rosters`)."""
+
+    __tablename__ = "roster_shift"
+    __table_args__ = (UniqueConstraint("department", "position", "starts_at", name="uq_roster_shift"),
+                      Index("ix_roster_shift_at", "department", "position", "starts_at", "ends_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    department: str = Field(max_length=64)
+    position: str = Field(max_length=64)
+    holder_id: str = Field(foreign_key="app_user.id", index=True, max_length=36)
+    stand_in_id: str | None = Field(default=None, foreign_key="app_user.id", max_length=36)
+    starts_at: datetime
+    ends_at: datetime
+    source: str = Field(default="", max_length=200)  # the roster file it came from
+    imported_at: datetime = Field(default_factory=utcnow)
+    imported_by: str = Field(max_length=100)
+
+
+class DutyAbsence(SQLModel, table=True):
+    """A person away (leave, sick, on another assignment) from/to: their stand-in holds their duty positions."""
+
+    __tablename__ = "duty_absence"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="app_user.id", index=True, max_length=36)
+    starts_at: datetime
+    ends_at: datetime
+    reason: str = Field(max_length=200)
+    recorded_by: str = Field(max_length=100)
+    recorded_at: datetime = Field(default_factory=utcnow)
