@@ -190,7 +190,7 @@ def test_each_handoffs_waits_against_its_deadline(flood_incident: str) -> None:
     assert (rows["traffic_control", 1].completion_wait_s, rows["traffic_control", 1].deadline_s) == (1800, 3600)
     drainage = rows["drainage_operations", 1]
     assert drainage.outcome == "open" and drainage.open_wait_s == 70 * 60 and drainage.completion_wait_s is None
-    assert report.counts() == {"handoffs": 13, "met": 4, "missed": 1, "open": 6, "escalations": 1,
+    assert report.counts() == {"handoffs": 13, "met": 4, "missed": 1, "open": 6, "unjudged": 2, "escalations": 1,
                                "level_changes": 1, "deviations": 5}
     # Read later, the open ones past their due times have missed them too.
     later = report_of(flood_incident, minutes=600)
@@ -262,6 +262,13 @@ def test_handoff_counts_add_up_and_returned_and_cancelled_tasks_say_why(flood_in
                                                            ("cancelled", "underground_space_check")]
     assert "市住房和城乡建设局" in returned[0][2] and "地下空间检查不属本局职责" in returned[0][2]
     assert "已取消" in returned[1][2] and "所在阶段已先行结束" in returned[1][2]
+    # The summary's deadline outcomes add up to the handoffs too: those handed back or cancelled before their
+    # deadline are counted, not dropped.
+    counts = report.counts()
+    assert counts["met"] + counts["missed"] + counts["open"] + counts["unjudged"] == counts["handoffs"]
+    assert counts["unjudged"] >= 1
+    assert (f"共 {counts['handoffs']} 次交接：{counts['met']} 次按时完成，{counts['missed']} 次超时，"
+            f"{counts['open']} 次尚未到期，{counts['unjudged']} 次在期限前退回或取消。") in html
 
 
 def test_the_damage_summary_adds_up_each_departments_latest_report(flood_incident: str) -> None:

@@ -176,8 +176,11 @@ class AfterActionReport:
 
     def counts(self) -> dict[str, int]:
         outcomes = [h.outcome for h in self.handoffs]
-        return {"handoffs": len(self.handoffs), "met": outcomes.count("met"), "missed": outcomes.count("missed"),
-                "open": outcomes.count("open"), "escalations": len(self.escalations),
+        judged = {"met": outcomes.count("met"), "missed": outcomes.count("missed"), "open": outcomes.count("open")}
+        # The rest were handed back or cancelled before their deadline (or had none): judged neither way, but
+        # counted, so that the summary adds up to the handoffs.
+        return {"handoffs": len(self.handoffs), **judged, "unjudged": len(self.handoffs) - sum(judged.values()),
+                "escalations": len(self.escalations),
                 "level_changes": len(self.level_changes), "deviations": len(self.deviations)}
 
     def to_json(self) -> dict[str, Any]:
