@@ -434,7 +434,8 @@ def urls(path: str, query: set[str], ids: dict[str, list[str]]) -> Iterator[str]
 ALL_SEEING_SAMPLE = 40
 
 
-def ids_for(reader: Reader, ids: dict[str, list[str]], owners: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+def ids_for(reader: Reader, ids: dict[str, list[str]], owners: dict[str, tuple[str, str]],
+            attachment_tasks: dict[str, str]) -> dict[str, list[str]]:
     """A department reads its own incidents and tasks and, to show that others stay closed, one incident it is
     not on and two of each incident's other tasks (the access matrices try every role on every route; here the
     question is what an open page shows). Those who see everything cannot be shown too much: they read a spread
@@ -454,7 +455,11 @@ def ids_for(reader: Reader, ids: dict[str, list[str]], owners: dict[str, tuple[s
         incident, department = owners[task_id]
         if department != reader.department and len(foreign.setdefault(incident, [])) < 2:
             foreign[incident].append(task_id)
-    return {**ids, "incident_id": incidents, "task_id": own + [t for found in foreign.values() for t in found]}
+    tasks = own + [t for found in foreign.values() for t in found]
+    # Files likewise: those of the tasks it reads (its own, and the two of each other incident it is shown to be
+    # refused), not every department's every file (the access matrices try every role on the route).
+    files = [a for a in ids["attachment_id"] if attachment_tasks.get(a) in tasks]
+    return {**ids, "incident_id": incidents, "task_id": tasks, "attachment_id": files}
 
 
 @dataclass
@@ -482,13 +487,14 @@ def read_everything(scenario: Scenario, readers: dict[Reader, TestClient], findi
     ids = object_ids(scenario)
     with session_scope() as session:
         owners = {t.id: (t.incident_id, t.department) for t in session.exec(select(DepartmentTask)).all()}
+        attachment_tasks = {a.id: a.task_id for a in session.exec(select(Attachment)).all()}
     scopes = scenario.markers.scopes
     for path, query in get_routes():
         read_by_all_seeing = False
         for reader, client in readers.items():
             if "{" in path and reader.sees_all and read_by_all_seeing:
                 continue
-            objects = ids_for(reader, ids, owners)
+            objects = ids_for(reader, ids, owners, attachment_tasks)
             if path.endswith(".pdf") and reader.sees_all:
                 objects = {**objects, "incident_id": objects["incident_id"][:1]}
             for n, url in enumerate(urls(path, query, objects)):
