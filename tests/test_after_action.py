@@ -239,6 +239,9 @@ def test_escalations_level_changes_and_deviations(flood_incident: str) -> None:
                           ("skipped", "school_suspension", 1, "education", "level"),
                           ("skipped", "evacuate_residents", 1, "subdistrict", "condition")]
     assert report.deviations[0].reason == "地下空间检查不属本局职责" and report.deviations[0].at == at(300)
+    # Printed, people are named as people know them (as on the pages), never by their `user:` id.
+    html = render_report_html(report, "zh", lambda: {"housing1": ("王工", "housing")})
+    assert "王工 · 市住房和城乡建设局: 地下空间检查不属本局职责" in html and "user:housing1" not in html
     assert report.deviations[1].from_department == "housing"
     departments = {d.department: d for d in report.departments}
     water = departments["water_affairs"]

@@ -23,8 +23,7 @@ from api.deps import LoginRequired, Principal, check_csrf, csrf_token
 from api.errors import ApiError
 from core.incidents import reads
 from core.incidents.models import DepartmentTask
-from core.plans.store import registry
-from core.plans.wording import Wording
+from core.plans.wording import PeopleOf, Wording
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
@@ -94,57 +93,12 @@ def zone() -> ZoneInfo:
     return ZoneInfo(get_settings().timezone)
 
 
-# Who acted, when it was not a person signed in: worded for the reader (actors are `kind:name` in the ledger).
-ACTOR_KINDS = {"cli": {"zh": "命令行", "en": "command line"}, "demo": {"zh": "演示", "en": "demo"},
-               "drill": {"zh": "演练", "en": "drill"}, "signal": {"zh": "监测信号", "en": "monitoring signal"}}
-SYSTEM_ACTOR = {"zh": "系统自动", "en": "Baton (automatic)"}
-# Short names actors use for a department (`demo:office`).
-DEPARTMENT_ALIASES = {"office": "emergency_office", "command": "emergency_office"}
-
-
 class Helpers(Wording):
     """What page templates need: `Wording` with the short times of a console, overdue marks, and people named
-    as people know them (`user:zhang` → 张三 · 市水务局)."""
+    as people know them (`user:zhang` → 张三 · 市水务局, from `Wording.person`)."""
 
-    def __init__(self, lang: str, people: Callable[[], dict[str, tuple[str, str | None]]] | None = None) -> None:
-        super().__init__(lang)
-        self._people_of = people
-        self._people: dict[str, tuple[str, str | None]] | None = None
-
-    def person(self, actor: str | None) -> str:
-        if not actor:
-            return ""
-        kind, _, name = actor.partition(":")
-        if not name:
-            return self.t(SYSTEM_ACTOR) if kind in ("baton", "system") else actor
-        if kind == "user":
-            if self._people is None:
-                self._people = self._people_of() if self._people_of is not None else {}
-            shown, department = self._people.get(name, (name, None))
-            return f"{shown} · {self.dept(department)}" if department else shown
-        if kind in ACTOR_KINDS:
-            # `demo:water_affairs` names a department; a name that is none (`demo:office`) is not shown raw.
-            label = self.t(ACTOR_KINDS[kind])
-            unit = DEPARTMENT_ALIASES.get(name, name)
-            if not registry_has(unit):
-                return label
-            return f"{label}（{self.dept(unit)}）" if self.lang == "zh" else f"{label} ({self.dept(unit)})"
-        return actor
-
-    def party(self, party: str | None) -> str:
-        """A ledger entry's from- or to-party as people say it: a department (or several, `a,b`), a position,
-        or a person (`user:zhang`)."""
-        if not party:
-            return ""
-        names = []
-        for part in party.split(","):
-            if ":" in part:
-                names.append(self.person(part))
-            elif "@" in part:
-                names.append(self.position(part))
-            else:
-                names.append(self.dept(part))
-        return ("、" if self.lang == "zh" else ", ").join(names)
+    def __init__(self, lang: str, people: PeopleOf | None = None) -> None:
+        super().__init__(lang, people=people)
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         """A console's short time, `07-20 18:00`, with its year (`2025-07-20 18:00`) when that is not this year's
@@ -162,10 +116,6 @@ def base_context(path: str, principal: Principal | None, lang: str) -> dict[str,
     return {"user": principal.user if principal else None,
             "csrf": csrf_token(principal.token.id) if principal else "",
             "path": path, "h": Helpers(lang), "notice": None, "now": utcnow()}
-
-
-def registry_has(key: str) -> bool:
-    return registry().department(key) is not None
 
 
 def page(request: Request, principal: Principal, name: str, status_code: int = 200,

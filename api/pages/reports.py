@@ -19,6 +19,7 @@ from core.learning.after_action.text import ReportText
 from core.plans.store import registry
 from core.platform.errors import BatonError
 from core.platform.templating import render
+from core.users.service import people
 
 router = page_router()
 
@@ -33,7 +34,8 @@ def _report_page(request: Request, principal: Principal, name: str, status_code:
 @router.get("/review/incidents/{incident_id}/report")
 def review_report(incident_id: str, request: Request, principal: ReviewerPageUser, session: SessionDep) -> Response:
     report = build_report(session, incident_id=incident_id)
-    return _report_page(request, principal, "after_action_page.html", **report_context(report, principal.user.lang))
+    return _report_page(request, principal, "after_action_page.html", **report_context(report, principal.user.lang,
+                                                                                 lambda: people(session)))
 
 
 @router.get("/review/analytics")

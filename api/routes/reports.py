@@ -13,6 +13,7 @@ from core.learning import analytics
 from core.learning.after_action.compute import build_report
 from core.learning.after_action.render import render_report_html
 from core.reports.pdf import html_to_pdf
+from core.users.service import people
 
 router = APIRouter(tags=["reports"])
 
@@ -35,9 +36,10 @@ def report_pdf(incident_id: str, principal: ReviewerUser, session: SessionDep, l
     """The after-action report as a PDF (printed by headless Chromium), in the reader's language or `lang`."""
     result = build_report(session, incident_id=incident_id)
     chosen = lang or principal.user.lang
+    html = render_report_html(result, chosen, lambda: people(session))
     # Nothing is written: end the read transaction before the printer runs for a second or two.
     session.rollback()
-    pdf = html_to_pdf(render_report_html(result, chosen))
+    pdf = html_to_pdf(html)
     filename = f"{result.code}-after-action-{chosen}.pdf"
     return Response(pdf, media_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})

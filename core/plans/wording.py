@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,12 +40,62 @@ BEIJING_TIME = {"zh": "北京时间", "en": "Beijing time"}
 _ISO_MOMENT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
 
 
+# Who acted, when it was not a person signed in: worded for the reader (actors are `kind:name` in the ledger).
+ACTOR_KINDS = {"cli": {"zh": "命令行", "en": "command line"}, "demo": {"zh": "演示", "en": "demo"},
+               "drill": {"zh": "演练", "en": "drill"}, "signal": {"zh": "监测信号", "en": "monitoring signal"}}
+SYSTEM_ACTOR = {"zh": "系统自动", "en": "Baton (automatic)"}
+# Short names actors use for a department (`demo:office`).
+DEPARTMENT_ALIASES = {"office": "emergency_office", "command": "emergency_office"}
+
+
+PeopleOf = Callable[[], dict[str, tuple[str, str | None]]]
+"""Each user name with the name people know them by and their department (core.users.service.people), asked
+for the first time a person is named."""
+
+
 class Wording:
     """Chinese first: a bilingual text shows the reader's language, falling back to the other one."""
 
-    def __init__(self, lang: str = "zh", tz: str | None = None) -> None:
+    def __init__(self, lang: str = "zh", tz: str | None = None, *, people: PeopleOf | None = None) -> None:
         self.lang = "en" if lang == "en" else "zh"
         self.zone = ZoneInfo(tz or get_settings().timezone)
+        self._people_of = people
+        self._people: dict[str, tuple[str, str | None]] | None = None
+
+    def person(self, actor: str | None) -> str:
+        if not actor:
+            return ""
+        kind, _, name = actor.partition(":")
+        if not name:
+            return self.t(SYSTEM_ACTOR) if kind in ("baton", "system") else actor
+        if kind == "user":
+            if self._people is None:
+                self._people = self._people_of() if self._people_of is not None else {}
+            shown, department = self._people.get(name, (name, None))
+            return f"{shown} · {self.dept(department)}" if department else shown
+        if kind in ACTOR_KINDS:
+            # `demo:water_affairs` names a department; a name that is none (`demo:office`) is not shown raw.
+            label = self.t(ACTOR_KINDS[kind])
+            unit = DEPARTMENT_ALIASES.get(name, name)
+            if registry().department(unit) is None:
+                return label
+            return f"{label}（{self.dept(unit)}）" if self.lang == "zh" else f"{label} ({self.dept(unit)})"
+        return actor
+
+    def party(self, party: str | None) -> str:
+        """A ledger entry's from- or to-party as people say it: a department (or several, `a,b`), a position,
+        or a person (`user:zhang`)."""
+        if not party:
+            return ""
+        names = []
+        for part in party.split(","):
+            if ":" in part:
+                names.append(self.person(part))
+            elif "@" in part:
+                names.append(self.position(part))
+            else:
+                names.append(self.dept(part))
+        return ("、" if self.lang == "zh" else ", ").join(names)
 
     def t(self, text: Any) -> str:
         if text is None:

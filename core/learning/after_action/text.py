@@ -7,7 +7,7 @@ from datetime import datetime
 from markupsafe import Markup
 
 from core.learning.after_action.compute import as_utc
-from core.plans.wording import Wording
+from core.plans.wording import PeopleOf, Wording
 
 UNITS = {"zh": ("天", "小时", "分", "秒"), "en": (" d", " h", " min", " s")}
 
@@ -37,9 +37,9 @@ def format_duration(seconds: float | None, lang: str = "zh") -> str:
 class ReportText(Wording):
     """What the report templates need: `Wording` with durations, shares, and a drill's plan clock."""
 
-    def __init__(self, lang: str = "zh", tz: str | None = None, *, plan_clock: tuple[datetime, float] | None = None
-                 ) -> None:
-        super().__init__(lang, tz)
+    def __init__(self, lang: str = "zh", tz: str | None = None, *, plan_clock: tuple[datetime, float] | None = None,
+                 people: PeopleOf | None = None) -> None:
+        super().__init__(lang, tz, people=people)
         # A compressed drill shows its moments on the plan clock: origin + (moment − origin) × speed.
         self.plan_clock = plan_clock if plan_clock and plan_clock[1] > 1 else None
 
