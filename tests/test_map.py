@@ -31,7 +31,7 @@ from tests import engine_driver as drive
 from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client
 
 BINJIANG = (30.2084, 120.2120)
-FIRST_CASE = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
+FIRST_CASE: dict[str, Any] = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
 
 
 @dataclass(frozen=True)
