@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, expect
 from sqlmodel import select
 
 from core.incidents.models import DepartmentTask
@@ -28,7 +29,8 @@ from core.sharing import warnings as release
 from core.sharing.models import CapAlert
 from core.sharing.notice import zone
 from tests import engine_driver as drive
-from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client
+from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client, serve_api
+from tests.test_browser import PASSWORDS, PHONE, Desk, browser  # noqa: F401  (the browser fixture)
 
 BINJIANG = (30.2084, 120.2120)
 FIRST_CASE: dict[str, Any] = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
@@ -162,3 +164,72 @@ def test_a_city_tile_server_is_used_and_allowed_by_the_pages_policy(api_with: Ap
     assert f'data-tiles="{template}"' in response.text
     assert "img-src 'self' data: https://tiles.hangzhou.example.gov.cn;" in policy
     assert re.search(r'src="/static/vendor/leaflet/leaflet\.js"', response.text)
+
+
+@pytest.mark.chromium
+def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Browser) -> None:  # noqa: F811
+    """The office's map at 1280 and 390 px (markers, the warning's circle, the districts; a layer toggled off),
+    education's map without the first case's place, and fire & rescue's alarm form whose address is set by a
+    click on its map."""
+    fire = drive.open_("highrise_fire", level="IV", location_name="滨江区江南大道", lat=30.2081, lon=120.2105)
+    drive.step(fire)
+    PASSWORDS.update({"office1": "office-secret-1", "edu1": "edu-secret-1", "fire1": "fire-secret-1"})
+    make_user("office1", "office", password=PASSWORDS["office1"])
+    make_user("edu1", "department", "education", password=PASSWORDS["edu1"])
+    make_user("fire1", "department", "fire_rescue", password=PASSWORDS["fire1"])
+    alarm = drive.open_tasks(fire)["fire_alarm"].id
+    problems: list[str] = []
+    with serve_api() as server:
+        office = Desk(browser, server.url, "office1", problems)
+        page = office.go("/map")
+        expect(page.locator("nav.main-nav a[href='/map']")).to_have_attribute("aria-current", "page")
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#map path.map-boundary")).to_have_count(13)
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(3)
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(1)
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(1)
+        expect(page.locator("#map-status")).to_contain_text("事件 3")
+        # A marker says what it is and links to the incident's screen.
+        page.locator("#map path.map-layer-task_locations").click()
+        popup = page.locator(".leaflet-popup .map-popup[data-layer='task_locations']")
+        expect(popup).to_contain_text(FIRST_CASE["name"])
+        expect(popup.locator("a.map-popup-link")).to_have_attribute("href", f"/office/incidents/{world.epidemic}")
+        # The layer control's toggle hides a layer and shows it again.
+        toggle = page.locator(".leaflet-control-layers-overlays label", has_text="任务位置").locator("input")
+        toggle.uncheck()
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(0)
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(3)
+        toggle.check()
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(1)
+        office.shoot("map")  # 1280 and 390 px; on the phone nothing overflows
+        page.set_viewport_size(PHONE)
+        page.reload()
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        box = page.locator("#map").bounding_box()
+        assert box is not None and box["width"] <= PHONE["width"] and box["height"] >= 300, box
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(1)
+        expect(page.locator(".leaflet-control-layers")).to_have_class(re.compile(r"leaflet-control-layers"))
+
+        # Education is on the epidemic, not on the flood or the fire, and not named in the first case's share.
+        education = Desk(browser, server.url, "edu1", problems)
+        page = education.go("/map")
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(1)
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(0)
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(0)
+
+        # Fire & rescue sets the alarm's address with a click on the picker map under the field.
+        firefighter = Desk(browser, server.url, "fire1", problems)
+        page = firefighter.go(f"/tasks/{alarm}")
+        picker = page.locator("#f_address_map")
+        expect(picker).to_be_visible()
+        expect(picker).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#f_address_lat")).to_have_value("")
+        picker.click(position={"x": 120, "y": 100})
+        expect(page.locator("#f_address_lat")).to_have_value(re.compile(r"^\d+\.\d{6}$"))
+        lat, lon = (float(page.locator(f"#f_address_{p}").input_value()) for p in ("lat", "lon"))
+        # Near the incident's place, where the picker opened (zoom 13: the box is a few kilometres wide).
+        assert abs(lat - 30.2081) < 0.05 and abs(lon - 120.2105) < 0.05, (lat, lon)
+        expect(page.locator("#f_address_map path.map-pick")).to_have_count(1)
+        firefighter.shoot("task-location-picker")
+    assert problems == [], problems

@@ -171,6 +171,8 @@
                                             fillOpacity: 0.95, className: cls });
           },
           style: function (feature) {
+            // Points keep what pointToLayer gave them (Leaflet applies this to every vector layer).
+            if (feature.geometry && feature.geometry.type === "Point") { return {}; }
             return { color: colourOf(layer, feature), weight: 2, fillOpacity: 0.2, className: cls };
           },
           onEachFeature: function (feature, item) {
@@ -179,7 +181,11 @@
         });
         var n = (layer.data.features || []).length;
         counts[layer.key] = n;
-        group.eachLayer(function (item) { found.extend(item.getLatLng ? item.getLatLng() : item.getBounds()); });
+        group.eachLayer(function (item) {
+          var radius = item.feature && item.feature.properties && item.feature.properties.radius_m;
+          found.extend(radius ? item.getLatLng().toBounds(radius * 2)
+                              : (item.getLatLng ? item.getLatLng() : item.getBounds()));
+        });
         if (layer.shown !== false) { group.addTo(map); }
         var title = text(layer.title, lang);
         overlays["<span class=\"map-swatch map-swatch-" + escapeHtml(layer.key) + "\" data-colour=\"" +
@@ -244,11 +250,15 @@
     lat.addEventListener("change", follow);
     lon.addEventListener("change", follow);
 
+    // Where to look first: the point typed, else the incident's place (`data-near`), else the whole city.
+    var near = (el.getAttribute("data-near") || "").split(",").map(parseFloat);
     base(map, el, function (bounds) {
       var point = typed();
       if (point) {
         put(point);
         map.setView(point, 14);
+      } else if (near.length === 2 && isFinite(near[0]) && isFinite(near[1])) {
+        map.setView(near, 13);
       } else if (bounds) {
         map.fitBounds(bounds);
       }
