@@ -4,25 +4,42 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
+VENDOR := api/static/vendor
+LEAFLET := $(VENDOR)/leaflet/leaflet.js
 
-.PHONY: run test test-fast system-packages lint bench soak clean
+.PHONY: run test test-fast system-packages lint bench soak clean vendor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
+$(STAMP_RUN): pyproject.toml | $(BIN)/python $(LEAFLET)
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(STAMP_TEST): pyproject.toml | $(BIN)/python
+$(STAMP_TEST): pyproject.toml | $(BIN)/python $(LEAFLET)
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@ $(STAMP_RUN)
+
+# Leaflet (the map pages) from the npm package pinned in package-lock.json, copied into the static files the
+# server sends: never from a CDN, and nothing fetched at run time. The install stamps above build it first.
+NPM_MISSING := node and npm are missing: they install Leaflet for the map pages. Install them with:  sudo apt-get install -y nodejs npm
+
+$(LEAFLET): package.json package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "$(NPM_MISSING)" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	rm -rf $(VENDOR)/leaflet
+	mkdir -p $(VENDOR)/leaflet
+	cp -R node_modules/leaflet/dist/leaflet.js node_modules/leaflet/dist/leaflet.css \
+		node_modules/leaflet/dist/images node_modules/leaflet/LICENSE $(VENDOR)/leaflet/
+	touch $@
+
+vendor: $(LEAFLET)
 
 run: $(STAMP_RUN)
 	$(BIN)/baton demo
 
-# PostgreSQL, Chromium, a CJK font and python3-venv from Debian: installed when this can (as root, or sudo without
+# PostgreSQL, Chromium, a CJK font, python3-venv, nodejs and npm from Debian: installed when this can (as root, or sudo without
 # a password); otherwise it stops at once with the one command to run.
 system-packages:
 	.ci/system-packages
@@ -52,4 +69,4 @@ soak: $(STAMP_TEST)
 	BATON_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -s -q -p no:cacheprovider tests/faults/test_soak.py
 
 clean:
-	rm -rf $(VENV) .baton build *.egg-info
+	rm -rf $(VENV) .baton build *.egg-info node_modules $(VENDOR)

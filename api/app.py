@@ -22,6 +22,7 @@ from api.routes import (
     auth,
     incidents,
     learning,
+    maps,
     plans,
     public,
     reporting,
@@ -44,6 +45,13 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+def content_security_policy() -> str:
+    """The pages' policy; with a city's tile server set (`BATON_MAP_TILE_URL`), the map's images may come from it."""
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    origin = get_settings().map_tile_origin()
+    return policy.replace("img-src 'self' data:", f"img-src 'self' data: {origin}") if origin else policy
 
 
 # The routes that take a file (multipart only): their bodies may be as large as a file plus a form.
@@ -149,12 +157,14 @@ def create_app() -> FastAPI:
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = refused_address(request) or await call_next(request)
         for name, value in SECURITY_HEADERS.items():
+            if name == "Content-Security-Policy":
+                value = content_security_policy()
             response.headers.setdefault(name, value)  # a page with its own CSP (the API docs) keeps it
         return response
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router):
+                   attachments.router, maps.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

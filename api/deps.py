@@ -64,6 +64,12 @@ class Principal:
     def sees_all(self) -> bool:
         return self.user.role in (Role.office, Role.manager, Role.admin)
 
+    @property
+    def reader(self) -> str | None:
+        """The scope of what this user reads (`core.incidents.reads`): None for everything, else their
+        department."""
+        return None if self.sees_all else self.user.department
+
 
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")

@@ -41,6 +41,8 @@ DOMAINS: dict[str, set[str]] = {
     "learning": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
     "reports": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting",
                 "learning"},
+    # The one map: layers read from the domains below it (a new layer's domain joins this set).
+    "maps": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
 }
 # Modules at core's top that gather every domain (they sit above all of them).
 CORE_AGGREGATES = {"core.all_models", "core.migrations.env"}

@@ -21,13 +21,14 @@ from core.incidents.authority import PositionRequired
 from core.incidents.models import DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import held_for, may_act
 from core.incidents.service import COMMAND
+from core.maps import layers
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.platform.settings import get_settings
 from core.users import rosters
-from process_defs.schema import Step
+from process_defs.schema import FieldType, Step
 
 ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
 
@@ -97,6 +98,7 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 and task.status in (TaskStatus.assigned, TaskStatus.escalated),
                 overdue=reads.is_overdue(task), notice=notice, plan_gate=plan.stages.warning.gate,
                 takes_files=attachments.takes_files(step),
+                map_base=layers.base() if any(f.type is FieldType.location for f in step.form) else None,
                 attachment_limit=f"{get_settings().attachment_max_bytes / 1024 / 1024:g} MB",
                 chased=chase.chase_ups(session, task),
                 # The office does not hand a task back to itself.

@@ -60,6 +60,7 @@
       navigator.geolocation.getCurrentPosition(function (position) {
         lat.value = position.coords.latitude.toFixed(6);
         lon.value = position.coords.longitude.toFixed(6);
+        lat.dispatchEvent(new Event("change")); // the field's picker map (baton-map.js) follows
         if (status) { status.textContent = "±" + Math.round(position.coords.accuracy) + " m"; }
         button.disabled = false;
       }, function (error) {

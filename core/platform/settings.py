@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # minutes, or its alert escalates (ledgered, shown red).
     decline_route_minutes: float = Field(default=15.0, gt=0)
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
+    # The map (core/maps/): a city's own tile server, as a URL template with {z}, {x} and {y} (and {s} if it
+    # names subdomains), drawn under the layers; unset, the map draws the district boundaries of
+    # `map_boundaries` (a GeoJSON file; unset, Hangzhou's, shipped in core/maps/boundaries/) and needs no network.
+    map_tile_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$")
+    map_tile_attribution: str | None = Field(default=None, max_length=200)
+    map_boundaries: Path | None = None
 
     worker_id: str | None = None
     instance_name: str = Field(
@@ -107,6 +113,22 @@ class Settings(BaseSettings):
     failpoint_dir: Path | None = Field(
         default=None, description="Fault tests only: where failpoints are armed (see core/platform/failpoints.py).")
     http_timeout: float = 10.0
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_template(cls, value: str | None) -> str | None:
+        if value and not all(part in value for part in ("{z}", "{x}", "{y}")):
+            raise ValueError("a tile URL template names {z}, {x} and {y}")
+        return value or None
+
+    def map_tile_origin(self) -> str | None:
+        """The tile server's origin (scheme and host), which the pages' Content-Security-Policy lets images
+        come from; None without a tile server. A `{s}` subdomain becomes a wildcard."""
+        if not self.map_tile_url:
+            return None
+        scheme, _, rest = self.map_tile_url.partition("://")
+        host = rest.split("/", 1)[0].replace("{s}", "*")
+        return f"{scheme}://{host}"
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -96,17 +96,23 @@ def get_alert(session: Session, *, incident_id: str, alert_id: str) -> CapAlert:
     return alert
 
 
+def in_force(session: Session, limit: int = 200, now: datetime | None = None,
+             published_only: bool = False) -> list[CapAlert]:
+    """The warnings in force, newest first: released (signed off; an exercise's too unless `published_only`), not
+    superseded, not a cancellation, not expired."""
+    moment = now or utcnow()
+    query = select(CapAlert).where(CapAlert.state == WarningState.issued, col(CapAlert.superseded_by).is_(None),
+                                   CapAlert.msg_type != "Cancel",
+                                   (col(CapAlert.expires_at).is_(None)) | (col(CapAlert.expires_at) > moment))
+    if published_only:
+        query = query.where(col(CapAlert.published).is_(True))
+    return list(session.exec(query.order_by(col(CapAlert.sent_at).desc()).limit(limit)).all())
+
+
 def active_public(session: Session, limit: int = 200, now: datetime | None = None) -> list[CapAlert]:
     """What the public feed and page show: published (signed off, of a real incident), not superseded, not a
     cancellation, not expired."""
-    moment = now or utcnow()
-    return list(session.exec(select(CapAlert).where(col(CapAlert.published).is_(True),
-                                                    CapAlert.state == WarningState.issued,
-                                                    col(CapAlert.superseded_by).is_(None),
-                                                    CapAlert.msg_type != "Cancel",
-                                                    (col(CapAlert.expires_at).is_(None))
-                                                    | (col(CapAlert.expires_at) > moment))
-                             .order_by(col(CapAlert.sent_at).desc()).limit(limit)).all())
+    return in_force(session, limit=limit, now=now, published_only=True)
 
 
 def public_by_identifier(session: Session, identifier: str) -> CapAlert:

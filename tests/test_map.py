@@ -1,0 +1,235 @@
+"""The one map (一张图): its layers for each reader through `GET /api/map/layers` (in process), and the page in
+real Chromium at 1280 and 390 px: markers and areas drawn, a layer toggled off, a department's map without what it
+may not read, and a task's location field filled by a click on its picker map.
+
+The world: a drill flood in Binjiang (滨江区) whose red rainstorm warning was drafted, reviewed and signed off (a
+5 km circle in force), and a level III epidemic in Xihu whose CDC case report gives the first case's location,
+shared (restricted) with the health commission, the office and three others, not with education, which is on the
+incident (told to stand schools by) and so sees the incident but not the place.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, expect
+from sqlmodel import select
+
+from core.incidents.models import DepartmentTask
+from core.learning.simulation import sample_outputs
+from core.plans.store import plan_for_version
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.sharing import warnings as release
+from core.sharing.models import CapAlert
+from core.sharing.notice import zone
+from tests import engine_driver as drive
+from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client, serve_api
+from tests.test_browser import PASSWORDS, PHONE, Desk, browser  # noqa: F401  (the browser fixture)
+
+BINJIANG = (30.2084, 120.2120)
+FIRST_CASE: dict[str, Any] = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
+
+
+@dataclass(frozen=True)
+class World:
+    flood: str
+    epidemic: str
+    alert: str
+
+
+def build_world() -> World:
+    """The two incidents, the flood's warning in force and the epidemic's first case reported."""
+    valid_until = (utcnow() + timedelta(hours=6)).astimezone(zone()).replace(second=0, microsecond=0)
+    flood = drive.open_("flood", level="IV", location_name="滨江区浦沿街道", lat=BINJIANG[0], lon=BINJIANG[1],
+                        drill=True)
+    drive.step(flood)
+    drive.complete_step(flood, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200, "warning_colour": "red",
+                                                      "valid_until": valid_until.isoformat()})
+    drive.step(flood, real_actions=True)
+    signer = drive.person("met_director", "bureau_director@meteorology", role="department", department="meteorology")
+    with session_scope() as session:
+        alert = session.exec(select(CapAlert).where(CapAlert.incident_id == flood)).one()
+        release.review(session, incident_id=flood, alert_id=alert.id, actor="user:office")
+        release.sign(session, incident_id=flood, alert_id=alert.id, signer=signer)
+        alert_id = alert.id
+
+    epidemic = drive.open_("epidemic", level="III", location_name="西湖区", lat=30.2741, lon=120.1551)
+    drive.step(epidemic)
+    with session_scope() as session:
+        plan = plan_for_version(session, drive.incident(epidemic).plan_version_id)
+        report = sample_outputs(plan.step("case_report"), random.Random(7))
+    drive.complete_step(epidemic, "case_report", {**report, "first_case_location": FIRST_CASE})
+    for _ in range(6):  # on through the warning stage until education is told to stand the schools by
+        drive.step(epidemic)
+        with session_scope() as session:
+            if session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == epidemic,
+                                                         DepartmentTask.department == "education")).first():
+                break
+        for key in sorted(drive.open_tasks(epidemic)):
+            if key != "lift_warning":
+                drive.complete_step(epidemic, key)
+    return World(flood=flood, epidemic=epidemic, alert=alert_id)
+
+
+def layers(api: Api, name: str | None) -> dict[str, list[dict[str, Any]]]:
+    response = api.call(name, "GET", "/api/map/layers")
+    assert response.status_code == 200, response.text
+    return {layer["key"]: layer["data"]["features"] for layer in response.json()["layers"]}
+
+
+@pytest.fixture
+def world(baton: str) -> World:
+    return build_world()
+
+
+def test_the_map_layers_follow_each_readers_scope(api: Api, world: World) -> None:
+    for name, department in (("cdc", "cdc"), ("education", "education"), ("health", "health_commission")):
+        make_user(name, "department", department)
+        api.tokens[name] = issued_token(name)
+
+    # Nobody logged in gets nothing, in the API's words.
+    response = api.call(None, "GET", "/api/map/layers")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "not_authenticated"
+    assert api.call(None, "GET", "/api/map/boundaries").status_code == 401
+
+    # The office sees both incidents, the warning's 5 km circle in force and the first case's place.
+    office = layers(api, "office")
+    assert list(office) == ["warning_areas", "incidents", "task_locations"]
+    assert {f["properties"]["id"] for f in office["incidents"]} == {world.flood, world.epidemic}
+    flood = next(f for f in office["incidents"] if f["properties"]["id"] == world.flood)
+    assert flood["geometry"] == {"type": "Point", "coordinates": [BINJIANG[1], BINJIANG[0]]}  # GeoJSON: lon, lat
+    [area] = office["warning_areas"]
+    assert area["properties"]["id"] == world.alert and area["properties"]["colour"] == "red"
+    assert area["properties"]["radius_m"] == 5000 and area["properties"]["exercise"] is True  # a drill's warning
+    assert "暴雨红色预警" in area["properties"]["headline"]["zh"]
+    [place] = office["task_locations"]
+    assert place["geometry"]["coordinates"] == [FIRST_CASE["lon"], FIRST_CASE["lat"]]
+    assert place["properties"]["place"] == FIRST_CASE["name"] and place["properties"]["department"] == "cdc"
+    assert layers(api, "manager") == office
+
+    # The CDC reported it and the health commission is named in its share: both see the place, not the flood.
+    for name in ("cdc", "health"):
+        mine = layers(api, name)
+        assert [f["properties"]["id"] for f in mine["incidents"]] == [world.epidemic], name
+        assert mine["warning_areas"] == [] and len(mine["task_locations"]) == 1, name
+    # Education is on the epidemic but not named in the restricted share: the incident, never the place.
+    education = layers(api, "education")
+    assert [f["properties"]["id"] for f in education["incidents"]] == [world.epidemic]
+    assert education["task_locations"] == []
+    assert FIRST_CASE["name"] not in api.call("education", "GET", "/api/map/layers").text
+    # Meteorology is on the flood only: its warning area, nothing of the epidemic.
+    meteorology = layers(api, "meteorology")
+    assert [f["properties"]["id"] for f in meteorology["incidents"]] == [world.flood]
+    assert len(meteorology["warning_areas"]) == 1 and meteorology["task_locations"] == []
+
+    # A cancelled warning is no longer in force: its area leaves the map.
+    with session_scope() as session:
+        from core.users.models import User
+
+        office_user = session.exec(select(User).where(User.username == "office")).one()
+        release.cancel(session, incident_id=world.flood, user=office_user, key="map-test", reason="雨停")
+    assert layers(api, "office")["warning_areas"] == []
+
+    # The base layer: Hangzhou's districts, Binjiang among them, holding the demo incident's point.
+    base = api.call("meteorology", "GET", "/api/map/boundaries").json()
+    names = {f["properties"]["name"] for f in base["features"]}
+    assert len(names) == 13 and {"滨江区", "西湖区", "萧山区"} <= names
+    binjiang = next(f for f in base["features"] if f["properties"]["name"] == "滨江区")
+    assert any(_inside(BINJIANG, polygon[0]) for polygon in binjiang["geometry"]["coordinates"])
+
+
+def _inside(point: tuple[float, float], ring: list[list[float]]) -> bool:
+    """Ray casting: whether (lat, lon) is inside a GeoJSON ring of [lon, lat]."""
+    lat, lon = point
+    inside = False
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1], strict=True):
+        if (y1 > lat) != (y2 > lat) and lon < (x2 - x1) * (lat - y1) / (y2 - y1) + x1:
+            inside = not inside
+    return inside
+
+
+def test_a_city_tile_server_is_used_and_allowed_by_the_pages_policy(api_with: ApiWith) -> None:
+    template = "https://tiles.hangzhou.example.gov.cn/{z}/{x}/{y}.png"
+    make_user("desk", "department", "meteorology")
+    with api_with({"BATON_MAP_TILE_URL": template}) as server, page_client(server, "desk") as client:
+        response = client.get("/map")
+        policy = response.headers["content-security-policy"]
+    assert response.status_code == 200
+    assert f'data-tiles="{template}"' in response.text
+    assert "img-src 'self' data: https://tiles.hangzhou.example.gov.cn;" in policy
+    assert re.search(r'src="/static/vendor/leaflet/leaflet\.js"', response.text)
+
+
+@pytest.mark.chromium
+def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Browser) -> None:  # noqa: F811
+    """The office's map at 1280 and 390 px (markers, the warning's circle, the districts; a layer toggled off),
+    education's map without the first case's place, and fire & rescue's alarm form whose address is set by a
+    click on its map."""
+    fire = drive.open_("highrise_fire", level="IV", location_name="滨江区江南大道", lat=30.2081, lon=120.2105)
+    drive.step(fire)
+    PASSWORDS.update({"office1": "office-secret-1", "edu1": "edu-secret-1", "fire1": "fire-secret-1"})
+    make_user("office1", "office", password=PASSWORDS["office1"])
+    make_user("edu1", "department", "education", password=PASSWORDS["edu1"])
+    make_user("fire1", "department", "fire_rescue", password=PASSWORDS["fire1"])
+    alarm = drive.open_tasks(fire)["fire_alarm"].id
+    problems: list[str] = []
+    with serve_api() as server:
+        office = Desk(browser, server.url, "office1", problems)
+        page = office.go("/map")
+        expect(page.locator("nav.main-nav a[href='/map']")).to_have_attribute("aria-current", "page")
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#map path.map-boundary")).to_have_count(13)
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(3)
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(1)
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(1)
+        expect(page.locator("#map-status")).to_contain_text("事件 3")
+        # A marker says what it is and links to the incident's screen.
+        page.locator("#map path.map-layer-task_locations").click()
+        popup = page.locator(".leaflet-popup .map-popup[data-layer='task_locations']")
+        expect(popup).to_contain_text(FIRST_CASE["name"])
+        expect(popup.locator("a.map-popup-link")).to_have_attribute("href", f"/office/incidents/{world.epidemic}")
+        # The layer control's toggle hides a layer and shows it again.
+        toggle = page.locator(".leaflet-control-layers-overlays label", has_text="任务位置").locator("input")
+        toggle.uncheck()
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(0)
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(3)
+        toggle.check()
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(1)
+        office.shoot("map")  # 1280 and 390 px; on the phone nothing overflows
+        page.set_viewport_size(PHONE)
+        page.reload()
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        box = page.locator("#map").bounding_box()
+        assert box is not None and box["width"] <= PHONE["width"] and box["height"] >= 300, box
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(1)
+        expect(page.locator(".leaflet-control-layers")).to_have_class(re.compile(r"leaflet-control-layers"))
+
+        # Education is on the epidemic, not on the flood or the fire, and not named in the first case's share.
+        education = Desk(browser, server.url, "edu1", problems)
+        page = education.go("/map")
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#map path.map-layer-incidents")).to_have_count(1)
+        expect(page.locator("#map path.map-layer-warning_areas")).to_have_count(0)
+        expect(page.locator("#map path.map-layer-task_locations")).to_have_count(0)
+
+        # Fire & rescue sets the alarm's address with a click on the picker map under the field.
+        firefighter = Desk(browser, server.url, "fire1", problems)
+        page = firefighter.go(f"/tasks/{alarm}")
+        picker = page.locator("#f_address_map")
+        expect(picker).to_be_visible()
+        expect(picker).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#f_address_lat")).to_have_value("")
+        picker.click(position={"x": 120, "y": 100})
+        expect(page.locator("#f_address_lat")).to_have_value(re.compile(r"^\d+\.\d{6}$"))
+        lat, lon = (float(page.locator(f"#f_address_{p}").input_value()) for p in ("lat", "lon"))
+        # Near the incident's place, where the picker opened (zoom 13: the box is a few kilometres wide).
+        assert abs(lat - 30.2081) < 0.05 and abs(lon - 120.2105) < 0.05, (lat, lon)
+        expect(page.locator("#f_address_map path.map-pick")).to_have_count(1)
+        firefighter.shoot("task-location-picker")
+    assert problems == [], problems
