@@ -43,7 +43,8 @@ def test_point_and_polygon_round_trip() -> None:
     point = from_geojson('{"type": "Point", "coordinates": [113.2644, 23.1291]}')
     assert point.point == (113.2644, 23.1291)
     ring = [[113.2, 23.1], [113.3, 23.1], [113.3, 23.2], [113.2, 23.2], [113.2, 23.1]]
-    polygon = from_geojson({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    polygon = from_geojson(feature)
     again = stored(polygon.text())
     assert again.shape.equals(polygon.shape)
     assert json.loads(polygon.text())["type"] == "Polygon"
@@ -89,7 +90,7 @@ def test_cap_area_polygon_and_circle() -> None:
     # a polygon entry that only touches the area is inside
     assert area.covers(from_geojson({"type": "Polygon", "coordinates": [[[113.29, 23.19], [113.5, 23.19],
                                                                          [113.5, 23.5], [113.29, 23.19]]]}))
-    min_lon, min_lat, max_lon, max_lat = area.bounds or (0, 0, 0, 0)
+    min_lon, _, _, max_lat = area.bounds or (0, 0, 0, 0)
     assert min_lon == 113.2 and max_lat > 30.08
 
 
