@@ -24,6 +24,7 @@ from api.routes import (
     learning,
     plans,
     public,
+    registers,
     reporting,
     reports,
     rosters,
@@ -154,7 +155,7 @@ def create_app() -> FastAPI:
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router):
+                   attachments.router, registers.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -127,7 +127,10 @@ def _position(value: Any, datum: Datum) -> tuple[float, float]:
                       f"坐标（{lon:g}, {lat:g}）不在中国境内"
                       f"（东经{MIN_LON:g}–{MAX_LON:g}°，北纬{MIN_LAT:g}–{MAX_LAT:g}°）"
                       + ("，经度应在前" if hint else ""))
-    return gcj02_to_wgs84(lon, lat) if datum is Datum.gcj02 else (lon, lat)
+    if datum is Datum.gcj02:
+        lon, lat = gcj02_to_wgs84(lon, lat)
+    # 1e-7° (about a centimetre): what is stored, so that a place read back and checked again is the same place.
+    return round(lon, 7), round(lat, 7)
 
 
 def _ring(value: Any, datum: Datum, which: str) -> list[tuple[float, float]]:
