@@ -229,7 +229,7 @@ def test_a_department_imports_only_its_own_entries(api: Api) -> None:
                                                              "DZ-9,石门滑坡点,geohazard,113.3,23.2\n"}).json()
     assert [(p["field"], p["code"]) for p in taken["refused"]] == [("code", "owned_by_other")]
     error_of(api.call("manager", "POST", "/api/registers/risk_point/import",
-                      json={"filename": "geo.csv", "content": csv_text}), 403, "register_forbidden")
+                      json={"filename": "geo.csv", "content": csv_text}), 403, "forbidden")
 
 
 RESIDENTS = ("code,name_zh,category,organisation,address,contact_phone,keeper_name,lon,lat\n"
@@ -242,7 +242,7 @@ def test_vulnerable_residents_are_read_only_by_their_community_and_the_office(ap
     api.tokens["community_grid"] = issued_token("community_grid")
     # a department that is not a community may not keep them, nor may the office file them under one
     error_of(api.call("water_affairs", "POST", "/api/registers/vulnerable_resident/import",
-                      json={"filename": "r.csv", "content": RESIDENTS}), 403, "register_forbidden")
+                      json={"filename": "r.csv", "content": RESIDENTS}), 403, "forbidden")
     wrong = api.call("office", "POST", "/api/registers/vulnerable_resident/import",
                      json={"filename": "r.csv", "content": RESIDENTS.replace(",community,", ",water_affairs,")})
     assert {p["code"] for p in wrong.json()["refused"]} == {"not_a_community"}
@@ -321,3 +321,27 @@ def test_counts_refuse_what_is_not_a_whole_number() -> None:
         with pytest.raises(CellRefused) as caught:
             count(column, value)
         assert caught.value.code == code, value
+
+
+def test_the_register_page_lists_by_kind_searches_and_hides_residents_from_others(api: Api) -> None:
+    from tests.fixtures.api import page_client
+
+    make_user("community_grid", "department", "community")
+    api.tokens["community_grid"] = issued_token("community_grid")
+    api.call("office", "POST", "/api/registers/vulnerable_resident/import",
+             json={"filename": "r.csv", "content": RESIDENTS})
+    api.call("office", "POST", "/api/registers/risk_point/import", json={"filename": "f.csv", "content": (
+        "code,name_zh,name_en,kind,organisation,lon,lat\n"
+        "JS-1,中山路下穿隧道,Zhongshan Rd underpass,积水点,water_affairs,113.26,23.13\n"
+        "WF-1,老城区危房,,危旧房,housing,113.27,23.12\n")})
+    with page_client(api.server, "water_affairs") as client:
+        page = client.get("/registers?kind=risk_point&q=隧道")
+        assert page.status_code == 200
+        assert "中山路下穿隧道" in page.text and "老城区危房" not in page.text and "积水点" in page.text
+        assert 'data-kind="vulnerable_resident"' not in page.text
+        hidden = client.get("/registers?kind=vulnerable_resident")
+        assert hidden.status_code == 200 and "李阿婆" not in hidden.text and "13800000001" not in hidden.text
+    with page_client(api.server, "community_grid") as client:
+        assert "李阿婆" in client.get("/registers?kind=vulnerable_resident").text
+    with page_client(api.server, "manager") as client:
+        assert "李阿婆" not in client.get("/registers?kind=vulnerable_resident").text

@@ -17,7 +17,8 @@ from typing import Any
 from sqlmodel import Session, col, or_, select
 
 from core.geo.shapes import Area, stored
-from core.platform.errors import BatonError
+from core.plans.store import registry
+from core.platform.errors import BatonError, NotFound
 from core.registers.columns import KIND_NAMES
 from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind, VulnerableResident
 from core.users.models import Role, User
@@ -27,13 +28,14 @@ MAX_LIST = 500
 
 
 class RegisterForbidden(BatonError):
-    code = "register_forbidden"
+    """The user may not import into this register (the same code as every other refusal by role)."""
+
+    code = "forbidden"
     http_status = 403
 
 
-class UnknownRegister(BatonError):
-    code = "unknown_register"
-    http_status = 404
+class UnknownRegister(NotFound):
+    """No register of that name."""
 
 
 def register_kind(value: str) -> RegisterKind:
@@ -53,7 +55,15 @@ def may_read(user: User, kind: RegisterKind) -> bool:
     the office)."""
     if kind not in RESTRICTED:
         return True
-    return user.role == Role.office or (user.role == Role.department and bool(user.department))
+    return user.role == Role.office or _community(user)
+
+
+def _community(user: User) -> bool:
+    """Whether the user works for a community (社区居委会), which keeps its own vulnerable residents."""
+    if user.role != Role.department or not user.department:
+        return False
+    department = registry().department(user.department)
+    return department is not None and department.kind == "community"
 
 
 def readable(user: User, kind: RegisterKind) -> Any:
@@ -63,7 +73,7 @@ def readable(user: User, kind: RegisterKind) -> Any:
         return None
     if user.role == Role.office:
         return None
-    if user.role == Role.department and user.department:
+    if _community(user):
         return col(table.organisation) == user.department
     return col(table.id) == "\x00none"  # nothing
 
@@ -74,12 +84,8 @@ def may_import(user: User, kind: RegisterKind) -> None:
     if writes_all(user) and not (kind in RESTRICTED and user.role == Role.admin):
         return
     if user.role == Role.department and user.department:
-        if kind in RESTRICTED:
-            from core.plans.store import registry
-
-            department = registry().department(user.department)
-            if department is None or department.kind != "community":
-                raise RegisterForbidden("only a community (or the emergency office) keeps vulnerable residents")
+        if kind in RESTRICTED and not _community(user):
+            raise RegisterForbidden("only a community (or the emergency office) keeps vulnerable residents")
         return
     raise RegisterForbidden("this register is imported by the emergency office or the owning department")
 
