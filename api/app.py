@@ -25,6 +25,7 @@ from api.routes import (
     maps,
     plans,
     public,
+    registers,
     reporting,
     reports,
     rosters,
@@ -164,7 +165,7 @@ def create_app() -> FastAPI:
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router, maps.router):
+                   attachments.router, maps.router, registers.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

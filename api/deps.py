@@ -19,7 +19,7 @@ from api.errors import ApiError
 from core.incidents import permissions
 from core.platform.db import get_engine
 from core.platform.settings import get_settings
-from core.users.models import AccessToken, Role, User
+from core.users.models import AccessToken, Role, User, reader_of, sees_all
 from core.users.service import user_for_token
 
 SESSION_COOKIE = "baton_session"
@@ -62,13 +62,13 @@ class Principal:
 
     @property
     def sees_all(self) -> bool:
-        return self.user.role in (Role.office, Role.manager, Role.admin)
+        return sees_all(self.user)
 
     @property
     def reader(self) -> str | None:
         """The scope of what this user reads (`core.incidents.reads`): None for everything, else their
         department."""
-        return None if self.sees_all else self.user.department
+        return reader_of(self.user)
 
 
 def _bearer(request: Request) -> str | None:

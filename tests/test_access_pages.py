@@ -166,6 +166,8 @@ MATRIX: list[PageCase] = [
     # department's user finds none, even on the incident (tests/access_rows_upward.py: the API's rows, the targets).
     PageCase("GET", "/upward-reports", "none", SIGNED_IN),
     PageCase("GET", "/map", "none", SIGNED_IN),
+    # Registers (tests/access_rows_registers.py: the API's rows): every signed-in user reads the shared ones.
+    PageCase("GET", "/registers", "none", SIGNED_IN),
     PageCase("GET", "/upward-reports/{report_id}", "report", roles(LOGIN, 200, 200, 200, 404, 404)),
     PageCase("GET", "/upward-reports/{report_id}", "unknown", MISSING_PAGE),
     *[PageCase("POST", f"/upward-reports/{{report_id}}/{action}", target,

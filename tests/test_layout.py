@@ -27,6 +27,7 @@ TOP_LEVEL = {
 }
 
 # core's domains, lowest first; a domain may import the domains listed for it (and itself).
+_BELOW_INCIDENTS = {"platform", "plans", "users", "ledger", "outbox", "attachments", "geo", "registers"}
 DOMAINS: dict[str, set[str]] = {
     "platform": set(),
     "plans": {"platform"},
@@ -34,15 +35,16 @@ DOMAINS: dict[str, set[str]] = {
     "ledger": {"platform", "plans", "users"},
     "outbox": {"platform", "plans", "users", "ledger"},
     "attachments": {"platform"},
-    "incidents": {"platform", "plans", "users", "ledger", "outbox", "attachments"},
-    "signals": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
-    "reporting": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
-    "sharing": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "reporting"},
-    "learning": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
-    "reports": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting",
-                "learning"},
+    "geo": {"platform"},
+    "registers": {"platform", "plans", "users", "ledger", "geo"},
+    "incidents": _BELOW_INCIDENTS,
+    "signals": _BELOW_INCIDENTS | {"incidents"},
+    "reporting": _BELOW_INCIDENTS | {"incidents"},
+    "sharing": _BELOW_INCIDENTS | {"incidents", "reporting"},
+    "learning": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
+    "reports": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting", "learning"},
     # The one map: layers read from the domains below it (a new layer's domain joins this set).
-    "maps": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
+    "maps": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
 }
 # Modules at core's top that gather every domain (they sit above all of them).
 CORE_AGGREGATES = {"core.all_models", "core.migrations.env"}

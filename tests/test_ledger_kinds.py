@@ -32,7 +32,7 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "warning_redrafted": "warning.redrafted", "warning_signed": "warning.signed",
         "warning_updated": "warning.updated", "warning_cancelled": "warning.cancelled",
         "warning_withdrawn": "warning.withdrawn",
-        "task_chased_up": "task.chased_up"}.items()
+        "task_chased_up": "task.chased_up", "register_imported": "register.imported"}.items()
 
 
 def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:

@@ -31,6 +31,7 @@ from core.sharing.notice import zone
 from tests import engine_driver as drive
 from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client, serve_api
 from tests.test_browser import PASSWORDS, PHONE, Desk, browser  # noqa: F401  (the browser fixture)
+from tests.test_registers import RESIDENTS
 
 BINJIANG = (30.2084, 120.2120)
 FIRST_CASE: dict[str, Any] = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
@@ -83,6 +84,35 @@ def layers(api: Api, name: str | None) -> dict[str, list[dict[str, Any]]]:
     return {layer["key"]: layer["data"]["features"] for layer in response.json()["layers"]}
 
 
+REGISTER_LAYERS = ["register_risk_point", "register_shelter", "register_reserve", "register_team",
+                   "register_expert", "register_vulnerable_resident"]
+SHELTERS = ("code,name_zh,kind,capacity,occupancy,organisation,lon,lat\n"
+            "BN-1,滨江公园避难场所,emergency,800,120,emergency_office,120.21,30.21\n")
+
+
+def test_the_registers_are_on_the_map_with_their_own_scope(api: Api) -> None:
+    """Shelters (with occupancy) reach every reader; vulnerable residents only their community and the office,
+    on the map as in the registers (`core.registers.service.readable`)."""
+    make_user("community_grid", "department", "community")
+    api.tokens["community_grid"] = issued_token("community_grid")
+    for kind, content in (("shelter", SHELTERS), ("vulnerable_resident", RESIDENTS)):
+        imported = api.call("office", "POST", f"/api/registers/{kind}/import",
+                            json={"filename": f"{kind}.csv", "content": content})
+        assert imported.status_code == 200 and not imported.json()["refused"], imported.text
+    office = layers(api, "office")
+    [shelter] = office["register_shelter"]
+    assert shelter["geometry"] == {"type": "Point", "coordinates": [120.21, 30.21]}
+    assert shelter["properties"]["name"]["zh"] == "滨江公园避难场所"
+    rows = {row[0]["en"]: row[1] for row in shelter["properties"]["rows"]}
+    assert rows["capacity"] == 800 and rows["occupancy"] == 120
+    assert {f["properties"]["code"] for f in office["register_vulnerable_resident"]} == {"R-1", "R-2"}
+    assert len(layers(api, "community_grid")["register_vulnerable_resident"]) == 2
+    for outsider in ("meteorology", "manager"):
+        theirs = layers(api, outsider)
+        assert theirs["register_vulnerable_resident"] == [] and len(theirs["register_shelter"]) == 1, outsider
+        assert "李阿婆" not in api.call(outsider, "GET", "/api/map/layers").text
+
+
 @pytest.fixture
 def world(baton: str) -> World:
     return build_world()
@@ -100,7 +130,7 @@ def test_the_map_layers_follow_each_readers_scope(api: Api, world: World) -> Non
 
     # The office sees both incidents, the warning's 5 km circle in force and the first case's place.
     office = layers(api, "office")
-    assert list(office) == ["warning_areas", "incidents", "task_locations"]
+    assert list(office) == ["warning_areas", "incidents", "task_locations", *REGISTER_LAYERS]
     assert {f["properties"]["id"] for f in office["incidents"]} == {world.flood, world.epidemic}
     flood = next(f for f in office["incidents"] if f["properties"]["id"] == world.flood)
     assert flood["geometry"] == {"type": "Point", "coordinates": [BINJIANG[1], BINJIANG[0]]}  # GeoJSON: lon, lat

@@ -19,7 +19,7 @@ def map_layers(principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
     """Every layer of the map as a GeoJSON FeatureCollection (`data`), with its key, title (zh, en), colour and
     whether it is shown when the map opens: open incidents, warning areas in force, places reported on tasks; a
     department gets only the incidents it is on and the fields it may read."""
-    return layers.layers_for(session, principal.reader)
+    return layers.layers_for(session, principal.user)
 
 
 @router.get("/api/map/boundaries")

@@ -68,3 +68,6 @@ class LedgerKind(StrEnum):
     plan_change_proposed = "plan.change_proposed"
     plan_change_accepted = "plan.change_accepted"
     plan_change_rejected = "plan.change_rejected"
+    # registers (core.registers): an import of a register file, with its counts. It belongs to no incident, so it
+    # is chained in the register's own append-only record (`register_import`), not an incident's chain.
+    register_imported = "register.imported"

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlmodel import Session
 
+from core.geo.shapes import cap_circle, cap_polygon
 from core.incidents import reads
 from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
 from core.maps.geojson import Feature, circle, point, polygon, valid
 from core.plans.store import plan_for_version, registry
 from core.platform.errors import NotFound
-from core.sharing import area_svg
 from core.sharing import warnings as release
 from process_defs.schema import FieldType
 
@@ -62,11 +62,11 @@ def warning_areas(session: Session, reader: str | None) -> list[Feature]:
             "headline": view["headline"], "area": view["area"], "exercise": alert.status == "Exercise",
             "expires_at": alert.expires_at.isoformat() if alert.expires_at else None}
         for text in view["shapes"]["circles"]:
-            found = area_svg.parse_circle(text)
+            found = cap_circle(text)
             if found is not None and valid(found[0], found[1]):
                 features.append(circle(found[0], found[1], found[2], **properties))
         for text in view["shapes"]["polygons"]:
-            shape = area_svg.parse_polygon(text)
+            shape = cap_polygon(text)
             if shape is not None and all(valid(lat, lon) for lat, lon in shape):
                 features.append(polygon(shape, **properties))
     return features

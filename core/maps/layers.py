@@ -1,17 +1,17 @@
 """The map's registry of layers (一张图), and its base layer.
 
-A layer is one function `(session, reader) -> list[Feature]` (GeoJSON features, `core.maps.geojson`) and one line
-in `LAYERS` naming it, in Chinese and English, with its colour. `reader` is the scope every read in Baton takes: a
-department key, or None for those who see everything (office, managers, administrators); a layer applies the rule
-of the domain it reads (`core.incidents.reads`, `Step.visible_outputs`, …) and never a rule of its own. Another
-domain adds a layer like this:
+A layer is one function `(session, user) -> list[Feature]` (GeoJSON features, `core.maps.geojson`) and one line
+in `LAYERS` naming it, in Chinese and English, with its colour. A layer applies the rule of the domain it reads
+(`core.incidents.reads` with the user's reader, `Step.visible_outputs`, the registers' `readable`, …) and never a
+rule of its own. Another domain adds a layer like this:
 
-    # core/maps/registers.py (or the domain's own module, if it sits below maps)
-    def shelters(session: Session, reader: str | None) -> list[Feature]:
-        return [point(s.lat, s.lon, name=s.name, occupancy=s.occupancy) for s in visible_shelters(session, reader)]
+    # core/maps/<domain>_layers.py
+    def teams(session: Session, user: User) -> list[Feature]:
+        return [point(t.lat, t.lon, name=t.name, rows=[[{"zh": "人数", "en": "Headcount"}, t.headcount]])
+                for t in visible_teams(session, user)]
 
     # in LAYERS below
-    Layer("shelters", {"zh": "避难场所", "en": "Shelters"}, "#2e7d32", shelters),
+    Layer("teams", {"zh": "救援队伍", "en": "Rescue teams"}, "#00838f", teams),
 
 The page draws each layer as a toggle of the map's layer control, in this order; a Point with a `radius_m`
 property is drawn as a circle of that radius, any other Point as a dot, (Multi)Polygons as areas (filled with
@@ -29,13 +29,20 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.maps import incident_layers
+from core.maps import incident_layers, register_layers
 from core.maps.geojson import Feature, collection
 from core.platform.settings import get_settings
+from core.registers.models import RegisterKind
+from core.users.models import User, reader_of
 
 BOUNDARIES = Path(__file__).resolve().parent / "boundaries" / "hangzhou.geojson"
 
-LayerFunction = Callable[[Session, str | None], list[Feature]]
+LayerFunction = Callable[[Session, User], list[Feature]]
+
+
+def by_reader(build: Callable[[Session, str | None], list[Feature]]) -> LayerFunction:
+    """A layer of incident data, read with the user's reader (a department, or None for who sees everything)."""
+    return lambda session, user: build(session, reader_of(user))
 
 
 @dataclass(frozen=True)
@@ -48,16 +55,21 @@ class Layer:
 
 
 LAYERS: tuple[Layer, ...] = (
-    Layer("warning_areas", {"zh": "预警区域", "en": "Warning areas"}, "#d62020", incident_layers.warning_areas),
-    Layer("incidents", {"zh": "事件", "en": "Incidents"}, "#b3261e", incident_layers.incidents),
-    Layer("task_locations", {"zh": "任务位置", "en": "Task locations"}, "#1e63d6", incident_layers.task_locations),
+    Layer("warning_areas", {"zh": "预警区域", "en": "Warning areas"}, "#d62020",
+          by_reader(incident_layers.warning_areas)),
+    Layer("incidents", {"zh": "事件", "en": "Incidents"}, "#b3261e", by_reader(incident_layers.incidents)),
+    Layer("task_locations", {"zh": "任务位置", "en": "Task locations"}, "#1e63d6",
+          by_reader(incident_layers.task_locations)),
+    *(Layer(f"register_{kind.value}", register_layers.title(kind), register_layers.COLOURS[kind],
+            register_layers.layer(kind), shown=kind in (RegisterKind.risk_point, RegisterKind.shelter))
+      for kind in RegisterKind),
 )
 
 
-def layers_for(session: Session, reader: str | None, layers: tuple[Layer, ...] = LAYERS) -> dict[str, Any]:
-    """Every layer, built for `reader`: what `GET /api/map/layers` answers."""
+def layers_for(session: Session, user: User, layers: tuple[Layer, ...] = LAYERS) -> dict[str, Any]:
+    """Every layer, built for `user`: what `GET /api/map/layers` answers."""
     return {"layers": [{"key": layer.key, "title": layer.title, "colour": layer.colour, "shown": layer.shown,
-                        "data": collection(layer.build(session, reader))} for layer in layers]}
+                        "data": collection(layer.build(session, user))} for layer in layers]}
 
 
 @lru_cache(maxsize=4)

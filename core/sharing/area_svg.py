@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from core.geo.shapes import cap_circle, cap_polygon
+
 WIDTH, HEIGHT, MARGIN = 640, 360, 24
 KM_PER_DEGREE = 111.32
 FILLS = {"blue": "#1e63d6", "yellow": "#e0b400", "orange": "#f07800", "red": "#d62020"}
@@ -26,32 +28,10 @@ class Shape:
     polygons: list[list[tuple[float, float]]]
 
 
-def parse_circle(text: str) -> tuple[float, float, float] | None:
-    """A CAP circle, `lat,lon radius_km`; None when it is not one."""
-    try:
-        point, radius = text.split()
-        lat, lon = (float(v) for v in point.split(","))
-        value = (lat, lon, float(radius))
-    except ValueError:
-        return None
-    return value if all(math.isfinite(v) for v in value) else None
-
-
-def parse_polygon(text: str) -> list[tuple[float, float]] | None:
-    """A CAP polygon, `lat,lon lat,lon …` (closed); None when it is not one."""
-    points = []
-    try:
-        for pair in text.split():
-            lat, lon = (float(v) for v in pair.split(","))
-            points.append((lat, lon))
-    except ValueError:
-        return None
-    return points if len(points) >= 3 and all(math.isfinite(v) for p in points for v in p) else None
-
-
+# One home for reading a CAP circle or polygon: core.geo.shapes (lenient here: an unreadable one is not drawn).
 def shape(label: str, colour: str | None, circles: list[str], polygons: list[str]) -> Shape:
-    return Shape(label, colour, [c for c in map(parse_circle, circles) if c is not None],
-                 [p for p in map(parse_polygon, polygons) if p is not None])
+    return Shape(label, colour, [c for c in map(cap_circle, circles) if c is not None],
+                 [p for p in map(cap_polygon, polygons) if p is not None])
 
 
 def draw(shapes: list[Shape], title: str) -> Markup | None:

@@ -41,6 +41,16 @@ class User(UserBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+def sees_all(user: UserBase) -> bool:
+    """The office, managers and administrators read every incident; a department reads its own."""
+    return user.role in (Role.office, Role.manager, Role.admin)
+
+
+def reader_of(user: UserBase) -> str | None:
+    """The scope of what a user reads (`core.incidents.reads`): None for everything, else their department."""
+    return None if sees_all(user) else user.department
+
+
 class LoginThrottle(SQLModel, table=True):
     """Failed logins from one source (a client address) in the current window, across every account, so that
     guessing one password on many accounts is slowed as guessing many on one is."""

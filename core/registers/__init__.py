@@ -1,0 +1,1 @@
+"""Registers: risk points, shelters, reserves, teams, experts, vulnerable residents (the daily side, 平战结合)."""
