@@ -68,3 +68,14 @@ class LedgerKind(StrEnum):
     plan_change_proposed = "plan.change_proposed"
     plan_change_accepted = "plan.change_accepted"
     plan_change_rejected = "plan.change_rejected"
+    # resources in incidents (core.resources): a department asks for reserves, the owning department approves all
+    # or part (the reserve is drawn down) or refuses, dispatches, the requester confirms receipt and returns what
+    # was not consumed; a reserve falling under its safety stock opens a replenishment for its owner
+    resource_requested = "resource.requested"
+    resource_approved = "resource.approved"
+    resource_refused = "resource.refused"
+    resource_dispatched = "resource.dispatched"
+    resource_received = "resource.received"
+    resource_returned = "resource.returned"
+    reserve_below_safety_stock = "reserve.below_safety_stock"
+    reserve_replenished = "reserve.replenished"
