@@ -124,6 +124,11 @@ def may_receive(user: User, request: ResourceRequest) -> bool:
     return permissions.may_act(user, Side(request.requester))
 
 
+def may_act_for(user: User, department: str) -> bool:
+    """Restocking a reserve: whoever acts for its owning department."""
+    return permissions.may_act(user, Side(department))
+
+
 def replenishments(session: Session, *, reader: str | None, open_only: bool = True) -> list[Replenishment]:
     query = select(Replenishment)
     if reader is not None:
