@@ -19,7 +19,9 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
+from core.registers.models import MaterialReserve
 from core.reporting.models import UpwardReport
+from core.resources.models import Replenishment, ResourceRequest
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
 from core.users.models import AccessToken, AuditEvent, DutyAbsence, LoginLock, RosterShift, User, UserPosition
@@ -191,5 +193,7 @@ def fingerprint() -> tuple[Any, ...]:
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
         duty = rows(count(RosterShift), count(DutyAbsence))[0]
         files = table(Attachment.id, Attachment.linked_at)
+        resources = (table(ResourceRequest.id, ResourceRequest.status),
+                     table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files)
+                files, resources)
