@@ -127,6 +127,6 @@ ROWS: list[Case] = [
          json={"quantity": 100}, writes=True),
 ]
 
-TARGETS = {kind: (lambda kind=kind: resource_target(kind))  # type: ignore[misc]
+TARGETS = {kind: (lambda kind=kind: resource_target(kind))
            for kind in ("resource_incident", "resource_request", "resource_approved", "resource_mine_dispatched",
                         "resource_mine_received", "replenishment")}
