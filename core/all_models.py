@@ -8,6 +8,7 @@ import core.outbox.models
 import core.plans.models
 import core.registers.models
 import core.reporting.models
+import core.resources.models
 import core.sharing.models
 import core.signals.models
 import core.users.models  # noqa: F401

@@ -19,8 +19,9 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
-from core.registers.models import REGISTER_TABLES, RegisterImport
+from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterImport
 from core.reporting.models import UpwardReport
+from core.resources.models import Replenishment, ResourceRequest
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
 from core.users.models import AccessToken, AuditEvent, DutyAbsence, LoginLock, RosterShift, User, UserPosition
@@ -193,5 +194,7 @@ def fingerprint() -> tuple[Any, ...]:
         duty = rows(count(RosterShift), count(DutyAbsence))[0]
         files = table(Attachment.id, Attachment.linked_at)
         registers = rows(count(RegisterImport), *(count(table) for table in REGISTER_TABLES.values()))[0]
+        resources = (table(ResourceRequest.id, ResourceRequest.status),
+                     table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files, tuple(registers))
+                files, tuple(registers), resources)

@@ -230,6 +230,17 @@ MATRIX: list[PageCase] = [
                OFFICE_FORM if target != "unknown" else MISSING_PAGE, form=form, writes=True)
       for act, form in (("update", {"colour": "orange"}), ("cancel", {"reason": "降雨减弱"}))
       for target in ("warning_released", "unknown")],
+    # Resources in incidents (tests/access_rows_resources.py: the API's rows, the targets): who sees a request,
+    # who supplies (public_security owns the reserve), who receives (water_affairs asked).
+    PageCase("GET", "/resources", "none", SIGNED_IN),
+    *[PageCase("GET", "/resources/{request_id}", target, VISIBLE_PAGE if target != "unknown" else MISSING_PAGE)
+      for target in ("resource_request", "unknown")],
+    PageCase("POST", "/resources/{request_id}/act", "resource_request", DEPT_FORM, form={"step": "approve",
+                                                                                        "quantity": "5"},
+             writes=True),
+    PageCase("POST", "/resources/{request_id}/act", "resource_mine_dispatched", DEPT_FORM,
+             form={"step": "receive", "quantity": "20"}, writes=True),
+    PageCase("POST", "/resources/{request_id}/act", "unknown", MISSING_PAGE, form={"step": "approve"}, writes=True),
 ]
 
 

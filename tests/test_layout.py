@@ -40,6 +40,7 @@ DOMAINS: dict[str, set[str]] = {
     "incidents": _BELOW_INCIDENTS,
     "signals": _BELOW_INCIDENTS | {"incidents"},
     "reporting": _BELOW_INCIDENTS | {"incidents"},
+    "resources": _BELOW_INCIDENTS | {"incidents"},
     "sharing": _BELOW_INCIDENTS | {"incidents", "reporting"},
     "learning": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
     "reports": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting", "learning"},

@@ -17,6 +17,7 @@ from api.pages import (
     office,
     registers,
     reports,
+    resources,
     review,
     tasks,
     upward,
@@ -25,5 +26,6 @@ from api.pages import (
 from api.pages.rendering import page_router
 
 router = page_router()
-for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps):
+for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps,
+             resources):
     router.include_router(area.router)

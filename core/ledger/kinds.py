@@ -71,3 +71,14 @@ class LedgerKind(StrEnum):
     # registers (core.registers): an import of a register file, with its counts. It belongs to no incident, so it
     # is chained in the register's own append-only record (`register_import`), not an incident's chain.
     register_imported = "register.imported"
+    # resources in incidents (core.resources): a department asks for reserves, the owning department approves all
+    # or part (the reserve is drawn down) or refuses, dispatches, the requester confirms receipt and returns what
+    # was not consumed; a reserve falling under its safety stock opens a replenishment for its owner
+    resource_requested = "resource.requested"
+    resource_approved = "resource.approved"
+    resource_refused = "resource.refused"
+    resource_dispatched = "resource.dispatched"
+    resource_received = "resource.received"
+    resource_returned = "resource.returned"
+    reserve_below_safety_stock = "reserve.below_safety_stock"
+    reserve_replenished = "reserve.replenished"
