@@ -43,6 +43,7 @@ DOMAINS: dict[str, set[str]] = {
     "sharing": _BELOW_INCIDENTS | {"incidents", "reporting"},
     "learning": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
     "reports": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting", "learning"},
+    "prevention": _BELOW_INCIDENTS | {"incidents"},
 }
 # Modules at core's top that gather every domain (they sit above all of them).
 CORE_AGGREGATES = {"core.all_models", "core.migrations.env"}
