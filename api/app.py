@@ -23,6 +23,7 @@ from api.routes import (
     incidents,
     learning,
     plans,
+    prevention,
     public,
     reporting,
     reports,
@@ -154,7 +155,7 @@ def create_app() -> FastAPI:
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router):
+                   attachments.router, prevention.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

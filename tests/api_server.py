@@ -19,6 +19,7 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
+from core.prevention.models import PreventionEvidence, PreventionTask
 from core.reporting.models import UpwardReport
 from core.sharing.models import CapAlert, SituationReport
 from core.signals.models import Signal
@@ -156,8 +157,8 @@ def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
     failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, attached
-    files (and whether linked). Read as plain rows (the access matrices take one before and after each of a
-    thousand requests)."""
+    files (and whether linked), prevention tasks and their evidence. Read as plain rows (the access matrices take
+    one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -191,5 +192,6 @@ def fingerprint() -> tuple[Any, ...]:
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
         duty = rows(count(RosterShift), count(DutyAbsence))[0]
         files = table(Attachment.id, Attachment.linked_at)
+        prevention = (table(PreventionTask.id, PreventionTask.status), table(PreventionEvidence.id))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files)
+                files, prevention)

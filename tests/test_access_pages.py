@@ -165,6 +165,9 @@ MATRIX: list[PageCase] = [
     # Upward reports: the emergency office's (the office and admin act for it); managers read them; a
     # department's user finds none, even on the incident (tests/access_rows_upward.py: the API's rows, the targets).
     PageCase("GET", "/upward-reports", "none", SIGNED_IN),
+    # Prevention (汛前检查, 隐患排查, drills): every signed-in user, scoped to their department's own (the lists'
+    # scoping: tests/test_prevention.py; the API's rows: tests/access_rows_prevention.py).
+    PageCase("GET", "/prevention", "none", SIGNED_IN),
     PageCase("GET", "/upward-reports/{report_id}", "report", roles(LOGIN, 200, 200, 200, 404, 404)),
     PageCase("GET", "/upward-reports/{report_id}", "unknown", MISSING_PAGE),
     *[PageCase("POST", f"/upward-reports/{{report_id}}/{action}", target,

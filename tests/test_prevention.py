@@ -24,6 +24,7 @@ from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
 from core.prevention.models import PreventionKind, PreventionRecord, PreventionRun, PreventionTask
 from core.registers.models import RescueTeam, RiskKind, RiskPoint
 from flows import prevention
+from tests.fixtures.api import Api, page_client
 from tests.fixtures.clock import Clock
 from tests.test_deploy import prefect_yaml
 
@@ -228,3 +229,50 @@ def test_the_deployed_schedules_parse_and_name_existing_flows_and_campaigns() ->
         assert served_schedule.schedule == parsed
     assert by_name["prevention-sweep"]["entrypoint"] == "flows/prevention.py:prevention_sweep"
     assert by_name["prevention-sweep"]["schedules"][0]["interval"] == prevention.SWEEP_SECONDS
+
+
+# -- over HTTP: scoping, the page, the stable refusal --------------------------------------------------------------
+
+
+def test_a_department_sees_and_acts_on_its_own_prevention_work_only_and_the_page_lists_it(api: Api,
+                                                                                         clock: Clock) -> None:
+    add_points(FLOOD_POINTS)
+    prevention.run_slot("flood_precheck", utcnow())
+    by_code = {t.entry_code: t for t in tasks()}
+    server, tokens = api.server, api.tokens
+    mine = server.request("GET", "/api/prevention/tasks", tokens["water_affairs"]).json()
+    assert sorted(t["entry_code"] for t in mine) == ["W-001", "W-002"]
+    assert server.request("GET", "/api/prevention/tasks", tokens["public_security"]).json() == []
+    assert len(server.request("GET", "/api/prevention/tasks", tokens["office"]).json()) == 4
+    other = by_code["W-003"].id  # urban_management's
+    assert server.request("GET", f"/api/prevention/tasks/{other}", tokens["water_affairs"]).status_code == 404
+    refused = server.request("POST", f"/api/prevention/tasks/{other}/answer", tokens["water_affairs"],
+                             json={"hazard_found": False})
+    assert refused.status_code == 404
+    # The office reads but does not answer a department's inspection.
+    assert server.request("POST", f"/api/prevention/tasks/{other}/answer", tokens["office"],
+                          json={"hazard_found": False}).status_code == 403
+    found = server.request("POST", f"/api/prevention/tasks/{by_code['W-001'].id}/answer", tokens["water_affairs"],
+                           json={"hazard_found": True, "finding": "排水口堵塞"})
+    assert found.status_code == 200 and found.json()["kind"] == "rectification"
+    fix_id = found.json()["id"]
+    closing = server.request("POST", f"/api/prevention/tasks/{fix_id}/close", tokens["water_affairs"],
+                             json={"measures": "已清掏"})
+    assert closing.status_code == 422 and closing.json()["error"]["code"] == "evidence_required"
+    sent = server.request("POST", f"/api/prevention/tasks/{fix_id}/evidence", tokens["water_affairs"],
+                          files={"file": ("after.png", PNG, "image/png")})
+    assert sent.status_code == 201
+    evidence_url = f"/api/prevention/evidence/{sent.json()['id']}"
+    assert server.request("GET", evidence_url, tokens["public_security"]).status_code == 404
+    assert server.request("GET", evidence_url, tokens["office"]).content == PNG
+    assert server.request("POST", f"/api/prevention/tasks/{fix_id}/close", tokens["water_affairs"],
+                          json={"measures": "已清掏"}).json()["status"] == "completed"
+    clock.advance(days=31)
+    office_page = page_client(server, "office").get("/prevention")
+    assert office_page.status_code == 200
+    for code in ("W-002", "W-003", "G-001"):
+        assert f'data-code="{code}"' in office_page.text
+    assert "本期未检查" in office_page.text or "Not checked this season" in office_page.text
+    water_page = page_client(server, "water_affairs").get("/prevention").text
+    assert 'data-code="W-002"' in water_page and 'data-code="W-003"' not in water_page
+    assert 'data-code="G-001"' not in water_page

@@ -47,7 +47,7 @@ def campaign_of(key: str) -> Campaign:
     return spec
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -55,7 +55,7 @@ def _utc(moment: datetime) -> datetime:
 
 
 def record_hash(entry: PreventionRecord) -> str:
-    body = {"run_id": entry.run_id, "seq": entry.seq, "at": _utc(entry.at).isoformat(timespec="microseconds"),
+    body = {"run_id": entry.run_id, "seq": entry.seq, "at": as_utc(entry.at).isoformat(timespec="microseconds"),
             "kind": entry.kind, "actor": entry.actor, "from": entry.from_party, "to": entry.to_party,
             "task": entry.task_id, "digest": entry.digest, "details": entry.details,
             "idempotency_key": entry.idempotency_key, "prev_hash": entry.prev_hash}
@@ -138,7 +138,7 @@ class RunOutcome:
 
 def find_run(session: Session, *, campaign: str, slot: datetime) -> PreventionRun | None:
     return session.exec(select(PreventionRun).where(PreventionRun.campaign == campaign,
-                                                    PreventionRun.slot == _utc(slot))).first()
+                                                    PreventionRun.slot == as_utc(slot))).first()
 
 
 def run_campaign(session: Session, *, campaign: str, slot: datetime, actor: str = SYSTEM,
@@ -149,7 +149,7 @@ def run_campaign(session: Session, *, campaign: str, slot: datetime, actor: str 
     key and, retried, finds the first: `flows.prevention.run_slot`)."""
     spec = campaign_of(campaign)
     moment = now or utcnow()
-    slot = _utc(slot)
+    slot = as_utc(slot)
     existing = find_run(session, campaign=campaign, slot=slot)
     if existing is not None:
         return RunOutcome(existing, 0)
@@ -322,7 +322,7 @@ def sweep(session: Session, *, now: datetime | None = None, reminder_before: flo
     tasks = session.exec(select(PreventionTask).where(PreventionTask.status == TaskStatus.assigned)
                          .order_by(col(PreventionTask.due_at))).all()
     for task in tasks:
-        due = _utc(task.due_at)
+        due = as_utc(task.due_at)
         if moment >= due:
             run = lock_run(session, task.run_id)
             target = escalation_target(task.department)
@@ -334,7 +334,7 @@ def sweep(session: Session, *, now: datetime | None = None, reminder_before: flo
                    to_party=target, key=f"{task.id}:escalated", at=moment, task_id=task.id,
                    details={"kind": task.kind, "entry_code": task.entry_code, "due_at": due.isoformat()})
             result.escalated.append(task.id)
-        elif task.reminded_at is None and moment >= reminder_at(_utc(task.assigned_at), due, reminder_before):
+        elif task.reminded_at is None and moment >= reminder_at(as_utc(task.assigned_at), due, reminder_before):
             task.reminded_at = moment
             session.add(task)
             result.reminded.append(task.id)
@@ -413,7 +413,7 @@ def rectifications_by_department(session: Session, *, department: str | None,
         row = rows.setdefault(task.department, DepartmentRectifications(task.department))
         if task.status in OPEN:
             row.open += 1
-            row.overdue += _utc(task.due_at) < moment
+            row.overdue += as_utc(task.due_at) < moment
             row.tasks.append(task)
         elif task.status == TaskStatus.completed:
             row.closed += 1
