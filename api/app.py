@@ -24,6 +24,7 @@ from api.routes import (
     learning,
     maps,
     plans,
+    prevention,
     public,
     registers,
     reporting,
@@ -166,7 +167,7 @@ def create_app() -> FastAPI:
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router, maps.router, registers.router, resources.router):
+                   attachments.router, maps.router, registers.router, resources.router, prevention.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -338,3 +338,53 @@ class AuditPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# -- prevention on schedules (core.prevention) -------------------------------------------------------------------
+
+
+class PreventionTaskOut(BaseModel):
+    """An inspection (检查 / 排查 / 演练) of one register entry, or the rectification (整改) a finding opened."""
+
+    id: str
+    kind: str  # inspection, rectification
+    campaign: str
+    register_kind: str
+    entry_id: str
+    entry_code: str
+    entry_name_zh: str
+    entry_name_en: str
+    department: str
+    status: str
+    parent_id: str | None
+    assigned_at: datetime
+    due_at: datetime
+    overdue: bool
+    reminded_at: datetime | None
+    escalated_at: datetime | None
+    escalated_to: str | None
+    completed_at: datetime | None
+    completed_by: str | None
+    hazard_found: bool | None
+    finding: str | None
+    measures: str | None
+    evidence: list[str] = Field(default_factory=list)  # ids: GET /api/prevention/evidence/{id}
+
+
+class InspectionAnswerIn(Strict):
+    hazard_found: bool
+    finding: Lines | None = Field(default=None, max_length=4000)  # required when a hazard was found
+
+
+class RectificationCloseIn(Strict):
+    measures: Lines = Field(min_length=1, max_length=4000)
+
+
+class EvidenceOut(BaseModel):
+    id: str
+    task_id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime

@@ -6,6 +6,7 @@ import core.learning.models
 import core.ledger.models
 import core.outbox.models
 import core.plans.models
+import core.prevention.models
 import core.registers.models
 import core.reporting.models
 import core.resources.models

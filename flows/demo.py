@@ -126,7 +126,7 @@ def run_demo(simulate: bool = False, keep_running: bool = True, port: int = 8000
         plan = plan_for_version(session, existing.plan_version_id)
     departments = sorted({step.department for _, step in plan.steps() if step.kind == "human"} - {"emergency_office"})
     users = demo_users(settings.data_dir, departments)
-    with embedded_stack(settings, workers=1, prefect_port=prefect_port, api_port=port) as stack:
+    with embedded_stack(settings, workers=1, prefect_port=prefect_port, api_port=port, schedules=True) as stack:
         ui = stack.api_url.removesuffix("/api")
         table = Table("user", "role", "password", title="Demo users (also in " + str(settings.data_dir /
                                                                                   "demo-users.txt") + ")")

@@ -175,6 +175,18 @@ class Stack:
         self.starters[name] = lambda: self.start_worker(name, extra_env)
         return proc
 
+    def start_schedules(self) -> subprocess.Popen[bytes]:
+        """Serve the scheduled prevention deployments (`flows.prevention`: 汛前检查, 隐患排查, drills, the sweep) with
+        Prefect's `serve()`; Prefect's scheduler makes each slot's run, this process runs it."""
+        log = self.home / "logs" / "prevention.log"
+        env = prefect_env(self.home, self.api_url)
+        env.update({"BATON_DATA_DIR": str(self.home.resolve())})
+        proc = subprocess.Popen([sys.executable, "-m", "flows.prevention"], stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.processes["prevention"] = proc
+        self.starters["prevention"] = self.start_schedules
+        return proc
+
     def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
         log = self.home / "logs" / "api.log"
         env = prefect_env(self.home, self.api_url)
@@ -235,9 +247,9 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 @contextmanager
 def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | None = None,
                    api_host: str | None = None, api_port: int | None = None,
-                   api_workers: int = 1) -> Iterator[Stack]:
-    """Start Prefect (unless BATON_PREFECT_API_URL points at one), `workers` Baton workers and, given a
-    port, the API; stop them all after."""
+                   api_workers: int = 1, schedules: bool = False) -> Iterator[Stack]:
+    """Start Prefect (unless BATON_PREFECT_API_URL points at one), `workers` Baton workers, with `schedules` the
+    process serving the scheduled prevention deployments and, given a port, the API; stop them all after."""
     home = settings.data_dir
     (home / "logs").mkdir(parents=True, exist_ok=True)
     settings.resolved_secret_key()  # made once here, not raced by several API workers
@@ -254,6 +266,8 @@ def embedded_stack(settings: Settings, workers: int = 1, prefect_port: int | Non
             os.environ["PREFECT_API_URL"] = stack.api_url
             for i in range(workers):
                 stack.start_worker(f"{socket.gethostname()}-worker-{i + 1}")
+            if schedules:
+                stack.start_schedules()
             if api_port is not None:
                 stack.start_api(api_host or "127.0.0.1", api_port, api_workers)
             yield stack

@@ -19,6 +19,7 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
+from core.prevention.models import PreventionEvidence, PreventionTask
 from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterImport
 from core.reporting.models import UpwardReport
 from core.resources.models import Replenishment, ResourceRequest
@@ -158,8 +159,8 @@ def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
     failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, attached
-    files (and whether linked), register imports and entries. Read as plain rows (the access matrices take one
-    before and after each of a thousand requests)."""
+    files (and whether linked), register imports and entries, resources, prevention tasks and their evidence. Read
+    as plain rows (the access matrices take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -196,5 +197,6 @@ def fingerprint() -> tuple[Any, ...]:
         registers = rows(count(RegisterImport), *(count(table) for table in REGISTER_TABLES.values()))[0]
         resources = (table(ResourceRequest.id, ResourceRequest.status),
                      table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
+        prevention = (table(PreventionTask.id, PreventionTask.status), table(PreventionEvidence.id))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files, tuple(registers), resources)
+                files, tuple(registers), resources, prevention)

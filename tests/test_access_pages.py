@@ -168,6 +168,9 @@ MATRIX: list[PageCase] = [
     PageCase("GET", "/map", "none", SIGNED_IN),
     # Registers (tests/access_rows_registers.py: the API's rows): every signed-in user reads the shared ones.
     PageCase("GET", "/registers", "none", SIGNED_IN),
+    # Prevention (汛前检查, 隐患排查, drills): every signed-in user, scoped to their department's own (the lists'
+    # scoping: tests/test_prevention.py; the API's rows: tests/access_rows_prevention.py).
+    PageCase("GET", "/prevention", "none", SIGNED_IN),
     PageCase("GET", "/upward-reports/{report_id}", "report", roles(LOGIN, 200, 200, 200, 404, 404)),
     PageCase("GET", "/upward-reports/{report_id}", "unknown", MISSING_PAGE),
     *[PageCase("POST", f"/upward-reports/{{report_id}}/{action}", target,

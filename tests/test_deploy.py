@@ -24,6 +24,7 @@ from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.settings import Settings
+from core.prevention.campaigns import CAMPAIGNS
 from flows import maintenance
 from tests import engine_driver as drive
 
@@ -71,7 +72,8 @@ def test_prefect_yaml_is_valid_for_prefect_deploy_and_has_no_placeholders() -> N
     raw = (DEPLOY / "prefect.yaml").read_text(encoding="utf-8")
     data = prefect_yaml()
     model = PrefectYamlModel.model_validate(data)
-    assert {d.name for d in model.deployments} == {"deadline-sweep", "ledger-audit"}
+    assert {d.name for d in model.deployments} == {"deadline-sweep", "ledger-audit", "prevention-sweep",
+                                                    *(f"prevention-{key}" for key in CAMPAIGNS)}
     assert "{{" not in raw, "templated placeholders: nothing is built or pushed"
     for section in ("build", "push"):
         assert section not in data, f"no {section} steps exist; leave the section out rather than null"
@@ -97,10 +99,15 @@ def test_every_deployment_entrypoint_is_a_real_prefect_flow() -> None:
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow_obj = getattr(module, name)
         assert isinstance(flow_obj, prefect.Flow)
-        assert flow_obj.name == deployment["name"]
+        # A deployment is named by its flow, or (a campaign's) by its flow's kind and the campaign it runs.
+        campaign = (deployment.get("parameters") or {}).get("campaign")
+        named = deployment["name"] if campaign is None else "prevention-campaign"
+        if campaign is not None:
+            assert deployment["name"] == f"prevention-{campaign}" and campaign in CAMPAIGNS
+        assert flow_obj.name == named
         # The way the process worker loads it at run time, from the pull step's working directory.
         loaded: Any = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
-        assert isinstance(loaded, prefect.Flow) and loaded.name == deployment["name"]
+        assert isinstance(loaded, prefect.Flow) and loaded.name == named
         assert deployment["work_pool"]["name"] == POOL
 
 

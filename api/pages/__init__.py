@@ -15,6 +15,7 @@ from api.pages import (
     login,
     maps,
     office,
+    prevention,
     registers,
     reports,
     resources,
@@ -27,5 +28,5 @@ from api.pages.rendering import page_router
 
 router = page_router()
 for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps,
-             resources):
+             resources, prevention):
     router.include_router(area.router)

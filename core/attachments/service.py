@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,9 +96,14 @@ def folder() -> Path:
 
 def path_of(attachment: Attachment) -> Path:
     """Where a stored file's bytes are: named by its id only."""
-    if not _ID.match(attachment.id):  # ids are Baton's own UUIDs; never a path of anyone's choosing
-        raise ValueError(f"not an attachment id: {attachment.id!r}")
-    return folder() / attachment.id
+    return path_for_id(attachment.id)
+
+
+def path_for_id(file_id: str) -> Path:
+    """Where the bytes of the file stored under `file_id` (`write_file`) are."""
+    if not _ID.match(file_id):  # ids are Baton's own UUIDs; never a path of anyone's choosing
+        raise ValueError(f"not an attachment id: {file_id!r}")
+    return folder() / file_id
 
 
 def reference(attachment_id: str) -> str:
@@ -130,18 +136,20 @@ def takes_files(step: Step) -> bool:
     return any(f.type is FieldType.attachment for f in step.form)
 
 
-def store(session: Session, *, task: DepartmentTask, step: Step, uploaded_by: str, filename: str | None,
-          stream: BinaryIO) -> Attachment:
-    """Store a file sent for an open task whose form has an attachment field: read in chunks (never more than the
-    limit plus one chunk), judged by its first bytes, hashed, written under its new id. The row is added to the
-    session; the caller commits."""
-    if not takes_files(step):
-        raise FormInvalid("this step's form takes no attachment",
-                          details=[{"field": None, "code": "no_attachment_field",
-                                    "message": "the step's form has no attachment field"}])
-    if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
-                                                   TaskStatus.escalated):
-        raise TaskStateConflict(f"task {task.step_key} is {task.status}: files are attached to open tasks")
+@dataclass(frozen=True)
+class StoredFile:
+    """A file's bytes written under a new id in the attachments folder, judged and hashed."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+def write_file(*, filename: str | None, stream: BinaryIO) -> StoredFile:
+    """Write a sent file: read in chunks (never more than the limit plus one chunk), judged by its first bytes,
+    hashed, written under a new id (`folder()/<id>`). A refused file leaves nothing behind."""
     limit = get_settings().attachment_max_bytes
     attachment_id = new_id()
     target = folder()
@@ -178,9 +186,24 @@ def store(session: Session, *, task: DepartmentTask, step: Step, uploaded_by: st
         os.replace(partial, target / attachment_id)
     finally:
         partial.unlink(missing_ok=True)
-    row = Attachment(id=attachment_id, incident_id=task.incident_id, task_id=task.id, uploaded_by=uploaded_by,
-                     filename=safe_filename(filename, content_type), content_type=content_type, size=size,
-                     sha256=digest.hexdigest())
+    return StoredFile(attachment_id, safe_filename(filename, content_type), content_type, size, digest.hexdigest())
+
+
+def store(session: Session, *, task: DepartmentTask, step: Step, uploaded_by: str, filename: str | None,
+          stream: BinaryIO) -> Attachment:
+    """Store a file sent for an open task whose form has an attachment field (`write_file`). The row is added to the
+    session; the caller commits."""
+    if not takes_files(step):
+        raise FormInvalid("this step's form takes no attachment",
+                          details=[{"field": None, "code": "no_attachment_field",
+                                    "message": "the step's form has no attachment field"}])
+    if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
+                                                   TaskStatus.escalated):
+        raise TaskStateConflict(f"task {task.step_key} is {task.status}: files are attached to open tasks")
+    written = write_file(filename=filename, stream=stream)
+    row = Attachment(id=written.id, incident_id=task.incident_id, task_id=task.id, uploaded_by=uploaded_by,
+                     filename=written.filename, content_type=written.content_type, size=written.size,
+                     sha256=written.sha256)
     session.add(row)
     session.flush()
     return row

@@ -82,3 +82,12 @@ class LedgerKind(StrEnum):
     resource_returned = "resource.returned"
     reserve_below_safety_stock = "reserve.below_safety_stock"
     reserve_replenished = "reserve.replenished"
+    # prevention on schedules (core.prevention): a campaign run's tasks, findings and rectifications (整改), chained
+    # per run in `prevention_record`
+    prevention_run_started = "prevention.run_started"  # a campaign's schedule slot ran
+    inspection_assigned = "inspection.assigned"  # one register entry to inspect, for its owning department
+    inspection_completed = "inspection.completed"  # answered: no hazard found
+    hazard_found = "inspection.hazard_found"  # answered: a hazard found (opens a rectification)
+    rectification_opened = "rectification.opened"  # 整改, with its deadline
+    rectification_closed = "rectification.closed"  # closed with its evidence (photos, documents)
+    prevention_escalated = "prevention.escalated"  # an inspection or rectification past its deadline

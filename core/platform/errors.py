@@ -119,3 +119,10 @@ class AttachmentEmpty(BatonError):
 
     code = "attachment_empty"
     http_status = 422
+
+
+class EvidenceRequired(BatonError):
+    """A rectification (整改) is closed only with evidence: at least one photo or document sent for it."""
+
+    code = "evidence_required"
+    http_status = 422

@@ -41,7 +41,7 @@ def serve(
     migrate()
     try:
         with embedded_stack(settings, workers=workers, prefect_port=prefect_port, api_host=host, api_port=port,
-                            api_workers=api_workers) as stack:
+                            api_workers=api_workers, schedules=True) as stack:
             console.print(f"Baton: http://{host}:{port}/  (API docs /docs)   Prefect: "
                           f"{stack.api_url.removesuffix('/api')}   workers: {workers}   "
                           f"database: {settings.resolved_database_url()}")

@@ -1,0 +1,278 @@
+"""Prevention on schedules (core.prevention, flows.prevention): a campaign's slot creates one inspection task per
+matching register entry for its owning department, once; a finding opens a rectification with its deadline;
+closing one needs evidence; the page's lists; reminders and escalation; the schedules deployed."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prefect.client.schemas.schedules import CronSchedule
+from sqlmodel import col, select
+
+from core.incidents.models import TaskStatus
+from core.ledger.kinds import LedgerKind
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.errors import EvidenceRequired, TaskStateConflict
+from core.prevention import service
+from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
+from core.prevention.models import PreventionKind, PreventionRecord, PreventionRun, PreventionTask
+from core.registers.models import RescueTeam, RiskKind, RiskPoint
+from flows import prevention
+from tests.fixtures.api import Api, page_client
+from tests.fixtures.clock import Clock
+from tests.test_deploy import prefect_yaml
+
+
+def _png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+PNG = _png()  # a 1×1 photo
+SLOT = datetime(2027, 4, 1, 1, 0, tzinfo=UTC)  # 09:00 Beijing time on 1 April: the 汛前检查's slot
+
+
+def add_points(points: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Risk points (code, kind, owning department), straight into the register; their ids by code."""
+    with session_scope() as session:
+        rows = [RiskPoint(code=code, kind=kind, name_zh=f"{code}号积水点", name_en=f"Point {code}", organisation=owner,
+                          lon=121.47, lat=31.23) for code, kind, owner in points]
+        session.add_all(rows)
+        session.flush()
+        return {row.code: row.id for row in rows}
+
+
+FLOOD_POINTS: list[tuple[str, str, str]] = [
+    ("W-001", RiskKind.waterlogging, "water_affairs"), ("W-002", RiskKind.waterlogging, "water_affairs"),
+    ("W-003", RiskKind.waterlogging, "urban_management"), ("G-001", RiskKind.geohazard, "natural_resources"),
+    ("C-001", RiskKind.hazardous_chemicals, "ecology_environment")]
+
+
+def tasks(**where: Any) -> list[PreventionTask]:
+    with session_scope() as session:
+        query = select(PreventionTask)
+        for key, value in where.items():
+            query = query.where(getattr(PreventionTask, key) == value)
+        return list(session.exec(query.order_by(PreventionTask.entry_code)).all())
+
+
+def kinds_recorded() -> list[str]:
+    with session_scope() as session:
+        return [r.kind for r in session.exec(select(PreventionRecord).order_by(col(PreventionRecord.id))).all()]
+
+
+def test_a_scheduled_flood_precheck_run_creates_one_inspection_task_per_flood_risk_point_for_its_owning_department_and_a_finding_becomes_a_rectification_with_a_deadline(  # noqa: E501
+        baton: str) -> None:
+    ids = add_points(FLOOD_POINTS)
+    result = prevention.prevention_campaign.fn(campaign="flood_precheck", slot=SLOT)
+    assert result["created"] == 4
+    made = tasks(kind=PreventionKind.inspection)
+    # Every waterlogging and geohazard point, not the chemical plant; each for the department that owns it.
+    assert [(t.entry_code, t.department) for t in made] == [
+        ("G-001", "natural_resources"), ("W-001", "water_affairs"), ("W-002", "water_affairs"),
+        ("W-003", "urban_management")]
+    assert {t.entry_id for t in made} == {ids[c] for c in ("W-001", "W-002", "W-003", "G-001")}
+    assert all(t.status == TaskStatus.assigned and t.campaign == "flood_precheck" for t in made)
+    assert all(t.due_at - SLOT >= timedelta(days=30) for t in made)
+    w1 = next(t for t in made if t.entry_code == "W-001")
+    with session_scope() as session:
+        fix = service.answer_inspection(session, task_id=w1.id, actor="user:water_affairs", hazard_found=True,
+                                        finding="排水口被垃圾堵塞，泵站备用电源故障")
+        assert fix is not None
+        fix_id = fix.id
+    (rectification,) = tasks(kind=PreventionKind.rectification)
+    assert rectification.id == fix_id and rectification.parent_id == w1.id
+    assert rectification.department == "water_affairs" and rectification.status == TaskStatus.assigned
+    assert rectification.finding == "排水口被垃圾堵塞，泵站备用电源故障"
+    assert rectification.due_at - rectification.assigned_at == timedelta(days=CAMPAIGNS["flood_precheck"].rectify_days)
+    # No hazard: the inspection is done and nothing is opened.
+    w2 = next(t for t in made if t.entry_code == "W-002")
+    with session_scope() as session:
+        assert service.answer_inspection(session, task_id=w2.id, actor="user:water_affairs", hazard_found=False) is None
+    with session_scope() as session, pytest.raises(TaskStateConflict):
+        service.answer_inspection(session, task_id=w2.id, actor="user:water_affairs", hazard_found=False)
+    # Each creation and finding is in the run's chain, which verifies.
+    recorded = kinds_recorded()
+    assert recorded.count(LedgerKind.inspection_assigned) == 4
+    assert recorded[0] == LedgerKind.prevention_run_started
+    assert [k for k in recorded[5:]] == [LedgerKind.hazard_found, LedgerKind.rectification_opened,
+                                         LedgerKind.inspection_completed]
+    with session_scope() as session:
+        (run,) = session.exec(select(PreventionRun)).all()
+        assert service.verify_run(session, run.id) is None
+
+
+def test_running_the_same_slot_twice_creates_nothing_more(baton: str) -> None:
+    add_points(FLOOD_POINTS)
+    first = prevention.run_slot("flood_precheck", SLOT)
+    again = prevention.run_slot("flood_precheck", SLOT)
+    assert first[1] == 4 and again == (first[0], 0)
+    # The same slot given in another time zone is the same slot.
+    beijing = SLOT.astimezone(__import__("zoneinfo").ZoneInfo(TIMEZONE))
+    assert prevention.prevention_campaign.fn(campaign="flood_precheck", slot=beijing)["created"] == 0
+    assert len(tasks()) == 4 and kinds_recorded().count(LedgerKind.inspection_assigned) == 4
+    # A second run that lost the race on the unique slot finds the first one (its tasks are not made twice).
+    with session_scope() as session:
+        session.add(PreventionRun(campaign="flood_precheck", slot=SLOT + timedelta(days=365), started_by="x"))
+    assert prevention.run_slot("flood_precheck", SLOT + timedelta(days=365))[1] == 0
+    # The next season's slot is a new run.
+    assert prevention.run_slot("flood_precheck", SLOT + timedelta(days=366))[1] == 4
+
+
+def test_closing_a_rectification_needs_evidence(baton: str) -> None:
+    add_points(FLOOD_POINTS[:1])
+    prevention.run_slot("flood_precheck", SLOT)
+    (inspection,) = tasks()
+    with session_scope() as session:
+        fix = service.answer_inspection(session, task_id=inspection.id, actor="user:water_affairs",
+                                        hazard_found=True, finding="护栏缺失")
+        assert fix is not None
+        fix_id = fix.id
+    with session_scope() as session, pytest.raises(EvidenceRequired) as refused:
+        service.close_rectification(session, task_id=fix_id, actor="user:water_affairs", measures="已加装护栏")
+    assert refused.value.code == "evidence_required" and refused.value.http_status == 422
+    assert tasks(id=fix_id)[0].status == TaskStatus.assigned
+    with session_scope() as session:
+        evidence = service.add_evidence(session, task_id=fix_id, actor="user:water_affairs", filename="护栏.png",
+                                        stream=io.BytesIO(PNG))
+        assert evidence.content_type == "image/png"
+    with session_scope() as session:
+        service.close_rectification(session, task_id=fix_id, actor="user:water_affairs", measures="已加装护栏")
+    assert tasks(id=fix_id)[0].status == TaskStatus.completed
+    with session_scope() as session:
+        closed = session.exec(select(PreventionRecord).where(
+            PreventionRecord.kind == LedgerKind.rectification_closed)).one()
+        assert closed.task_id == fix_id and closed.details["evidence"] == 1
+
+
+def test_the_prevention_page_lists_what_is_overdue_and_the_points_not_checked_this_season(baton: str,
+                                                                                           clock: Clock) -> None:
+    add_points(FLOOD_POINTS)
+    slot = utcnow().replace(microsecond=0)
+    prevention.run_slot("flood_precheck", slot)
+    by_code = {t.entry_code: t for t in tasks()}
+    with session_scope() as session:
+        service.answer_inspection(session, task_id=by_code["W-001"].id, actor="user:water_affairs",
+                                  hazard_found=False)
+        service.answer_inspection(session, task_id=by_code["G-001"].id, actor="user:natural_resources",
+                                  hazard_found=True, finding="坡体裂缝")
+    with session_scope() as session:
+        assert service.overdue(session, department=None) == []
+        unchecked = {u.campaign.key: u for u in service.not_checked(session, department=None)}
+        assert sorted(e.code for e in unchecked["flood_precheck"].entries) == ["W-002", "W-003"]
+        assert unchecked["hazard_check"].run is None  # not run yet: everything of it is unchecked
+        assert [e.code for e in unchecked["hazard_check"].entries] == ["C-001"]
+        mine = {u.campaign.key: u for u in service.not_checked(session, department="water_affairs")}
+        assert [e.code for e in mine["flood_precheck"].entries] == ["W-002"]
+    clock.advance(days=31)
+    with session_scope() as session:
+        late = service.overdue(session, department=None)
+        # The two unanswered inspections (30 days), and G-001's rectification (15 days).
+        assert sorted((t.entry_code, t.kind) for t in late) == [
+            ("G-001", "rectification"), ("W-002", "inspection"), ("W-003", "inspection")]
+        assert [t.entry_code for t in service.overdue(session, department="water_affairs")] == ["W-002"]
+        (row,) = service.rectifications_by_department(session, department=None)
+        assert (row.department, row.open, row.overdue, row.closed) == ("natural_resources", 1, 1, 0)
+        assert service.rectifications_by_department(session, department="water_affairs") == []
+
+
+def test_reminders_and_escalation_follow_the_incidents_rule(baton: str, clock: Clock) -> None:
+    add_points(FLOOD_POINTS[:1])
+    prevention.run_slot("flood_precheck", utcnow())
+    (task,) = tasks()
+    with session_scope() as session:
+        assert service.sweep(session).reminded == []
+    clock.advance(days=25)  # 20 % of 30 days left: the reminder
+    with session_scope() as session:
+        assert service.sweep(session).reminded == [task.id]
+        assert service.sweep(session).reminded == []
+    clock.advance(days=6)
+    with session_scope() as session:
+        assert service.sweep(session).escalated == [task.id]
+        assert service.sweep(session).escalated == []
+    (task,) = tasks()
+    assert task.status == TaskStatus.escalated and task.escalated_to == "emergency_office"  # water_affairs' supervisor
+    assert kinds_recorded()[-1] == LedgerKind.prevention_escalated
+    # An escalated inspection is still the department's to answer.
+    with session_scope() as session:
+        service.answer_inspection(session, task_id=task.id, actor="user:water_affairs", hazard_found=False)
+
+
+def test_a_drill_campaign_gives_each_rescue_team_its_drill(baton: str) -> None:
+    with session_scope() as session:
+        session.add(RescueTeam(code="T-01", name_zh="防汛抢险队", organisation="water_affairs"))
+    assert prevention.run_slot("drill_cadence", SLOT)[1] == 1
+    assert tasks()[0].register_kind == "team"
+
+
+def test_the_deployed_schedules_parse_and_name_existing_flows_and_campaigns() -> None:
+    by_name = {d["name"]: d for d in prefect_yaml()["deployments"]}
+    served = {d.name: d for d in prevention.deployments()}
+    for key, spec in CAMPAIGNS.items():
+        deployment = by_name[f"prevention-{key}"]
+        assert deployment["entrypoint"] == "flows/prevention.py:prevention_campaign"
+        assert deployment["parameters"] == {"campaign": key}
+        (schedule,) = deployment["schedules"]
+        parsed = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+        # The yaml and the embedded stack serve the campaign's own cron, in Beijing time.
+        assert (parsed.cron, parsed.timezone) == (spec.cron, TIMEZONE)
+        (served_schedule,) = served[f"prevention-{key}"].schedules or []
+        assert served_schedule.schedule == parsed
+    assert by_name["prevention-sweep"]["entrypoint"] == "flows/prevention.py:prevention_sweep"
+    assert by_name["prevention-sweep"]["schedules"][0]["interval"] == prevention.SWEEP_SECONDS
+
+
+# -- over HTTP: scoping, the page, the stable refusal --------------------------------------------------------------
+
+
+def test_a_department_sees_and_acts_on_its_own_prevention_work_only_and_the_page_lists_it(api: Api,
+                                                                                         clock: Clock) -> None:
+    add_points(FLOOD_POINTS)
+    prevention.run_slot("flood_precheck", utcnow())
+    by_code = {t.entry_code: t for t in tasks()}
+    server, tokens = api.server, api.tokens
+    mine = server.request("GET", "/api/prevention/tasks", tokens["water_affairs"]).json()
+    assert sorted(t["entry_code"] for t in mine) == ["W-001", "W-002"]
+    assert server.request("GET", "/api/prevention/tasks", tokens["public_security"]).json() == []
+    assert len(server.request("GET", "/api/prevention/tasks", tokens["office"]).json()) == 4
+    other = by_code["W-003"].id  # urban_management's
+    assert server.request("GET", f"/api/prevention/tasks/{other}", tokens["water_affairs"]).status_code == 404
+    refused = server.request("POST", f"/api/prevention/tasks/{other}/answer", tokens["water_affairs"],
+                             json={"hazard_found": False})
+    assert refused.status_code == 404
+    # The office reads but does not answer a department's inspection.
+    assert server.request("POST", f"/api/prevention/tasks/{other}/answer", tokens["office"],
+                          json={"hazard_found": False}).status_code == 403
+    found = server.request("POST", f"/api/prevention/tasks/{by_code['W-001'].id}/answer", tokens["water_affairs"],
+                           json={"hazard_found": True, "finding": "排水口堵塞"})
+    assert found.status_code == 200 and found.json()["kind"] == "rectification"
+    fix_id = found.json()["id"]
+    closing = server.request("POST", f"/api/prevention/tasks/{fix_id}/close", tokens["water_affairs"],
+                             json={"measures": "已清掏"})
+    assert closing.status_code == 422 and closing.json()["error"]["code"] == "evidence_required"
+    sent = server.request("POST", f"/api/prevention/tasks/{fix_id}/evidence", tokens["water_affairs"],
+                          files={"file": ("after.png", PNG, "image/png")})
+    assert sent.status_code == 201
+    evidence_url = f"/api/prevention/evidence/{sent.json()['id']}"
+    assert server.request("GET", evidence_url, tokens["public_security"]).status_code == 404
+    assert server.request("GET", evidence_url, tokens["office"]).content == PNG
+    assert server.request("POST", f"/api/prevention/tasks/{fix_id}/close", tokens["water_affairs"],
+                          json={"measures": "已清掏"}).json()["status"] == "completed"
+    clock.advance(days=31)
+    office_page = page_client(server, "office").get("/prevention")
+    assert office_page.status_code == 200
+    for code in ("W-002", "W-003", "G-001"):
+        assert f'data-code="{code}"' in office_page.text
+    assert "本期未检查" in office_page.text or "Not checked this season" in office_page.text
+    water_page = page_client(server, "water_affairs").get("/prevention").text
+    assert 'data-code="W-002"' in water_page and 'data-code="W-003"' not in water_page
+    assert 'data-code="G-001"' not in water_page
