@@ -36,6 +36,7 @@ DOMAINS: dict[str, set[str]] = {
     "attachments": {"platform"},
     "incidents": {"platform", "plans", "users", "ledger", "outbox", "attachments"},
     "signals": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
+    "desk": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
     "reporting": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents"},
     "sharing": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "reporting"},
     "learning": {"platform", "plans", "users", "ledger", "outbox", "attachments", "incidents", "sharing", "reporting"},
