@@ -63,6 +63,8 @@ def test_a_phone_report_recorded_at_the_duty_desk_becomes_an_incident_after_the_
         desk: Api, clock: Clock) -> None:
     sheet = record(desk)
     assert sheet["status"] == "submitted" and sheet["number"].startswith("JL-") and not sheet["overdue"]
+    shown = page_client(desk.server, "leader").get(f"/desk/sheets/{sheet['id']}")
+    assert shown.status_code == 200 and sheet["number"] in shown.text and 'id="open-form"' in shown.text
     # The officer cannot review it: only the duty leader (or the office's leaders) may.
     refused = error_of(desk.call("office", "POST", f"/api/sheets/{sheet['id']}/open",
                                  json={"type": "flood", "level": "IV"}), 403, "position_required")
