@@ -20,7 +20,9 @@ from api.pages.rendering import error_page, too_large_page
 from api.routes import (
     attachments,
     auth,
+    desk,
     incidents,
+    instructions,
     learning,
     maps,
     plans,
@@ -167,7 +169,8 @@ def create_app() -> FastAPI:
 
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
-                   attachments.router, maps.router, registers.router, resources.router, prevention.router):
+                   attachments.router, maps.router, registers.router, resources.router, prevention.router, desk.router,
+                   instructions.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

@@ -1,6 +1,7 @@
 """Every table, imported once so SQLModel.metadata knows them all (migrations, schema checks)."""
 
 import core.attachments.models
+import core.desk.models
 import core.incidents.models
 import core.learning.models
 import core.ledger.models

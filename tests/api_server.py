@@ -16,7 +16,7 @@ from sqlmodel import col, func, select
 
 from core.attachments.models import Attachment
 from core.incidents.models import DepartmentTask, Incident, LevelChange
-from core.ledger.models import LedgerEntry
+from core.ledger.models import DeskLedgerEntry, LedgerEntry
 from core.outbox.models import OutboundDelivery
 from core.platform.db import session_scope
 from core.prevention.models import PreventionEvidence, PreventionTask
@@ -158,9 +158,10 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
-    failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, attached
-    files (and whether linked), register imports and entries, resources, prevention tasks and their evidence. Read
-    as plain rows (the access matrices take one before and after each of a thousand requests)."""
+    failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, the duty
+    desk chain, attached files (and whether linked), register imports and entries, resources, prevention tasks and
+    their evidence. Read as plain rows (the access matrices take one before and after each of a thousand
+    requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -192,7 +193,7 @@ def fingerprint() -> tuple[Any, ...]:
         counts = rows(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
                       count(SituationReport), count(CapAlert),
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
-        duty = rows(count(RosterShift), count(DutyAbsence))[0]
+        duty = rows(count(RosterShift), count(DutyAbsence), count(DeskLedgerEntry))[0]
         files = table(Attachment.id, Attachment.linked_at)
         registers = rows(count(RegisterImport), *(count(table) for table in REGISTER_TABLES.values()))[0]
         resources = (table(ResourceRequest.id, ResourceRequest.status),

@@ -14,10 +14,12 @@ nothing. The public feed and its alerts need no login, by design: they are what 
 
 from __future__ import annotations
 
+import importlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -245,6 +247,12 @@ MATRIX: list[PageCase] = [
              form={"step": "receive", "quantity": "20"}, writes=True),
     PageCase("POST", "/resources/{request_id}/act", "unknown", MISSING_PAGE, form={"step": "approve"}, writes=True),
 ]
+
+
+# Further areas add their page rows in tests/access_rows_<area>.py as `PAGE_ROWS`, a list of PageCase's keyword
+# arguments (that module is imported by tests.test_access, before PageCase exists).
+for _module in sorted(Path(__file__).resolve().parent.glob("access_rows_*.py")):
+    MATRIX.extend(PageCase(**row) for row in getattr(importlib.import_module(f"tests.{_module.stem}"), "PAGE_ROWS", []))
 
 
 # -- the world the matrix runs against ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ DOMAINS: dict[str, set[str]] = {
     "registers": {"platform", "plans", "users", "ledger", "geo"},
     "incidents": _BELOW_INCIDENTS,
     "signals": _BELOW_INCIDENTS | {"incidents"},
+    "desk": _BELOW_INCIDENTS | {"incidents"},
     "reporting": _BELOW_INCIDENTS | {"incidents"},
     "resources": _BELOW_INCIDENTS | {"incidents"},
     "sharing": _BELOW_INCIDENTS | {"incidents", "reporting"},

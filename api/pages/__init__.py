@@ -10,8 +10,10 @@ from __future__ import annotations
 from api.pages import (
     admin,
     board,
+    desk,
     docs,
     handback,
+    instructions,
     login,
     maps,
     office,
@@ -20,6 +22,7 @@ from api.pages import (
     reports,
     resources,
     review,
+    roster,
     tasks,
     upward,
     warnings,
@@ -28,5 +31,5 @@ from api.pages.rendering import page_router
 
 router = page_router()
 for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps,
-             resources, prevention):
+             resources, prevention, desk, instructions, roster):
     router.include_router(area.router)

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from api.deps import PageUser, Principal, SessionDep
 from api.errors import ApiError
+from api.pages.instructions import instruction_context
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from core.incidents import reads
 from core.incidents.scope import EVERYONE, departments_on
@@ -32,7 +33,8 @@ def _board_context(session: Session, principal: Principal, incident_id: str) -> 
     share_choices = [d.key for d in registry().departments if d.key in on and d.key != principal.acts_for]
     return {"incident": incident, "items": items, "figures": key_figures(items), "poll_seconds": POLL_SECONDS,
             "can_report": principal.acts_for is not None, "share_choices": share_choices,
-            "form_field": lambda step_key, key: _form_field(plan, step_key, key), "figure_of": figure_of}
+            "form_field": lambda step_key, key: _form_field(plan, step_key, key), "figure_of": figure_of,
+            **instruction_context(session, incident, reader)}
 
 
 def _form_field(plan: Any, step_key: str | None, key: str) -> Any:

@@ -28,6 +28,7 @@ from api.pages.rendering import (
     page_router,
     redirect,
 )
+from core.desk import sheets
 from core.incidents import authority, chase, grading, reads
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, change_level, lock_incident, open_incident
@@ -49,7 +50,7 @@ def _office_console(request: Request, principal: Principal, session: Session, *,
     return page(request, principal, "office.html", status_code, levels=LEVELS, plans=plans, broken_plans=broken_plans,
                 values={**defaults, **(values or {})}, errors=errors or {}, tasks=tasks, task_incidents=task_incidents,
                 titles=listings.titles(session, tasks, task_incidents), **listings.incident_context(list(incidents)),
-                **handback_context(request, session))
+                overdue_sheets=sheets.overdue_sheets(session), **handback_context(request, session))
 
 
 @router.get("/office")

@@ -9,7 +9,9 @@ from markupsafe import Markup
 
 from api.deps import ReviewerPageUser, SessionDep
 from api.pages import listings
+from api.pages.instructions import instruction_context
 from api.pages.rendering import Helpers, page, page_router
+from core.desk.sheets import sheets_of_incident
 from core.incidents import alerts, reads
 from core.learning.timeline_svg import render_timeline
 from core.plans.store import plan_for_version, registry
@@ -44,5 +46,6 @@ def review_incident(incident_id: str, request: Request, principal: ReviewerPageU
                 svg=svg, ledger=reads.ledger_view(session, incident),
                 deadlines=reads.deadlines_by_department(session, incident),
                 flow_run_url=listings.flow_run_url(incident),
-                ownerless_minutes=alerts.ownerless_minutes(session, incident))
+                ownerless_minutes=alerts.ownerless_minutes(session, incident),
+                sheets=sheets_of_incident(session, incident.id), **instruction_context(session, incident, None))
 

@@ -80,6 +80,11 @@ def wake_unless_woken_since(session: Session, *, incident_id: str, since: dateti
     return True
 
 
+def next_code(session: Session, prefix: str, moment: datetime) -> str:
+    """The next number of `prefix` in the year of `moment` (Baton's time zone): `FLD-2026-0007`, `JL-2026-0001`."""
+    return _next_code(session, prefix, moment)
+
+
 def _next_code(session: Session, prefix: str, moment: datetime) -> str:
     year = moment.astimezone(ZoneInfo(get_settings().timezone)).year
     session.execute(text("INSERT INTO incident_counter (prefix, year, last) VALUES (:p, :y, 0) ON CONFLICT DO NOTHING"),

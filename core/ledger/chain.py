@@ -17,8 +17,9 @@ from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident
 from core.ledger.kinds import LedgerKind
-from core.ledger.models import LedgerEntry
+from core.ledger.models import DeskLedgerEntry, DeskLedgerHead, LedgerEntry
 from core.platform.clock import utcnow
+from core.platform.db import is_postgres
 from core.platform.failpoints import failpoint
 
 GENESIS = "0" * 64
@@ -146,3 +147,70 @@ def verify_incident(session: Session, incident_id: str) -> Verification:
     if incident is None:
         return verify_entries(entries)
     return verify_entries(entries, incident.ledger_head_seq, incident.ledger_head_hash)
+
+
+# -- the duty desk's chain: what the desk records before (or without) an incident ---------------------------------
+def desk_entry_hash(entry: DeskLedgerEntry) -> str:
+    body = {"chain": "desk", "seq": entry.seq, "at": _time(entry.at), "kind": entry.kind, "actor": entry.actor,
+            "subject": entry.subject, "digest": entry.digest, "details": entry.details,
+            "idempotency_key": entry.idempotency_key, "prev_hash": entry.prev_hash}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _desk_head(session: Session) -> DeskLedgerHead:
+    query = select(DeskLedgerHead).where(DeskLedgerHead.id == 1)
+    if is_postgres(session):
+        query = query.with_for_update()
+    head = session.exec(query.execution_options(populate_existing=True)).first()
+    if head is None:
+        head = DeskLedgerHead(id=1, seq=0, hash="")
+        session.add(head)
+        session.flush()
+    return head
+
+
+def append_desk(session: Session, *, kind: LedgerKind, actor: str, subject: str, idempotency_key: str,
+                handed_over: Any = None, details: dict[str, Any] | None = None,
+                at: datetime | None = None) -> DeskLedgerEntry:
+    """Append one entry to the duty desk's chain (the head row is locked for it); a repeated idempotency key
+    returns the entry already written."""
+    existing = session.exec(select(DeskLedgerEntry).where(DeskLedgerEntry.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    head = _desk_head(session)
+    entry = DeskLedgerEntry(seq=head.seq + 1, at=at or utcnow(), kind=kind, actor=actor, subject=subject,
+                            digest=digest_of(handed_over if handed_over is not None else {}), details=details or {},
+                            idempotency_key=idempotency_key, prev_hash=head.hash or GENESIS, hash="")
+    entry.hash = desk_entry_hash(entry)
+    session.add(entry)
+    head.seq, head.hash = entry.seq, entry.hash
+    session.add(head)
+    session.flush()
+    return entry
+
+
+def read_desk(session: Session, subject: str | None = None) -> list[DeskLedgerEntry]:
+    """The desk's entries in storage order (of one subject, when given)."""
+    query = select(DeskLedgerEntry)
+    if subject is not None:
+        query = query.where(DeskLedgerEntry.subject == subject)
+    return list(session.exec(query.order_by(col(DeskLedgerEntry.id))).all())
+
+
+def verify_desk(session: Session) -> Verification:
+    """Check the desk's whole chain against its head, naming the first entry that does not fit."""
+    head = session.get(DeskLedgerHead, 1)
+    previous, expected = GENESIS, 1
+    entries = read_desk(session)
+    for entry in entries:
+        if entry.seq != expected:
+            return Verification(False, len(entries), min(expected, entry.seq),
+                                f"expected entry {expected}, found {entry.seq} (deleted or reordered)")
+        if entry.prev_hash != previous:
+            return Verification(False, len(entries), entry.seq, "does not link to the entry before it")
+        if desk_entry_hash(entry) != entry.hash:
+            return Verification(False, len(entries), entry.seq, "its content does not match its hash (edited)")
+        previous, expected = entry.hash, expected + 1
+    if head is not None and (head.seq != len(entries) or (entries and head.hash != previous)):
+        return Verification(False, len(entries), len(entries) + 1, "the desk's head does not match its entries")
+    return Verification(True, len(entries), None)

@@ -91,3 +91,17 @@ class LedgerKind(StrEnum):
     rectification_opened = "rectification.opened"  # 整改, with its deadline
     rectification_closed = "rectification.closed"  # closed with its evidence (photos, documents)
     prevention_escalated = "prevention.escalated"  # an inspection or rectification past its deadline
+    # the duty desk (core.desk): event record sheets (事件记录单) from phone, 12345 or app reports, reviewed by
+    # the duty leader (送审); duty logs (值班日志) handed over between shifts; leaders' instructions (批示)
+    sheet_recorded = "sheet.recorded"
+    sheet_returned = "sheet.returned"  # back to the officer for more details
+    sheet_amended = "sheet.amended"  # the officer added the details and sent it for review again
+    sheet_opened = "sheet.opened"  # an incident was opened from it
+    sheet_merged = "sheet.merged"  # merged into an open incident
+    sheet_filed = "sheet.filed"  # filed with a reason, no incident
+    duty_log_started = "duty_log.started"
+    duty_log_noted = "duty_log.noted"
+    duty_log_handed_over = "duty_log.handed_over"
+    instruction_recorded = "instruction.recorded"
+    instruction_task_done = "instruction.task_done"
+    instruction_closed = "instruction.closed"

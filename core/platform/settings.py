@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # A declined task (退单): the office must route it (reassign, take over, ask a leader) within this many
     # minutes, or its alert escalates (ledgered, shown red).
     decline_route_minutes: float = Field(default=15.0, gt=0)
+    # An event record sheet (事件记录单) the duty leader has not reviewed within this many minutes shows overdue.
+    desk_review_minutes: float = Field(default=15.0, gt=0)
     sender: str = Field(default="baton@emergency.example.gov.cn", description="CAP sender identity.")
     # The map (core/maps/): a city's own tile server, as a URL template with {z}, {x} and {y} (and {s} if it
     # names subdomains), drawn under the layers; unset, the map draws the district boundaries of
