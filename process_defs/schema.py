@@ -656,11 +656,18 @@ DEFAULT_ANSWERING_OFFICIALS: tuple[str, ...] = ("sub_district_head@subdistrict",
                                                 "evacuation_keeper@community")
 
 
+WarningColour = Literal["blue", "yellow", "orange", "red"]
+
+
+def _answer_colours() -> list[WarningColour]:
+    return ["orange", "red"]
+
+
 class Answering(Strict):
     """叫应: which warnings must be answered, by whom, and within what limit ("谁发布、谁叫应")."""
 
-    colours: list[Literal["blue", "yellow", "orange", "red"]] = Field(
-        default_factory=lambda: ["orange", "red"],
+    colours: list[WarningColour] = Field(
+        default_factory=_answer_colours,
         description="The warning colours that must be answered (orange and red by default).")
     within: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_ANSWER_WITHIN),

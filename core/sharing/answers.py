@@ -333,10 +333,14 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
     warning has no response; returns the deliveries queued and the next moment something falls due."""
     moment = now or utcnow()
     result = AnswerPass()
-    incident = lock_incident(session, incident_id)
-    if incident.status != IncidentStatus.open:
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.status != IncidentStatus.open:
         return result
     plan = plan_for_version(session, incident.plan_version_id)
+    if not _owed(session, incident, plan, moment):
+        result.next_check = _next_due(session, incident)
+        return result  # nothing to write: no lock taken (the flow runs this after every reconciliation)
+    incident = lock_incident(session, incident_id)
     _open_due(session, incident, plan, moment, result)
     waiting = session.exec(select(AnswerRequest).where(AnswerRequest.incident_id == incident.id,
                                                        col(AnswerRequest.answered_at).is_(None),
@@ -357,13 +361,46 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
         else:
             result.next_check = _sooner(result.next_check, call.response_due_at)
     session.flush()
-    after = session.exec(select(AnswerRequest.due_at).where(AnswerRequest.incident_id == incident.id,
-                                                            col(AnswerRequest.answered_at).is_(None),
-                                                            col(AnswerRequest.escalated_at).is_(None))
-                         .order_by(col(AnswerRequest.due_at)).limit(1)).first()
+    after = _next_due(session, incident)
     if after is not None:
         result.next_check = _sooner(result.next_check, after)
     return result
+
+
+def _next_due(session: Session, incident: Incident) -> datetime | None:
+    """The next answer deadline, or the next command prompt while the response has not started."""
+    due = session.exec(select(AnswerRequest.due_at).where(AnswerRequest.incident_id == incident.id,
+                                                          col(AnswerRequest.answered_at).is_(None),
+                                                          col(AnswerRequest.escalated_at).is_(None))
+                       .order_by(col(AnswerRequest.due_at)).limit(1)).first()
+    if not response_started(incident):
+        prompt = session.exec(select(AnswerCall.response_due_at).where(
+            AnswerCall.incident_id == incident.id, col(AnswerCall.response_due_at).is_not(None),
+            col(AnswerCall.command_prompted_at).is_(None)).order_by(col(AnswerCall.response_due_at))
+            .limit(1)).first()
+        if prompt is not None:
+            due = prompt if due is None else min(due, prompt)
+    return due
+
+
+def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> bool:
+    """Whether reconciling would write anything: a call to open, a deadline or a prompt that has passed."""
+    due = _next_due(session, incident)
+    if due is not None and due <= now:
+        return True
+    opened = set(session.exec(select(AnswerCall.source_key).where(AnswerCall.incident_id == incident.id)).all())
+    alerts = session.exec(select(CapAlert.id).where(
+        CapAlert.incident_id == incident.id, CapAlert.state == WarningState.issued, CapAlert.msg_type != "Cancel",
+        col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(plan.answering.colours)))).all()
+    if any(f"alert:{alert_id}" not in opened for alert_id in alerts):
+        return True
+    must = [step.key for _, step in plan.steps() if step.must_answer]
+    if must:
+        done = session.exec(select(DepartmentTask.id).where(DepartmentTask.incident_id == incident.id,
+                                                            col(DepartmentTask.step_key).in_(must),
+                                                            DepartmentTask.status == TaskStatus.completed)).all()
+        return any(f"step:{task_id}" not in opened for task_id in done)
+    return False
 
 
 def _sooner(current: datetime | None, moment: datetime) -> datetime:
