@@ -7,9 +7,9 @@ HttpOnly cookie (api.deps), check a CSRF token on every POST, render in the read
 
 from __future__ import annotations
 
-from api.pages import admin, board, docs, handback, login, office, reports, review, tasks, upward, warnings
+from api.pages import admin, answer, board, docs, handback, login, office, reports, review, tasks, upward, warnings
 from api.pages.rendering import page_router
 
 router = page_router()
-for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings):
+for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, answer):
     router.include_router(area.router)
