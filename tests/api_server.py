@@ -17,10 +17,10 @@ from sqlmodel import col, func, select
 from core.attachments.models import Attachment
 from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import LedgerEntry
-from core.outbox.models import OutboundDelivery
+from core.outbox.models import ChannelContact, NotifyChannel, OutboundDelivery
 from core.platform.db import session_scope
 from core.reporting.models import UpwardReport
-from core.sharing.models import CapAlert, SituationReport
+from core.sharing.models import AnswerRequest, CapAlert, SituationReport
 from core.signals.models import Signal
 from core.users.models import AccessToken, AuditEvent, DutyAbsence, LoginLock, RosterShift, User, UserPosition
 from tests import engine_driver as drive
@@ -156,8 +156,8 @@ def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
     failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, attached
-    files (and whether linked). Read as plain rows (the access matrices take one before and after each of a
-    thousand requests)."""
+    files (and whether linked), notification channels and contacts, stand-ins, answers to warnings (叫应). Read
+    as plain rows (the access matrices take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -191,5 +191,8 @@ def fingerprint() -> tuple[Any, ...]:
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
         duty = rows(count(RosterShift), count(DutyAbsence))[0]
         files = table(Attachment.id, Attachment.linked_at)
+        answering = (table(NotifyChannel.id, NotifyChannel.active, NotifyChannel.for_drills),
+                     table(ChannelContact.id, ChannelContact.address), table(UserPosition.id, UserPosition.stand_in_id),
+                     table(AnswerRequest.id, AnswerRequest.answered_at))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files)
+                files, answering)

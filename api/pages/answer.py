@@ -48,10 +48,11 @@ def answer_page(token: str, request: Request, session: SessionDep) -> HTMLRespon
 def answer_confirm(token: str, request: Request, session: SessionDep, form: Form) -> Response:
     """The official confirms: recorded once, in the ledger; the form's token must be the one the page gave."""
     given = field(form, "confirm")
-    if not given or not hmac.compare_digest(_form_token(token), given) or \
-            request.headers.get("sec-fetch-site") == "cross-site":
-        return _page(request, 403, state="csrf_failed", view=None, token="", form_token="")
     try:
+        answers.view(session, token=token)  # a forged, used or expired link is said so first
+        if not given or not hmac.compare_digest(_form_token(token), given) or \
+                request.headers.get("sec-fetch-site") == "cross-site":
+            return _page(request, 403, state="csrf_failed", view=None, token="", form_token="")
         view = answers.answer(session, token=token)
     except BatonError as exc:
         session.rollback()
