@@ -33,14 +33,14 @@ def channel_target() -> Target:
                                 token="matrix-api-key-0001", created_by="test:setup")
         session.add(channel)
         session.flush()
-        return Target("channel", {"channel_id": channel.id}, "water_affairs", "public_security")
+        return Target("notify_channel", {"channel_id": channel.id}, "water_affairs", "public_security")
 
 
 def holder_target() -> Target:
     name = f"keeper-{uuid.uuid4().hex[:8]}"
     user_id = make_user(name, "department", "community", positions=["evacuation_keeper@community"])
     make_user(f"{name}-b", "department", "community")
-    return Target("position_holder", {"user_id": user_id, "stand_in": f"{name}-b"}, "water_affairs",
+    return Target("stand_in_holder", {"user_id": user_id, "stand_in": f"{name}-b"}, "water_affairs",
                   "public_security")
 
 
@@ -88,15 +88,15 @@ def confirm_form(target: Target) -> dict[str, str]:
 ROWS: list[Case] = [
     Case("GET", "/api/channels", "none", OFFICE_ONLY),
     Case("POST", "/api/channels", "none", roles(401, 201, 403, 201, 403, 403), json=new_channel, writes=True),
-    Case("PATCH", "/api/channels/{channel_id}", "channel", OFFICE_ONLY, json={"active": False}, writes=True),
+    Case("PATCH", "/api/channels/{channel_id}", "notify_channel", OFFICE_ONLY, json={"active": False}, writes=True),
     Case("PATCH", "/api/channels/{channel_id}", "unknown", OFFICE_MISSING, json={"active": False}, writes=True),
-    Case("PUT", "/api/channels/{channel_id}/contacts", "channel", OFFICE_ONLY, json=contact, writes=True),
+    Case("PUT", "/api/channels/{channel_id}/contacts", "notify_channel", OFFICE_ONLY, json=contact, writes=True),
     Case("PUT", "/api/channels/{channel_id}/contacts", "unknown", OFFICE_MISSING, json=contact, writes=True),
-    Case("PUT", "/api/users/{user_id}/stand-in", "position_holder", ADMIN_ONLY, json=stand_in, writes=True),
+    Case("PUT", "/api/users/{user_id}/stand-in", "stand_in_holder", ADMIN_ONLY, json=stand_in, writes=True),
     Case("PUT", "/api/users/{user_id}/stand-in", "unknown", roles(401, 403, 403, 404, 403, 403), json=stand_in,
          writes=True),
     Case("GET", "/api/incidents/{incident_id}/answers", "incident", REVIEWERS),
     Case("GET", "/api/incidents/{incident_id}/answers", "unknown", REVIEWERS_MISSING),
 ]
 
-TARGETS = {"channel": channel_target, "position_holder": holder_target, "answer_link": answer_link_target}
+TARGETS = {"notify_channel": channel_target, "stand_in_holder": holder_target, "answer_link": answer_link_target}

@@ -18,6 +18,8 @@ import pytest
 from sqlmodel import col, select
 
 from api.pages import answer as answer_page
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
 from core.ledger import chain as ledger
 from core.ledger.models import LedgerEntry
 from core.outbox.channels import dingtalk_sign
@@ -241,6 +243,14 @@ def test_a_red_flood_warning_reaches_twenty_officials_seventeen_answer_three_sta
     panel = board.text[board.text.index('id="board-answers"'):]
     assert '<strong class="answer-tally">17/20</strong>' in panel and "answer-p95" in panel
     assert all(f'data-username="{n}"' in panel for n in SILENT)
+    # The after-action report carries the same figures.
+    with session_scope() as session:
+        report = build_report(session, incident_id=incident_id)
+    [reported] = report.answers["calls"]
+    assert (reported["answered"], reported["officials"], reported["p95_seconds"]) == (17, 20, call["p95_seconds"])
+    html = render_report_html(report, "zh")
+    section = html[html.index('id="answers"'):]
+    assert '<td class="num answer-tally">17/20</td>' in section and "keeper_15" in section
     # All of it in the ledger, and the chain intact.
     with session_scope() as session:
         assert ledger.verify_incident(session, incident_id).valid
