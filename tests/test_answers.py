@@ -12,9 +12,11 @@ import asyncio
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlmodel import col, select
 
 from api.pages import answer as answer_page
@@ -32,12 +34,13 @@ from core.platform.settings import get_settings
 from core.sharing import answers
 from core.sharing import warnings as release
 from core.sharing.models import AnswerRequest, CapAlert
-from core.users.models import User
+from core.users.models import RosterShift, User
 from core.users.positions import set_stand_in
 from tasks.delivery import send_once
 from tests import engine_driver as drive
 from tests.api_server import Api, make_user, page_client
 from tests.channel_receivers import Received, running, running_mail_server
+from tests.conftest import copy_plans
 from tests.fixtures.clock import Clock
 from tests.fixtures.database import clear_settings_caches
 
@@ -385,3 +388,57 @@ def test_dingtalk_signature_is_the_documented_one() -> None:
     raw = base64.b64encode(hmac.new(secret.encode(), f"{stamp}\n{secret}".encode(), hashlib.sha256).digest())
     assert dingtalk_sign(secret, stamp) == urllib.parse.quote_plus(raw)
     assert "%" in dingtalk_sign(secret, stamp) or "+" not in dingtalk_sign(secret, stamp)
+
+
+@pytest.fixture
+def must_answer_plan(baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The flood plan whose order to the sub-districts must be answered by the water bureau's duty officer."""
+    plans = copy_plans(tmp_path / "plans", "flood")
+    plan = yaml.safe_load((plans / "flood.yaml").read_text(encoding="utf-8"))
+    [step] = [s for s in plan["stages"]["warning"]["steps"] if s["key"] == "notify_subdistricts"]
+    step["must_answer"] = True
+    plan["answering"] = {"officials": ["duty_officer@water_affairs"], "within": {"blue": "PT20M"}}
+    (plans / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("BATON_PLANS_DIR", str(plans))
+    clear_settings_caches()
+    yield
+    clear_settings_caches()
+
+
+def test_a_must_answer_step_calls_the_rostered_duty_officer_then_the_stand_in_then_the_level_above(
+        api: Api, must_answer_plan: None, clock: Clock) -> None:
+    for name in ("wa_zhang", "wa_li"):
+        make_user(name, "department", "water_affairs")
+    make_user("yjj_director", "office", None, positions=["bureau_director@emergency_office"])
+    now = utcnow()
+    with session_scope() as session:
+        users = {u.username: u.id for u in session.exec(select(User)).all()}
+        session.add(RosterShift(department="water_affairs", position="duty_officer", holder_id=users["wa_zhang"],
+                                stand_in_id=users["wa_li"], starts_at=now - timedelta(hours=6),
+                                ends_at=now + timedelta(hours=6), imported_by="test:setup"))
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 20, "rainfall_24h": 60,
+                                                            "warning_colour": "blue",
+                                                            "valid_until": drive.VALID_UNTIL})
+    drive.step(incident_id)  # the automated steps finish: the order to the sub-districts is out
+    first = reconcile(incident_id)
+    assert len(first.opened) >= 1
+    requested = kinds(incident_id, "answer.requested")
+    on_step = [e for e in requested if e.step_key == "notify_subdistricts"]
+    assert [e.to_party for e in on_step] == ["user:wa_zhang"]
+    assert on_step[0].details["channels"] == []  # no channel reaches them: recorded, and still escalated in time
+    assert [e.to_party for e in kinds(incident_id, "answer.unreachable")][:1] == ["user:wa_zhang"]
+    # The plan's limit for the level's colour (blue: 20 minutes here): then the roster's stand-in, then the head
+    # of the bureau above.
+    clock.advance(minutes=20, seconds=1)
+    reconcile(incident_id)
+    clock.advance(minutes=20, seconds=1)
+    reconcile(incident_id)
+    chain = [(e.details["rung"], e.to_party) for e in kinds(incident_id, "answer.requested")
+             if e.step_key == "notify_subdistricts"]
+    assert chain == [("official", "user:wa_zhang"), ("stand_in", "user:wa_li"), ("above", "user:yjj_director")]
+    assert len(kinds(incident_id, "answer.escalated")) == 2
+    figures = api.call("manager", "GET", f"/api/incidents/{incident_id}/answers").json()
+    [call] = [c for c in figures["calls"] if c["step_key"] == "notify_subdistricts"]
+    assert (call["answered"], call["officials"], call["stand_ins_called"], call["above_called"]) == (0, 1, 1, 1)
