@@ -18,6 +18,7 @@ from api.forwarded import TrustedProxies
 from api.pages import docs
 from api.pages.rendering import error_page, too_large_page
 from api.routes import (
+    answers,
     attachments,
     auth,
     desk,
@@ -170,7 +171,7 @@ def create_app() -> FastAPI:
     for router in (auth.router, incidents.router, tasks.router, plans.router, public.router, sharing.router,
                    learning.router, reports.router, reporting.router, users.router, rosters.router,
                    attachments.router, maps.router, registers.router, resources.router, prevention.router, desk.router,
-                   instructions.router):
+                   instructions.router, answers.router):
         app.include_router(router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

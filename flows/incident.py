@@ -24,6 +24,7 @@ from core.platform.clock import utcnow
 from core.platform.db import in_transaction
 from core.platform.settings import get_settings
 from core.reporting.schedule import advance_with_reports
+from core.sharing import answers
 from flows.waking import current_runtime
 from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
@@ -80,6 +81,13 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
             # The engine's reconciliation, then the upward reports it leaves owed (core.reporting).
             result = await in_transaction(advance_with_reports, incident_id=incident_id, worker_id=runtime.worker_id)
             await follow_level(result.level)
+            if not result.closed:
+                # 叫应: the calls the plan owes, and the officials unanswered at their limit (core.sharing.answers).
+                called = await in_transaction(answers.reconcile, incident_id=incident_id)
+                result.deliveries += [d for d in called.deliveries if d not in result.deliveries]
+                if called.next_check is not None:
+                    result.next_check = called.next_check if result.next_check is None \
+                        else min(result.next_check, called.next_check)
             # Deliveries run beside the flow: a slow department system never holds the incident up.
             for delivery_id in result.deliveries:
                 if delivery_id not in sending or sending[delivery_id].done():

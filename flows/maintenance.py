@@ -3,9 +3,9 @@
 They work on Baton's database only and never touch an incident's own flow run:
 
 * `deadline-sweep` (every minute) wakes incidents with a reminder or deadline that passed while the worker
-  holding them was busy (`core.incidents.deadlines`), through the incidents service's `wake` (the
-  `woken_at` that workers poll). The incident's flow then reminds or escalates as usual; the sweep itself
-  writes no ledger entry.
+  holding them was busy (`core.incidents.deadlines`, and the answer deadlines of `core.sharing.answers`), through
+  the incidents service's `wake` (the `woken_at` that workers poll). The incident's flow then reminds or
+  escalates as usual; the sweep itself writes no ledger entry.
 * `ledger-audit` (nightly) verifies every incident's hash chain and fails its flow run if any is broken.
 
 Each database write or read here is a short transaction of its own: on SQLite every transaction holds the
@@ -30,6 +30,7 @@ from core.incidents.service import wake_unless_woken_since
 from core.ledger.chain import verify_incident
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
+from core.sharing import answers
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -46,6 +47,9 @@ def sweep_deadlines(now: datetime | None = None) -> list[str]:
     moment = now or utcnow()
     with session_scope() as session:
         passed = passed_unhandled(session, now=moment)
+        # 叫应: an official unanswered at their limit, a red warning with no response (core.sharing.answers).
+        for incident_id, at in answers.passed_unhandled(session, now=moment).items():
+            passed[incident_id] = max(at, passed.get(incident_id, at))
     woken: list[str] = []
     for incident_id, passed_at in sorted(passed.items()):
         with session_scope() as session:

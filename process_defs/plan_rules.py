@@ -601,6 +601,18 @@ def after_action_review(ctx: PlanContext) -> list[Problem]:
     return problems
 
 
+def answering(ctx: PlanContext) -> list[Problem]:
+    """叫应: every official a plan names is a post that exists (`position@organisation`)."""
+    if ctx.registry is None or ctx.plan.answering.officials is None:
+        return []
+    problems = []
+    for i, ref in enumerate(ctx.plan.answering.officials):
+        why = law_rules.position_ref_problem(ref, ctx.registry)
+        if why is not None:
+            problems.append(ctx.problem(("answering", "officials", i), why))
+    return problems
+
+
 def _scope_text(share: Share | None) -> str:
     if share is None:
         return "not shared"
@@ -659,7 +671,7 @@ STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, for
                                     escalation, sharing)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
 FLOW_RULES: tuple[StepRule, ...] = (condition, inputs, warning_sources)
-ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes)
+ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes, answering)
 
 
 def law(ctx: PlanContext) -> list[Problem]:

@@ -405,6 +405,9 @@ class Step(Strict):
     share: Share | None = None
     purpose: StepPurpose = StepPurpose.response
     terminates: Termination | None = None
+    must_answer: bool = Field(
+        default=False, description="叫应: once the step is completed, the officials of the plan's `answering:` block "
+                                   "must each confirm it, within the limit for the incident's level colour.")
 
     @field_validator("deadline", mode="before")
     @classmethod
@@ -644,6 +647,70 @@ class Reporting(Strict):
         return leaders_of(self.department)
 
 
+ANSWER_COLOURS: tuple[str, ...] = ("orange", "red")
+DEFAULT_ANSWER_WITHIN: dict[str, str] = {"red": "PT15M", "orange": "PT30M", "yellow": "PT1H", "blue": "PT2H"}
+# Who must answer a warning when a plan names nobody (叫应): the head of the headquarters at the same level (the
+# plan's `command`, added where the plan has one), the heads of the affected sub-districts and the evacuation
+# keepers of the affected sub-districts and communities.
+DEFAULT_ANSWERING_OFFICIALS: tuple[str, ...] = ("sub_district_head@subdistrict", "evacuation_keeper@subdistrict",
+                                                "evacuation_keeper@community")
+
+
+WarningColour = Literal["blue", "yellow", "orange", "red"]
+
+
+def _answer_colours() -> list[WarningColour]:
+    return ["orange", "red"]
+
+
+class Answering(Strict):
+    """叫应: which warnings must be answered, by whom, and within what limit ("谁发布、谁叫应")."""
+
+    colours: list[WarningColour] = Field(
+        default_factory=_answer_colours,
+        description="The warning colours that must be answered (orange and red by default).")
+    within: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ANSWER_WITHIN),
+        description="Per colour, an ISO 8601 duration: how long each official has to answer before their stand-in "
+                    "(AB角), then the level above, is called (15 minutes for red, 30 for orange by default).")
+    officials: list[str] | None = Field(
+        default=None, description="Positions (`position@organisation`) whose holders must answer; by default the "
+                                  "commander of the plan's headquarters, the sub-district heads and the evacuation "
+                                  "keepers (转移责任人).")
+    response_within: str | None = Field(
+        default=None, description="A red warning: if no response has started within this (ISO 8601 duration; by "
+                                  "default the red limit), the command is prompted.")
+
+    @field_validator("within")
+    @classmethod
+    def _durations(cls, value: dict[str, str]) -> dict[str, str]:
+        for colour, text in value.items():
+            if colour not in ("blue", "yellow", "orange", "red"):
+                raise ValueError(f"'{colour}' is not a warning colour (blue, yellow, orange, red)")
+            parse_duration(text)
+        return value
+
+    @field_validator("response_within")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def limit(self, colour: str | None) -> timedelta:
+        """How long an official has to answer a warning of `colour` (or a step's order: the level's colour)."""
+        text = self.within.get(colour or "red") or DEFAULT_ANSWER_WITHIN.get(colour or "red", "PT30M")
+        return parse_duration(text)
+
+    def response_limit(self) -> timedelta:
+        return parse_duration(self.response_within) if self.response_within else self.limit("red")
+
+    def positions(self, command: str | None) -> list[str]:
+        if self.officials is not None:
+            return list(self.officials)
+        return ([f"commander@{command}"] if command else []) + list(DEFAULT_ANSWERING_OFFICIALS)
+
+
 class IncidentType(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     name: Text
@@ -659,6 +726,8 @@ class IncidentType(Strict):
         default=None, description="Per level, the positions that may start, raise to and lower from it.")
     stages: Stages
     reporting: Reporting | None = None
+    answering: Answering = Field(default_factory=Answering,
+                                 description="叫应: the warnings that must be answered, by whom, within what limit.")
 
     def steps(self) -> list[tuple[str, Step]]:
         """Every step with its stage, in plan order."""

@@ -17,13 +17,13 @@ from sqlmodel import col, func, select
 from core.attachments.models import Attachment
 from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.models import DeskLedgerEntry, LedgerEntry
-from core.outbox.models import OutboundDelivery
+from core.outbox.models import ChannelContact, NotifyChannel, OutboundDelivery
 from core.platform.db import session_scope
 from core.prevention.models import PreventionEvidence, PreventionTask
 from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterImport
 from core.reporting.models import UpwardReport
 from core.resources.models import Replenishment, ResourceRequest
-from core.sharing.models import CapAlert, SituationReport
+from core.sharing.models import AnswerRequest, CapAlert, SituationReport
 from core.signals.models import Signal
 from core.users.models import AccessToken, AuditEvent, DutyAbsence, LoginLock, RosterShift, User, UserPosition
 from tests import engine_driver as drive
@@ -160,8 +160,8 @@ def fingerprint() -> tuple[Any, ...]:
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
     failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, the duty
     desk chain, attached files (and whether linked), register imports and entries, resources, prevention tasks and
-    their evidence. Read as plain rows (the access matrices take one before and after each of a thousand
-    requests)."""
+    their evidence, notification channels and contacts, stand-ins, answers to warnings (叫应). Read as plain rows
+    (the access matrices take one before and after each of a thousand requests)."""
     with session_scope() as session:
         def count(model: Any, *where: Any) -> Any:
             return select(func.count()).select_from(model).where(*where).scalar_subquery()
@@ -199,5 +199,8 @@ def fingerprint() -> tuple[Any, ...]:
         resources = (table(ResourceRequest.id, ResourceRequest.status),
                      table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
         prevention = (table(PreventionTask.id, PreventionTask.status), table(PreventionEvidence.id))
+        answering = (table(NotifyChannel.id, NotifyChannel.active, NotifyChannel.for_drills),
+                     table(ChannelContact.id, ChannelContact.address), table(UserPosition.id, UserPosition.stand_in_id),
+                     table(AnswerRequest.id, AnswerRequest.answered_at))
         return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files, tuple(registers), resources, prevention)
+                files, tuple(registers), resources, prevention, answering)

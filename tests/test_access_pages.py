@@ -80,6 +80,12 @@ def new_incident(target: Target) -> dict[str, str]:
     return {"type": "flood", "level": "IV", "title": "页面矩阵 access", "key": uuid.uuid4().hex}
 
 
+def _confirm_form(target: Target) -> dict[str, str]:
+    from tests.access_rows_answers import confirm_form  # after tests.test_access, which loads the rows
+
+    return confirm_form(target)
+
+
 # Who sees a page: the office console is the office's (and admin's), the inbox every desk that acts for a
 # department, review the reviewers'; a task and the situation board follow the API's visibility.
 OFFICE_PAGE = roles(LOGIN, 200, 404, 200, 404, 404)
@@ -246,6 +252,12 @@ MATRIX: list[PageCase] = [
     PageCase("POST", "/resources/{request_id}/act", "resource_mine_dispatched", DEPT_FORM,
              form={"step": "receive", "quantity": "20"}, writes=True),
     PageCase("POST", "/resources/{request_id}/act", "unknown", MISSING_PAGE, form={"step": "approve"}, writes=True),
+    # 叫应: an answer link's page needs no login, the link being the credential (tests/access_rows_answers.py): a
+    # good link shows its confirm page to anyone and is answered once; an unknown link is not there for anybody.
+    PageCase("GET", "/answer/{token}", "answer_link", ANYONE, public=True),
+    PageCase("GET", "/answer/{token}", "unknown", NOBODY, public=True),
+    PageCase("POST", "/answer/{token}", "answer_link", ANYONE, public=True, writes=True, form=_confirm_form),
+    PageCase("POST", "/answer/{token}", "unknown", NOBODY, public=True, writes=True, form=_confirm_form),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from api.pages import (
     admin,
+    answer,
     board,
     desk,
     docs,
@@ -31,5 +32,5 @@ from api.pages.rendering import page_router
 
 router = page_router()
 for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps,
-             resources, prevention, desk, instructions, roster):
+             resources, prevention, desk, instructions, roster, answer):
     router.include_router(area.router)

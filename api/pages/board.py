@@ -17,6 +17,7 @@ from core.incidents import reads
 from core.incidents.scope import EVERYONE, departments_on
 from core.plans.store import plan_for_version, registry
 from core.reporting.figures import figure_of
+from core.sharing import answers
 from core.sharing.board import ReportInvalid, board, key_figures, post_report
 
 router = page_router()
@@ -31,7 +32,10 @@ def _board_context(session: Session, principal: Principal, incident_id: str) -> 
     # registry's order, less the one posting.
     on = departments_on(session, incident.id)
     share_choices = [d.key for d in registry().departments if d.key in on and d.key != principal.acts_for]
+    # 叫应: how the calls went (answered/called, who did not answer, p95), for those who read the whole incident.
+    answer_calls = answers.figures(session, incident.id) if principal.sees_all else None
     return {"incident": incident, "items": items, "figures": key_figures(items), "poll_seconds": POLL_SECONDS,
+            "answer_calls": answer_calls,
             "can_report": principal.acts_for is not None, "share_choices": share_choices,
             "form_field": lambda step_key, key: _form_field(plan, step_key, key), "figure_of": figure_of,
             **instruction_context(session, incident, reader)}

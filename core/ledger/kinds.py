@@ -105,3 +105,11 @@ class LedgerKind(StrEnum):
     instruction_recorded = "instruction.recorded"
     instruction_task_done = "instruction.task_done"
     instruction_closed = "instruction.closed"
+    # warnings that must be answered (叫应, core.sharing.answers): each official is sent the warning with an answer
+    # link, answers it, or is escalated (to the stand-in, then one level up); a red warning with no response
+    # started within the plan's limit prompts the command
+    answer_requested = "answer.requested"  # an official is sent a warning (or a step's order) to answer
+    answer_confirmed = "answer.confirmed"  # the official (or their stand-in, or the level above) answered it
+    answer_escalated = "answer.escalated"  # unanswered within the limit: the stand-in, then one level up, is called
+    answer_unreachable = "answer.unreachable"  # nobody left to call, or no channel reaches the official
+    answer_command_prompted = "answer.command_prompted"  # a red warning, no response started within the limit

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -55,3 +55,45 @@ class DeliveryAttempt(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = Field(default=None, max_length=500)
     latency_ms: float | None = None
+
+
+class ChannelKind(StrEnum):
+    """The protocols a notification channel speaks (core/outbox/channels.py)."""
+
+    dingtalk = "dingtalk"  # DingTalk custom robot: JSON to the webhook, signed with HMAC-SHA256 (timestamp, sign)
+    wecom = "wecom"  # WeCom (企业微信) group robot: JSON to .../cgi-bin/webhook/send?key=…
+    sms = "sms"  # a generic HTTP SMS gateway: JSON with phone numbers and text, an API key header
+    email = "email"  # e-mail through the SMTP server in settings
+
+
+class NotifyChannel(SQLModel, table=True):
+    """A channel that reaches people (not systems), configured by the office: a DingTalk or WeCom group robot, an
+    SMS gateway, e-mail. Its token and secret are never logged nor shown back in full. A drill's messages go only
+    to channels marked `for_drills`."""
+
+    __tablename__ = "notify_channel"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(unique=True, max_length=64)
+    kind: str = Field(max_length=16)  # a ChannelKind
+    url: str = Field(default="", max_length=500)  # the webhook or gateway address, without its token
+    token: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # access_token, key, API key
+    secret: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # DingTalk's signing secret
+    for_drills: bool = False
+    active: bool = True
+    created_by: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelContact(SQLModel, table=True):
+    """How a channel reaches one person: the mobile number a robot @-mentions or an SMS goes to, or a mailbox."""
+
+    __tablename__ = "channel_contact"
+    __table_args__ = (UniqueConstraint("channel_id", "user_id", name="uq_channel_contact"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(foreign_key="notify_channel.id", index=True, max_length=36)
+    user_id: str = Field(foreign_key="app_user.id", index=True, max_length=36)
+    address: str = Field(max_length=200)
+    added_by: str = Field(max_length=100)
+    added_at: datetime = Field(default_factory=utcnow)

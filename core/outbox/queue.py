@@ -24,8 +24,9 @@ def has_endpoint(department: str) -> bool:
 
 
 def queue(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
-          payload: dict[str, Any]) -> OutboundDelivery:
-    """Queue a message to `target` once per `key` (a second call returns the message already queued)."""
+          payload: dict[str, Any], endpoint: str | None = None) -> OutboundDelivery:
+    """Queue a message to `target` once per `key` (a second call returns the message already queued). The
+    endpoint is the target department's, unless given (a notification channel's id, `core.outbox.channels`)."""
     existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
     if existing is not None:
         return existing
@@ -37,7 +38,7 @@ def queue(session: Session, *, incident: Incident, key: str, purpose: str, targe
                          "title": incident.title, "drill": incident.drill},
             "purpose": purpose, "drill": incident.drill, **payload}
     delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
-                                target=target, endpoint=dept.endpoint if dept else None, payload=body,
+                                target=target, endpoint=endpoint or (dept.endpoint if dept else None), payload=body,
                                 payload_digest=digest_of(body), drill=incident.drill)
     session.add(delivery)
     session.flush()

@@ -21,7 +21,7 @@ import anyio
 import httpx
 from sqlmodel import Session
 
-from core.outbox import mail
+from core.outbox import channels, mail
 from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDelivery
 from core.outbox.signing import HEADER, sign
 from core.platform.clock import utcnow
@@ -31,7 +31,7 @@ RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 
 
 @lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """One TLS context for every delivery: building one loads the CA bundle, 150 ms of CPU a message otherwise."""
     return ssl.create_default_context()
 
@@ -51,6 +51,7 @@ class Message:
     drill: bool
     purpose: str = ""
     target: str = ""
+    channel: channels.ChannelConfig | None = None  # a notice to a person: its channel, as configured now
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,10 @@ def message(session: Session, *, delivery_id: str) -> Message | None:
     delivery = session.get(OutboundDelivery, delivery_id)
     if delivery is None or delivery.outcome != DeliveryOutcome.pending:
         return None
+    channel = channels.config_of(session, delivery.endpoint) if channels.is_notice(delivery.purpose) else None
     return Message(delivery_id=delivery.id, endpoint=delivery.endpoint, payload=delivery.payload,
                    key=delivery.idempotency_key, drill=delivery.drill, purpose=delivery.purpose,
-                   target=delivery.target)
+                   target=delivery.target, channel=channel)
 
 
 def outcome_of(status_code: int) -> DeliveryOutcome | None:
@@ -87,7 +89,10 @@ def outcome_of(status_code: int) -> DeliveryOutcome | None:
 
 
 async def post(item: Message) -> Attempt:
-    """Post the message, signed, to its department's endpoint, or mail it (call with no transaction open)."""
+    """Post the message, signed, to its department's endpoint, mail it, or send a notice to a person over its
+    channel (`core.outbox.channels`); call it with no transaction open."""
+    if channels.is_notice(item.purpose):
+        return await channels.send(item, item.channel)
     if mail.is_mail(item.purpose):
         return await send_mail(item)
     settings = get_settings()
@@ -105,7 +110,7 @@ async def post(item: Message) -> Attempt:
     }
     started = time.perf_counter()
     try:
-        async with httpx.AsyncClient(timeout=settings.http_timeout, verify=_tls_context()) as client:
+        async with httpx.AsyncClient(timeout=settings.http_timeout, verify=tls_context()) as client:
             response = await client.post(endpoint.url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return Attempt(status_code=None, error=f"{type(exc).__name__}: {exc}",

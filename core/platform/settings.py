@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     smtp: Smtp | None = Field(default=None, description="Unset, upward reports go to systems only, not by e-mail.")
     mail_addresses: dict[str, str] = Field(
         default_factory=dict, description="Registry key → e-mail address of the bodies upward reports go to.")
+    # 叫应 (core/sharing/answers.py): the address officials open their answer links at (the pages' public address),
+    # and how long a link stays good after it is sent.
+    public_url: str = Field(default="http://127.0.0.1:8000",
+                            description="Where Baton's pages are reached from outside: answer links start with it.")
+    answer_link_hours: float = Field(default=24.0, gt=0)
     failpoint_dir: Path | None = Field(
         default=None, description="Fault tests only: where failpoints are armed (see core/platform/failpoints.py).")
     http_timeout: float = 10.0

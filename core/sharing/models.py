@@ -79,3 +79,47 @@ class SituationReport(SQLModel, table=True):
     share_with: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     classification: str = Field(default="internal", max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AnswerCall(SQLModel, table=True):
+    """叫应: a warning (orange or red, by the plan) or a step's order that named officials must each answer. One
+    per warning or step task; the officials' requests are `AnswerRequest`s."""
+
+    __tablename__ = "answer_call"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    source_key: str = Field(unique=True, max_length=100)  # alert:<id> or step:<task id>
+    alert_id: str | None = Field(default=None, max_length=36)
+    task_id: str | None = Field(default=None, max_length=36)
+    step_key: str | None = Field(default=None, max_length=64)
+    colour: str = Field(max_length=8)
+    title: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    text: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    drill: bool = False
+    opened_at: datetime = Field(default_factory=utcnow)
+    limit_seconds: float
+    # A red warning: when the command is prompted if no response has started by then, and when it was.
+    response_due_at: datetime | None = None
+    command_prompted_at: datetime | None = None
+
+
+class AnswerRequest(SQLModel, table=True):
+    """One person called to answer: an official, or (unanswered in time) their stand-in, then the level above.
+    `official_id` is the first request of the chain (None on it). Answered through a signed, single-use link."""
+
+    __tablename__ = "answer_request"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    call_id: str = Field(foreign_key="answer_call.id", index=True, max_length=36)
+    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    official_id: str | None = Field(default=None, max_length=36, index=True)
+    rung: str = Field(max_length=16)  # official, stand_in, above
+    position: str = Field(max_length=130)
+    user_id: str = Field(foreign_key="app_user.id", max_length=36)
+    sent_at: datetime
+    due_at: datetime = Field(index=True)
+    link_expires_at: datetime
+    channels: int = 0  # messages queued to reach the person
+    answered_at: datetime | None = None
+    escalated_at: datetime | None = None

@@ -115,6 +115,9 @@ class UserPosition(SQLModel, table=True):
     organisation: str | None = Field(default=None, max_length=64)
     granted_at: datetime = Field(default_factory=utcnow)
     granted_by: str = Field(max_length=100)
+    # The stand-in (AB角) who is called when the holder does not answer a warning in time (叫应); a rostered duty
+    # position's stand-in is the roster's.
+    stand_in_id: str | None = Field(default=None, foreign_key="app_user.id", max_length=36)
 
     @property
     def ref(self) -> str:

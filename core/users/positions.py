@@ -62,3 +62,37 @@ def revoke(session: Session, *, user_id: str, ref: str, actor: str) -> None:
         raise UserInvalid(f"{user.username} does not hold {ref}", details={"reason": "position_not_held"})
     session.delete(row)
     audit(session, actor=actor, action="user.position_revoked", username=user.username, position=ref)
+
+
+def set_stand_in(session: Session, *, user_id: str, ref: str, stand_in: str | None, actor: str) -> UserPosition:
+    """Name the stand-in (AB角, a user name; None clears it) called when the holder of `ref` does not answer a
+    warning in time. Audited."""
+    user = get_user(session, user_id=user_id)
+    position, organisation = split_position(ref)
+    row = session.exec(select(UserPosition).where(UserPosition.user_id == user.id, UserPosition.position == position,
+                                                  UserPosition.organisation == organisation)).first()
+    if row is None:
+        raise UserInvalid(f"{user.username} does not hold {ref}", details={"reason": "position_not_held"})
+    other = None
+    if stand_in is not None:
+        other = session.exec(select(User).where(User.username == stand_in)).first()
+        if other is None:
+            raise UserInvalid(f"'{stand_in[:64]}' is not a user", details={"reason": "stand_in"})
+        if other.id == user.id:
+            raise UserInvalid("the stand-in is the holder", details={"reason": "stand_in"})
+    row.stand_in_id = other.id if other is not None else None
+    session.add(row)
+    audit(session, actor=actor, action="user.stand_in_set", username=user.username, position=ref,
+          stand_in=other.username if other is not None else None)
+    return row
+
+
+def stand_in_of(session: Session, *, user_id: str, ref: str) -> User | None:
+    """The stand-in named for the user's holding of `ref` (a bare ref: any holding of that position), if any."""
+    position, organisation = split_position(ref)
+    query = select(UserPosition).where(UserPosition.user_id == user_id, UserPosition.position == position,
+                                       col(UserPosition.stand_in_id).is_not(None))
+    if organisation is not None:
+        query = query.where(UserPosition.organisation == organisation)
+    row = session.exec(query).first()
+    return session.get(User, row.stand_in_id) if row is not None and row.stand_in_id else None

@@ -29,6 +29,7 @@ from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.reporting.figures import DAMAGE_FIGURES, FigureTotal, Reported, figure_of, number, summarise
 from core.reporting.reads import views as upward_report_views
+from core.sharing import answers
 from process_defs.schema import STAGES, IncidentType
 
 OPEN = {s.value for s in TaskStatus if s.is_open}
@@ -298,7 +299,8 @@ def build_report(session: Session, *, incident_id: str, now: datetime | None = N
         total_s=span(opened, closed or moment, scale), stages=stages, handoffs=handoffs, critical_path=path,
         held_up=held_up, departments=departments, escalations=escalations, level_changes=level_changes,
         deviations=deviations, ledger=ledger, timeline=_plan_clock(_as_of(timeline, handoffs), opened, scale),
-        upward_reports=upward_report_views(session, incident.id, moment), damage=damage_of(rows, titles))
+        upward_reports=upward_report_views(session, incident.id, moment), damage=damage_of(rows, titles),
+        answers=answers.figures(session, incident.id))
 
 
 def damage_of(rows: Sequence[DepartmentTask], titles: Mapping[str, dict[str, str]]) -> list[FigureTotal]:

@@ -165,6 +165,9 @@ class AfterActionReport:
     # The damage as departments reported it in their forms (`core.reporting.figures`: each department's latest
     # report, added up), each total with its sources; a figure nobody reported is absent.
     damage: list[FigureTotal] = field(default_factory=list)
+    # 叫应: each call of a warning that had to be answered (`core.sharing.answers.figures`): answered out of the
+    # officials called, who did not answer and whom that called, the p95 time to answer.
+    answers: dict[str, Any] = field(default_factory=dict)
 
     def tally(self) -> dict[str, int]:
         """What became of the tasks handed to departments: assigned = completed + handed back + cancelled + open

@@ -1,0 +1,444 @@
+"""叫应 (issue 17, items 3 and 4): a red flood warning must be answered by the officials the plan names, through
+channels speaking real protocols (DingTalk's signed robot, WeCom's group robot, an SMS gateway, e-mail), each on a
+local receiver that checks what the real service checks. Officials answer through signed, single-use, expiring
+links whose GET only shows a confirm page; the unanswered are escalated to their stand-ins at the plan's limit;
+a red warning with no response started prompts the command; every send, answer and escalation is in the ledger;
+the board, the API and the after-action report show answered/called and the p95 time to answer. A drill's
+messages go only to drill channels, stamped 演练. On the clock the test moves, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlmodel import col, select
+
+from api.pages import answer as answer_page
+from core.learning.after_action.compute import build_report
+from core.learning.after_action.render import render_report_html
+from core.ledger import chain as ledger
+from core.ledger.models import LedgerEntry
+from core.outbox.channels import dingtalk_sign
+from core.outbox.links import token_for
+from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDelivery
+from core.outbox.sending import DeliveryFailed
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.sharing import answers
+from core.sharing import warnings as release
+from core.sharing.models import AnswerRequest, CapAlert
+from core.users.models import RosterShift, User
+from core.users.positions import set_stand_in
+from tasks.delivery import send_once
+from tests import engine_driver as drive
+from tests.api_server import Api, make_user, page_client
+from tests.channel_receivers import Received, running, running_mail_server
+from tests.conftest import copy_plans
+from tests.fixtures.clock import Clock
+from tests.fixtures.database import clear_settings_caches
+
+LINK = re.compile(r"/answer/([A-Za-z0-9_.\-]+)")
+
+
+# -- the officials, the channels, the warning --------------------------------------------------------------------
+# The API fixture's `commander` holds the flood headquarters' commander post: the head at the same level.
+OFFICIALS = (["commander"] + [f"sd_head_{n}" for n in ("east", "west")]
+             + [f"keeper_{n:02d}" for n in range(1, 18)])
+SILENT = ("keeper_15", "keeper_16", "keeper_17")
+
+
+def _position(name: str) -> str:
+    if name == "commander":
+        return "commander@flood_control_hq"
+    if name.startswith("sd_head"):
+        return "sub_district_head@subdistrict"
+    return "evacuation_keeper@community" if int(name[-2:]) % 2 else "evacuation_keeper@subdistrict"
+
+
+def mobile(name: str) -> str:
+    return f"1390000{sum(ord(c) * (i + 1) for i, c in enumerate(name)) % 10000:04d}"
+
+
+@pytest.fixture
+def robots(baton: str) -> Iterator[dict[str, Received]]:
+    with running("dingtalk", "dt-access-token-0001", secret="SECdingtalk-sign-secret-0001") as dingtalk, \
+            running("wecom", "wecom-robot-key-0001") as wecom, running("sms", "sms-api-key-0001") as sms:
+        yield {"dingtalk": dingtalk, "wecom": wecom, "sms": sms}
+
+
+def add_channel(api: Api, robot: Received, name: str, *, for_drills: bool = False, secret: str | None = None
+                ) -> dict[str, Any]:
+    response = api.call("office", "POST", "/api/channels", json={
+        "name": name, "kind": robot.kind, "url": robot.url, "token": robot.token,
+        "secret": robot.secret if secret is None else secret, "for_drills": for_drills})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def contact(api: Api, channel_id: str, username: str, address: str | None = None) -> None:
+    response = api.call("office", "PUT", f"/api/channels/{channel_id}/contacts",
+                        json={"username": username, "address": address or mobile(username)})
+    assert response.status_code == 200, response.text
+
+
+def staff(api: Api, robots: dict[str, Received]) -> dict[str, str]:
+    """Twenty officials reached through DingTalk, WeCom and SMS in turn, and the three silent ones' stand-ins
+    (reached by SMS). Returns each mobile number's user name."""
+    ids = {name: make_user(name, "department", "subdistrict", positions=[_position(name)])
+           for name in OFFICIALS if name != "commander"}
+    for name in SILENT:
+        make_user(f"{name}_b", "department", "subdistrict")
+        with session_scope() as session:
+            set_stand_in(session, user_id=ids[name], ref=_position(name), stand_in=f"{name}_b", actor="test:admin")
+    channels = {kind: add_channel(api, robot, f"{kind}-group") for kind, robot in robots.items()}
+    order = ("dingtalk", "wecom", "sms")
+    for i, name in enumerate(OFFICIALS):
+        contact(api, channels[order[i % 3]]["id"], name)
+    for name in SILENT:
+        contact(api, channels["sms"]["id"], f"{name}_b")
+    return {mobile(n): n for n in [*OFFICIALS, *(f"{s}_b" for s in SILENT)]}
+
+
+def red_warning(**opened: Any) -> tuple[str, CapAlert]:
+    """A flood incident whose red rainstorm warning the office reviewed and the meteorological bureau's director
+    signed off: released."""
+    incident_id = drive.open_("flood", level="IV", **opened)
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
+                                                            "warning_colour": "red",
+                                                            "valid_until": drive.VALID_UNTIL})
+    drive.step(incident_id, real_actions=True)
+    make_user("met_director", "department", "meteorology", positions=["bureau_director@meteorology"])
+    with session_scope() as session:
+        alert = session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)).one()
+        release.review(session, incident_id=incident_id, alert_id=alert.id, actor="user:office")
+    with session_scope() as session:
+        signer = session.exec(select(User).where(User.username == "met_director")).one()
+        alert = release.sign(session, incident_id=incident_id, alert_id=alert.id, signer=signer)
+    return incident_id, alert
+
+
+def reconcile(incident_id: str) -> answers.AnswerPass:
+    with session_scope() as session:
+        return answers.reconcile(session, incident_id=incident_id)
+
+
+def send_pending(incident_id: str) -> list[str]:
+    """Send every pending notice once, as the flow's deliveries do; the outcomes."""
+    with session_scope() as session:
+        ids = list(session.exec(select(OutboundDelivery.id).where(
+            OutboundDelivery.incident_id == incident_id, OutboundDelivery.outcome == DeliveryOutcome.pending,
+            col(OutboundDelivery.purpose).startswith("notice."))).all())
+
+    async def one(delivery_id: str) -> str:
+        try:
+            return await send_once(delivery_id)
+        except DeliveryFailed:
+            return "retry"  # Prefect's task retries it after the outbox's backoff
+
+    async def all_of() -> list[str]:
+        return [await one(i) for i in ids]
+
+    return asyncio.run(all_of())
+
+
+def kinds(incident_id: str, kind: str) -> list[LedgerEntry]:
+    with session_scope() as session:
+        return list(session.exec(select(LedgerEntry).where(LedgerEntry.incident_id == incident_id,
+                                                           LedgerEntry.kind == kind)
+                                 .order_by(col(LedgerEntry.seq))).all())
+
+
+def links(robots: dict[str, Received], who: dict[str, str]) -> dict[str, list[str]]:
+    """Each person's answer links, as the robots and the gateway received them."""
+    found: dict[str, list[str]] = {}
+    for robot in robots.values():
+        for address, text in robot.messages():
+            match = LINK.search(text)
+            if match is not None:  # a prompt to the command carries no link
+                found.setdefault(who[address], []).append(match.group(1))
+    return found
+
+
+def confirm(api: Api, token: str) -> Any:
+    """Open the link as a person's phone does, then press the button."""
+    opened = api.call(None, "GET", f"/answer/{token}")
+    assert opened.status_code == 200, opened.text
+    given = re.search(r'name="confirm" value="([0-9a-f]+)"', opened.text)
+    assert given is not None, opened.text
+    return api.call(None, "POST", f"/answer/{token}", data={"confirm": given.group(1)})
+
+
+# -- Done when --------------------------------------------------------------------------------------------------
+def test_a_red_flood_warning_reaches_twenty_officials_seventeen_answer_three_stand_ins_are_called(
+        api: Api, robots: dict[str, Received], clock: Clock) -> None:
+    who = staff(api, robots)
+    incident_id, alert = red_warning(location_name="东湖街道、西湖街道")
+    assert alert.colour == "red" and alert.state == "issued"
+    called = reconcile(incident_id)
+    assert len(called.opened) == 1 and len(called.deliveries) == 20
+    assert called.next_check is not None and called.next_check - utcnow() <= timedelta(minutes=15)
+    assert reconcile(incident_id).deliveries == []  # once: a second reconciliation calls nobody again
+    assert set(send_pending(incident_id)) == {"delivered"}
+    # Each protocol carried its share, checked as the real service checks it (DingTalk's signature and time).
+    assert [len(r.bodies) for r in robots.values()] == [7, 7, 6]
+    assert all(not r.refused for r in robots.values())
+    assert "市气象台发布暴雨红色预警信号" in robots["dingtalk"].bodies[0]["text"]["content"]
+    sent = links(robots, who)
+    assert sorted(sent) == sorted(OFFICIALS) and all(len(v) == 1 for v in sent.values())
+    requested = kinds(incident_id, "answer.requested")
+    assert len(requested) == 20 and {e.details["rung"] for e in requested} == {"official"}
+    # Opening a link records nothing (a mail scanner opens every link).
+    for name in OFFICIALS:
+        assert api.call(None, "GET", f"/answer/{sent[name][0]}").status_code == 200
+    assert kinds(incident_id, "answer.confirmed") == []
+    # Seventeen answer, twenty seconds apart; three stay silent.
+    for name in (n for n in OFFICIALS if n not in SILENT):
+        clock.advance(seconds=20)
+        answered = confirm(api, sent[name][0])
+        assert answered.status_code == 200 and 'data-state="answered"' in answered.text, answered.text
+    assert len(kinds(incident_id, "answer.confirmed")) == 17
+    # Nothing is due before the limit: the silent are not escalated early.
+    waiting = reconcile(incident_id)
+    assert waiting.deliveries == [] and kinds(incident_id, "answer.escalated") == []
+    # At the limit (15 minutes for red), when the flow wakes for it, their stand-ins are called, and the command
+    # is prompted: no response has started.
+    assert waiting.next_check is not None
+    clock.advance(seconds=(waiting.next_check - utcnow()).total_seconds())
+    escalated = reconcile(incident_id)
+    assert len(escalated.deliveries) == 4  # the three stand-ins, and the prompt to the commander
+    assert set(send_pending(incident_id)) == {"delivered"}
+    prompts = [t for a, t in robots["dingtalk"].messages() if who[a] == "commander" and "尚未启动应急响应" in t]
+    assert len(prompts) == 1 and "17/20" in prompts[0] and "/answer/" not in prompts[0]
+    steps = kinds(incident_id, "answer.escalated")
+    assert sorted(e.from_party for e in steps) == sorted(f"user:{n}" for n in SILENT)
+    assert sorted(e.to_party for e in steps) == sorted(f"user:{n}_b" for n in SILENT)
+    stand_ins = [e for e in kinds(incident_id, "answer.requested") if e.details["rung"] == "stand_in"]
+    assert sorted(e.to_party for e in stand_ins) == sorted(f"user:{n}_b" for n in SILENT)
+    with session_scope() as session:
+        limit = {r.id: r for r in session.exec(select(AnswerRequest)).all()}
+    for entry in stand_ins:
+        official = limit[entry.details["official_id"]]
+        assert entry.at - official.sent_at <= timedelta(minutes=15, seconds=1)  # called at the limit
+    assert sorted(links(robots, who)) == sorted([*OFFICIALS, *(f"{s}_b" for s in SILENT)])
+    prompted = kinds(incident_id, "answer.command_prompted")
+    assert len(prompted) == 1 and prompted[0].to_party == "flood_control_hq"
+    assert prompted[0].details["answered"] == 17 and prompted[0].details["officials"] == 20
+    # The office sees 17/20, who did not answer and whom that called, and the p95 time to answer.
+    figures = api.call("office", "GET", f"/api/incidents/{incident_id}/answers").json()
+    [call] = figures["calls"]
+    assert (call["answered"], call["officials"]) == (17, 20)
+    assert sorted(s["username"] for s in call["silent"]) == sorted(SILENT)
+    assert all(s["called"][0]["rung"] == "stand_in" for s in call["silent"])
+    assert call["p95_seconds"] == pytest.approx(17 * 20, abs=20)  # nearest rank of 17 answers: the last one
+    assert figures["p95_seconds"] == call["p95_seconds"]
+    assert api.call("meteorology", "GET", f"/api/incidents/{incident_id}/answers").status_code == 403
+    board = page_client(api.server, "office").get(f"/incidents/{incident_id}/board")
+    assert board.status_code == 200
+    panel = board.text[board.text.index('id="board-answers"'):]
+    assert '<strong class="answer-tally">17/20</strong>' in panel and "answer-p95" in panel
+    assert all(f'data-username="{n}"' in panel for n in SILENT)
+    # The after-action report carries the same figures.
+    with session_scope() as session:
+        report = build_report(session, incident_id=incident_id)
+    [reported] = report.answers["calls"]
+    assert (reported["answered"], reported["officials"], reported["p95_seconds"]) == (17, 20, call["p95_seconds"])
+    html = render_report_html(report, "zh")
+    section = html[html.index('id="answers"'):]
+    assert '<td class="num answer-tally">17/20</td>' in section and "keeper_15" in section
+    # All of it in the ledger, and the chain intact.
+    with session_scope() as session:
+        assert ledger.verify_incident(session, incident_id).valid
+
+
+def test_answer_links_are_single_use_expire_and_cannot_be_forged(
+        api: Api, robots: dict[str, Received], clock: Clock) -> None:
+    who = staff(api, robots)
+    incident_id, _ = red_warning()
+    reconcile(incident_id)
+    send_pending(incident_id)
+    sent = links(robots, who)
+    token = sent["keeper_01"][0]
+
+    def confirmed() -> int:
+        return len(kinds(incident_id, "answer.confirmed"))
+
+    # Forged: another request's id under this signature, a changed expiry, a made-up token.
+    request_id, expires, mac = token.split(".")
+    other_id = sent["keeper_02"][0].split(".")[0]
+    for forged in (f"{other_id}.{expires}.{mac}", f"{request_id}.{int(expires) + 3600}.{mac}", "nothing-here",
+                   f"{request_id}.{expires}.{'A' * len(mac)}"):
+        page = api.call(None, "GET", f"/answer/{forged}")
+        assert page.status_code == 404 and 'data-state="answer_link_invalid"' in page.text
+        assert "不是 Baton 发出的" in page.text or "无效" in page.text
+        assert "This link is not valid" in page.text
+        posted = api.call(None, "POST", f"/answer/{forged}", data={"confirm": "0" * 64})
+        assert posted.status_code in (403, 404)
+    assert confirmed() == 0
+    # A button pressed without the page's form token (another site's form) records nothing.
+    refused = api.call(None, "POST", f"/answer/{token}", data={"confirm": "0" * 64})
+    assert refused.status_code == 403 and confirmed() == 0
+    # Used twice: the second press changes nothing.
+    assert confirm(api, token).status_code == 200 and confirmed() == 1
+    again = api.call(None, "GET", f"/answer/{token}")
+    assert again.status_code == 409 and 'data-state="answer_link_used"' in again.text
+    assert "This link was used already" in again.text
+    form = answer_page._form_token(token)
+    assert api.call(None, "POST", f"/answer/{token}", data={"confirm": form}).status_code == 409
+    assert confirmed() == 1
+    # Expired: a day on, the link is refused and nothing is recorded.
+    clock.advance(hours=get_settings().answer_link_hours, minutes=1)
+    late = sent["keeper_03"][0]
+    page = api.call(None, "GET", f"/answer/{late}")
+    assert page.status_code == 410 and 'data-state="answer_link_expired"' in page.text
+    assert "This link has expired" in page.text
+    assert api.call(None, "POST", f"/answer/{late}", data={"confirm": form}).status_code in (403, 410)
+    assert confirmed() == 1
+    # The links are made when sent and never stored: the delivery log's payloads hold none.
+    with session_scope() as session:
+        payloads = [d.payload for d in session.exec(select(OutboundDelivery)).all()]
+    assert not any(LINK.search(str(p)) for p in payloads)
+    assert token_for(request_id, utcnow()).split(".")[0] == request_id
+
+
+def test_a_drill_goes_only_to_drill_channels_stamped_as_a_drill(api: Api, clock: Clock) -> None:
+    with running("wecom", "real-group-key-0001") as real, running("wecom", "drill-group-key-0001") as rehearsal, \
+            running_mail_server() as mailbox:
+        import os
+
+        os.environ["BATON_SMTP__HOST"], os.environ["BATON_SMTP__PORT"] = "127.0.0.1", str(mailbox.port)
+        os.environ["BATON_SMTP__SENDER"] = "yjj-zhiban@city.example.gov.cn"
+        clear_settings_caches()
+        try:
+            make_user("keeper_a", "department", "community", positions=["evacuation_keeper@community"])
+            real_channel = add_channel(api, real, "real-group")
+            drill_channel = add_channel(api, rehearsal, "drill-group", for_drills=True)
+            mail = api.call("office", "POST", "/api/channels", json={"name": "drill-mail", "kind": "email",
+                                                                     "for_drills": True})
+            assert mail.status_code == 201, mail.text
+            for channel_id in (real_channel["id"], drill_channel["id"]):
+                contact(api, channel_id, "keeper_a", "13900001111")
+            contact(api, mail.json()["id"], "keeper_a", "keeper_a@community.example.gov.cn")
+            incident_id, _ = red_warning(drill=True)
+            called = reconcile(incident_id)
+            assert len(called.deliveries) == 2  # the drill channels, not the real group
+            assert set(send_pending(incident_id)) == {"delivered"}
+            assert real.bodies == [] and len(rehearsal.bodies) == 1
+            text = rehearsal.bodies[0]["text"]["content"]
+            assert text.startswith("【演练】") and "/answer/" in text
+            [message] = mailbox.messages
+            assert str(message["Subject"]).startswith("【演练】")
+            assert message["To"] == "keeper_a@community.example.gov.cn"
+            body = message.get_body(("plain",))
+            assert body is not None and "【演练】" in body.get_content() and "/answer/" in body.get_content()
+            [requested] = [e for e in kinds(incident_id, "answer.requested") if e.to_party == "user:keeper_a"]
+            assert requested.details["drill"] is True
+            assert sorted(requested.details["channels"]) == ["drill-group", "drill-mail"]
+        finally:
+            for name in ("BATON_SMTP__HOST", "BATON_SMTP__PORT", "BATON_SMTP__SENDER"):
+                os.environ.pop(name, None)
+            clear_settings_caches()
+
+
+def test_a_failing_channel_is_retried_logged_and_never_answers_for_anyone(
+        api: Api, robots: dict[str, Received], clock: Clock) -> None:
+    make_user("keeper_x", "department", "community", positions=["evacuation_keeper@community"])
+    bad = add_channel(api, robots["dingtalk"], "wrong-secret", secret="SECnot-the-robots-secret")
+    contact(api, bad["id"], "keeper_x")
+    good = add_channel(api, robots["sms"], "sms")
+    contact(api, good["id"], "keeper_x")
+    # Secrets are shown back masked, never in full.
+    listed = api.call("office", "GET", "/api/channels").json()
+    assert all("SECnot" not in str(c) and "sms-api-key-0001" not in str(c) for c in listed)
+    assert {c["token"] for c in listed} <= {"••••", "••••0001"}
+    incident_id, _ = red_warning()
+    reconcile(incident_id)
+    robots["sms"].fail_next = 1
+    outcomes = send_pending(incident_id)
+    # DingTalk refused the signature (errcode 310000): failed for good. The gateway's 500: retried, then sent.
+    assert sorted(outcomes) == ["failed", "retry"]
+    assert robots["dingtalk"].refused and "310000" in robots["dingtalk"].refused[0]
+    assert set(send_pending(incident_id)) == {"delivered"}
+    with session_scope() as session:
+        attempts = session.exec(select(DeliveryAttempt)).all()
+        errors = [a.error or "" for a in attempts]
+    assert any("errcode 310000" in e for e in errors) and any("HTTP 500" in e for e in errors)
+    assert not any("dt-access-token" in e or "SEC" in e for e in errors)  # no token or secret in the log
+    assert kinds(incident_id, "answer.confirmed") == []
+    figures = api.call("office", "GET", f"/api/incidents/{incident_id}/answers").json()
+    assert (figures["answered"], figures["officials"]) == (0, 2)  # keeper_x and the fixture's commander
+
+
+def test_dingtalk_signature_is_the_documented_one() -> None:
+    # The example DingTalk's documentation computes: HMAC-SHA256 over "<timestamp>\n<secret>", base64, urlencoded.
+    import base64
+    import hashlib
+    import hmac
+    import urllib.parse
+
+    secret, stamp = "SEC1234567890abcdef", 1577262236757
+    raw = base64.b64encode(hmac.new(secret.encode(), f"{stamp}\n{secret}".encode(), hashlib.sha256).digest())
+    assert dingtalk_sign(secret, stamp) == urllib.parse.quote_plus(raw)
+    assert "%" in dingtalk_sign(secret, stamp) or "+" not in dingtalk_sign(secret, stamp)
+
+
+@pytest.fixture
+def must_answer_plan(baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The flood plan whose order to the sub-districts must be answered by the water bureau's duty officer."""
+    plans = copy_plans(tmp_path / "plans", "flood")
+    plan = yaml.safe_load((plans / "flood.yaml").read_text(encoding="utf-8"))
+    [step] = [s for s in plan["stages"]["warning"]["steps"] if s["key"] == "notify_subdistricts"]
+    step["must_answer"] = True
+    plan["answering"] = {"officials": ["duty_officer@water_affairs"], "within": {"blue": "PT20M"}}
+    (plans / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("BATON_PLANS_DIR", str(plans))
+    clear_settings_caches()
+    yield
+    clear_settings_caches()
+
+
+def test_a_must_answer_step_calls_the_rostered_duty_officer_then_the_stand_in_then_the_level_above(
+        api: Api, must_answer_plan: None, clock: Clock) -> None:
+    for name in ("wa_zhang", "wa_li"):
+        make_user(name, "department", "water_affairs")
+    make_user("yjj_director", "office", None, positions=["bureau_director@emergency_office"])
+    now = utcnow()
+    with session_scope() as session:
+        users = {u.username: u.id for u in session.exec(select(User)).all()}
+        session.add(RosterShift(department="water_affairs", position="duty_officer", holder_id=users["wa_zhang"],
+                                stand_in_id=users["wa_li"], starts_at=now - timedelta(hours=6),
+                                ends_at=now + timedelta(hours=6), imported_by="test:setup"))
+    incident_id = drive.open_("flood", level="IV")
+    drive.step(incident_id)
+    drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 20, "rainfall_24h": 60,
+                                                            "warning_colour": "blue",
+                                                            "valid_until": drive.VALID_UNTIL})
+    drive.step(incident_id)  # the automated steps finish: the order to the sub-districts is out
+    first = reconcile(incident_id)
+    assert len(first.opened) >= 1
+    requested = kinds(incident_id, "answer.requested")
+    on_step = [e for e in requested if e.step_key == "notify_subdistricts"]
+    assert [e.to_party for e in on_step] == ["user:wa_zhang"]
+    assert on_step[0].details["channels"] == []  # no channel reaches them: recorded, and still escalated in time
+    assert [e.to_party for e in kinds(incident_id, "answer.unreachable")][:1] == ["user:wa_zhang"]
+    # The plan's limit for the level's colour (blue: 20 minutes here): then the roster's stand-in, then the head
+    # of the bureau above.
+    clock.advance(minutes=20, seconds=1)
+    reconcile(incident_id)
+    clock.advance(minutes=20, seconds=1)
+    reconcile(incident_id)
+    chain = [(e.details["rung"], e.to_party) for e in kinds(incident_id, "answer.requested")
+             if e.step_key == "notify_subdistricts"]
+    assert chain == [("official", "user:wa_zhang"), ("stand_in", "user:wa_li"), ("above", "user:yjj_director")]
+    assert len(kinds(incident_id, "answer.escalated")) == 2
+    figures = api.call("manager", "GET", f"/api/incidents/{incident_id}/answers").json()
+    [call] = [c for c in figures["calls"] if c["step_key"] == "notify_subdistricts"]
+    assert (call["answered"], call["officials"], call["stand_ins_called"], call["above_called"]) == (0, 1, 1, 1)
