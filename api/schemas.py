@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.errors import ApiError
 from core.platform.input_policy import Line, Lines, Number
 
 Level = Literal["IV", "III", "II", "I"]
@@ -14,6 +17,19 @@ Level = Literal["IV", "III", "II", "I"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def uploaded(content: str | None, content_base64: str | None) -> bytes:
+    """An imported file's bytes, sent as text (`content`: CSV, GeoJSON) or base64 (`content_base64`: XLSX, any);
+    exactly one of the two."""
+    if (content is None) == (content_base64 is None):
+        raise ApiError(422, "invalid_request", "give the file as `content` (text) or `content_base64`")
+    if content is not None:
+        return content.encode("utf-8")
+    try:
+        return base64.b64decode(content_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid_request", "content_base64 is not base64") from None
 
 
 class LocationIn(Strict):

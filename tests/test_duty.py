@@ -283,7 +283,7 @@ def test_cli_roster_import_names_file_row_and_field_and_is_idempotent(api: Api, 
     runner = CliRunner()
     result = runner.invoke(app, ["roster", "import", str(roster)])
     assert result.exit_code == 1, result.output
-    assert f"{roster}:3:position: unknown position 'chief_of_everything'" in result.output
+    assert f"{roster}:3:position: unknown_position: unknown position 'chief_of_everything'" in result.output
     assert "1 shifts added" in result.output
     again = runner.invoke(app, ["roster", "import", str(roster)])
     assert "0 shifts added, 0 updated, 1 unchanged, 1 rows refused" in again.output, again.output

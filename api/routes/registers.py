@@ -5,8 +5,6 @@ entry, a department only its own."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,8 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, SessionDep
-from api.errors import ApiError
-from api.schemas import Strict
+from api.schemas import Strict, uploaded
 from core.geo.shapes import Datum
 from core.registers import files, importing, service
 from core.registers.columns import KIND_NAMES, columns
@@ -115,15 +112,7 @@ def import_file(kind: str, body: ImportIn, principal: CurrentUser, session: Sess
     good rows are kept; the same file twice changes nothing; a file that cannot be read as a whole (wrong sheet,
     merged header cells, missing column) is refused whole (422 `register_file_invalid`)."""
     register = service.register_kind(kind)
-    if (body.content is None) == (body.content_base64 is None):
-        raise ApiError(422, "invalid_request", "give the file as `content` (text) or `content_base64`")
-    if body.content is not None:
-        data = body.content.encode("utf-8")
-    else:
-        try:
-            data = base64.b64decode(body.content_base64 or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(422, "invalid_request", "content_base64 is not base64") from None
+    data = uploaded(body.content, body.content_base64)
     service.may_import(principal.user, register)
     rows = files.read_rows(register, body.filename, data)
     result = importing.import_rows(session, kind=register, rows=rows, source=body.filename, data=data,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -13,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CurrentUser, OfficeUser, Principal, SessionDep
 from api.errors import ApiError
-from api.schemas import Strict
+from api.schemas import Strict, uploaded
 from core.plans.store import registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -97,15 +95,7 @@ def result_out(result: rosters.ImportResult) -> RosterImportOut:
 def import_roster(body: RosterImportIn, principal: OfficeUser, session: SessionDep) -> RosterImportOut:
     """Import a duty roster (CSV text, or an XLSX file base64-encoded): each bad row is refused with its row and
     field (`refused`), the good rows are kept; importing the same roster again changes nothing."""
-    if (body.content is None) == (body.content_base64 is None):
-        raise ApiError(422, "invalid_request", "give the roster as `content` (CSV) or `content_base64` (XLSX)")
-    if body.content is not None:
-        data = body.content.encode("utf-8")
-    else:
-        try:
-            data = base64.b64decode(body.content_base64 or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise ApiError(422, "invalid_request", "content_base64 is not base64") from None
+    data = uploaded(body.content, body.content_base64)
     rows = rosters.read_rows(body.filename, data)
     return result_out(rosters.import_roster(session, rows=rows, source=body.filename, actor=principal.actor))
 

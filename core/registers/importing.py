@@ -23,6 +23,7 @@ from core.ledger.kinds import LedgerKind
 from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
+from core.platform.tabular import RowProblem
 from core.registers import columns as cols
 from core.registers.files import Row
 from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterImport, RegisterKind
@@ -33,22 +34,6 @@ PLACE_KEYS = ("lon", "lat", "geometry", "datum")
 STORED_PROBLEMS = 200  # the record keeps the first refused rows; the answer names them all
 
 
-@dataclass(frozen=True)
-class RowProblem:
-    """A refused row: its number (a sheet's header is row 1; a GeoJSON feature counts from 1), the field at
-    fault, a stable code, why (English and Chinese)."""
-
-    row: int
-    field: str
-    code: str
-    en: str
-    zh: str
-
-    def where(self, source: str) -> str:
-        return f"{source}:{self.row}:{self.field}: {self.code}: {self.en}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "field": self.field, "code": self.code, "message": self.en, "message_zh": self.zh}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.settings import get_settings
+from core.platform.tabular import RowProblem
 from core.users.models import DutyAbsence, RosterShift, User
 from core.users.service import audit
 from process_defs.law_rules import position_ref_problem
@@ -56,18 +57,6 @@ class AbsenceInvalid(BatonError):
     http_status = 422
 
 
-@dataclass(frozen=True)
-class RowProblem:
-    """A refused row: its number (the header is row 1), the field at fault, a stable code, why (zh and en)."""
-
-    row: int
-    field: str
-    code: str
-    en: str
-    zh: str
-
-    def where(self, source: str) -> str:
-        return f"{source}:{self.row}:{self.field}: {self.en}"
 
 
 @dataclass
