@@ -274,7 +274,7 @@ class _PrefectFlowSide(_FlowSide):
                     side.automated += 1
                     return real[key]
 
-            incident_flows.ACTION_TASKS = Tracking(real)  # type: ignore[assignment]
+            incident_flows.ACTION_TASKS = Tracking(real)
             try:
                 await incident_flows.incident_flow("flood")(incident_id=self.incident_id)  # type: ignore[misc]
             finally:
