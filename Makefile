@@ -61,6 +61,7 @@ lint: $(STAMP_TEST)
 	$(BIN)/mypy
 
 bench: $(STAMP_TEST)
+	$(BIN)/python -m bench.counts --postgres
 	$(BIN)/python -m bench
 
 # The long soak (docs/reliability.md): `make test` runs the 40-second one; SOAK_SECONDS sets this one's length.

@@ -128,3 +128,60 @@ def test_a_write_that_lands_while_the_flow_reads_wakes_its_next_wait(
 
     asyncio.run(scenario())
     assert len(reads) >= 2
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_on_postgresql_a_committed_wake_is_notified_at_once_and_a_rolled_back_one_never(baton: str) -> None:
+    """LISTEN/NOTIFY, with the wake poll not running: a completion's transaction wakes the worker holding the
+    incident when it commits (the notification is sent in it); a transaction that rolls back wakes nobody; and the
+    poll, which sees the same woken_at afterwards, does not wake the flow a second time."""
+    from flows.worker import BatonWorker
+
+    incident_id = drive.open_("flood")
+    drive.step(incident_id)
+    lease(incident_id, "w-notify")
+
+    async def scenario() -> tuple[bool, bool, bool, float]:
+        worker = BatonWorker(settings=get_settings(), worker_id="w-notify")
+        worker.running[incident_id] = cast(Any, asyncio.get_running_loop().create_future())
+        listening = asyncio.create_task(worker._notify_loop())
+        try:
+            await asyncio.sleep(1.0)  # connected and listening
+            event = worker.waker.arm(incident_id)
+
+            def wake_then_fail() -> None:
+                with session_scope() as session:
+                    row = session.get(Incident, incident_id)
+                    assert row is not None
+                    row.wake()
+                    session.add(row)
+                    session.flush()
+                    raise RuntimeError("the handoff failed")
+
+            def rolled_back() -> None:
+                with pytest.raises(RuntimeError):
+                    wake_then_fail()
+
+            await asyncio.to_thread(rolled_back)
+            woken_by_rollback = await worker.waker.wait(event, 1.0)
+            event = worker.waker.arm(incident_id)
+            started = time.monotonic()
+            await asyncio.to_thread(drive.complete_step, incident_id, "rainstorm_forecast", FORECAST)
+            woken = await worker.waker.wait(event, 2.0)
+            latency = time.monotonic() - started
+            # The poll reads the woken_at the notification carried: no second wake.
+            event = worker.waker.arm(incident_id)
+            polling = asyncio.create_task(worker._wake_loop())
+            again = await worker.waker.wait(event, 5 * worker.settings.wake_interval)
+            worker.stop()
+            await polling
+            return woken_by_rollback, woken, again, latency
+        finally:
+            worker.stop()
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+
+    woken_by_rollback, woken, again, latency = asyncio.run(scenario())
+    assert not woken_by_rollback
+    assert woken and latency < 1.0
+    assert not again

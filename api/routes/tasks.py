@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from sqlmodel import Session
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, SessionDep
@@ -32,12 +33,15 @@ from core.platform.input_policy import Offset
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
 
-def public(session: Session, task: DepartmentTask) -> TaskPublic:
-    incident = session.get(Incident, task.incident_id)
+def public(session: Session, task: DepartmentTask, head: tuple[str, int] | None = None) -> TaskPublic:
+    """The task as the API shows it; `head`: its incident's code and plan version when the caller read them."""
+    if head is None:
+        incident = session.get(Incident, task.incident_id)
+        head = (incident.code, incident.plan_version_id) if incident is not None else None
     title = None
-    if incident is not None:
-        title = plan_for_version(session, incident.plan_version_id).step(task.step_key).title.model_dump()
-    return TaskPublic(id=task.id, incident_id=task.incident_id, incident_code=incident.code if incident else None,
+    if head is not None:
+        title = plan_for_version(session, head[1]).step(task.step_key).title.model_dump()
+    return TaskPublic(id=task.id, incident_id=task.incident_id, incident_code=head[0] if head else None,
                       step_key=task.step_key, title=title, stage=task.stage, department=task.department,
                       status=task.status, attempt=task.attempt, assigned_at=task.assigned_at, due_at=task.due_at,
                       acknowledged_at=task.acknowledged_at, completed_at=task.completed_at,
@@ -72,24 +76,32 @@ def _actable(session: Session, principal: Principal, task_id: str) -> Department
     return task
 
 
-@router.get("", response_model=TaskPage)
-def inbox(principal: CurrentUser, session: SessionDep,
+@router.get("", response_model=TaskPage, responses={304: {"description": "Not changed since the ETag sent"}})
+def inbox(request: Request, principal: CurrentUser, session: SessionDep,
           status: Annotated[str | None, Query(pattern="^(pending|assigned|acknowledged|completed|handed_back|"
                                                      "escalated|cancelled|skipped)$")] = None,
           incident: Annotated[str | None, Query(max_length=64)] = None,
           department: Annotated[str | None, Query(max_length=64)] = None,
           open: bool = False,
           limit: Annotated[int, Query(ge=1, le=500)] = 100,
-          offset: Offset = 0) -> TaskPage:
-    """A department user's inbox; office, managers and admins see every department's (filter `department`)."""
+          offset: Offset = 0) -> Response:
+    """A department user's inbox; office, managers and admins see every department's (filter `department`).
+    Answered with an `ETag`: a desk that refreshes sends it back as `If-None-Match` and gets 304, no body, while
+    its inbox is as it was (what it reads, overdue marks included, is the same)."""
     scope = department if principal.sees_all else principal.user.department
     incident_id = None
     if incident is not None:
         incident_id = reads.get_incident(session, incident, None if principal.sees_all else scope).id
     page = reads.list_tasks(session, department=scope, status=status, incident_id=incident_id, open_only=open,
                             limit=limit, offset=offset)
-    reads.preload_incidents(session, {t.incident_id for t in page.items})
-    return TaskPage(items=[public(session, t) for t in page.items], total=page.total, limit=limit, offset=offset)
+    heads = reads.incident_heads(session, {t.incident_id for t in page.items})
+    body = TaskPage(items=[public(session, t, heads.get(t.incident_id)) for t in page.items], total=page.total,
+                    limit=limit, offset=offset).model_dump_json().encode()
+    tag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
+    if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
 @router.get("/{task_id}", response_model=TaskDetail)

@@ -50,6 +50,7 @@ def chase_up(session: Session, *, task_id: str, actor: str, now: datetime | None
                           from_party=COMMAND, to_party=holder, step_key=task.step_key, idempotency_key=key,
                           details={"task_id": task.id, "attempt": task.attempt, "department": task.department,
                                    "due_at": task.due_at.isoformat() if task.due_at else None}, at=moment)
+    session.flush()  # the entry is returned with its id
     if task.position is None and outbox.has_endpoint(task.department):
         outbox.queue(session, incident=incident, key=key, purpose="chase_up", target=task.department,
                      payload={"task": {"id": task.id, "step": task.step_key, "stage": task.stage,

@@ -39,6 +39,9 @@ class AdvanceResult:
     actions: list[str] = field(default_factory=list)
     deliveries: list[str] = field(default_factory=list)
     next_check: datetime | None = None
+    # What the reconciliation read and wrote, for whatever runs next in the same transaction (the reports).
+    incident_row: Incident | None = field(default=None, repr=False, compare=False)
+    tasks: dict[str, DepartmentTask] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def closed(self) -> bool:
@@ -111,10 +114,10 @@ class _Advancer:
     # -- helpers -----------------------------------------------------------------------------------
     def _ledger(self, kind: LedgerKind, *, key: str, actor: str = SYSTEM, from_party: str = COMMAND,
                 to_party: str = COMMAND, step_key: str | None = None, handed_over: Any = None,
-                details: dict[str, Any] | None = None) -> None:
+                details: dict[str, Any] | None = None, fresh: bool = False) -> None:
         ledger.append(self.session, incident=self.incident, kind=kind, actor=actor, from_party=from_party,
                       to_party=to_party, idempotency_key=key, step_key=step_key, handed_over=handed_over,
-                      details=details, at=self.now)
+                      details=details, at=self.now, fresh=fresh)
 
     def _resolved(self, dep_key: str, stage: str) -> bool:
         task = self.tasks.get(dep_key)
@@ -149,9 +152,9 @@ class _Advancer:
         deadline = step.deadline_for(self.incident.level)
         task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
         self.session.add(task)
-        self.session.flush()
         handed = shared_inputs(self.plan, step, self.tasks, holder=task.department)
-        self._ledger(kind, key=f"{task.id}:assigned", actor=actor, from_party=from_party,
+        # The task was created by this reconciliation (`_new_task`): its key is new.
+        self._ledger(kind, key=f"{task.id}:assigned", fresh=True, actor=actor, from_party=from_party,
                      to_party=task.position or task.department, step_key=step.key, handed_over={"inputs": handed},
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value} | ({"position": task.position} if task.position else {})
@@ -380,7 +383,8 @@ class _Advancer:
         deliveries = outbox.pending(self.session, incident_id=self.incident.id)
         return AdvanceResult(incident_id=self.incident.id, code=self.incident.code, status=self.incident.status,
                              stage=self.incident.stage, level=self.incident.level, actions=actions,
-                             deliveries=deliveries, next_check=next_check)
+                             deliveries=deliveries, next_check=next_check, incident_row=self.incident,
+                             tasks=self.tasks)
 
 
 def advance(session: Session, *, incident_id: str, worker_id: str | None = None,

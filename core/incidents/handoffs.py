@@ -107,6 +107,9 @@ def complete(
     task.outputs = clean
     task.note = note
     session.add(task)
+    # Woken with the ledger's new head, so the incident row is written once.
+    wake(incident, now)
+    session.add(incident)
     ledger.append(session, incident=incident, kind=LedgerKind.task_completed, actor=actor,
                   from_party=task.department, to_party=COMMAND, step_key=task.step_key,
                   idempotency_key=f"{task.id}:completed",
@@ -119,8 +122,10 @@ def complete(
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
     alerts.settle(session, task=task, actor=actor, at=now)
+    shares = step.shares()
     planned = {s.department for _, s in plan.steps() if s.active_at(incident.level)}
-    for target in recipients(session, incident.id, owner=task.department, shares=step.shares(), planned=planned):
+    for target in (recipients(session, incident.id, owner=task.department, shares=shares, planned=planned)
+                   if shares and outbox.sends_anywhere() else []):
         if outbox.has_endpoint(target):
             # Each department gets the fields it may read (a field may be shared wider or narrower than its step).
             visible = step.visible_outputs(target, owner=task.department, outputs=clean)
@@ -131,8 +136,6 @@ def complete(
                                              "department": task.department,
                                              "classification": classification.value if classification else None,
                                              "outputs": visible}})
-    wake(incident, now)
-    session.add(incident)
     failpoint("task.completed")
     return task
 

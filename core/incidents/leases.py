@@ -7,13 +7,65 @@ resumes the same Prefect flow runs.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, event, inspect, or_, text, update
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident, IncidentStatus
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
+from core.platform.settings import get_settings
+
+# PostgreSQL: a transaction that wakes an incident held by a worker also notifies this channel (delivered when it
+# commits, never if it rolls back) with "<incident id> <woken_at>"; each worker listens and wakes its flow at once.
+# The wake poll (`recently_woken`) stays: on SQLite it is the only way, and on PostgreSQL it catches a notification
+# lost while a worker's listening connection was down, one poll interval later.
+WAKE_CHANNEL = "baton_wake"
+_WOKEN = "baton_woken"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_wakes(session: Session, _context: Any) -> None:
+    for item in session.dirty:
+        if isinstance(item, Incident) and item.lease_owner is not None \
+                and inspect(item).attrs.woken_at.history.has_changes():
+            session.info.setdefault(_WOKEN, {})[item.id] = item.woken_at
+
+
+@event.listens_for(Session, "before_commit")
+def _notify_wakes(session: Session) -> None:
+    if not is_postgres(session):
+        return
+    session.flush()  # the commit's own flush comes after this event: the wakes it writes are noted first
+    woken: dict[str, datetime] = session.info.pop(_WOKEN, {})
+    if woken:
+        session.execute(text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"),
+                        {"channel": WAKE_CHANNEL,
+                         "payloads": [f"{key} {moment.isoformat()}" for key, moment in woken.items()]})
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_wakes(session: Session, _previous: Any) -> None:
+    session.info.pop(_WOKEN, None)
+
+
+def wake_listener_conninfo() -> str | None:
+    """Where a worker listens for wake notifications (a libpq URI), or None where there are none (SQLite)."""
+    url = make_url(get_settings().resolved_database_url())
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def parse_wake(payload: str) -> tuple[str, datetime] | None:
+    """A notification's incident id and `woken_at`; None for a payload not of that form."""
+    incident_id, _, stamp = payload.partition(" ")
+    try:
+        return incident_id, datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
 
 
 def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from core.incidents import authority
+from core.incidents import leases as _leases  # noqa: F401  (its hooks notify wakes on PostgreSQL)
 from core.incidents.models import (
     DepartmentTask,
     Incident,

@@ -69,15 +69,24 @@ def append(
     handed_over: Any = None,
     details: dict[str, Any] | None = None,
     at: datetime | None = None,
+    fresh: bool = False,
 ) -> LedgerEntry:
-    """Append one entry; a repeated idempotency key returns the entry already written.
+    """Append one entry; a repeated idempotency key returns the entry already written. `fresh`: the key names a
+    row this transaction created (a task just inserted), so no entry can hold it yet and it is not looked up.
 
     The caller holds the incident's write lock (see `core.incidents.service.lock_incident`), so the head read
-    here is the head the entry links to.
+    here is the head the entry links to. The entry and the incident's new head are written with the
+    transaction's next flush (at the latest its commit), so a handoff's entries go in one batch and its incident
+    row is updated once.
     """
-    existing = session.exec(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
-    if existing is not None:
-        return existing
+    if not fresh:
+        existing = _pending(session, idempotency_key)
+        if existing is None:
+            with session.no_autoflush:
+                existing = session.exec(select(LedgerEntry)
+                                        .where(LedgerEntry.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            return existing
     entry = LedgerEntry(
         incident_id=incident.id,
         seq=incident.ledger_head_seq + 1,
@@ -98,9 +107,16 @@ def append(
     incident.ledger_head_seq = entry.seq
     incident.ledger_head_hash = entry.hash
     session.add(incident)
-    session.flush()
     failpoint("ledger.appended")
     return entry
+
+
+def _pending(session: Session, idempotency_key: str) -> LedgerEntry | None:
+    """An entry appended in this transaction and not yet flushed, by its key."""
+    for item in session.new:
+        if isinstance(item, LedgerEntry) and item.idempotency_key == idempotency_key:
+            return item
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ def has_endpoint(department: str) -> bool:
     return bool(dept and dept.endpoint and dept.endpoint in get_settings().endpoints)
 
 
+def sends_anywhere() -> bool:
+    """Whether any department system is configured at all (else nobody has an endpoint: nothing to look up)."""
+    return bool(get_settings().endpoints)
+
+
 def queue(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
           payload: dict[str, Any], endpoint: str | None = None) -> OutboundDelivery:
     """Queue a message to `target` once per `key` (a second call returns the message already queued). The

@@ -7,6 +7,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from core.plans.models import PlanVersion
@@ -137,11 +138,31 @@ def store_accepted(session: Session, type_key: str, text: str) -> PlanVersion:
     return row
 
 
+# Parsed plan versions by (database, plans folder, version id). A stored version is never changed (nothing updates
+# `plan_version`), so a process reads and parses each one once, not on every request and every wake-up.
+_VERSIONS: dict[tuple[str, str, int], IncidentType] = {}
+_VERSIONS_HELD = 512
+
+
 def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
-    row = session.get(PlanVersion, plan_version_id)
-    if row is None:
-        raise PlanInvalid(f"plan version {plan_version_id} is missing")
-    return parse_plan_text(row.content, f"{row.type}.yaml", stored=True)
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    key = (str(engine.url), str(get_settings().plans_dir), plan_version_id)
+    plan = _VERSIONS.get(key)
+    if plan is None:
+        row = session.get(PlanVersion, plan_version_id)
+        if row is None:
+            raise PlanInvalid(f"plan version {plan_version_id} is missing")
+        plan = parse_plan_text(row.content, f"{row.type}.yaml", stored=True)
+        if len(_VERSIONS) >= _VERSIONS_HELD:
+            _VERSIONS.clear()
+        _VERSIONS[key] = plan
+    return plan
+
+
+def forget_versions() -> None:
+    """Forget the parsed versions (the tests' databases come and go under the same process)."""
+    _VERSIONS.clear()
 
 
 @lru_cache(maxsize=4)

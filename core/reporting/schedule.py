@@ -34,7 +34,7 @@ def advance_with_reports(session: Session, *, incident_id: str, worker_id: str |
     moment = now or utcnow()
     result = advance(session, incident_id=incident_id, worker_id=worker_id, now=moment,
                      reminder_before=reminder_before)
-    due = reconcile(session, incident_id=incident_id, now=moment)
+    due = reconcile(session, incident_id=incident_id, now=moment, incident=result.incident_row, tasks=result.tasks)
     if due is not None and not result.closed:
         result.next_check = due if result.next_check is None else min(result.next_check, due)
     return result
@@ -58,14 +58,15 @@ def termination_moment(incident: Incident, reporting: Reporting, tasks: dict[str
 
 
 class _Reconciler:
-    def __init__(self, session: Session, incident: Incident, plan: IncidentType, now: datetime) -> None:
+    def __init__(self, session: Session, incident: Incident, plan: IncidentType, now: datetime,
+                 tasks: dict[str, DepartmentTask] | None = None) -> None:
         assert plan.reporting is not None
         self.session = session
         self.incident = incident
         self.plan = plan
         self.reporting: Reporting = plan.reporting
         self.now = now
-        self.tasks = latest_tasks(session, incident.id)
+        self.tasks = tasks if tasks is not None else latest_tasks(session, incident.id)
         self.reports = reports_of(session, incident.id)
         self.figures = session.get(CasualtyFigures, incident.id)
         self.next_check: datetime | None = None
@@ -210,13 +211,15 @@ class _Reconciler:
         return self.next_check if self.incident.status == IncidentStatus.open else None
 
 
-def reconcile(session: Session, *, incident_id: str, now: datetime | None = None) -> datetime | None:
+def reconcile(session: Session, *, incident_id: str, now: datetime | None = None, incident: Incident | None = None,
+              tasks: dict[str, DepartmentTask] | None = None) -> datetime | None:
     """Create the reports owed by `now` and mark the late ones; returns when to look again (None: nothing
-    scheduled). The caller holds the incident's lock (the engine's `advance` took it)."""
-    incident = session.get(Incident, incident_id)
+    scheduled). The caller holds the incident's lock (the engine's `advance` took it) and may hand over the
+    incident and its latest tasks as it left them (`AdvanceResult`), which are then not read again."""
+    incident = incident if incident is not None else session.get(Incident, incident_id)
     if incident is None:
         return None
     plan = plan_for_version(session, incident.plan_version_id)
     if plan.reporting is None:
         return None
-    return _Reconciler(session, incident, plan, now or utcnow()).run()
+    return _Reconciler(session, incident, plan, now or utcnow(), tasks).run()

@@ -269,13 +269,17 @@ def issue_token(
 
 
 def user_for_token(session: Session, token: str, kind: str | None = None) -> tuple[User, AccessToken] | None:
-    record = session.exec(select(AccessToken).where(AccessToken.digest == _digest(token))).first()
-    if record is None or record.revoked_at is not None or record.expires_at <= utcnow():
+    # The token and its user in one statement: every request starts here.
+    found = session.exec(select(AccessToken, User).join(User, col(User.id) == col(AccessToken.user_id))
+                         .where(AccessToken.digest == _digest(token))).first()
+    if found is None:
+        return None
+    record, user = found
+    if record.revoked_at is not None or record.expires_at <= utcnow():
         return None
     if kind is not None and record.kind != kind:
         return None
-    user = session.get(User, record.user_id)
-    if user is None or not user.active:
+    if not user.active:
         return None
     return user, record
 

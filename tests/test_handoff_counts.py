@@ -1,0 +1,60 @@
+"""What one ledgered handoff costs, counted (bench/counts.py): SQL statements in the API's completion and in the
+worker's wake-up that assigns the next tasks, and the worker's Prefect API calls. Counts hold on a busy machine
+where timings do not; a change that adds statements to the hot path fails here, with the statements named."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.counts import Counts, measure
+from tests.fixtures.api import Api
+
+# Ceilings: today's counts (docs/scaling.md, "What one handoff costs"), with a little room.
+API_SQL_CEILING = 16  # every completion (a gate with its authority: 15 on SQLite)
+WORKER_SQL_MEAN_CEILING = 36  # averaged over the handoffs driven (one fans out four tasks, one runs two actions)
+WORKER_SQL_CEILING = 70  # any one handoff
+
+
+def _call(api: Api) -> Any:
+    def call(method: str, path: str, *, token: str, **kwargs: Any) -> httpx.Response:
+        return api.server.request(method, path, token, **kwargs)
+
+    return call
+
+
+def _explain(counts: Counts) -> str:
+    return json.dumps(counts.as_json(), indent=1, ensure_ascii=False)
+
+
+def _check(counts: Counts) -> None:
+    assert [h.step for h in counts.handoffs] == ["rainstorm_forecast", "flood_risk_assessment", "lift_warning",
+                                                 "activate_command"], _explain(counts)
+    # The handoffs really handed off: each assigned the next step(s).
+    assert all(h.assigned for h in counts.handoffs), _explain(counts)
+    assert counts.handoffs[0].automated_steps == 2
+    assert max(h.api_sql for h in counts.handoffs) <= API_SQL_CEILING, _explain(counts)
+    assert max(h.worker_sql for h in counts.handoffs) <= WORKER_SQL_CEILING, _explain(counts)
+    assert counts.per_handoff()["worker_sql"] <= WORKER_SQL_MEAN_CEILING, _explain(counts)
+
+
+def test_a_handoff_costs_few_statements(api: Api) -> None:
+    counts = measure(_call(api), prefect=False)
+    _check(counts)
+    assert counts.database == "sqlite"
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_handoff_costs_few_statements_and_no_prefect_round_trip(prefect_server: Any, api: Api) -> None:
+    """Under Prefect's engine on PostgreSQL, as a worker runs a flow: the automated steps are task runs reported by
+    events (over the events socket), not HTTP round trips; a handoff with no automated step touches Prefect not
+    at all."""
+    counts = measure(_call(api), prefect=True)
+    _check(counts)
+    assert counts.database == "postgresql"
+    assert all(h.worker_prefect == 0 for h in counts.handoffs), _explain(counts)
+    # Each automated step is one task run: its Pending, Running and Completed events.
+    assert counts.handoffs[0].worker_events <= 3 * counts.handoffs[0].automated_steps + 3, _explain(counts)
