@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, SessionDep
 from api.errors import ApiError
+from api.routes.prevention import task_out as prevention_task_out
 from api.schemas import (
     AlertOut,
     AskLeaderIn,
@@ -28,6 +29,7 @@ from core.incidents.permissions import held_for, may_act
 from core.plans.store import plan_for_version
 from core.platform.errors import ReasonRequired
 from core.platform.input_policy import Offset
+from core.prevention import service as prevention
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -89,7 +91,11 @@ def inbox(principal: CurrentUser, session: SessionDep,
     page = reads.list_tasks(session, department=scope, status=status, incident_id=incident_id, open_only=open,
                             limit=limit, offset=offset)
     reads.preload_incidents(session, {t.incident_id for t in page.items})
-    return TaskPage(items=[public(session, t) for t in page.items], total=page.total, limit=limit, offset=offset)
+    found = [] if incident_id is not None or offset else [
+        row for row in prevention.list_tasks(session, department=scope, open_only=open, limit=limit)
+        if status is None or row.status == status]
+    return TaskPage(items=[public(session, t) for t in page.items], total=page.total, limit=limit, offset=offset,
+                    prevention=[prevention_task_out(session, row) for row in found])
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
