@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from typing import Any
 
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
@@ -73,7 +74,7 @@ VISIBLE_PAGE = roles(LOGIN, 200, 200, 200, 200, 404)
 MISSING_PAGE = roles(LOGIN, 404, 404, 404, 404, 404)
 DEPT_FORM = roles(LOGIN, 403, 403, 403, 303, 404)
 
-PAGE_ROWS: list[dict[str, object]] = [
+PAGE_ROWS: list[dict[str, Any]] = [
     *[{"method": "GET", "path": "/prevention/tasks/{task_id}", "target": target,
        "expect": VISIBLE_PAGE if target != "unknown" else MISSING_PAGE} for target in ("inspection", "unknown")],
     *[{"method": "POST", "path": "/prevention/tasks/{task_id}/answer", "target": target,
