@@ -132,6 +132,6 @@ PAGE_ROWS: list[dict[str, Any]] = [
      "form": {"active": "0"}, "writes": True},
     {"method": "POST", "path": "/office/channels-contacts", "target": "notify_channel", "expect": OFFICE_FORM,
      "form": page_contact, "writes": True},
-    {"method": "POST", "path": "/office/stand-ins", "target": "stand_in_holder", "expect": ADMIN_FORM,
+    {"method": "POST", "path": "/admin/stand-ins", "target": "stand_in_holder", "expect": ADMIN_FORM,
      "form": page_stand_in, "writes": True},
 ]

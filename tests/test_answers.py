@@ -491,10 +491,10 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     holder = make_user("keeper_x", "department", "community", positions=["evacuation_keeper@community"])
     make_user("keeper_x_b", "department", "community")
     form = {"username": "keeper_x", "position": "evacuation_keeper@community", "stand_in": "keeper_x_b"}
-    assert office.post("/office/stand-ins", data={"csrf": csrf, **form}).status_code == 404
+    assert office.post("/admin/stand-ins", data={"csrf": csrf, **form}).status_code == 404
     admin = page_client(api.server, "admin")
     admin_csrf = csrf_of(admin, "/office/channels")
-    assert admin.post("/office/stand-ins", data={"csrf": admin_csrf, **form}).status_code == 303
+    assert admin.post("/admin/stand-ins", data={"csrf": admin_csrf, **form}).status_code == 303
     with session_scope() as session:
         row = session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one()
         assert row.stand_in_id is not None

@@ -98,7 +98,7 @@ def set_contact(request: Request, principal: OfficePageUser, session: SessionDep
     return redirect("/office/channels?done=contact")
 
 
-@router.post("/office/stand-ins")
+@router.post("/admin/stand-ins")
 def set_stand_in(request: Request, principal: AdminPageUser, session: SessionDep, form: Form) -> Response:
     checked_form(principal, form)
     values = {f"si_{name}": field(form, name).strip() for name in ("username", "position", "stand_in")}
