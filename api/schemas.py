@@ -156,6 +156,9 @@ class TaskPage(BaseModel):
     total: int
     limit: int
     offset: int
+    # The reader's inspections and rectifications (core.prevention's own tasks, not a plan's steps): a list of their
+    # own, each with its `kind`; not paged with `items` (at most `limit`, soonest due first; none for `incident`).
+    prevention: list[PreventionTaskOut] = []
 
 
 class TaskDetail(TaskPublic):

@@ -100,3 +100,38 @@ ROWS: list[Case] = [
 ]
 
 TARGETS = {"notify_channel": channel_target, "stand_in_holder": holder_target, "answer_link": answer_link_target}
+
+
+# The office's channels page (api/pages/channels.py): the office and administrators; a stand-in is an
+# administrator's. For every other role the page is not there (404); nobody logged in is sent to log in.
+LOGIN = 303
+OFFICE_PAGE = roles(LOGIN, 200, 404, 200, 404, 404)
+OFFICE_FORM = roles(LOGIN, 303, 404, 303, 404, 404)
+OFFICE_FORM_MISSING = roles(LOGIN, 404, 404, 404, 404, 404)
+ADMIN_FORM = roles(LOGIN, 404, 404, 303, 404, 404)
+
+
+def page_contact(target: Target) -> dict[str, str]:
+    return {"channel": target.params.get("channel_id", "no-such-channel"), "username": "water_affairs",
+            "address": "13900001234"}
+
+
+def page_stand_in(target: Target) -> dict[str, str]:
+    holder = str(target.params.get("stand_in", "nobody-b"))[:-2]
+    return {"username": holder, "position": "evacuation_keeper@community",
+            "stand_in": str(target.params.get("stand_in", ""))}
+
+
+PAGE_ROWS: list[dict[str, Any]] = [
+    {"method": "GET", "path": "/office/channels", "target": "none", "expect": OFFICE_PAGE},
+    {"method": "POST", "path": "/office/channels", "target": "none", "expect": OFFICE_FORM, "form": new_channel,
+     "writes": True},
+    {"method": "POST", "path": "/office/channels/{channel_id}", "target": "notify_channel", "expect": OFFICE_FORM,
+     "form": {"active": "0"}, "writes": True},
+    {"method": "POST", "path": "/office/channels/{channel_id}", "target": "unknown", "expect": OFFICE_FORM_MISSING,
+     "form": {"active": "0"}, "writes": True},
+    {"method": "POST", "path": "/office/channels-contacts", "target": "notify_channel", "expect": OFFICE_FORM,
+     "form": page_contact, "writes": True},
+    {"method": "POST", "path": "/admin/stand-ins", "target": "stand_in_holder", "expect": ADMIN_FORM,
+     "form": page_stand_in, "writes": True},
+]

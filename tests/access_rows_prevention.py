@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from typing import Any
 
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
@@ -65,3 +66,21 @@ ROWS: list[Case] = [
 
 TARGETS = {kind: (lambda kind=kind: prevention_target(kind))
            for kind in ("inspection", "rectification", "rectification_with_evidence", "evidence")}
+
+# The pages of one inspection or rectification (api/pages/prevention.py), reached from the department's inbox: read
+# as the API reads them; answered and closed by the owning department only (the office, managers, admins: 403).
+LOGIN = 303
+VISIBLE_PAGE = roles(LOGIN, 200, 200, 200, 200, 404)
+MISSING_PAGE = roles(LOGIN, 404, 404, 404, 404, 404)
+DEPT_FORM = roles(LOGIN, 403, 403, 403, 303, 404)
+
+PAGE_ROWS: list[dict[str, Any]] = [
+    *[{"method": "GET", "path": "/prevention/tasks/{task_id}", "target": target,
+       "expect": VISIBLE_PAGE if target != "unknown" else MISSING_PAGE} for target in ("inspection", "unknown")],
+    *[{"method": "POST", "path": "/prevention/tasks/{task_id}/answer", "target": target,
+       "expect": DEPT_FORM if target != "unknown" else MISSING_PAGE, "form": {"hazard": "no"}, "writes": True}
+      for target in ("inspection", "unknown")],
+    *[{"method": "POST", "path": "/prevention/tasks/{task_id}/close", "target": target,
+       "expect": DEPT_FORM if target != "unknown" else MISSING_PAGE, "form": {"measures": "已清掏并加装篦子"},
+       "writes": True} for target in ("rectification_with_evidence", "unknown")],
+]

@@ -442,3 +442,59 @@ def test_a_must_answer_step_calls_the_rostered_duty_officer_then_the_stand_in_th
     figures = api.call("manager", "GET", f"/api/incidents/{incident_id}/answers").json()
     [call] = [c for c in figures["calls"] if c["step_key"] == "notify_subdistricts"]
     assert (call["answered"], call["officials"], call["stand_ins_called"], call["above_called"]) == (0, 1, 1, 1)
+
+
+def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_back_masked(api: Api) -> None:
+    """The channels page (api/pages/channels.py) through the same services as /api/channels: a channel added with
+    its token and secret, which are never shown back in full (nor after a refusal); switched off; a person's
+    address; an administrator's stand-in."""
+    from sqlmodel import select as sql_select
+
+    from core.outbox.models import ChannelContact, NotifyChannel
+    from core.users.models import UserPosition
+    from tests.api_server import csrf_of
+
+    office = page_client(api.server, "office")
+    assert 'href="/office/channels"' in office.get("/office").text
+    csrf = csrf_of(office, "/office/channels")
+    token, secret = "wecom-robot-key-secret-9876", "SECsign-secret-value-5432"
+    # Refused (the key inside the URL): the field named, the token and secret not written back into the form.
+    refused = office.post("/office/channels", data={"csrf": csrf, "name": "防汛群", "kind": "dingtalk",
+                                                    "url": "https://oapi.dingtalk.com/robot/send?access_token=x",
+                                                    "token": token, "secret": secret})
+    assert refused.status_code == 422 and 'id="err-url"' in refused.text
+    assert token not in refused.text and secret not in refused.text and 'value="防汛群"' in refused.text
+    added = office.post("/office/channels", data={"csrf": csrf, "name": "防汛群", "kind": "dingtalk",
+                                                  "url": "https://oapi.dingtalk.com/robot/send", "token": token,
+                                                  "secret": secret, "for_drills": "1"})
+    assert added.status_code == 303
+    listed = office.get("/office/channels").text
+    assert token not in listed and secret not in listed and "••••9876" in listed and "••••5432" in listed
+    with session_scope() as session:
+        channel = session.exec(sql_select(NotifyChannel).where(NotifyChannel.name == "防汛群")).one()
+        assert (channel.token, channel.secret, channel.for_drills, channel.active) == (token, secret, True, True)
+    assert 'data-channel="防汛群" data-active="1" data-drills="1"' in listed
+    # A person's address: a robot reaches people by mobile number.
+    wrong = office.post("/office/channels-contacts", data={"csrf": csrf, "channel": channel.id,
+                                                           "username": "water_affairs", "address": "not a number"})
+    assert wrong.status_code == 422 and 'id="err-contact_address"' in wrong.text
+    assert office.post("/office/channels-contacts", data={"csrf": csrf, "channel": channel.id,
+                                                          "username": "water_affairs", "address": "13900001234"}
+                       ).status_code == 303
+    assert office.post(f"/office/channels/{channel.id}", data={"csrf": csrf, "active": "0"}).status_code == 303
+    with session_scope() as session:
+        assert session.get(NotifyChannel, channel.id).active is False  # type: ignore[union-attr]
+        assert session.exec(sql_select(ChannelContact.address)).all() == ["13900001234"]
+    assert 'data-channel="防汛群" data-active="0"' in office.get("/office/channels").text
+    # The stand-in is an administrator's: the office gets no such form, and its post reads as missing.
+    assert 'id="stand-in-form"' not in listed
+    holder = make_user("keeper_x", "department", "community", positions=["evacuation_keeper@community"])
+    make_user("keeper_x_b", "department", "community")
+    form = {"username": "keeper_x", "position": "evacuation_keeper@community", "stand_in": "keeper_x_b"}
+    assert office.post("/admin/stand-ins", data={"csrf": csrf, **form}).status_code == 404
+    admin = page_client(api.server, "admin")
+    admin_csrf = csrf_of(admin, "/office/channels")
+    assert admin.post("/admin/stand-ins", data={"csrf": admin_csrf, **form}).status_code == 303
+    with session_scope() as session:
+        row = session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one()
+        assert row.stand_in_id is not None

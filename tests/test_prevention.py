@@ -276,3 +276,89 @@ def test_a_department_sees_and_acts_on_its_own_prevention_work_only_and_the_page
     water_page = page_client(server, "water_affairs").get("/prevention").text
     assert 'data-code="W-002"' in water_page and 'data-code="W-003"' not in water_page
     assert 'data-code="G-001"' not in water_page
+
+
+# -- in the department's inbox, answered and closed from the pages --------------------------------------------------
+
+
+def _csrf(text: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert found, text[:500]
+    return found.group(1)
+
+
+def test_the_inbox_lists_a_departments_prevention_tasks_answered_and_closed_with_evidence_on_the_pages(
+        api: Api, clock: Clock) -> None:
+    add_points(FLOOD_POINTS)
+    prevention.run_slot("flood_precheck", utcnow())
+    by_code = {t.entry_code: t for t in tasks()}
+    server, tokens = api.server, api.tokens
+    water = page_client(server, "water_affairs")
+    inbox = water.get("/inbox")
+    assert inbox.status_code == 200 and 'id="prevention-tasks"' in inbox.text
+    assert 'data-code="W-001"' in inbox.text and 'data-code="W-002"' in inbox.text
+    assert 'data-code="W-003"' not in inbox.text  # urban_management's: not this department's inbox
+    assert 'data-code="W-001"' in water.get("/inbox/list").text  # the polled list too
+    # The API's inbox: a list of its own beside `items`, each with its kind; another department's is not in it.
+    listed = server.request("GET", "/api/tasks?open=true", tokens["water_affairs"]).json()
+    assert {"items", "total", "limit", "offset"} <= set(listed)
+    assert sorted((t["kind"], t["entry_code"]) for t in listed["prevention"]) == [("inspection", "W-001"),
+                                                                                  ("inspection", "W-002")]
+    assert server.request("GET", "/api/tasks", tokens["public_security"]).json()["prevention"] == []
+    # Another department's inspection reads as missing and cannot be answered from the page.
+    other = by_code["W-003"].id
+    assert water.get(f"/prevention/tasks/{other}").status_code == 404
+    assert water.post(f"/prevention/tasks/{other}/answer", data={"csrf": _csrf(inbox.text), "hazard": "no"}
+                      ).status_code == 404
+
+    # A hazard found without a note: refused beside the note, nothing answered.
+    inspection = by_code["W-001"].id
+    view = water.get(f"/prevention/tasks/{inspection}")
+    assert view.status_code == 200 and 'id="answer-form"' in view.text
+    refused = water.post(f"/prevention/tasks/{inspection}/answer", data={"csrf": _csrf(view.text), "hazard": "yes",
+                                                                          "finding": ""})
+    assert refused.status_code == 422 and 'id="err-finding"' in refused.text
+    assert tasks(id=inspection)[0].status == TaskStatus.assigned
+    answered = water.post(f"/prevention/tasks/{inspection}/answer",
+                          data={"csrf": _csrf(view.text), "hazard": "yes", "finding": "雨水篦子缺失，排水口堵塞"})
+    assert answered.status_code == 303
+    fix_url = answered.headers["location"].split("?")[0]
+    [fix] = tasks(kind=PreventionKind.rectification)
+    assert fix_url == f"/prevention/tasks/{fix.id}" and fix.parent_id == inspection
+    inbox = water.get("/inbox")
+    assert f'data-prevention="{fix.id}"' in inbox.text and f'data-prevention="{inspection}"' not in inbox.text
+
+    # Closing without evidence: refused, the message beside the file field, the rectification still open.
+    page = water.get(fix_url)
+    assert 'capture="environment"' in page.text and 'enctype="multipart/form-data"' in page.text
+    closing = water.post(f"{fix_url}/close", data={"csrf": _csrf(page.text), "measures": "已清掏", "action": "close"})
+    assert closing.status_code == 422
+    error = closing.text.split('id="err-evidence_file"', 1)
+    assert len(error) == 2 and "整改须凭证据关闭" in error[1].split("</p>", 1)[0]
+    assert tasks(id=fix.id)[0].status == TaskStatus.assigned
+    # Not a photo: refused beside the field, nothing stored.
+    bad = water.post(f"{fix_url}/close", data={"csrf": _csrf(page.text), "measures": "已清掏", "action": "close"},
+                     files={"evidence_file": ("after.png", b"not a photo at all", "image/png")})
+    assert bad.status_code == 422 and 'id="err-evidence_file"' in bad.text
+    with session_scope() as session:
+        assert service.evidence_of(session, fix.id) == []
+    # The office reads it but does not close a department's rectification.
+    office = page_client(server, "office")
+    assert office.get(fix_url).status_code == 200
+    assert office.post(f"{fix_url}/close", data={"csrf": _csrf(office.get(fix_url).text), "measures": "x"}
+                       ).status_code == 403
+    # With a photo from the phone's camera: closed in one go.
+    closed = water.post(f"{fix_url}/close", data={"csrf": _csrf(page.text), "measures": "已清掏并加装篦子",
+                                                 "action": "close"},
+                        files={"evidence_file": ("after.png", PNG, "image/png")})
+    assert closed.status_code == 303 and closed.headers["location"] == f"{fix_url}?done=closed"
+    [done] = tasks(id=fix.id)
+    assert done.status == TaskStatus.completed and done.measures == "已清掏并加装篦子"
+    with session_scope() as session:
+        [photo] = service.evidence_of(session, fix.id)
+    shown = water.get(closed.headers["location"])
+    assert f'data-evidence="{photo.id}"' in shown.text and 'id="close-form"' not in shown.text
+    assert f'data-prevention="{fix.id}"' not in water.get("/inbox").text
+    assert LedgerKind.rectification_closed in kinds_recorded()

@@ -11,6 +11,7 @@ from api.pages import (
     admin,
     answer,
     board,
+    channels,
     desk,
     docs,
     handback,
@@ -32,5 +33,6 @@ from api.pages.rendering import page_router
 
 router = page_router()
 for area in (login, office, handback, tasks, review, board, reports, upward, admin, docs, warnings, registers, maps,
-             resources, prevention, desk, instructions, roster, answer):
+             resources, prevention, desk, instructions, roster, answer,
+             channels):
     router.include_router(area.router)

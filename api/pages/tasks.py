@@ -27,6 +27,7 @@ from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.platform.settings import get_settings
+from core.prevention import service as prevention
 from core.users import rosters
 from process_defs.schema import FieldType, Step
 
@@ -42,7 +43,12 @@ def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
     done = reads.list_tasks(session, department=department, status=TaskStatus.completed, limit=500).items
     done = sorted(done, key=lambda t: t.completed_at or t.created_at, reverse=True)[:20]
     incidents = listings.incidents_of(session, open_tasks + done)
-    return {"department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
+    # The department's inspections and rectifications (core.prevention keeps its own tasks): a section of their own.
+    prevention_tasks = prevention.list_tasks(session, department=department, open_only=True, limit=300)
+    now = utcnow()
+    return {"prevention_tasks": prevention_tasks,
+            "prevention_late": {t.id for t in prevention_tasks if prevention.as_utc(t.due_at) < now},
+            "department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
             "duty_desk": rosters.desk(session, department=department, at=utcnow()),
             "to_sign": warning_release.to_sign(session, principal),
             "titles": listings.titles(session, open_tasks + done, incidents), "poll_seconds": POLL_SECONDS}

@@ -39,7 +39,8 @@ def task_out(session: Session, task: PreventionTask) -> PreventionTaskOut:
         evidence=[e.id for e in service.evidence_of(session, task.id)] if task.kind == "rectification" else [])
 
 
-def _actable(session: Session, principal: Principal, task_id: str) -> PreventionTask:
+def actable(session: Session, principal: Principal, task_id: str) -> PreventionTask:
+    """The task, for the department that answers and rectifies it (the pages' rule too)."""
     task = service.get_task(session, task_id, reader_of(principal))
     if principal.acts_for != task.department:
         raise ApiError(403, "forbidden", f"only {task.department} answers and rectifies this")
@@ -68,7 +69,7 @@ def get_task(task_id: str, principal: CurrentUser, session: SessionDep) -> Preve
 @router.post("/tasks/{task_id}/answer", response_model=PreventionTaskOut)
 def answer(task_id: str, body: InspectionAnswerIn, principal: ActingUser, session: SessionDep) -> PreventionTaskOut:
     """The inspector's answer; a hazard found (with `finding`) opens a rectification, which is returned."""
-    task = _actable(session, principal, task_id)
+    task = actable(session, principal, task_id)
     opened = service.answer_inspection(session, task_id=task.id, actor=principal.actor,
                                        hazard_found=body.hazard_found, finding=body.finding)
     return task_out(session, opened or task)
@@ -78,7 +79,7 @@ def answer(task_id: str, body: InspectionAnswerIn, principal: ActingUser, sessio
 def add_evidence(task_id: str, file: Annotated[UploadFile, File(description="A photo or a PDF")],
                  principal: ActingUser, session: SessionDep) -> EvidenceOut:
     """A photo or document for an open rectification (judged by its bytes, as a form's attachments are)."""
-    task = _actable(session, principal, task_id)
+    task = actable(session, principal, task_id)
     row = service.add_evidence(session, task_id=task.id, actor=principal.actor, filename=file.filename,
                                stream=file.file)
     return evidence_out(row)
@@ -87,7 +88,7 @@ def add_evidence(task_id: str, file: Annotated[UploadFile, File(description="A p
 @router.post("/tasks/{task_id}/close", response_model=PreventionTaskOut)
 def close(task_id: str, body: RectificationCloseIn, principal: ActingUser, session: SessionDep) -> PreventionTaskOut:
     """Close a rectification with what was done: 422 `evidence_required` until a photo or document was sent."""
-    task = _actable(session, principal, task_id)
+    task = actable(session, principal, task_id)
     return task_out(session, service.close_rectification(session, task_id=task.id, actor=principal.actor,
                                                          measures=body.measures))
 

@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, SessionDep
 from api.errors import ApiError
+from api.routes.prevention import task_out as prevention_task_out
 from api.schemas import (
     AlertOut,
     AskLeaderIn,
@@ -29,6 +30,7 @@ from core.incidents.permissions import held_for, may_act
 from core.plans.store import plan_for_version
 from core.platform.errors import ReasonRequired
 from core.platform.input_policy import Offset
+from core.prevention import service as prevention
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 
@@ -95,8 +97,12 @@ def inbox(request: Request, principal: CurrentUser, session: SessionDep,
     page = reads.list_tasks(session, department=scope, status=status, incident_id=incident_id, open_only=open,
                             limit=limit, offset=offset)
     heads = reads.incident_heads(session, {t.incident_id for t in page.items})
+    found = [] if incident_id is not None or offset else [
+        row for row in prevention.list_tasks(session, department=scope, open_only=open, limit=limit)
+        if status is None or row.status == status]
     body = TaskPage(items=[public(session, t, heads.get(t.incident_id)) for t in page.items], total=page.total,
-                    limit=limit, offset=offset).model_dump_json().encode()
+                    limit=limit, offset=offset,
+                    prevention=[prevention_task_out(session, row) for row in found]).model_dump_json().encode()
     tag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": tag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
     if tag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
