@@ -218,5 +218,8 @@ def verify_chain(session: Session, chain: str) -> Verification:
 
 
 def named_chains(session: Session) -> list[str]:
-    """Every named chain, by name."""
-    return list(session.exec(select(LedgerChain.name).order_by(col(LedgerChain.name))).all())
+    """Every named chain, by name: those with a head, and those with entries (whose head may have been removed)."""
+    heads = set(session.exec(select(LedgerChain.name)).all())
+    written = set(session.exec(select(LedgerEntry.chain).where(col(LedgerEntry.incident_id).is_(None))
+                               .distinct()).all())
+    return sorted(heads | written)

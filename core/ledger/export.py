@@ -209,6 +209,9 @@ def build_export(session: Session, *, incident: Incident | None = None, chain: s
     for name in names:
         head = session.get(LedgerChain, name)
         if head is None:
+            if read_named(session, name):
+                raise ExportError(f"the ledger chain {name} does not verify in the database: its head is missing; "
+                                  "it is not exported")
             raise ExportError(f"no ledger chain '{name}'")
         head_seq, head_hash = head.seq, head.hash
         entries = [e for e in read_named(session, name) if e.seq <= head_seq]
