@@ -17,6 +17,7 @@ from core.ledger.chain import DESK, REGISTERS, append_to, named_chains, read_nam
 from core.ledger.export import ExportError, build_export, public_pem, signing_key, verify_export
 from core.ledger.kinds import LedgerKind
 from core.platform.db import session_scope
+from flows import maintenance
 from flows.cli import app
 from tests import engine_driver as drive
 
@@ -107,6 +108,9 @@ def test_tampering_with_a_named_chain_is_detected(baton: str, tamper: str, expec
         assert verify_chain(session, REGISTERS).valid and verify_chain(session, f"incident:{incident_id}").valid
         with pytest.raises(ExportError, match="ledger chain desk does not verify"):
             build_export(session)
+    # The scheduled audit names it too.
+    checked, broken = maintenance.audit_ledgers()
+    assert checked == 3 and [(b.code, b.first_bad_seq) for b in broken] == [(DESK, expected)]
     runner = CliRunner()
     every = runner.invoke(app, ["ledger", "verify"])
     assert every.exit_code == 1 and f"BROKEN desk: first bad entry {expected}" in every.output, every.output
