@@ -27,7 +27,7 @@ from sqlmodel import col, select
 from core.incidents.deadlines import passed_unhandled
 from core.incidents.models import Incident
 from core.incidents.service import wake_unless_woken_since
-from core.ledger.chain import verify_incident
+from core.ledger.chain import named_chains, verify_chain, verify_incident
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.sharing import answers
@@ -69,43 +69,51 @@ def deadline_sweep() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class BrokenChain:
-    code: str
-    incident_id: str
+    code: str  # the incident's code, or a named chain's name
+    incident_id: str  # the incident's id, or a named chain's name
     first_bad_seq: int | None
     reason: str | None
 
     def __str__(self) -> str:
-        return f"{self.code} ({self.incident_id}): first bad entry {self.first_bad_seq} ({self.reason})"
+        where = self.code if self.code == self.incident_id else f"{self.code} ({self.incident_id})"
+        return f"{where}: first bad entry {self.first_bad_seq} ({self.reason})"
 
 
 class LedgerBroken(RuntimeError):
-    """At least one incident's ledger no longer verifies: it was edited, cut short or reordered."""
+    """At least one ledger chain no longer verifies: it was edited, cut short or reordered."""
 
     def __init__(self, broken: list[BrokenChain], checked: int) -> None:
         self.broken = broken
         lines = "\n".join(f"  - {item}" for item in broken)
-        super().__init__(f"{len(broken)} of {checked} incident ledger(s) are broken:\n{lines}")
+        super().__init__(f"{len(broken)} of {checked} ledger chain(s) are broken:\n{lines}")
 
 
 def audit_ledgers() -> tuple[int, list[BrokenChain]]:
-    """Verify every incident's chain (open and closed), one short transaction per incident."""
+    """Verify every chain: each incident's (open and closed), then the named ones (desk, prevention runs,
+    registers); one short transaction per chain."""
     with session_scope() as session:
         incidents = [(row[0], row[1]) for row in
                      session.exec(select(Incident.id, Incident.code).order_by(col(Incident.created_at))).all()]
+        names = named_chains(session)
     broken: list[BrokenChain] = []
     for incident_id, code in incidents:
         with session_scope() as session:
             result = verify_incident(session, incident_id)
         if not result.valid:
             broken.append(BrokenChain(code, incident_id, result.first_bad_seq, result.reason))
-    return len(incidents), broken
+    for name in names:
+        with session_scope() as session:
+            result = verify_chain(session, name)
+        if not result.valid:
+            broken.append(BrokenChain(name, name, result.first_bad_seq, result.reason))
+    return len(incidents) + len(names), broken
 
 
 @flow(name="ledger-audit")
 def ledger_audit() -> dict[str, Any]:
-    """Verify every incident's ledger; the flow run fails, naming each broken chain, if any does not verify."""
+    """Verify every ledger chain; the flow run fails, naming each broken chain, if any does not verify."""
     checked, broken = audit_ledgers()
     if broken:
         raise LedgerBroken(broken, checked)
-    _logger().info("all %d incident ledger(s) verify", checked)
+    _logger().info("all %d ledger chain(s) verify", checked)
     return {"checked": checked, "broken": 0}

@@ -16,11 +16,12 @@ from sqlmodel import col, func, select
 
 from core.attachments.models import Attachment
 from core.incidents.models import DepartmentTask, Incident, LevelChange
-from core.ledger.models import DeskLedgerEntry, LedgerEntry
+from core.ledger.chain import DESK, REGISTERS
+from core.ledger.models import LedgerEntry
 from core.outbox.models import ChannelContact, NotifyChannel, OutboundDelivery
 from core.platform.db import session_scope
 from core.prevention.models import PreventionEvidence, PreventionTask
-from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterImport
+from core.registers.models import REGISTER_TABLES, MaterialReserve
 from core.reporting.models import UpwardReport
 from core.resources.models import Replenishment, ResourceRequest
 from core.sharing.models import AnswerRequest, CapAlert, SituationReport
@@ -193,9 +194,10 @@ def fingerprint() -> tuple[Any, ...]:
         counts = rows(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
                       count(SituationReport), count(CapAlert),
                       count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
-        duty = rows(count(RosterShift), count(DutyAbsence), count(DeskLedgerEntry))[0]
+        duty = rows(count(RosterShift), count(DutyAbsence), count(LedgerEntry, LedgerEntry.chain == DESK))[0]
         files = table(Attachment.id, Attachment.linked_at)
-        registers = rows(count(RegisterImport), *(count(table) for table in REGISTER_TABLES.values()))[0]
+        registers = rows(count(LedgerEntry, LedgerEntry.chain == REGISTERS),
+                         *(count(table) for table in REGISTER_TABLES.values()))[0]
         resources = (table(ResourceRequest.id, ResourceRequest.status),
                      table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
         prevention = (table(PreventionTask.id, PreventionTask.status), table(PreventionEvidence.id))

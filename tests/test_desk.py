@@ -15,8 +15,8 @@ from sqlmodel import select
 
 from core.desk.models import EventSheet
 from core.incidents.models import Incident
-from core.ledger.chain import verify_desk, verify_incident
-from core.ledger.models import DeskLedgerEntry, LedgerEntry
+from core.ledger.chain import DESK, read_named, verify_chain, verify_incident
+from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from tests.api_server import Api, error_of, flood, issued_token, make_user, page_client
@@ -42,8 +42,7 @@ def desk(api: Api) -> Api:
 
 def desk_kinds(sheet_id: str) -> list[str]:
     with session_scope() as session:
-        return [e.kind for e in session.exec(select(DeskLedgerEntry).where(
-            DeskLedgerEntry.subject == f"sheet:{sheet_id}").order_by(DeskLedgerEntry.seq)).all()]  # type: ignore[arg-type]
+        return [e.kind for e in read_named(session, DESK, f"sheet:{sheet_id}")]
 
 
 def incident_entries(incident_id: str, kind: str) -> list[LedgerEntry]:
@@ -87,7 +86,7 @@ def test_a_phone_report_recorded_at_the_duty_desk_becomes_an_incident_after_the_
     assert entry.details["number"] == sheet["number"] and entry.details["casualties"]["trapped"] == 2
     assert desk_kinds(sheet["id"]) == ["sheet.recorded", "sheet.opened"]
     with session_scope() as session:
-        assert verify_desk(session).valid and verify_incident(session, incident["id"]).valid
+        assert verify_chain(session, DESK).valid and verify_incident(session, incident["id"]).valid
         row = session.get(Incident, incident["id"])
         assert row is not None and row.flow_run_id is None  # written only: a worker starts its flow
     # Reviewed once: a second decision is refused and changes nothing.
@@ -129,9 +128,9 @@ def test_the_leader_merges_a_second_call_files_a_false_alarm_and_returns_a_thin_
     listed = {s["id"]: s["status"] for s in desk.call("manager", "GET", "/api/sheets").json()}
     assert listed == {second["id"]: "merged", alarm["id"]: "filed", thin["id"]: "submitted"}
     with session_scope() as session:
-        assert verify_desk(session).valid
+        assert verify_chain(session, DESK).valid
     with pytest.raises(Exception, match="append-only"), session_scope() as session:
-        session.connection().exec_driver_sql("DELETE FROM desk_ledger_entry")
+        session.connection().exec_driver_sql("DELETE FROM ledger_entry WHERE chain = 'desk'")
     # An incident that does not exist takes no merge.
     error_of(desk.call("leader", "POST", f"/api/sheets/{thin['id']}/merge", json={"incident_id": "FLD-1900-0001"}),
              404, "not_found")

@@ -32,7 +32,15 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "warning_redrafted": "warning.redrafted", "warning_signed": "warning.signed",
         "warning_updated": "warning.updated", "warning_cancelled": "warning.cancelled",
         "warning_withdrawn": "warning.withdrawn",
-        "task_chased_up": "task.chased_up", "register_imported": "register.imported"}.items()
+        "task_chased_up": "task.chased_up", "register_imported": "register.imported",
+        # the named chains' kinds (desk, prevention:<run id>, registers), in the same ledger since 0023
+        "prevention_run_started": "prevention.run_started", "inspection_assigned": "inspection.assigned",
+        "inspection_completed": "inspection.completed", "hazard_found": "inspection.hazard_found",
+        "rectification_opened": "rectification.opened", "rectification_closed": "rectification.closed",
+        "prevention_escalated": "prevention.escalated", "sheet_recorded": "sheet.recorded",
+        "sheet_returned": "sheet.returned", "sheet_amended": "sheet.amended", "sheet_opened": "sheet.opened",
+        "sheet_merged": "sheet.merged", "sheet_filed": "sheet.filed", "duty_log_started": "duty_log.started",
+        "duty_log_noted": "duty_log.noted", "duty_log_handed_over": "duty_log.handed_over"}.items()
 
 
 def test_a_kind_is_the_plain_string_it_is_stored_as_and_fits_its_column() -> None:

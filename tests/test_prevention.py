@@ -15,13 +15,15 @@ from prefect.client.schemas.schedules import CronSchedule
 from sqlmodel import col, select
 
 from core.incidents.models import TaskStatus
+from core.ledger.chain import verify_chain
 from core.ledger.kinds import LedgerKind
+from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.errors import EvidenceRequired, TaskStateConflict
 from core.prevention import service
 from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
-from core.prevention.models import PreventionKind, PreventionRecord, PreventionRun, PreventionTask
+from core.prevention.models import PreventionKind, PreventionRun, PreventionTask
 from core.registers.models import RescueTeam, RiskKind, RiskPoint
 from flows import prevention
 from tests.fixtures.api import Api, page_client
@@ -67,7 +69,8 @@ def tasks(**where: Any) -> list[PreventionTask]:
 
 def kinds_recorded() -> list[str]:
     with session_scope() as session:
-        return [r.kind for r in session.exec(select(PreventionRecord).order_by(col(PreventionRecord.id))).all()]
+        return [r.kind for r in session.exec(select(LedgerEntry).where(col(LedgerEntry.chain).startswith(
+            "prevention:")).order_by(col(LedgerEntry.id))).all()]
 
 
 def test_a_scheduled_flood_precheck_run_creates_one_inspection_task_per_flood_risk_point_for_its_owning_department_and_a_finding_becomes_a_rectification_with_a_deadline(  # noqa: E501
@@ -108,7 +111,7 @@ def test_a_scheduled_flood_precheck_run_creates_one_inspection_task_per_flood_ri
                                          LedgerKind.inspection_completed]
     with session_scope() as session:
         (run,) = session.exec(select(PreventionRun)).all()
-        assert service.verify_run(session, run.id) is None
+        assert verify_chain(session, service.run_chain(run.id)).valid
 
 
 def test_running_the_same_slot_twice_creates_nothing_more(baton: str) -> None:
@@ -149,9 +152,9 @@ def test_closing_a_rectification_needs_evidence(baton: str) -> None:
         service.close_rectification(session, task_id=fix_id, actor="user:water_affairs", measures="已加装护栏")
     assert tasks(id=fix_id)[0].status == TaskStatus.completed
     with session_scope() as session:
-        closed = session.exec(select(PreventionRecord).where(
-            PreventionRecord.kind == LedgerKind.rectification_closed)).one()
-        assert closed.task_id == fix_id and closed.details["evidence"] == 1
+        closed = session.exec(select(LedgerEntry).where(
+            LedgerEntry.kind == LedgerKind.rectification_closed)).one()
+        assert closed.subject == f"task:{fix_id}" and closed.details["evidence"] == 1
 
 
 def test_the_prevention_page_lists_what_is_overdue_and_the_points_not_checked_this_season(baton: str,

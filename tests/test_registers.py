@@ -5,6 +5,7 @@ residents read only by their community and the office; entries inside a warning'
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -16,9 +17,10 @@ from openpyxl import Workbook
 from sqlmodel import select
 
 from core.geo.shapes import gcj02_to_wgs84, haversine_km, parse_cap_area, wgs84_to_gcj02
+from core.ledger import chain as ledger
 from core.platform.db import session_scope
-from core.registers import importing, service
-from core.registers.models import MaterialReserve, RegisterImport, RegisterKind, RiskPoint
+from core.registers import service
+from core.registers.models import MaterialReserve, RegisterKind, RiskPoint
 from core.users.models import User
 from tests.api_server import Api, error_of
 from tests.fixtures.api import issued_token, make_user
@@ -85,6 +87,11 @@ def count(table: type[Any]) -> int:
         return len(session.exec(select(table)).all())
 
 
+def registers_chain() -> int:
+    with session_scope() as session:
+        return len(ledger.read_named(session, ledger.REGISTERS))
+
+
 def test_a_500_row_xlsx_of_flood_risk_points_with_7_bad_rows_keeps_493_and_names_the_7(api: Api) -> None:
     data = bad_flood_xlsx()
     response = post_import(api, "office", "risk_point", "flood.xlsx", data)
@@ -95,12 +102,16 @@ def test_a_500_row_xlsx_of_flood_risk_points_with_7_bad_rows_keeps_493_and_names
     assert named == [(index + 2, fld, code) for index, (fld, code) in sorted(BAD.items())]
     assert all(p["message"] and p["message_zh"] for p in body["refused"])
     assert count(RiskPoint) == 493
-    # The import is one record in the register chain, with its counts.
+    # The import is one entry in the ledger chain `registers`, with the file's name and SHA-256 and its counts.
     with session_scope() as session:
-        [record] = session.exec(select(RegisterImport)).all()
-        assert (record.kind, record.register_kind, record.actor) == ("register.imported", "risk_point", "user:office")
-        assert (record.rows, record.added, record.refused) == (500, 493, 7)
-        assert [p["row"] for p in record.problems] == [i + 2 for i in sorted(BAD)]
+        [record] = ledger.read_named(session, ledger.REGISTERS)
+        assert (record.kind, record.subject, record.actor) == ("register.imported", "register:risk_point",
+                                                               "user:office")
+        assert record.incident_id is None and body["record"] == record.id
+        details = record.details
+        assert (details["source"], details["file_sha256"]) == ("flood.xlsx", hashlib.sha256(data).hexdigest())
+        assert (details["rows"], details["added"], details["refused"]) == (500, 493, 7)
+        assert [p["row"] for p in details["problems"]] == [i + 2 for i in sorted(BAD)]
 
     # The same file again changes nothing.
     with session_scope() as session:
@@ -109,8 +120,8 @@ def test_a_500_row_xlsx_of_flood_risk_points_with_7_bad_rows_keeps_493_and_names
     assert (again["added"], again["updated"], again["unchanged"], len(again["refused"])) == (0, 0, 493, 7)
     with session_scope() as session:
         assert {(r.id, r.code, r.updated_at, r.geometry) for r in session.exec(select(RiskPoint)).all()} == before
-        assert importing.verify_records(session) is None
-        assert len(session.exec(select(RegisterImport)).all()) == 2
+        assert ledger.verify_chain(session, ledger.REGISTERS).valid
+        assert len(ledger.read_named(session, ledger.REGISTERS)) == 2
 
     # A changed row updates its entry (found by kind and code), keeping its id.
     changed = ("编号,名称,类型,责任单位,经度,纬度,威胁人数\n"
@@ -143,7 +154,7 @@ def test_a_file_that_cannot_be_read_whole_is_refused_and_nothing_is_imported(api
                                                                              reason: str) -> None:
     error = error_of(post_import(api, "office", "risk_point", name, data), 422, "register_file_invalid")
     assert error["details"]["reason"] == reason and error["details"]["message_zh"]
-    assert count(RiskPoint) == 0 and count(RegisterImport) == 0
+    assert count(RiskPoint) == 0 and registers_chain() == 0
 
 
 RESERVE_CSV = (

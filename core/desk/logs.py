@@ -15,7 +15,7 @@ from core.desk.models import DutyLog, DutyLogNote, EventSheet, SheetStatus
 from core.incidents.models import Incident
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
-from core.ledger.models import DeskLedgerEntry, LedgerEntry
+from core.ledger.models import LedgerEntry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
@@ -80,8 +80,8 @@ def _start(session: Session, *, officer: User, actor: str, at: datetime) -> Duty
     log = DutyLog(officer=officer.username, started_at=at, started_by=actor)
     session.add(log)
     session.flush()
-    ledger.append_desk(session, kind=LedgerKind.duty_log_started, actor=actor, subject=f"log:{log.id}",
-                       idempotency_key=f"{log.id}:started", details={"officer": officer.username}, at=at)
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.duty_log_started, actor=actor, subject=f"log:{log.id}",
+                     idempotency_key=f"{log.id}:started", details={"officer": officer.username}, at=at)
     return log
 
 
@@ -105,9 +105,9 @@ def add_note(session: Session, *, log_id: str, text: str, actor: str) -> DutyLog
     note = DutyLogNote(log_id=log.id, at=now, author=actor, text=clean)
     session.add(note)
     session.flush()
-    ledger.append_desk(session, kind=LedgerKind.duty_log_noted, actor=actor, subject=f"log:{log.id}",
-                       idempotency_key=f"{log.id}:note:{note.id}", handed_over={"text": clean},
-                       details={"note_id": note.id}, at=now)
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.duty_log_noted, actor=actor, subject=f"log:{log.id}",
+                     idempotency_key=f"{log.id}:note:{note.id}", handed_over={"text": clean},
+                     details={"note_id": note.id}, at=now)
     return note
 
 
@@ -126,9 +126,10 @@ def handover(session: Session, *, log_id: str, incoming: str, note: str, actor: 
     following = _start(session, officer=successor, actor=actor, at=now)
     log.next_log_id = following.id
     session.add(log)
-    ledger.append_desk(session, kind=LedgerKind.duty_log_handed_over, actor=actor, subject=f"log:{log.id}",
-                       idempotency_key=f"{log.id}:handed_over", handed_over={"note": clean, **pending},
-                       details={"outgoing": log.officer, "incoming": successor.username, "next_log_id": following.id,
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.duty_log_handed_over, actor=actor,
+                     subject=f"log:{log.id}",
+                     idempotency_key=f"{log.id}:handed_over", handed_over={"note": clean, **pending},
+                     details={"outgoing": log.officer, "incoming": successor.username, "next_log_id": following.id,
                                 **pending}, at=now)
     return log, following
 
@@ -149,12 +150,12 @@ def entries(session: Session, log: DutyLog, now: datetime | None = None) -> list
     out: list[LogEntry] = []
     for note in session.exec(select(DutyLogNote).where(DutyLogNote.log_id == log.id)).all():
         out.append(LogEntry(note.at, "note", note.author, note.text, automatic=False))
-    for entry in session.exec(select(DeskLedgerEntry).where(
-            col(DeskLedgerEntry.kind).in_([k.value for k in DESK_KINDS]), col(DeskLedgerEntry.at) >= log.started_at,
-            col(DeskLedgerEntry.at) < end)).all():
+    for entry in session.exec(select(LedgerEntry).where(
+            LedgerEntry.chain == ledger.DESK, col(LedgerEntry.kind).in_([k.value for k in DESK_KINDS]),
+            col(LedgerEntry.at) >= log.started_at, col(LedgerEntry.at) < end)).all():
         details = entry.details
         text = f"{details.get('number', '')} {details.get('place', '') or details.get('code', '')}".strip()
-        out.append(LogEntry(entry.at, entry.kind, entry.actor, text, entry.subject.partition(":")[2]))
+        out.append(LogEntry(entry.at, entry.kind, entry.actor, text, (entry.subject or "").partition(":")[2]))
     rows = session.execute(select(LedgerEntry, Incident.code, Incident.title).join(
         Incident, col(Incident.id) == col(LedgerEntry.incident_id)).where(
         col(LedgerEntry.kind).in_([k.value for k in INCIDENT_KINDS]), col(LedgerEntry.at) >= log.started_at,

@@ -1,8 +1,8 @@
 """Event record sheets (事件记录单): a phone, 12345 or app report as the duty officer records it, and the duty
 leader's review (送审): open an incident from it, merge it into an open incident, file it with a reason, or return
 it to the officer for more details. Nothing recorded is lost: a sheet is never deleted, every change is an entry
-in the duty desk's chain (`core.ledger.chain.append_desk`), an opened or merged sheet is also an entry in its
-incident's ledger (linked both ways), and a sheet left unreviewed too long shows overdue."""
+in the duty desk's ledger chain (`desk`, `core.ledger.chain.append_to`), an opened or merged sheet is also an entry
+in its incident's chain (linked both ways), and a sheet left unreviewed too long shows overdue."""
 
 from __future__ import annotations
 
@@ -136,9 +136,9 @@ def record(session: Session, *, given: SheetInput, actor: str) -> EventSheet:
     session.add(sheet)
     session.flush()
     values = _values(sheet)
-    ledger.append_desk(session, kind=LedgerKind.sheet_recorded, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:recorded", handed_over=values,
-                       details={"number": sheet.number, "source": sheet.source, "place": sheet.place}, at=now)
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_recorded, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:recorded", handed_over=values,
+                     details={"number": sheet.number, "source": sheet.source, "place": sheet.place}, at=now)
     return sheet
 
 
@@ -244,9 +244,9 @@ def open_from(session: Session, *, sheet_id: str, user: User, type_key: str, lev
     _decided(session, sheet, status=SheetStatus.opened, by=actor, at=now, incident_id=opened.incident.id)
     _incident_entry(session, incident=opened.incident, sheet=sheet, kind=LedgerKind.sheet_opened, actor=actor,
                     at=now, position=position)
-    ledger.append_desk(session, kind=LedgerKind.sheet_opened, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:opened",
-                       details={"number": sheet.number, "incident_id": opened.incident.id,
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_opened, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:opened",
+                     details={"number": sheet.number, "incident_id": opened.incident.id,
                                 "code": opened.incident.code, "type": type_key, "level": opened.incident.level,
                                 "position": position}, at=now)
     return sheet, opened.incident
@@ -272,9 +272,9 @@ def merge(session: Session, *, sheet_id: str, user: User, incident_id: str, note
              incident_id=incident.id)
     _incident_entry(session, incident=incident, sheet=sheet, kind=LedgerKind.sheet_merged, actor=actor, at=now,
                     position=position)
-    ledger.append_desk(session, kind=LedgerKind.sheet_merged, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:merged",
-                       details={"number": sheet.number, "incident_id": incident.id, "code": incident.code,
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_merged, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:merged",
+                     details={"number": sheet.number, "incident_id": incident.id, "code": incident.code,
                                 "note": note, "position": position}, at=now)
     return sheet, incident
 
@@ -296,9 +296,9 @@ def file_sheet(session: Session, *, sheet_id: str, user: User, reason: str) -> E
     _waiting(sheet)
     actor, now = f"user:{user.username}", utcnow()
     _decided(session, sheet, status=SheetStatus.filed, by=actor, at=now, reason=clean)
-    ledger.append_desk(session, kind=LedgerKind.sheet_filed, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:filed", handed_over={"reason": clean},
-                       details={"number": sheet.number, "reason": clean, "position": position}, at=now)
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_filed, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:filed", handed_over={"reason": clean},
+                     details={"number": sheet.number, "reason": clean, "position": position}, at=now)
     return sheet
 
 
@@ -311,10 +311,10 @@ def return_(session: Session, *, sheet_id: str, user: User, reason: str) -> Even
     actor, now = f"user:{user.username}", utcnow()
     sheet.status, sheet.returned_reason = SheetStatus.returned, clean
     session.add(sheet)
-    seq = len(ledger.read_desk(session, _subject(sheet)))
-    ledger.append_desk(session, kind=LedgerKind.sheet_returned, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:returned:{seq}", handed_over={"reason": clean},
-                       details={"number": sheet.number, "reason": clean, "position": position}, at=now)
+    seq = len(ledger.read_named(session, ledger.DESK, _subject(sheet)))
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_returned, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:returned:{seq}", handed_over={"reason": clean},
+                     details={"number": sheet.number, "reason": clean, "position": position}, at=now)
     return sheet
 
 
@@ -334,10 +334,10 @@ def amend(session: Session, *, sheet_id: str, given: SheetInput, actor: str) -> 
     session.add(sheet)
     after = _values(sheet)
     changed = {k: {"from": before[k], "to": v} for k, v in after.items() if before[k] != v}
-    seq = len(ledger.read_desk(session, _subject(sheet)))
-    ledger.append_desk(session, kind=LedgerKind.sheet_amended, actor=actor, subject=_subject(sheet),
-                       idempotency_key=f"{sheet.id}:amended:{seq}", handed_over=after,
-                       details={"number": sheet.number, "changed": changed}, at=now)
+    seq = len(ledger.read_named(session, ledger.DESK, _subject(sheet)))
+    ledger.append_to(session, chain=ledger.DESK, kind=LedgerKind.sheet_amended, actor=actor, subject=_subject(sheet),
+                     idempotency_key=f"{sheet.id}:amended:{seq}", handed_over=after,
+                     details={"number": sheet.number, "changed": changed}, at=now)
     return sheet
 
 
@@ -349,4 +349,4 @@ def sheets_of_incident(session: Session, incident_id: str) -> list[EventSheet]:
 
 def history(session: Session, sheet: EventSheet) -> list[Any]:
     """The sheet's entries in the desk's chain, oldest first."""
-    return ledger.read_desk(session, _subject(sheet))
+    return ledger.read_named(session, ledger.DESK, _subject(sheet))

@@ -1,8 +1,11 @@
-"""The accountability ledger: one hash-chained entry per handoff, per incident.
+"""The accountability ledger: one table of hash-chained entries, in chains.
 
-Each entry's hash is SHA-256 over the canonical JSON of the entry including the previous entry's hash, so
-editing, deleting or reordering any entry breaks the chain from that point on. The incident row keeps the
-head (sequence and hash) so a truncated tail is detected too.
+An incident's handoffs are the chain `incident:<id>`; records that belong to no incident are in named chains: the
+duty desk's (`desk`), a prevention campaign run's (`prevention:<run id>`), the register imports' (`registers`).
+Each entry's hash is SHA-256 over the canonical JSON of the entry including the previous entry's hash, so editing,
+deleting or reordering any entry breaks the chain from that point on. Each chain's head (sequence and hash) is kept
+apart, on the incident's row or in `ledger_chain`, so a truncated tail is detected too; a writer holds the head's
+lock (the incident's, or the `ledger_chain` row's) while it appends, so concurrent appends serialise.
 """
 
 from __future__ import annotations
@@ -13,16 +16,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text as sql_text
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident
 from core.ledger.kinds import LedgerKind
-from core.ledger.models import DeskLedgerEntry, DeskLedgerHead, LedgerEntry
+from core.ledger.models import LedgerChain, LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
 from core.platform.failpoints import failpoint
 
 GENESIS = "0" * 64
+DESK = "desk"  # the duty desk's chain: what it records before (or without) an incident
+REGISTERS = "registers"  # register imports
+
+
+def incident_chain(incident_id: str) -> str:
+    return f"incident:{incident_id}"
 
 
 def canonical_json(value: Any) -> str:
@@ -53,6 +63,8 @@ def entry_hash(entry: LedgerEntry) -> str:
         "idempotency_key": entry.idempotency_key,
         "prev_hash": entry.prev_hash,
     }
+    if entry.incident_id is None:  # a named chain's entry (an incident's body is unchanged since the first entry)
+        body |= {"chain": entry.chain, "subject": entry.subject}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
@@ -88,6 +100,7 @@ def append(
         if existing is not None:
             return existing
     entry = LedgerEntry(
+        chain=incident_chain(incident.id),
         incident_id=incident.id,
         seq=incident.ledger_head_seq + 1,
         at=at or utcnow(),
@@ -145,7 +158,7 @@ def verify_entries(
         expected_seq += 1
     if head_seq is not None and head_seq != len(entries):
         return Verification(False, len(entries), len(entries) + 1,
-                            f"the incident records {head_seq} entries but {len(entries)} remain (truncated)")
+                            f"the head records {head_seq} entries but {len(entries)} remain (truncated)")
     if head_hash is not None and entries and head_hash != previous_hash:
         return Verification(False, len(entries), len(entries), "the last entry is not the recorded head")
     return Verification(True, len(entries), None)
@@ -165,68 +178,64 @@ def verify_incident(session: Session, incident_id: str) -> Verification:
     return verify_entries(entries, incident.ledger_head_seq, incident.ledger_head_hash)
 
 
-# -- the duty desk's chain: what the desk records before (or without) an incident ---------------------------------
-def desk_entry_hash(entry: DeskLedgerEntry) -> str:
-    body = {"chain": "desk", "seq": entry.seq, "at": _time(entry.at), "kind": entry.kind, "actor": entry.actor,
-            "subject": entry.subject, "digest": entry.digest, "details": entry.details,
-            "idempotency_key": entry.idempotency_key, "prev_hash": entry.prev_hash}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
-
-
-def _desk_head(session: Session) -> DeskLedgerHead:
-    query = select(DeskLedgerHead).where(DeskLedgerHead.id == 1)
+# -- named chains: records that belong to no incident -------------------------------------------------------------
+def lock_head(session: Session, chain: str) -> LedgerChain:
+    """The named chain's head, made on first use and locked for writing (a row lock on PostgreSQL; SQLite's write
+    transactions are serialised already, BEGIN IMMEDIATE)."""
+    if chain.startswith("incident:"):
+        raise ValueError("an incident's chain is appended to with append(), under the incident's lock")
+    session.execute(sql_text("INSERT INTO ledger_chain (name, seq, hash) VALUES (:name, 0, '') "
+                             "ON CONFLICT (name) DO NOTHING"), {"name": chain})
+    query = select(LedgerChain).where(LedgerChain.name == chain)
     if is_postgres(session):
         query = query.with_for_update()
-    head = session.exec(query.execution_options(populate_existing=True)).first()
-    if head is None:
-        head = DeskLedgerHead(id=1, seq=0, hash="")
-        session.add(head)
-        session.flush()
-    return head
+    return session.exec(query.execution_options(populate_existing=True)).one()
 
 
-def append_desk(session: Session, *, kind: LedgerKind, actor: str, subject: str, idempotency_key: str,
-                handed_over: Any = None, details: dict[str, Any] | None = None,
-                at: datetime | None = None) -> DeskLedgerEntry:
-    """Append one entry to the duty desk's chain (the head row is locked for it); a repeated idempotency key
-    returns the entry already written."""
-    existing = session.exec(select(DeskLedgerEntry).where(DeskLedgerEntry.idempotency_key == idempotency_key)).first()
+def append_to(session: Session, *, chain: str, kind: LedgerKind, actor: str, idempotency_key: str,
+              subject: str | None = None, from_party: str = "", to_party: str = "", handed_over: Any = None,
+              details: dict[str, Any] | None = None, at: datetime | None = None) -> LedgerEntry:
+    """Append one entry to a named chain (its head row is locked for it); a repeated idempotency key returns the
+    entry already written. A named chain's keys are its own: they are stored as `<chain>:<key>`."""
+    idempotency_key = f"{chain}:{idempotency_key}"
+    existing = session.exec(select(LedgerEntry).where(LedgerEntry.idempotency_key == idempotency_key)).first()
     if existing is not None:
         return existing
-    head = _desk_head(session)
-    entry = DeskLedgerEntry(seq=head.seq + 1, at=at or utcnow(), kind=kind, actor=actor, subject=subject,
-                            digest=digest_of(handed_over if handed_over is not None else {}), details=details or {},
-                            idempotency_key=idempotency_key, prev_hash=head.hash or GENESIS, hash="")
-    entry.hash = desk_entry_hash(entry)
+    head = lock_head(session, chain)
+    entry = LedgerEntry(chain=chain, incident_id=None, subject=subject, seq=head.seq + 1, at=at or utcnow(),
+                        kind=kind, actor=actor, from_party=from_party, to_party=to_party, step_key=None,
+                        digest=digest_of(handed_over if handed_over is not None else {}), details=details or {},
+                        idempotency_key=idempotency_key, prev_hash=head.hash or GENESIS, hash="")
+    entry.hash = entry_hash(entry)
     session.add(entry)
     head.seq, head.hash = entry.seq, entry.hash
     session.add(head)
     session.flush()
+    failpoint("ledger.appended")
     return entry
 
 
-def read_desk(session: Session, subject: str | None = None) -> list[DeskLedgerEntry]:
-    """The desk's entries in storage order (of one subject, when given)."""
-    query = select(DeskLedgerEntry)
+def read_named(session: Session, chain: str, subject: str | None = None) -> list[LedgerEntry]:
+    """A chain's entries in storage order (of one subject, when given)."""
+    query = select(LedgerEntry).where(LedgerEntry.chain == chain)
     if subject is not None:
-        query = query.where(DeskLedgerEntry.subject == subject)
-    return list(session.exec(query.order_by(col(DeskLedgerEntry.id))).all())
+        query = query.where(LedgerEntry.subject == subject)
+    return list(session.exec(query.order_by(col(LedgerEntry.id))).all())
 
 
-def verify_desk(session: Session) -> Verification:
-    """Check the desk's whole chain against its head, naming the first entry that does not fit."""
-    head = session.get(DeskLedgerHead, 1)
-    previous, expected = GENESIS, 1
-    entries = read_desk(session)
-    for entry in entries:
-        if entry.seq != expected:
-            return Verification(False, len(entries), min(expected, entry.seq),
-                                f"expected entry {expected}, found {entry.seq} (deleted or reordered)")
-        if entry.prev_hash != previous:
-            return Verification(False, len(entries), entry.seq, "does not link to the entry before it")
-        if desk_entry_hash(entry) != entry.hash:
-            return Verification(False, len(entries), entry.seq, "its content does not match its hash (edited)")
-        previous, expected = entry.hash, expected + 1
-    if head is not None and (head.seq != len(entries) or (entries and head.hash != previous)):
-        return Verification(False, len(entries), len(entries) + 1, "the desk's head does not match its entries")
-    return Verification(True, len(entries), None)
+def verify_chain(session: Session, chain: str) -> Verification:
+    """Check any chain against its head (an incident's: `incident:<id>`), naming the first entry that does not fit."""
+    if chain.startswith("incident:"):
+        return verify_incident(session, chain.partition(":")[2])
+    head = session.get(LedgerChain, chain)
+    entries = read_named(session, chain)
+    # No head at all while entries remain is a truncation too (the head row was removed).
+    return verify_entries(entries, head.seq if head else 0, head.hash if head else None)
+
+
+def named_chains(session: Session) -> list[str]:
+    """Every named chain, by name: those with a head, and those with entries (whose head may have been removed)."""
+    heads = set(session.exec(select(LedgerChain.name)).all())
+    written = set(session.exec(select(LedgerEntry.chain).where(col(LedgerEntry.incident_id).is_(None))
+                               .distinct()).all())
+    return sorted(heads | written)

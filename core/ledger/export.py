@@ -1,8 +1,8 @@
 """Signed ledger exports: a file that a third party checks offline, without Baton's database.
 
-An export holds the ledger chains of one incident (or all) and a **seal**: per incident, the number of
-entries, the head and the hash of every entry, with the time and who exported. Baton signs the SHA-256
-digest of the seal's canonical JSON with its Ed25519 key; the public key goes out beside the file.
+An export holds ledger chains (one incident's, one named chain's such as `desk`, or all of them) and a **seal**: per
+chain, the number of entries, the head and the hash of every entry, with the time and who exported. Baton signs the
+SHA-256 digest of the seal's canonical JSON with its Ed25519 key; the public key goes out beside the file.
 
 Checking a file (`python -m core.ledger.export verify FILE --public-key KEY`, or
 `baton ledger check-export FILE --public-key KEY`) needs only this module, the standard library and the
@@ -67,9 +67,16 @@ ENTRY_FIELDS = ("incident_id", "seq", "at", "kind", "actor", "from", "to", "step
                 "idempotency_key", "prev_hash", "hash")
 
 
+# A named chain's entry (no incident) also hashes its chain and subject.
+NAMED_FIELDS = ("chain", "subject")
+
+
 def entry_hash(entry: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the entry without its own hash (the body `core.ledger.chain` hashes)."""
-    return sha256_hex(canonical_json({k: entry.get(k) for k in ENTRY_FIELDS if k != "hash"}))
+    body = {k: entry.get(k) for k in ENTRY_FIELDS if k != "hash"}
+    if entry.get("incident_id") is None:
+        body |= {k: entry.get(k) for k in NAMED_FIELDS}
+    return sha256_hex(canonical_json(body))
 
 
 def _time(value: datetime) -> str:
@@ -78,7 +85,8 @@ def _time(value: datetime) -> str:
 
 
 def entry_to_dict(entry: LedgerEntry) -> dict[str, Any]:
-    return {"incident_id": entry.incident_id, "seq": entry.seq, "at": _time(entry.at), "kind": entry.kind,
+    named = {"chain": entry.chain, "subject": entry.subject} if entry.incident_id is None else {}
+    return {**named, "incident_id": entry.incident_id, "seq": entry.seq, "at": _time(entry.at), "kind": entry.kind,
             "actor": entry.actor, "from": entry.from_party, "to": entry.to_party, "step": entry.step_key,
             "digest": entry.digest, "details": entry.details, "idempotency_key": entry.idempotency_key,
             "prev_hash": entry.prev_hash, "hash": entry.hash}
@@ -160,20 +168,25 @@ def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
 # -- export ----------------------------------------------------------------------------------------------------
 
 
-def build_export(session: Session, *, incident: Incident | None = None, exported_by: str = "baton",
-                 key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
-    """The export of one incident's chain or of every incident's, sealed and signed.
+def build_export(session: Session, *, incident: Incident | None = None, chain: str | None = None,
+                 exported_by: str = "baton", key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    """The export of one incident's chain, of one named chain (`desk`, `registers`, `prevention:<run id>`), or of
+    every chain, sealed and signed.
 
     Refuses (ExportError) when a chain does not verify in the database: Baton signs only what holds."""
     from sqlmodel import col, select
 
     from core.incidents.models import Incident
-    from core.ledger.chain import read_chain, verify_entries
+    from core.ledger.chain import named_chains, read_chain, read_named, verify_entries
+    from core.ledger.models import LedgerChain
 
     if incident is not None:
-        incidents = [incident]
+        incidents, names = [incident], []
+    elif chain is not None:
+        incidents, names = [], [chain]
     else:
         incidents = list(session.exec(select(Incident).order_by(col(Incident.created_at), col(Incident.id))).all())
+        names = named_chains(session)
     signing = key or signing_key()
     sealed: list[dict[str, Any]] = []
     chains: list[dict[str, Any]] = []
@@ -191,14 +204,34 @@ def build_export(session: Session, *, incident: Incident | None = None, exported
                        "level": incident.level, "status": incident.status, "entries": len(rows),
                        "head_hash": head_hash or GENESIS, "hashes": [row["hash"] for row in rows]})
         chains.append({"incident_id": incident.id, "code": incident.code, "entries": rows})
+    sealed_named: list[dict[str, Any]] = []
+    named: list[dict[str, Any]] = []
+    for name in names:
+        head = session.get(LedgerChain, name)
+        if head is None:
+            if read_named(session, name):
+                raise ExportError(f"the ledger chain {name} does not verify in the database: its head is missing; "
+                                  "it is not exported")
+            raise ExportError(f"no ledger chain '{name}'")
+        head_seq, head_hash = head.seq, head.hash
+        entries = [e for e in read_named(session, name) if e.seq <= head_seq]
+        result = verify_entries(entries, head_seq, head_hash or None)
+        if not result.valid:
+            raise ExportError(f"the ledger chain {name} does not verify in the database: first bad entry "
+                              f"{result.first_bad_seq} ({result.reason}); it is not exported")
+        rows = [entry_to_dict(e) for e in entries]
+        sealed_named.append({"chain": name, "entries": len(rows), "head_hash": head_hash or GENESIS,
+                             "hashes": [row["hash"] for row in rows]})
+        named.append({"chain": name, "entries": rows})
+    scope = incident.code if incident is not None else chain if chain is not None else "all"
     seal = {"format": FORMAT, "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "exported_by": exported_by, "scope": incident.code if incident is not None else "all", "incidents": sealed}
+            "exported_by": exported_by, "scope": scope, "incidents": sealed, "chains": sealed_named}
     digest = sha256_hex(canonical_json(seal))
     signature = signing.sign(digest.encode("ascii"))
     return {"format": FORMAT, "seal": seal, "digest": digest,
             "signature": {"algorithm": "Ed25519", "key_id": key_id(signing),
                           "value": base64.b64encode(signature).decode("ascii")},
-            "public_key": public_pem(signing), "incidents": chains}
+            "public_key": public_pem(signing), "incidents": chains, "chains": named}
 
 
 def write_export(export: dict[str, Any], path: Path, public_key_path: Path | None = None) -> Path:
@@ -216,6 +249,7 @@ def write_export(export: dict[str, Any], path: Path, public_key_path: Path | Non
 class ExportCheck:
     valid: bool = True
     incidents: int = 0
+    chains: int = 0  # named chains (desk, registers, prevention runs)
     entries: int = 0
     key_id: str | None = None
     # The first bad entry: (incident code, seq) and why; problems lists everything found.
@@ -232,8 +266,9 @@ class ExportCheck:
             self.first_bad = (code, seq)
 
 
-def _check_chain(check: ExportCheck, code: str, incident_id: str, entries: list[Any],
-                 sealed: dict[str, Any] | None) -> None:
+def _check_chain(check: ExportCheck, code: str, incident_id: str | None, entries: list[Any],
+                 sealed: dict[str, Any] | None, chain: str | None = None) -> None:
+    """Check one chain: an incident's (`incident_id`) or a named one (`chain`, entries without an incident)."""
     hashes = list(sealed.get("hashes") or []) if sealed else []
     previous = GENESIS
     for index, entry in enumerate(entries):
@@ -247,8 +282,8 @@ def _check_chain(check: ExportCheck, code: str, incident_id: str, entries: list[
             check.fail(f"{code}: entry {min(expected_seq, found)}: expected entry {expected_seq} here, found {seq} "
                        "(deleted or reordered)", code, min(expected_seq, found))
             return
-        if entry.get("incident_id") != incident_id:
-            check.fail(f"{code}: entry {seq}: belongs to another incident", code, seq)
+        if entry.get("incident_id") != incident_id or (chain is not None and entry.get("chain") != chain):
+            check.fail(f"{code}: entry {seq}: belongs to another chain", code, seq)
             return
         if entry.get("prev_hash") != previous:
             check.fail(f"{code}: entry {seq}: does not link to the entry before it", code, seq)
@@ -315,6 +350,7 @@ def verify_export(export: Any, public_key: Ed25519PublicKey | bytes | str) -> Ex
         if incident_id not in seen:
             check.fail(f"{sealed.get('code')}: signed by Baton but its chain is missing from the file",
                        str(sealed.get("code")), 1)
+    _check_named(check, export, seal)
     digest = sha256_hex(canonical_json(seal))
     if export.get("digest") != digest:
         check.fail("the seal does not match its digest (the seal was altered)")
@@ -328,6 +364,31 @@ def verify_export(export: Any, public_key: Ed25519PublicKey | bytes | str) -> Ex
                    + (f" (the file names key {signer})" if signer and signer != check.key_id else "")
                    + ": signed by another key, or the seal was altered")
     return check
+
+
+def _check_named(check: ExportCheck, export: dict[str, Any], seal: dict[str, Any]) -> None:
+    """The named chains (no incident) in the file against the seal's."""
+    sealed_by_name = {str(s.get("chain")): s for s in _list(seal.get("chains")) if isinstance(s, dict)}
+    seen: set[str] = set()
+    for chain in _list(export.get("chains")):
+        if not isinstance(chain, dict):
+            check.fail("a chain in the file is not an object")
+            continue
+        name = str(chain.get("chain"))
+        if name in seen:
+            check.fail(f"{name}: its chain appears twice")
+            continue
+        seen.add(name)
+        entries = _list(chain.get("entries"))
+        check.chains += 1
+        check.entries += len(entries)
+        sealed = sealed_by_name.get(name)
+        if sealed is None:
+            check.fail(f"{name}: not in what Baton signed")
+        _check_chain(check, name, None, entries, sealed, chain=name)
+    for name in sealed_by_name:
+        if name not in seen:
+            check.fail(f"{name}: signed by Baton but its chain is missing from the file", name, 1)
 
 
 def verify_file(path: Path, public_key_path: Path) -> ExportCheck:
@@ -344,7 +405,9 @@ def verify_file(path: Path, public_key_path: Path) -> ExportCheck:
 def describe(check: ExportCheck) -> list[str]:
     """The lines a checker prints: the verdict, then each problem."""
     if check.valid:
-        return [f"valid: {check.incidents} incident(s), {check.entries} entries, signed by Baton key {check.key_id}"]
+        named = f"{check.chains} other chain(s), " if check.chains else ""
+        return [f"valid: {check.incidents} incident(s), {named}{check.entries} entries, signed by Baton key "
+                f"{check.key_id}"]
     head = "BROKEN"
     if check.first_bad is not None:
         head += f": {check.first_bad[0]} first bad entry {check.first_bad[1]}"

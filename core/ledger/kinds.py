@@ -1,5 +1,6 @@
 """Every kind of ledger entry, in one enum: the handoffs of an incident's run, the records of its learning stage,
-links between incidents and shared reports.
+links between incidents and shared reports, and the entries of the named chains that belong to no incident (the duty
+desk's, a prevention run's, the register imports').
 
 A kind is written into each entry and into its hash, so the values never change; a new record is a new member.
 """
@@ -69,7 +70,7 @@ class LedgerKind(StrEnum):
     plan_change_accepted = "plan.change_accepted"
     plan_change_rejected = "plan.change_rejected"
     # registers (core.registers): an import of a register file, with its counts. It belongs to no incident, so it
-    # is chained in the register's own append-only record (`register_import`), not an incident's chain.
+    # is an entry of the named chain `registers`, not an incident's chain.
     register_imported = "register.imported"
     # resources in incidents (core.resources): a department asks for reserves, the owning department approves all
     # or part (the reserve is drawn down) or refuses, dispatches, the requester confirms receipt and returns what
@@ -82,8 +83,8 @@ class LedgerKind(StrEnum):
     resource_returned = "resource.returned"
     reserve_below_safety_stock = "reserve.below_safety_stock"
     reserve_replenished = "reserve.replenished"
-    # prevention on schedules (core.prevention): a campaign run's tasks, findings and rectifications (整改), chained
-    # per run in `prevention_record`
+    # prevention on schedules (core.prevention): a campaign run's tasks, findings and rectifications (整改), in the
+    # run's named chain `prevention:<run id>`
     prevention_run_started = "prevention.run_started"  # a campaign's schedule slot ran
     inspection_assigned = "inspection.assigned"  # one register entry to inspect, for its owning department
     inspection_completed = "inspection.completed"  # answered: no hazard found
@@ -91,8 +92,9 @@ class LedgerKind(StrEnum):
     rectification_opened = "rectification.opened"  # 整改, with its deadline
     rectification_closed = "rectification.closed"  # closed with its evidence (photos, documents)
     prevention_escalated = "prevention.escalated"  # an inspection or rectification past its deadline
-    # the duty desk (core.desk): event record sheets (事件记录单) from phone, 12345 or app reports, reviewed by
-    # the duty leader (送审); duty logs (值班日志) handed over between shifts; leaders' instructions (批示)
+    # the duty desk (core.desk), in the named chain `desk`: event record sheets (事件记录单) from phone, 12345 or
+    # app reports, reviewed by the duty leader (送审); duty logs (值班日志) handed over between shifts; leaders'
+    # instructions (批示, in their incident's chain)
     sheet_recorded = "sheet.recorded"
     sheet_returned = "sheet.returned"  # back to the officer for more details
     sheet_amended = "sheet.amended"  # the officer added the details and sent it for review again

@@ -10,13 +10,17 @@ from sqlmodel import Field, SQLModel
 
 
 class LedgerEntry(SQLModel, table=True):
-    """One handoff. Hash-chained per incident; the database rejects UPDATE and DELETE on this table."""
+    """One entry of a chain: an incident's handoff (chain `incident:<id>`, with `incident_id`), or a record that
+    belongs to no incident, in a named chain (`desk`, `prevention:<run id>`, `registers`). Hash-chained per chain;
+    the database rejects UPDATE and DELETE on this table."""
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (UniqueConstraint("incident_id", "seq", name="uq_ledger_seq"),)
+    __table_args__ = (UniqueConstraint("chain", "seq", name="uq_ledger_chain_seq"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    chain: str = Field(max_length=80)
+    incident_id: str | None = Field(default=None, foreign_key="incident.id", index=True, max_length=36)
+    subject: str | None = Field(default=None, max_length=80, index=True)  # a named chain's `sheet:<id>`, `task:<id>`
     seq: int
     at: datetime
     kind: str = Field(max_length=32)
@@ -31,32 +35,12 @@ class LedgerEntry(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
-class DeskLedgerEntry(SQLModel, table=True):
-    """One change at the duty desk (值班值守) that belongs to no incident yet: an event record sheet recorded,
-    returned, amended, opened as an incident, merged or filed; a duty log's note or handover. Hash-chained as one
-    chain (`core.ledger.chain.append_desk`); the database rejects UPDATE and DELETE on this table."""
+class LedgerChain(SQLModel, table=True):
+    """A named chain's head (its last sequence number and hash): a cut-off tail is detected, and a writer locks this
+    row so that two appends never take the same place. An incident's head is kept on its row instead."""
 
-    __tablename__ = "desk_ledger_entry"
+    __tablename__ = "ledger_chain"
 
-    id: int | None = Field(default=None, primary_key=True)
-    seq: int = Field(unique=True)
-    at: datetime
-    kind: str = Field(max_length=32)
-    actor: str = Field(max_length=100)
-    subject: str = Field(max_length=80, index=True)  # what changed: `sheet:<id>`, `log:<id>`
-    digest: str = Field(max_length=64)
-    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    idempotency_key: str = Field(unique=True, max_length=200)
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64)
-
-
-class DeskLedgerHead(SQLModel, table=True):
-    """The duty desk chain's head (its last sequence number and hash): a cut-off tail is detected, and a writer
-    locks this row so that two appends never take the same place."""
-
-    __tablename__ = "desk_ledger_head"
-
-    id: int = Field(default=1, primary_key=True)
+    name: str = Field(primary_key=True, max_length=80)
     seq: int = 0
     hash: str = Field(default="", max_length=64)

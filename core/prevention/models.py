@@ -1,5 +1,6 @@
 """Tables of the prevention domain: a campaign's run for one schedule slot, the inspection and rectification tasks it
-and its findings create, the evidence files that close a rectification, and the hash-chained record of each handoff.
+and its findings create, the evidence files that close a rectification. Each handoff is an entry in the run's
+ledger chain (`prevention:<run id>`, `core.ledger.chain`).
 
 Their tasks are not `department_task` rows: those belong to an incident and to a step of its frozen plan (forms,
 scopes, the engine's walk); a campaign's tasks come from the registers when its slot falls due
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -38,8 +38,6 @@ class PreventionRun(SQLModel, table=True):
     started_by: str = Field(max_length=100)
     flow_run_id: str | None = Field(default=None, max_length=36)
     tasks_created: int = 0
-    ledger_head_seq: int = 0
-    ledger_head_hash: str = Field(default="", max_length=64)
 
 
 class PreventionTask(SQLModel, table=True):
@@ -87,26 +85,3 @@ class PreventionEvidence(SQLModel, table=True):
     size: int
     sha256: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
-
-
-class PreventionRecord(SQLModel, table=True):
-    """One handoff of a campaign run (task assigned, inspection answered, rectification opened or closed, escalated):
-    a ledger entry of a chain per run, as `ledger_entry` is per incident (same kinds, same hashing); append-only."""
-
-    __tablename__ = "prevention_record"
-    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_prevention_record_seq"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="prevention_run.id", index=True, max_length=36)
-    seq: int
-    at: datetime
-    kind: str = Field(max_length=32)  # LedgerKind
-    actor: str = Field(max_length=100)
-    from_party: str = Field(max_length=100)
-    to_party: str = Field(max_length=100)
-    task_id: str | None = Field(default=None, max_length=36)
-    digest: str = Field(max_length=64)
-    details: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    idempotency_key: str = Field(unique=True, max_length=200)
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64)

@@ -1,14 +1,13 @@
 """Prevention on schedules: a campaign's slot creates one inspection task per matching register entry for its owning
 department; an inspection's finding opens a rectification (整改) with its deadline; a rectification closes only with
 evidence. Reminders and escalation follow the incidents' rule (`core.incidents.deadlines.reminder_at`; escalation to
-the department's supervisor, else the emergency office). Every handoff is a record in its run's hash chain.
+the department's supervisor, else the emergency office). Every handoff is an entry in its run's ledger chain.
 
 Keyword-only functions that do not commit: the route, page or flow owns the transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -20,8 +19,9 @@ from core.attachments import service as attachments
 from core.incidents.deadlines import reminder_at
 from core.incidents.models import TaskStatus
 from core.incidents.service import COMMAND, SYSTEM
-from core.ledger.chain import GENESIS, canonical_json, digest_of
+from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
+from core.ledger.models import LedgerEntry
 from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
@@ -30,7 +30,6 @@ from core.prevention.campaigns import CAMPAIGNS, Campaign
 from core.prevention.models import (
     PreventionEvidence,
     PreventionKind,
-    PreventionRecord,
     PreventionRun,
     PreventionTask,
 )
@@ -54,17 +53,14 @@ def as_utc(moment: datetime) -> datetime:
 # -- the record: a hash chain per run ----------------------------------------------------------------------------
 
 
-def record_hash(entry: PreventionRecord) -> str:
-    body = {"run_id": entry.run_id, "seq": entry.seq, "at": as_utc(entry.at).isoformat(timespec="microseconds"),
-            "kind": entry.kind, "actor": entry.actor, "from": entry.from_party, "to": entry.to_party,
-            "task": entry.task_id, "digest": entry.digest, "details": entry.details,
-            "idempotency_key": entry.idempotency_key, "prev_hash": entry.prev_hash}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+def run_chain(run_id: str) -> str:
+    """The ledger chain of a campaign run."""
+    return f"prevention:{run_id}"
 
 
 def lock_run(session: Session, run_id: str) -> PreventionRun:
-    """The run for writing: its chain's head moves with each record (a row lock on PostgreSQL; SQLite's write
-    transactions are serialised already)."""
+    """The run for writing its tasks (a row lock on PostgreSQL; SQLite's write transactions are serialised
+    already); its ledger chain's head has a lock of its own."""
     query = select(PreventionRun).where(PreventionRun.id == run_id)
     if is_postgres(session):
         query = query.with_for_update(key_share=True)
@@ -76,43 +72,12 @@ def lock_run(session: Session, run_id: str) -> PreventionRun:
 
 def record(session: Session, *, run: PreventionRun, kind: LedgerKind, actor: str, from_party: str, to_party: str,
            key: str, at: datetime, task_id: str | None = None, handed_over: Any = None,
-           details: dict[str, Any] | None = None) -> PreventionRecord:
-    """Append one record to the run's chain (the caller holds the run, `lock_run`); a repeated key returns the
-    record already written."""
-    existing = session.exec(select(PreventionRecord).where(PreventionRecord.idempotency_key == key)).first()
-    if existing is not None:
-        return existing
-    entry = PreventionRecord(run_id=run.id, seq=run.ledger_head_seq + 1, at=at, kind=kind, actor=actor,
-                             from_party=from_party, to_party=to_party, task_id=task_id,
-                             digest=digest_of(handed_over if handed_over is not None else {}),
-                             details=details or {}, idempotency_key=key,
-                             prev_hash=run.ledger_head_hash or GENESIS, hash="")
-    entry.hash = record_hash(entry)
-    session.add(entry)
-    run.ledger_head_seq = entry.seq
-    run.ledger_head_hash = entry.hash
-    session.add(run)
-    session.flush()
-    return entry
-
-
-def read_records(session: Session, run_id: str) -> list[PreventionRecord]:
-    return list(session.exec(select(PreventionRecord).where(PreventionRecord.run_id == run_id)
-                             .order_by(col(PreventionRecord.id))).all())
-
-
-def verify_run(session: Session, run_id: str) -> int | None:
-    """The first record of the run's chain that does not fit (edited, reordered, cut short), or None."""
-    run = session.get(PreventionRun, run_id)
-    previous, expected = GENESIS, 1
-    entries = read_records(session, run_id)
-    for entry in entries:
-        if entry.seq != expected or entry.prev_hash != previous or record_hash(entry) != entry.hash:
-            return expected
-        previous, expected = entry.hash, expected + 1
-    if run is not None and (run.ledger_head_seq != len(entries) or (entries and run.ledger_head_hash != previous)):
-        return len(entries) + 1
-    return None
+           details: dict[str, Any] | None = None) -> LedgerEntry:
+    """Append one record to the run's ledger chain (`prevention:<run id>`); a repeated key returns the record
+    already written."""
+    return ledger.append_to(session, chain=run_chain(run.id), kind=kind, actor=actor, idempotency_key=key,
+                            subject=f"task:{task_id}" if task_id else None, from_party=from_party,
+                            to_party=to_party, handed_over=handed_over, details=details, at=at)
 
 
 # -- a campaign's slot -------------------------------------------------------------------------------------------

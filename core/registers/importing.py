@@ -1,7 +1,7 @@
 """Importing a register file: every row checked on its own (a bad row is named by its number and field, with a
 stable code and why, and left out; the good rows are kept), each entry found again by its natural key (so the
 same file twice changes nothing, and a changed row updates its entry), and the import recorded whole, with its
-counts and refused rows, in the append-only, hash-chained `register_import` (ledger kind `register.imported`).
+counts and refused rows, as an entry of the ledger chain `registers` (kind `register.imported`).
 
 Who imports what: the office every entry; a department only its own organisation's (a blank organisation is its
 own; a row naming another is refused, as is a row whose code another organisation's entry already has).
@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
-from sqlalchemy import text as sql_text
 from sqlmodel import Session, col, select
 
 from core.geo.shapes import Datum, GeometryInvalid, Place, from_geojson, from_point
-from core.ledger.chain import GENESIS, canonical_json
+from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
+from core.ledger.models import LedgerEntry
 from core.plans.store import registry
 from core.platform.clock import utcnow
-from core.platform.db import is_postgres
+from core.platform.db import new_id
 from core.platform.tabular import RowProblem
 from core.registers import columns as cols
 from core.registers.files import Row
-from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterImport, RegisterKind
+from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind
 from core.registers.service import RESTRICTED, may_import, writes_all
 from core.users.models import User
 
@@ -194,39 +193,14 @@ def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source
 
 
 def _record(session: Session, result: ImportResult, *, actor: str, organisation: str | None,
-            data: bytes) -> RegisterImport:
-    """Append the import's record to the register chain (one writer at a time: SQLite's write lock, an advisory
-    lock on PostgreSQL)."""
-    if is_postgres(session):
-        session.execute(sql_text("SELECT pg_advisory_xact_lock(hashtext('register_import'))"))
-    last = session.exec(select(RegisterImport.hash).order_by(col(RegisterImport.id).desc()).limit(1)).first()
-    record = RegisterImport(kind=LedgerKind.register_imported, register_kind=result.register.value, actor=actor,
-                            organisation=organisation, source=result.source,
-                            file_sha256=hashlib.sha256(data).hexdigest(), rows=result.rows, added=result.added,
-                            updated=result.updated, unchanged=result.unchanged, refused=len(result.problems),
-                            problems=[p.as_dict() for p in result.problems[:STORED_PROBLEMS]],
-                            prev_hash=last or GENESIS, hash="")
-    record.hash = record_hash(record)
-    session.add(record)
-    session.flush()
-    return record
-
-
-def record_hash(record: RegisterImport) -> str:
-    at = record.at if record.at.tzinfo is not None else record.at.replace(tzinfo=UTC)
-    body = {"at": at.astimezone(UTC).isoformat(timespec="microseconds"), "kind": record.kind,
-            "register": record.register_kind, "actor": record.actor, "organisation": record.organisation,
-            "source": record.source, "file_sha256": record.file_sha256,
-            "counts": [record.rows, record.added, record.updated, record.unchanged, record.refused],
-            "problems": record.problems, "prev_hash": record.prev_hash}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
-
-
-def verify_records(session: Session) -> int | None:
-    """The id of the first import record that does not fit the chain (edited, removed, reordered), or None."""
-    previous = GENESIS
-    for record in session.exec(select(RegisterImport).order_by(col(RegisterImport.id))).all():
-        if record.prev_hash != previous or record_hash(record) != record.hash:
-            return record.id
-        previous = record.hash
-    return None
+            data: bytes) -> LedgerEntry:
+    """Append the import's record to the ledger chain `registers` (its head is locked for it): the file's name and
+    SHA-256, the counts and the first refused rows."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    details = {"register": result.register.value, "organisation": organisation, "source": result.source,
+               "file_sha256": sha256, "rows": result.rows, "added": result.added, "updated": result.updated,
+               "unchanged": result.unchanged, "refused": len(result.problems),
+               "problems": [p.as_dict() for p in result.problems[:STORED_PROBLEMS]]}
+    return ledger.append_to(session, chain=ledger.REGISTERS, kind=LedgerKind.register_imported, actor=actor,
+                            idempotency_key=f"import:{new_id()}", subject=f"register:{result.register.value}",
+                            from_party=organisation or "", handed_over={"file_sha256": sha256}, details=details)

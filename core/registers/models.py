@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, Index, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -154,31 +153,6 @@ class VulnerableResident(RegisterEntry, table=True):
     category: str = Field(default="", max_length=32)  # elderly_alone, disabled, bedridden, pregnant, child, other
     keeper_name: str = Field(default="", max_length=100)  # 包保责任人
     keeper_phone: str = Field(default="", max_length=40)
-
-
-class RegisterImport(SQLModel, table=True):
-    """One import of a register file, whole: who, what, the counts and the refused rows. Append-only and
-    hash-chained (`prev_hash` → `hash`, over its canonical JSON, as the ledger's entries are), because a register
-    import belongs to no incident's chain."""
-
-    __tablename__ = "register_import"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, index=True)
-    kind: str = Field(max_length=32)  # the ledger kind (register.imported)
-    register_kind: str = Field(max_length=32)  # RegisterKind
-    actor: str = Field(max_length=100)
-    organisation: str | None = Field(default=None, max_length=64)  # the importing department, None for the office
-    source: str = Field(max_length=200)  # the file's name
-    file_sha256: str = Field(max_length=64)
-    rows: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    refused: int = 0
-    problems: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(unique=True, max_length=64)
 
 
 REGISTER_TABLES: dict[RegisterKind, type[RegisterEntry]] = {

@@ -598,7 +598,8 @@ def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariant
 
     entries_of: dict[str, list[LedgerEntry]] = defaultdict(list)
     for entry in entries:
-        entries_of[entry.incident_id].append(entry)
+        if entry.incident_id is not None:
+            entries_of[entry.incident_id].append(entry)
     tasks_by_id = {t.id: t for t in tasks}
     keyed = Counter(e.idempotency_key for e in entries)
     kinds_of_task: dict[str, Counter[str]] = defaultdict(Counter)
