@@ -41,6 +41,7 @@ from sqlmodel import col, select
 
 from core.attachments import service as attachments
 from core.attachments.models import Attachment
+from core.desk.models import DutyLog, EventSheet, Instruction
 from core.incidents.cascade import open_linked
 from core.incidents.engine import escalation_target
 from core.incidents.handoffs import complete, hand_back
@@ -52,7 +53,10 @@ from core.plans.store import current_plan_text, current_plans, plan_for_version,
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from core.prevention.models import PreventionEvidence
+from core.registers.models import RegisterKind
 from core.reporting.models import UpwardReport
+from core.resources.models import ResourceRequest
 from core.sharing.models import CapAlert, SituationReport
 from core.users.models import User
 from core.users.service import issue_token
@@ -295,6 +299,16 @@ def build(scenario: Scenario) -> None:
         leak = open_linked(session, parent_id=flood["id"], type_key="hazmat_leak", actor="baton",
                            reason=m.office_only("chemical leak cascade reason"), key="canary")
         scenario.incidents["hazmat_leak"] = leak.id
+    # The duty desk: a phone report recorded as an event record sheet (the office's own, never a department's), and
+    # a leader's instruction on the typhoon for two departments (those named read it; nobody else).
+    scenario.api("office", "POST", "/api/sheets", json={
+        "source": "phone", "caller": m.office_only("sheet caller"), "callback": "13800000000",
+        "place": m.office_only("sheet place"), "occurred_at": (utcnow() - timedelta(minutes=5)).isoformat(),
+        "what": m.office_only("sheet what happened"), "injured": 1})
+    named = [author, other]
+    scenario.api("office", "POST", f"/api/incidents/{typhoon['id']}/instructions", json={
+        "text": m.text(Scope("leader's instruction", frozenset(named))), "departments": named,
+        "leader": m.text(Scope("instructing leader", frozenset(named)))})
     warning = scenario.api("office", "POST", f"/api/incidents/{leak.id}/warnings", json=WARNING)
     release_warning(leak.id, warning["id"])
     # A linked power cut nobody has worked on yet (no warning: its title is not public) and the epidemic it
@@ -411,7 +425,12 @@ def object_ids(scenario: Scenario) -> dict[str, list[str]]:
                 "delivery_id": ids(OutboundDelivery), "alert_id": ids(CapAlert), "user_id": ids(User),
                 "identifier": [str(row) for row in session.exec(select(CapAlert.identifier)).all()],
                 "report_id": ids(UpwardReport), "attachment_id": ids(Attachment),
-                "type_key": sorted({i.type for i in session.exec(select(Incident)).all()})}
+                "type_key": sorted({i.type for i in session.exec(select(Incident)).all()}),
+                "sheet_id": ids(EventSheet), "log_id": ids(DutyLog), "instruction_id": ids(Instruction),
+                "request_id": ids(ResourceRequest), "evidence_id": ids(PreventionEvidence),
+                "kind": [k.value for k in RegisterKind],
+                # An answer link is its own credential and never stored: the canary shows a made-up one is refused.
+                "token": ["not-a-real-link"]}
 
 
 def urls(path: str, query: set[str], ids: dict[str, list[str]]) -> Iterator[str]:
