@@ -166,6 +166,11 @@ class TaskDetail(TaskPublic):
     checks: list[dict[str, Any]] = []  # rules between the form's fields: {field, op, other}, e.g. rainfall_1h le …
     inputs: list[dict[str, Any]]
     note: str | None = None
+    registers: dict[str, Any] | None = Field(
+        default=None, description="The register entries inside the warning area handed to the task when it was "
+                                  "assigned (those the reader may read), or a note that no warning had an area yet.")
+    prefill: dict[str, Any] = Field(default_factory=dict,
+                                    description="Answers the register entries suggest for the form's fields.")
 
 
 class CompleteIn(Strict):

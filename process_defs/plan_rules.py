@@ -26,6 +26,10 @@ from process_defs.schema import (
     EVERYONE,
     LEVELS,
     PUBLIC,
+    REGISTER_AREAS,
+    REGISTER_FILLS,
+    REGISTER_KINDS,
+    RESTRICTED_REGISTERS,
     STAGES,
     Classification,
     DepartmentRegistry,
@@ -394,6 +398,44 @@ def sharing(ctx: PlanContext, at: StepAt) -> list[Problem]:
             for j, target in enumerate(at.step.share.with_) if target != "all" and target not in ctx.dept_keys]
 
 
+def registers(ctx: PlanContext, at: StepAt) -> list[Problem]:
+    """A step's register entries: registers that exist, an area Baton knows, a person's step (an automated one has
+    no page to show them on), restricted registers only for a community's step, and `fill` naming a text or number
+    field of the step's form and one of the registers asked for."""
+    query = at.step.registers
+    if query is None:
+        return []
+    base = (*at.path, "registers")
+    problems = []
+    if at.step.kind != "human":
+        problems.append(ctx.problem(base, "only a person's step (kind: human) is handed register entries"))
+    for i, kind in enumerate(query.kinds):
+        if kind not in REGISTER_KINDS:
+            problems.append(ctx.problem((*base, "kinds", i), f"unknown register '{kind}' (one of "
+                                                              f"{', '.join(REGISTER_KINDS)})"))
+        elif kind in RESTRICTED_REGISTERS and ctx.registry is not None:
+            dept = ctx.registry.department(at.step.department)
+            if dept is not None and dept.kind != "community":
+                problems.append(ctx.problem((*base, "kinds", i), f"'{kind}' is read only by the owning community "
+                                                                  f"and the emergency office, not by "
+                                                                  f"'{at.step.department}' ({dept.kind.value})"))
+    if query.within not in REGISTER_AREAS:
+        problems.append(ctx.problem((*base, "within"), f"unknown area '{query.within}' (one of "
+                                                        f"{', '.join(REGISTER_AREAS)})"))
+    for key, kind in query.fill.items():
+        form_field = at.step.field(key)
+        fpath = (*base, "fill", key)
+        if form_field is None:
+            problems.append(ctx.problem(fpath, f"the step's form has no field '{key}'"))
+        elif form_field.type.value not in REGISTER_FILLS:
+            problems.append(ctx.problem(fpath, f"'{key}' is a {form_field.type.value} field; register entries fill "
+                                               "a text field (their names) or a number field (how many)"))
+        if kind not in query.kinds:
+            problems.append(ctx.problem(fpath, f"'{kind}' is not among the registers the step asks for "
+                                               f"({', '.join(query.kinds)})"))
+    return problems
+
+
 # -- rules on the order of steps --------------------------------------------------------------------------------
 def dependency_cycles(ctx: PlanContext) -> list[Problem]:
     problems = []
@@ -668,7 +710,7 @@ StepRule = Callable[[PlanContext, StepAt], list[Problem]]
 # dependency graph, each step against the steps before it, how stages end, upward reporting.
 LAYOUT_RULES: tuple[PlanRule, ...] = (stage_order, key_matches_file_name, unique_step_keys)
 STEP_RULES: tuple[StepRule, ...] = (step_department, step_kind, form_fields, form_checks, dependencies, deadlines,
-                                    escalation, sharing)
+                                    escalation, sharing, registers)
 GRAPH_RULES: tuple[PlanRule, ...] = (dependency_cycles,)
 FLOW_RULES: tuple[StepRule, ...] = (condition, inputs, warning_sources)
 ENDING_RULES: tuple[PlanRule, ...] = (gates, after_action_review, upward_reporting, field_scopes, answering)

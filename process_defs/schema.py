@@ -379,6 +379,35 @@ class Termination(Strict):
     approved_by: list[str] | None = None
 
 
+REGISTER_KINDS: tuple[str, ...] = ("risk_point", "shelter", "reserve", "team", "expert", "vulnerable_resident")
+"""The registers a step may ask for (`core.registers.models.RegisterKind` has the same values; a test holds them
+equal, since the plan language imports nothing of Baton's)."""
+
+RESTRICTED_REGISTERS: frozenset[str] = frozenset({"vulnerable_resident"})
+"""Registers only the owning community (and the emergency office) read: a plan gives them to community steps only."""
+
+REGISTER_AREAS: tuple[str, ...] = ("warning_area",)
+"""Where a step's register entries are looked for: `warning_area`, the areas (CAP polygons and circles) of the
+incident's warnings in force when the step is assigned."""
+
+REGISTER_FILLS: frozenset[str] = frozenset({"text", "number"})
+"""The form fields a step's register entries pre-fill: a text field with their names (one a line), a number field
+with how many there are."""
+
+
+class RegisterQuery(Strict):
+    """A step's register entries (`registers: {kinds: [shelter, risk_point], within: warning_area}`): when the step
+    is assigned, the entries of these registers inside the area are resolved for the department holding it, stored
+    with its task, shown on its page, and pre-fill the form fields `fill` names (field key -> register kind)."""
+
+    kinds: list[str] = Field(min_length=1)
+    within: str = "warning_area"
+    fill: dict[str, str] = Field(
+        default_factory=dict,
+        description="Form field key -> register kind: a text field gets the entries' names, one a line; a number "
+                    "field how many there are.")
+
+
 class Step(Strict):
     key: str = Field(pattern=KEY_PATTERN)
     title: Text
@@ -408,6 +437,9 @@ class Step(Strict):
     must_answer: bool = Field(
         default=False, description="叫应: once the step is completed, the officials of the plan's `answering:` block "
                                    "must each confirm it, within the limit for the incident's level colour.")
+    registers: RegisterQuery | None = Field(
+        default=None, description="Register entries inside the incident's warning area, handed to the task when it is "
+                                  "assigned (shelters and risk points for an evacuation).")
 
     @field_validator("deadline", mode="before")
     @classmethod

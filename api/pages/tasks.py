@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -28,12 +29,15 @@ from core.platform.clock import utcnow
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.platform.settings import get_settings
 from core.prevention import service as prevention
+from core.registers.columns import KIND_NAMES, RISK_KIND_NAMES
 from core.users import rosters
 from process_defs.schema import FieldType, Step
 
 ACTIONABLE = (TaskStatus.assigned, TaskStatus.acknowledged, TaskStatus.escalated)
 
 router = page_router()
+REGISTER_NAMES = {kind.value: {"zh": zh, "en": en} for kind, (zh, en) in KIND_NAMES.items()}
+RISK_NAMES = {key: {"zh": zh, "en": en} for key, (zh, en) in RISK_KIND_NAMES.items()}
 
 
 def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
@@ -82,12 +86,19 @@ def _actable_task(session: Session, principal: Principal, task_id: str) -> Depar
     return task
 
 
+def _moment(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
 def _task_page(request: Request, principal: Principal, session: Session, task: DepartmentTask, *,
                values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
                error_params: dict[str, dict[str, Any]] | None = None,
                problem: str | None = None, reason: str = "", notice: str | None = None,
                open_work: list[dict[str, Any]] | None = None, status_code: int = 200) -> HTMLResponse:
-    detail = reads.task_detail(session, task)
+    detail = reads.task_detail(session, task, user=principal.user)
     step: Step = detail["step"]
     plan = plan_for_version(session, detail["incident"].plan_version_id)
     # Each shared value with its field's definition, to show choices by label, times locally, units.
@@ -97,7 +108,10 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
     open_ = task.status in ACTIONABLE
     return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
                 inputs=inputs, fields=list(step.form), values=values if values is not None
-                else form_values(step, task.outputs or {}), errors=errors or {}, error_params=error_params or {},
+                else form_values(step, task.outputs or (detail["prefill"] if open_ else {})),
+                registers=detail["registers"], registers_at=_moment((detail["registers"] or {}).get("at")),
+                register_names=REGISTER_NAMES, risk_kinds=RISK_NAMES,
+                errors=errors or {}, error_params=error_params or {},
                 problem=problem, reason=reason,
                 can_act=acting and open_,
                 can_ack=acting and open_ and task.acknowledged_at is None

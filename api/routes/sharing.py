@@ -72,6 +72,10 @@ class WarningIn(Strict):
                       "CBRNE", "Other"] = "Met"
     response_type: Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess", "AllClear",
                            "None"] = "Prepare"
+    polygons: list[Annotated[str, Field(max_length=20000)]] | None = Field(
+        default=None, max_length=20,
+        description="The area the warning applies to, as CAP polygons (`lat,lon lat,lon …`, WGS-84, closed); the "
+                    "incident's place gives a circle in any case.")
 
 
 class SignalIn(Strict):
@@ -105,6 +109,10 @@ class WarningChanges(Strict):
     headline: WarningText | None = None
     description: WarningText | None = None
     instruction: WarningText | None = None
+    polygons: list[Annotated[str, Field(max_length=20000)]] | None = Field(
+        default=None, max_length=20,
+        description="A redraft: the area the warning applies to, as CAP polygons (`lat,lon lat,lon …`, WGS-84, "
+                    "closed); the incident's place gives a circle in any case.")
 
     def texts(self) -> dict[str, Any]:
         return {name: (getattr(self, name).model_dump() if getattr(self, name) is not None else None)
@@ -205,7 +213,7 @@ def warn(incident_id: str, body: WarningIn, principal: OfficeUser, session: Sess
                                   response_type=body.response_type, valid_for=body.valid_for,
                                   description=[_literal(body.description)] if body.description else [])
     alert = release.draft(session, incident_id=incident.id, params=params, department=COMMAND, actor=principal.actor,
-                          key=key, colour=body.colour)
+                          key=key, colour=body.colour, polygons=body.polygons)
     assert alert is not None  # an Alert is always drafted
     return _alert(alert)
 
@@ -259,7 +267,8 @@ def redraft_warning(incident_id: str, alert_id: str, body: WarningChanges, princ
     incident = reads.get_incident(session, incident_id, _reader(principal))
     return _alert(release.redraft(session, incident_id=incident.id, alert_id=alert_id, actor=principal.actor,
                                   department=None if principal.sees_all else principal.acts_for,
-                                  colour=body.colour, expires_at=body.expires_at, **body.texts()))
+                                  colour=body.colour, expires_at=body.expires_at, polygons=body.polygons,
+                                  **body.texts()))
 
 
 @router.post("/api/incidents/{incident_id}/warnings/{alert_id}/sign",

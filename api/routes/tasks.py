@@ -114,9 +114,9 @@ def inbox(request: Request, principal: CurrentUser, session: SessionDep,
 def detail(task_id: str, principal: CurrentUser, session: SessionDep) -> TaskDetail:
     """The task, the form to fill, and the inputs other departments' earlier steps share with it."""
     task = _readable(session, principal, task_id)
-    view = reads.task_detail(session, task)
+    view = reads.task_detail(session, task, user=principal.user)
     return TaskDetail(**public(session, task).model_dump(), form=view["form"], checks=view["checks"],
-                      inputs=view["inputs"], note=task.note)
+                      inputs=view["inputs"], note=task.note, registers=view["registers"], prefill=view["prefill"])
 
 
 @router.post("/{task_id}/acknowledge", response_model=TaskPublic)

@@ -11,12 +11,14 @@ not its first) or has fewer than four positions, a polygon that crosses itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from xml.etree import ElementTree
 
 import prcoords
 from shapely.geometry import Point, Polygon, mapping
@@ -288,4 +290,40 @@ def parse_cap_area(*, polygons: Iterable[str] = (), circles: Iterable[str] = ())
             raise _refuse("bad_radius", f"a circle's radius is 0 to {MAX_RADIUS_KM:g} km",
                           f"圆的半径应在0到{MAX_RADIUS_KM:g}千米之间")
         rounds.append(Circle(lat, lon, radius))
+    return Area(shapes, rounds)
+
+
+CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+
+
+def cap_area_texts(element: ElementTree.Element) -> tuple[list[str], list[str]]:
+    """The `<circle>` and `<polygon>` texts of the first `<area>` under a CAP `<info>` (or of every info under an
+    `<alert>`, each once: the Chinese and English infos repeat the same area)."""
+    ns = {"cap": CAP_NAMESPACE}
+    infos = element.findall("cap:info", ns) if element.tag.endswith("alert") else [element]
+    circles: list[str] = []
+    polygons: list[str] = []
+    for info in infos:
+        for area in info.findall("cap:area", ns):
+            circles += [c.text or "" for c in area.findall("cap:circle", ns) if (c.text or "") not in circles]
+            polygons += [p.text or "" for p in area.findall("cap:polygon", ns) if (p.text or "") not in polygons]
+    return circles, polygons
+
+
+def cap_alert_area(xml: str) -> Area:
+    """Where a stored CAP alert applies: its polygons and circles, each that can be read (one that cannot is left
+    out rather than the whole area refused: the alert was already released)."""
+    try:
+        root = ElementTree.fromstring(xml.encode("utf-8"))
+    except (ElementTree.ParseError, UnicodeError):
+        return Area()
+    circles, polygons = cap_area_texts(root)
+    shapes: list[Polygon] = []
+    rounds: list[Circle] = []
+    for text in polygons:
+        with contextlib.suppress(GeometryInvalid):
+            shapes += parse_cap_area(polygons=[text]).polygons
+    for text in circles:
+        with contextlib.suppress(GeometryInvalid):
+            rounds += parse_cap_area(circles=[text]).circles
     return Area(shapes, rounds)

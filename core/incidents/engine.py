@@ -26,6 +26,7 @@ from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import LeaseLost
 from core.platform.failpoints import failpoint
+from core.registers import service as registers
 from process_defs.schema import STAGES, Condition, IncidentType, Step
 
 
@@ -151,11 +152,18 @@ class _Advancer:
             task.assignee = holders[0].username if len(holders) == 1 else None
         deadline = step.deadline_for(self.incident.level)
         task.due_at = self.now + deadline / self.incident.clock_speed if deadline else None
+        if step.registers is not None and step.kind == "human":
+            # The register entries inside the warning area, as the holding department may read them, kept with the
+            # task (and their digest in the ledger) so that what it was shown stays on record.
+            task.registers = registers.entries_for_task(
+                self.session, incident_id=self.incident.id, kinds=step.registers.kinds, within=step.registers.within,
+                department=task.department, now=self.now)
         self.session.add(task)
         handed = shared_inputs(self.plan, step, self.tasks, holder=task.department)
         # The task was created by this reconciliation (`_new_task`): its key is new.
         self._ledger(kind, key=f"{task.id}:assigned", fresh=True, actor=actor, from_party=from_party,
-                     to_party=task.position or task.department, step_key=step.key, handed_over={"inputs": handed},
+                     to_party=task.position or task.department, step_key=step.key,
+                     handed_over={"inputs": handed} | ({"registers": task.registers} if task.registers else {}),
                      details={"attempt": task.attempt, "due_at": task.due_at.isoformat() if task.due_at else None,
                               "kind": step.kind.value} | ({"position": task.position} if task.position else {})
                      | ({"meant": task.meant, "assignee": task.assignee} if task.position and step.kind == "human"
@@ -178,7 +186,8 @@ class _Advancer:
                          payload={"task": {"id": task.id, "step": step.key, "title": step.title.model_dump(),
                                            "stage": task.stage, "due_at": task.due_at.isoformat()
                                            if task.due_at else None, "inputs": handed,
-                                           "form": [f.model_dump(mode="json") for f in step.form]}})
+                                           "form": [f.model_dump(mode="json") for f in step.form],
+                                           **({"registers": task.registers} if task.registers else {})}})
 
     # -- steps ---------------------------------------------------------------------------------------
     def activate(self, stage: str) -> bool:

@@ -139,6 +139,10 @@ class DepartmentTask(SQLModel, table=True):
     cancelled_at: datetime | None = None
     cancel_reason: str | None = Field(default=None, max_length=200)
     outputs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # The register entries the step asked for (`registers:` in the plan), as resolved for the holding department when
+    # the task was assigned: the warnings whose area was searched, the entries inside it, or a note that none had an
+    # area yet. Kept so that what the department was shown stays on record.
+    registers: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     note: str | None = Field(default=None, sa_column=Column(Text))
 
 

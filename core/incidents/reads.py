@@ -30,6 +30,8 @@ from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.errors import NotFound
 from core.platform.paging import Page, paged
+from core.registers import service as registers
+from core.users.models import User
 from process_defs.schema import STAGES, reaches
 
 
@@ -127,9 +129,10 @@ def attempts(session: Session, task: DepartmentTask) -> list[DepartmentTask]:
                              .order_by(col(DepartmentTask.attempt))).all())
 
 
-def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
+def task_detail(session: Session, task: DepartmentTask, *, user: User | None = None) -> dict[str, Any]:
     """The task with its step's form and the inputs from earlier steps: what the plan hands the task's holder
-    (`engine.shared_inputs`, as in the assignment's ledger entry and webhook), never more."""
+    (`engine.shared_inputs`, as in the assignment's ledger entry and webhook), never more; with `user`, the
+    register entries handed to the task as that user may read them, and the answers they pre-fill."""
     incident = session.get(Incident, task.incident_id)
     assert incident is not None
     plan = plan_for_version(session, incident.plan_version_id)
@@ -149,7 +152,9 @@ def task_detail(session: Session, task: DepartmentTask) -> dict[str, Any]:
         inputs.append({"step": src_key, "title": src_step.title.model_dump(), "department": source.department,
                        "department_name": dept.name.model_dump() if dept else None,
                        "completed_at": source.completed_at, "fields": fields})
-    return {"task": task, "incident": incident, "step": step, "inputs": inputs,
+    handed = registers.readable_handed(session, task.registers, user=user) if user is not None else None
+    return {"task": task, "incident": incident, "step": step, "inputs": inputs, "registers": handed,
+            "prefill": registers.prefill(step, handed),
             "form": [f.model_dump(mode="json") for f in step.form],
             "checks": [c.model_dump(mode="json") for c in step.checks]}
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, or_, select
 
-from core.geo.shapes import Area, stored
+from core.geo.shapes import Area, cap_alert_area, stored
 from core.plans.store import registry
 from core.platform.errors import BatonError, NotFound
 from core.registers.columns import KIND_NAMES
-from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind, VulnerableResident
+from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind, Shelter, VulnerableResident
+from core.sharing.models import CapAlert, in_force_where
 from core.users.models import Role, User
+from process_defs.schema import FieldType, Step
 
 RESTRICTED = {RegisterKind.vulnerable_resident}
 MAX_LIST = 500
@@ -189,3 +192,104 @@ def register_layers(session: Session, principal: User,
         layers[kind.value] = {"type": "FeatureCollection", "name": kind.value, "title": {"zh": zh, "en": en},
                               "features": [feature(kind, e) for e in rows]}
     return layers
+
+
+# -- a step's register entries: those inside the incident's warning area -----------------------------------------
+NO_WARNING_AREA = "no_warning_area"  # no warning with an area (polygon or circle) was in force: nothing searched
+
+
+def warning_area(session: Session, *, incident_id: str, now: datetime) -> tuple[Area, list[CapAlert]]:
+    """The area of the incident's warnings in force at `now` (their CAP polygons and circles together), and those
+    warnings (oldest first); an empty area when none is in force or none has a polygon or circle."""
+    alerts = list(session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id, *in_force_where(now))
+                               .order_by(col(CapAlert.sent_at))).all())
+    polygons, circles = [], []
+    with_area = []
+    for alert in alerts:
+        area = cap_alert_area(alert.xml)
+        if area:
+            with_area.append(alert)
+            polygons += area.polygons
+            circles += area.circles
+    return Area(polygons, circles), with_area
+
+
+def holder(department: str) -> User:
+    """The department holding a task as a reader of the registers (not stored): what `readable` lets it read."""
+    return User(username=f"department:{department}", password_hash="", role=Role.department, department=department)
+
+
+def entry_summary(kind: RegisterKind, entry: RegisterEntry) -> dict[str, Any]:
+    """What a task shows of an entry: its names, register and sub-kind, place, owner and, for a shelter, its
+    capacity and occupancy as they stood."""
+    summary: dict[str, Any] = {"register": kind.value, "id": entry.id, "code": entry.code,
+                               "name": {"zh": entry.name_zh, "en": entry.name_en or entry.name_zh},
+                               "kind": getattr(entry, "kind", None), "organisation": entry.organisation,
+                               "district": entry.district, "address": entry.address, "lon": entry.lon,
+                               "lat": entry.lat}
+    if isinstance(entry, Shelter):
+        summary.update(capacity=entry.capacity, occupancy=entry.occupancy, is_open=entry.is_open)
+    return summary
+
+
+def entries_for_task(session: Session, *, incident_id: str, kinds: Sequence[str], within: str, department: str,
+                     now: datetime) -> dict[str, Any]:
+    """A step's register entries as handed to its task (`registers:` in the plan): those of `kinds` inside the area
+    of the incident's warnings in force, of those the holding department may read (`readable`: vulnerable residents
+    only for their own community), or a note that no warning has an area yet. Stored with the task."""
+    wanted = [RegisterKind(k) for k in kinds if k in RegisterKind.__members__]
+    area, alerts = warning_area(session, incident_id=incident_id, now=now)
+    handed: dict[str, Any] = {"within": within, "kinds": [k.value for k in wanted], "at": now.isoformat(),
+                              "warnings": [{"id": a.id, "identifier": a.identifier, "colour": a.colour}
+                                           for a in alerts], "entries": [], "note": None}
+    if not area:
+        handed["note"] = NO_WARNING_AREA
+        return handed
+    found = entries_within(session, area=area, kinds=wanted, principal=holder(department))
+    handed["entries"] = [entry_summary(kind, e) for kind in wanted for e in found[kind]]
+    return handed
+
+
+def readable_handed(session: Session, handed: dict[str, Any] | None, *, user: User) -> dict[str, Any] | None:
+    """A task's stored register entries as `user` may read them: each register's entries filtered by `readable`
+    (a manager reading a community's task does not see its vulnerable residents)."""
+    if not handed:
+        return handed
+    kept = []
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for item in handed.get("entries") or []:
+        by_kind.setdefault(str(item.get("register")), []).append(item)
+    for name, items in by_kind.items():
+        if name not in RegisterKind.__members__:
+            continue
+        kind = RegisterKind(name)
+        if not may_read(user, kind):
+            continue
+        where = readable(user, kind)
+        if where is None:
+            kept += items
+            continue
+        table = REGISTER_TABLES[kind]
+        ids = set(session.exec(select(table.id).where(col(table.id).in_([i.get("id") for i in items]), where)).all())
+        kept += [i for i in items if i.get("id") in ids]
+    order = {id(item): n for n, item in enumerate(handed.get("entries") or [])}
+    return {**handed, "entries": sorted(kept, key=lambda i: order[id(i)])}
+
+
+def prefill(step: Step, handed: dict[str, Any] | None) -> dict[str, Any]:
+    """Form answers from a task's register entries, for the fields the step's `registers.fill` names: a text field
+    gets their names, one a line (in Chinese, the form's first language); a number field how many there are. Only
+    where entries were found (a field is not pre-filled with nothing)."""
+    if step.registers is None or not handed or handed.get("note") == NO_WARNING_AREA:
+        return {}
+    values: dict[str, Any] = {}
+    for key, kind in step.registers.fill.items():
+        form_field = step.field(key)
+        items = [i for i in handed.get("entries") or [] if i.get("register") == kind]
+        if form_field is None or not items:
+            continue
+        if form_field.type is FieldType.number:
+            values[key] = len(items)
+        elif form_field.type is FieldType.text:
+            values[key] = "\n".join(str((i.get("name") or {}).get("zh") or i.get("code")) for i in items)
+    return values

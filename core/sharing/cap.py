@@ -38,7 +38,7 @@ def web_address(identifier: str) -> str:
 
 def render_alert(*, identifier: str, sent: datetime, status: str, msg_type: str, content: dict[str, Any],
                  colour: str, level: str, expires: datetime, references: str | None = None,
-                 circle: str | None = None) -> str:
+                 circle: str | None = None, polygons: list[str] | None = None) -> str:
     """The alert's XML from a warning's content (texts in zh/en as `core.sharing.notice` words them; the
     description is public facts only, never the incident's own description, the office's internal note)."""
     severity, urgency, certainty = COLOUR_GRADES[colour]
@@ -51,4 +51,4 @@ def render_alert(*, identifier: str, sent: datetime, status: str, msg_type: str,
         msg_type=msg_type, references=references, note=EXERCISE_NOTE if status == "Exercise" else None,
         infos=infos, category=content["category"], response_type=content["response_type"], urgency=urgency,
         severity=severity, certainty=certainty, colour=colour, level=level, expires=cap_time(expires),
-        web=web_address(identifier), circle=circle)
+        web=web_address(identifier), circle=circle, polygons=polygons or [])

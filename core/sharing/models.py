@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from core.platform.clock import utcnow
 from core.platform.db import new_id
@@ -60,6 +60,14 @@ class CapAlert(SQLModel, table=True):
     signed_by: str | None = Field(default=None, max_length=100)
     signed_position: str | None = Field(default=None, max_length=130)
     signed_at: datetime | None = None
+
+
+def in_force_where(moment: datetime) -> tuple[Any, ...]:
+    """The conditions of a warning in force at `moment`: released (signed off), not superseded by an update or
+    cancellation, not a cancellation itself, not expired. One home for the rule: the feed, the map and the register
+    entries handed to a step (`core.registers.service.warning_area`) all read it."""
+    return (CapAlert.state == WarningState.issued, col(CapAlert.superseded_by).is_(None), CapAlert.msg_type != "Cancel",
+            (col(CapAlert.expires_at).is_(None)) | (col(CapAlert.expires_at) > moment))
 
 
 class SituationReport(SQLModel, table=True):

@@ -15,6 +15,7 @@ from xml.etree import ElementTree
 
 from sqlmodel import Session, col, select
 
+from core.geo.shapes import cap_area_texts, parse_cap_area
 from core.incidents.authority import OFFICE_ROLES, require_position
 from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident
@@ -29,7 +30,7 @@ from core.platform.settings import get_settings
 from core.reporting.service import SignerIsDrafter
 from core.sharing import notice
 from core.sharing.cap import cap_time, render_alert
-from core.sharing.models import CapAlert, WarningState
+from core.sharing.models import CapAlert, WarningState, in_force_where
 from core.users.models import User
 from core.users.positions import holds
 from process_defs.actions import WARNING_COLOURS, PublishWarningParams
@@ -101,9 +102,7 @@ def in_force(session: Session, limit: int = 200, now: datetime | None = None,
     """The warnings in force, newest first: released (signed off; an exercise's too unless `published_only`), not
     superseded, not a cancellation, not expired."""
     moment = now or utcnow()
-    query = select(CapAlert).where(CapAlert.state == WarningState.issued, col(CapAlert.superseded_by).is_(None),
-                                   CapAlert.msg_type != "Cancel",
-                                   (col(CapAlert.expires_at).is_(None)) | (col(CapAlert.expires_at) > moment))
+    query = select(CapAlert).where(*in_force_where(moment))
     if published_only:
         query = query.where(col(CapAlert.published).is_(True))
     return list(session.exec(query.order_by(col(CapAlert.sent_at).desc()).limit(limit)).all())
@@ -182,9 +181,8 @@ def public_view(alert: CapAlert) -> dict[str, Any] | None:
         return {lang: (infos[lang].findtext(path, "", CAP_NS) if lang in infos else "") for lang in ("zh", "en")}
 
     first = next(iter(infos.values()), None)
-    area = first.find("cap:area", CAP_NS) if first is not None else None
-    shapes = {"circles": [c.text or "" for c in area.findall("cap:circle", CAP_NS)] if area is not None else [],
-              "polygons": [p.text or "" for p in area.findall("cap:polygon", CAP_NS)] if area is not None else []}
+    circles, polygons = cap_area_texts(first) if first is not None else ([], [])
+    shapes = {"circles": circles, "polygons": polygons}
     return {"id": alert.id, "identifier": alert.identifier, "msg_type": alert.msg_type, "colour": alert.colour,
             "headline": text("cap:headline"), "description": text("cap:description"),
             "instruction": text("cap:instruction"), "issuer": text("cap:senderName"),
@@ -268,6 +266,21 @@ def _circle(incident: Incident) -> str | None:
     return f"{incident.lat:.4f},{incident.lon:.4f} 5.0"
 
 
+MAX_POLYGONS = 20
+
+
+def _polygons(polygons: list[str] | None) -> list[str] | None:
+    """The warning's own area as CAP polygons (`lat,lon lat,lon …`, closed, in China), checked by `core.geo`; None
+    when none are given."""
+    if polygons is None:
+        return None
+    if len(polygons) > MAX_POLYGONS:
+        raise WarningInvalid(f"a warning has at most {MAX_POLYGONS} polygons")
+    cleaned = [" ".join(text.split()) for text in polygons]
+    parse_cap_area(polygons=cleaned)  # GeometryInvalid (422, with its reason) for one that is not a closed polygon
+    return cleaned
+
+
 def _compose(params: PublishWarningParams, *, incident: Incident, department: str, colour: str, now: datetime,
              expires_at: datetime, worded: dict[str, notice.Worded],
              labelled: dict[str, tuple[notice.Worded, notice.Worded]]) -> dict[str, Any]:
@@ -284,7 +297,8 @@ def _render(alert: CapAlert, incident: Incident, *, sent: datetime, references: 
     assert alert.colour is not None and alert.expires_at is not None
     return render_alert(identifier=alert.identifier, sent=sent, status=alert.status, msg_type=alert.msg_type,
                         content=alert.content, colour=alert.colour, level=incident.level, expires=alert.expires_at,
-                        references=references, circle=_circle(incident))
+                        references=references, circle=_circle(incident),
+                        polygons=list(alert.content.get("polygons") or []))
 
 
 def _status(incident: Incident) -> str:
@@ -305,12 +319,15 @@ def _references(alerts: list[CapAlert]) -> str:
 
 # -- the release: draft, review, return, redraft, sign off ----------------------------------------------------
 def draft(session: Session, *, incident_id: str, params: PublishWarningParams, department: str, actor: str,
-          key: str, step_key: str | None = None, colour: str | None = None) -> CapAlert | None:
+          key: str, step_key: str | None = None, colour: str | None = None,
+          polygons: list[str] | None = None) -> CapAlert | None:
     """The issuing agency's draft (not published, in no public feed), idempotent on `key`. Its colour and expiry
     come from the outputs the plan names; its texts are the plan's templates, worded. An Update or Cancel drafts
     against the released warnings; with none released, the unreleased drafts are withdrawn and None is
     returned (nothing was ever public, so there is nothing to cancel). `colour`: the drafter's own choice (the
-    office drafting a warning itself)."""
+    office drafting a warning itself). `polygons`: the area it applies to, as CAP polygons the drafter drew (the
+    incident's place gives a circle in any case)."""
+    area = _polygons(polygons)
     existing = session.exec(select(CapAlert).where(CapAlert.idempotency_key == key)).first()
     if existing is not None:
         return existing
@@ -332,6 +349,8 @@ def draft(session: Session, *, incident_id: str, params: PublishWarningParams, d
     content.update(colour_source=colour_source, expires_source=expires_source,
                    params=params.model_dump(mode="json"), outputs=worded, labelled={
                        ref: [label, value] for ref, (label, value) in labelled.items()})
+    if area:
+        content["polygons"] = area
     alert = CapAlert(incident_id=incident.id, identifier=_identifier(session, incident), idempotency_key=key,
                      msg_type=params.msg_type, status=_status(incident), published=False, xml="",
                      sent_at=now, issued_by=actor, state=WarningState.draft, department=department,
@@ -447,9 +466,12 @@ def _recomposed(alert: CapAlert, incident: Incident, *, colour: str | None, expi
 
 def redraft(session: Session, *, incident_id: str, alert_id: str, actor: str, department: str | None,
             colour: str | None = None, expires_at: datetime | None = None, headline: dict[str, str] | None = None,
-            description: dict[str, str] | None = None, instruction: dict[str, str] | None = None) -> CapAlert:
+            description: dict[str, str] | None = None, instruction: dict[str, str] | None = None,
+            polygons: list[str] | None = None) -> CapAlert:
     """The drafting department (or the office) redrafts a returned draft: a new colour or expiry words the texts
-    again; rewritten texts replace them. It goes back to the office for review."""
+    again; rewritten texts replace them; `polygons` redraws its area (an empty list removes it). It goes back to
+    the office for review."""
+    area = _polygons(polygons)
     texts = {"headline": _text(headline, "headline"), "description": _text(description, "description"),
              "instruction": _text(instruction, "instruction")}
     incident, alert = _locked(session, incident_id, alert_id)
@@ -460,6 +482,8 @@ def redraft(session: Session, *, incident_id: str, alert_id: str, actor: str, de
     now = utcnow()
     content, alert.colour, alert.expires_at = _recomposed(alert, incident, colour=colour, expires_at=expires_at,
                                                           now=now, texts=texts)
+    if area is not None:
+        content = {**content, "polygons": area}
     alert.content = content
     alert.revision += 1
     alert.state, alert.drafted_by, alert.drafted_at = WarningState.draft, actor, now
