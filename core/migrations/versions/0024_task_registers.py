@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('department_task') as batch:
-        batch.drop_column('registers')
+    # Not a batch (which on SQLite copies the table and drops the old one, refused while other tables' rows point
+    # at its tasks): both SQLite (3.35+) and PostgreSQL drop a plain column in place.
+    op.execute('ALTER TABLE department_task DROP COLUMN registers')
