@@ -379,7 +379,8 @@ class Termination(Strict):
     approved_by: list[str] | None = None
 
 
-REGISTER_KINDS: tuple[str, ...] = ("risk_point", "shelter", "reserve", "team", "expert", "vulnerable_resident")
+REGISTER_KINDS: tuple[str, ...] = ("risk_point", "shelter", "reserve", "team", "expert", "vulnerable_resident",
+                                   "area")
 """The registers a step may ask for (`core.registers.models.RegisterKind` has the same values; a test holds them
 equal, since the plan language imports nothing of Baton's)."""
 

@@ -89,7 +89,7 @@ def layers(api: Api, name: str | None) -> dict[str, list[dict[str, Any]]]:
 
 
 REGISTER_LAYERS = ["register_risk_point", "register_shelter", "register_reserve", "register_team",
-                   "register_expert", "register_vulnerable_resident"]
+                   "register_expert", "register_vulnerable_resident", "register_area"]
 SHELTERS = ("code,name_zh,kind,capacity,occupancy,organisation,lon,lat\n"
             "BN-1,滨江公园避难场所,emergency,800,120,emergency_office,120.21,30.21\n")
 

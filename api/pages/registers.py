@@ -23,6 +23,7 @@ SHOWN: dict[RegisterKind, tuple[str, ...]] = {
     RegisterKind.team: ("speciality", "headcount", "on_call"),
     RegisterKind.expert: ("speciality", "title", "employer"),
     RegisterKind.vulnerable_resident: ("category", "address", "contact_phone", "keeper_name"),
+    RegisterKind.area: ("district", "contact_name", "contact_phone"),
 }
 
 

@@ -16,7 +16,8 @@ from core.registers.service import SUMMARY_FIELDS, register_layers
 from core.users.models import User
 
 COLOURS = {RegisterKind.risk_point: "#e65100", RegisterKind.shelter: "#2e7d32", RegisterKind.reserve: "#6a1b9a",
-           RegisterKind.team: "#00838f", RegisterKind.expert: "#5d4037", RegisterKind.vulnerable_resident: "#ad1457"}
+           RegisterKind.team: "#00838f", RegisterKind.expert: "#5d4037", RegisterKind.vulnerable_resident: "#ad1457",
+           RegisterKind.area: "#455a64"}
 
 
 def _labels(kind: RegisterKind) -> dict[str, dict[str, str]]:

@@ -65,7 +65,8 @@ RESIDENT_CHOICES = {k: k for k in RESIDENT_CATEGORIES} | {
 KIND_NAMES: dict[RegisterKind, tuple[str, str]] = {
     RegisterKind.risk_point: ("风险隐患点", "risk points"), RegisterKind.shelter: ("应急避难场所", "shelters"),
     RegisterKind.reserve: ("应急物资", "material reserves"), RegisterKind.team: ("救援队伍", "rescue teams"),
-    RegisterKind.expert: ("专家库", "experts"), RegisterKind.vulnerable_resident: ("重点人群", "vulnerable residents")}
+    RegisterKind.expert: ("专家库", "experts"), RegisterKind.vulnerable_resident: ("重点人群", "vulnerable residents"),
+    RegisterKind.area: ("辖区", "administrative areas")}
 RISK_KIND_NAMES = {"waterlogging": ("积水点", "waterlogging point"),
                    "geohazard": ("地质灾害隐患点", "geological hazard"),
                    "hazardous_chemicals": ("危化企业", "hazardous chemicals plant"),
@@ -119,16 +120,20 @@ SPECIFIC: dict[RegisterKind, list[Column]] = {
                choices=RESIDENT_CHOICES),
         Column("keeper_name", "包保责任人", max_length=100, default="", aliases=("转移责任人",)),
         Column("keeper_phone", "包保人电话", max_length=40, default="")],
+    RegisterKind.area: [],
 }
 # A kind without a place may leave it out; the others need one.
-PLACE_REQUIRED = {RegisterKind.risk_point, RegisterKind.shelter, RegisterKind.reserve}
+PLACE_REQUIRED = {RegisterKind.risk_point, RegisterKind.shelter, RegisterKind.reserve, RegisterKind.area}
+# An administrative area (辖区) is found again by its organisation: its code may be left blank (the organisation's key).
+AREA_CODE = Column("code", "编号", max_length=64, default="", aliases=("编码", "代码"))
 # A register's sheet in a workbook, by either name.
 SHEETS = {kind: (kind.value, names[0]) for kind, names in KIND_NAMES.items()}
 
 
 def columns(kind: RegisterKind) -> list[Column]:
     """The columns of a register, in the order an export writes them (the place last)."""
-    return [*COMMON_HEAD, *SPECIFIC[kind], ORGANISATION, *COMMON_TAIL, *PLACE]
+    head = [AREA_CODE, *COMMON_HEAD[1:]] if kind is RegisterKind.area else COMMON_HEAD
+    return [*head, *SPECIFIC[kind], ORGANISATION, *COMMON_TAIL, *PLACE]
 
 
 def headers(kind: RegisterKind) -> dict[str, str]:

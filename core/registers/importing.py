@@ -26,7 +26,7 @@ from core.platform.tabular import RowProblem
 from core.registers import columns as cols
 from core.registers.files import Row
 from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind
-from core.registers.service import RESTRICTED, may_import, writes_all
+from core.registers.service import AREA_ORGANISATIONS, RESTRICTED, may_import, writes_all
 from core.users.models import User
 
 PLACE_KEYS = ("lon", "lat", "geometry", "datum")
@@ -104,6 +104,10 @@ def _organisation(user: User, kind: RegisterKind, value: Any) -> str:
     if kind in RESTRICTED and found.kind != "community":
         raise cols.CellRefused("organisation", "not_a_community", "a vulnerable resident belongs to a community",
                                "重点人群应归属社区")
+    if kind is RegisterKind.area and found.kind.value not in AREA_ORGANISATIONS:
+        raise cols.CellRefused("organisation", "not_an_area_organisation",
+                               f"'{found.key}' is not a sub-district or community: only they have an area (辖区)",
+                               f"“{found.key}”不是街道或社区，不登记辖区")
     if not writes_all(user) and found.key != user.department:
         raise cols.CellRefused("organisation", "not_your_organisation",
                                f"a department imports only its own entries ({user.department})",
@@ -118,7 +122,12 @@ def _values(user: User, kind: RegisterKind, cells: dict[str, Any], datum: Datum)
             continue
         values[column.key] = cols.cell(column, cells.get(column.key))
     values["organisation"] = _organisation(user, kind, cells.get("organisation"))
+    if kind is RegisterKind.area and not values["code"]:
+        values["code"] = values["organisation"]
     place = _place(cells, datum)
+    if kind is RegisterKind.area and place is not None and place.geojson.get("type") != "Polygon":
+        raise cols.CellRefused("geometry", "not_a_polygon", "an administrative area is a polygon (GeoJSON Polygon)",
+                               "辖区应为多边形（GeoJSON Polygon）")
     if place is None and kind in cols.PLACE_REQUIRED:
         raise cols.CellRefused("lon", "no_location", "a place is required: lon and lat, or geometry (GeoJSON)",
                                "必须填写位置：经度和纬度，或几何（GeoJSON）")
@@ -137,11 +146,15 @@ def _natural_key(kind: RegisterKind, values: dict[str, Any]) -> tuple[Any, ...]:
         return (values["kind"], values["code"])
     if kind is RegisterKind.vulnerable_resident:
         return (values["organisation"], values["code"])
+    if kind is RegisterKind.area:
+        return (values["organisation"],)
     return (values["code"],)
 
 
 def _existing(session: Session, kind: RegisterKind, values: dict[str, Any]) -> RegisterEntry | None:
     table = REGISTER_TABLES[kind]
+    if kind is RegisterKind.area:  # one area per organisation, whatever its code
+        return session.exec(select(table).where(col(table.organisation) == values["organisation"])).first()
     statement = select(table).where(col(table.code) == values["code"])
     if kind is RegisterKind.risk_point:
         statement = statement.where(col(table.kind) == values["kind"])  # type: ignore[attr-defined]
@@ -163,6 +176,9 @@ def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source
         try:
             values = _values(user, kind, cells, datum)
             key = _natural_key(kind, values)
+            if key in seen and kind is RegisterKind.area:
+                raise cols.CellRefused("organisation", "duplicate_key", f"the area of {values['organisation']} "
+                                       "appears earlier in the file", f"{values['organisation']} 的辖区在文件中重复")
             if key in seen:
                 raise cols.CellRefused("code", "duplicate_key", f"the code {values['code']} appears earlier in the "
                                        "file", f"编号 {values['code']} 在文件中重复")

@@ -27,6 +27,7 @@ class RegisterKind(StrEnum):
     team = "team"  # 救援队伍
     expert = "expert"  # 专家库
     vulnerable_resident = "vulnerable_resident"  # 重点人群（独居老人等）: restricted
+    area = "area"  # 辖区: a sub-district's or community's boundary
 
 
 class RiskKind(StrEnum):
@@ -155,6 +156,16 @@ class VulnerableResident(RegisterEntry, table=True):
     keeper_phone: str = Field(default="", max_length=40)
 
 
+class AdministrativeArea(RegisterEntry, table=True):
+    """The area a sub-district (街道) or community (社区) answers for (辖区): its boundary polygon, one per organisation
+    (`organisation` is the natural key; `code` is the organisation's key unless the file gives one). A 叫应 reaches
+    the organisation's posts only when this area meets the warning's (`core.sharing.answers`)."""
+
+    __tablename__ = "register_area"
+    __table_args__ = (UniqueConstraint("organisation", name="uq_register_area"),
+                      Index("ix_register_area_box", "min_lon", "max_lon", "min_lat", "max_lat"))
+
+
 REGISTER_TABLES: dict[RegisterKind, type[RegisterEntry]] = {
     RegisterKind.risk_point: RiskPoint,
     RegisterKind.shelter: Shelter,
@@ -162,4 +173,5 @@ REGISTER_TABLES: dict[RegisterKind, type[RegisterEntry]] = {
     RegisterKind.team: RescueTeam,
     RegisterKind.expert: Expert,
     RegisterKind.vulnerable_resident: VulnerableResident,
+    RegisterKind.area: AdministrativeArea,
 }

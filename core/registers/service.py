@@ -5,7 +5,8 @@ Every register but one is shared: each logged-in user reads it (平战结合: a 
 reserves and teams of others). The office (and an administrator) writes every entry; a department writes only the
 entries its organisation owns. Vulnerable residents are restricted: only the owning community and the emergency
 office read any field of them (not the manager, not an administrator, not another department), on every path —
-list, search, export, page, API, area query and map layer all go through `readable`.
+list, search, export, page, API, area query and map layer all go through `readable`. The administrative areas
+(辖区: a sub-district's or community's boundary) are read by everyone and imported by the office alone.
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ from core.geo.shapes import Area, cap_alert_area, stored
 from core.plans.store import registry
 from core.platform.errors import BatonError, NotFound
 from core.registers.columns import KIND_NAMES
-from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind, Shelter, VulnerableResident
+from core.registers.models import (
+    REGISTER_TABLES,
+    AdministrativeArea,
+    RegisterEntry,
+    RegisterKind,
+    Shelter,
+    VulnerableResident,
+)
 from core.sharing.models import CapAlert, in_force_where
 from core.users.models import Role, User
 from process_defs.schema import FieldType, Step
 
 RESTRICTED = {RegisterKind.vulnerable_resident}
+# The kinds of organisation that have an administrative area (辖区), kept by the office alone.
+AREA_ORGANISATIONS = ("sub_district", "community")
 MAX_LIST = 500
 
 
@@ -86,6 +96,8 @@ def may_import(user: User, kind: RegisterKind) -> None:
     department that is not a community)."""
     if writes_all(user) and not (kind in RESTRICTED and user.role == Role.admin):
         return
+    if kind is RegisterKind.area:
+        raise RegisterForbidden("the administrative areas (辖区) are imported by the emergency office")
     if user.role == Role.department and user.department:
         if kind in RESTRICTED and not _community(user):
             raise RegisterForbidden("only a community (or the emergency office) keeps vulnerable residents")
@@ -149,6 +161,15 @@ def entries_within(session: Session, *, area: Area, kinds: Iterable[RegisterKind
     return found
 
 
+def area_meets(session: Session, *, organisation: str, area: Area) -> bool | None:
+    """Whether the organisation's administrative area (辖区) meets `area` (a warning's polygons and circles: any
+    overlap or touch counts); None when the organisation has no area on file."""
+    kept = session.exec(select(AdministrativeArea).where(AdministrativeArea.organisation == organisation)).first()
+    if kept is None or not kept.geometry:
+        return None
+    return area.covers(stored(kept.geometry))
+
+
 # -- as GeoJSON (exports, map layers) ---------------------------------------------------------------------------
 SUMMARY_FIELDS: dict[RegisterKind, Sequence[str]] = {
     RegisterKind.risk_point: ("kind", "level", "people_at_risk"),
@@ -157,6 +178,7 @@ SUMMARY_FIELDS: dict[RegisterKind, Sequence[str]] = {
     RegisterKind.team: ("speciality", "headcount", "on_call"),
     RegisterKind.expert: ("speciality", "title"),
     RegisterKind.vulnerable_resident: ("category",),
+    RegisterKind.area: (),
 }
 
 
