@@ -74,24 +74,25 @@ STOP_GRACE = 20.0  # seconds the children get to end after SIGTERM before they a
 
 
 @contextmanager
-def stop_on_sigterm() -> Iterator[None]:
+def stop_on_sigterm() -> Iterator[threading.Event]:
     """Within the block, SIGTERM ends the work as Ctrl-C does (KeyboardInterrupt), so that whoever started
     children stops them on the way out; left to its default, SIGTERM would kill this process alone and orphan
-    them. Only the first one interrupts: a second, while the children are being stopped, is ignored."""
+    them. Only the first one interrupts: a second, while the children are being stopped, is ignored. The event
+    yielded is set by the signal, for a caller to check afterwards: a library that catches every exception can
+    swallow the interrupt raised inside it."""
+    signalled = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield signalled
         return
-    interrupted = False
 
     def interrupt(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        if not interrupted:
-            interrupted = True
+        if not signalled.is_set():
+            signalled.set()
             raise KeyboardInterrupt("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield signalled
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -379,8 +380,12 @@ def stack_up(data_dir: Path, workers: int, api_workers: int, api_port: int, pref
         if not port_free(port):
             raise RuntimeError(f"port {port} for the {what} is in use; choose another with the options")
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    with stop_on_sigterm():
-        return _start_stack(data_dir, workers, api_workers, api_port, prefect_port, pg_port)
+    with stop_on_sigterm() as signalled:
+        state = _start_stack(data_dir, workers, api_workers, api_port, prefect_port, pg_port)
+    if signalled.is_set():  # SIGTERM came while starting and something on the way swallowed its interrupt
+        stack_down(data_dir)
+        raise KeyboardInterrupt("SIGTERM")
+    return state
 
 
 def _start_stack(data_dir: Path, workers: int, api_workers: int, api_port: int, prefect_port: int,

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import false
 from sqlmodel import Session, col, or_, select
 
 from core.geo.shapes import Area, cap_alert_area, stored
@@ -88,7 +89,7 @@ def readable(user: User, kind: RegisterKind) -> Any:
         return None
     if _community(user):
         return col(table.organisation) == user.department
-    return col(table.id) == "\x00none"  # nothing
+    return false()  # nothing (a literal no row matches; PostgreSQL refuses a NUL in a string)
 
 
 def may_import(user: User, kind: RegisterKind) -> None:
