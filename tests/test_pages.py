@@ -887,6 +887,6 @@ def test_page_times_show_the_year_when_it_is_not_this_year() -> None:
     helpers = Helpers("zh")
     now = datetime.now(UTC)
     assert helpers.when(now) == now.astimezone(helpers.zone).strftime("%m-%d %H:%M")
-    last_year = now.replace(year=now.year - 1, month=6, day=1)
+    last_year = now.replace(year=now.year - 1, month=6, day=1, hour=4)  # noon in Beijing: the same day there
     assert helpers.when(last_year) == last_year.astimezone(helpers.zone).strftime("%Y-%m-%d %H:%M")
     assert helpers.when(last_year, seconds=True).startswith(f"{now.year - 1}-06-01 ")
