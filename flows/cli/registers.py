@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from flows.cli.console import console, err
+from flows.cli.console import console, report_import
 from flows.cli.session import session_call
 
 app = typer.Typer(help="Registers: risk points, shelters, material reserves, rescue teams, experts, vulnerable "
@@ -63,12 +62,7 @@ def registers_import(
                                      actor=CLI_ACTOR if as_user is None else None)
 
     result = session_call(run)
-    for problem in result.problems:
-        err.print(escape(problem.where(str(file))), highlight=False)
-    console.print(f"{file.name}: {result.rows} rows, {result.added} added, {result.updated} updated, "
-                  f"{result.unchanged} unchanged, {len(result.problems)} rows refused")
-    if result.problems:
-        raise typer.Exit(1)
+    report_import(file, result)
 
 
 @app.command("export")

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from flows.cli.console import console, err
+from flows.cli.console import console, report_import
 from flows.cli.session import session_call
 
 app = typer.Typer(help="Duty rosters: who holds each duty position per shift, and their stand-in (AB角).",
@@ -28,12 +27,7 @@ def roster_import(file: Annotated[Path, typer.Argument(help="A .csv or .xlsx ros
     data = file.read_bytes()
     result = session_call(lambda session: rosters.import_roster(
         session, rows=rosters.read_rows(file.name, data), source=file.name, actor=CLI_ADMIN))
-    for problem in result.problems:
-        err.print(escape(problem.where(str(file))), highlight=False)
-    console.print(f"{file.name}: {result.rows} rows, {result.added} shifts added, {result.updated} updated, "
-                  f"{result.unchanged} unchanged, {len(result.problems)} rows refused")
-    if result.problems:
-        raise typer.Exit(1)
+    report_import(file, result, added="shifts added")
 
 
 @app.command("away")
