@@ -259,3 +259,29 @@ def test_a_department_reads_no_sheet_and_no_instruction_it_is_not_party_to(desk:
     assert desk.call("water_affairs", "GET", f"/api/instructions/{made['id']}").status_code == 200
     board = page_client(desk.server, "meteorology").get(f"/incidents/{incident.id}/board")
     assert board.status_code == 200 and "加强巡查" not in board.text
+
+
+HOSTILE = "<script>alert(1)</script>&amp; =1+1 \u202e"
+
+
+def test_markup_through_the_desk_comes_out_literal_on_every_page(desk: Api) -> None:
+    """Text that looks like markup is stored as given and shown as text: on the desk, the sheet's page, the
+    duty log's print page and an instruction's page (templates autoescape; nothing is sanitised away)."""
+    sheet = record(desk, what=HOSTILE, caller=HOSTILE[:40], place=HOSTILE)
+    incident = flood("assessment")
+    made = desk.call("office", "POST", f"/api/incidents/{incident.id}/instructions",
+                     json={"leader": HOSTILE[:40], "text": HOSTILE, "departments": ["water_affairs"]})
+    assert made.status_code == 201, made.text
+    log = desk.call("office", "POST", "/api/duty-logs", json={"officer": "office"})
+    assert log.status_code == 201, log.text
+    assert desk.call("office", "POST", f"/api/duty-logs/{log.json()['id']}/notes",
+                     json={"text": HOSTILE}).status_code == 201
+    pages = [("office", "/desk"), ("office", f"/desk/sheets/{sheet['id']}"),
+             ("office", f"/desk/logs/{log.json()['id']}/print"), ("office", f"/incidents/{incident.id}/instructions"),
+             ("water_affairs", f"/incidents/{incident.id}/instructions")]
+    for who, path in pages:
+        page = page_client(desk.server, who).get(path)
+        assert page.status_code == 200, (who, path, page.status_code)
+        assert "<script>alert(1)</script>" not in page.text, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, path
+    assert desk.call("office", "GET", f"/api/sheets/{sheet['id']}").json()["what"] == HOSTILE
