@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from sqlmodel import select
 
 from core.geo.shapes import gcj02_to_wgs84, haversine_km, parse_cap_area, wgs84_to_gcj02
@@ -356,3 +356,29 @@ def test_the_register_page_lists_by_kind_searches_and_hides_residents_from_other
         assert "李阿婆" in client.get("/registers?kind=vulnerable_resident").text
     with page_client(api.server, "manager") as client:
         assert "李阿婆" not in client.get("/registers?kind=vulnerable_resident").text
+
+
+def test_formula_and_markup_text_is_kept_as_text_in_every_export_and_page(api: Api) -> None:
+    """A name a spreadsheet would run (=HYPERLINK…) is written with a leading apostrophe in the CSV, as a string
+    cell in the XLSX, as given in GeoJSON, escaped on the page; importing the CSV back changes nothing."""
+    from tests.fixtures.api import page_client
+
+    name = '=HYPERLINK("http://x","<b>点</b>")'
+    quoted = name.replace('"', '""')
+    content = f'code,name_zh,kind,organisation,lon,lat\nJS-9,"{quoted}",积水点,water_affairs,113.26,23.13\n'
+    imported = api.call("office", "POST", "/api/registers/risk_point/import", json={"filename": "f.csv",
+                                                                                   "content": content}).json()
+    assert imported["added"] == 1 and not imported["refused"], imported
+    csv_text = api.call("office", "GET", "/api/registers/risk_point/export?format=csv").text
+    assert f"'{name}".replace('"', '""') in csv_text
+    again = api.call("office", "POST", "/api/registers/risk_point/import",
+                     json={"filename": "back.csv", "content": csv_text}).json()
+    assert again["unchanged"] == 1 and again["added"] == again["updated"] == 0, again
+    book = load_workbook(io.BytesIO(api.call("office", "GET", "/api/registers/risk_point/export?format=xlsx").content))
+    cells = [c for row in book.active.iter_rows() for c in row if c.value == name]
+    assert cells and all(c.data_type == "s" for c in cells)
+    geo = api.call("office", "GET", "/api/registers/risk_point/export?format=geojson").json()
+    assert [f["properties"]["name_zh"] for f in geo["features"]] == [name]
+    with page_client(api.server, "water_affairs") as client:
+        page = client.get("/registers?kind=risk_point").text
+        assert "<b>点</b>" not in page and "&lt;b&gt;点&lt;/b&gt;" in page
