@@ -33,6 +33,8 @@ MAX_YAML_NODES = 200_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
+_FastLoader: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
 
 def _construct_error(exc: Exception) -> str:
     """One line saying why a scalar could not be read (PyYAML's own messages span several lines)."""
@@ -41,16 +43,28 @@ def _construct_error(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | None:  # noqa: C901
+def _compose(text: str) -> tuple[yaml.SafeLoader | yaml.CSafeLoader, yaml.Node | None]:
+    """The document's node tree, by libyaml's parser when PyYAML has it (its wheels do): the pure-Python one
+    spends about a second on a plan, and every process that opens or advances an incident parses its plan. A
+    file libyaml refuses is read again by the pure-Python parser, whose messages (and positions) the problems
+    quote; bad files are rare, so only they pay."""
+    if _FastLoader is not None:
+        fast = _FastLoader(text)
+        try:
+            return fast, fast.get_single_node()
+        except yaml.YAMLError:
+            fast.dispose()
+    loader = yaml.SafeLoader(text)  # checks for unprintable characters already
     try:
-        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
-    except yaml.YAMLError as exc:
-        position = getattr(exc, "position", None)
-        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
-        problems.append(Problem(file, line, "", f"malformed YAML: {_construct_error(exc)}"))
-        return None
+        return loader, loader.get_single_node()
+    except yaml.YAMLError:
+        loader.dispose()
+        raise
+
+
+def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | None:
     try:
-        node = loader.get_single_node()
+        loader, node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -61,10 +75,18 @@ def _load_yaml(text: str, file: str, problems: list[Problem]) -> LoadedYaml | No
         problems.append(Problem(file, line, "", message))
         return None
     except yaml.YAMLError as exc:
-        problems.append(Problem(file, 1, "", f"malformed YAML: {_construct_error(exc)}"))
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        problems.append(Problem(file, line, "", f"malformed YAML: {_construct_error(exc)}"))
         return None
+    try:
+        return _build(loader, node, file, problems)
     finally:
         loader.dispose()
+
+
+def _build(loader: yaml.SafeLoader | yaml.CSafeLoader, node: yaml.Node | None, file: str,
+           problems: list[Problem]) -> LoadedYaml | None:
     if node is None:
         problems.append(Problem(file, 1, "", "the file is empty"))
         return None
