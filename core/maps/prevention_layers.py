@@ -10,6 +10,7 @@ for people in both languages: names, not keys; local times, not ISO stamps; 是/
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +38,7 @@ OVERDUE = {"zh": "已逾期", "en": "Overdue"}
 DUE = {"zh": "待完成", "en": "Due"}
 
 
-def _both(say: Any) -> dict[str, str]:
+def _both(say: Callable[[Wording], str]) -> dict[str, str]:
     """The same thing worded in Chinese and in English (`say(wording)` for each)."""
     return {lang: say(Wording(lang)) for lang in ("zh", "en")}
 
