@@ -46,7 +46,7 @@ DOMAINS: dict[str, set[str]] = {
     "learning": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
     "reports": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting", "learning"},
     # The one map: layers read from the domains below it (a new layer's domain joins this set).
-    "maps": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting"},
+    "maps": _BELOW_INCIDENTS | {"incidents", "sharing", "reporting", "prevention"},
     "prevention": _BELOW_INCIDENTS | {"incidents"},
 }
 # Modules at core's top that gather every domain (they sit above all of them).

@@ -1,6 +1,7 @@
 """The one map (一张图): its layers for each reader through `GET /api/map/layers` (in process), and the page in
 real Chromium at 1280 and 390 px: markers and areas drawn, a layer toggled off, a department's map without what it
-may not read, and a task's location field filled by a click on its picker map.
+may not read, a task's location field filled by a click on its picker map, and the prevention campaigns' open
+inspections and rectifications (a finding written to hurt shown as the text it is).
 
 The world: a drill flood in Binjiang (滨江区) whose red rainstorm warning was drafted, reviewed and signed off (a
 5 km circle in force), and a level III epidemic in Xihu whose CDC case report gives the first case's location,
@@ -17,24 +18,29 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Dialog, expect
 from sqlmodel import select
 
 from core.incidents.models import DepartmentTask
 from core.learning.simulation import sample_outputs
-from core.plans.store import plan_for_version
+from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
+from core.prevention import service as prevention_service
 from core.registers.files import read_rows
 from core.registers.importing import import_rows
-from core.registers.models import RegisterKind
+from core.registers.models import RegisterKind, RiskPoint
 from core.sharing import warnings as release
 from core.sharing.models import CapAlert
 from core.sharing.notice import zone
 from core.users.models import User
+from flows import prevention
 from tests import engine_driver as drive
 from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client, serve_api
+from tests.fixtures.clock import Clock
 from tests.test_browser import PASSWORDS, PHONE, Desk, browser  # noqa: F401  (the browser fixture)
+from tests.test_prevention import FLOOD_POINTS, add_points
+from tests.test_prevention import tasks as prevention_tasks
 from tests.test_registers import RESIDENTS
 
 BINJIANG = (30.2084, 120.2120)
@@ -134,7 +140,7 @@ def test_the_map_layers_follow_each_readers_scope(api: Api, world: World) -> Non
 
     # The office sees both incidents, the warning's 5 km circle in force and the first case's place.
     office = layers(api, "office")
-    assert list(office) == ["warning_areas", "incidents", "task_locations", *REGISTER_LAYERS]
+    assert list(office) == ["warning_areas", "incidents", "task_locations", *REGISTER_LAYERS, "prevention"]
     assert {f["properties"]["id"] for f in office["incidents"]} == {world.flood, world.epidemic}
     flood = next(f for f in office["incidents"] if f["properties"]["id"] == world.flood)
     assert flood["geometry"] == {"type": "Point", "coordinates": [BINJIANG[1], BINJIANG[0]]}  # GeoJSON: lon, lat
@@ -285,4 +291,158 @@ def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Brow
         assert abs(lat - 30.2081) < 0.05 and abs(lon - 120.2105) < 0.05, (lat, lon)
         expect(page.locator("#f_address_map path.map-pick")).to_have_count(1)
         firefighter.shoot("task-location-picker")
+    assert problems == [], problems
+
+
+# -- prevention work: the campaigns' open inspections and rectifications -------------------------------------------
+
+PREVENTION_PLACES = {"W-001": (30.21, 120.21), "W-002": (30.25, 120.16), "W-003": (30.28, 120.13),
+                     "G-001": (30.10, 120.05), "C-001": (30.30, 120.30)}
+FINDING = '<img src=x onerror="alert(1)"><script>alert(2)</script> & 排水口堵塞 \'"'
+# What a popup must never show: the stored keys and values behind the words.
+RAW = {"inspection", "rectification", "assigned", "escalated", "completed", "flood_precheck", "water_affairs",
+       "urban_management", "natural_resources", "emergency_office", "risk_point", "True", "False", "None", "null"}
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}|[+-]\d{2}:\d{2}$|Z$")
+
+
+def prevention_world() -> str:
+    """The season's 汛前检查 on four flood risk points, each at a place of its own (and a chemical plant it does not
+    cover); water affairs found W-001's outfall blocked, in words written to hurt, which opened its rectification
+    (returned)."""
+    ids = add_points(FLOOD_POINTS)
+    with session_scope() as session:
+        for code, (lat, lon) in PREVENTION_PLACES.items():
+            row = session.get(RiskPoint, ids[code])
+            assert row is not None
+            row.lat, row.lon = lat, lon
+            session.add(row)
+    prevention.run_slot("flood_precheck", utcnow())
+    by_code = {t.entry_code: t for t in prevention_tasks()}
+    with session_scope() as session:
+        fix = prevention_service.answer_inspection(session, task_id=by_code["W-001"].id, actor="user:water_affairs",
+                                                   hazard_found=True, finding=FINDING)
+        assert fix is not None
+        return fix.id
+
+
+def facts(feature: dict[str, Any]) -> dict[str, Any]:
+    """A popup's rows by their English label."""
+    return {label["en"]: value for label, value in feature["properties"]["rows"]}
+
+
+def leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in leaves(v)]
+    return [value]
+
+
+def renew_tokens(api: Api) -> None:
+    """Tokens last hours: after the clock has moved on days, each user signs in again."""
+    for name in api.tokens:
+        api.tokens[name] = issued_token(name)
+
+
+def test_prevention_work_is_on_the_map_where_its_point_is_for_its_own_department_worded_for_people(
+        api: Api, clock: Clock) -> None:
+    make_user("urban", "department", "urban_management")
+    api.tokens["urban"] = issued_token("urban")
+    fix_id = prevention_world()
+
+    response = api.call("office", "GET", "/api/map/layers")
+    [layer] = [item for item in response.json()["layers"] if item["key"] == "prevention"]
+    assert layer["title"] == {"zh": "检查与整改", "en": "Inspections and rectifications"} and layer["shown"] is False
+    office = layers(api, "office")["prevention"]
+    # W-001's inspection was answered: its rectification is open in its place; the other three await inspection.
+    # The chemical plant is not the 汛前检查's.
+    assert [f["properties"]["code"] for f in office] == ["W-001", "G-001", "W-002", "W-003"]  # soonest due first
+    by_code = {f["properties"]["code"]: f for f in office}
+    for code, feature in by_code.items():
+        lat, lon = PREVENTION_PLACES[code]
+        assert feature["geometry"] == {"type": "Point", "coordinates": [lon, lat]}, code
+    fix = by_code["W-001"]["properties"]
+    assert fix["id"] == fix_id and fix["url"] == f"/prevention/tasks/{fix_id}"
+    assert fix["name"] == {"zh": "W-001号积水点", "en": "Point W-001"}
+    water = registry().department("water_affairs")
+    assert water is not None
+    rows = facts(by_code["W-001"])
+    assert rows["Task"] == {"zh": "汛前检查 · 整改", "en": "Pre-flood-season inspection · rectification"}
+    assert rows["Status"] == {"zh": "待完成", "en": "Due"} and fix["overdue"] is False
+    assert rows["Responsible"] == water.name.model_dump() and rows["Code"] == "W-001"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", rows["Due"]["zh"]), rows["Due"]
+    # The finding is plain data: the very string the department wrote, neither escaped nor taken apart.
+    assert rows["Hazard found"] == FINDING
+    assert "&lt;" not in response.text and "\\u003c" not in response.text
+    assert facts(by_code["W-002"])["Task"] == {"zh": "汛前检查 · 检查",
+                                               "en": "Pre-flood-season inspection · inspection"}
+    assert "Hazard found" not in facts(by_code["W-002"])
+    assert layers(api, "manager")["prevention"] == office
+
+    # A department sees its own prevention points, not another's; a department with none sees none.
+    assert sorted(f["properties"]["code"] for f in layers(api, "water_affairs")["prevention"]) == ["W-001", "W-002"]
+    assert [f["properties"]["code"] for f in layers(api, "urban")["prevention"]] == ["W-003"]
+    assert layers(api, "public_security")["prevention"] == []
+    assert "W-003号积水点" not in api.call("water_affairs", "GET", "/api/map/layers").text
+
+    # Sixteen days on, the rectification (15 days) is overdue and marked so; the inspections (30 days) are not yet.
+    clock.advance(days=16)
+    renew_tokens(api)
+    by_code = {f["properties"]["code"]: f for f in layers(api, "office")["prevention"]}
+    assert facts(by_code["W-001"])["Status"] == {"zh": "已逾期", "en": "Overdue"}
+    assert by_code["W-001"]["properties"]["overdue"] is True and by_code["W-001"]["properties"]["colour"]
+    assert facts(by_code["W-002"])["Status"] == {"zh": "待完成", "en": "Due"}
+    assert "colour" not in by_code["W-002"]["properties"]
+    # A month on, the unanswered inspections are overdue too, before and after the sweep escalates them.
+    clock.advance(days=15)
+    renew_tokens(api)
+    late = layers(api, "water_affairs")["prevention"]
+    assert [(f["properties"]["code"], f["properties"]["overdue"]) for f in late] == [("W-001", True), ("W-002", True)]
+    with session_scope() as session:
+        assert len(prevention_service.sweep(session).escalated) == 4
+    escalated = {f["properties"]["code"]: f for f in layers(api, "water_affairs")["prevention"]}
+    inspection = facts(escalated["W-002"])
+    assert inspection["Status"] == {"zh": "已逾期", "en": "Overdue"}
+    office_name = registry().department("emergency_office")
+    assert office_name is not None and inspection["Escalated to"] == office_name.name.model_dump()
+
+    # Worded for people: no stored key, Python value or ISO time stamp in any row.
+    for feature in layers(api, "office")["prevention"]:
+        for leaf in leaves(feature["properties"]["rows"]):
+            assert isinstance(leaf, str) and leaf, feature
+            assert leaf not in RAW and not ISO.search(leaf), (leaf, feature["properties"]["code"])
+
+
+@pytest.mark.chromium
+def test_prevention_work_on_the_map_in_chromium_shows_a_hostile_finding_as_text(
+        baton: str, clock: Clock, browser: Browser) -> None:  # noqa: F811
+    """The office turns the prevention layer on: the overdue rectification is drawn in the overdue colour, its
+    popup shows the finding as the text it is (no element made of it, no script run) and links to its page."""
+    fix_id = prevention_world()
+    clock.advance(days=16)  # the rectification is overdue, the inspections not yet
+    PASSWORDS["office1"] = "office-secret-1"
+    make_user("office1", "office", password=PASSWORDS["office1"])
+    problems: list[str] = []
+    with serve_api() as server:
+        office = Desk(browser, server.url, "office1", problems)
+        page = office.go("/map")
+
+        def dialog(opened: Dialog) -> None:
+            problems.append(f"a dialog: {opened.message}")
+            opened.dismiss()
+
+        page.on("dialog", dialog)
+        expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+        expect(page.locator("#map path.map-layer-prevention")).to_have_count(0)  # off when the map opens
+        page.locator(".leaflet-control-layers-overlays label", has_text="检查与整改").locator("input").check()
+        expect(page.locator("#map path.map-layer-prevention")).to_have_count(4)
+        overdue = page.locator("#map path.map-layer-prevention[fill='#c62828']")
+        expect(overdue).to_have_count(1)
+        overdue.dispatch_event("click")
+        popup = page.locator(".leaflet-popup .map-popup[data-layer='prevention']")
+        expect(popup).to_contain_text(FINDING)
+        expect(popup).to_contain_text("已逾期")
+        expect(popup.locator("img, script")).to_have_count(0)
+        expect(popup.locator("a.map-popup-link")).to_have_attribute("href", f"/prevention/tasks/{fix_id}")
+        page.wait_for_timeout(300)  # a script made of the finding would have run by now
     assert problems == [], problems

@@ -4,14 +4,26 @@ closing one needs evidence; the page's lists; reminders and escalation; the sche
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 from sqlmodel import col, select
 
 from core.incidents.models import TaskStatus
@@ -26,9 +38,13 @@ from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
 from core.prevention.models import PreventionKind, PreventionRun, PreventionTask
 from core.registers.models import RescueTeam, RiskKind, RiskPoint
 from flows import prevention
+from flows.stack import stop_process_groups
 from tests.fixtures.api import Api, page_client
 from tests.fixtures.clock import Clock
+from tests.servers import PrefectServer
 from tests.test_deploy import prefect_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _png() -> bytes:
@@ -129,6 +145,118 @@ def test_running_the_same_slot_twice_creates_nothing_more(baton: str) -> None:
     assert prevention.run_slot("flood_precheck", SLOT + timedelta(days=365))[1] == 0
     # The next season's slot is a new run.
     assert prevention.run_slot("flood_precheck", SLOT + timedelta(days=366))[1] == 4
+
+
+# -- through Prefect's own scheduling path: the served deployment runs the slot Prefect's scheduler made ------------
+
+FLOOD_DEPLOYMENT = f"prevention-campaign/prevention-{CAMPAIGNS['flood_precheck'].key}"
+
+
+def this_seasons_flood_slot() -> datetime:
+    """The 汛前检查's latest cron slot (09:00 Beijing time on 1 April) that has passed: a run scheduled for it is
+    due, so the serving process takes it at once, as it takes a slot the scheduler made while it was down."""
+    beijing = ZoneInfo(TIMEZONE)
+    now = utcnow().astimezone(beijing)
+    year = now.year if now >= datetime(now.year, 4, 1, 9, 0, tzinfo=beijing) else now.year - 1
+    return datetime(year, 4, 1, 9, 0, tzinfo=beijing).astimezone(UTC)
+
+
+async def _deployment_id(name: str) -> UUID | None:
+    async with get_client() as client:
+        try:
+            return (await client.read_deployment_by_name(name)).id
+        except ObjectNotFound:
+            return None
+
+
+async def _schedule_run(deployment_id: UUID, slot: datetime) -> UUID:
+    """What Prefect's scheduler does for a cron slot: a flow run of the deployment, Scheduled at the slot."""
+    async with get_client() as client:
+        run = await client.create_flow_run_from_deployment(deployment_id, state=Scheduled(scheduled_time=slot))
+        return run.id
+
+
+async def _read_run(flow_run_id: UUID) -> FlowRun:
+    async with get_client() as client:
+        return await client.read_flow_run(flow_run_id)
+
+
+async def _delete_served_deployments() -> None:
+    async with get_client() as client:
+        for key in [*CAMPAIGNS, "sweep"]:
+            flow_name = "prevention-sweep" if key == "sweep" else "prevention-campaign"
+            try:
+                found = await client.read_deployment_by_name(f"{flow_name}/prevention-{key}")
+            except ObjectNotFound:
+                continue
+            await client.delete_deployment(found.id)
+
+
+def _until(what: str, seconds: float, check: Any, served: subprocess.Popen[bytes], log: Path) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if served.poll() is not None:
+            raise AssertionError(f"the prevention process exited with {served.returncode}: "
+                                 f"{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}: {log.read_text(errors='replace')[-3000:]}")
+
+
+def test_a_flood_precheck_slot_scheduled_on_prefect_runs_in_the_served_deployment_once(
+        baton: str, prefect_server: PrefectServer, tmp_path: Path) -> None:
+    """`python -m flows.prevention` (the embedded stack's process) serves the campaigns on the session's Prefect
+    server; a flow run of `prevention-flood_precheck` Scheduled at the season's slot, as Prefect's scheduler makes
+    it, is taken and run by that process on this test's database: one inspection per flood risk point for its
+    owning department, the slot recorded being the scheduled time; a second run for the same slot adds nothing."""
+    add_points(FLOOD_POINTS)
+    slot = this_seasons_flood_slot()
+    log = tmp_path / "prevention.log"
+    # The test's Baton settings (its database, its home) and the session's Prefect server; a 1 s poll, so a due
+    # run starts in a second or two rather than ten.
+    env = dict(os.environ, PREFECT_API_URL=prefect_server.api_url, PREFECT_RUNNER_POLL_FREQUENCY="1",
+               BATON_DATABASE_URL=baton, BATON_DATA_DIR=os.environ["BATON_DATA_DIR"],
+               BATON_PLANS_DIR=os.environ["BATON_PLANS_DIR"])
+    served = subprocess.Popen([sys.executable, "-m", "flows.prevention"], cwd=ROOT, env=env, stdout=log.open("wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deployment_id = _until("the served deployment", 30, lambda: asyncio.run(_deployment_id(FLOOD_DEPLOYMENT)),
+                               served, log)
+
+        def completed(flow_run_id: UUID) -> FlowRun:
+            def done() -> FlowRun | None:
+                run = asyncio.run(_read_run(flow_run_id))
+                assert run.state is not None
+                if run.state.is_final():
+                    assert run.state.is_completed(), f"the flow run ended {run.state.name}: {run.state.message}"
+                    return run
+                return None
+            finished: FlowRun = _until(f"flow run {flow_run_id} to complete", 30, done, served, log)
+            return finished
+
+        first = completed(asyncio.run(_schedule_run(deployment_id, slot)))
+        made = tasks(kind=PreventionKind.inspection)
+        assert [(t.entry_code, t.department, t.campaign) for t in made] == [
+            ("G-001", "natural_resources", "flood_precheck"), ("W-001", "water_affairs", "flood_precheck"),
+            ("W-002", "water_affairs", "flood_precheck"), ("W-003", "urban_management", "flood_precheck")]
+        with session_scope() as session:
+            (run,) = session.exec(select(PreventionRun)).all()
+            assert service.as_utc(run.slot) == slot  # the scheduled time, not when the process got to it
+            assert run.flow_run_id == str(first.id) and run.tasks_created == 4
+            assert all(service.as_utc(t.due_at) >= slot + timedelta(days=30) for t in made)
+
+        # Prefect schedules the same slot again (a second server's scheduler, a re-run): nothing more is made.
+        again = completed(asyncio.run(_schedule_run(deployment_id, slot)))
+        assert again.id != first.id
+        assert len(tasks()) == 4 and kinds_recorded().count(LedgerKind.inspection_assigned) == 4
+        with session_scope() as session:
+            assert [r.flow_run_id for r in session.exec(select(PreventionRun)).all()] == [str(first.id)]
+    finally:
+        stop_process_groups({served.pid: served}, grace=15)
+        # The session's Prefect server is shared: leave no served schedules (nor their future runs) behind.
+        asyncio.run(_delete_served_deployments())
 
 
 def test_closing_a_rectification_needs_evidence(baton: str) -> None:

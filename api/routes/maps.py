@@ -17,8 +17,9 @@ router = APIRouter(tags=["map"])
 @router.get("/api/map/layers")
 def map_layers(principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
     """Every layer of the map as a GeoJSON FeatureCollection (`data`), with its key, title (zh, en), colour and
-    whether it is shown when the map opens: open incidents, warning areas in force, places reported on tasks; a
-    department gets only the incidents it is on and the fields it may read."""
+    whether it is shown when the map opens: open incidents, warning areas in force, places reported on tasks, the
+    registers, and the open inspections and rectifications (整改) of the prevention campaigns; a department gets
+    only the incidents it is on, the fields it may read and its own prevention work."""
     return layers.layers_for(session, principal.user)
 
 

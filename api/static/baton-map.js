@@ -97,6 +97,7 @@
     box.setAttribute("data-layer", layer.key);
     var list = element("dl", "map-popup-facts");
     var link = null;
+    var own = null;
     if (layer.key === "incidents") {
       box.appendChild(element("strong", null, p.code + " · " + p.title));
       row(list, label("level"), (words.levels || {})[p.level] || p.level);
@@ -116,14 +117,20 @@
       box.appendChild(element("div", "map-popup-sub", p.code + " · " + text(p.title, lang)));
       link = p.incident_id;
     } else {
-      // A layer another domain registered: its `name` (or `title`), then its `rows` of [label, value].
+      // A layer another domain registered: its `name` (or `title`), then its `rows` of [label, value], and a link
+      // to its own page (`url`, a path on this site) or to its incident.
       box.appendChild(element("strong", null, text(p.name || p.title || layer.title, lang)));
       (p.rows || []).forEach(function (pair) { row(list, text(pair[0], lang), text(pair[1], lang)); });
       if (p.incident_id) { link = p.incident_id; }
+      if (typeof p.url === "string" && /^\/(?![\/\\])/.test(p.url)) { own = p.url; }
     }
     if (list.childNodes.length) { box.appendChild(list); }
     var pattern = el.getAttribute("data-incident-url");
-    if (link && pattern) {
+    if (own) {
+      var to = element("a", "map-popup-link", label("open") + " →");
+      to.href = own;
+      box.appendChild(to);
+    } else if (link && pattern) {
       var a = element("a", "map-popup-link", label("open") + " →");
       a.href = pattern.replace("{id}", encodeURIComponent(link));
       box.appendChild(a);

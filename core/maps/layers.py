@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.maps import incident_layers, register_layers
+from core.maps import incident_layers, prevention_layers, register_layers
 from core.maps.geojson import Feature, collection
 from core.platform.settings import get_settings
 from core.registers.models import RegisterKind
@@ -63,6 +63,10 @@ LAYERS: tuple[Layer, ...] = (
     *(Layer(f"register_{kind.value}", register_layers.title(kind), register_layers.COLOURS[kind],
             register_layers.layer(kind), shown=kind in (RegisterKind.risk_point, RegisterKind.shelter))
       for kind in RegisterKind),
+    # Off when the map opens: a campaign's slot puts an inspection on every point it covers, which would hide the
+    # response under it; the office and each department turn it on to see what is due and overdue.
+    Layer("prevention", {"zh": "检查与整改", "en": "Inspections and rectifications"}, "#f9a825",
+          by_reader(prevention_layers.open_work), shown=False),
 )
 
 
