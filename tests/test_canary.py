@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
+from anyio.from_thread import BlockingPortal
 from sqlmodel import col, select
 
 from core.attachments import service as attachments
@@ -65,6 +66,7 @@ from tests import engine_driver as drive
 from tests.access_matrix import app_routes
 from tests.api_server import issued_token, make_user
 from tests.conftest import Say
+from tests.fixtures.api import app_client
 from tests.receiver import Receiver, running_receiver
 from tests.test_after_action import pdf_text
 
@@ -175,7 +177,7 @@ def _choice(plan: IncidentType, step: Step, key: str, values: list[str]) -> str:
 @dataclass
 class Scenario:
     markers: Markers
-    clients: dict[str, TestClient] = field(default_factory=dict)
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
     incidents: dict[str, str] = field(default_factory=dict)  # name -> id
     tasks: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (incident, step) -> (task, dept)
     outputs: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # (incident, step, field) -> value
@@ -502,8 +504,8 @@ class Findings:
 BYSTANDERS = 2
 
 
-def with_two_bystanders(readers: dict[Reader, TestClient], scopes: dict[str, Scope],
-                        owners: dict[str, tuple[str, str]]) -> dict[Reader, TestClient]:
+def with_two_bystanders(readers: dict[Reader, httpx.Client], scopes: dict[str, Scope],
+                        owners: dict[str, tuple[str, str]]) -> dict[Reader, httpx.Client]:
     """Every department with a part in the scenario reads, and two of those with none. A bystander holds no task
     and no marker names it (it sees what is shared with `all`, as every department does), so nothing tells one
     bystander from another: Baton's rules key on tasks held and departments named, and two of them (the first and
@@ -518,7 +520,7 @@ def with_two_bystanders(readers: dict[Reader, TestClient], scopes: dict[str, Sco
     return {r: c for r, c in readers.items() if r.department is None or r.department in involved or r in kept}
 
 
-def read_everything(scenario: Scenario, readers: dict[Reader, TestClient], findings: Findings) -> int:
+def read_everything(scenario: Scenario, readers: dict[Reader, httpx.Client], findings: Findings) -> int:
     """Every GET route as every reader. The office, managers and administrators see everything, so for a route
     with an object in its path the first of them it admits reads every object and the others skip it; one printed
     PDF (of the first incident) shows what the print holds."""
@@ -602,21 +604,19 @@ def command_positions() -> list[str]:
                    for act in ("start", "raise", "lower") for ref in authority.needed(act)})
 
 
-def clients() -> tuple[dict[Reader, TestClient], dict[str, TestClient]]:
+def clients(portal: BlockingPortal) -> tuple[dict[Reader, httpx.Client], dict[str, httpx.Client]]:
     """A client for every reader (a bearer token for the API and a page session), by reader and by user name."""
-    from api.app import app
-
     cast: list[tuple[str, str, str | None]] = [("office", "office", None), ("manager", "manager", None),
                                                ("admin", "admin", None)]
     cast += [(f"d_{d.key}", "department", d.key) for d in registry().departments]
-    by_reader: dict[Reader, TestClient] = {ANONYMOUS: TestClient(app, raise_server_exceptions=False)}
-    by_name: dict[str, TestClient] = {}
+    by_reader: dict[Reader, httpx.Client] = {ANONYMOUS: app_client(portal)}
+    by_name: dict[str, httpx.Client] = {}
     for name, role, department in cast:
         make_user(name, role, department, positions=command_positions() if name == "office" else None)
         with session_scope() as session:
             user = session.exec(select(User).where(User.username == name)).one()
             page = issue_token(session, user=user, kind="session").token
-        client = TestClient(app, raise_server_exceptions=False, cookies={"baton_session": page},
+        client = app_client(portal, cookies={"baton_session": page},
                             headers={"Authorization": f"Bearer {issued_token(name)}"})
         by_reader[Reader(name, department=department, sees_all=department is None)] = client
         by_name[name] = client
@@ -624,9 +624,10 @@ def clients() -> tuple[dict[Reader, TestClient], dict[str, TestClient]]:
 
 
 @BOTH
-def test_no_marker_reaches_a_reader_out_of_its_scope(receiver: Receiver, figures: Say) -> None:
+def test_no_marker_reaches_a_reader_out_of_its_scope(receiver: Receiver, figures: Say,
+                                                      asgi_portal: BlockingPortal) -> None:
     started = time.monotonic()
-    readers, by_name = clients()
+    readers, by_name = clients(asgi_portal)
     scenario = Scenario(markers=Markers(), clients=by_name)
     build(scenario)
     settle_titles(scenario)
