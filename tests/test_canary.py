@@ -624,6 +624,7 @@ def clients(portal: BlockingPortal) -> tuple[dict[Reader, httpx.Client], dict[st
 
 
 @BOTH
+@pytest.mark.timeout(1800)  # 14,500 reads: over eight minutes on a busy 2-core machine
 def test_no_marker_reaches_a_reader_out_of_its_scope(receiver: Receiver, figures: Say,
                                                       asgi_portal: BlockingPortal) -> None:
     started = time.monotonic()
