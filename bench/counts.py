@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import random
@@ -142,6 +143,7 @@ class Counts:
     start: Handoff
     database: str
     prefect: bool
+    prefect_api: str | None = None  # the Prefect API the flow ran against (None: without Prefect)
 
     def per_handoff(self) -> dict[str, float]:
         n = len(self.handoffs) or 1
@@ -204,6 +206,7 @@ class _FlowSide:
         self.worker_id = worker_id
         self.prefect = prefect
         self.automated = 0
+        self.api_url: str | None = None
 
     def start(self) -> None:
         pass
@@ -264,8 +267,11 @@ class _PrefectFlowSide(_FlowSide):
         self.loop = asyncio.new_event_loop()
 
         async def main() -> None:
+            from prefect.settings import PREFECT_API_URL
+
             import flows.incident as incident_flows
 
+            side.api_url = PREFECT_API_URL.value()
             real = incident_flows.ACTION_TASKS
             RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker))
 
@@ -288,7 +294,9 @@ class _PrefectFlowSide(_FlowSide):
             finally:
                 self.done.set()
 
-        self.thread = threading.Thread(target=run, daemon=True)
+        # The thread runs in a copy of this context: Prefect's settings (the API to report to) live in a context
+        # variable, and a bare thread would see only those read at import, and start an ephemeral server of its own.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
         self.thread.start()
         self._until_idle(120)
         self.settle()
@@ -394,7 +402,8 @@ def measure(call: Call, *, prefect: bool, steps: list[str] | None = None, seed: 
                                         worker_calls=dict(worker.calls.most_common())))
         finally:
             side.stop()
-    return Counts(handoffs=handoffs, start=start, database=engine.dialect.name, prefect=prefect)
+    return Counts(handoffs=handoffs, start=start, database=engine.dialect.name, prefect=prefect,
+                  prefect_api=side.api_url)
 
 
 @contextmanager

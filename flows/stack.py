@@ -91,10 +91,25 @@ def stop_on_sigterm() -> Iterator[threading.Event]:
             raise KeyboardInterrupt("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    _STOP_REQUESTS.append(signalled)
     try:
         yield signalled
     finally:
+        _STOP_REQUESTS.remove(signalled)
         signal.signal(signal.SIGTERM, previous)
+
+
+# The events of the stop_on_sigterm blocks open now. The interrupt a signal raises lands wherever the main thread
+# happens to be, and can be lost there: inside a weakref callback during garbage collection Python prints it and
+# goes on ("Exception ignored in …"), and some libraries catch every exception. Starting the stack waits for
+# minutes at a time, so each wait and each start asks again.
+_STOP_REQUESTS: list[threading.Event] = []
+
+
+def raise_if_stopping() -> None:
+    """Raise the SIGTERM a stop_on_sigterm block received, if its interrupt was lost on the way."""
+    if any(event.is_set() for event in _STOP_REQUESTS):
+        raise KeyboardInterrupt("SIGTERM")
 
 
 def _group_alive(pgid: int, leader: subprocess.Popen[bytes] | None) -> bool:
@@ -131,6 +146,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
               accept: tuple[int, ...] = (200,)) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        raise_if_stopping()
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail}")
@@ -154,6 +170,7 @@ class Stack:
 
     def start_prefect(self, port: int, database_url: str | None = None) -> None:
         """Start a Prefect server; on PostgreSQL when `database_url` (postgresql+asyncpg://…) is given."""
+        raise_if_stopping()
         log = self.home / "logs" / "prefect-server.log"
         env = prefect_env(self.home)
         env.pop("PREFECT_API_URL", None)
@@ -167,6 +184,7 @@ class Stack:
         wait_http(f"http://127.0.0.1:{port}/api/health", 120, self.processes["prefect-server"], log)
 
     def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        raise_if_stopping()
         log = self.home / "logs" / f"{name}.log"
         env = prefect_env(self.home, self.api_url)
         env.update({"BATON_DATA_DIR": str(self.home.resolve()), "BATON_WORKER_ID": name, **(extra_env or {})})
@@ -179,6 +197,7 @@ class Stack:
     def start_schedules(self) -> subprocess.Popen[bytes]:
         """Serve the scheduled prevention deployments (`flows.prevention`: 汛前检查, 隐患排查, drills, the sweep) with
         Prefect's `serve()`; Prefect's scheduler makes each slot's run, this process runs it."""
+        raise_if_stopping()
         log = self.home / "logs" / "prevention.log"
         env = prefect_env(self.home, self.api_url)
         env.update({"BATON_DATA_DIR": str(self.home.resolve())})
@@ -189,6 +208,7 @@ class Stack:
         return proc
 
     def start_api(self, host: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+        raise_if_stopping()
         log = self.home / "logs" / "api.log"
         env = prefect_env(self.home, self.api_url)
         # uvicorn trusts nobody's forwarded headers; BATON_TRUSTED_PROXIES decides (api/forwarded.py).

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -40,6 +41,9 @@ from flows.waking import RUNTIME, Runtime, Waker
 from tasks.delivery import deliver_with_retries
 
 log = logging.getLogger("baton.worker")
+
+HEALTHY_RUN_SECONDS = 60.0  # a flow run that lasted this long before failing was not failing in a loop
+OUTAGE_RETRY_MAX = 8.0  # seconds between attempts while the database or the Prefect server is out of reach
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -131,6 +135,7 @@ class BatonWorker:
         return run
 
     async def _run_incident(self, incident_id: str) -> None:
+        started = time.monotonic()
         try:
             info = await in_transaction(_snapshot, incident_id=incident_id)
             if info is None or info["status"] != "open":
@@ -143,27 +148,35 @@ class BatonWorker:
             finally:
                 RUNTIME.reset(token)
             if state is not None and hasattr(state, "is_completed") and not state.is_completed():
-                await self._back_off(incident_id, info["code"], f"its flow run ended {state.name}: {state.message}")
+                await self._back_off(incident_id, info["code"], f"its flow run ended {state.name}: {state.message}",
+                                     ran_for=time.monotonic() - started)
             else:
                 self.failures.pop(incident_id, None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # An outage (the database or Prefect down) is named in one line; anything else with its traceback.
+            outage = _is_outage(exc)
             await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {outage_reason(exc)}",
-                                 exc_info=not _is_outage(exc))
+                                 exc_info=not outage, outage=outage, ran_for=time.monotonic() - started)
         finally:
             self.running.pop(incident_id, None)
             if not self.stopping.is_set():
                 with contextlib.suppress(Exception):
                     await in_transaction(leases.release, worker_id=self.worker_id, incident_ids=[incident_id])
 
-    async def _back_off(self, incident_id: str, name: str, why: str, exc_info: bool = False) -> None:
+    async def _back_off(self, incident_id: str, name: str, why: str, *, exc_info: bool = False, outage: bool = False,
+                        ran_for: float = 0.0) -> None:
         """A failing incident is named in the log and retried after a growing pause (2 s … 5 min), so one
-        broken plan or record never spins a worker."""
-        count = self.failures.get(incident_id, 0) + 1
+        broken plan or record never spins a worker.
+
+        Only failures in a row count: a run that went on for a while before it failed starts the count again, or
+        an incident that lived through a few short outages over a night would wait minutes after the next one.
+        An outage (the database or Prefect out of reach) is retried at most every OUTAGE_RETRY_MAX seconds: it
+        costs one query to try, and the incident should go on as soon as they are back."""
+        count = 1 if ran_for >= HEALTHY_RUN_SECONDS else self.failures.get(incident_id, 0) + 1
         self.failures[incident_id] = count
-        delay = min(300.0, 2.0 ** count)
+        delay = min(OUTAGE_RETRY_MAX if outage else 300.0, 2.0 ** count)
         log.error("incident %s (%s) failed, attempt %d; retrying in %.0f s: %s", name, incident_id, count, delay,
                   why, exc_info=exc_info)
         await self._sleep(delay)

@@ -606,6 +606,28 @@ def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) ->
     assert code in (0, 1, 130), (code, log.read_text()[-3000:])
 
 
+def test_a_sigterm_whose_interrupt_was_lost_still_stops_a_stack_that_is_starting() -> None:
+    """The interrupt a SIGTERM raises lands wherever the main thread is, and can be lost there (inside a weakref
+    callback during garbage collection, as CI once saw: "Exception ignored in …"). The stack's next wait raises
+    it again, instead of starting the rest for minutes before anyone looks."""
+    from flows.stack import free_port, stop_on_sigterm, wait_http
+
+    with stop_on_sigterm() as signalled:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here; its interrupt is swallowed below, as it was in the callback
+        except KeyboardInterrupt:
+            pass
+        assert signalled.is_set()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            wait_http(f"http://127.0.0.1:{free_port()}/api/health", 30)  # nothing answers there
+        assert time.monotonic() - started < 5
+    # Outside the block a SIGTERM is no longer this block's business, and a later wait is not interrupted.
+    with pytest.raises(RuntimeError, match="did not answer"):
+        wait_http(f"http://127.0.0.1:{free_port()}/api/health", 1)
+
+
 @pytest.mark.slow  # baton serve: Prefect, a worker, the API
 def test_sigterm_to_baton_serve_stops_every_process_it_started(tmp_path: Path) -> None:
     """`baton serve` (its own Prefect server, a worker, the API under two uvicorn workers), stopped as a process

@@ -57,6 +57,8 @@ def test_a_handoff_costs_few_statements_and_no_prefect_round_trip(prefect_server
     counts = measure(_call(api), prefect=True)
     _check(counts)
     assert counts.database == "postgresql"
+    # On the session's server, not an ephemeral one the flow's thread would start for itself.
+    assert counts.prefect_api == prefect_server.api_url
     assert all(h.worker_prefect == 0 for h in counts.handoffs), _explain(counts)
     # Each automated step is one task run: its Pending, Running and Completed events.
     assert counts.handoffs[0].worker_events <= 3 * counts.handoffs[0].automated_steps + 3, _explain(counts)

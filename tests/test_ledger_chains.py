@@ -69,6 +69,57 @@ def test_appending_to_two_chains_at_once_keeps_both_verifiable(baton: str) -> No
     assert check.valid and check.chains == 2 and check.entries == 2 * writers * appends, check.problems
 
 
+@BOTH
+def test_a_chain_verified_while_it_is_written_is_never_reported_broken(baton: str) -> None:
+    """The nightly audit and the verify endpoint read live chains: an append that commits between reading the head
+    and reading the entries must not show a healthy chain as truncated (PostgreSQL reads each statement at its own
+    moment)."""
+    from core.incidents.service import lock_incident
+    from core.ledger.chain import append, verify_incident
+
+    incident_id = drive.open_("flood")
+    writing = threading.Event()
+    writing.set()
+    failures: list[BaseException] = []
+    reports: list[str] = []
+    verified = [0]
+
+    def write(writer: int) -> None:
+        try:
+            for n in range(60):
+                with session_scope() as session:
+                    note(session, DESK, f"live:{writer}:{n}", n=n)
+                with session_scope() as session:
+                    append(session, incident=lock_incident(session, incident_id), kind=LedgerKind.duty_log_noted,
+                           actor="test:writer", from_party="", to_party="", idempotency_key=f"live:{writer}:{n}")
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    def read() -> None:
+        try:
+            while writing.is_set():
+                with session_scope() as session:
+                    for result in (verify_chain(session, DESK), verify_incident(session, incident_id)):
+                        verified[0] += 1
+                        if not result.valid:
+                            reports.append(f"{result.first_bad_seq}: {result.reason}")
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in writers + readers:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=120)
+    writing.clear()
+    for thread in readers:
+        thread.join(timeout=30)
+    assert not failures, failures
+    assert verified[0] > 20, verified
+    assert not reports, f"{len(reports)} of {verified[0]} verifications of a live chain failed: {reports[:3]}"
+
+
 def _drop_guard(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("ALTER TABLE ledger_entry DISABLE TRIGGER USER"))

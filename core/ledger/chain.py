@@ -170,8 +170,19 @@ def read_chain(session: Session, incident_id: str) -> list[LedgerEntry]:
                              .order_by(col(LedgerEntry.id))).all())
 
 
+def _head_for_reading(session: Session, query: Any) -> Any:
+    """A chain's head row, read so that the entries read next are those it records. A writer holds the head locked
+    from its append to its commit; on PostgreSQL (READ COMMITTED) a share lock waits for that commit and keeps the
+    next append out until this transaction ends; otherwise an append committed between the two reads shows a live
+    chain as truncated. SQLite's transactions are serialised already (BEGIN IMMEDIATE)."""
+    query = query.execution_options(populate_existing=True)
+    if is_postgres(session):
+        query = query.with_for_update(read=True)
+    return session.exec(query).first()
+
+
 def verify_incident(session: Session, incident_id: str) -> Verification:
-    incident = session.get(Incident, incident_id)
+    incident = _head_for_reading(session, select(Incident).where(Incident.id == incident_id))
     entries = read_chain(session, incident_id)
     if incident is None:
         return verify_entries(entries)
@@ -227,7 +238,7 @@ def verify_chain(session: Session, chain: str) -> Verification:
     """Check any chain against its head (an incident's: `incident:<id>`), naming the first entry that does not fit."""
     if chain.startswith("incident:"):
         return verify_incident(session, chain.partition(":")[2])
-    head = session.get(LedgerChain, chain)
+    head = _head_for_reading(session, select(LedgerChain).where(LedgerChain.name == chain))
     entries = read_named(session, chain)
     # No head at all while entries remain is a truncation too (the head row was removed).
     return verify_entries(entries, head.seq if head else 0, head.hash if head else None)
