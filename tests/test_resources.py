@@ -387,3 +387,39 @@ def test_the_schemas_refuse_a_message_that_breaks_them() -> None:
               '</RequestResource>')
     with pytest.raises(xmlschema.XMLSchemaValidationError):
         schema(str(edxl.REQUEST_SCHEMA)).validate(broken)
+
+
+def test_reimporting_the_reserve_register_keeps_what_incidents_drew_until_a_new_stock_count(api: Api) -> None:
+    """The same file twice changes nothing, also after an incident drew the reserve down: the file's quantity is
+    the stock count it was, not a restocking. A file that counts anew (a different quantity) replaces the stock."""
+
+    def register(quantity: int, warehouse: str = "市应急物资储备库") -> dict[str, Any]:
+        content = ("code,name_zh,category,unit,quantity,safety_stock,warehouse,organisation,lon,lat\n"
+                   f"SB-COUNT,防汛编织袋,1010101,袋,{quantity},0,{warehouse},emergency_office,114.30,30.59\n")
+        response = api.call("office", "POST", "/api/registers/reserve/import",
+                            json={"filename": "reserves.csv", "content": content})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        assert not body["refused"], body["refused"]
+        return body
+
+    assert register(2000)["added"] == 1
+    with session_scope() as session:
+        reserve = session.exec(select(MaterialReserve).where(MaterialReserve.code == "SB-COUNT")).one().id
+    incident = flood("assessment")
+    request = request_on(api, incident.id, reserve, 300)
+    assert act(api, "office", request["id"], "approve").status_code == 200
+    assert stock(reserve) == 1700
+    # The same file again: nothing changes, the 300 drawn stay drawn.
+    assert register(2000)["unchanged"] == 1
+    assert stock(reserve) == 1700
+    # Another column corrected, the same count: the entry is updated, its stock is not put back.
+    assert register(2000, warehouse="城东储备库")["updated"] == 1
+    assert stock(reserve) == 1700
+    assert register(2000, warehouse="城东储备库")["unchanged"] == 1
+    assert stock(reserve) == 1700
+    # A new stock-take counts 2500: that is the stock now, and the same count again changes nothing.
+    assert register(2500, warehouse="城东储备库")["updated"] == 1
+    assert stock(reserve) == 2500
+    assert register(2500, warehouse="城东储备库")["unchanged"] == 1
+    assert stock(reserve) == 2500

@@ -1,6 +1,7 @@
 """Importing a register file: every row checked on its own (a bad row is named by its number and field, with a
 stable code and why, and left out; the good rows are kept), each entry found again by its natural key (so the
-same file twice changes nothing, and a changed row updates its entry), and the import recorded whole, with its
+same file twice changes nothing, and a changed row updates its entry; a reserve's stock moved by incidents since
+its last count stays unless the file counts anew), and the import recorded whole, with its
 counts and refused rows, as an entry of the ledger chain `registers` (kind `register.imported`).
 
 Who imports what: the office every entry; a department only its own organisation's (a blank organisation is its
@@ -25,7 +26,7 @@ from core.platform.db import new_id
 from core.platform.tabular import RowProblem
 from core.registers import columns as cols
 from core.registers.files import Row
-from core.registers.models import REGISTER_TABLES, RegisterEntry, RegisterKind
+from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterEntry, RegisterKind
 from core.registers.service import AREA_ORGANISATIONS, RESTRICTED, may_import, writes_all
 from core.users.models import User
 
@@ -163,6 +164,15 @@ def _existing(session: Session, kind: RegisterKind, values: dict[str, Any]) -> R
     return session.exec(statement).first()
 
 
+def _keep_live_stock(found: RegisterEntry | None, values: dict[str, Any]) -> None:
+    """A reserve's quantity in a file is a stock count. The count the last import gave, given again (the same file
+    re-imported, or another column corrected), leaves the stock as incidents have moved it since; a different
+    count is a new stock-take and replaces it."""
+    values["counted_quantity"] = values["quantity"]
+    if isinstance(found, MaterialReserve) and found.counted_quantity == values["quantity"]:
+        values["quantity"] = found.quantity
+
+
 def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source: str, data: bytes, user: User,
                 datum: Datum = Datum.wgs84, actor: str | None = None) -> ImportResult:
     """Import a register file's rows (from `core.registers.files.read_rows`) as `user` (the actor recorded is
@@ -190,6 +200,8 @@ def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source
         except cols.CellRefused as refused:
             result.problems.append(RowProblem(number, refused.field, refused.code, refused.en, refused.zh))
             continue
+        if kind is RegisterKind.reserve:
+            _keep_live_stock(found, values)
         if found is None:
             session.add(REGISTER_TABLES[kind](**values, source=source[:200], updated_by=actor))
             result.added += 1

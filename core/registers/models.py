@@ -113,6 +113,9 @@ class MaterialReserve(RegisterEntry, table=True):
     specification: str = Field(default="", max_length=200)  # 规格型号
     unit: str = Field(max_length=16)  # 件, 只, 顶, 吨, 袋 …
     quantity: int = 0
+    # The quantity the last imported stock count (盘点) gave. A file that gives it again is the same count: the
+    # draw-downs, returns and restocking since then stand (core/registers/importing.py).
+    counted_quantity: int | None = None
     safety_stock: int = 0  # below this a replenishment is due (安全库存)
     warehouse: str = Field(default="", max_length=200)  # 储备库
     expires_on: date | None = None
