@@ -61,7 +61,7 @@ def resource_target(kind: str) -> Target:
     steps = {"resource_request": 0, "resource_approved": 1, "replenishment": 1, "resource_mine_dispatched": 2,
              "resource_mine_received": 3}[kind]
     with session_scope() as session:
-        request = service.request_resources(
+        request, _made = service.request_resources(
             session, incident_id=incident.id, user=_user(session, "water_affairs"), actor="user:water_affairs",
             quantity=20, needed_by=utcnow() + timedelta(hours=4), destination="城东区解放路口", reserve_id=reserve_id)
         params["request_id"] = request.id

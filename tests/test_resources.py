@@ -423,3 +423,44 @@ def test_reimporting_the_reserve_register_keeps_what_incidents_drew_until_a_new_
     assert stock(reserve) == 2500
     assert register(2500, warehouse="城东储备库")["unchanged"] == 1
     assert stock(reserve) == 2500
+
+
+def test_a_request_retried_with_its_idempotency_key_asks_once(api: Api) -> None:
+    """A department's client that lost the answer sends the request again with the same Idempotency-Key: one
+    request, one ledger entry, the first answer again. Another key (or none) is another request."""
+    incident = flood("assessment")
+    reserve = make_reserve(quantity=2000)
+    body = ask(200, reserve_id=reserve)
+    path = f"/api/incidents/{incident.id}/resource-requests"
+    first = api.call("water_affairs", "POST", path, json=body, headers={"Idempotency-Key": "req-7"})
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = api.call("water_affairs", "POST", path, json=body, headers={"Idempotency-Key": "req-7"})
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = api.call("water_affairs", "POST", path, json=body, headers={"Idempotency-Key": "req-8"})
+    assert other.json()["id"] != first.json()["id"]
+    with session_scope() as session:
+        made = session.exec(select(ResourceRequest).where(ResourceRequest.incident_id == incident.id)).all()
+    assert len(made) == 2
+    assert resource_kinds(incident.id) == ["resource.requested", "resource.requested"]
+
+
+@BOTH
+def test_concurrent_retries_with_one_idempotency_key_make_one_request(api: Api) -> None:
+    incident = flood("assessment")
+    reserve = make_reserve(quantity=2000)
+    path = f"/api/incidents/{incident.id}/resource-requests"
+    start = threading.Barrier(4)
+
+    def send(_: int) -> httpx.Response:
+        start.wait()
+        return api.call("water_affairs", "POST", path, json=ask(100, reserve_id=reserve),
+                        headers={"Idempotency-Key": "storm-retry"})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(send, range(4)))
+    assert [a.status_code for a in answers] == [201] * 4, [a.text[:200] for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
+    assert resource_kinds(incident.id) == ["resource.requested"]

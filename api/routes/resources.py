@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from api.deps import CurrentUser, Principal, SessionDep
+from api.deps import CurrentUser, Principal, SessionDep, idempotency_digest
 from api.errors import ApiError
 from core.incidents import reads as incident_reads
 from core.incidents.models import Incident
@@ -110,16 +111,33 @@ def _receiving(session: Session, principal: Principal, request_id: str) -> Resou
 
 
 @router.post("/api/incidents/{incident_id}/resource-requests", status_code=201)
-def create(incident_id: str, body: RequestIn, principal: CurrentUser, session: SessionDep) -> dict[str, Any]:
+def create(incident_id: str, body: RequestIn, principal: CurrentUser, session: SessionDep, response: Response,
+           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
     """Request resources on the incident. More than is in stock: 409 `insufficient_stock` with
-    `details.available`; a bad field: 422 naming it."""
+    `details.available`; a bad field: 422 naming it. Sent again with the same `Idempotency-Key` (a retry after a
+    lost answer), it answers with the request the first made (`Idempotent-Replayed: true`) and asks for nothing
+    more."""
     incident = incident_reads.get_incident(session, incident_id, _reader(principal))
     if principal.acts_for is None:
         raise ApiError(403, "forbidden", "only who acts for a department requests resources")
-    request = service.request_resources(
-        session, incident_id=incident.id, user=principal.user, actor=principal.actor, quantity=body.quantity,
-        needed_by=body.needed_by, destination=body.destination, category=body.category, reserve_id=body.reserve_id,
-        supplier=body.supplier, description=body.description, lon=body.lon, lat=body.lat)
+    key = idempotency_digest(principal.user.id, idempotency_key) if idempotency_key else None
+
+    def ask() -> tuple[ResourceRequest, bool]:
+        return service.request_resources(
+            session, incident_id=incident.id, user=principal.user, actor=principal.actor, quantity=body.quantity,
+            needed_by=body.needed_by, destination=body.destination, category=body.category,
+            reserve_id=body.reserve_id, supplier=body.supplier, description=body.description, lon=body.lon,
+            lat=body.lat, idempotency_key=key)
+
+    try:
+        with session.begin_nested():
+            request, made = ask()
+    except IntegrityError:
+        if key is None:
+            raise
+        request, made = ask()  # the same key raced in from a retry: the first one won; answer with it
+    if not made:
+        response.headers["Idempotent-Replayed"] = "true"
     return _answer(session, request)
 
 

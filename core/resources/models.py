@@ -65,6 +65,8 @@ class ResourceRequest(SQLModel, table=True):
     status: str = Field(default=RequestStatus.requested, max_length=16, index=True)
     requested_by: str = Field(max_length=100)
     requested_at: datetime = Field(default_factory=utcnow)
+    # The requester's Idempotency-Key (digested with who sent it): a retried request is answered with the first.
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=64)
     drawn_reserve_id: str | None = Field(default=None, foreign_key="register_reserve.id", max_length=36)
     quantity_approved: int | None = None
     decided_by: str | None = Field(default=None, max_length=100)

@@ -262,14 +262,20 @@ def _what(session: Session, refusals: Refusals, *, category: Any, reserve_id: An
 # -- the steps --------------------------------------------------------------------------------------------------
 def request_resources(session: Session, *, incident_id: str, user: User, actor: str, quantity: Any,
                       needed_by: Any, destination: Any, category: Any = None, reserve_id: Any = None,
-                      supplier: Any = None, description: Any = "", lon: Any = None, lat: Any = None
-                      ) -> ResourceRequest:
+                      supplier: Any = None, description: Any = "", lon: Any = None, lat: Any = None,
+                      idempotency_key: str | None = None) -> tuple[ResourceRequest, bool]:
     """A department asks for `quantity` units of a reserve (`reserve_id`) or of a category from an owning
     department (`supplier`; found when one department alone holds the category). Refused field by field
-    (InputInvalid); more than is in stock is InsufficientStock naming what is."""
+    (InputInvalid); more than is in stock is InsufficientStock naming what is. With an `idempotency_key` already
+    used, the request it made is returned as it stands and nothing else happens. Returns the request and whether
+    this call made it."""
     requester = permissions.acts_for(user)
     if requester is None:
         raise NotFound("only who acts for a department asks for resources")
+    if idempotency_key is not None:
+        made = session.exec(select(ResourceRequest).where(ResourceRequest.idempotency_key == idempotency_key)).first()
+        if made is not None:
+            return made, False
     now = utcnow()
     refusals = Refusals()
     count = refusals.check("quantity", whole_number, quantity)
@@ -301,7 +307,7 @@ def request_resources(session: Session, *, incident_id: str, user: User, actor: 
     request = ResourceRequest(incident_id=incident.id, requester=requester, supplier=owner, category=asked_category,
                               reserve_id=reserve.id if reserve else None, description=str(what), quantity=int(count),
                               unit=unit, destination=str(place).strip(), lon=point[0], lat=point[1],
-                              needed_by=when, requested_by=actor, requested_at=now)
+                              needed_by=when, requested_by=actor, requested_at=now, idempotency_key=idempotency_key)
     available = _available(session, request) if stock else 0
     if int(count) > available:
         raise _short(int(count), available, unit, reserve.name_zh if reserve else f"category {asked_category}")
@@ -311,7 +317,7 @@ def request_resources(session: Session, *, incident_id: str, user: User, actor: 
                   to_party=owner, idempotency_key=f"{request.id}:requested", handed_over=_terms(request), at=now,
                   details={"request_id": request.id, "quantity": request.quantity, "unit": unit,
                            "category": asked_category, "reserve_id": request.reserve_id})
-    return request
+    return request, True
 
 
 def _terms(request: ResourceRequest) -> dict[str, Any]:
