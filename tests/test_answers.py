@@ -473,6 +473,13 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     with session_scope() as session:
         channel = session.exec(sql_select(NotifyChannel).where(NotifyChannel.name == "防汛群")).one()
         assert (channel.token, channel.secret, channel.for_drills, channel.active) == (token, secret, True, True)
+        # At rest both are sealed: the table itself (a backup, a copy of the file) holds neither.
+        from sqlalchemy import text as sql_text
+
+        stored = session.execute(sql_text("SELECT token, secret FROM notify_channel WHERE id = :id"),
+                                 {"id": channel.id}).one()
+        assert all(value.startswith("sealed:v1:") for value in stored), stored
+        assert token not in "".join(stored) and secret not in "".join(stored)
     assert 'data-channel="防汛群" data-active="1" data-drills="1"' in listed
     # A person's address: a robot reaches people by mobile number.
     wrong = office.post("/office/channels-contacts", data={"csrf": csrf, "channel": channel.id,

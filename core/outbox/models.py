@@ -6,11 +6,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
 from core.platform.db import new_id
+from core.platform.sealing import SealedText
 
 
 class DeliveryOutcome(StrEnum):
@@ -77,8 +78,9 @@ class NotifyChannel(SQLModel, table=True):
     name: str = Field(unique=True, max_length=64)
     kind: str = Field(max_length=16)  # a ChannelKind
     url: str = Field(default="", max_length=500)  # the webhook or gateway address, without its token
-    token: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # access_token, key, API key
-    secret: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # DingTalk's signing secret
+    # Sealed at rest (core/platform/sealing.py): the access_token, key or API key, and DingTalk's signing secret.
+    token: str = Field(default="", sa_column=Column(SealedText, nullable=False, default=""))
+    secret: str = Field(default="", sa_column=Column(SealedText, nullable=False, default=""))
     for_drills: bool = False
     active: bool = True
     created_by: str = Field(max_length=100)
