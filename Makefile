@@ -50,7 +50,7 @@ TEST_PROCESSES ?= 4
 test: system-packages $(STAMP_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadgroup
+	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadgroup --durations=30
 
 # The fast tier alone: the tests that start no other process (no Prefect, workers, PostgreSQL or Chromium).
 test-fast: $(STAMP_TEST)

@@ -240,6 +240,11 @@ def verify_chain(session: Session, chain: str) -> Verification:
         return verify_incident(session, chain.partition(":")[2])
     head = _head_for_reading(session, select(LedgerChain).where(LedgerChain.name == chain))
     entries = read_named(session, chain)
+    if head is None and entries and is_postgres(session):
+        # The chain's first append committed between the two reads: its head row did not exist yet to be locked.
+        # It does now (a head is never removed but by tampering): read both again under its lock.
+        head = _head_for_reading(session, select(LedgerChain).where(LedgerChain.name == chain))
+        entries = read_named(session, chain)
     # No head at all while entries remain is a truncation too (the head row was removed).
     return verify_entries(entries, head.seq if head else 0, head.hash if head else None)
 
