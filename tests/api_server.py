@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import select as sa_select
 from sqlmodel import col, func, select
 
 from core.attachments.models import Attachment
@@ -19,7 +20,7 @@ from core.incidents.models import DepartmentTask, Incident, LevelChange
 from core.ledger.chain import DESK, REGISTERS
 from core.ledger.models import LedgerEntry
 from core.outbox.models import ChannelContact, NotifyChannel, OutboundDelivery
-from core.platform.db import session_scope
+from core.platform.db import get_engine, session_scope
 from core.prevention.models import PreventionEvidence, PreventionTask
 from core.registers.models import REGISTER_TABLES, MaterialReserve
 from core.reporting.models import UpwardReport
@@ -156,53 +157,73 @@ def audit_actions(username: str | None = None) -> list[tuple[str, str, dict[str,
     return out
 
 
+def _fingerprint_queries() -> dict[str, Any]:
+    """The statements fingerprint() reads, by name (built once: building them cost more than running them)."""
+    def q(*columns: Any) -> Any:
+        return sa_select(*columns)
+
+    def count(model: Any, *where: Any) -> Any:
+        return sa_select(func.count()).select_from(model).where(*where).scalar_subquery()
+
+    return {
+        # The outputs as stored (JSON text): any change to them shows.
+        "tasks": q(DepartmentTask.id, DepartmentTask.status, col(DepartmentTask.acknowledged_at).is_not(None),
+                        DepartmentTask.outputs),
+        "levels": q(Incident.id, Incident.level),
+        "deliveries": q(OutboundDelivery.id, OutboundDelivery.outcome, OutboundDelivery.replays),
+        # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
+        "users": q(User.username, User.display_name, User.active, User.failed_logins,
+                        col(User.locked_until).is_not(None)),
+        "upward": q(UpwardReport.id, UpwardReport.status, col(UpwardReport.edited_at).is_not(None),
+                         col(UpwardReport.phoned_at).is_not(None)),
+        "signals": q(Signal.id, Signal.outcome),
+        "locks": q(LoginLock.user_id, LoginLock.source, LoginLock.failures,
+                        col(LoginLock.locked_until).is_not(None)),
+        "counts": q(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
+                         count(SituationReport), count(CapAlert),
+                         count(AccessToken, col(AccessToken.revoked_at).is_not(None))),
+        "duty": q(count(RosterShift), count(DutyAbsence), count(LedgerEntry, LedgerEntry.chain == DESK)),
+        "files": q(Attachment.id, Attachment.linked_at),
+        "registers": q(count(LedgerEntry, LedgerEntry.chain == REGISTERS),
+                            *(count(table) for table in REGISTER_TABLES.values())),
+        "requests": q(ResourceRequest.id, ResourceRequest.status),
+        "reserves": q(MaterialReserve.id, MaterialReserve.quantity),
+        "replenishments": q(Replenishment.id, Replenishment.status),
+        "prevention_tasks": q(PreventionTask.id, PreventionTask.status),
+        "evidence": q(PreventionEvidence.id),
+        "channels": q(NotifyChannel.id, NotifyChannel.active, NotifyChannel.for_drills),
+        "contacts": q(ChannelContact.id, ChannelContact.address),
+        "stand_ins": q(UserPosition.id, UserPosition.stand_in_id),
+        "answers": q(AnswerRequest.id, AnswerRequest.answered_at),
+    }
+
+
+_FINGERPRINT_SQL: dict[str, dict[str, str]] = {}  # by dialect: each statement as SQL text
+
+
 def fingerprint() -> tuple[Any, ...]:
     """What a refused request must leave as it was: the ledger, incidents and their levels, positions held, tasks,
     reports, warnings, signals (and what each did), deliveries, revoked tokens, users (display name, active,
     failed logins, lockout) and their locks per address, upward reports, roster shifts and absences, the duty
     desk chain, attached files (and whether linked), register imports and entries, resources, prevention tasks and
     their evidence, notification channels and contacts, stand-ins, answers to warnings (叫应). Read as plain rows
-    (the access matrices take one before and after each of a thousand requests)."""
-    with session_scope() as session:
-        def count(model: Any, *where: Any) -> Any:
-            return select(func.count()).select_from(model).where(*where).scalar_subquery()
+    of SQL compiled once (the access matrices take one before and after each of a thousand requests): values as
+    the driver gives them, which is all a comparison of before and after needs."""
+    engine = get_engine()
+    compiled = _FINGERPRINT_SQL.get(engine.dialect.name)
+    if compiled is None:
+        compiled = {name: str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+                    for name, query in _fingerprint_queries().items()}
+        _FINGERPRINT_SQL[engine.dialect.name] = compiled
+    with engine.begin() as connection:
+        got = {name: [tuple(row) for row in connection.exec_driver_sql(sql).all()] for name, sql in compiled.items()}
 
-        def rows(*columns: Any) -> list[Any]:
-            return list(session.execute(select(*columns)).all())
+    def table(name: str) -> tuple[Any, ...]:
+        return tuple(sorted(got[name], key=repr))
 
-        def table(*columns: Any) -> tuple[Any, ...]:
-            return tuple(sorted(tuple(row) for row in rows(*columns)))
-
-        def present(value: Any) -> bool:
-            return value is not None
-
-        tasks = tuple(sorted((id_, status, present(acknowledged), present(outputs)) for id_, status, acknowledged,
-                             outputs in rows(DepartmentTask.id, DepartmentTask.status, DepartmentTask.acknowledged_at,
-                                             DepartmentTask.outputs)))
-        levels = table(Incident.id, Incident.level)
-        deliveries = table(OutboundDelivery.id, OutboundDelivery.outcome, OutboundDelivery.replays)
-        # Not the password hash: a user's first login re-hashes it at the production cost (see make_user).
-        users = tuple(sorted((name, shown, active, failed, present(locked)) for name, shown, active, failed, locked
-                             in rows(User.username, User.display_name, User.active, User.failed_logins,
-                                     User.locked_until)))
-        upward = tuple(sorted((id_, status, present(edited), present(phoned)) for id_, status, edited, phoned in
-                              rows(UpwardReport.id, UpwardReport.status, UpwardReport.edited_at,
-                                   UpwardReport.phoned_at)))
-        signals = table(Signal.id, Signal.outcome)
-        locks = tuple(sorted((user_id, source, failures, present(locked)) for user_id, source, failures, locked in
-                             rows(LoginLock.user_id, LoginLock.source, LoginLock.failures, LoginLock.locked_until)))
-        counts = rows(count(LedgerEntry), count(Incident), count(LevelChange), count(UserPosition),
-                      count(SituationReport), count(CapAlert),
-                      count(AccessToken, col(AccessToken.revoked_at).is_not(None)))[0]
-        duty = rows(count(RosterShift), count(DutyAbsence), count(LedgerEntry, LedgerEntry.chain == DESK))[0]
-        files = table(Attachment.id, Attachment.linked_at)
-        registers = rows(count(LedgerEntry, LedgerEntry.chain == REGISTERS),
-                         *(count(table) for table in REGISTER_TABLES.values()))[0]
-        resources = (table(ResourceRequest.id, ResourceRequest.status),
-                     table(MaterialReserve.id, MaterialReserve.quantity), table(Replenishment.id, Replenishment.status))
-        prevention = (table(PreventionTask.id, PreventionTask.status), table(PreventionEvidence.id))
-        answering = (table(NotifyChannel.id, NotifyChannel.active, NotifyChannel.for_drills),
-                     table(ChannelContact.id, ChannelContact.address), table(UserPosition.id, UserPosition.stand_in_id),
-                     table(AnswerRequest.id, AnswerRequest.answered_at))
-        return (*counts[:6], signals, counts[6], tasks, levels, deliveries, users, locks, upward, tuple(duty),
-                files, tuple(registers), resources, prevention, answering)
+    counts, duty, registers = got["counts"][0], got["duty"][0], got["registers"][0]
+    return (*counts[:6], table("signals"), counts[6], table("tasks"), table("levels"), table("deliveries"),
+            table("users"), table("locks"), table("upward"), tuple(duty), table("files"), tuple(registers),
+            (table("requests"), table("reserves"), table("replenishments")),
+            (table("prevention_tasks"), table("evidence")),
+            (table("channels"), table("contacts"), table("stand_ins"), table("answers")))

@@ -305,6 +305,7 @@ class Browsers:
         self.server = server
         self.by_user: dict[str, httpx.Client] = {}
         self.made: list[httpx.Client] = []
+        self.tokens: dict[tuple[int, tuple[tuple[str, str | None], ...]], str] = {}
 
     def new(self, username: str | None) -> httpx.Client:
         client = page_client(self.server, username) if username else self.server.client()
@@ -317,11 +318,14 @@ class Browsers:
             self.by_user[key] = self.new(username)
         return self.by_user[key]
 
-    @staticmethod
-    def csrf(client: httpx.Client) -> str:
-        # Every page of a session carries its CSRF token (the header's logout and language forms).
-        found = CSRF.search(client.get("/", follow_redirects=True).text)
-        return found.group(1) if found else ""
+    def csrf(self, client: httpx.Client) -> str:
+        # Every page of a session carries its CSRF token (the header's logout and language forms). It is bound to the
+        # session, so it is read once per session (a page costs a tenth of a second; the matrix posts hundreds).
+        session = (id(client), tuple(sorted((c.name, c.value) for c in client.cookies.jar)))
+        if session not in self.tokens:
+            found = CSRF.search(client.get("/", follow_redirects=True).text)
+            self.tokens[session] = found.group(1) if found else ""
+        return self.tokens[session]
 
     def close(self) -> None:
         for client in self.made:
