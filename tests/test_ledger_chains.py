@@ -122,7 +122,8 @@ def test_a_chain_verified_while_it_is_written_is_never_reported_broken(baton: st
     for thread in readers:
         thread.join(timeout=30)
     assert not failures, failures
-    assert verified[0] > 100, verified
+    # At least one full round of every chain while they were written (a loaded SQLite runs few: its readers queue).
+    assert verified[0] > len(chains), verified
     assert not reports, f"{len(reports)} of {verified[0]} verifications of a live chain failed: {reports[:3]}"
 
 
