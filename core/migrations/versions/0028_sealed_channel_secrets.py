@@ -4,7 +4,7 @@ Revision ID: 0028
 Revises: 0027
 Create Date: 2026-12-03 01:45:00
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,21 +16,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
-    from core.platform.sealing import seal
-
+def _rewrite(transform: Callable[[str], str]) -> None:
+    """Each channel's token and secret passed through `transform` (seal on the way up, unseal on the way down)."""
     bind = op.get_bind()
     rows = bind.execute(sa.text("SELECT id, token, secret FROM notify_channel")).all()
     for channel_id, token, secret in rows:
         bind.execute(sa.text("UPDATE notify_channel SET token = :token, secret = :secret WHERE id = :id"),
-                     {"token": seal(token or ""), "secret": seal(secret or ""), "id": channel_id})
+                     {"token": transform(token or ""), "secret": transform(secret or ""), "id": channel_id})
+
+
+def upgrade() -> None:
+    from core.platform.sealing import seal
+
+    _rewrite(seal)
 
 
 def downgrade() -> None:
     from core.platform.sealing import unseal
 
-    bind = op.get_bind()
-    rows = bind.execute(sa.text("SELECT id, token, secret FROM notify_channel")).all()
-    for channel_id, token, secret in rows:
-        bind.execute(sa.text("UPDATE notify_channel SET token = :token, secret = :secret WHERE id = :id"),
-                     {"token": unseal(token or ""), "secret": unseal(secret or ""), "id": channel_id})
+    _rewrite(unseal)
