@@ -10,9 +10,10 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api.errors import ApiError
@@ -182,3 +183,19 @@ def check_csrf(principal: Principal, given: str | None) -> None:
 def idempotency_digest(user_id: str, key: str) -> str:
     """A client's Idempotency-Key, scoped to the user and of fixed length whatever the client sent."""
     return hashlib.sha256(f"{user_id}:{key}".encode()).hexdigest()
+
+
+T = TypeVar("T")
+
+
+def first_of_a_race(session: Session, make: Callable[[], T], *, retry: bool = True) -> T:
+    """`make()` in a savepoint. Two requests with one Idempotency-Key can race past the lookup of what the key made:
+    the second insert then breaks the key's unique constraint, and `make()` again (with `retry`) finds and returns
+    what the first made."""
+    try:
+        with session.begin_nested():
+            return make()
+    except IntegrityError:
+        if not retry:
+            raise
+        return make()

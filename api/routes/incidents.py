@@ -4,9 +4,17 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy.exc import IntegrityError
 
-from api.deps import ActingUser, CurrentUser, OfficeUser, Principal, ReviewerUser, SessionDep, idempotency_digest
+from api.deps import (
+    ActingUser,
+    CurrentUser,
+    OfficeUser,
+    Principal,
+    ReviewerUser,
+    SessionDep,
+    first_of_a_race,
+    idempotency_digest,
+)
 from api.routes.tasks import alert_out
 from api.schemas import (
     AlertOut,
@@ -56,12 +64,7 @@ def create(body: IncidentCreate, principal: OfficeUser, session: SessionDep, res
     }
     if body.location is not None:
         kwargs.update(location_name=body.location.name, lat=body.location.lat, lon=body.location.lon)
-    try:
-        with session.begin_nested():
-            opened = open_incident(session, **kwargs)
-    except IntegrityError:
-        # The same key raced in from a retry: the first one won; answer with it.
-        opened = open_incident(session, **kwargs)
+    opened = first_of_a_race(session, lambda: open_incident(session, **kwargs))
     if not opened.created:
         response.headers["Idempotent-Replayed"] = "true"
     return public(opened.incident)

@@ -15,10 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from api.deps import CurrentUser, Principal, SessionDep, idempotency_digest
+from api.deps import CurrentUser, Principal, SessionDep, first_of_a_race, idempotency_digest
 from api.errors import ApiError
 from core.incidents import reads as incident_reads
 from core.incidents.models import Incident
@@ -129,13 +128,7 @@ def create(incident_id: str, body: RequestIn, principal: CurrentUser, session: S
             reserve_id=body.reserve_id, supplier=body.supplier, description=body.description, lon=body.lon,
             lat=body.lat, idempotency_key=key)
 
-    try:
-        with session.begin_nested():
-            request, made = ask()
-    except IntegrityError:
-        if key is None:
-            raise
-        request, made = ask()  # the same key raced in from a retry: the first one won; answer with it
+    request, made = first_of_a_race(session, ask, retry=key is not None)
     if not made:
         response.headers["Idempotent-Replayed"] = "true"
     return _answer(session, request)
