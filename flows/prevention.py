@@ -22,7 +22,7 @@ from prefect import flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Interval
 from sqlalchemy.exc import IntegrityError
 
 from core.platform.clock import utcnow
@@ -31,6 +31,7 @@ from core.prevention import service
 from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
 
 SWEEP_SECONDS = 300
+SWEEP_SLUG = "every-five-minutes"
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -92,10 +93,12 @@ def prevention_sweep() -> dict[str, Any]:
 def deployments() -> list[RunnerDeployment]:
     """What the embedded stack serves: a deployment per campaign on its cron, and the sweep."""
     made = [prevention_campaign.to_deployment(
-        name=f"prevention-{key}", schedule=Cron(spec.cron, timezone=TIMEZONE), parameters={"campaign": key},
-        tags=["baton", "prevention", f"campaign:{key}"], description=f"{spec.name_zh} · {spec.name_en}")
+        name=f"prevention-{key}", schedule=Cron(spec.cron, timezone=TIMEZONE, slug=spec.slug),
+        parameters={"campaign": key}, tags=["baton", "prevention", f"campaign:{key}"],
+        description=f"{spec.name_zh} · {spec.name_en}")
         for key, spec in CAMPAIGNS.items()]
-    made.append(prevention_sweep.to_deployment(name="prevention-sweep", interval=SWEEP_SECONDS,
+    made.append(prevention_sweep.to_deployment(name="prevention-sweep",
+                                               schedule=Interval(SWEEP_SECONDS, slug=SWEEP_SLUG),
                                                tags=["baton", "prevention"]))
     ready = [d for d in made if isinstance(d, RunnerDeployment)]  # called outside an event loop: built already
     assert len(ready) == len(made)

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from sqlmodel import col, select
@@ -358,8 +358,47 @@ def test_the_deployed_schedules_parse_and_name_existing_flows_and_campaigns() ->
         assert (parsed.cron, parsed.timezone) == (spec.cron, TIMEZONE)
         (served_schedule,) = served[f"prevention-{key}"].schedules or []
         assert served_schedule.schedule == parsed
+        # The same slug, or Prefect refuses the one's update of what the other registered (422).
+        assert schedule["slug"] == served_schedule.slug == spec.slug
     assert by_name["prevention-sweep"]["entrypoint"] == "flows/prevention.py:prevention_sweep"
-    assert by_name["prevention-sweep"]["schedules"][0]["interval"] == prevention.SWEEP_SECONDS
+    (sweep,) = by_name["prevention-sweep"]["schedules"]
+    (served_sweep,) = served["prevention-sweep"].schedules or []
+    assert isinstance(served_sweep.schedule, IntervalSchedule)
+    assert sweep["interval"] == prevention.SWEEP_SECONDS == served_sweep.schedule.interval.total_seconds()
+    assert sweep["slug"] == served_sweep.slug == prevention.SWEEP_SLUG
+
+
+@pytest.mark.prefect
+def test_serving_updates_the_deployments_the_registration_made(prefect_server: PrefectServer) -> None:
+    """`deploy/prefect.yaml`'s registration and the embedded stack's serve name the same deployments. Serving after
+    a registration (an office moving back from scale-out, or sharing one Prefect server) updates them in place:
+    Prefect refuses an update whose schedules lack the slugs the registered ones carry, and serve would exit."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    by_name = {d["name"]: d for d in prefect_yaml()["deployments"]}
+    try:
+        for served in prevention.deployments():
+            (declared,) = by_name[served.name]["schedules"]
+            schedule = (IntervalSchedule(interval=timedelta(seconds=declared["interval"])) if "interval" in declared
+                        else CronSchedule(cron=declared["cron"], timezone=declared["timezone"]))
+            registered = served.model_copy(update={"schedules": [
+                DeploymentScheduleCreate(schedule=schedule, slug=declared["slug"])]})
+            registered.apply()
+        ids: dict[str, UUID] = {}
+        for deployment in prevention.deployments():  # what serve does when it starts
+            applied = deployment.apply()
+            assert isinstance(applied, UUID)
+            ids[deployment.name] = applied
+
+        async def slugs() -> dict[str, list[str | None]]:
+            async with get_client() as client:
+                return {name: [s.slug for s in (await client.read_deployment(i)).schedules]
+                        for name, i in ids.items()}
+
+        assert asyncio.run(slugs()) == {d["name"]: [d["schedules"][0]["slug"]] for d in by_name.values()
+                                        if d["name"].startswith("prevention-")}
+    finally:
+        asyncio.run(_delete_served_deployments())
 
 
 # -- over HTTP: scoping, the page, the stable refusal --------------------------------------------------------------
