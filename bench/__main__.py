@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from rich.table import Table
 
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
+from bench.profile import Recording, by_package, hot_frames
 from core.learning.simulation import sample_value, satisfy_checks
 from core.platform.clock import utcnow
 from process_defs.schema import FieldCheck, FormField
@@ -256,6 +258,38 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
             "desks": len(departments)}
 
 
+def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Namespace) -> dict[str, Any]:
+    """The sustained handoff run, then the wait until the workers have done what it set off; what each process
+    spent on CPU over both, per handoff accepted; with `--profile`, py-spy's record of the same span."""
+    trees = processes(state)
+    before = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
+    recording: Recording | None = None
+    if args.profile:
+        recording = Recording(RESULTS / "profile", {name: pids[0] for name, pids in trees.items()
+                                                    if name != "postgresql"})
+        shutil.rmtree(recording.folder, ignore_errors=True)
+    with recording or nullcontext():
+        result = sustained(state["api_url"], users, args.sustain_seconds, clients=16)
+        with console.status("waiting for the workers to finish what the handoff run left them"):
+            result["idle_again_after_s"] = wait_until_idle(state)
+    after = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
+    handoffs = max(1, result["handoffs"])
+    result["cpu_ms_per_handoff"] = {name: round(1000 * (after[name] - before[name]) / handoffs, 1)
+                                    for name in trees}
+    if recording is not None:
+        result["profile"] = {"folder": str(recording.folder), "errors": recording.errors, "processes": {}}
+        for name in recording.running:
+            raw = recording.folder / f"{name}.txt"
+            if not raw.exists():
+                continue
+            samples, hot = hot_frames(raw)
+            result["profile"]["processes"][name] = {
+                "samples": samples, "packages": {k: round(v, 3) for k, v in list(by_package(raw).items())[:10]},
+                "hot": [{"function": h.function, "self": round(h.self_share, 3),
+                         "inclusive": round(h.inclusive_share, 3)} for h in hot]}
+    return result
+
+
 def inbox_latency(base_url: str, users: Users, clients: int, seconds: float, every: float = 1.0) -> list[float]:
     """`clients` department duty desks each refreshing their inbox every `every` seconds (asyncio, so the
     measuring side is not a thread pool fighting over the GIL). A desk that refreshes every second is a busy
@@ -319,9 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results.update({k: summary(v) for k, v in timed.items()})
             results["waiting"] = ramp(client, users, state, args.incidents, state["database_url"])
             # Fresh work for the handoff run: its first tasks are already waiting in the inboxes.
-            results["sustained"] = sustained(state["api_url"], users, args.sustain_seconds, clients=16)
-            with console.status("waiting for the workers to finish what the handoff run left them"):
-                results["sustained"]["idle_again_after_s"] = wait_until_idle(state)
+            results["sustained"] = sustained_with_costs(state, users, args)
             results["inbox_read_50_clients"] = summary(inbox_latency(state["api_url"], users, 50, 15))
         if not args.quick:
             from bench.stock_prefect import measure
@@ -369,6 +401,8 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
         table.add_row("ledgered handoffs / s", str(results["sustained"]["handoffs"]), f"{rate:.1f}", "", "", "≥ 50",
                       check("handoffs per second", rate, 50, "/s", higher_is_better=True))
     console.print(table)
+    if "cpu_ms_per_handoff" in results.get("sustained", {}):
+        report_costs(results["sustained"], check)
     if "waiting" in results:
         waiting = results["waiting"]
         procs = Table(title=f"{waiting['open_incidents']} incidents open and waiting "
@@ -401,6 +435,34 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
     return misses
 
 
+CPU_MS_PER_HANDOFF = 10.0  # issue 19's target, all processes together
+
+
+def report_costs(sustained_run: dict[str, Any], check: Callable[[str, float, float, str], str]) -> None:
+    """CPU per handoff per process (over the run and the drain after it), and the profile's hottest code."""
+    costs = Table(title=f"CPU per accepted handoff ({sustained_run['handoffs']} handoffs, the run and the "
+                        f"{sustained_run.get('idle_again_after_s', 0)} s drain after it)")
+    for column in ("process", "CPU ms / handoff"):
+        costs.add_column(column, justify="left" if column == "process" else "right")
+    spent = sustained_run["cpu_ms_per_handoff"]
+    for name, ms in spent.items():
+        costs.add_row(name, f"{ms:.1f}")
+    total = sum(spent.values())
+    costs.add_row("total", f"{total:.1f}  (target ≤ {CPU_MS_PER_HANDOFF:g}: "
+                           f"{check('CPU per handoff', total, CPU_MS_PER_HANDOFF, 'ms')})")
+    console.print(costs)
+    for name, found in sustained_run.get("profile", {}).get("processes", {}).items():
+        hot = Table(title=f"py-spy, {name}: {found['samples']} on-CPU samples; by package (self): "
+                          + ", ".join(f"{k} {v:.0%}" for k, v in list(found["packages"].items())[:6]))
+        for column in ("function (self time, top 12)", "self", "inclusive"):
+            hot.add_column(column, justify="left" if column.startswith("function") else "right")
+        for row in found["hot"]:
+            hot.add_row(row["function"][:110], f"{row['self']:.1%}", f"{row['inclusive']:.1%}")
+        console.print(hot)
+    for name, error in sustained_run.get("profile", {}).get("errors", {}).items():
+        console.print(f"[red]py-spy could not record {name}:[/red] {error}")
+
+
 def main(argv: list[str] | None = None, runner: Callable[[argparse.Namespace], dict[str, Any]] = run) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--incidents", type=int, default=1000)
@@ -410,6 +472,9 @@ def main(argv: list[str] | None = None, runner: Callable[[argparse.Namespace], d
     parser.add_argument("--sustain-seconds", type=float, default=30.0)
     parser.add_argument("--stock-samples", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the stock Prefect comparison")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the processes with py-spy during the sustained handoff run (slows them: "
+                             "read that run's rate as perturbed); stacks in bench/results/profile/")
     args = parser.parse_args(argv)
     results = runner(args)
     misses = report(results)
