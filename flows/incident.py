@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import PrefectHTTPStatusError
 
-from core.incidents.engine import fail_action
+from core.incidents.engine import AdvanceResult, fail_action
 from core.plans.store import list_types
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
@@ -41,6 +41,20 @@ def _action_of(session: Any, *, task_id: str) -> str:
     action = plan_for_version(session, incident.plan_version_id).step(row.step_key).action
     assert action is not None
     return action
+
+
+def _reconcile(session: Any, *, incident_id: str, worker_id: str | None) -> AdvanceResult:
+    """One wake's reconciliation, in one transaction: the engine's (core.incidents), the upward reports it leaves
+    owed (core.reporting), and the 叫应 answer calls (core.sharing.answers) on the incident row already locked and
+    the tasks already read; the flow looks again at whichever falls due first."""
+    result = advance_with_reports(session, incident_id=incident_id, worker_id=worker_id)
+    if not result.closed:
+        called = answers.reconcile(session, incident_id=incident_id)
+        result.deliveries += [d for d in called.deliveries if d not in result.deliveries]
+        if called.next_check is not None:
+            result.next_check = called.next_check if result.next_check is None \
+                else min(result.next_check, called.next_check)
+    return result
 
 
 async def _run_action(task_id: str) -> None:
@@ -78,16 +92,8 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
     try:
         while True:
             event = runtime.waker.arm(incident_id)
-            # The engine's reconciliation, then the upward reports it leaves owed (core.reporting).
-            result = await in_transaction(advance_with_reports, incident_id=incident_id, worker_id=runtime.worker_id)
+            result = await in_transaction(_reconcile, incident_id=incident_id, worker_id=runtime.worker_id)
             await follow_level(result.level)
-            if not result.closed:
-                # 叫应: the calls the plan owes, and the officials unanswered at their limit (core.sharing.answers).
-                called = await in_transaction(answers.reconcile, incident_id=incident_id)
-                result.deliveries += [d for d in called.deliveries if d not in result.deliveries]
-                if called.next_check is not None:
-                    result.next_check = called.next_check if result.next_check is None \
-                        else min(result.next_check, called.next_check)
             # Deliveries run beside the flow: a slow department system never holds the incident up.
             for delivery_id in result.deliveries:
                 if delivery_id not in sending or sending[delivery_id].done():

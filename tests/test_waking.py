@@ -99,10 +99,10 @@ def test_a_write_that_lands_while_the_flow_reads_wakes_its_next_wait(
     real_in_transaction = incident_flow_module.in_transaction
 
     async def in_transaction(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        if fn is incident_flow_module.advance_with_reports:
+        if fn is incident_flow_module._reconcile:
             reads.append(incident_id)
         result = await real_in_transaction(fn, **kwargs)
-        if fn is incident_flow_module.advance_with_reports and len(reads) == 1:
+        if fn is incident_flow_module._reconcile and len(reads) == 1:
             drive.complete_step(incident_id, "rainstorm_forecast", FORECAST)
             waker.wake(incident_id)  # what the worker's wake poll does on seeing woken_at move
         return result

@@ -381,8 +381,9 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
     if incident is None or incident.status != IncidentStatus.open:
         return result
     plan = plan_for_version(session, incident.plan_version_id)
-    if not _owed(session, incident, plan, moment):
-        result.next_check = _next_due(session, incident)
+    owed, due = _owed(session, incident, plan, moment)
+    if not owed:
+        result.next_check = due
         return result  # nothing to write: no lock taken (the flow runs this after every reconciliation)
     incident = lock_incident(session, incident_id)
     _open_due(session, incident, plan, moment, result)
@@ -427,24 +428,25 @@ def _next_due(session: Session, incident: Incident) -> datetime | None:
     return due
 
 
-def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> bool:
-    """Whether reconciling would write anything: a call to open, a deadline or a prompt that has passed."""
+def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> tuple[bool, datetime | None]:
+    """Whether reconciling would write anything (a call to open, a deadline or a prompt that has passed), and the
+    next moment something falls due as things stand (read once: the flow asks after every wake)."""
     due = _next_due(session, incident)
     if due is not None and due <= now:
-        return True
+        return True, due
     opened = set(session.exec(select(AnswerCall.source_key).where(AnswerCall.incident_id == incident.id)).all())
     alerts = session.exec(select(CapAlert.id).where(
         CapAlert.incident_id == incident.id, CapAlert.state == WarningState.issued, CapAlert.msg_type != "Cancel",
         col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(plan.answering.colours)))).all()
     if any(f"alert:{alert_id}" not in opened for alert_id in alerts):
-        return True
+        return True, due
     must = [step.key for _, step in plan.steps() if step.must_answer]
     if must:
         done = session.exec(select(DepartmentTask.id).where(DepartmentTask.incident_id == incident.id,
                                                             col(DepartmentTask.step_key).in_(must),
                                                             DepartmentTask.status == TaskStatus.completed)).all()
-        return any(f"step:{task_id}" not in opened for task_id in done)
-    return False
+        return any(f"step:{task_id}" not in opened for task_id in done), due
+    return False, due
 
 
 def _sooner(current: datetime | None, moment: datetime) -> datetime:
