@@ -12,7 +12,7 @@ from core.incidents.cascade import open_linked
 from core.incidents.engine import finish_action, latest_tasks
 from core.incidents.models import DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import covers
-from core.incidents.service import lock_incident
+from core.incidents.service import lock_task
 from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
@@ -27,12 +27,8 @@ from process_defs.actions import (
 
 
 def _context(session: Session, task_id: str) -> tuple[DepartmentTask, Incident, Any]:
-    row = session.get(DepartmentTask, task_id)
-    if row is None:
-        raise LookupError(f"no task {task_id}")
     # Lock first, write after: every writer of an incident takes its lock before anything else.
-    incident = lock_incident(session, row.incident_id)
-    session.refresh(row)
+    incident, row = lock_task(session, task_id)
     step = plan_for_version(session, incident.plan_version_id).step(row.step_key)
     return row, incident, step
 

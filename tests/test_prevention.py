@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import struct
 import subprocess
@@ -33,6 +34,7 @@ from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.errors import EvidenceRequired, TaskStateConflict
+from core.platform.settings import get_settings
 from core.prevention import service
 from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
 from core.prevention.models import PreventionKind, PreventionRun, PreventionTask
@@ -532,3 +534,61 @@ def test_the_inbox_lists_a_departments_prevention_tasks_answered_and_closed_with
     assert f'data-evidence="{photo.id}"' in shown.text and 'id="close-form"' not in shown.text
     assert f'data-prevention="{fix.id}"' not in water.get("/inbox").text
     assert LedgerKind.rectification_closed in kinds_recorded()
+
+
+# -- to the departments' own systems: assignment, reminder and escalation through the outbox -----------------------
+
+
+@pytest.mark.prefect
+def test_a_prevention_task_reaches_the_departments_own_system_through_the_outbox(
+        prefect_server: PrefectServer, baton: str, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an incident task's do: the owning department's system is told of its inspection, then reminded, and at the
+    deadline its supervisor's system is told of the escalation; the messages belong to no incident, so a worker's
+    outbox loop (not an incident's flow) sends them, signed, once each; a department without a system gets none."""
+    from core.outbox.models import DeliveryOutcome, OutboundDelivery
+    from flows.worker import BatonWorker
+    from tests.receiver import running_receiver
+    from tests.test_outbox import run_outbox_loop
+
+    secret = "prevention-outbox-secret"
+    with running_receiver(secret) as receiver:
+        endpoint = {"url": receiver.url, "secret": secret}
+        monkeypatch.setenv("BATON_ENDPOINTS", json.dumps({"water_affairs": endpoint, "emergency_office": endpoint}))
+        get_settings.cache_clear()
+        add_points(FLOOD_POINTS[:3])  # two of water_affairs', one of urban_management's (no system configured)
+        prevention.run_slot("flood_precheck", utcnow())
+        first = {t.entry_code: t for t in tasks()}["W-001"]
+        every = {t.id for t in tasks()}
+        clock.advance(days=25)
+        with session_scope() as session:
+            assert set(service.sweep(session).reminded) == every
+        clock.advance(days=6)
+        with session_scope() as session:
+            assert len(service.sweep(session).escalated) == 3
+
+        def rows() -> list[OutboundDelivery]:
+            with session_scope() as session:
+                return list(session.exec(select(OutboundDelivery)).all())
+
+        queued = rows()
+        # water_affairs: 2 assignments + 2 reminders; the office (its supervisor): 2 escalations; nothing for
+        # urban_management, whose escalation goes to city_government, neither with a system.
+        assert sorted((d.target, d.purpose) for d in queued) == sorted(
+            [("water_affairs", "assignment")] * 2 + [("water_affairs", "reminder")] * 2
+            + [("emergency_office", "escalation")] * 2)
+        assert all(d.incident_id is None and not d.drill for d in queued)
+        asyncio.run(run_outbox_loop(BatonWorker(worker_id="outbox-loop"),
+                                    lambda: all(d.outcome != DeliveryOutcome.pending for d in rows()), timeout=60))
+        assert {d.outcome for d in rows()} == {DeliveryOutcome.delivered}
+        assert sorted(receiver.message_ids()) == sorted(d.id for d in queued)
+        assert receiver.bad_signatures == 0 and receiver.duplicates == 0
+        told = next(m for m in receiver.received if m["purpose"] == "assignment"
+                    and m["prevention_task"]["id"] == first.id)
+        assert "incident" not in told
+        assert told["prevention_task"]["entry"]["code"] == "W-001"
+        assert told["prevention_task"]["department"] == "water_affairs" and told["prevention_task"]["kind"] == \
+            "inspection"
+        # A second sweep at the same moment queues nothing more (one message per task and purpose).
+        with session_scope() as session:
+            service.sweep(session)
+        assert len(rows()) == len(queued)

@@ -31,7 +31,7 @@ from core.incidents.models import (
     TaskStatus,
 )
 from core.incidents.permissions import able_to_act, position_holders, unstaffed
-from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
+from core.incidents.service import COMMAND, SYSTEM, lock_incident, lock_task, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.plans.store import plan_for_version, registry
@@ -41,7 +41,6 @@ from core.platform.errors import (
     BatonError,
     DepartmentUnstaffed,
     IncidentClosed,
-    NotFound,
     OpenWork,
     ReasonRequired,
 )
@@ -153,11 +152,7 @@ class Choice:
 def _decide(session: Session, *, task_id: str, actor: str, reason: str, choice: Choice) -> OfficeAlert:
     if not reason.strip():
         raise ReasonRequired("the office's choice on a hand-back needs a reason")
-    task = session.get(DepartmentTask, task_id)
-    if task is None:
-        raise NotFound(f"no task '{task_id}'")
-    incident = lock_incident(session, task.incident_id)
-    session.refresh(task)
+    incident, task = lock_task(session, task_id)
     if incident.status != IncidentStatus.open:
         raise IncidentClosed(f"incident {incident.code} is closed")
     alert = alert_of_task(session, task.id)

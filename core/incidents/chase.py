@@ -13,13 +13,13 @@ from sqlmodel import Session, col, select
 
 from core.incidents.models import DepartmentTask, IncidentStatus, TaskStatus
 from core.incidents.reads import is_overdue
-from core.incidents.service import COMMAND, lock_incident
+from core.incidents.service import COMMAND, lock_task
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
 from core.outbox import queue as outbox
 from core.platform.clock import utcnow
-from core.platform.errors import BatonError, IncidentClosed, NotFound
+from core.platform.errors import BatonError, IncidentClosed
 
 
 class TaskNotOverdue(BatonError):
@@ -33,11 +33,7 @@ def chase_up(session: Session, *, task_id: str, actor: str, now: datetime | None
     """Chase up the overdue task `task_id`: the ledger entry (from the office to the task's department), and a
     message to the department's system if it has one. Returns the entry (the same one for a repeat within the
     minute)."""
-    task = session.get(DepartmentTask, task_id)
-    if task is None:
-        raise NotFound(f"no task '{task_id}'")
-    incident = lock_incident(session, task.incident_id)
-    session.refresh(task)
+    incident, task = lock_task(session, task_id)
     if incident.status != IncidentStatus.open:
         raise IncidentClosed(f"incident {incident.code} is closed")
     moment = now or utcnow()

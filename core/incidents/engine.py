@@ -18,7 +18,7 @@ from core.incidents import alerts, grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import AlertKind, DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.permissions import able_to_act, duty_of
-from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
+from core.incidents.service import COMMAND, SYSTEM, lock_incident, lock_task, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
@@ -407,11 +407,7 @@ def advance(session: Session, *, incident_id: str, worker_id: str | None = None,
 
 def finish_action(session: Session, *, task_id: str, outputs: dict[str, Any], ok: bool = True) -> DepartmentTask:
     """Record an automated step's result (idempotent: a second call changes nothing)."""
-    task = session.get(DepartmentTask, task_id)
-    if task is None:
-        raise LookupError(task_id)
-    incident = lock_incident(session, task.incident_id)
-    session.refresh(task)
+    incident, task = lock_task(session, task_id)
     if task.status != TaskStatus.pending:
         return task
     now = utcnow()

@@ -16,14 +16,14 @@ from core.incidents import alerts, authority
 from core.incidents.engine import latest_tasks
 from core.incidents.models import AlertKind, DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import recipients
-from core.incidents.service import COMMAND, lock_incident, wake
+from core.incidents.service import COMMAND, lock_task, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
 from core.platform.clock import utcnow
-from core.platform.errors import InputInvalid, NotFound, ReasonRequired, TaskStateConflict
+from core.platform.errors import InputInvalid, ReasonRequired, TaskStateConflict
 from core.platform.failpoints import failpoint
 from core.users.models import User
 from process_defs.schema import IncidentType
@@ -31,12 +31,7 @@ from process_defs.schema import IncidentType
 
 def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
     """The task and its incident, locked. Who may act on it is the caller's check (`permissions.may_act`)."""
-    task = session.get(DepartmentTask, task_id)
-    if task is None:
-        raise NotFound(f"no task '{task_id}'")
-    incident = lock_incident(session, task.incident_id)
-    session.refresh(task)
-    return incident, task
+    return lock_task(session, task_id)
 
 
 def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask:

@@ -54,6 +54,21 @@ def lock_incident(session: Session, incident_id: str) -> Incident:
     return incident
 
 
+def lock_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
+    """A task and its incident, the incident locked first (as every writer of an incident takes it) and the task
+    read after the lock, so that what it says is what the writers before this one left. Two statements: the
+    incident found through the task in the locking one, then the task."""
+    owner = select(DepartmentTask.incident_id).where(DepartmentTask.id == task_id).scalar_subquery()
+    query = select(Incident).where(Incident.id == owner)
+    if is_postgres(session):
+        query = query.with_for_update(key_share=True)  # as lock_incident: FOR NO KEY UPDATE
+    incident = session.exec(query.execution_options(populate_existing=True)).first()
+    task = session.get(DepartmentTask, task_id, populate_existing=True) if incident is not None else None
+    if incident is None or task is None:
+        raise NotFound(f"no task '{task_id}'")
+    return incident, task
+
+
 def find_incident(session: Session, ref: str) -> Incident:
     """An incident by id or by code (e.g. FLD-2026-0007)."""
     incident = session.get(Incident, ref) or session.exec(select(Incident).where(Incident.code == ref)).first()

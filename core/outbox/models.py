@@ -27,7 +27,8 @@ class OutboundDelivery(SQLModel, table=True):
     __tablename__ = "outbound_delivery"
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
-    incident_id: str = Field(foreign_key="incident.id", index=True, max_length=36)
+    # None: a message of the daily side (a prevention task's assignment, reminder or escalation), no incident's.
+    incident_id: str | None = Field(default=None, foreign_key="incident.id", index=True, max_length=36)
     idempotency_key: str = Field(unique=True, max_length=200)
     purpose: str = Field(max_length=32)
     target: str = Field(max_length=64)

@@ -28,23 +28,25 @@ def sends_anywhere() -> bool:
     return bool(get_settings().endpoints)
 
 
-def queue(session: Session, *, incident: Incident, key: str, purpose: str, target: str,
+def queue(session: Session, *, incident: Incident | None, key: str, purpose: str, target: str,
           payload: dict[str, Any], endpoint: str | None = None) -> OutboundDelivery:
     """Queue a message to `target` once per `key` (a second call returns the message already queued). The
-    endpoint is the target department's, unless given (a notification channel's id, `core.outbox.channels`)."""
+    endpoint is the target department's, unless given (a notification channel's id, `core.outbox.channels`).
+    `incident` None: a message of the daily side (prevention), which a worker's outbox loop sends."""
     existing = session.exec(select(OutboundDelivery).where(OutboundDelivery.idempotency_key == key)).first()
     if existing is not None:
         return existing
     dept = registry().department(target)
     message_id = new_id()
     # message_id lets a receiving system drop a message it has already processed (retries, replays).
-    body = {"message_id": message_id, "sent_for": key,
-            "incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
-                         "title": incident.title, "drill": incident.drill},
-            "purpose": purpose, "drill": incident.drill, **payload}
-    delivery = OutboundDelivery(id=message_id, incident_id=incident.id, idempotency_key=key, purpose=purpose,
-                                target=target, endpoint=endpoint or (dept.endpoint if dept else None), payload=body,
-                                payload_digest=digest_of(body), drill=incident.drill)
+    drill = incident.drill if incident is not None else False
+    about = {"incident": {"id": incident.id, "code": incident.code, "type": incident.type, "level": incident.level,
+                          "title": incident.title, "drill": incident.drill}} if incident is not None else {}
+    body = {"message_id": message_id, "sent_for": key, **about, "purpose": purpose, "drill": drill, **payload}
+    delivery = OutboundDelivery(id=message_id, incident_id=incident.id if incident is not None else None,
+                                idempotency_key=key, purpose=purpose, target=target,
+                                endpoint=endpoint or (dept.endpoint if dept else None), payload=body,
+                                payload_digest=digest_of(body), drill=drill)
     session.add(delivery)
     session.flush()
     return delivery
@@ -58,14 +60,16 @@ def pending(session: Session, *, incident_id: str) -> list[str]:
 
 def claim_orphans(session: Session, *, worker_id: str, limit: int = 20, lease_seconds: float = 300,
                   now: datetime | None = None) -> list[str]:
-    """Pending messages no flow will send (their incident is closed: late shares, replayed dead letters), leased
-    to this worker for `lease_seconds`; a message leased to another worker is skipped until its lease lapses."""
+    """Pending messages no flow will send (their incident is closed: late shares, replayed dead letters; or they
+    have none: prevention's), leased to this worker for `lease_seconds`; a message leased to another worker is
+    skipped until its lease lapses."""
     moment = now or utcnow()
     free = or_(col(OutboundDelivery.lease_owner).is_(None), col(OutboundDelivery.lease_expires_at) < moment)
+    flowless = or_(col(OutboundDelivery.incident_id).is_(None), col(Incident.status) == IncidentStatus.closed)
     ids = list(session.exec(
-        select(OutboundDelivery.id).join(Incident, col(Incident.id) == OutboundDelivery.incident_id)
-        .where(OutboundDelivery.outcome == DeliveryOutcome.pending, Incident.status == IncidentStatus.closed, free)
-        .limit(limit)).all())
+        select(OutboundDelivery.id).outerjoin(Incident, col(Incident.id) == OutboundDelivery.incident_id)
+        .where(OutboundDelivery.outcome == DeliveryOutcome.pending, flowless, free)
+        .order_by(col(OutboundDelivery.created_at)).limit(limit)).all())
     if not ids:
         return []
     # Conditional on the same test, so that of two workers claiming at once each message goes to one.

@@ -57,7 +57,7 @@ def replay(session: Session, *, delivery_id: str, actor: str) -> OutboundDeliver
     delivery.lease_expires_at = None
     delivery.updated_at = utcnow()
     session.add(delivery)
-    incident = session.get(Incident, delivery.incident_id)
+    incident = session.get(Incident, delivery.incident_id) if delivery.incident_id else None
     if incident is not None:
         incident.wake()
         session.add(incident)

@@ -22,6 +22,7 @@ from core.incidents.service import COMMAND, SYSTEM
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
+from core.outbox import queue as outbox
 from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
@@ -140,6 +141,7 @@ def run_campaign(session: Session, *, campaign: str, slot: datetime, actor: str 
                to_party=task.department, key=f"{task.id}:assigned", at=moment, task_id=task.id,
                handed_over={"entry": entry.id, "code": entry.code},
                details={"campaign": campaign, "entry_code": entry.code, "due_at": task.due_at.isoformat()})
+        _tell(session, task=task, purpose="assignment", target=task.department)
         created.append(task)
     run.tasks_created = len(created)
     session.add(run)
@@ -214,6 +216,7 @@ def answer_inspection(session: Session, *, task_id: str, actor: str, hazard_foun
            to_party=fix.department, key=f"{fix.id}:assigned", at=moment, task_id=fix.id,
            handed_over={"inspection": task.id, "finding": text},
            details={"entry_code": task.entry_code, "due_at": fix.due_at.isoformat()})
+    _tell(session, task=fix, purpose="assignment", target=fix.department)
     return fix
 
 
@@ -267,6 +270,18 @@ def readable_evidence(session: Session, evidence_id: str, *, reader: str | None)
 # -- reminders and escalation ------------------------------------------------------------------------------------
 
 
+def _tell(session: Session, *, task: PreventionTask, purpose: str, target: str) -> None:
+    """A message to `target`'s own system (when it has one), as an incident task's assignment, reminder and
+    escalation go: through the outbox, once per task and purpose, sent by a worker's outbox loop."""
+    if not outbox.has_endpoint(target):
+        return
+    outbox.queue(session, incident=None, key=f"prevention:{task.id}:{purpose}", purpose=purpose, target=target,
+                 payload={"prevention_task": {
+                     "id": task.id, "kind": task.kind, "campaign": task.campaign, "department": task.department,
+                     "entry": {"code": task.entry_code, "name_zh": task.entry_name_zh, "name_en": task.entry_name_en},
+                     "due_at": as_utc(task.due_at).isoformat(), "finding": task.finding}})
+
+
 def escalation_target(department: str) -> str:
     """Where an overdue prevention task goes: the department's supervisor (the registry's), else the office."""
     found = registry().department(department)
@@ -298,10 +313,12 @@ def sweep(session: Session, *, now: datetime | None = None, reminder_before: flo
             record(session, run=run, kind=LedgerKind.prevention_escalated, actor=SYSTEM, from_party=task.department,
                    to_party=target, key=f"{task.id}:escalated", at=moment, task_id=task.id,
                    details={"kind": task.kind, "entry_code": task.entry_code, "due_at": due.isoformat()})
+            _tell(session, task=task, purpose="escalation", target=target)
             result.escalated.append(task.id)
         elif task.reminded_at is None and moment >= reminder_at(as_utc(task.assigned_at), due, reminder_before):
             task.reminded_at = moment
             session.add(task)
+            _tell(session, task=task, purpose="reminder", target=task.department)
             result.reminded.append(task.id)
     session.flush()
     return result
