@@ -14,13 +14,14 @@ flows.prevention`), so Prefect's scheduler makes each slot's flow run, once, who
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, serve
+from prefect import flow, get_client, serve
 from prefect.deployments.runner import RunnerDeployment
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.schedules import Cron, Interval
 from sqlalchemy.exc import IntegrityError
@@ -105,9 +106,36 @@ def deployments() -> list[RunnerDeployment]:
     return ready
 
 
+async def _release_registered(served: list[RunnerDeployment]) -> list[str]:
+    """Delete the deployments of these names that `deploy/prefect.yaml` registered for a work pool's workers (one
+    Prefect server used in both ways): serve updates an existing deployment's schedules but not its work pool,
+    storage path or pull steps, so its runs would be handed to workers, or crash looking for code where the image
+    keeps it. Served ones (no work pool) are left to serve's update, keeping their ids and history."""
+    released = []
+    async with get_client() as client:
+        for deployment in served:
+            try:
+                found = await client.read_deployment_by_name(f"{deployment.flow_name}/{deployment.name}")
+            except ObjectNotFound:
+                continue
+            if found.work_pool_name:
+                await client.delete_deployment(found.id)
+                released.append(f"{deployment.flow_name}/{deployment.name} (work pool {found.work_pool_name})")
+    return released
+
+
+def ready_to_serve() -> list[RunnerDeployment]:
+    """The deployments to serve, the server cleared of registered ones of the same names (logged)."""
+    made = deployments()
+    for name in asyncio.run(_release_registered(made)):
+        _logger().warning("serving %s here: the deployment registered for workers under that name was replaced",
+                          name)
+    return made
+
+
 def serve_prevention() -> None:
     """Serve the prevention deployments (the embedded stack's `prevention` process); runs until stopped."""
-    serve(*deployments(), limit=2)
+    serve(*ready_to_serve(), limit=2)
 
 
 if __name__ == "__main__":

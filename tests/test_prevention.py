@@ -5,6 +5,7 @@ closing one needs evidence; the page's lists; reminders and escalation; the sche
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Scheduled
 from sqlmodel import col, select
 
@@ -152,6 +153,7 @@ def test_running_the_same_slot_twice_creates_nothing_more(baton: str) -> None:
 # -- through Prefect's own scheduling path: the served deployment runs the slot Prefect's scheduler made ------------
 
 FLOOD_DEPLOYMENT = f"prevention-campaign/prevention-{CAMPAIGNS['flood_precheck'].key}"
+POOL_FOR_TEST = "baton-maintenance-registered"
 
 
 def this_seasons_flood_slot() -> datetime:
@@ -164,11 +166,14 @@ def this_seasons_flood_slot() -> datetime:
 
 
 async def _deployment_id(name: str) -> UUID | None:
+    """The served deployment's id: one registered for workers under the same name (`deploy/prefect.yaml`, another
+    test on the session's server) does not count until the serving process has taken it over."""
     async with get_client() as client:
         try:
-            return (await client.read_deployment_by_name(name)).id
+            found = await client.read_deployment_by_name(name)
         except ObjectNotFound:
             return None
+        return found.id if found.work_pool_name is None else None
 
 
 async def _schedule_run(deployment_id: UUID, slot: datetime) -> UUID:
@@ -232,7 +237,8 @@ def test_a_flood_precheck_slot_scheduled_on_prefect_runs_in_the_served_deploymen
                 run = asyncio.run(_read_run(flow_run_id))
                 assert run.state is not None
                 if run.state.is_final():
-                    assert run.state.is_completed(), f"the flow run ended {run.state.name}: {run.state.message}"
+                    assert run.state.is_completed(), (f"the flow run ended {run.state.name}: {run.state.message}\n"
+                                                      f"{log.read_text(errors='replace')[-3000:]}")
                     return run
                 return None
             finished: FlowRun = _until(f"flow run {flow_run_id} to complete", 30, done, served, log)
@@ -371,34 +377,53 @@ def test_the_deployed_schedules_parse_and_name_existing_flows_and_campaigns() ->
 
 
 @pytest.mark.prefect
-def test_serving_updates_the_deployments_the_registration_made(prefect_server: PrefectServer) -> None:
-    """`deploy/prefect.yaml`'s registration and the embedded stack's serve name the same deployments. Serving after
-    a registration (an office moving back from scale-out, or sharing one Prefect server) updates them in place:
-    Prefect refuses an update whose schedules lack the slugs the registered ones carry, and serve would exit."""
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
+def test_serving_takes_over_the_deployments_the_registration_made(prefect_server: PrefectServer) -> None:
+    """`deploy/prefect.yaml`'s registration (for the process workers of a work pool) and the embedded stack's serve
+    name the same deployments. Serving after a registration on the same Prefect server must leave deployments that
+    this process runs: its schedules (Prefect refuses an update whose schedules lack the registered slugs), no work
+    pool (else the runs wait for workers), and a code path (a registered one has none: the runs crashed looking
+    for the flow in `./None`). A served deployment is updated in place, keeping its id."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 
     by_name = {d["name"]: d for d in prefect_yaml()["deployments"]}
+    ours = prevention.deployments()  # built outside an event loop (inside one, Prefect hands back coroutines)
+    names = {d.name: f"{d.flow_name}/{d.name}" for d in ours}
+
+    async def register() -> None:
+        async with get_client() as client:
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_work_pool(WorkPoolCreate(name=POOL_FOR_TEST, type="process"))
+            for served in ours:
+                assert served.flow_name is not None
+                (declared,) = by_name[served.name]["schedules"]
+                schedule = (IntervalSchedule(interval=timedelta(seconds=declared["interval"]))
+                            if "interval" in declared
+                            else CronSchedule(cron=declared["cron"], timezone=declared["timezone"]))
+                flow_id = await client.create_flow_from_name(served.flow_name)
+                await client.create_deployment(
+                    flow_id=flow_id, name=served.name, entrypoint=by_name[served.name]["entrypoint"],
+                    work_pool_name=POOL_FOR_TEST, path=None,
+                    pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}],
+                    schedules=[DeploymentScheduleCreate(schedule=schedule, slug=declared["slug"])])
+
+    async def read() -> dict[str, Any]:
+        async with get_client() as client:
+            return {name: await client.read_deployment_by_name(full) for name, full in names.items()}
+
+    def serve_once() -> None:
+        for deployment in prevention.ready_to_serve():  # what `serve` does when it starts: apply each
+            deployment.apply()
+
     try:
-        for served in prevention.deployments():
-            (declared,) = by_name[served.name]["schedules"]
-            schedule = (IntervalSchedule(interval=timedelta(seconds=declared["interval"])) if "interval" in declared
-                        else CronSchedule(cron=declared["cron"], timezone=declared["timezone"]))
-            registered = served.model_copy(update={"schedules": [
-                DeploymentScheduleCreate(schedule=schedule, slug=declared["slug"])]})
-            registered.apply()
-        ids: dict[str, UUID] = {}
-        for deployment in prevention.deployments():  # what serve does when it starts
-            applied = deployment.apply()
-            assert isinstance(applied, UUID)
-            ids[deployment.name] = applied
-
-        async def slugs() -> dict[str, list[str | None]]:
-            async with get_client() as client:
-                return {name: [s.slug for s in (await client.read_deployment(i)).schedules]
-                        for name, i in ids.items()}
-
-        assert asyncio.run(slugs()) == {d["name"]: [d["schedules"][0]["slug"]] for d in by_name.values()
-                                        if d["name"].startswith("prevention-")}
+        asyncio.run(register())
+        serve_once()
+        taken = asyncio.run(read())
+        assert set(taken) == {name for name in by_name if name.startswith("prevention-")}
+        for name, found in taken.items():
+            assert found.work_pool_name is None and found.path is not None and not found.pull_steps, name
+            assert [s.slug for s in found.schedules] == [by_name[name]["schedules"][0]["slug"]]
+        serve_once()  # a restart of the embedded stack: the served deployments are updated, not replaced
+        assert {n: d.id for n, d in asyncio.run(read()).items()} == {n: d.id for n, d in taken.items()}
     finally:
         asyncio.run(_delete_served_deployments())
 
