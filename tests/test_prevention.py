@@ -613,6 +613,11 @@ def test_a_prevention_task_reaches_the_departments_own_system_through_the_outbox
         assert told["prevention_task"]["entry"]["code"] == "W-001"
         assert told["prevention_task"]["department"] == "water_affairs" and told["prevention_task"]["kind"] == \
             "inspection"
+        # The supervisor's system learns that the task is late, not what the department's task says.
+        escalated = [m for m in receiver.received if m["purpose"] == "escalation"]
+        assert escalated and all("finding" not in m["prevention_task"]
+                                 and set(m["prevention_task"]["entry"]) == {"code"} for m in escalated)
+        assert told["prevention_task"]["entry"]["name_zh"] == "W-001号积水点"
         # A second sweep at the same moment queues nothing more (one message per task and purpose).
         with session_scope() as session:
             service.sweep(session)

@@ -275,11 +275,16 @@ def _tell(session: Session, *, task: PreventionTask, purpose: str, target: str) 
     escalation go: through the outbox, once per task and purpose, sent by a worker's outbox loop."""
     if not outbox.has_endpoint(target):
         return
+    about: dict[str, Any] = {"id": task.id, "kind": task.kind, "campaign": task.campaign,
+                             "department": task.department, "entry": {"code": task.entry_code},
+                             "due_at": as_utc(task.due_at).isoformat()}
+    if target == task.department:
+        # Its own task: what its page shows. Another department (an escalation's supervisor) does not read the
+        # department's prevention work in Baton, so its system is told that the task is late, not what it says.
+        about["entry"] |= {"name_zh": task.entry_name_zh, "name_en": task.entry_name_en}
+        about["finding"] = task.finding
     outbox.queue(session, incident=None, key=f"prevention:{task.id}:{purpose}", purpose=purpose, target=target,
-                 payload={"prevention_task": {
-                     "id": task.id, "kind": task.kind, "campaign": task.campaign, "department": task.department,
-                     "entry": {"code": task.entry_code, "name_zh": task.entry_name_zh, "name_en": task.entry_name_en},
-                     "due_at": as_utc(task.due_at).isoformat(), "finding": task.finding}})
+                 payload={"prevention_task": about})
 
 
 def escalation_target(department: str) -> str:
