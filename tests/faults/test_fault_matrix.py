@@ -88,6 +88,7 @@ def _advance_to_gates(driver: Driver) -> None:
         time.sleep(1.0)
 
 
+@pytest.mark.timeout(1200)  # 20 shots, each a stack restart: 6-8 min on a quiet 2-core machine, 10 on a loaded one
 def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
     started = time.monotonic()
     stack = fault_stack
