@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -54,7 +56,7 @@ class Recording:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         for proc in self.running.values():
-            proc.send_signal(2)  # SIGINT: py-spy writes what it has recorded and exits
+            proc.send_signal(signal.SIGINT)  # py-spy writes what it has recorded and exits
         for name, proc in self.running.items():
             try:
                 proc.wait(timeout=60)
@@ -77,20 +79,25 @@ def _frame(raw: str) -> str:
     return _FRAME_LINE.sub(")", raw.strip())
 
 
-def hot_frames(raw_file: Path, top: int = 12) -> tuple[int, list[Hot]]:
-    """The on-CPU samples in a py-spy raw file and its `top` functions by self time, each with its inclusive
-    share; process and thread frames (py-spy's "process 123:..." roots) are not functions and are skipped."""
-    own: Counter[str] = Counter()
-    under: Counter[str] = Counter()
-    total = 0
+def _stacks(raw_file: Path) -> Iterator[tuple[list[str], int]]:
+    """Each distinct stack of a py-spy raw file as its function frames (line numbers folded away; process and
+    thread frames, py-spy's "process 123:..." roots, skipped) and its sample count."""
     for line in raw_file.read_text(errors="replace").splitlines():
         match = _LINE.match(line)
         if match is None:
             continue
-        count = int(match["count"])
         frames = [_frame(f) for f in match["stack"].split(";") if f and not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
+        if frames:
+            yield frames, int(match["count"])
+
+
+def hot_frames(raw_file: Path, top: int = 12) -> tuple[int, list[Hot]]:
+    """The on-CPU samples in a py-spy raw file and its `top` functions by self time, each with its inclusive
+    share."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = 0
+    for frames, count in _stacks(raw_file):
         total += count
         own[frames[-1]] += count
         for name in set(frames):
@@ -127,15 +134,7 @@ def package_of(frame: str) -> str:
 def by_package(raw_file: Path) -> dict[str, float]:
     """Each package's share of the on-CPU samples spent in its own code (self time), largest first."""
     own: Counter[str] = Counter()
-    total = 0
-    for line in raw_file.read_text(errors="replace").splitlines():
-        match = _LINE.match(line)
-        if match is None:
-            continue
-        frames = [f for f in match["stack"].split(";") if f and not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        count = int(match["count"])
-        total += count
+    for frames, count in _stacks(raw_file):
         own[package_of(frames[-1])] += count
+    total = sum(own.values())
     return {name: count / total for name, count in own.most_common()} if total else {}

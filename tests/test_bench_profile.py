@@ -70,5 +70,7 @@ def test_py_spy_records_a_running_process_and_its_hot_function(tmp_path: Path) -
     assert samples > 50, "about 97 samples a second for 3 s, the busy thread only (idle ones are not sampled)"
     assert any("json/" in h.function for h in hot), hot
     assert max(h.inclusive_share for h in hot) > 0.5, "the encoding loop holds the CPU"
-    assert not any("sleep_forever" in h.function for h in hot), "a sleeping thread holds no CPU"
+    # A sleeping thread holds no CPU: a sample or two as it wakes each second (py-spy counts a runnable thread
+    # waiting for the GIL as busy), never a share beside the busy one's.
+    assert sum(h.self_share for h in hot if "sleep_forever" in h.function) < 0.05
     assert next(iter(by_package(tmp_path / "profile" / "spinner.txt"))) == "stdlib:json"
