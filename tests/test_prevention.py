@@ -34,7 +34,7 @@ from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
-from core.platform.errors import EvidenceRequired, TaskStateConflict
+from core.platform.errors import EvidenceRequired, FormInvalid, TaskStateConflict
 from core.platform.settings import get_settings
 from core.prevention import service
 from core.prevention.campaigns import CAMPAIGNS, TIMEZONE
@@ -622,3 +622,19 @@ def test_a_prevention_task_reaches_the_departments_own_system_through_the_outbox
         with session_scope() as session:
             service.sweep(session)
         assert len(rows()) == len(queued)
+
+
+def test_a_finding_with_a_control_character_is_refused_on_every_path(baton: str) -> None:
+    """The service is where the pages and the CLI come in (the API's schema refuses it first): a finding that could
+    not be shown or sent to a department's system is refused, naming the field, and nothing is written."""
+    add_points(FLOOD_POINTS[:1])
+    prevention.run_slot("flood_precheck", SLOT)
+    (inspection,) = tasks()
+    with session_scope() as session, pytest.raises(FormInvalid) as refused:
+        service.answer_inspection(session, task_id=inspection.id, actor="user:water_affairs", hazard_found=True,
+                                  finding="护栏缺失\x1b[2J")
+    assert refused.value.details == [{"field": "finding", "code": "control_character",
+                                      "message": refused.value.details[0]["message"]}]
+    assert "U+001B" in refused.value.details[0]["message"]
+    (still,) = tasks()
+    assert still.status == TaskStatus.assigned and still.finding is None and len(tasks()) == 1

@@ -24,6 +24,7 @@ from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
 from core.outbox import queue as outbox
 from core.plans.store import registry
+from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
 from core.platform.errors import EvidenceRequired, FormInvalid, NotFound, TaskStateConflict
@@ -179,10 +180,13 @@ def _text(key: str, value: str | None, *, required: bool) -> str | None:
             raise FormInvalid(f"{key} is required", details=[{"field": key, "code": "required",
                                                              "message": f"{key} is required"}])
         return None
-    if len(text) > MAX_TEXT:
-        raise FormInvalid(f"{key} is too long", details=[{"field": key, "code": "too_long",
-                                                         "message": f"at most {MAX_TEXT} characters"}])
-    return text
+    try:
+        # Every path (the API's schema checks it too, the pages and the CLI only here): no control characters, a
+        # bounded length; what is stored is shown on pages and sent to the departments' systems.
+        return policy.text(text, max_length=MAX_TEXT, multiline=True)
+    except policy.Violation as bad:
+        raise FormInvalid(f"{key} {bad.message}", details=[{"field": key, "code": bad.reason,
+                                                           "message": bad.message}]) from None
 
 
 def answer_inspection(session: Session, *, task_id: str, actor: str, hazard_found: bool, finding: str | None = None,
