@@ -21,10 +21,11 @@ from prefect.exceptions import PrefectHTTPStatusError
 from core.incidents.engine import AdvanceResult, fail_action
 from core.plans.store import list_types
 from core.platform.clock import utcnow
-from core.platform.db import in_transaction
+from core.platform.db import in_transaction, outage_reason
 from core.platform.settings import get_settings
 from core.reporting.schedule import advance_with_reports
 from core.sharing import answers
+from flows.outages import is_outage, outage_pause
 from flows.waking import current_runtime
 from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
@@ -89,17 +90,37 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
     settings = get_settings()
     logger = get_run_logger()
     sending: dict[str, asyncio.Task[str]] = {}
+    outages = 0
     try:
         while True:
             event = runtime.waker.arm(incident_id)
-            result = await in_transaction(_reconcile, incident_id=incident_id, worker_id=runtime.worker_id)
-            await follow_level(result.level)
-            # Deliveries run beside the flow: a slow department system never holds the incident up.
-            for delivery_id in result.deliveries:
-                if delivery_id not in sending or sending[delivery_id].done():
-                    sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
+            try:
+                result = await in_transaction(_reconcile, incident_id=incident_id, worker_id=runtime.worker_id)
+                await follow_level(result.level)
+                # Deliveries run beside the flow: a slow department system never holds the incident up.
+                for delivery_id in result.deliveries:
+                    if delivery_id not in sending or sending[delivery_id].done():
+                        sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
+                if result.actions:
+                    # All of them finish before an outage is retried: none is started twice at once.
+                    done = await asyncio.gather(*(_run_action(task_id) for task_id in result.actions),
+                                                return_exceptions=True)
+                    for failed in done:
+                        if isinstance(failed, BaseException):
+                            raise failed
+            except Exception as exc:
+                # The database or Prefect out of reach: the run waits and tries again (the reconciliation rolled
+                # back; an automated step that did not record its result is run again, and records it once)
+                # rather than fail, so that the incident goes on the moment they are back.
+                if not is_outage(exc):
+                    raise
+                outages += 1
+                pause = outage_pause(outages)
+                logger.warning("Incident %s: %s; trying again in %.0f s", incident_id, outage_reason(exc), pause)
+                await asyncio.sleep(pause)
+                continue
+            outages = 0
             if result.actions:
-                await asyncio.gather(*(_run_action(task_id) for task_id in result.actions))
                 continue
             if result.closed:
                 logger.info("Incident %s closed at level %s", result.code, result.level)

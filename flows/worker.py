@@ -17,16 +17,14 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError, TerminationSignal
+from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Pending, to_state_create
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from core.incidents import leases
@@ -37,25 +35,16 @@ from core.platform.db import in_transaction, outage_reason, session_scope
 from core.platform.failpoints import afailpoint
 from core.platform.settings import Settings, get_settings
 from flows.incident import incident_flow
+from flows.outages import is_outage, outage_pause
 from flows.waking import RUNTIME, Runtime, Waker
 from tasks.delivery import deliver_with_retries
 
 log = logging.getLogger("baton.worker")
 
 HEALTHY_RUN_SECONDS = 60.0  # a flow run that lasted this long before failing was not failing in a loop
-OUTAGE_RETRY_MAX = 8.0  # seconds between attempts while the database or the Prefect server is out of reach
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """The database or the Prefect server out of reach (or answering 5xx while theirs is): retried, not a bug."""
-    if isinstance(exc, OperationalError | httpx.TransportError):
-        return True
-    return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
-
-
 def _loop_failed(what: str, exc: Exception) -> None:
     """A database outage is expected on a bad night and the loops retry: one line, not a traceback a second."""
-    if _is_outage(exc):
+    if is_outage(exc):
         reason = outage_reason(exc)
         log.warning("%s: unavailable (%s); retrying", what, reason)
     else:
@@ -85,7 +74,8 @@ class BatonWorker:
         self.worker_id = worker_id or self.settings.resolved_worker_id()
         self.waker = Waker()
         self.running: dict[str, asyncio.Task[None]] = {}
-        self.failures: dict[str, int] = {}
+        self.failures: dict[str, int] = {}  # failures in a row that were not outages, per incident
+        self.outages: dict[str, int] = {}  # outages in a row, per incident
         self.seen: dict[str, Any] = {}
         self._client: PrefectClient | None = None
         self._flow_ids: dict[str, UUID] = {}
@@ -152,11 +142,12 @@ class BatonWorker:
                                      ran_for=time.monotonic() - started)
             else:
                 self.failures.pop(incident_id, None)
+                self.outages.pop(incident_id, None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # An outage (the database or Prefect down) is named in one line; anything else with its traceback.
-            outage = _is_outage(exc)
+            outage = is_outage(exc)
             await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {outage_reason(exc)}",
                                  exc_info=not outage, outage=outage, ran_for=time.monotonic() - started)
         finally:
@@ -172,11 +163,13 @@ class BatonWorker:
 
         Only failures in a row count: a run that went on for a while before it failed starts the count again, or
         an incident that lived through a few short outages over a night would wait minutes after the next one.
-        An outage (the database or Prefect out of reach) is retried at most every OUTAGE_RETRY_MAX seconds: it
-        costs one query to try, and the incident should go on as soon as they are back."""
-        count = 1 if ran_for >= HEALTHY_RUN_SECONDS else self.failures.get(incident_id, 0) + 1
-        self.failures[incident_id] = count
-        delay = min(OUTAGE_RETRY_MAX if outage else 300.0, 2.0 ** count)
+        An outage (the database or Prefect out of reach) is retried at most every OUTAGE_RETRY_MAX seconds, and
+        counts apart: outages do not lengthen the pause after a bug (the fault suites saw an incident that had
+        lived through four outages in a row wait over a minute after the fifth)."""
+        counts = self.outages if outage else self.failures
+        count = 1 if ran_for >= HEALTHY_RUN_SECONDS else counts.get(incident_id, 0) + 1
+        counts[incident_id] = count
+        delay = outage_pause(count) if outage else min(300.0, 2.0 ** count)
         log.error("incident %s (%s) failed, attempt %d; retrying in %.0f s: %s", name, incident_id, count, delay,
                   why, exc_info=exc_info)
         await self._sleep(delay)

@@ -185,3 +185,54 @@ def test_on_postgresql_a_committed_wake_is_notified_at_once_and_a_rolled_back_on
     assert not woken_by_rollback
     assert woken and latency < 1.0
     assert not again
+
+
+@pytest.mark.prefect
+def test_a_database_outage_does_not_fail_the_flow_it_waits_and_goes_on(
+        prefect_server: Any, baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database is out of reach for the flow's first two reconciliations (as when PostgreSQL restarts): the run
+    neither fails nor backs off as from a bug (a worker's back-off grows with each failure in a row, and the fault
+    matrix once saw an incident that had lived through several faults wait past the end of the run); it pauses,
+    tries again, and assigns the first task once the database answers."""
+    from sqlalchemy.exc import OperationalError
+
+    import flows.incident as incident_flow_module
+
+    incident_id = drive.open_("flood")
+    lease(incident_id, "w-outage")
+    attempts: list[str] = []
+    pauses: list[int] = []
+    real_in_transaction = incident_flow_module.in_transaction
+
+    async def in_transaction(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        if fn is incident_flow_module._reconcile:
+            attempts.append(incident_id)
+            if len(attempts) <= 2:
+                raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+        return await real_in_transaction(fn, **kwargs)
+
+    def pause(attempt: int) -> float:
+        pauses.append(attempt)
+        return 0.05
+
+    monkeypatch.setattr(incident_flow_module, "in_transaction", in_transaction)
+    monkeypatch.setattr(incident_flow_module, "outage_pause", pause)
+
+    async def scenario() -> None:
+        token = RUNTIME.set(Runtime(worker_id="w-outage", waker=Waker()))
+        flow_run = cast(Coroutine[Any, Any, Any], incident_flow_module.incident_flow("flood")(incident_id=incident_id))
+        run = asyncio.create_task(flow_run)
+        started = time.monotonic()
+        try:
+            while "rainstorm_forecast" not in drive.open_tasks(incident_id):
+                assert not run.done(), f"the flow run ended: {run.result()}"
+                assert time.monotonic() - started < 60, "the flow did not go on after the outage"
+                await asyncio.sleep(0.1)
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            RUNTIME.reset(token)
+
+    asyncio.run(scenario())
+    assert pauses == [1, 2]  # the count of outages in a row, reset by the reconciliation that went through
+    assert len(attempts) >= 3

@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from flows.worker import HEALTHY_RUN_SECONDS, OUTAGE_RETRY_MAX, BatonWorker
+from flows.outages import OUTAGE_RETRY_MAX
+from flows.worker import HEALTHY_RUN_SECONDS, BatonWorker
 
 
 def _pauses(failures: list[dict[str, object]]) -> list[float]:
@@ -48,3 +49,9 @@ def test_only_failures_in_a_row_count(outage: bool) -> None:
     in_a_row: dict[str, object] = {"outage": outage}
     pauses = _pauses([in_a_row] * 3 + [after_a_healthy_run] * 3 + [in_a_row])
     assert pauses == [2, 4, 8, 2, 2, 2, 4]
+
+
+def test_outages_in_a_row_do_not_lengthen_the_pause_after_a_bug() -> None:
+    """Five outages, then a failure that is not one: the bug's pause is its first (2 s), not the sixth (64 s)."""
+    pauses = _pauses([{"outage": True}] * 5 + [{}] + [{"outage": True}])
+    assert pauses == [2, 4, 8, 8, 8, 2, 8]

@@ -93,8 +93,9 @@ def fault_stack() -> Iterator[FaultStack]:
         try:
             stack_down(data_dir)
         finally:
-            # The processes' logs outlive the run (the last run's only), for when an invariant fails.
-            kept = Path(tempfile.gettempdir()) / "baton-faults-logs"
+            # The processes' logs outlive the run (the last run's of each test process: the fault modules run
+            # side by side, each on a stack of its own), for when an invariant fails.
+            kept = Path(tempfile.gettempdir()) / "baton-faults-logs" / os.environ.get("PYTEST_XDIST_WORKER", "main")
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(data_dir / "logs", kept, dirs_exist_ok=True)
             (kept / "faults.log").write_text("\n".join(stack.log) + "\n")

@@ -135,6 +135,24 @@ class FaultStack:
         while running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def lines_about(self, needles: Iterable[str], limit: int = 80) -> str:
+        """The processes' log lines that name any of `needles` (incident ids or codes), the last `limit` of them
+        with their file's name: what a failed invariant's message carries, since CI keeps no files."""
+        wanted = [n for n in needles if n]
+        if not wanted:
+            return ""
+        found: list[str] = []
+        for path in sorted((self.data_dir / "logs").glob("*.log")):
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                lines = handle.readlines()
+            for number, line in enumerate(lines):
+                if any(n in line for n in wanted):
+                    # A traceback's lines follow the line that names the incident: keep a few of them.
+                    tail = [t.rstrip() for t in lines[number + 1:number + 12] if t.startswith((" ", "Traceback"))
+                            or "Error" in t]
+                    found.append(f"{path.name}: {line.rstrip()}" + "".join(f"\n    {t}" for t in tail))
+        return f"\nlog lines about {', '.join(wanted)} (last {limit}):\n" + "\n".join(found[-limit:])
+
     @property
     def failpoint_dir(self) -> Path:
         return self.data_dir / "failpoints"
@@ -559,6 +577,17 @@ def wait_quiet(prefix: str, timeout: float = 120) -> tuple[float, dict[str, str]
         if not pending or time.monotonic() > deadline:
             return time.monotonic() - started, pending
         time.sleep(1.0)
+
+
+def pending_log(stack: FaultStack, pending: dict[str, str]) -> str:
+    """The log lines about the incidents `wait_quiet` left pending (by id and by code), for a failure's message."""
+    from core.incidents.models import Incident
+
+    if not pending:
+        return ""
+    codes = db_retry(lambda session: list(session.exec(select(Incident.code)
+                                                       .where(col(Incident.id).in_(list(pending)))).all()))
+    return stack.lines_about([*pending, *codes])
 
 
 def check_invariants(driver: Driver, quiet_pending: dict[str, str]) -> Invariants:  # noqa: C901

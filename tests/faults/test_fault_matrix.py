@@ -38,6 +38,7 @@ from tests.faults.harness import (
     FaultStack,
     OpenTask,
     check_invariants,
+    pending_log,
     wait_for_flow_runs,
     wait_quiet,
 )
@@ -156,4 +157,4 @@ def test_fault_matrix(fault_stack: FaultStack, figures: Say) -> None:
           f"violations: {invariants.total_violations}")
     assert len(shots) == len(SCHEDULE) and all(s.burst > 0 for s in shots), [(s.target, s.phase, s.burst)
                                                                                for s in shots]
-    assert invariants.total_violations == 0, invariants.table()
+    assert invariants.total_violations == 0, invariants.table() + pending_log(stack, pending)

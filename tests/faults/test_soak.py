@@ -31,6 +31,7 @@ from tests.faults.harness import (
     check_invariants,
     db_retry,
     open_tasks,
+    pending_log,
     reconcile,
     wait_for_flow_runs,
     wait_quiet,
@@ -181,4 +182,4 @@ def test_soak_with_faults_loses_and_doubles_nothing(fault_stack: FaultStack, fig
     figures(f"faults injected: {len(struck)}   invariants checked: {invariants.total_checked}   "
           f"violations: {invariants.total_violations}")
     assert struck and count(driver.completions, "accepted") > 0
-    assert invariants.total_violations == 0, invariants.table()
+    assert invariants.total_violations == 0, invariants.table() + pending_log(stack, pending)
