@@ -53,5 +53,6 @@ def test_only_failures_in_a_row_count(outage: bool) -> None:
 
 def test_outages_in_a_row_do_not_lengthen_the_pause_after_a_bug() -> None:
     """Five outages, then a failure that is not one: the bug's pause is its first (2 s), not the sixth (64 s)."""
-    pauses = _pauses([{"outage": True}] * 5 + [{}] + [{"outage": True}])
+    outage: dict[str, object] = {"outage": True}
+    pauses = _pauses([outage] * 5 + [{}] + [outage])
     assert pauses == [2, 4, 8, 8, 8, 2, 8]
