@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -490,12 +490,16 @@ def test_the_api_docs_work_in_a_browser_that_reaches_no_other_origin(docs_server
 def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
         baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The report's 8 prints at once: at most 2 Chromiums run (real ones, through a wrapper that logs when
-    each starts and ends), 2 more wait for them, and 4 get 429 pdf_busy with Retry-After at once."""
+    each starts and ends), 2 more wait for them, and 4 get 429 pdf_busy with Retry-After at once. The wrapper
+    holds each Chromium until the four refusals are in, so that on a loaded machine no print ends (freeing its
+    place) before the last of the eight requests arrives."""
     from tests.test_after_action import constructed_flood
 
     log = tmp_path / "chromium.log"
     wrapper = tmp_path / "chromium"
-    wrapper.write_text(f"#!/bin/sh\necho start $(date +%s.%N) >> {log}\n{chromium_path()} \"$@\"\ncode=$?\n"
+    release = tmp_path / "release"
+    wrapper.write_text(f"#!/bin/sh\necho start $(date +%s.%N) >> {log}\n"
+                       f"while [ ! -e {release} ]; do sleep 0.05; done\n{chromium_path()} \"$@\"\ncode=$?\n"
                        f"echo end $(date +%s.%N) >> {log}\nexit $code\n")
     wrapper.chmod(0o755)
     monkeypatch.setenv("BATON_CHROMIUM", str(wrapper))
@@ -509,7 +513,15 @@ def test_concurrent_pdf_prints_wait_their_turn_and_beyond_the_queue_get_429(
         return client.get(f"/api/incidents/{incident}/report.pdf", headers=headers)
 
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(print_one, range(8)))
+        pending = [pool.submit(print_one, n) for n in range(8)]
+        refused = []
+        for future in as_completed(pending, timeout=120):
+            refused.append(future.result().status_code)
+            if len(refused) == 4:
+                break
+        assert refused == [429] * 4, refused  # at once, while the first two prints are held and two wait
+        release.touch()
+        answers = [future.result(timeout=300) for future in pending]
     assert Counter(a.status_code for a in answers) == {200: 4, 429: 4}, [a.status_code for a in answers]
     for answer in answers:
         if answer.status_code == 200:
