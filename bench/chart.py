@@ -6,12 +6,12 @@ import math
 from typing import Any
 from xml.sax.saxutils import escape
 
+from bench.targets import LATENCY_P95
+
 
 def bar_chart_svg(results: dict[str, Any]) -> str:
     rows: list[tuple[str, float, float, float | None]] = []  # label, p50, p95, target
-    targets = {"trigger_to_first_task": 1.0, "handoff_within_stage": 1.0, "handoff_across_stage": 1.0,
-               "inbox_read_50_clients": 0.05}
-    for key, goal in targets.items():
+    for key, goal in LATENCY_P95.items():
         if key in results:
             rows.append((f"Baton {key.replace('_', ' ')}", results[key]["p50"], results[key]["p95"], goal))
     for key, row in results.get("stock_prefect", {}).items():

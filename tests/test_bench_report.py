@@ -1,0 +1,55 @@
+"""`make bench` names every target it misses, against issue 19's targets (bench/targets.py), and nothing it meets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.__main__ import report
+
+
+def _latency(p95: float) -> dict[str, float]:
+    return {"n": 30, "p50": p95 / 2, "p95": p95, "p99": p95, "mean": p95 / 2}
+
+
+def _results(**changes: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "trigger_to_first_task": _latency(0.25), "handoff_within_stage": _latency(0.08),
+        "handoff_across_stage": _latency(0.09), "inbox_read_50_clients": _latency(0.015),
+        "sustained": {"handoffs": 6000, "per_second": 210.0, "idle_again_after_s": 3.0,
+                      "cpu_ms_per_handoff": {"api": 4.0, "worker-1": 2.5, "worker-2": 2.5}},
+        "waiting": {"open_incidents": 10_000, "triggered": 10_000, "first_tasks_assigned": 10_000,
+                    "ramp_seconds": 900.0, "total_rss_mb": 7000.0,
+                    "processes": {"api": {"rss_mb": 3000.0, "threads": 20, "idle_cpu_percent": 2.0},
+                                  "worker-1": {"rss_mb": 4000.0, "threads": 30, "idle_cpu_percent": 3.0}}},
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(results.get(key), dict):
+            results[key] = {**results[key], **value}
+        else:
+            results[key] = value
+    return results
+
+
+def test_a_run_that_meets_every_target_names_no_miss() -> None:
+    assert report(_results()) == []
+
+
+def test_each_missed_target_is_named_with_its_figure() -> None:
+    misses = report(_results(trigger_to_first_task=_latency(0.5),
+                             sustained={"per_second": 150.0, "idle_again_after_s": 9.0,
+                                        "cpu_ms_per_handoff": {"api": 40.0, "worker-1": 60.0}},
+                             waiting={"total_rss_mb": 9000.0}))
+    text = "\n".join(misses)
+    assert "trigger_to_first_task p95: 0.500 s against a target of 0.3 s" in text
+    assert "handoffs per second: 150.000 /s against a target of 200 /s" in text
+    assert "backlog drained: 9.000 s against a target of 5 s" in text
+    assert "CPU per handoff: 100.000 ms against a target of 10 ms" in text
+    assert "memory, all processes: 9000.000 MB against a target of 8000 MB" in text
+    assert len(misses) == 5, misses
+
+
+def test_a_smaller_waiting_run_is_held_to_its_share_of_the_memory_target() -> None:
+    """1,000 incidents waiting in 900 MB is over a tenth of 8 GB per 10,000."""
+    misses = report(_results(waiting={"open_incidents": 1000, "triggered": 1000, "first_tasks_assigned": 1000,
+                                      "total_rss_mb": 900.0}))
+    assert misses == ["memory, all processes: 900.000 MB against a target of 800 MB (over by 100.000 MB)"]
