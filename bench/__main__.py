@@ -126,11 +126,12 @@ def trigger(client: httpx.Client, users: Users, title: str) -> str:
     return str(response.json()["id"])
 
 
-def timed_incidents(client: httpx.Client, users: Users, samples: int, database_url: str) -> dict[str, list[float]]:
+def timed_incidents(client: httpx.Client, users: Users, samples: int, database_url: str,
+                    prefect_api_url: str) -> dict[str, list[float]]:
     """Per sample incident: trigger → first task in the inbox (assigned in the trigger's transaction), trigger →
-    its flow run started by a worker, and the handoffs after that. The first completion waits for the flow run:
-    a handoff's latency is that of a running incident's flow (one completed within the second or so a worker
-    takes to start the run waits for it; `trigger_to_flow_run` says how long that is)."""
+    its flow run running in Prefect (started by a worker), and the handoffs after that. The first completion
+    waits for the flow run: a handoff's latency is that of a running incident's flow (one completed within the
+    second or so a worker takes to start the run waits for it; `trigger_to_flow_run` says how long that is)."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url)
@@ -145,11 +146,12 @@ def timed_incidents(client: httpx.Client, users: Users, samples: int, database_u
             triggered = time.perf_counter() - started
             out["trigger_to_first_task"].append(triggered + wait_visible(client, met, incident_id,
                                                                          "rainstorm_forecast"))
-            while True:
+            while time.perf_counter() - started < 120:  # the run created, then Running in Prefect
                 with engine.connect() as conn:
                     run = conn.execute(text("SELECT flow_run_id FROM incident WHERE id = :id"),
                                        {"id": incident_id}).scalar_one()
-                if run is not None or time.perf_counter() - started > 120:
+                if run is not None and httpx.get(f"{prefect_api_url}/flow_runs/{run}",
+                                                 timeout=30).json()["state_type"] == "RUNNING":
                     break
                 time.sleep(0.01)
             out["trigger_to_flow_run"].append(time.perf_counter() - started)
@@ -383,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 add_user(session, username=dept, role="department", department=dept, password=passwords[dept])
         with httpx.Client(base_url=state["api_url"], timeout=30) as client:
             users = Users(client, passwords)
-            timed = timed_incidents(client, users, args.samples, state["database_url"])
+            timed = timed_incidents(client, users, args.samples, state["database_url"], state["prefect_api_url"])
             results.update({k: summary(v) for k, v in timed.items()})
             results["waiting"] = ramp(client, users, state, args.incidents, state["database_url"])
             # Fresh work for the handoff run: its first tasks are already waiting in the inboxes.
@@ -458,11 +460,13 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
         idle = sum(row["idle_cpu_percent"] for row in waiting["processes"].values())
         procs.add_row("total", f"{waiting['total_rss_mb']:.0f}", "", f"{idle:.1f}")
         console.print(procs)
-        # Issue 19's memory target is for WAITING_INCIDENTS at once: a smaller run is held to its share of it.
-        budget = WAITING_MEMORY_MB * max(waiting["open_incidents"], 1) / WAITING_INCIDENTS
-        console.print(f"memory ≤ {budget:,.0f} MB ({WAITING_MEMORY_MB:,.0f} MB per {WAITING_INCIDENTS:,} incidents): "
-                      f"{check('memory, all processes', waiting['total_rss_mb'], budget, 'MB')}; whole stack idle ≤ "
-                      f"{IDLE_CPU_PERCENT:g} % of a core: {check('idle CPU', idle, IDLE_CPU_PERCENT, '%')}")
+        memory = check("memory, all processes", waiting["total_rss_mb"], WAITING_MEMORY_MB, "MB")
+        console.print(f"memory ≤ {WAITING_MEMORY_MB:,.0f} MB: {memory}; whole stack idle ≤ {IDLE_CPU_PERCENT:g} % "
+                      f"of a core: {check('idle CPU', idle, IDLE_CPU_PERCENT, '%')}")
+        if waiting["open_incidents"] < WAITING_INCIDENTS:
+            # The memory and idle targets are for WAITING_INCIDENTS at once: a smaller run has not shown them.
+            misses.append(f"waiting incidents: {waiting['open_incidents']:,} measured, the target is "
+                          f"{WAITING_INCIDENTS:,} (run with --incidents {WAITING_INCIDENTS})")
         if waiting["first_tasks_assigned"] < waiting["triggered"]:
             misses.append(f"only {waiting['first_tasks_assigned']} of {waiting['triggered']} triggered incidents "
                           "got their first task")
