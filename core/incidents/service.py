@@ -193,14 +193,6 @@ def open_incident(
     ledger.append(session, incident=incident, kind=LedgerKind.stage_entered, actor=SYSTEM, from_party=COMMAND,
                   to_party=COMMAND, idempotency_key=f"{incident.id}:stage:warning:entered",
                   details={"stage": "warning"}, at=now)
-    # The first assignments are written with the incident, in its transaction: the departments see their first
-    # tasks the moment the office opens it, even while the Prefect server is slow or down. This is the engine's
-    # own reconciliation (nobody else can hold the new row yet, so no lease is needed); the flow run a worker
-    # starts next reconciles again, finds them made, and runs the automated steps and deliveries they left
-    # pending.
-    from core.incidents.engine import advance  # the engine builds on this module
-
-    advance(session, incident_id=incident.id, now=now)
     failpoint("incident.opened")
     return Opened(incident, created=True)
 
