@@ -16,17 +16,18 @@ import httpx
 from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import PrefectHTTPStatusError
+from prefect.exceptions import Abort, PrefectHTTPStatusError
 
 from core.incidents.engine import AdvanceResult, fail_action
 from core.plans.store import list_types
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction, outage_reason
+from core.platform.errors import LeaseLost
 from core.platform.settings import get_settings
 from core.reporting.schedule import advance_with_reports
 from core.sharing import answers
 from flows.outages import is_outage, outage_pause
-from flows.waking import current_runtime
+from flows.waking import Runtime, current_runtime
 from tasks.actions import ACTION_TASKS
 from tasks.delivery import deliver_with_retries
 
@@ -87,58 +88,76 @@ async def follow_level(level: str) -> None:
 
 async def run_incident(incident_id: str) -> dict[str, Any]:
     runtime = current_runtime()
-    settings = get_settings()
-    logger = get_run_logger()
     sending: dict[str, asyncio.Task[str]] = {}
-    outages = 0
     try:
-        while True:
-            event = runtime.waker.arm(incident_id)
-            try:
-                result = await in_transaction(_reconcile, incident_id=incident_id, worker_id=runtime.worker_id)
-                await follow_level(result.level)
-                # Deliveries run beside the flow: a slow department system never holds the incident up.
-                for delivery_id in result.deliveries:
-                    if delivery_id not in sending or sending[delivery_id].done():
-                        sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
-                if result.actions:
-                    # All of them finish before an outage is retried: none is started twice at once.
-                    done = await asyncio.gather(*(_run_action(task_id) for task_id in result.actions),
-                                                return_exceptions=True)
-                    for failed in done:
-                        if isinstance(failed, BaseException):
-                            raise failed
-            except Exception as exc:
-                # The database or Prefect out of reach: the run waits and tries again (the reconciliation rolled
-                # back; an automated step that did not record its result is run again, and records it once)
-                # rather than fail, so that the incident goes on the moment they are back.
-                if not is_outage(exc):
-                    raise
-                outages += 1
-                pause = outage_pause(outages)
-                logger.warning("Incident %s: %s; trying again in %.0f s", incident_id, outage_reason(exc), pause)
-                await asyncio.sleep(pause)
-                continue
-            outages = 0
-            if result.actions:
-                continue
-            if result.closed:
-                logger.info("Incident %s closed at level %s", result.code, result.level)
-                break
-            timeout = settings.recheck_seconds
-            if result.next_check is not None:
-                timeout = min(timeout, (result.next_check - utcnow()).total_seconds() + 0.05)
-            if runtime.worker_id is None:
-                timeout = min(timeout, runtime.poll_without_worker)
-            await runtime.waker.wait(event, timeout)
-        pending = [t for t in sending.values() if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=settings.recheck_seconds)
-        return {"incident_id": incident_id, "code": result.code, "status": result.status, "level": result.level}
+        return await _walk(incident_id, runtime, sending)
+    except asyncio.CancelledError:
+        if incident_id in runtime.lost:
+            raise _handed_over(f"incident {incident_id}: its lease was lost to another worker") from None
+        raise
+    except LeaseLost as exc:
+        raise _handed_over(str(exc)) from None
     finally:
         runtime.waker.forget(incident_id)
         for item in sending.values():
             item.cancel()
+
+
+def _handed_over(why: str) -> Abort:
+    """How a flow whose incident another worker has taken over stops: Prefect's Abort ends the run in this process
+    and proposes no state, where a crash would force the run Crashed (and a failure mark it Failed) under the worker
+    that now runs it."""
+    return Abort(f"{why}; the run goes on there")
+
+
+async def _walk(incident_id: str, runtime: Runtime, sending: dict[str, asyncio.Task[str]]) -> dict[str, Any]:
+    """The flow's loop: reconcile, run the automated steps, wait; until the incident closes."""
+    settings = get_settings()
+    logger = get_run_logger()
+    outages = 0
+    while True:
+        event = runtime.waker.arm(incident_id)
+        try:
+            result = await in_transaction(_reconcile, incident_id=incident_id, worker_id=runtime.worker_id)
+            await follow_level(result.level)
+            # Deliveries run beside the flow: a slow department system never holds the incident up.
+            for delivery_id in result.deliveries:
+                if delivery_id not in sending or sending[delivery_id].done():
+                    sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
+            if result.actions:
+                # All of them finish before an outage is retried: none is started twice at once.
+                done = await asyncio.gather(*(_run_action(task_id) for task_id in result.actions),
+                                            return_exceptions=True)
+                for failed in done:
+                    if isinstance(failed, BaseException):
+                        raise failed
+        except Exception as exc:
+            # The database or Prefect out of reach: the run waits and tries again (the reconciliation rolled
+            # back; an automated step that did not record its result is run again, and records it once)
+            # rather than fail, so that the incident goes on the moment they are back.
+            if not is_outage(exc):
+                raise
+            outages += 1
+            pause = outage_pause(outages)
+            logger.warning("Incident %s: %s; trying again in %.0f s", incident_id, outage_reason(exc), pause)
+            await asyncio.sleep(pause)
+            continue
+        outages = 0
+        if result.actions:
+            continue
+        if result.closed:
+            logger.info("Incident %s closed at level %s", result.code, result.level)
+            break
+        timeout = settings.recheck_seconds
+        if result.next_check is not None:
+            timeout = min(timeout, (result.next_check - utcnow()).total_seconds() + 0.05)
+        if runtime.worker_id is None:
+            timeout = min(timeout, runtime.poll_without_worker)
+        await runtime.waker.wait(event, timeout)
+    pending = [t for t in sending.values() if not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=settings.recheck_seconds)
+    return {"incident_id": incident_id, "code": result.code, "status": result.status, "level": result.level}
 
 
 @lru_cache(maxsize=64)

@@ -42,6 +42,8 @@ class Runtime:
     worker_id: str | None
     waker: Waker
     poll_without_worker: float = 0.5
+    # Incidents whose lease this worker lost: their flows stop without a word to Prefect (flows/incident.py).
+    lost: set[str] = field(default_factory=set)
 
 
 RUNTIME: ContextVar[Runtime | None] = ContextVar("baton_runtime", default=None)

@@ -21,7 +21,7 @@ from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound, TerminationSignal
+from prefect.exceptions import Abort, ObjectNotFound, TerminationSignal
 from prefect.flow_engine import run_flow_async
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.states import Pending, to_state_create
@@ -35,6 +35,7 @@ from core.platform.db import in_transaction, outage_reason, session_scope
 from core.platform.failpoints import afailpoint
 from core.platform.settings import Settings, get_settings
 from flows.incident import incident_flow
+from flows.lease_keeper import LeaseKeeper
 from flows.outages import is_outage, outage_pause
 from flows.waking import RUNTIME, Runtime, Waker
 from tasks.delivery import deliver_with_retries
@@ -77,6 +78,7 @@ class BatonWorker:
         self.failures: dict[str, int] = {}  # failures in a row that were not outages, per incident
         self.outages: dict[str, int] = {}  # outages in a row, per incident
         self.seen: dict[str, Any] = {}
+        self.lost: set[str] = set()  # incidents whose lease another worker took while this one ran them
         self._client: PrefectClient | None = None
         self._flow_ids: dict[str, UUID] = {}
         self.stopping = asyncio.Event()
@@ -131,7 +133,7 @@ class BatonWorker:
             if info is None or info["status"] != "open":
                 return
             run = await self.ensure_flow_run(info)
-            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker))
+            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost))
             try:
                 state = await run_flow_async(incident_flow(info["type"]), flow_run=run,
                                              parameters={"incident_id": incident_id}, return_type="state")
@@ -143,6 +145,9 @@ class BatonWorker:
             else:
                 self.failures.pop(incident_id, None)
                 self.outages.pop(incident_id, None)
+        except Abort as exc:
+            # Its lease was lost and another worker runs it now (flows/incident.py): nothing to retry here.
+            log.warning("incident %s: stopped here: %s", incident_id, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -152,6 +157,7 @@ class BatonWorker:
                                  exc_info=not outage, outage=outage, ran_for=time.monotonic() - started)
         finally:
             self.running.pop(incident_id, None)
+            self.lost.discard(incident_id)
             if not self.stopping.is_set():
                 with contextlib.suppress(Exception):
                     await in_transaction(leases.release, worker_id=self.worker_id, incident_ids=[incident_id])
@@ -190,20 +196,32 @@ class BatonWorker:
                 delay = 2.0
             await self._sleep(delay)
 
-    async def _renew_loop(self) -> None:
-        while not self.stopping.is_set():
+    def running_ids(self) -> list[str]:
+        """The incidents running now (read from the lease keeper's thread as well as the loop)."""
+        while True:
             try:
-                ids = list(self.running)
-                held = await in_transaction(leases.renew, lane="leases", worker_id=self.worker_id, incident_ids=ids,
-                                            lease_seconds=self.settings.lease_seconds)
-                for incident_id in ids:
-                    task = self.running.get(incident_id)
-                    if task is not None and incident_id not in held and not task.done():
-                        log.warning("incident %s: lease lost to another worker; stopping here", incident_id)
-                        task.cancel()
-            except Exception as exc:
-                _loop_failed("lease renewal failed", exc)
-            await self._sleep(self.settings.lease_seconds / 3)
+                return list(self.running)
+            except RuntimeError:  # the loop changed it while it was copied
+                continue
+
+    def lease_keeper(self, loop: asyncio.AbstractEventLoop) -> LeaseKeeper:
+        """The thread that renews this worker's leases; what it finds lost is handed to `loop`."""
+
+        def on_lost(incident_id: str) -> None:
+            loop.call_soon_threadsafe(self._lease_lost, incident_id)
+
+        return LeaseKeeper(worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds,
+                           held=self.running_ids, on_lost=on_lost)
+
+    def _lease_lost(self, incident_id: str) -> None:
+        """On the loop: the keeper found another worker holding this incident. Its flow stops at once, and
+        without a word to Prefect (the run is the other worker's now)."""
+        task = self.running.get(incident_id)
+        if task is None or task.done() or incident_id in self.lost:
+            return
+        log.warning("incident %s: lease lost to another worker; stopping here", incident_id)
+        self.lost.add(incident_id)
+        task.cancel()
 
     async def _wake_loop(self) -> None:
         margin = timedelta(seconds=5)
@@ -276,11 +294,13 @@ class BatonWorker:
                 self._client = client
                 # Leases under this id are stale (a worker of the same name died); free them to be claimed.
                 await in_transaction(leases.release, worker_id=self.worker_id)
+                keeper = self.lease_keeper(asyncio.get_running_loop())
+                keeper.start()
                 loops = [asyncio.create_task(coro) for coro in
-                         (self._claim_loop(), self._renew_loop(), self._wake_loop(), self._notify_loop(),
-                          self._outbox_loop())]
+                         (self._claim_loop(), self._wake_loop(), self._notify_loop(), self._outbox_loop())]
                 log.info("Baton worker %s started", self.worker_id)
                 await self.stopping.wait()
+                await asyncio.to_thread(keeper.stop)
                 for item in loops:
                     item.cancel()
                 for item in list(self.running.values()):

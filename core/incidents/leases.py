@@ -99,18 +99,18 @@ def claim(session: Session, *, worker_id: str, limit: int, lease_seconds: float,
 
 def renew(session: Session, *, worker_id: str, incident_ids: list[str], lease_seconds: float,
           now: datetime | None = None) -> set[str]:
-    """Extend this worker's leases on the incidents it is running; return those it still holds.
+    """Extend this worker's leases on the open incidents it is running; return those it still holds.
 
     Only running incidents: a lease the worker could not release (the database was down when its flow
     ended) must lapse so that some worker claims the incident again, rather than be kept alive by a worker
-    that no longer runs it.
+    that no longer runs it. An incident that has just closed is still held (its flow is finishing: taken for
+    lost, its run was cancelled and shown Crashed in Prefect), though its lease is no longer extended.
     """
     if not incident_ids:
         return set()
     moment = now or utcnow()
-    mine = and_(col(Incident.lease_owner) == worker_id, col(Incident.status) == IncidentStatus.open,
-                col(Incident.id).in_(incident_ids))
-    session.execute(update(Incident).where(mine)
+    mine = and_(col(Incident.lease_owner) == worker_id, col(Incident.id).in_(incident_ids))
+    session.execute(update(Incident).where(mine, col(Incident.status) == IncidentStatus.open)
                     .values(lease_expires_at=moment + timedelta(seconds=lease_seconds))
                     .execution_options(synchronize_session=False))
     return set(session.exec(select(Incident.id).where(mine)).all())
