@@ -221,7 +221,7 @@ def test_csv_has_a_header_and_a_row_per_department_type_and_total(incidents: dic
     assert tuple(rows[0]) == CSV_COLUMNS == (
         "group", "key", "name_zh", "name_en", "incidents", "handoffs", "with_deadline", "on_time", "overdue", "open",
         "on_time_rate", "acknowledged", "ack_median_s", "ack_p90_s", "completed", "completion_median_s",
-        "completion_p90_s", "escalations")
+        "completion_p90_s", "escalations", "ownerless_minutes")
     body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert [(r["group"], r["key"]) for r in body] == [
         ("department", "agriculture_rural"), ("department", "maritime"), ("department", "meteorology"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import PurePath
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from api.deps import LoginRequired, Principal, check_csrf, csrf_token
 from api.errors import ApiError
@@ -27,8 +28,9 @@ from core.plans.wording import PeopleOf, Wording
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
-from core.platform.input_policy import Refusals
+from core.platform.input_policy import Refusals, Violation
 from core.platform.settings import get_settings
+from core.platform.tabular import FileUnreadable
 from core.platform.templating import render
 from core.users.service import people
 
@@ -155,6 +157,21 @@ def field(form: FormData, name: str) -> str:
 def checked_form(principal: Principal, form: FormData) -> None:
     """Every form carries the session's CSRF token."""
     check_csrf(principal, field(form, "csrf") or None)
+
+
+def chosen_file(form: FormData, name: str) -> tuple[str, bytes] | None:
+    """The file chosen in an import form's file field (its name and bytes), None when none was (a browser sends an
+    empty part). The name is what an import records as its source, so it is held to one line like any text; the
+    size is already held by the app's body limit."""
+    upload = form.get(name)
+    if not isinstance(upload, UploadFile) or (not upload.filename and not upload.size):
+        return None
+    filename = PurePath((upload.filename or "").replace("\\", "/")).name
+    try:
+        filename = policy.text(filename, max_length=200)
+    except Violation as exc:
+        raise FileUnreadable("bad_name", f"the file's name {exc.message}", "文件名含有无法保存的字符或过长") from None
+    return filename, upload.file.read()
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -40,7 +40,7 @@ from core.platform.settings import get_settings
 
 CSV_COLUMNS = ("group", "key", "name_zh", "name_en", "incidents", "handoffs", "with_deadline", "on_time", "overdue",
                "open", "on_time_rate", "acknowledged", "ack_median_s", "ack_p90_s", "completed",
-               "completion_median_s", "completion_p90_s", "escalations")
+               "completion_median_s", "completion_p90_s", "escalations", "ownerless_minutes")
 
 
 class InvalidFilter(BatonError):

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any
 
-from core.platform.errors import BatonError
+from core.platform.tabular import FileUnreadable
 from core.registers import columns as cols
 from core.registers.models import RegisterEntry, RegisterKind
 
@@ -28,16 +28,10 @@ FORMATS = ("csv", "xlsx", "geojson")
 Row = tuple[int, dict[str, Any]]
 
 
-class RegisterFileInvalid(BatonError):
+class RegisterFileInvalid(FileUnreadable):
     """The file as a whole cannot be imported; `details` has a stable `reason`. Nothing of it is imported."""
 
     code = "register_file_invalid"
-    http_status = 422
-
-    def __init__(self, reason: str, message: str, zh: str) -> None:
-        super().__init__(message, details={"reason": reason, "message_zh": zh})
-        self.reason = reason
-        self.zh = zh
 
 
 def file_format(filename: str) -> str:

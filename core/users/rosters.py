@@ -31,7 +31,7 @@ from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError
 from core.platform.settings import get_settings
-from core.platform.tabular import RowProblem
+from core.platform.tabular import FileUnreadable, RowProblem
 from core.users.models import DutyAbsence, RosterShift, User
 from core.users.service import audit
 from process_defs.law_rules import position_ref_problem
@@ -45,11 +45,10 @@ ALIASES = {"部门": "department", "单位": "department", "岗位": "position",
            "开始日期": "from", "结束日期": "to", "日类型": "days", "开始时间": "start", "结束时间": "end"}
 
 
-class RosterUnreadable(BatonError):
-    """The file is not a roster this can read (not CSV or XLSX, no header, too many rows)."""
+class RosterUnreadable(FileUnreadable):
+    """The file is not a roster this can read (not CSV or XLSX, no header, too many rows); nothing of it is kept."""
 
     code = "roster_unreadable"
-    http_status = 422
 
 
 class AbsenceInvalid(BatonError):
@@ -98,7 +97,8 @@ def read_rows(filename: str, data: bytes) -> list[tuple[int, dict[str, str]]]:
         try:
             book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises many kinds on a file that is not a workbook
-            raise RosterUnreadable(f"{filename} is not an XLSX workbook ({type(exc).__name__})") from None
+            raise RosterUnreadable("unreadable", f"{filename} is not an XLSX workbook ({type(exc).__name__})",
+                                   f"{filename}：不是有效的 XLSX 工作簿") from None
         sheet = book.worksheets[0]
         table = []
         for values in sheet.iter_rows(values_only=True):
@@ -110,14 +110,21 @@ def read_rows(filename: str, data: bytes) -> list[tuple[int, dict[str, str]]]:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise RosterUnreadable(f"{filename} is not UTF-8 text") from None
-        table = [[c.strip() for c in row] for row in csv.reader(io.StringIO(text))]
+            raise RosterUnreadable("not_utf8", f"{filename} is not UTF-8 text",
+                                   f"{filename}：不是 UTF-8 编码的文本") from None
+        try:
+            table = [[c.strip() for c in row] for row in csv.reader(io.StringIO(text, newline=""))]
+        except csv.Error as exc:  # a cell longer than the reader takes: the file as a whole is not CSV
+            raise RosterUnreadable("unreadable", f"{filename} is not CSV ({exc})",
+                                   f"{filename}：无法按 CSV 读取") from None
     else:
-        raise RosterUnreadable(f"{filename}: a roster is a .csv or .xlsx file")
+        raise RosterUnreadable("unknown_format", f"{filename}: a roster is a .csv or .xlsx file",
+                               f"{filename}：值班表应为 .csv 或 .xlsx 文件")
     if not table or not any(table[0]):
-        raise RosterUnreadable(f"{filename} has no header row")
+        raise RosterUnreadable("no_header", f"{filename} has no header row", f"{filename}：缺少表头行")
     if len(table) > MAX_ROWS + 1:
-        raise RosterUnreadable(f"{filename} has more than {MAX_ROWS} rows")
+        raise RosterUnreadable("too_many_rows", f"{filename} has more than {MAX_ROWS} rows",
+                               f"{filename}：超过{MAX_ROWS}行")
     header = [ALIASES.get(h.strip(), h.strip().lower()) for h in table[0]]
     rows = []
     for number, values in enumerate(table[1:], start=2):
