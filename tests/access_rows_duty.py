@@ -50,3 +50,10 @@ ROWS: list[Case] = [
 ]
 
 TARGETS = {"duty_person": duty_person}
+
+# The roster page's import takes a file (as POST /api/rosters/import does) and shows what it kept: the office and
+# administrators; for anyone else the form is not there. (The page's other rows are in access_rows_desk.py.)
+PAGE_ROWS: list[dict[str, Any]] = [
+    {"method": "POST", "path": "/roster/import", "target": "duty_person", "expect": roles(303, 200, 404, 200, 404, 404),
+     "files": lambda target: {"roster_file": ("值班表.csv", roster(target)["content"].encode())}, "writes": True},
+]

@@ -48,11 +48,14 @@ NOT_FOUND_PAGE = "页面不存在，或您无权查看"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 Form = dict[str, str] | Callable[[Target], dict[str, str]] | None
+# A form's file fields (name -> (filename, bytes)): the form is then sent as multipart/form-data.
+Files = Callable[[Target], dict[str, tuple[str, bytes]]] | None
 
 
 @dataclass(frozen=True, kw_only=True)
 class PageCase(Row):
     form: Form = None
+    files: Files = None
     writes: bool = False
     # Open to anyone (the login form, the public feed): a 2xx/3xx for the anonymous role is then allowed.
     public: bool = False
@@ -343,6 +346,7 @@ def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Ta
     login_form = case.route == ("POST", "/login")
     client = browsers.new(None if login_form else username) if case.own_session else browsers.of(username)
     data: dict[str, str] | None = None
+    files = case.files(target) if case.files is not None else None
     if case.method == "POST":
         if login_form:
             token = CSRF.search(client.get("/login").text)
@@ -353,7 +357,7 @@ def run_cell(browsers: Browsers, case: PageCase, role: str, shared: dict[str, Ta
                     "csrf": "" if anonymous else browsers.csrf(client)}
     before = page_fingerprint()
     requested = case.path.format_map(target.params)
-    response = client.request(case.method, requested, data=data)
+    response = client.request(case.method, requested, data=data, files=files)
     cell.got = response.status_code
     check_response(cell, response, anonymous and not case.public, requested)
     matrix.check_change(cell, writes=case.writes, allowed=allowed, changed=page_fingerprint() != before)
