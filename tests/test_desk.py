@@ -395,6 +395,8 @@ def test_an_overdue_instruction_task_shows_overdue_and_is_escalated_to_the_offic
     inbox = water.get("/inbox").text
     assert f'data-instruction-task="{tasks["water_affairs"]}" data-overdue="1"' in inbox
     assert "data-instruction-task=" not in page_client(desk.server, "public_security").get("/inbox").text
+    [mine] = desk.call("water_affairs", "GET", "/api/instruction-tasks").json()
+    assert (mine["id"], mine["overdue"], mine["overdue_at"]) == (tasks["water_affairs"], True, None)
     # The periodic sweep escalates it to the office once: a ledger entry from the department to the command.
     assert sweep_instructions() == [tasks["water_affairs"]]
     clock.advance(minutes=5)
@@ -402,6 +404,7 @@ def test_an_overdue_instruction_task_shows_overdue_and_is_escalated_to_the_offic
     [entry] = incident_entries(incident.id, "instruction.task_overdue")
     assert (entry.from_party, entry.to_party, entry.actor) == ("water_affairs", "emergency_office", "baton")
     assert entry.details["task_id"] == tasks["water_affairs"]
+    assert desk.call("water_affairs", "GET", "/api/instruction-tasks").json()[0]["overdue_at"] is not None
     with session_scope() as session:
         flagged = session.get(InstructionTask, tasks["water_affairs"])
         assert flagged is not None and flagged.overdue_at is not None
