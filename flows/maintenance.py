@@ -5,7 +5,9 @@ They work on Baton's database only and never touch an incident's own flow run:
 * `deadline-sweep` (every minute) wakes incidents with a reminder or deadline that passed while the worker
   holding them was busy (`core.incidents.deadlines`, and the answer deadlines of `core.sharing.answers`), through
   the incidents service's `wake` (the `woken_at` that workers poll). The incident's flow then reminds or
-  escalates as usual; the sweep itself writes no ledger entry.
+  escalates as usual; the sweep itself writes no ledger entry for them. It also flags leaders' instructions'
+  tasks (批示, `core.desk.instructions`) past their time limit, once each: ledgered to the office and sent to the
+  department's own system.
 * `ledger-audit` (nightly) verifies every incident's hash chain and fails its flow run if any is broken.
 
 Each database write or read here is a short transaction of its own: on SQLite every transaction holds the
@@ -24,6 +26,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from sqlmodel import col, select
 
+from core.desk import instructions
 from core.incidents.deadlines import passed_unhandled
 from core.incidents.models import Incident
 from core.incidents.service import wake_unless_woken_since
@@ -58,13 +61,32 @@ def sweep_deadlines(now: datetime | None = None) -> list[str]:
     return woken
 
 
+def sweep_instructions(now: datetime | None = None) -> list[str]:
+    """Flag every instruction task past its time limit that is not flagged yet; returns their ids. One short
+    transaction per task (its incident locked first, as every writer does); a task flagged by a sweep racing this
+    one is skipped, so none is escalated twice."""
+    moment = now or utcnow()
+    with session_scope() as session:
+        due = instructions.overdue_unflagged(session, now=moment)
+    flagged: list[str] = []
+    for task_id in due:
+        with session_scope() as session:
+            if instructions.flag_overdue(session, task_id=task_id, now=moment):
+                flagged.append(task_id)
+    return flagged
+
+
 @flow(name="deadline-sweep")
 def deadline_sweep() -> dict[str, Any]:
-    """Wake incidents whose reminder or deadline passed while their worker was busy."""
+    """Wake incidents whose reminder or deadline passed while their worker was busy; flag overdue instruction
+    tasks."""
     woken = sweep_deadlines()
     if woken:
         _logger().info("woke %d incident(s) with a passed reminder or deadline: %s", len(woken), ", ".join(woken))
-    return {"woken": woken}
+    late = sweep_instructions()
+    if late:
+        _logger().info("flagged %d instruction task(s) overdue: %s", len(late), ", ".join(late))
+    return {"woken": woken, "instructions_overdue": late}
 
 
 @dataclass(frozen=True)

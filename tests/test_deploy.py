@@ -510,7 +510,7 @@ def test_deadline_sweep_flow_run_wakes_an_overdue_incident(prefect_server: Any, 
     set_times(incident_id, task.id, assigned=timedelta(hours=-2), due=timedelta(hours=-1), woken=timedelta(hours=-3))
     state = maintenance.deadline_sweep(return_state=True)
     assert state.is_completed(), state.message
-    assert state.result() == {"woken": [incident_id]}
+    assert state.result() == {"woken": [incident_id], "instructions_overdue": []}
     woken = drive.incident(incident_id).woken_at
     assert utcnow() - woken < timedelta(minutes=1)
 

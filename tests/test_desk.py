@@ -6,20 +6,24 @@ instruction (批示) becomes tasks for the departments it names and cannot close
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
-from core.desk.models import EventSheet
+from core.desk.models import EventSheet, InstructionTask
 from core.incidents.models import Incident
 from core.ledger.chain import DESK, read_named, verify_chain, verify_incident
 from core.ledger.models import LedgerEntry
+from core.outbox.models import OutboundDelivery
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
-from tests.api_server import Api, error_of, flood, issued_token, make_user, page_client
+from core.platform.settings import get_settings
+from flows.maintenance import sweep_instructions
+from tests.api_server import Api, csrf_of, error_of, flood, issued_token, make_user, page_client
 from tests.fixtures.clock import Clock
 
 LEADER_REF = "duty_leader@emergency_office"
@@ -285,3 +289,128 @@ def test_markup_through_the_desk_comes_out_literal_on_every_page(desk: Api) -> N
         assert "<script>alert(1)</script>" not in page.text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, path
     assert desk.call("office", "GET", f"/api/sheets/{sheet['id']}").json()["what"] == HOSTILE
+
+
+# -- an instruction's tasks are tracked as the departments' other tasks: inbox, own systems, overdue -------------------
+
+
+def instruct(api: Api, incident_id: str, departments: list[str], *, hours: float = 2,
+             text: str = "立即组织排查低洼地带，确保群众安全") -> dict[str, str]:
+    """Record an instruction by the office; its tasks' ids by department."""
+    response = api.call("office", "POST", f"/api/incidents/{incident_id}/instructions",
+                        json={"leader": "王市长", "text": text, "departments": departments,
+                              "due_at": (utcnow() + timedelta(hours=hours)).isoformat()})
+    assert response.status_code == 201, response.text
+    return {t["department"]: t["id"] for t in response.json()["tasks"]}
+
+
+def deliveries() -> list[OutboundDelivery]:
+    with session_scope() as session:
+        return list(session.exec(select(OutboundDelivery).where(
+            col(OutboundDelivery.idempotency_key).startswith("instruction:"))).all())
+
+
+def test_a_departments_instruction_tasks_are_in_its_inbox_and_reported_done_from_it(desk: Api) -> None:
+    incident = flood("assessment")
+    tasks = instruct(desk, incident.id, ["water_affairs", "public_security"])
+    water = page_client(desk.server, "water_affairs")
+    inbox = water.get("/inbox")
+    assert inbox.status_code == 200
+    assert f'data-instruction-task="{tasks["water_affairs"]}"' in inbox.text and "立即组织排查低洼地带" in inbox.text
+    assert incident.code in inbox.text and 'name="back" value="inbox"' in inbox.text
+    # Scoped: each department sees its own part; one not named sees none.
+    assert f'data-instruction-task="{tasks["public_security"]}"' not in inbox.text
+    police = page_client(desk.server, "public_security")
+    assert f'data-instruction-task="{tasks["public_security"]}"' in police.get("/inbox").text
+    other = page_client(desk.server, "meteorology").get("/inbox").text
+    assert "data-instruction-task=" not in other and "立即组织排查低洼地带" not in other
+    # Another department cannot report on water_affairs' part from its page.
+    refused = police.post(f"/instruction-tasks/{tasks['water_affairs']}/complete",
+                          data={"csrf": csrf_of(police, "/inbox"), "reply": "x", "back": "inbox"})
+    assert refused.status_code == 404
+    done = water.post(f"/instruction-tasks/{tasks['water_affairs']}/complete",
+                      data={"csrf": csrf_of(water, "/inbox"), "reply": "已排查低洼点12处", "back": "inbox"})
+    assert done.status_code == 303 and done.headers["location"].startswith("/inbox?done=instruction")
+    with session_scope() as session:
+        row = session.get(InstructionTask, tasks["water_affairs"])
+        assert row is not None and (row.status, row.reply, row.done_by) == ("done", "已排查低洼点12处",
+                                                                           "user:water_affairs")
+        still = session.get(InstructionTask, tasks["public_security"])
+        assert still is not None and still.status == "open"
+    after = water.get("/inbox?done=instruction").text
+    assert f'data-instruction-task="{tasks["water_affairs"]}"' not in after and 'role="status"' in after
+    assert [e.details["department"] for e in incident_entries(incident.id, "instruction.task_done")] == [
+        "water_affairs"]
+
+
+def test_an_instruction_task_reaches_the_named_departments_own_system_only(
+        desk: Api, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an incident task's assignment and escalation do: through the outbox, on the incident (whose flow sends
+    it, so it is woken), once per task and purpose; a department with a system that is not named gets nothing, a
+    named one without a system is not queued for."""
+    endpoint = {"url": "https://example.gov.cn/hook", "secret": "instruction-outbox-secret"}
+    monkeypatch.setenv("BATON_ENDPOINTS", json.dumps({"water_affairs": endpoint, "meteorology": endpoint}))
+    get_settings.cache_clear()
+    incident = flood("assessment")
+    with session_scope() as session:
+        row = session.get(Incident, incident.id)
+        assert row is not None
+        woken_before = row.woken_at
+    tasks = instruct(desk, incident.id, ["water_affairs", "public_security"], hours=1)
+    queued = deliveries()
+    assert [(d.target, d.purpose, d.incident_id) for d in queued] == [("water_affairs", "assignment", incident.id)]
+    told = queued[0].payload["instruction_task"]
+    assert told["id"] == tasks["water_affairs"] and told["department"] == "water_affairs"
+    assert told["text"] == "立即组织排查低洼地带，确保群众安全" and told["leader"] == "王市长" and told["due_at"]
+    with session_scope() as session:
+        row = session.get(Incident, incident.id)
+        assert row is not None and row.woken_at > woken_before
+    # Overdue: the department's system is told once, by the sweep; meteorology (not named) never.
+    clock.advance(hours=2)
+    assert set(sweep_instructions()) == set(tasks.values())
+    assert sweep_instructions() == []
+    assert sorted((d.target, d.purpose) for d in deliveries()) == [("water_affairs", "assignment"),
+                                                                    ("water_affairs", "overdue")]
+    assert all(d.target != "meteorology" for d in deliveries())
+
+
+def test_an_overdue_instruction_task_shows_overdue_and_is_escalated_to_the_office_once(
+        desk: Api, clock: Clock) -> None:
+    incident = flood("assessment")
+    tasks = instruct(desk, incident.id, ["water_affairs", "public_security"], hours=1)
+    water = page_client(desk.server, "water_affairs")
+    board = page_client(desk.server, "office")
+    assert 'data-overdue="1"' not in water.get("/inbox").text
+    assert 'data-overdue="1"' not in board.get(f"/incidents/{incident.id}/board").text
+    assert sweep_instructions() == []  # not due yet
+    # public_security reports in time; water_affairs does not.
+    desk.call("public_security", "POST", f"/api/instruction-tasks/{tasks['public_security']}/complete",
+              json={"reply": "已设置警戒"})
+    clock.advance(hours=1, minutes=1)
+    # By the clock it shows overdue at once, before any sweep: on the board and in the department's inbox.
+    shown = board.get(f"/incidents/{incident.id}/board").text
+    assert 'data-department="water_affairs" data-task-status="open" data-overdue="1"' in shown
+    assert 'data-department="public_security" data-task-status="done"' in shown
+    assert shown.count('data-overdue="1"') == 1
+    inbox = water.get("/inbox").text
+    assert f'data-instruction-task="{tasks["water_affairs"]}" data-overdue="1"' in inbox
+    assert "data-instruction-task=" not in page_client(desk.server, "public_security").get("/inbox").text
+    [mine] = desk.call("water_affairs", "GET", "/api/instruction-tasks").json()
+    assert (mine["id"], mine["overdue"], mine["overdue_at"]) == (tasks["water_affairs"], True, None)
+    # The periodic sweep escalates it to the office once: a ledger entry from the department to the command.
+    assert sweep_instructions() == [tasks["water_affairs"]]
+    clock.advance(minutes=5)
+    assert sweep_instructions() == []
+    [entry] = incident_entries(incident.id, "instruction.task_overdue")
+    assert (entry.from_party, entry.to_party, entry.actor) == ("water_affairs", "emergency_office", "baton")
+    assert entry.details["task_id"] == tasks["water_affairs"]
+    assert desk.call("water_affairs", "GET", "/api/instruction-tasks").json()[0]["overdue_at"] is not None
+    with session_scope() as session:
+        flagged = session.get(InstructionTask, tasks["water_affairs"])
+        assert flagged is not None and flagged.overdue_at is not None
+        assert verify_incident(session, incident.id).valid
+    # Reported late, it is done and no longer overdue; the office may close the instruction.
+    desk.call("water_affairs", "POST", f"/api/instruction-tasks/{tasks['water_affairs']}/complete",
+              json={"reply": "已排查"})
+    assert 'data-overdue="1"' not in board.get(f"/incidents/{incident.id}/board").text
+    assert sweep_instructions() == []

@@ -95,6 +95,8 @@ def complete(task_id: str, request: Request, principal: ActingPageUser, session:
         raise ApiError(403, "forbidden", f"only {task.department} reports on its part")
     instructions.complete_task(session, task_id=task.id, actor=principal.actor, reply=field(form, "reply"))
     session.commit()
+    if field(form, "back") == "inbox":  # reported from the department's inbox: back there
+        return redirect("/inbox?done=instruction#instruction-tasks")
     return redirect(f"/incidents/{task.incident_id}/instructions")
 
 

@@ -17,6 +17,7 @@ from api.pages import warnings as warning_release
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
 from api.pages.task_form import field_errors, form_values, parse_outputs, take_uploads
 from core.attachments import service as attachments
+from core.desk import instructions
 from core.incidents import chase, handoffs, reads
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DeclineCode, DepartmentTask, Incident, TaskStatus
@@ -60,7 +61,14 @@ def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
 
 @router.get("/inbox")
 def inbox(request: Request, principal: ActingPageUser, session: SessionDep, done: str | None = None) -> HTMLResponse:
-    return page(request, principal, "inbox.html", signed=done == "signed", **_inbox_context(session, principal))
+    # Leaders' instructions' tasks (core.desk keeps its own): a section of their own with a form each, outside
+    # the polled list so that a note being typed is not replaced by the next poll (as the warnings to sign).
+    department = principal.acts_for
+    assert department is not None
+    return page(request, principal, "inbox.html", signed=done == "signed",
+                reported=done == "instruction",
+                instruction_tasks=instructions.inbox(session, department=department),
+                **_inbox_context(session, principal))
 
 
 @router.get("/inbox/list")

@@ -17,6 +17,7 @@ from core.desk import instructions
 from core.desk.models import Instruction, InstructionTask
 from core.incidents import reads
 from core.incidents.permissions import may_act
+from core.platform.clock import utcnow
 from core.platform.errors import NotFound
 from core.platform.input_policy import Line, Lines, Moment
 
@@ -38,6 +39,8 @@ class InstructionTaskOut(BaseModel):
     department: str
     status: str
     due_at: datetime | None
+    overdue: bool = False  # open and past `due_at`, by the clock
+    overdue_at: datetime | None = None  # when the periodic sweep flagged it and told the office
     done_at: datetime | None
     done_by: str | None
     reply: str | None
@@ -70,8 +73,13 @@ def _department(principal: Principal) -> str | None:
     return None if principal.sees_all else principal.user.department
 
 
+def task_out(task: InstructionTask) -> InstructionTaskOut:
+    return InstructionTaskOut.model_validate({**task.model_dump(),
+                                              "overdue": instructions.is_overdue(task, utcnow())})
+
+
 def out(row: Instruction, tasks: list[InstructionTask]) -> InstructionOut:
-    return InstructionOut.model_validate({**row.model_dump(), "tasks": [t.model_dump() for t in tasks]})
+    return InstructionOut.model_validate({**row.model_dump(), "tasks": [task_out(t) for t in tasks]})
 
 
 def _views(items: list[dict[str, Any]]) -> list[InstructionOut]:
@@ -126,8 +134,7 @@ def my_tasks(principal: ActingUser, session: SessionDep, all: bool = False) -> l
     department = principal.acts_for
     if department is None:  # pragma: no cover - ActingUser always acts for one
         raise ApiError(403, "forbidden", "this reader acts for no department")
-    return [InstructionTaskOut.model_validate(t.model_dump())
-            for t in instructions.for_department(session, department, open_only=not all)]
+    return [task_out(t) for t in instructions.for_department(session, department, open_only=not all)]
 
 
 @router.post("/api/instruction-tasks/{task_id}/complete", response_model=InstructionTaskOut)
@@ -140,7 +147,7 @@ def complete(task_id: str, body: ReplyIn, principal: ActingUser, session: Sessio
     if not may_act(principal.user, task):
         raise ApiError(403, "forbidden", f"only {task.department} reports on its part")
     done = instructions.complete_task(session, task_id=task.id, actor=principal.actor, reply=body.reply)
-    return InstructionTaskOut.model_validate(done.model_dump())
+    return task_out(done)
 
 
 @router.post("/api/instructions/{instruction_id}/close", response_model=InstructionOut,

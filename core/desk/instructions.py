@@ -2,12 +2,16 @@
 department it names (落实); each department reports what it did; the instruction is closed (办结) only when none
 of its tasks is open. Each step is an entry in the incident's ledger.
 
+A task reaches its department as an incident task does: in its inbox, and in its own system through the outbox
+(on assignment, and once when it is overdue). The periodic sweep (`flows.maintenance`) flags a task past its time
+limit once (`overdue_at`), ledgered from the department to the office, which chases it (督办).
+
 The tasks are not the plan's steps (`DepartmentTask` is one attempt of a plan step, run by the engine), so they
 are kept beside them; who may act on one is the one rule for a department's work (`permissions.may_act`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -15,9 +19,10 @@ from sqlmodel import Session, col, select
 from core.desk.models import Instruction, InstructionStatus, InstructionTask
 from core.incidents.authority import require_position
 from core.incidents.models import Incident, IncidentStatus
-from core.incidents.service import COMMAND, lock_incident
+from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
+from core.outbox import queue as outbox
 from core.plans.store import registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -107,16 +112,44 @@ def record(session: Session, *, incident_id: str, user: User, leader: str | None
                       due_at=due)
     session.add(row)
     session.flush()
-    for department in chosen:
-        session.add(InstructionTask(instruction_id=row.id, incident_id=incident.id, department=department,
-                                    created_at=now, due_at=due))
+    tasks = [InstructionTask(instruction_id=row.id, incident_id=incident.id, department=department,
+                             created_at=now, due_at=due) for department in chosen]
+    session.add_all(tasks)
     session.flush()
+    for task in tasks:
+        _tell(session, incident=incident, instruction=row, task=task, purpose="assignment", now=now)
     ledger.append(session, incident=incident, kind=LedgerKind.instruction_recorded, actor=actor,
                   from_party=given_by[:100], to_party=COMMAND, idempotency_key=f"{row.id}:recorded",
                   handed_over={"text": clean, "departments": chosen},
                   details={"instruction_id": row.id, "leader": given_by, "departments": chosen,
                            "due_at": due.isoformat() if due else None}, at=now)
     return row
+
+
+def _tell(session: Session, *, incident: Incident, instruction: Instruction, task: InstructionTask, purpose: str,
+          now: datetime) -> None:
+    """A message to the task's department's own system (when it has one), as an incident task's assignment and
+    escalation go: through the outbox, once per task and purpose. The incident's flow sends it, so it is woken;
+    only the department named gets it (its own part, and the instruction it was given)."""
+    if not outbox.has_endpoint(task.department):
+        return
+    outbox.queue(session, incident=incident, key=f"instruction:{task.id}:{purpose}", purpose=purpose,
+                 target=task.department,
+                 payload={"instruction_task": {
+                     "id": task.id, "instruction_id": instruction.id, "department": task.department,
+                     "leader": instruction.leader, "text": instruction.text,
+                     "due_at": as_utc(task.due_at).isoformat() if task.due_at else None}})
+    wake(incident, now)
+    session.add(incident)
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def is_overdue(task: InstructionTask, now: datetime) -> bool:
+    """Open and past its time limit, by the clock (whether or not the sweep has flagged it yet)."""
+    return task.status == "open" and task.due_at is not None and as_utc(task.due_at) <= now
 
 
 def get_instruction(session: Session, instruction_id: str) -> Instruction:
@@ -160,9 +193,12 @@ def of_incident(session: Session, incident_id: str, department: str | None = Non
     return [view(r, tasks[r.id]) for r in rows]
 
 
-def view(row: Instruction, tasks: list[InstructionTask]) -> dict[str, Any]:
+def view(row: Instruction, tasks: list[InstructionTask], now: datetime | None = None) -> dict[str, Any]:
+    """The instruction and its tasks; `late`: the ids of those overdue."""
+    moment = now or utcnow()
     open_count = sum(t.status == "open" for t in tasks)
-    return {"instruction": row, "tasks": tasks, "open": open_count, "done": len(tasks) - open_count}
+    return {"instruction": row, "tasks": tasks, "open": open_count, "done": len(tasks) - open_count,
+            "late": {t.id for t in tasks if is_overdue(t, moment)}}
 
 
 def for_department(session: Session, department: str, *, open_only: bool = True) -> list[InstructionTask]:
@@ -170,6 +206,23 @@ def for_department(session: Session, department: str, *, open_only: bool = True)
     if open_only:
         query = query.where(InstructionTask.status == "open")
     return list(session.exec(query.order_by(col(InstructionTask.created_at))).all())
+
+
+def inbox(session: Session, *, department: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The department's open tasks for its inbox, each with its instruction, its incident's code and title and
+    whether it is overdue; soonest due first (those without a time limit last). Only `department`'s."""
+    moment = now or utcnow()
+    tasks = for_department(session, department)
+    if not tasks:
+        return []
+    given = {r.id: r for r in session.exec(select(Instruction).where(col(Instruction.id).in_(
+        {t.instruction_id for t in tasks}))).all()}
+    incidents = {row[0]: (row[1], row[2]) for row in session.exec(
+        select(Incident.id, Incident.code, Incident.title).where(col(Incident.id).in_(
+            {t.incident_id for t in tasks}))).all()}
+    tasks.sort(key=lambda t: (t.due_at is None, as_utc(t.due_at) if t.due_at else moment, as_utc(t.created_at)))
+    return [{"task": t, "instruction": given[t.instruction_id], "code": incidents[t.incident_id][0],
+             "title": incidents[t.incident_id][1], "late": is_overdue(t, moment)} for t in tasks]
 
 
 def complete_task(session: Session, *, task_id: str, actor: str, reply: str) -> InstructionTask:
@@ -213,3 +266,38 @@ def close(session: Session, *, instruction_id: str, actor: str, note: str = "") 
                   to_party=COMMAND, idempotency_key=f"{row.id}:closed", handed_over={"note": clean},
                   details={"instruction_id": row.id}, at=now)
     return row
+
+
+# -- overdue: the periodic sweep -----------------------------------------------------------------------------------
+
+
+def overdue_unflagged(session: Session, *, now: datetime) -> list[str]:
+    """Open tasks of open incidents past their time limit that the sweep has not flagged yet, soonest due first."""
+    return list(session.exec(
+        select(InstructionTask.id).join(Incident, col(Incident.id) == InstructionTask.incident_id)
+        .where(InstructionTask.status == "open", col(InstructionTask.due_at).is_not(None),
+               col(InstructionTask.due_at) <= now, col(InstructionTask.overdue_at).is_(None),
+               Incident.status == IncidentStatus.open)
+        .order_by(col(InstructionTask.due_at))).all())
+
+
+def flag_overdue(session: Session, *, task_id: str, now: datetime | None = None) -> bool:
+    """Flag the task overdue and tell the office (a ledger entry from the department to the command) and the
+    department's own system; whether it was flagged now. Once only: a task flagged, done, or of a closed incident
+    is left alone, so two sweeps (or two workers) never escalate it twice."""
+    moment = now or utcnow()
+    task = get_task(session, task_id)
+    incident = lock_incident(session, task.incident_id)
+    session.refresh(task)
+    if incident.status != IncidentStatus.open or task.overdue_at is not None or not is_overdue(task, moment):
+        return False
+    assert task.due_at is not None
+    instruction = get_instruction(session, task.instruction_id)
+    task.overdue_at = moment
+    session.add(task)
+    ledger.append(session, incident=incident, kind=LedgerKind.instruction_task_overdue, actor=SYSTEM,
+                  from_party=task.department, to_party=COMMAND, idempotency_key=f"{task.id}:overdue",
+                  details={"instruction_id": task.instruction_id, "task_id": task.id, "department": task.department,
+                           "due_at": as_utc(task.due_at).isoformat()}, at=moment)
+    _tell(session, incident=incident, instruction=instruction, task=task, purpose="overdue", now=moment)
+    return True

@@ -126,6 +126,8 @@ class InstructionTask(SQLModel, table=True):
     status: str = Field(default="open", max_length=16)  # open, done
     created_at: datetime = Field(default_factory=utcnow)
     due_at: datetime | None = None
+    # When the periodic sweep found it past `due_at` and told the office (once; migration 0030).
+    overdue_at: datetime | None = None
     done_at: datetime | None = None
     done_by: str | None = Field(default=None, max_length=100)
     reply: str | None = Field(default=None, sa_column=Column(Text))

@@ -107,6 +107,7 @@ class LedgerKind(StrEnum):
     instruction_recorded = "instruction.recorded"
     instruction_task_done = "instruction.task_done"
     instruction_closed = "instruction.closed"
+    instruction_task_overdue = "instruction.task_overdue"  # a department's part past its time limit: the office is told
     # warnings that must be answered (叫应, core.sharing.answers): each official is sent the warning with an answer
     # link, answers it, or is escalated (to the stand-in, then one level up); a red warning with no response
     # started within the plan's limit prompts the command
