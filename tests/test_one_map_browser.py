@@ -180,6 +180,16 @@ def polygons(page: Page, layer: str) -> Locator:
     return page.locator(f"#map path.map-layer-{layer}[d$='z']:not([d*='a'])")
 
 
+SHOWN_AT_FIRST = ("incidents", "warning_areas", "register_risk_point", "register_shelter")
+
+
+def api_counts(api: Api, name: str) -> dict[str, int]:
+    """How many features of each layer `GET /api/map/layers` gives the user."""
+    response = api.call(name, "GET", "/api/map/layers")
+    assert response.status_code == 200, response.text
+    return {layer["key"]: len(layer["data"]["features"]) for layer in response.json()["layers"]}
+
+
 @pytest.fixture
 def one_map_world(loopback_api: Api) -> tuple[Api, str, str, str]:
     load_registers(loopback_api)
@@ -246,12 +256,16 @@ def test_the_done_when_world_on_one_map_in_chromium(one_map_world: tuple[Api, st
     # W-01's rectification, the inspections of W-02, W-03 and G-01 (W-01's was answered).
     expect(features(page, "prevention")).to_have_count(4)
     reserve = popup_of(page, features(page, "register_reserve"), "register_reserve")
-    for said in ("编织袋", "20000", "条", "5000", "滨江防汛物资仓库"):
+    for said in ("编织袋", "3010101（工程材料与机械加工设备）", "20000", "条", "5000", "滨江防汛物资仓库"):
         expect(reserve).to_contain_text(said)
     team = popup_of(page, features(page, "register_team"), "register_team")
     for said in ("滨江区防汛抢险队", "60", "是"):
         expect(team).to_contain_text(said)
     expect(team).not_to_contain_text("true")
+    # A shelter outside the warning's polygon is on the map all the same, with its occupancy.
+    outside = popup_of(page, features(page, "register_shelter").nth(1), "register_shelter")
+    for said in ("西湖文化广场", "短期避难场所", "800", "否"):
+        expect(outside).to_contain_text(said)
     expect(page.locator("#map-status")).to_contain_text("检查与整改 4")
 
     # A phone: the same map, nothing wider than the screen, the layer control folded and inside it when opened.
@@ -271,11 +285,20 @@ def test_the_done_when_world_on_one_map_in_chromium(one_map_world: tuple[Api, st
     opened = control.bounding_box()
     assert opened is not None and opened["x"] >= 0 and opened["x"] + opened["width"] <= PHONE["width"], opened
     assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+    toggle(page, "应急物资").check()
+    reserve = popup_of(page, features(page, "register_reserve"), "register_reserve")
+    expect(reserve).to_contain_text("滨江防汛物资仓库")
+    shown = page.locator(".leaflet-popup").bounding_box()
+    assert shown is not None and shown["x"] >= 0 and shown["x"] + shown["width"] <= PHONE["width"], shown
 
-    # Water affairs: on the flood? It sees the map's shared registers, its own prevention work, no other's.
+    # Water affairs sees the registers everyone reads and its own prevention work, no other department's; what
+    # its map draws is what the API gives it.
     water = Guarded(browser, api.url, "om_water", problems)
     page = water.go("/map")
     expect(page.locator("#map")).to_have_attribute("data-loaded", "1")
+    for layer, count in api_counts(api, "water_affairs").items():
+        if layer in SHOWN_AT_FIRST:
+            expect(features(page, layer)).to_have_count(count)
     toggle(page, "检查与整改").check()
     expect(features(page, "prevention")).to_have_count(2)  # W-01's rectification and W-02's inspection
     expect(features(page, "register_risk_point")).to_have_count(4)
