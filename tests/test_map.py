@@ -123,6 +123,29 @@ def test_the_registers_are_on_the_map_with_their_own_scope(api: Api) -> None:
         assert "李阿婆" not in api.call(outsider, "GET", "/api/map/layers").text
 
 
+def test_a_register_popup_names_its_stored_choices_in_both_languages(api: Api) -> None:
+    """A risk point's kind, a shelter's kind and a resident's category are stored as keys (waterlogging, short_term,
+    elderly_alone): the popup names them; a reserve's GB/T 38565 code comes with its class's name."""
+    files = {"risk_point": ("code,name_zh,kind,organisation,lon,lat\n"
+                            "W-1,江南大道下穿通道,积水点,water_affairs,120.2,30.2\n"),
+             "shelter": SHELTERS.replace(",emergency,", ",short_term,"),
+             "reserve": ("code,name_zh,category,unit,quantity,warehouse,organisation,lon,lat\n"
+                         "SB-1,编织袋,3010101,条,20000,防汛物资仓库,water_affairs,120.2,30.22\n"),
+             "vulnerable_resident": RESIDENTS}
+    for kind, content in files.items():
+        imported = api.call("office", "POST", f"/api/registers/{kind}/import",
+                            json={"filename": f"{kind}.csv", "content": content})
+        assert imported.status_code == 200 and not imported.json()["refused"], imported.text
+    office = layers(api, "office")
+    assert facts(office["register_risk_point"][0])["kind"] == {"zh": "积水点", "en": "waterlogging point"}
+    assert facts(office["register_shelter"][0])["kind"] == {"zh": "短期避难场所", "en": "short-term shelter"}
+    assert facts(office["register_reserve"][0])["category"] == {
+        "zh": "3010101（工程材料与机械加工设备）", "en": "3010101 (engineering materials and machinery)"}
+    residents = {f["properties"]["code"]: facts(f)["category"] for f in office["register_vulnerable_resident"]}
+    assert residents == {"R-1": {"zh": "独居老人", "en": "elderly living alone"},
+                         "R-2": {"zh": "失能卧床", "en": "bedridden"}}
+
+
 @pytest.fixture
 def world(baton: str) -> World:
     return build_world()

@@ -1,6 +1,8 @@
 """The registers on the map (一张图): risk points, shelters with their occupancy, reserves, teams, experts and, for
 their community and the office only, vulnerable residents. Each layer reads `core.registers.service`'s
-`register_layers`, which applies the registers' own scope rule (`readable`); nothing here decides who sees what."""
+`register_layers`, which applies the registers' own scope rule (`readable`); nothing here decides who sees what.
+A popup's values are worded for people: a stored choice (`waterlogging`, `emergency`, `elderly_alone`) by its name
+in both languages, a reserve's GB/T 38565 code with its class's name, yes/no for a flag."""
 
 from __future__ import annotations
 
@@ -10,7 +12,14 @@ from typing import Any
 from sqlmodel import Session
 
 from core.maps.geojson import Feature
-from core.registers.columns import KIND_NAMES, columns
+from core.registers.columns import (
+    CATEGORY_CLASSES,
+    KIND_NAMES,
+    RESIDENT_CATEGORY_NAMES,
+    RISK_KIND_NAMES,
+    SHELTER_KIND_NAMES,
+    columns,
+)
 from core.registers.models import RegisterKind
 from core.registers.service import SUMMARY_FIELDS, register_layers
 from core.users.models import User
@@ -24,10 +33,24 @@ def _labels(kind: RegisterKind) -> dict[str, dict[str, str]]:
     return {c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}
 
 
-def _shown(value: Any) -> Any:
+# The stored choices a popup names, by register and field: the value → (Chinese, English).
+CHOICE_NAMES: dict[tuple[RegisterKind, str], dict[str, tuple[str, str]]] = {
+    (RegisterKind.risk_point, "kind"): RISK_KIND_NAMES, (RegisterKind.shelter, "kind"): SHELTER_KIND_NAMES,
+    (RegisterKind.vulnerable_resident, "category"): RESIDENT_CATEGORY_NAMES}
+
+
+def _shown(kind: RegisterKind, name: str, value: Any) -> Any:
     if isinstance(value, bool):
         return {"zh": "是" if value else "否", "en": "yes" if value else "no"}
-    return "" if value is None else value
+    if value is None:
+        return ""
+    named = CHOICE_NAMES.get((kind, name), {}).get(value) if isinstance(value, str) else None
+    if named is not None:
+        return {"zh": named[0], "en": named[1]}
+    if kind is RegisterKind.reserve and name == "category" and isinstance(value, str) and value[:1] in CATEGORY_CLASSES:
+        zh, en = CATEGORY_CLASSES[value[:1]]  # the code stays: it is what a warehouse's sheet and GB/T 38565 say
+        return {"zh": f"{value}（{zh}）", "en": f"{value} ({en})"}
+    return value
 
 
 def layer(kind: RegisterKind) -> Callable[[Session, User], list[Feature]]:
@@ -39,7 +62,8 @@ def layer(kind: RegisterKind) -> Callable[[Session, User], list[Feature]]:
         features: list[Feature] = []
         for entry in found["features"]:
             p = entry["properties"]
-            rows = [[labels.get(name, {"zh": name, "en": name}), _shown(p.get(name))] for name in SUMMARY_FIELDS[kind]]
+            rows = [[labels.get(name, {"zh": name, "en": name}), _shown(kind, name, p.get(name))]
+                    for name in SUMMARY_FIELDS[kind]]
             features.append({"type": "Feature", "geometry": entry["geometry"],
                              "properties": {"id": p["id"], "code": p["code"],
                                             "name": {"zh": p["name_zh"], "en": p["name_en"] or p["name_zh"]},

@@ -72,6 +72,12 @@ RISK_KIND_NAMES = {"waterlogging": ("积水点", "waterlogging point"),
                    "hazardous_chemicals": ("危化企业", "hazardous chemicals plant"),
                    "crowded_place": ("人员密集场所", "crowded place"),
                    "dilapidated_housing": ("危旧房", "dilapidated housing")}
+SHELTER_KIND_NAMES = {"emergency": ("紧急避难场所", "emergency shelter"),
+                      "short_term": ("短期避难场所", "short-term shelter"),
+                      "long_term": ("中长期避难场所", "long-term shelter")}
+RESIDENT_CATEGORY_NAMES = {"elderly_alone": ("独居老人", "elderly living alone"), "disabled": ("残疾人", "disabled"),
+                           "bedridden": ("失能卧床", "bedridden"), "pregnant": ("孕产妇", "pregnant or new mother"),
+                           "child": ("留守儿童", "child left behind"), "other": ("其他", "other")}
 
 COMMON_HEAD = [Column("code", "编号", required=True, max_length=64, aliases=("编码", "代码")),
                Column("name_zh", "名称", required=True, aliases=("中文名称", "姓名")),
