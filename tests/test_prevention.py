@@ -32,7 +32,7 @@ from core.incidents.models import TaskStatus
 from core.ledger.chain import verify_chain
 from core.ledger.kinds import LedgerKind
 from core.ledger.models import LedgerEntry
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.db import session_scope
 from core.platform.errors import EvidenceRequired, FormInvalid, TaskStateConflict
 from core.platform.settings import get_settings
@@ -251,9 +251,9 @@ def test_a_flood_precheck_slot_scheduled_on_prefect_runs_in_the_served_deploymen
             ("W-002", "water_affairs", "flood_precheck"), ("W-003", "urban_management", "flood_precheck")]
         with session_scope() as session:
             (run,) = session.exec(select(PreventionRun)).all()
-            assert service.as_utc(run.slot) == slot  # the scheduled time, not when the process got to it
+            assert as_utc(run.slot) == slot  # the scheduled time, not when the process got to it
             assert run.flow_run_id == str(first.id) and run.tasks_created == 4
-            assert all(service.as_utc(t.due_at) >= slot + timedelta(days=30) for t in made)
+            assert all(as_utc(t.due_at) >= slot + timedelta(days=30) for t in made)
 
         # Prefect schedules the same slot again (a second server's scheduler, a re-run): nothing more is made.
         again = completed(asyncio.run(_schedule_run(deployment_id, slot)))

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from api.deps import PageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
 from api.routes.prevention import actable, reader_of
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.errors import AttachmentEmpty, AttachmentRefused, AttachmentTooLarge, BatonError
 from core.platform.settings import get_settings
 from core.prevention import service
@@ -48,7 +48,7 @@ def _task_page(request: Request, principal: Principal, session: Session, task: P
     return page(request, principal, "prevention_task.html", status_code, task=task, parent=parent,
                 campaign=CAMPAIGNS.get(task.campaign), evidence=service.evidence_of(session, task.id),
                 is_open=task.status in service.OPEN, overdue=task.status in service.OPEN
-                and service.as_utc(task.due_at) < utcnow(),
+                and as_utc(task.due_at) < utcnow(),
                 can_act=principal.acts_for == task.department, errors=errors or {}, values=values or {},
                 done=done if done in DONE else None,
                 attachment_limit=f"{get_settings().attachment_max_bytes / 1024 / 1024:g} MB")

@@ -26,7 +26,7 @@ from core.incidents.service import COMMAND
 from core.maps import layers
 from core.plans.forms import check_decision, validate_outputs
 from core.plans.store import plan_for_version
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.errors import FormInvalid, OpenWork, TaskStateConflict
 from core.platform.settings import get_settings
 from core.prevention import service as prevention
@@ -52,7 +52,7 @@ def _inbox_context(session: Session, principal: Principal) -> dict[str, Any]:
     prevention_tasks = prevention.list_tasks(session, department=department, open_only=True, limit=300)
     now = utcnow()
     return {"prevention_tasks": prevention_tasks,
-            "prevention_late": {t.id for t in prevention_tasks if prevention.as_utc(t.due_at) < now},
+            "prevention_late": {t.id for t in prevention_tasks if as_utc(t.due_at) < now},
             "department": department, "open_tasks": open_tasks, "done_tasks": done, "task_incidents": incidents,
             "duty_desk": rosters.desk(session, department=department, at=utcnow()),
             "to_sign": warning_release.to_sign(session, principal),

@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.routes.attachments import FILE_CSP, disposition
 from api.schemas import EvidenceOut, InspectionAnswerIn, PreventionTaskOut, RectificationCloseIn
 from core.attachments import service as attachments
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.errors import NotFound
 from core.prevention import service
 from core.prevention.models import PreventionEvidence, PreventionTask
@@ -28,7 +28,7 @@ def reader_of(principal: Principal) -> str | None:
 
 
 def task_out(session: Session, task: PreventionTask) -> PreventionTaskOut:
-    due = service.as_utc(task.due_at)
+    due = as_utc(task.due_at)
     return PreventionTaskOut(
         id=task.id, kind=task.kind, campaign=task.campaign, register_kind=task.register_kind, entry_id=task.entry_id,
         entry_code=task.entry_code, entry_name_zh=task.entry_name_zh, entry_name_en=task.entry_name_en,

@@ -11,7 +11,7 @@ are kept beside them; who may act on one is the one rule for a department's work
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -25,7 +25,7 @@ from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
 from core.plans.store import registry
 from core.platform import input_policy as policy
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.errors import BatonError, IncidentClosed, InputInvalid, NotFound, TaskStateConflict
 from core.platform.input_policy import Refusals, Violation
 from core.users.models import Role, User
@@ -141,10 +141,6 @@ def _tell(session: Session, *, incident: Incident, instruction: Instruction, tas
                      "due_at": as_utc(task.due_at).isoformat() if task.due_at else None}})
     wake(incident, now)
     session.add(incident)
-
-
-def as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def is_overdue(task: InstructionTask, now: datetime) -> bool:

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.platform.clock import as_utc
 from process_defs.schema import STAGE_NAMES
 
 LABEL_WIDTH = 300
@@ -31,9 +32,7 @@ OPEN = {"pending", "assigned", "acknowledged", "escalated"}
 
 
 def _utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value) if isinstance(value, datetime) else None
 
 
 def _text(value: Any, lang: str) -> str:

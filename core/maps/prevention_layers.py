@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from core.maps.geojson import Feature, point, valid
 from core.plans.wording import Wording
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.prevention import service
 from core.prevention.campaigns import CAMPAIGNS
 from core.prevention.models import PreventionKind, PreventionTask
@@ -69,7 +69,7 @@ def _task_name(task: PreventionTask) -> dict[str, str]:
 def _feature(task: PreventionTask, entry: RegisterEntry, now: datetime) -> Feature | None:
     if not valid(entry.lat, entry.lon):
         return None
-    due = service.as_utc(task.due_at)
+    due = as_utc(task.due_at)
     late = due < now  # by the clock, whether or not the sweep has escalated it yet (as the prevention page says)
     rows: list[list[Any]] = [
         [LABELS["task"], _task_name(task)],

@@ -11,3 +11,9 @@ _shift = timedelta(0)
 
 def utcnow() -> datetime:
     return datetime.now(UTC) + _shift
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as aware UTC: the database gives times back without their offset (SQLite keeps none), and
+    Baton stores them in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -9,7 +9,7 @@ Keyword-only functions that do not commit: the route, page or flow owns the tran
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from sqlalchemy import func
@@ -25,7 +25,7 @@ from core.ledger.models import LedgerEntry
 from core.outbox import queue as outbox
 from core.plans.store import registry
 from core.platform import input_policy as policy
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.platform.db import is_postgres
 from core.platform.errors import EvidenceRequired, FormInvalid, NotFound, TaskStateConflict
 from core.prevention.campaigns import CAMPAIGNS, Campaign
@@ -48,8 +48,6 @@ def campaign_of(key: str) -> Campaign:
     return spec
 
 
-def as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # -- the record: a hash chain per run ----------------------------------------------------------------------------

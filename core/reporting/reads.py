@@ -4,21 +4,19 @@ phone is judged against its own limit the same way."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
-from core.platform.clock import utcnow
+from core.platform.clock import as_utc, utcnow
 from core.reporting.models import ReportStatus, UpwardReport
 from core.reporting.schedule import reports_of
 from process_defs.schema import REPORT_KIND_NAMES
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return None if value is None else as_utc(value)
 
 
 def late_by(due: datetime | None, done: datetime | None, now: datetime) -> float | None:

@@ -4,7 +4,7 @@ durations in plan time for a drill on a compressed clock, and whether a handoff 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from statistics import median
 from typing import Any
 
@@ -26,6 +26,7 @@ from core.learning.after_action.model import (
 )
 from core.learning.critical_path import Ran, critical_path
 from core.plans.store import plan_for_version
+from core.platform import clock
 from core.platform.clock import utcnow
 from core.reporting.figures import DAMAGE_FIGURES, FigureTotal, Reported, figure_of, number, summarise
 from core.reporting.reads import views as upward_report_views
@@ -36,9 +37,7 @@ OPEN = {s.value for s in TaskStatus if s.is_open}
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else clock.as_utc(value)
 
 
 def time_scale(incident: Incident) -> float:
