@@ -5,11 +5,13 @@ their community and the office only, vulnerable residents. Each layer reads `cor
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
 from core.maps.geojson import Feature
+from core.plans.wording import Wording
 from core.registers.columns import KIND_NAMES, columns
 from core.registers.models import RegisterKind
 from core.registers.service import SUMMARY_FIELDS, register_layers
@@ -20,11 +22,22 @@ COLOURS = {RegisterKind.risk_point: "#e65100", RegisterKind.shelter: "#2e7d32", 
            RegisterKind.area: "#455a64"}
 
 
+# What is kept beside an entry but is no column of the register's files.
+LABELS = {"occupancy_at": {"zh": "人数上报时间", "en": "Occupancy reported"}}
+TIMES = frozenset({"occupancy_at"})  # stored as ISO stamps: shown as local times, as every popup shows times
+NOT_REPORTED = {"zh": "未上报", "en": "not reported"}
+
+
 def _labels(kind: RegisterKind) -> dict[str, dict[str, str]]:
-    return {c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}
+    return {**{c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}, **LABELS}
 
 
-def _shown(value: Any) -> Any:
+def _shown(name: str, value: Any) -> Any:
+    if name in TIMES:
+        if not value:
+            return NOT_REPORTED
+        moment = datetime.fromisoformat(value)
+        return {lang: Wording(lang).when(moment) for lang in ("zh", "en")}
     if isinstance(value, bool):
         return {"zh": "是" if value else "否", "en": "yes" if value else "no"}
     return "" if value is None else value
@@ -39,7 +52,8 @@ def layer(kind: RegisterKind) -> Callable[[Session, User], list[Feature]]:
         features: list[Feature] = []
         for entry in found["features"]:
             p = entry["properties"]
-            rows = [[labels.get(name, {"zh": name, "en": name}), _shown(p.get(name))] for name in SUMMARY_FIELDS[kind]]
+            rows = [[labels.get(name, {"zh": name, "en": name}), _shown(name, p.get(name))]
+                    for name in SUMMARY_FIELDS[kind]]
             features.append({"type": "Feature", "geometry": entry["geometry"],
                              "properties": {"id": p["id"], "code": p["code"],
                                             "name": {"zh": p["name_zh"], "en": p["name_en"] or p["name_zh"]},
