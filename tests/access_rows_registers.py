@@ -8,6 +8,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from core.platform.db import session_scope
+from core.registers.models import Shelter
 from tests.access_matrix import roles
 from tests.test_access import EVERYONE, MISSING, Case, Target
 
@@ -18,6 +20,16 @@ IMPORT_MISSING = roles(401, 404, 404, 404, 404, 404)
 def register() -> Target:
     return Target("register", {"kind": "risk_point", "code": f"JS-{uuid.uuid4().hex[:10]}"}, "water_affairs",
                   "public_security")
+
+
+def shelter() -> Target:
+    """A shelter of water_affairs (capacity 500) whose occupancy is reported."""
+    with session_scope() as session:
+        found = Shelter(code=f"BN-{uuid.uuid4().hex[:10]}", name_zh="城东体育馆避难场所", organisation="water_affairs",
+                        capacity=500, lon=120.2, lat=30.25)
+        session.add(found)
+        session.flush()
+        return Target("shelter", {"shelter_id": found.id}, "water_affairs", "public_security")
 
 
 def flood_point(target: Target) -> dict[str, Any]:
@@ -34,6 +46,19 @@ ROWS: list[Case] = [
     Case("GET", "/api/registers/{kind}/export", "unknown", MISSING),
     Case("POST", "/api/registers/{kind}/import", "register", IMPORTS, json=flood_point, writes=True),
     Case("POST", "/api/registers/{kind}/import", "unknown", IMPORT_MISSING, json=flood_point, writes=True),
+    # A shelter's occupancy: its owning department, the office and administrators report it; another department
+    # and a manager read the shelter but may not (403).
+    Case("POST", "/api/registers/shelter/{shelter_id}/occupancy", "shelter", roles(401, 200, 403, 200, 200, 403),
+         json={"occupancy": 120}, writes=True),
+    Case("POST", "/api/registers/shelter/{shelter_id}/occupancy", "unknown", IMPORT_MISSING,
+         json={"occupancy": 120}, writes=True),
 ]
 
-TARGETS = {"register": register}
+PAGE_ROWS: list[dict[str, Any]] = [
+    {"method": "POST", "path": "/registers/shelter/{shelter_id}/occupancy", "target": "shelter",
+     "expect": roles(303, 303, 403, 303, 303, 403), "form": {"occupancy": "120"}, "writes": True},
+    {"method": "POST", "path": "/registers/shelter/{shelter_id}/occupancy", "target": "unknown",
+     "expect": roles(303, 404, 404, 404, 404, 404), "form": {"occupancy": "120"}, "writes": True},
+]
+
+TARGETS = {"register": register, "shelter": shelter}

@@ -130,3 +130,23 @@ ROWS: list[Case] = [
 TARGETS = {kind: (lambda kind=kind: resource_target(kind))
            for kind in ("resource_incident", "resource_request", "resource_approved", "resource_mine_dispatched",
                         "resource_mine_received", "replenishment")}
+
+
+def ask_form(target: Target) -> dict[str, str]:
+    """The incident's resources page's form, as a browser posts it (a fresh one-time key each time)."""
+    return {key: str(value) for key, value in ask(target).items()} | {"idempotency": str(utcnow().timestamp())}
+
+
+LOGIN = 303
+# The incident's resources page (its requests and the form that asks): whoever sees the incident reads it; the form
+# is for whoever the API lets ask (managers 403; public_security, not on the incident, 404 as on the API).
+PAGE_ROWS: list[dict[str, Any]] = [
+    {"method": "GET", "path": "/incidents/{incident_id}/resources", "target": "resource_incident",
+     "expect": roles(LOGIN, 200, 200, 200, 200, 404)},
+    {"method": "GET", "path": "/incidents/{incident_id}/resources", "target": "unknown",
+     "expect": roles(LOGIN, 404, 404, 404, 404, 404)},
+    {"method": "POST", "path": "/incidents/{incident_id}/resources", "target": "resource_incident",
+     "expect": roles(LOGIN, 303, 403, 303, 303, 404), "form": ask_form, "writes": True},
+    {"method": "POST", "path": "/incidents/{incident_id}/resources", "target": "unknown",
+     "expect": roles(LOGIN, 404, 404, 404, 404, 404), "form": ask_form, "writes": True},
+]

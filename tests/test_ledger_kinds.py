@@ -33,6 +33,7 @@ def test_the_kinds_written_into_entries_never_change() -> None:
         "warning_updated": "warning.updated", "warning_cancelled": "warning.cancelled",
         "warning_withdrawn": "warning.withdrawn",
         "task_chased_up": "task.chased_up", "register_imported": "register.imported",
+        "shelter_occupancy_reported": "shelter.occupancy_reported",
         # the named chains' kinds (desk, prevention:<run id>, registers), in the same ledger since 0023
         "prevention_run_started": "prevention.run_started", "inspection_assigned": "inspection.assigned",
         "inspection_completed": "inspection.completed", "hazard_found": "inspection.hazard_found",

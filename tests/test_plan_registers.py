@@ -129,7 +129,9 @@ def test_a_red_warning_polygon_pre_fills_the_evacuation_step_with_the_shelters_i
     # The API shows them and the answers they suggest.
     body = api.call("office", "GET", f"/api/tasks/{task_id}").json()
     assert handed_codes(body["registers"], "shelter") == ["S-1", "S-2"]
-    assert body["prefill"] == {"shelters_named": "天河体育馆\n华景小学", "shelters_open": 2}
+    # and the risk points inside the area pre-fill the points cleared of residents
+    assert body["prefill"] == {"shelters_named": "天河体育馆\n华景小学", "shelters_open": 2,
+                               "risk_points_cleared": "天河路隧道"}
 
     # The sub-district's page: the table and the pre-filled form.
     make_user("sd_duty", "department", "subdistrict")
@@ -144,6 +146,7 @@ def test_a_red_warning_polygon_pre_fills_the_evacuation_step_with_the_shelters_i
     assert "S-3" not in table and "远郊中学" not in table and "JS-2" not in table
     assert re.search(r'<textarea id="f_shelters_named"[^>]*>天河体育馆\n华景小学</textarea>', text)
     assert re.search(r'id="f_shelters_open" name="f_shelters_open" value="2"', text)
+    assert re.search(r'<textarea id="f_risk_points_cleared"[^>]*>天河路隧道</textarea>', text)
 
 
 def test_a_circle_area_finds_the_shelters_within_its_radius(api: Api) -> None:
@@ -157,7 +160,7 @@ def test_a_circle_area_finds_the_shelters_within_its_radius(api: Api) -> None:
     body = api.call("office", "GET", f"/api/tasks/{task_id}").json()
     assert handed_codes(body["registers"], "shelter") == ["S-1"]
     assert handed_codes(body["registers"], "risk_point") == ["JS-1"]
-    assert body["prefill"] == {"shelters_named": "天河体育馆", "shelters_open": 1}
+    assert body["prefill"] == {"shelters_named": "天河体育馆", "shelters_open": 1, "risk_points_cleared": "天河路隧道"}
 
 
 def test_with_no_warning_area_yet_the_step_says_so_and_nothing_is_pre_filled(api: Api, clock: Clock) -> None:
@@ -179,6 +182,7 @@ def test_with_no_warning_area_yet_the_step_says_so_and_nothing_is_pre_filled(api
         text = client.get(f"/tasks/{task_id}").text
     assert 'data-note="no_warning_area"' in text
     assert re.search(r'<textarea id="f_shelters_named"[^>]*></textarea>', text)
+    assert re.search(r'<textarea id="f_risk_points_cleared"[^>]*></textarea>', text)
 
 
 def test_an_unreleased_warning_has_no_area_in_force(api: Api) -> None:
@@ -228,8 +232,9 @@ def test_the_plan_language_knows_the_registers(tmp_path: Path) -> None:
     line = source[:source.index(marker)].count("\n") + 1
     broken = source.replace(marker + "          within: warning_area\n",
                             "          kinds: [shelter, sandbags]\n          within: river_basin\n")
-    broken = broken.replace("fill: {shelters_named: shelter, shelters_open: shelter}",
-                            "fill: {shelters_named: shelter, people_evacuated: team, notes: shelter}")
+    fill = "fill: {shelters_named: shelter, shelters_open: shelter, risk_points_cleared: risk_point}"
+    assert broken.count(fill) == 1
+    broken = broken.replace(fill, "fill: {shelters_named: shelter, people_evacuated: team, notes: shelter}")
     plans = tmp_path / "plans"
     plans.mkdir()
     (plans / "flood.yaml").write_text(broken, encoding="utf-8")

@@ -420,7 +420,8 @@ def test_the_shipped_flood_plan_as_it_was_is_refused_where_it_leaked() -> None:
     registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
     found = [str(p) for p in parse_plan(leaky, "flood.yaml", registry)[1]]
     press = [p for p in found if "department 'publicity' may not read" in p]
-    assert any("'evacuate_residents.shelters_open', 'evacuate_residents.shelters_named' (restricted, shared with "
+    assert any("'evacuate_residents.shelters_open', 'evacuate_residents.shelters_named', "
+               "'evacuate_residents.risk_points_cleared' (restricted, shared with "
                "emergency_office, public_security, civil_affairs, transport)" in p for p in press), found
     assert any("'traffic_control.underpasses_closed' (internal, shared with" in p for p in press), found
     assert not any("people_evacuated" in p or "roads_closed" in p for p in press)  # their own share: public

@@ -9,14 +9,14 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import Strict, uploaded
 from core.geo.shapes import Datum
-from core.registers import files, importing, service
+from core.registers import files, importing, occupancy, service
 from core.registers.columns import KIND_NAMES, columns
-from core.registers.models import RegisterEntry, RegisterKind
+from core.registers.models import RegisterEntry, RegisterKind, Shelter
 
 router = APIRouter(prefix="/api/registers", tags=["registers"])
 MAX_FILE_CHARS = 900_000
@@ -70,6 +70,8 @@ def entry_out(kind: RegisterKind, entry: RegisterEntry) -> dict[str, Any]:
     shown = {"id": entry.id, **{c.key: _plain(getattr(entry, c.key)) for c in columns(kind)
                                 if c.key not in ("lon", "lat", "datum")}}
     shown.update(lon=entry.lon, lat=entry.lat, updated_at=entry.updated_at.isoformat(), updated_by=entry.updated_by)
+    if isinstance(entry, Shelter):  # when its occupancy was last reported (not a column of the register's files)
+        shown["occupancy_at"] = _plain(entry.occupancy_at)
     return shown
 
 
@@ -120,6 +122,22 @@ def import_file(kind: str, body: ImportIn, principal: CurrentUser, session: Sess
     return ImportOut(kind=register.value, source=result.source, rows=result.rows, added=result.added,
                      updated=result.updated, unchanged=result.unchanged, record=result.record_id,
                      refused=[RowProblemOut(**p.as_dict()) for p in result.problems])
+
+
+class OccupancyIn(Strict):
+    occupancy: StrictInt = Field(description="People in the shelter now: a whole number from 0 to its capacity.")
+
+
+@router.post("/shelter/{shelter_id}/occupancy")
+def report_occupancy(shelter_id: str, body: OccupancyIn, principal: CurrentUser,
+                     session: SessionDep) -> dict[str, Any]:
+    """Report how many people are in a shelter now (during an incident): the shelter's owning department or the
+    office; `occupancy_at` is set and the report recorded in the register chain (ledger kind
+    `shelter.occupancy_reported`). Another department: 403 `forbidden`; negative: 422 `occupancy_invalid`; over
+    the capacity: 409 `over_capacity` (`details.capacity`); the message in the reader's language."""
+    shelter = occupancy.report(session, shelter_id=shelter_id, occupancy=body.occupancy, user=principal.user,
+                               actor=principal.actor)
+    return entry_out(RegisterKind.shelter, shelter)
 
 
 @router.get("/{kind}/export")

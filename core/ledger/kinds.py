@@ -72,6 +72,8 @@ class LedgerKind(StrEnum):
     # registers (core.registers): an import of a register file, with its counts. It belongs to no incident, so it
     # is an entry of the named chain `registers`, not an incident's chain.
     register_imported = "register.imported"
+    # a shelter's occupancy reported live during an incident (core.registers.occupancy), in the same chain
+    shelter_occupancy_reported = "shelter.occupancy_reported"
     # resources in incidents (core.resources): a department asks for reserves, the owning department approves all
     # or part (the reserve is drawn down) or refuses, dispatches, the requester confirms receipt and returns what
     # was not consumed; a reserve falling under its safety stock opens a replenishment for its owner

@@ -7,11 +7,13 @@ in both languages, a reserve's GB/T 38565 code with its class's name, yes/no for
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
 from core.maps.geojson import Feature
+from core.plans.wording import Wording
 from core.registers.columns import (
     CATEGORY_CLASSES,
     KIND_NAMES,
@@ -29,8 +31,14 @@ COLOURS = {RegisterKind.risk_point: "#e65100", RegisterKind.shelter: "#2e7d32", 
            RegisterKind.area: "#455a64"}
 
 
+# What is kept beside an entry but is no column of the register's files.
+LABELS = {"occupancy_at": {"zh": "人数上报时间", "en": "Occupancy reported"}}
+TIMES = frozenset({"occupancy_at"})  # stored as ISO stamps: shown as local times, as every popup shows times
+NOT_REPORTED = {"zh": "未上报", "en": "not reported"}
+
+
 def _labels(kind: RegisterKind) -> dict[str, dict[str, str]]:
-    return {c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}
+    return {**{c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}, **LABELS}
 
 
 # The stored choices a popup names, by register and field: the value → (Chinese, English).
@@ -40,6 +48,11 @@ CHOICE_NAMES: dict[tuple[RegisterKind, str], dict[str, tuple[str, str]]] = {
 
 
 def _shown(kind: RegisterKind, name: str, value: Any) -> Any:
+    if name in TIMES:
+        if not value:
+            return NOT_REPORTED
+        moment = datetime.fromisoformat(value)
+        return {lang: Wording(lang).when(moment) for lang in ("zh", "en")}
     if isinstance(value, bool):
         return {"zh": "是" if value else "否", "en": "yes" if value else "no"}
     if value is None:

@@ -174,7 +174,7 @@ def area_meets(session: Session, *, organisation: str, area: Area) -> bool | Non
 # -- as GeoJSON (exports, map layers) ---------------------------------------------------------------------------
 SUMMARY_FIELDS: dict[RegisterKind, Sequence[str]] = {
     RegisterKind.risk_point: ("kind", "level", "people_at_risk"),
-    RegisterKind.shelter: ("kind", "capacity", "occupancy", "is_open"),
+    RegisterKind.shelter: ("kind", "capacity", "occupancy", "occupancy_at", "is_open"),
     RegisterKind.reserve: ("category", "unit", "quantity", "safety_stock", "warehouse"),
     RegisterKind.team: ("speciality", "headcount", "on_call"),
     RegisterKind.expert: ("speciality", "title"),
@@ -189,7 +189,7 @@ def feature(kind: RegisterKind, entry: RegisterEntry) -> dict[str, Any]:
                                   "organisation": entry.organisation}
     for name in SUMMARY_FIELDS[kind]:
         value = getattr(entry, name)
-        properties[name] = value
+        properties[name] = value.isoformat() if isinstance(value, datetime) else value
     if isinstance(entry, VulnerableResident):
         properties["address"] = entry.address
     return {"type": "Feature", "geometry": json.loads(entry.geometry) if entry.geometry else None,
