@@ -86,6 +86,7 @@ class DepartmentKind(StrEnum):
     government = "government"
     headquarters = "headquarters"  # a command body (防汛抗旱指挥部, 安委会 …): its office works in a department
     sub_district = "sub_district"
+    town = "town"  # 乡镇: a sub-district's place outside the city proper, with villages (村) under it
     community = "community"
     enterprise = "enterprise"
     utility = "utility"  # water, gas, power, metro operators
@@ -683,10 +684,12 @@ class Reporting(Strict):
 ANSWER_COLOURS: tuple[str, ...] = ("orange", "red")
 DEFAULT_ANSWER_WITHIN: dict[str, str] = {"red": "PT15M", "orange": "PT30M", "yellow": "PT1H", "blue": "PT2H"}
 # Who must answer a warning when a plan names nobody (叫应): the head of the headquarters at the same level (the
-# plan's `command`, added where the plan has one), the heads of the affected sub-districts and the evacuation
-# keepers of the affected sub-districts and communities.
-DEFAULT_ANSWERING_OFFICIALS: tuple[str, ...] = ("sub_district_head@subdistrict", "evacuation_keeper@subdistrict",
-                                                "evacuation_keeper@community")
+# plan's `command`, added where the plan has one), and the heads of the affected sub-districts, towns and
+# communities (villages) and their evacuation keepers (转移责任人). Named by bare position, held in any
+# organisation: a city has many sub-districts, towns and communities, and which are "affected" is the warning's
+# area against each one's administrative area (`core.sharing.answers.Reach`).
+DEFAULT_ANSWERING_OFFICIALS: tuple[str, ...] = ("sub_district_head", "town_head", "community_head",
+                                                "evacuation_keeper")
 
 
 WarningColour = Literal["blue", "yellow", "orange", "red"]
@@ -708,8 +711,8 @@ class Answering(Strict):
                     "(AB角), then the level above, is called (15 minutes for red, 30 for orange by default).")
     officials: list[str] | None = Field(
         default=None, description="Positions (`position@organisation`) whose holders must answer; by default the "
-                                  "commander of the plan's headquarters, the sub-district heads and the evacuation "
-                                  "keepers (转移责任人).")
+                                  "commander of the plan's headquarters, the heads of the affected sub-districts, "
+                                  "towns and communities, and the evacuation keepers (转移责任人).")
     response_within: str | None = Field(
         default=None, description="A red warning: if no response has started within this (ISO 8601 duration; by "
                                   "default the red limit), the command is prompted.")

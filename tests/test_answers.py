@@ -9,6 +9,7 @@ messages go only to drill channels, stamped 演练. On the clock the test moves,
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -48,18 +49,69 @@ LINK = re.compile(r"/answer/([A-Za-z0-9_.\-]+)")
 
 
 # -- the officials, the channels, the warning --------------------------------------------------------------------
-# The API fixture's `commander` holds the flood headquarters' commander post: the head at the same level.
-OFFICIALS = (["commander"] + [f"sd_head_{n}" for n in ("east", "west")]
-             + [f"keeper_{n:02d}" for n in range(1, 18)])
-SILENT = ("keeper_15", "keeper_16", "keeper_17")
+# The warning's polygon: 23.10–23.15°N, 113.20–113.30°E. Two sub-districts lie inside it, 东湖街道 and 西湖街道,
+# each with a community (东湖社区, 西湖社区); 北山镇 and its village 北山村 lie some 50 km away.
+POLYGON = "23.10,113.20 23.10,113.30 23.15,113.30 23.15,113.20 23.10,113.20"
+AREAS: dict[str, tuple[str, str, str, str | None, list[list[float]]]] = {
+    # key: (kind, zh, en, supervisor, boundary as lon/lat)
+    "donghu_street": ("sub_district", "东湖街道办事处", "Donghu Sub-district", "city_government",
+                      [[113.21, 23.11], [113.25, 23.11], [113.25, 23.14], [113.21, 23.14], [113.21, 23.11]]),
+    "donghu_community": ("community", "东湖社区居委会", "Donghu Community", "donghu_street",
+                         [[113.22, 23.12], [113.24, 23.12], [113.24, 23.13], [113.22, 23.13], [113.22, 23.12]]),
+    "xihu_street": ("sub_district", "西湖街道办事处", "Xihu Sub-district", "city_government",
+                    [[113.25, 23.11], [113.29, 23.11], [113.29, 23.14], [113.25, 23.14], [113.25, 23.11]]),
+    "xihu_community": ("community", "西湖社区居委会", "Xihu Community", "xihu_street",
+                       [[113.26, 23.12], [113.28, 23.12], [113.28, 23.13], [113.26, 23.13], [113.26, 23.12]]),
+    "beishan_town": ("town", "北山镇人民政府", "Beishan Town", "city_government",
+                     [[113.60, 23.50], [113.70, 23.50], [113.70, 23.60], [113.60, 23.60], [113.60, 23.50]]),
+    "beishan_village": ("community", "北山村村民委员会", "Beishan Village", "beishan_town",
+                        [[113.62, 23.52], [113.64, 23.52], [113.64, 23.54], [113.62, 23.54], [113.62, 23.52]]),
+}
+INSIDE = ("donghu_street", "donghu_community", "xihu_street", "xihu_community")
+# The API fixture's `commander` holds the flood headquarters' commander post: the head at the same level. Then the
+# heads of both sub-districts and both communities, and fifteen evacuation keepers spread over the four.
+OFFICIALS = (["commander", "sd_head_east", "sd_head_west", "cm_head_east", "cm_head_west"]
+             + [f"keeper_{n:02d}" for n in range(1, 16)])
+SILENT = ("cm_head_west", "keeper_14", "keeper_15")
+# The town outside the warning: its head, its village's head and a keeper hold the same posts and are not called.
+OUTSIDE = {"town_head_far": "town_head@beishan_town", "village_head_far": "community_head@beishan_village",
+           "keeper_far": "evacuation_keeper@beishan_town"}
+
+
+@pytest.fixture
+def plans_dir(tmp_path: Path) -> Path:
+    """The shipped flood plan (its default 叫应 officials) and registry, with the sub-districts, communities, town
+    and village above as organisations of their own."""
+    folder = copy_plans(tmp_path / "plans", "flood")
+    registry = yaml.safe_load((folder / "departments.yaml").read_text(encoding="utf-8"))
+    for key, (kind, zh, en, supervisor, _) in AREAS.items():
+        registry["departments"].append({"key": key, "name": {"zh": zh, "en": en}, "kind": kind,
+                                         "supervisor": supervisor})
+    (folder / "departments.yaml").write_text(yaml.safe_dump(registry, allow_unicode=True), encoding="utf-8")
+    return folder
 
 
 def _position(name: str) -> str:
+    if name in OUTSIDE:
+        return OUTSIDE[name]
     if name == "commander":
         return "commander@flood_control_hq"
     if name.startswith("sd_head"):
-        return "sub_district_head@subdistrict"
-    return "evacuation_keeper@community" if int(name[-2:]) % 2 else "evacuation_keeper@subdistrict"
+        return f"sub_district_head@{'donghu' if name.endswith('east') else 'xihu'}_street"
+    if name.startswith("cm_head"):
+        return f"community_head@{'donghu' if name.endswith('east') else 'xihu'}_community"
+    return f"evacuation_keeper@{INSIDE[int(name[-2:]) % 4]}"
+
+
+def import_areas(api: Api) -> None:
+    """Each organisation's administrative area (辖区), as the office imports them."""
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                 "properties": {"organisation": key, "名称": zh}} for key, (_, zh, _, _, ring) in AREAS.items()]
+    document = json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False)
+    response = api.call("office", "POST", "/api/registers/area/import",
+                        json={"filename": "areas.geojson", "content": document})
+    assert response.status_code == 200 and response.json()["refused"] == [], response.text
+    assert response.json()["added"] == len(AREAS)
 
 
 def mobile(name: str) -> str:
@@ -92,10 +144,10 @@ def contact(api: Api, channel_id: str, username: str, address: str | None = None
 def staff(api: Api, robots: dict[str, Received]) -> dict[str, str]:
     """Twenty officials reached through DingTalk, WeCom and SMS in turn, and the three silent ones' stand-ins
     (reached by SMS). Returns each mobile number's user name."""
-    ids = {name: make_user(name, "department", "subdistrict", positions=[_position(name)])
+    ids = {name: make_user(name, "department", _position(name).split("@")[1], positions=[_position(name)])
            for name in OFFICIALS if name != "commander"}
     for name in SILENT:
-        make_user(f"{name}_b", "department", "subdistrict")
+        make_user(f"{name}_b", "department", _position(name).split("@")[1])
         with session_scope() as session:
             set_stand_in(session, user_id=ids[name], ref=_position(name), stand_in=f"{name}_b", actor="test:admin")
     channels = {kind: add_channel(api, robot, f"{kind}-group") for kind, robot in robots.items()}
@@ -107,9 +159,9 @@ def staff(api: Api, robots: dict[str, Received]) -> dict[str, str]:
     return {mobile(n): n for n in [*OFFICIALS, *(f"{s}_b" for s in SILENT)]}
 
 
-def red_warning(**opened: Any) -> tuple[str, CapAlert]:
-    """A flood incident whose red rainstorm warning the office reviewed and the meteorological bureau's director
-    signed off: released."""
+def red_warning(polygon: str | None = None, **opened: Any) -> tuple[str, CapAlert]:
+    """A flood incident whose red rainstorm warning (redrawn over `polygon` after the office returned it) the office
+    reviewed and the meteorological bureau's director signed off: released."""
     incident_id = drive.open_("flood", level="IV", **opened)
     drive.step(incident_id)
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
@@ -119,6 +171,14 @@ def red_warning(**opened: Any) -> tuple[str, CapAlert]:
     make_user("met_director", "department", "meteorology", positions=["bureau_director@meteorology"])
     with session_scope() as session:
         alert = session.exec(select(CapAlert).where(CapAlert.incident_id == incident_id)).one()
+    if polygon is not None:
+        with session_scope() as session:
+            release.return_draft(session, incident_id=incident_id, alert_id=alert.id, actor="user:office",
+                                 reason="画出预警区域")
+        with session_scope() as session:
+            release.redraft(session, incident_id=incident_id, alert_id=alert.id, actor="user:meteorology",
+                            department="meteorology", polygons=[polygon])
+    with session_scope() as session:
         release.review(session, incident_id=incident_id, alert_id=alert.id, actor="user:office")
     with session_scope() as session:
         signer = session.exec(select(User).where(User.username == "met_director")).one()
@@ -181,10 +241,21 @@ def confirm(api: Api, token: str) -> Any:
 def test_a_red_flood_warning_reaches_twenty_officials_seventeen_answer_three_stand_ins_are_called(
         api: Api, robots: dict[str, Received], clock: Clock) -> None:
     who = staff(api, robots)
-    incident_id, alert = red_warning(location_name="东湖街道、西湖街道")
-    assert alert.colour == "red" and alert.state == "issued"
+    import_areas(api)
+    for name, ref in OUTSIDE.items():  # the town outside, reachable on every channel: it is still not called
+        make_user(name, "department", ref.split("@")[1], positions=[ref])
+        for channel in api.call("office", "GET", "/api/channels").json():
+            contact(api, channel["id"], name)
+        who[mobile(name)] = name
+    incident_id, alert = red_warning(POLYGON, location_name="东湖街道、西湖街道")
+    assert alert.colour == "red" and alert.state == "issued" and f"<polygon>{POLYGON}</polygon>" in alert.xml
     called = reconcile(incident_id)
     assert len(called.opened) == 1 and len(called.deliveries) == 20
+    # Who was called: the commander, the heads of both sub-districts and both communities inside the polygon and
+    # their keepers, each for the post of their own organisation; nobody of the town outside it.
+    posts = {e.to_party: str(e.details["position"]) for e in kinds(incident_id, "answer.requested")}
+    assert posts == {f"user:{n}": _position(n) for n in OFFICIALS}
+    assert {p.split("@")[1] for p in posts.values()} == {"flood_control_hq", *INSIDE}
     assert called.next_check is not None and called.next_check - utcnow() <= timedelta(minutes=15)
     assert reconcile(incident_id).deliveries == []  # once: a second reconciliation calls nobody again
     assert set(send_pending(incident_id)) == {"delivered"}

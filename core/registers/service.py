@@ -37,7 +37,7 @@ from process_defs.schema import FieldType, Step
 
 RESTRICTED = {RegisterKind.vulnerable_resident}
 # The kinds of organisation that have an administrative area (辖区), kept by the office alone.
-AREA_ORGANISATIONS = ("sub_district", "community")
+AREA_ORGANISATIONS = ("sub_district", "town", "community")
 MAX_LIST = 500
 
 

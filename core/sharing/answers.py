@@ -2,10 +2,11 @@
 
 A released warning of a colour the plan's `answering:` block names (orange and red by default), and every
 completed step that declares `must_answer`, opens a call (`AnswerCall`): each official the block names (by
-position: the commander of the plan's headquarters, the sub-district heads, the evacuation keepers 转移责任人, as
-`core.incidents.permissions` resolves positions, rosters first; a sub-district's or community's posts only where its
-administrative area meets the warning's, see `Reach`) is sent the warning on each of their channels
-(`core.outbox.channels`) with a signed, single-use answer link, and must answer within the limit for its colour.
+position: the commander of the plan's headquarters, the heads of the sub-districts, towns and communities and the
+evacuation keepers 转移责任人, as `core.incidents.permissions` resolves positions, rosters first; a sub-district's,
+town's or community's posts only where its administrative area meets the warning's, see `Reach`, each called for
+the post of its own organisation) is sent the warning on each of their channels (`core.outbox.channels`) with a
+signed, single-use answer link, and must answer within the limit for its colour.
 Unanswered, the official's stand-in (AB角: the roster's, else the one named for the position held) is called, then
 the heads one level up (the organisation's supervisor in the registry). A red warning with no response started
 within the plan's limit prompts the command. Every send, answer, escalation and prompt is a ledger entry.
@@ -49,7 +50,8 @@ from process_defs.schema import LEVEL_COLOURS, IncidentType, split_position
 # Who is called one level up, by the kind of organisation above: its heads.
 HEADS: dict[str, tuple[str, ...]] = {"headquarters": ("commander",), "government": ("principal_leader",
                                                                                     "bureau_director"),
-                                     "sub_district": ("sub_district_head",)}
+                                     "sub_district": ("sub_district_head",), "town": ("town_head",),
+                                     "community": ("community_head",)}
 COLOUR_NAMES = {"red": ("红色", "red"), "orange": ("橙色", "orange"), "yellow": ("黄色", "yellow"),
                 "blue": ("蓝色", "blue")}
 
@@ -124,8 +126,8 @@ def one_level_up(session: Session, ref: str, at: datetime) -> list[Official]:
 
 @dataclass
 class Reach:
-    """Which organisations a warning's area reaches (issue 18): a sub-district's or community's posts are called only
-    when its administrative area (辖区, the `area` register) meets the warning's polygons or circles. An
+    """Which organisations a warning's area reaches (issue 18): a sub-district's, town's or community's posts are
+    called only when its administrative area (辖区, the `area` register) meets the warning's polygons or circles. An
     organisation of any other kind (the headquarters, whose commander is always called; a bureau) is always
     reached, as is every one when the warning has no area."""
 
@@ -149,13 +151,22 @@ class Reach:
     def holder(self, user: User, ref: str) -> bool:
         """Whether the holder of `ref` is called: the post's organisation is reached, or for a bare position (held
         anywhere) any organisation where the user holds it (a holding with no organisation is always reached)."""
+        return self.post(user, ref) is not None
+
+    def post(self, user: User, ref: str) -> str | None:
+        """The post the holder of `ref` is called for, or None when the warning does not reach it: `ref` itself
+        when it names its organisation; for a bare position, the user's first holding of it in an organisation
+        reached (`position@organisation`), so that the stand-in and the level above are that organisation's."""
         position, organisation = split_position(ref)
         if organisation is not None:
-            return self.organisation(organisation)
-        if not self.area:
-            return True
-        held = [h.organisation for h in holdings(self.session, user.id) if h.position == position]
-        return not held or any(o is None or self.organisation(o) for o in held)
+            return ref if self.organisation(organisation) else None
+        held = sorted(h.organisation or "" for h in holdings(self.session, user.id) if h.position == position)
+        if not held:
+            return ref
+        reached = [o for o in held if not o or self.organisation(o)]
+        if not reached:
+            return None
+        return f"{position}@{reached[0]}" if reached[0] else ref
 
 
 def officials(session: Session, plan: IncidentType, at: datetime, area: Area | None = None) -> list[Official]:
@@ -166,9 +177,10 @@ def officials(session: Session, plan: IncidentType, at: datetime, area: Area | N
     found = []
     for ref in plan.answering.positions(plan.command):
         for user in holders(session, ref, at):
-            if user.id not in seen and reach.holder(user, ref):
+            post = reach.post(user, ref) if user.id not in seen else None
+            if post is not None:
                 seen.add(user.id)
-                found.append(Official(user, ref))
+                found.append(Official(user, post))
     return found
 
 
