@@ -86,6 +86,13 @@ def test_a_red_warning_calls_the_town_and_village_heads_inside_it_and_a_silent_v
     # A town's boundary is an administrative area like a sub-district's.
     assert response.status_code == 200 and response.json()["refused"] == [], response.text
     assert response.json()["added"] == 3
+    bureau = {"type": "Feature", "geometry": features[0]["geometry"],
+              "properties": {"organisation": "water_affairs", "名称": "水务局"}}
+    refused = api.call("office", "POST", "/api/registers/area/import", json={
+        "filename": "bureau.geojson", "content": json.dumps({"type": "FeatureCollection", "features": [bureau]})})
+    assert refused.status_code == 200, refused.text
+    [why] = refused.json()["refused"]
+    assert why["code"] == "not_an_area_organisation" and "乡镇" in why["message_zh"] and "town" in why["message"]
     incident_id, alert = red_warning(POLYGON)
     assert f"<polygon>{POLYGON}</polygon>" in alert.xml
     opened = reconcile(incident_id)

@@ -107,8 +107,8 @@ def _organisation(user: User, kind: RegisterKind, value: Any) -> str:
                                "重点人群应归属社区")
     if kind is RegisterKind.area and found.kind.value not in AREA_ORGANISATIONS:
         raise cols.CellRefused("organisation", "not_an_area_organisation",
-                               f"'{found.key}' is not a sub-district or community: only they have an area (辖区)",
-                               f"“{found.key}”不是街道或社区，不登记辖区")
+                               f"'{found.key}' is not a sub-district, town or community: only they have an area "
+                               "(辖区)", f"“{found.key}”不是街道、乡镇或社区（村），不登记辖区")
     if not writes_all(user) and found.key != user.department:
         raise cols.CellRefused("organisation", "not_your_organisation",
                                f"a department imports only its own entries ({user.department})",
