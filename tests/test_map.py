@@ -27,6 +27,7 @@ from core.incidents.models import DepartmentTask
 from core.learning.simulation import sample_outputs
 from core.maps import incident_layers
 from core.plans.store import plan_for_version, registry
+from core.plans.wording import Wording
 from core.platform.clock import as_utc, utcnow
 from core.platform.db import session_scope
 from core.prevention import service as prevention_service
@@ -313,6 +314,10 @@ def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Brow
             imported = import_rows(session, kind=kind, rows=read_rows(kind, f"{kind.value}.csv", data),
                                    source=f"{kind.value}.csv", data=data, user=office_user)
             assert not imported.problems, imported.problems
+    with session_scope() as session:
+        alert = session.get(CapAlert, world.alert)
+        assert alert is not None
+        expiry = Wording("zh").when(alert.expires_at)
     problems: list[str] = []
     with serve_api() as server:
         office = Desk(browser, server.url, "office1", problems)
@@ -330,6 +335,9 @@ def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Brow
         popup = page.locator(".leaflet-popup .map-popup[data-layer='task_locations']")
         expect(popup).to_contain_text(FIRST_CASE["name"])
         expect(popup.locator("a.map-popup-link")).to_have_attribute("href", f"/office/incidents/{world.epidemic}")
+        # The warning's expiry as Baton words it in the city's time (as an inspection's due time), not the browser's.
+        page.locator("#map path.map-layer-warning_areas").dispatch_event("click")
+        expect(page.locator(".leaflet-popup .map-popup[data-layer='warning_areas']")).to_contain_text(expiry)
         # The layer control's toggle hides a layer and shows it again.
         toggle = page.locator(".leaflet-control-layers-overlays label", has_text="任务位置").locator("input")
         toggle.uncheck()
