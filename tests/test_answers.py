@@ -41,9 +41,10 @@ from tasks.delivery import send_once
 from tests import engine_driver as drive
 from tests.api_server import Api, make_user, page_client
 from tests.channel_receivers import Received, running, running_mail_server
-from tests.conftest import copy_plans
+from tests.conftest import StartWorker, copy_plans
 from tests.fixtures.clock import Clock
 from tests.fixtures.database import clear_settings_caches
+from tests.test_flows import wait_for
 
 LINK = re.compile(r"/answer/([A-Za-z0-9_.\-]+)")
 
@@ -576,3 +577,100 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     with session_scope() as session:
         row = session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one()
         assert row.stand_in_id is not None
+
+
+# -- through a real worker --------------------------------------------------------------------------------------
+@pytest.fixture
+def quick_answers_plan(baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The flood plan whose red warning the community's evacuation keepers must answer within 8 seconds (15 minutes
+    as shipped: a test does not wait that long), the command prompted only after an hour."""
+    plans = copy_plans(tmp_path / "plans", "flood")
+    plan = yaml.safe_load((plans / "flood.yaml").read_text(encoding="utf-8"))
+    plan["answering"] = {"officials": ["evacuation_keeper@community"], "within": {"red": "PT8S"},
+                         "response_within": "PT1H"}
+    (plans / "flood.yaml").write_text(yaml.safe_dump(plan, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("BATON_PLANS_DIR", str(plans))
+    clear_settings_caches()
+    yield
+    clear_settings_caches()
+
+
+@pytest.mark.prefect
+def test_a_real_worker_calls_the_officials_and_at_the_limit_the_silent_ones_stand_in(
+        api: Api, quick_answers_plan: None, workers: StartWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """叫应 as it runs in production: a Baton worker process runs the flood incident's flow against the Prefect
+    server; the red warning released, its flow calls the two keepers over the SMS gateway, one answers through
+    the link on their phone, and at the plan's limit the flow's own timer calls the silent one's stand-in. This
+    process never reconciles the calls itself."""
+    def not_here(*args: Any, **kwargs: Any) -> answers.AnswerPass:
+        raise AssertionError("the worker's flow reconciles the answer calls, not the test")
+
+    monkeypatch.setattr(answers, "reconcile", not_here)
+    with running("sms", "sms-api-key-0001") as sms:
+        ids = {name: make_user(name, "department", "community", positions=["evacuation_keeper@community"])
+               for name in ("keeper_a", "keeper_b")}
+        make_user("keeper_b_alt", "department", "community")
+        with session_scope() as session:
+            set_stand_in(session, user_id=ids["keeper_b"], ref="evacuation_keeper@community",
+                         stand_in="keeper_b_alt", actor="test:admin")
+        gateway = add_channel(api, sms, "sms")
+        for name in ("keeper_a", "keeper_b", "keeper_b_alt"):
+            contact(api, gateway["id"], name)
+        who = {mobile(n): n for n in ("keeper_a", "keeper_b", "keeper_b_alt")}
+
+        def received() -> dict[str, list[str]]:
+            return links({"sms": sms}, who)
+
+        make_user("met_director", "department", "meteorology", positions=["bureau_director@meteorology"])
+
+        workers("worker-a")
+        incident_id = drive.open_("flood", level="IV")
+        wait_for(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "the first assignment")
+        drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 200,
+                                                                "warning_colour": "red",
+                                                                "valid_until": drive.VALID_UNTIL})
+
+        def drafted() -> str | None:  # by the worker's publish_rainstorm_warning task
+            with session_scope() as session:
+                found = session.exec(select(CapAlert.id).where(CapAlert.incident_id == incident_id)).first()
+                return found
+
+        alert_id = str(wait_for(drafted, 30, "the warning drafted by the worker"))
+        with session_scope() as session:
+            release.review(session, incident_id=incident_id, alert_id=alert_id, actor="user:office")
+        with session_scope() as session:
+            signer = session.exec(select(User).where(User.username == "met_director")).one()
+            release.sign(session, incident_id=incident_id, alert_id=alert_id, signer=signer)
+
+        # The signing wakes the flow, which calls both keepers; the worker delivers to the gateway.
+        wait_for(lambda: len(received()) == 2, 20, "both keepers' messages")
+        sent = received()
+        assert sorted(sent) == ["keeper_a", "keeper_b"]
+        answered = confirm(api, sent["keeper_a"][0])
+        assert answered.status_code == 200 and 'data-state="answered"' in answered.text, answered.text
+
+        # At the limit (8 s), the flow's timer wakes it: keeper_b's stand-in is called, keeper_a is not chased.
+        wait_for(lambda: "keeper_b_alt" in received(), 30, "the stand-in's message")
+        assert len(received()["keeper_b"]) == 1 and len(sent["keeper_a"]) == 1
+
+    requested = kinds(incident_id, "answer.requested")
+    assert sorted((e.to_party, e.details["rung"]) for e in requested if e.details["rung"] != "above") == [
+        ("user:keeper_a", "official"), ("user:keeper_b", "official"), ("user:keeper_b_alt", "stand_in")]
+    assert all(e.details["channels"] == ["sms"] and e.actor == "baton" for e in requested)
+    [confirmed] = kinds(incident_id, "answer.confirmed")
+    assert confirmed.from_party == "user:keeper_a" and confirmed.details["via"] == "link"
+    assert confirmed.details["late"] is False
+    escalated = [e for e in kinds(incident_id, "answer.escalated") if e.from_party == "user:keeper_b"]
+    assert [(e.to_party, e.details["rung"]) for e in escalated] == [("user:keeper_b_alt", "stand_in")]
+    assert not [e for e in kinds(incident_id, "answer.escalated") if e.from_party == "user:keeper_a"]
+    with session_scope() as session:
+        official = session.exec(select(AnswerRequest).where(AnswerRequest.rung == "official",
+                                                            AnswerRequest.user_id == ids["keeper_b"])).one()
+        assert escalated[0].at >= official.due_at  # not before the limit
+        assert escalated[0].at - official.due_at < timedelta(seconds=10)  # and by the flow's timer, not a recheck
+        delivered = session.exec(select(OutboundDelivery.outcome).where(
+            OutboundDelivery.incident_id == incident_id, col(OutboundDelivery.purpose).startswith("notice."))).all()
+        assert len(delivered) >= 3 and set(delivered) == {DeliveryOutcome.delivered}
+        assert ledger.verify_incident(session, incident_id).valid
+    assert drive.incident(incident_id).lease_owner == "worker-a"
+

@@ -15,7 +15,9 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, Dialog, expect
@@ -23,10 +25,13 @@ from sqlmodel import select
 
 from core.incidents.models import DepartmentTask
 from core.learning.simulation import sample_outputs
+from core.maps import incident_layers
 from core.plans.store import plan_for_version, registry
-from core.platform.clock import utcnow
+from core.plans.wording import Wording
+from core.platform.clock import as_utc, utcnow
 from core.platform.db import session_scope
 from core.prevention import service as prevention_service
+from core.registers.columns import columns
 from core.registers.files import read_rows
 from core.registers.importing import import_rows
 from core.registers.models import RegisterKind, RiskPoint
@@ -38,11 +43,13 @@ from flows import prevention
 from tests import engine_driver as drive
 from tests.fixtures.api import Api, ApiWith, issued_token, make_user, page_client, serve_api
 from tests.fixtures.clock import Clock
+from tests.fixtures.database import clear_settings_caches
 from tests.test_browser import PASSWORDS, PHONE, Desk, browser  # noqa: F401  (the browser fixture)
 from tests.test_prevention import FLOOD_POINTS, add_points
 from tests.test_prevention import tasks as prevention_tasks
 from tests.test_registers import RESIDENTS
 
+ROOT = Path(__file__).resolve().parent.parent
 BINJIANG = (30.2084, 120.2120)
 FIRST_CASE: dict[str, Any] = {"name": "文三路某小区", "lat": 30.2741, "lon": 120.1551}
 
@@ -54,8 +61,9 @@ class World:
     alert: str
 
 
-def build_world() -> World:
-    """The two incidents, the flood's warning in force and the epidemic's first case reported."""
+def flood_warning() -> tuple[str, str]:
+    """A flood drill at Binjiang whose red rainstorm warning, valid for six hours, is released (reviewed and signed):
+    the incident's and the warning's ids."""
     valid_until = (utcnow() + timedelta(hours=6)).astimezone(zone()).replace(second=0, microsecond=0)
     flood = drive.open_("flood", level="IV", location_name="滨江区浦沿街道", lat=BINJIANG[0], lon=BINJIANG[1],
                         drill=True)
@@ -68,8 +76,12 @@ def build_world() -> World:
         alert = session.exec(select(CapAlert).where(CapAlert.incident_id == flood)).one()
         release.review(session, incident_id=flood, alert_id=alert.id, actor="user:office")
         release.sign(session, incident_id=flood, alert_id=alert.id, signer=signer)
-        alert_id = alert.id
+        return flood, alert.id
 
+
+def build_world() -> World:
+    """The two incidents, the flood's warning in force and the epidemic's first case reported."""
+    flood, alert_id = flood_warning()
     epidemic = drive.open_("epidemic", level="III", location_name="西湖区", lat=30.2741, lon=120.1551)
     drive.step(epidemic)
     with session_scope() as session:
@@ -114,7 +126,7 @@ def test_the_registers_are_on_the_map_with_their_own_scope(api: Api) -> None:
     assert shelter["geometry"] == {"type": "Point", "coordinates": [120.21, 30.21]}
     assert shelter["properties"]["name"]["zh"] == "滨江公园避难场所"
     rows = {row[0]["en"]: row[1] for row in shelter["properties"]["rows"]}
-    assert rows["capacity"] == 800 and rows["occupancy"] == 120
+    assert rows["Capacity"] == 800 and rows["Occupancy"] == 120
     assert {f["properties"]["code"] for f in office["register_vulnerable_resident"]} == {"R-1", "R-2"}
     assert len(layers(api, "community_grid")["register_vulnerable_resident"]) == 2
     for outsider in ("meteorology", "manager"):
@@ -137,13 +149,65 @@ def test_a_register_popup_names_its_stored_choices_in_both_languages(api: Api) -
                             json={"filename": f"{kind}.csv", "content": content})
         assert imported.status_code == 200 and not imported.json()["refused"], imported.text
     office = layers(api, "office")
-    assert facts(office["register_risk_point"][0])["kind"] == {"zh": "积水点", "en": "waterlogging point"}
-    assert facts(office["register_shelter"][0])["kind"] == {"zh": "短期避难场所", "en": "short-term shelter"}
-    assert facts(office["register_reserve"][0])["category"] == {
+    assert facts(office["register_risk_point"][0])["Type"] == {"zh": "积水点", "en": "waterlogging point"}
+    assert facts(office["register_shelter"][0])["Type"] == {"zh": "短期避难场所", "en": "short-term shelter"}
+    assert facts(office["register_reserve"][0])["Category code"] == {
         "zh": "3010101（工程材料与机械加工设备）", "en": "3010101 (engineering materials and machinery)"}
-    residents = {f["properties"]["code"]: facts(f)["category"] for f in office["register_vulnerable_resident"]}
+    residents = {f["properties"]["code"]: facts(f)["Category"] for f in office["register_vulnerable_resident"]}
     assert residents == {"R-1": {"zh": "独居老人", "en": "elderly living alone"},
                          "R-2": {"zh": "失能卧床", "en": "bedridden"}}
+
+
+def test_a_register_popup_labels_its_rows_as_people_read_them(api: Api) -> None:
+    """Each row of a register's popup is named by its column's own names (core.registers.columns), in English as in
+    Chinese: "People at risk", "Safety stock", never the stored key lower-cased ("people at risk")."""
+    files = {"risk_point": ("code,name_zh,kind,level,people_at_risk,organisation,lon,lat\n"
+                            "W-1,江南大道下穿通道,积水点,较大,120,water_affairs,120.2,30.2\n"),
+             "reserve": ("code,name_zh,category,unit,quantity,safety_stock,warehouse,organisation,lon,lat\n"
+                         "SB-1,编织袋,3010101,条,20000,5000,防汛物资仓库,water_affairs,120.2,30.22\n")}
+    for kind, content in files.items():
+        imported = api.call("office", "POST", f"/api/registers/{kind}/import",
+                            json={"filename": f"{kind}.csv", "content": content})
+        assert imported.status_code == 200 and not imported.json()["refused"], imported.text
+    office = layers(api, "office")
+    [point] = office["register_risk_point"]
+    assert [label for label, _ in point["properties"]["rows"]] == [
+        {"zh": "类型", "en": "Type"}, {"zh": "等级", "en": "Risk level"}, {"zh": "威胁人数", "en": "People at risk"}]
+    assert facts(point)["People at risk"] == 120
+    [reserve] = office["register_reserve"]
+    assert [label["en"] for label, _ in reserve["properties"]["rows"]] == [
+        "Category code", "Unit", "Quantity", "Safety stock", "Warehouse"]
+    assert facts(reserve)["Safety stock"] == 5000
+    # Every column of every register has English of its own, written as a label is (not its key re-spelt).
+    for kind in RegisterKind:
+        for column in columns(kind):
+            assert column.en[:1].isupper() and column.en != column.key.replace("_", " "), (kind, column)
+
+
+def test_a_warning_popup_says_its_expiry_in_the_citys_time_as_every_popup_does(
+        baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning's expiry is worded by Baton in the city's time zone (Wording.when, as the inspection and
+    rectification popups word their due time), not left to the time zone of the browser that opens the map."""
+    _, alert_id = flood_warning()
+    with session_scope() as session:
+        alert = session.get(CapAlert, alert_id)
+        assert alert is not None and alert.expires_at is not None
+        expires = as_utc(alert.expires_at)
+        [area] = incident_layers.warning_areas(session, None)
+    beijing = expires.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert area["properties"]["expires"] == {"zh": beijing, "en": beijing}
+    assert beijing != expires.strftime("%Y-%m-%d %H:%M")  # eight hours on from UTC: not the server's clock either
+    # Another city's configured zone words it there.
+    monkeypatch.setenv("BATON_TIMEZONE", "Asia/Kathmandu")
+    clear_settings_caches()
+    with session_scope() as session:
+        [area] = incident_layers.warning_areas(session, None)
+    kathmandu = expires.astimezone(ZoneInfo("Asia/Kathmandu")).strftime("%Y-%m-%d %H:%M")
+    assert area["properties"]["expires"]["en"] == kathmandu and kathmandu != beijing
+    # The page shows what Baton worded and formats no time of its own.
+    script = (ROOT / "api" / "static" / "baton-map.js").read_text(encoding="utf-8")
+    assert 'row(list, label("expires"), text(p.expires, lang))' in script
+    assert "toLocaleString" not in script and "new Date(" not in script
 
 
 @pytest.fixture
@@ -250,6 +314,10 @@ def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Brow
             imported = import_rows(session, kind=kind, rows=read_rows(kind, f"{kind.value}.csv", data),
                                    source=f"{kind.value}.csv", data=data, user=office_user)
             assert not imported.problems, imported.problems
+    with session_scope() as session:
+        alert = session.get(CapAlert, world.alert)
+        assert alert is not None
+        expiry = Wording("zh").when(alert.expires_at)
     problems: list[str] = []
     with serve_api() as server:
         office = Desk(browser, server.url, "office1", problems)
@@ -267,6 +335,9 @@ def test_the_map_and_the_location_picker_in_chromium(world: World, browser: Brow
         popup = page.locator(".leaflet-popup .map-popup[data-layer='task_locations']")
         expect(popup).to_contain_text(FIRST_CASE["name"])
         expect(popup.locator("a.map-popup-link")).to_have_attribute("href", f"/office/incidents/{world.epidemic}")
+        # The warning's expiry as Baton words it in the city's time (as an inspection's due time), not the browser's.
+        page.locator("#map path.map-layer-warning_areas").dispatch_event("click")
+        expect(page.locator(".leaflet-popup .map-popup[data-layer='warning_areas']")).to_contain_text(expiry)
         # The layer control's toggle hides a layer and shows it again.
         toggle = page.locator(".leaflet-control-layers-overlays label", has_text="任务位置").locator("input")
         toggle.uncheck()

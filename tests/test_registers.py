@@ -325,7 +325,7 @@ def test_cli_import_names_file_row_and_field_and_is_idempotent(api: Api, tmp_pat
 def test_counts_refuse_what_is_not_a_whole_number() -> None:
     from core.registers.columns import CellRefused, Column, count
 
-    column = Column("quantity", "数量", kind="count")
+    column = Column("quantity", "数量", "Quantity", kind="count")
     assert [count(column, v) for v in (3, 3.0, "3", " 1,200 ", "1e3")] == [3, 3, 3, 1200, 1000]
     for value, code in ((-1, "negative"), (math.nan, "not_finite"), ("-inf", "not_finite"), ("x", "not_a_number"),
                         (True, "not_a_number"), (0.5, "not_whole"), (10**13, "too_large")):

@@ -104,10 +104,10 @@ def test_the_map_shows_the_reported_occupancy_and_its_time(api: Api) -> None:
         return {row[0]["en"]: row[1] for row in feature["properties"]["rows"]}
 
     before = shown()
-    assert before["occupancy"] == 120 and before["Occupancy reported"] == {"zh": "未上报", "en": "not reported"}
+    assert before["Occupancy"] == 120 and before["Occupancy reported"] == {"zh": "未上报", "en": "not reported"}
     assert report(api, "civil", ids["BN-1"], 555).status_code == 200
     after = shown()
-    assert after["occupancy"] == 555
+    assert after["Occupancy"] == 555
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", after["Occupancy reported"]["zh"])
 
 

@@ -15,7 +15,7 @@ from api.deps import PageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
 from core.platform.errors import BatonError
 from core.registers import occupancy, service
-from core.registers.columns import KIND_NAMES, RISK_KIND_NAMES, columns
+from core.registers.columns import KIND_NAMES, RISK_KIND_NAMES, names
 from core.registers.models import RegisterKind, Shelter
 
 router = page_router()
@@ -29,10 +29,6 @@ SHOWN: dict[RegisterKind, tuple[str, ...]] = {
     RegisterKind.vulnerable_resident: ("category", "address", "contact_phone", "keeper_name"),
     RegisterKind.area: ("district", "contact_name", "contact_phone"),
 }
-
-
-# Shown beside the columns of a register's files.
-EXTRA_NAMES = {"occupancy_at": {"zh": "人数上报时间", "en": "occupancy reported"}}
 
 
 def _page(request: Request, principal: Principal, session: Session, *, kind: str, q: str = "",
@@ -49,8 +45,7 @@ def _page(request: Request, principal: Principal, session: Session, *, kind: str
                 shown=SHOWN[register], risk_kinds={k: {"zh": v[0], "en": v[1]} for k, v in RISK_KIND_NAMES.items()},
                 limit=service.MAX_LIST, reportable=reportable, problem=problem, problem_shelter=problem_shelter,
                 done=done if done == "occupancy" else None,
-                column_names={**{c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(register)},
-                              **EXTRA_NAMES})
+                column_names=names(register))
 
 
 @router.get("/registers")

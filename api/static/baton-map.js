@@ -108,7 +108,7 @@
     } else if (layer.key === "warning_areas") {
       box.appendChild(element("strong", null, text(p.headline, lang) || p.code));
       row(list, label("place"), text(p.area, lang));
-      row(list, label("expires"), p.expires_at ? new Date(p.expires_at).toLocaleString(lang === "en" ? "en-GB" : "zh-CN") : "");
+      row(list, label("expires"), text(p.expires, lang)); // in the city's time, worded by Baton as every popup's
       if (p.exercise) { row(list, label("exercise"), "✓"); }
       link = p.incident_id;
     } else if (layer.key === "task_locations") {

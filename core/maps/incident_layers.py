@@ -18,6 +18,7 @@ from core.incidents.engine import latest_tasks
 from core.incidents.models import Incident, TaskStatus
 from core.maps.geojson import Feature, circle, point, polygon, valid
 from core.plans.store import plan_for_version, registry
+from core.plans.wording import Wording
 from core.platform.errors import NotFound
 from core.sharing import warnings as release
 from process_defs.schema import FieldType
@@ -44,7 +45,8 @@ def incidents(session: Session, reader: str | None) -> list[Feature]:
 
 def warning_areas(session: Session, reader: str | None) -> list[Feature]:
     """The circles and polygons of the warnings in force (released, not superseded, cancelled or expired) of the
-    incidents the reader may see, coloured by their signal."""
+    incidents the reader may see, coloured by their signal; `expires` is the expiry worded in Baton's time zone
+    (`expires_at` the moment itself)."""
     features: list[Feature] = []
     seen: dict[str, Incident | None] = {}
     for alert in release.in_force(session, limit=MAX_INCIDENTS):
@@ -57,10 +59,13 @@ def warning_areas(session: Session, reader: str | None) -> list[Feature]:
         view = release.public_view(alert) if incident is not None else None
         if incident is None or view is None:
             continue
+        expires = alert.expires_at
         properties: dict[str, Any] = {
             "id": alert.id, "incident_id": incident.id, "code": incident.code, "colour": alert.colour,
             "headline": view["headline"], "area": view["area"], "exercise": alert.status == "Exercise",
-            "expires_at": alert.expires_at.isoformat() if alert.expires_at else None}
+            "expires_at": expires.isoformat() if expires else None,
+            # Shown in the city's time as every popup's times are, not in the time zone of whoever's browser.
+            "expires": {lang: Wording(lang).when(expires) for lang in ("zh", "en")} if expires else None}
         for text in view["shapes"]["circles"]:
             found = cap_circle(text)
             if found is not None and valid(found[0], found[1]):

@@ -20,7 +20,7 @@ from core.registers.columns import (
     RESIDENT_CATEGORY_NAMES,
     RISK_KIND_NAMES,
     SHELTER_KIND_NAMES,
-    columns,
+    names,
 )
 from core.registers.models import RegisterKind
 from core.registers.service import SUMMARY_FIELDS, register_layers
@@ -31,14 +31,8 @@ COLOURS = {RegisterKind.risk_point: "#e65100", RegisterKind.shelter: "#2e7d32", 
            RegisterKind.area: "#455a64"}
 
 
-# What is kept beside an entry but is no column of the register's files.
-LABELS = {"occupancy_at": {"zh": "人数上报时间", "en": "Occupancy reported"}}
 TIMES = frozenset({"occupancy_at"})  # stored as ISO stamps: shown as local times, as every popup shows times
 NOT_REPORTED = {"zh": "未上报", "en": "not reported"}
-
-
-def _labels(kind: RegisterKind) -> dict[str, dict[str, str]]:
-    return {**{c.key: {"zh": c.zh, "en": c.key.replace("_", " ")} for c in columns(kind)}, **LABELS}
 
 
 # The stored choices a popup names, by register and field: the value → (Chinese, English).
@@ -71,7 +65,7 @@ def layer(kind: RegisterKind) -> Callable[[Session, User], list[Feature]]:
         found = register_layers(session, user, kinds=(kind,)).get(kind.value)
         if found is None:
             return []
-        labels = _labels(kind)
+        labels = names(kind)
         features: list[Feature] = []
         for entry in found["features"]:
             p = entry["properties"]

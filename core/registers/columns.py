@@ -34,8 +34,9 @@ class CellRefused(Exception):
 
 @dataclass(frozen=True)
 class Column:
-    key: str  # the table's attribute, and the English header
+    key: str  # the table's attribute, and the English header a file may use
     zh: str  # the Chinese header
+    en: str  # the column's name in English, as pages and the map's popups show it
     kind: str = "text"  # text, multiline, count, bool, date, choice
     required: bool = False
     max_length: int = 200
@@ -79,59 +80,62 @@ RESIDENT_CATEGORY_NAMES = {"elderly_alone": ("独居老人", "elderly living alo
                            "bedridden": ("失能卧床", "bedridden"), "pregnant": ("孕产妇", "pregnant or new mother"),
                            "child": ("留守儿童", "child left behind"), "other": ("其他", "other")}
 
-COMMON_HEAD = [Column("code", "编号", required=True, max_length=64, aliases=("编码", "代码")),
-               Column("name_zh", "名称", required=True, aliases=("中文名称", "姓名")),
-               Column("name_en", "英文名称", default="")]
-ORGANISATION = Column("organisation", "责任单位", max_length=64, aliases=("所属单位", "权属单位", "社区"))
-COMMON_TAIL = [Column("district", "所在区域", max_length=100, default="", aliases=("区县", "街道")),
-               Column("address", "地址", max_length=300, default=""),
-               Column("contact_name", "联系人", max_length=100, default="", aliases=("责任人",)),
-               Column("contact_phone", "联系电话", max_length=40, default="", aliases=("电话",)),
-               Column("note", "备注", kind="multiline", max_length=2000, default="")]
+COMMON_HEAD = [Column("code", "编号", "Code", required=True, max_length=64, aliases=("编码", "代码")),
+               Column("name_zh", "名称", "Name", required=True, aliases=("中文名称", "姓名")),
+               Column("name_en", "英文名称", "English name", default="")]
+ORGANISATION = Column("organisation", "责任单位", "Responsible organisation", max_length=64,
+                      aliases=("所属单位", "权属单位", "社区"))
+COMMON_TAIL = [Column("district", "所在区域", "District", max_length=100, default="", aliases=("区县", "街道")),
+               Column("address", "地址", "Address", max_length=300, default=""),
+               Column("contact_name", "联系人", "Contact", max_length=100, default="", aliases=("责任人",)),
+               Column("contact_phone", "联系电话", "Contact phone", max_length=40, default="", aliases=("电话",)),
+               Column("note", "备注", "Note", kind="multiline", max_length=2000, default="")]
 # Where it is: a GeoJSON geometry, or longitude and latitude; `datum` says the source's datum (wgs84 or gcj02).
-PLACE = [Column("lon", "经度", aliases=("longitude",)), Column("lat", "纬度", aliases=("latitude",)),
-         Column("geometry", "几何", max_length=200_000, aliases=("geojson",)),
-         Column("datum", "坐标系", max_length=16)]
+PLACE = [Column("lon", "经度", "Longitude", aliases=("longitude",)),
+         Column("lat", "纬度", "Latitude", aliases=("latitude",)),
+         Column("geometry", "几何", "Geometry", max_length=200_000, aliases=("geojson",)),
+         Column("datum", "坐标系", "Coordinate datum", max_length=16)]
 
 SPECIFIC: dict[RegisterKind, list[Column]] = {
     RegisterKind.risk_point: [
-        Column("kind", "类型", kind="choice", required=True, max_length=32, choices=RISK_KINDS),
-        Column("level", "等级", max_length=16, default="", aliases=("风险等级",)),
-        Column("people_at_risk", "威胁人数", kind="count", aliases=("涉及人数",))],
+        Column("kind", "类型", "Type", kind="choice", required=True, max_length=32, choices=RISK_KINDS),
+        Column("level", "等级", "Risk level", max_length=16, default="", aliases=("风险等级",)),
+        Column("people_at_risk", "威胁人数", "People at risk", kind="count", aliases=("涉及人数",))],
     RegisterKind.shelter: [
-        Column("kind", "类型", kind="choice", max_length=32, default="emergency", choices=SHELTER_KINDS),
-        Column("capacity", "容纳人数", kind="count", required=True, aliases=("可容纳人数",)),
-        Column("occupancy", "当前人数", kind="count", default=0, aliases=("已安置人数",)),
-        Column("area_m2", "面积", kind="count", aliases=("面积（平方米）",)),
-        Column("is_open", "是否开放", kind="bool", default=False)],
+        Column("kind", "类型", "Type", kind="choice", max_length=32, default="emergency", choices=SHELTER_KINDS),
+        Column("capacity", "容纳人数", "Capacity", kind="count", required=True, aliases=("可容纳人数",)),
+        Column("occupancy", "当前人数", "Occupancy", kind="count", default=0, aliases=("已安置人数",)),
+        Column("area_m2", "面积", "Area (m²)", kind="count", aliases=("面积（平方米）",)),
+        Column("is_open", "是否开放", "Open", kind="bool", default=False)],
     RegisterKind.reserve: [
-        Column("category", "分类代码", kind="category", required=True, max_length=7, aliases=("物资分类",)),
-        Column("specification", "规格型号", default=""),
-        Column("unit", "单位", required=True, max_length=16, aliases=("计量单位",)),
-        Column("quantity", "数量", kind="count", required=True, aliases=("库存数量",)),
-        Column("safety_stock", "安全库存", kind="count", default=0),
-        Column("warehouse", "储备库", default="", aliases=("仓库",)),
-        Column("expires_on", "有效期至", kind="date", aliases=("有效期",))],
+        Column("category", "分类代码", "Category code", kind="category", required=True, max_length=7,
+               aliases=("物资分类",)),
+        Column("specification", "规格型号", "Specification", default=""),
+        Column("unit", "单位", "Unit", required=True, max_length=16, aliases=("计量单位",)),
+        Column("quantity", "数量", "Quantity", kind="count", required=True, aliases=("库存数量",)),
+        Column("safety_stock", "安全库存", "Safety stock", kind="count", default=0),
+        Column("warehouse", "储备库", "Warehouse", default="", aliases=("仓库",)),
+        Column("expires_on", "有效期至", "Expires on", kind="date", aliases=("有效期",))],
     RegisterKind.team: [
-        Column("speciality", "专业", max_length=100, default="", aliases=("队伍类型",)),
-        Column("headcount", "人数", kind="count", required=True, aliases=("队伍人数",)),
-        Column("equipment", "装备", kind="multiline", max_length=4000, default="", aliases=("主要装备",)),
-        Column("on_call", "是否备勤", kind="bool", default=True, aliases=("备勤",))],
+        Column("speciality", "专业", "Speciality", max_length=100, default="", aliases=("队伍类型",)),
+        Column("headcount", "人数", "Headcount", kind="count", required=True, aliases=("队伍人数",)),
+        Column("equipment", "装备", "Equipment", kind="multiline", max_length=4000, default="", aliases=("主要装备",)),
+        Column("on_call", "是否备勤", "On call", kind="bool", default=True, aliases=("备勤",))],
     RegisterKind.expert: [
-        Column("speciality", "专业", max_length=100, default="", aliases=("专业领域",)),
-        Column("title", "职称", max_length=100, default=""),
-        Column("employer", "工作单位", default="")],
+        Column("speciality", "专业", "Speciality", max_length=100, default="", aliases=("专业领域",)),
+        Column("title", "职称", "Professional title", max_length=100, default=""),
+        Column("employer", "工作单位", "Employer", default="")],
     RegisterKind.vulnerable_resident: [
-        Column("category", "类别", kind="choice", max_length=32, default="other",
+        Column("category", "类别", "Category", kind="choice", max_length=32, default="other",
                choices=RESIDENT_CHOICES),
-        Column("keeper_name", "包保责任人", max_length=100, default="", aliases=("转移责任人",)),
-        Column("keeper_phone", "包保人电话", max_length=40, default="")],
+        Column("keeper_name", "包保责任人", "Keeper", max_length=100, default="", aliases=("转移责任人",)),
+        Column("keeper_phone", "包保人电话", "Keeper's phone", max_length=40, default="")],
     RegisterKind.area: [],
 }
 # A kind without a place may leave it out; the others need one.
 PLACE_REQUIRED = {RegisterKind.risk_point, RegisterKind.shelter, RegisterKind.reserve, RegisterKind.area}
 # An administrative area (辖区) is found again by its organisation: its code may be left blank (the organisation's key).
-AREA_CODE = Column("code", "编号", max_length=64, default="", aliases=("编码", "代码"))
+AREA_CODE = Column("code", "编号", "Code", max_length=64, default="", aliases=("编码", "代码"))
 # A register's sheet in a workbook, by either name.
 SHEETS = {kind: (kind.value, names[0]) for kind, names in KIND_NAMES.items()}
 
@@ -140,6 +144,17 @@ def columns(kind: RegisterKind) -> list[Column]:
     """The columns of a register, in the order an export writes them (the place last)."""
     head = [AREA_CODE, *COMMON_HEAD[1:]] if kind is RegisterKind.area else COMMON_HEAD
     return [*head, *SPECIFIC[kind], ORGANISATION, *COMMON_TAIL, *PLACE]
+
+
+# What is kept beside an entry but is no column of the register's files, named as its columns are.
+KEPT_BESIDE = {"occupancy_at": ("人数上报时间", "Occupancy reported")}
+
+
+def names(kind: RegisterKind) -> dict[str, dict[str, str]]:
+    """Each column's name in both languages (and of what is kept beside the entries), as the registers page and
+    the map's popups show them."""
+    return {**{c.key: {"zh": c.zh, "en": c.en} for c in columns(kind)},
+            **{key: {"zh": zh, "en": en} for key, (zh, en) in KEPT_BESIDE.items()}}
 
 
 def headers(kind: RegisterKind) -> dict[str, str]:
