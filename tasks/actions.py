@@ -17,6 +17,8 @@ from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction
+from core.registers.service import warning_area
+from core.sharing.answers import Reach
 from core.sharing.warnings import draft
 from process_defs.actions import (
     NotifyDepartmentParams,
@@ -39,6 +41,14 @@ def _notify(session: Session, *, task_id: str) -> dict[str, Any]:
         return {"skipped": True}
     params = NotifyDepartmentParams.model_validate(step.params)
     target = params.target or step.department
+    # A notice to a sub-district or community goes only where the warnings in force reach (issue 18: notification
+    # steps reach the communities inside the warning area), by the rule 叫应 follows: its area (辖区) meets theirs;
+    # no warning area, or no area on file for it, and it is notified as before.
+    area, _ = warning_area(session, incident_id=incident.id, now=utcnow())
+    if not Reach(session, area).organisation(target):
+        finish_action(session, task_id=task_id, outputs={"delivery_id": None, "target": target,
+                                                         "outside_warning_area": True})
+        return {"delivery_id": None, "outside_warning_area": True}
     delivery = outbox.queue(session, incident=incident, key=f"{incident.id}:{step.key}:notify",
                             purpose="notice", target=target,
                             payload={"step": step.key, "message": params.message.model_dump()})

@@ -257,3 +257,22 @@ def test_restricted_registers_only_for_a_community_step(tmp_path: Path) -> None:
     problems = [str(p) for p in check_paths([plans / "flood.yaml"]).problems]
     assert any("'vulnerable_resident' is read only by the owning community" in p and "registers.kinds[2]" in p
                for p in problems), problems
+
+
+def test_the_typhoon_evacuation_is_pre_filled_with_the_risk_points_too() -> None:
+    """As flood's: the typhoon plan's evacuation step (危险区域人员转移安置) names the risk points inside the warning
+    area (危旧房, 地质灾害隐患点 …) beside the shelters, in an optional field, the plan at its version."""
+    from process_defs.validation import PLAN_DIR, REGISTRY_FILE, load_registry, parse_plan
+
+    registry, _ = load_registry(PLAN_DIR / REGISTRY_FILE)
+    plan, problems = parse_plan((PLAN_DIR / "typhoon.yaml").read_text(encoding="utf-8"), "typhoon.yaml", registry)
+    assert plan is not None and problems == [], problems
+    assert plan.version == 2
+    step = plan.step("evacuate_residents")
+    cleared = step.field("risk_points_cleared")
+    assert cleared is not None and not cleared.required
+    handed = {"entries": [{"register": "shelter", "code": "S-1", "name": {"zh": "天河体育馆"}},
+                          {"register": "risk_point", "code": "WF-1", "name": {"zh": "沙河危旧房"}},
+                          {"register": "risk_point", "code": "DZ-2", "name": {"zh": "白云山滑坡点"}}]}
+    assert registers.prefill(step, handed) == {"shelters_named": "天河体育馆", "shelters_open": 1,
+                                               "risk_points_cleared": "沙河危旧房\n白云山滑坡点"}

@@ -131,3 +131,63 @@ def test_the_registers_page_form_reports_for_the_owner_only_and_refuses_over_cap
         other = client.post(f"/registers/shelter/{ids['BN-2']}/occupancy", data={"csrf": csrf, "occupancy": "5"})
         assert other.status_code == 403 and shelter("BN-2").occupancy == 0
     assert len(reports()) == 1
+
+
+def import_shelters(api: Api, occupancy: int, address: str = "") -> dict[str, Any]:
+    """The office imports BN-1 (capacity 800) with the file's occupancy figure, as the users do, through the API."""
+    content = ("code,name_zh,kind,capacity,occupancy,address,organisation,lon,lat\n"
+               f"BN-1,滨江公园避难场所,emergency,800,{occupancy},{address},civil_affairs,120.21,30.21\n")
+    response = api.call("office", "POST", "/api/registers/shelter/import",
+                        json={"filename": "shelters.csv", "content": content})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert not body["refused"], body["refused"]
+    return body
+
+
+def test_reimporting_the_shelter_file_keeps_the_live_count_until_the_file_gives_a_new_one(api: Api) -> None:
+    """The same file twice changes nothing, also after the shelter reported its occupancy live: the file's figure
+    is the count of its day, not a newer report. A file with a different figure replaces the live count, and the
+    time of a live report no longer goes with it."""
+    assert import_shelters(api, 120)["added"] == 1
+    make_user("civil", "department", "civil_affairs")
+    api.tokens["civil"] = issued_token("civil")
+    shelter_id = shelter("BN-1").id
+    assert report(api, "civil", shelter_id, 640).status_code == 200
+    reported_at = shelter("BN-1").occupancy_at
+    assert reported_at is not None
+    # The same file again: nothing changes, the live 640 stands with its time.
+    assert import_shelters(api, 120)["unchanged"] == 1
+    assert (shelter("BN-1").occupancy, shelter("BN-1").occupancy_at) == (640, reported_at)
+    # Another column corrected, the same figure: the entry is updated, its live count is not put back.
+    assert import_shelters(api, 120, address="滨江路1号")["updated"] == 1
+    assert (shelter("BN-1").occupancy, shelter("BN-1").occupancy_at) == (640, reported_at)
+    assert import_shelters(api, 120, address="滨江路1号")["unchanged"] == 1
+    # A file counting anew (300): that is the occupancy now, no longer a live report; the same figure again changes
+    # nothing, and a later live report stands against it in turn.
+    assert import_shelters(api, 300, address="滨江路1号")["updated"] == 1
+    assert (shelter("BN-1").occupancy, shelter("BN-1").occupancy_at) == (300, None)
+    assert import_shelters(api, 300, address="滨江路1号")["unchanged"] == 1
+    assert report(api, "office", shelter_id, 410).status_code == 200
+    assert import_shelters(api, 300, address="滨江路1号")["unchanged"] == 1
+    assert shelter("BN-1").occupancy == 410
+
+
+def test_the_cli_import_shares_the_rule_and_keeps_the_live_count(api: Api, tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    assert import_shelters(api, 120)["added"] == 1
+    assert report(api, "office", shelter("BN-1").id, 555).status_code == 200
+    source = tmp_path / "shelters.csv"
+    source.write_text("code,name_zh,kind,capacity,occupancy,organisation,lon,lat\n"
+                      "BN-1,滨江公园避难场所,emergency,800,120,civil_affairs,120.21,30.21\n", encoding="utf-8")
+    runner = CliRunner()
+    again = runner.invoke(app, ["registers", "import", "shelter", str(source)])
+    assert again.exit_code == 0 and "1 unchanged" in again.output, again.output
+    assert shelter("BN-1").occupancy == 555 and shelter("BN-1").occupancy_at is not None
+    source.write_text(source.read_text(encoding="utf-8").replace(",800,120,", ",800,90,"), encoding="utf-8")
+    counted = runner.invoke(app, ["registers", "import", "shelter", str(source)])
+    assert counted.exit_code == 0 and "1 updated" in counted.output, counted.output
+    assert (shelter("BN-1").occupancy, shelter("BN-1").occupancy_at) == (90, None)

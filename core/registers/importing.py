@@ -1,8 +1,9 @@
 """Importing a register file: every row checked on its own (a bad row is named by its number and field, with a
 stable code and why, and left out; the good rows are kept), each entry found again by its natural key (so the
 same file twice changes nothing, and a changed row updates its entry; a reserve's stock moved by incidents since
-its last count stays unless the file counts anew), and the import recorded whole, with its
-counts and refused rows, as an entry of the ledger chain `registers` (kind `register.imported`).
+its last count stays unless the file counts anew, and so does a shelter's occupancy reported live since the file
+last gave it), and the import recorded whole, with its counts and refused rows, as an entry of the ledger chain
+`registers` (kind `register.imported`).
 
 Who imports what: the office every entry; a department only its own organisation's (a blank organisation is its
 own; a row naming another is refused, as is a row whose code another organisation's entry already has).
@@ -26,7 +27,7 @@ from core.platform.db import new_id
 from core.platform.tabular import RowProblem
 from core.registers import columns as cols
 from core.registers.files import Row
-from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterEntry, RegisterKind
+from core.registers.models import REGISTER_TABLES, MaterialReserve, RegisterEntry, RegisterKind, Shelter
 from core.registers.service import AREA_ORGANISATIONS, RESTRICTED, may_import, writes_all
 from core.users.models import User
 
@@ -173,6 +174,23 @@ def _keep_live_stock(found: RegisterEntry | None, values: dict[str, Any]) -> Non
         values["quantity"] = found.quantity
 
 
+def _keep_live_occupancy(found: RegisterEntry | None, values: dict[str, Any]) -> None:
+    """A shelter's occupancy in a file is the figure of its day; the count reported live during an incident
+    (`core.registers.occupancy`) is newer. The figure the last import gave, given again (the same file
+    re-imported, or another column corrected), leaves the live count and its time in place; a different figure
+    replaces it, and no longer carries the time of a live report it is not. A shelter reported live before its
+    file's figure was kept (migration 0031) has none to compare: the live count stands."""
+    values["counted_occupancy"] = values["occupancy"]
+    if not isinstance(found, Shelter):
+        return
+    same_figure = found.counted_occupancy == values["occupancy"] or (
+        found.counted_occupancy is None and found.occupancy_at is not None)
+    if same_figure or found.occupancy == values["occupancy"]:
+        values["occupancy"], values["occupancy_at"] = found.occupancy, found.occupancy_at
+    else:
+        values["occupancy_at"] = None
+
+
 def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source: str, data: bytes, user: User,
                 datum: Datum = Datum.wgs84, actor: str | None = None) -> ImportResult:
     """Import a register file's rows (from `core.registers.files.read_rows`) as `user` (the actor recorded is
@@ -202,6 +220,8 @@ def import_rows(session: Session, *, kind: RegisterKind, rows: list[Row], source
             continue
         if kind is RegisterKind.reserve:
             _keep_live_stock(found, values)
+        if kind is RegisterKind.shelter:
+            _keep_live_occupancy(found, values)
         if found is None:
             session.add(REGISTER_TABLES[kind](**values, source=source[:200], updated_by=actor))
             result.added += 1

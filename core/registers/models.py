@@ -98,6 +98,9 @@ class Shelter(RegisterEntry, table=True):
     area_m2: int | None = None
     is_open: bool = False  # opened for an incident now
     occupancy_at: datetime | None = None  # when the occupancy was last reported
+    # The occupancy the last imported file gave. A file that gives it again is the same figure: the count reported
+    # live since then stands; a different figure replaces it (core/registers/importing.py).
+    counted_occupancy: int | None = None
 
 
 class MaterialReserve(RegisterEntry, table=True):
