@@ -27,11 +27,12 @@ router = page_router()
 SHEET_FIELDS = ("source", "caller", "callback", "place", "lat", "lon", "occurred_at", "what", *sheets.CASUALTIES)
 
 
-def _problems(exc: BatonError) -> dict[str, str]:
-    """A refusal's messages by field (`_` for one that names none)."""
+def problems(exc: BatonError) -> dict[str, str]:
+    """A refusal's reason codes by field (`_` for one that names none): the pages say each in the reader's
+    language (`_desk.html`'s `problem`); the services' messages are English, for the API and the logs."""
     details = exc.details if isinstance(exc.details, list) else []
-    found = {str(d.get("field", "_")): str(d.get("message", exc.message)) for d in details if isinstance(d, dict)}
-    return found or {"_": exc.message}
+    found = {str(d.get("field", "_")): str(d.get("reason") or exc.code) for d in details if isinstance(d, dict)}
+    return found or {"_": exc.code}
 
 
 def _number(text: str) -> Any:
@@ -54,7 +55,7 @@ def _given(form: FormData) -> tuple[sheets.SheetInput | None, dict[str, str]]:
     try:
         occurred = policy.moment_text(when, local=zone())
     except Violation as exc:
-        errors["occurred_at"] = exc.message
+        errors["occurred_at"] = exc.reason
     counts = {name: _number(field(form, name)) for name in sheets.CASUALTIES}
     lat, lon = _number(field(form, "lat")), _number(field(form, "lon"))
     if occurred is None:
@@ -90,7 +91,8 @@ def _desk(request: Request, principal: Principal, session: Session, *, values: d
                 returned=[s for s in everything if s.status == "returned"],
                 reviewed=[s for s in everything if SheetStatus(s.status).reviewed][:20],
                 overdue=sheets.is_overdue, limit_minutes=int(sheets.review_limit().total_seconds() // 60),
-                log=log, entries=logs.entries(session, log) if log else [], recent_logs=logs.recent(session, 10))
+                log=log, entries=logs.entries(session, log) if log else [], recent_logs=logs.recent(session, 10),
+                handed_from=logs.handed_from(session, log) if log else None)
 
 
 @router.get("/desk")
@@ -106,7 +108,7 @@ def record(request: Request, principal: OfficePageUser, session: SessionDep, for
         try:
             sheet = sheets.record(session, given=given, actor=principal.actor)
         except BatonError as exc:
-            errors = _problems(exc)
+            errors = problems(exc)
         else:
             session.commit()
             return redirect(f"/desk/sheets/{sheet.id}?done=recorded")
@@ -156,7 +158,7 @@ def _decide(request: Request, principal: Principal, session: Session, sheet_id: 
             raise
         session.rollback()
         return _sheet_page(request, principal, session, sheets.get_sheet(session, sheet_id),
-                           errors=_problems(exc), status_code=422)
+                           errors=problems(exc), status_code=422)
     session.commit()
     return redirect(f"/desk/sheets/{sheet.id}")
 
@@ -195,7 +197,7 @@ def amend(sheet_id: str, request: Request, principal: OfficePageUser, session: S
         except BatonError as exc:
             if exc.http_status not in (400, 422):
                 raise
-            errors = _problems(exc)
+            errors = problems(exc)
         else:
             session.commit()
             return redirect(f"/desk/sheets/{sheet.id}?done=amended")
@@ -212,7 +214,7 @@ def _log_action(request: Request, principal: Principal, session: Session, form: 
         if exc.http_status not in (400, 422):
             raise
         session.rollback()
-        return _desk(request, principal, session, log_errors=_problems(exc), status_code=422)
+        return _desk(request, principal, session, log_errors=problems(exc), status_code=422)
     session.commit()
     return redirect("/desk#duty-log")
 

@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from api.deps import ActingPageUser, OfficePageUser, PageUser, Principal, SessionDep
 from api.errors import ApiError
+from api.pages import desk
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect, zone
 from core.desk import instructions
 from core.incidents import reads
@@ -71,14 +72,12 @@ def record(incident_id: str, request: Request, principal: ActingPageUser, sessio
                             text=field(form, "text"),
                             departments=[v for v in form.getlist("departments") if isinstance(v, str)], due_at=due)
     except Violation as exc:
-        return _page(request, principal, session, incident, errors={"due_at": exc.message}, status_code=422)
+        return _page(request, principal, session, incident, errors={"due_at": exc.reason}, status_code=422)
     except BatonError as exc:
         if exc.http_status != 422:
             raise
         session.rollback()
-        details = exc.details if isinstance(exc.details, list) else []
-        errors = {str(d.get("field")): str(d.get("message")) for d in details if isinstance(d, dict)}
-        return _page(request, principal, session, incident, errors=errors or {"_": exc.message}, status_code=422)
+        return _page(request, principal, session, incident, errors=desk.problems(exc), status_code=422)
     session.commit()
     return redirect(f"/incidents/{incident.id}/instructions")
 

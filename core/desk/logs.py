@@ -72,6 +72,11 @@ def get_log(session: Session, log_id: str, *, lock: bool = False) -> DutyLog:
     return log
 
 
+def handed_from(session: Session, log: DutyLog) -> DutyLog | None:
+    """The shift that handed over to this one, if any: its note is what the incoming officer must know."""
+    return session.exec(select(DutyLog).where(DutyLog.next_log_id == log.id)).first()
+
+
 def recent(session: Session, limit: int = 20) -> list[DutyLog]:
     return list(session.exec(select(DutyLog).order_by(col(DutyLog.started_at).desc()).limit(limit)).all())
 
