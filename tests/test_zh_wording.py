@@ -33,10 +33,10 @@ def zh_catalogue() -> Iterator[tuple[str, str]]:
     with (LOCALES / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
         for message in read_po(handle, locale="zh"):
             if message.id and message.string:
-                ids = message.id if isinstance(message.id, tuple) else (message.id,)
-                strings = message.string if isinstance(message.string, tuple) else (message.string,)
+                ids = [message.id] if isinstance(message.id, str) else list(message.id)
+                strings = [message.string] if isinstance(message.string, str) else list(message.string)
                 for text in strings:
-                    yield ids[0], text
+                    yield str(ids[0]), str(text)
 
 
 def template_chinese() -> Iterator[tuple[str, str]]:
