@@ -382,7 +382,7 @@ def test_the_printable_html_holds_the_charts_and_fetches_nothing(flood_incident:
     assert waits[("flood_risk_assessment", "1")] == "missed" and waits[("rainstorm_forecast", "1")] == "met"
     assert "关键路径上用时最长的部门：市水务局（水旱灾害防御）" in html
     assert "积水点增多，转移群众" in html and "地下空间检查不属本局职责" in html
-    assert "交接台账校验通过" in html or "哈希链完整" in html
+    assert "交接台账校验通过" in html or "校验链完整" in html
     english = render_report_html(report, "en")
     assert "Slowest department on the critical path: Water Affairs Bureau" in english
 

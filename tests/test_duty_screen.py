@@ -259,7 +259,8 @@ def test_the_main_chinese_pages_carry_no_jargon(login: Login, monkeypatch: pytes
         assert run_id not in text, name
     # The flow run's link stays, named for what it is.
     incident_page = pages["office incident"].text
-    assert f'href="http://127.0.0.1:4200/runs/flow-run/{run_id}"' in incident_page and "查看编排记录" in incident_page
+    assert f'href="http://127.0.0.1:4200/runs/flow-run/{run_id}"' in incident_page
+    assert "查看自动流转记录" in incident_page
     assert "北京时间" in visible(incident_page)
     # A form's times say Beijing time; no English subtitles under the Chinese labels.
     task_page = pages["task"].text

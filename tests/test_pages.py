@@ -415,7 +415,7 @@ def test_task_form_with_bad_values_names_each_field_and_changes_nothing(login: L
     assert response.status_code == 422
     html = response.text
     assert "表单有误" in html
-    assert field_error(html, "rainfall_1h") == "请填写数字，单位：mm。"
+    assert field_error(html, "rainfall_1h") == "请填写数字，单位：毫米。"
     assert field_error(html, "rainfall_24h") == "此项必填。"
     assert field_error(html, "warning_colour") == "请从列出的选项中选择。"
     assert field_error(html, "valid_until") == "请填写日期和时间。"
@@ -458,7 +458,7 @@ def test_completing_through_the_form_hands_over_to_the_next_department(login: Lo
     assert 'data-step="flood_risk_assessment"' in inbox
     assessment = task_of(incident_id, "flood_risk_assessment")
     page = water.get(f"/tasks/{assessment.id}").text
-    assert 'data-step="rainstorm_forecast"' in page and "60 mm" in page and "180.5 mm" in page
+    assert 'data-step="rainstorm_forecast"' in page and "60 毫米" in page and "180.5 毫米" in page
     assert 'type="checkbox" id="f_river_level_high"' in page
     assert 'type="number" step="1" inputmode="numeric" min="0" id="f_hot_spots"' in page  # a count, from 0
     completed = post(water, f"/tasks/{assessment.id}/complete",
@@ -539,7 +539,7 @@ def test_every_field_type_is_rendered_and_read_back(login: Login) -> None:
     page = office.get(f"/tasks/{command.id}").text
     assert 'name="f_command_post_name"' in page and 'name="f_command_post_lat"' in page
     # "Use my position" fills latitude and longitude by script; hidden until the script finds it can.
-    assert '<button type="button" class="locate" data-locate="f_command_post" hidden>使用我的位置</button>' in page
+    assert '<button type="button" class="locate" data-locate="f_command_post" hidden>使用当前位置</button>' in page
     assert '<textarea id="f_commander" name="f_commander"' in page
     bad = post(office, f"/tasks/{command.id}/complete", {"f_command_post_name": "市应急指挥中心",
                                                          "f_command_post_lat": "95", "f_command_post_lon": "121",
@@ -583,7 +583,7 @@ def test_review_shows_flow_run_link_timeline_ledger_and_deadlines(login: Login,
     assert rows["rainstorm_forecast"].get("data-status") == "completed"
     assert rows["flood_risk_assessment"].get("data-status") == "assigned"
     assert any(p.get("class") == "ack" for p in rows["rainstorm_forecast"].iter("{http://www.w3.org/2000/svg}path"))
-    assert '<p class="ledger-status verified alert ok">' in html and "哈希链完整" in html
+    assert '<p class="ledger-status verified alert ok">' in html and "校验链完整" in html
     assert 'data-kind="task.completed"' in html
     deadlines = re.search(r'<tr data-department="meteorology">\s*<td>市气象局</td><td class="num met">1</td>', html)
     assert deadlines is not None
@@ -807,7 +807,7 @@ def test_task_form_refuses_values_outside_the_domain_beside_each_field_in_chines
     # -5 mm of rain, and a forecast valid until 2020.
     response = _review(met, url, {**FORECAST_FORM, "f_rainfall_1h": "-5", "f_valid_until": "2020-07-20T18:00"})
     assert response.status_code == 422
-    assert field_error(response.text, "rainfall_1h") == "不能小于 0 mm。"
+    assert field_error(response.text, "rainfall_1h") == "不能小于 0 毫米。"
     assert field_error(response.text, "valid_until") == "不能早于当前时间。"
     assert 'data-error="below_min"' in response.text and 'data-error="in_the_past"' in response.text
     assert 'value="-5"' in response.text and 'value="2020-07-20T18:00"' in response.text  # shown again
@@ -818,10 +818,10 @@ def test_task_form_refuses_values_outside_the_domain_beside_each_field_in_chines
     # More rain in the peak hour than in the whole day: the check between the two fields.
     response = _review(met, url, {**FORECAST_FORM, "f_rainfall_1h": "200", "f_rainfall_24h": "100"})
     assert response.status_code == 422
-    assert field_error(response.text, "rainfall_1h") == "不能大于“预计24小时累计雨量”（100 mm）。"
+    assert field_error(response.text, "rainfall_1h") == "不能大于“预计24小时累计雨量”（100 毫米）。"
     # The same refusals without the review step (a form posted straight to complete), and nothing stored.
     response = post(met, f"{url}/complete", {**FORECAST_FORM, "f_rainfall_1h": "-5"}, url)
-    assert response.status_code == 422 and field_error(response.text, "rainfall_1h") == "不能小于 0 mm。"
+    assert response.status_code == 422 and field_error(response.text, "rainfall_1h") == "不能小于 0 毫米。"
     assert task_of(incident_id, "rainstorm_forecast").status == "assigned"
     assert ledger_count(incident_id) == before
     # In English for a reader who chose English.
@@ -862,8 +862,8 @@ def test_completing_on_the_page_shows_the_answers_to_confirm_before_sending(logi
     review = _review(met, url, {**FORECAST_FORM, "note": note})
     assert review.status_code == 200
     html = review.text
-    assert "确认答复" in html and "尚未提交" in html and "确认提交" in html and "返回修改" in html
-    assert "60 mm" in html and "180.5 mm" in html and "橙色" in html and "&lt;b&gt;" in html
+    assert "核对填报内容" in html and "尚未提交" in html and "确认提交" in html and "返回修改" in html
+    assert "60 毫米" in html and "180.5 毫米" in html and "橙色" in html and "&lt;b&gt;" in html
     # Nothing is stored until it is confirmed.
     assert task_of(incident_id, "rainstorm_forecast").status == "assigned" and ledger_count(incident_id) == before
     hidden = _hidden(html)

@@ -130,7 +130,7 @@ def test_a_red_forecast_publishes_nothing_until_reviewed_and_signed_off(api: Api
                                                    "warning")
     local = utcnow().astimezone(zone()) + timedelta(hours=3)
     zh_text, en_text = zh.findtext("cap:description", "", NS), en.findtext("cap:description", "", NS)
-    assert zh_text.startswith("预计未来3小时内滨江区最大小时雨量可达80 mm，24小时累计雨量可达200 mm，")
+    assert zh_text.startswith("预计未来3小时内滨江区最大小时雨量可达80毫米，24小时累计雨量可达200毫米，")
     assert f"本预警信号有效期至{local.month}月{local.day}日" in zh_text
     assert "in the next 3 hours 滨江区 may see up to 80 mm of rain in an hour and 200 mm in 24 hours".lower() \
         in en_text.lower() and "(Beijing time)" in en_text

@@ -194,8 +194,8 @@ def field_errors(step: Step, details: Any) -> tuple[dict[str, str], str | None, 
 def _params(step: Step, item: Mapping[str, Any]) -> dict[str, Any]:
     code, bound = item.get("code"), item.get("bound")
     if code in ("below_min", "above_max") and isinstance(bound, int | float):
-        unit = item.get("unit")
-        return {"bound": f"{bound:g} {unit}" if unit else f"{bound:g}"}
+        # The unit is worded by the page (mm → 毫米 on a Chinese page), from the field itself.
+        return {"bound": bound}
     if code in TIME_CODES and isinstance(bound, str):
         try:
             return {"bound": datetime.fromisoformat(bound)}

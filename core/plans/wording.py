@@ -22,6 +22,11 @@ UNIT_NAMES: dict[str, str] = {
     "套": "sets", "块": "", "场": "events", "吨": "t", "万条": "×10,000", "万套": "×10,000 sets",
     "万只": "×10,000", "万人": "×10,000 people",
 }
+# Units some plans write as symbols (mm, h): a Chinese page names them in Chinese (毫米, 小时), as a form in a
+# Chinese government office does; an English page keeps the symbol.
+ZH_UNIT_NAMES: dict[str, str] = {
+    "mm": "毫米", "h": "小时", "km": "公里", "m": "米", "m/s": "米/秒", "t": "吨", "mg/m³": "毫克/立方米",
+}
 CLASSIFICATION_NAMES: dict[str, dict[str, str]] = {
     "public": {"zh": "公开", "en": "Public"},
     "internal": {"zh": "内部", "en": "Internal"},
@@ -176,10 +181,10 @@ class Wording:
         return yes if value else no
 
     def unit(self, unit: str | None) -> str:
-        """A plan's unit in the reader's language (人 → people); the unit as written when it has no English."""
+        """A plan's unit in the reader's language (人 → people, mm → 毫米); the unit as written otherwise."""
         if not unit:
             return ""
-        return UNIT_NAMES.get(unit, unit) if self.lang == "en" else unit
+        return UNIT_NAMES.get(unit, unit) if self.lang == "en" else ZH_UNIT_NAMES.get(unit, unit)
 
     def number(self, value: float) -> str:
         """A number as people write it: whole numbers without a decimal point, others to two places at most."""

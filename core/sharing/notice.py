@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.plans.wording import Wording
+from core.plans.wording import ZH_UNIT_NAMES, Wording
 from core.platform.settings import get_settings
 from process_defs.actions import PublishWarningParams
 from process_defs.schema import FieldType, FormField
@@ -82,6 +82,8 @@ def worded_value(form_field: FormField | None, value: Any, lang: str) -> str | N
             return _number(value)
         if not unit.isascii():  # 级, 人, 万户: Chinese units; the English template words the quantity itself
             return f"{_number(value)}{unit}" if lang == "zh" else _number(value)
+        if lang == "zh" and unit in ZH_UNIT_NAMES:  # a public notice in Chinese says 80毫米, not 80 mm
+            return f"{_number(value)}{ZH_UNIT_NAMES[unit]}"
         return f"{_number(value)} {unit}"
     return str(value)
 
