@@ -21,10 +21,10 @@ from tests.api_server import flood
 from tests.fixtures.api import make_user, serve_api
 from tests.fixtures.clock import Clock
 from tests.test_browser import PHONE, browser  # noqa: F401  (the fixture: one Chromium for the test)
+from tests.test_desk_browser import fits
 
 pytestmark = [pytest.mark.chromium]
 
-SHOTS = Path("/tmp/baton-shots")
 PASSWORD = "duty-pages-secret-1"
 ZONE = ZoneInfo("Asia/Shanghai")
 LOCALES = {"zh": "zh-CN", "en": "en-US"}
@@ -56,13 +56,6 @@ def signed_in(chromium: Browser, base: str, username: str, lang: str, problems: 
         page.wait_for_load_state()
     expect(page.locator("html")).to_have_attribute("lang", LOCALES[lang] if lang == "zh" else "en")
     return page
-
-
-def fits(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}-phone.png"), full_page=True)
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, f"{name}: the page is {overflow}px wider than a phone's screen"
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
