@@ -7,6 +7,12 @@ STAMP_TEST := $(VENV)/.installed-test
 VENDOR := api/static/vendor
 LEAFLET := $(VENDOR)/leaflet/leaflet.js
 
+# Python may write its bytecode caches (__pycache__/, ignored by git) even where the environment says not to: the
+# suite starts several hundred Python processes (servers, workers, CLIs), each of which would otherwise compile
+# Baton's 170-odd modules again, and each pytest process would re-rewrite every test module (13.8 s instead of
+# 22.6 s to collect the suite, measured on the 2-core machine on 2026-12-03).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: run test test-fast system-packages lint bench soak clean vendor
 
 $(BIN)/python:

@@ -4,6 +4,7 @@ nobody can act for; leaving a stage with open work needs a confirmation with a r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlmodel import select
@@ -243,3 +244,34 @@ def test_plans_staffing_lists_the_departments_nobody_can_act_for(baton: str) -> 
     make_user(f"desk_{departments[0]}", "department", departments[0])
     result = runner.invoke(app, ["plans", "staffing", "flood"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_page_offers_the_leaders_who_hold_posts_by_name_not_a_code_to_type(api: Api) -> None:
+    """"Ask a leader" on the office's page: the posts the plan names at this level that somebody holds, then the
+    other posts held, each by its name and its holders' names; a post nobody holds is not offered."""
+    from tests.fixtures.api import csrf_of, page_client
+
+    make_user("town_head_li", "department", "emergency_office", positions=["town_head@town"])
+    incident_id, task_id = handed_back(api)
+    office = page_client(api.server, "office")
+    page = office.get(f"/office/incidents/{incident_id}")
+    assert page.status_code == 200, page.text[:300]
+    [form] = re.findall(rf'<form method="post" action="/office/tasks/{task_id}/ask-leader".*?</form>', page.text,
+                        re.S)
+    assert not re.search(r'<input[^>]*name="position"', form), "a code to type"
+    assert re.search(r'<select[^>]*name="position" required>', form), form
+    groups = dict(re.findall(r'<optgroup label="([^"]+)">(.*?)</optgroup>', form, re.S))
+    assert set(groups) == {"预案规定的本级领导", "其他在岗职务"}, groups
+    named = re.findall(r'<option value="([^"]+)">([^<]+)</option>', groups["预案规定的本级领导"])
+    assert ("commander@flood_control_hq", "市防汛抗旱指挥部总指挥（commander）") in named, named
+    # deputy_commander@flood_control_hq is named by the plan but nobody holds it: not offered.
+    assert "deputy_commander@flood_control_hq" not in form
+    others = re.findall(r'<option value="([^"]+)">([^<]+)</option>', groups["其他在岗职务"])
+    assert [ref for ref, _ in others if ref == "town_head@town"], others
+    assert all("@" not in shown for _, shown in named + others), "a post shown by its code"
+    response = office.post(f"/office/tasks/{task_id}/ask-leader",
+                           data={"csrf": csrf_of(office, f"/office/incidents/{incident_id}"),
+                                 "position": "commander@flood_control_hq", "reason": "请总指挥定夺"})
+    assert response.status_code == 303, response.text[:500]
+    [asked] = entries(incident_id, "task.referred_to_leader")
+    assert asked.details["target"] == "commander@flood_control_hq"

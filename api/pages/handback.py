@@ -34,7 +34,7 @@ def handback_context(request: Request, session: Session, incident_id: str | None
         incidents[incident.id] = incident
         plan = plan_for_version(session, incident.plan_version_id)
         items.append({"alert": alert, "incident": incident, "title": plan.step(alert.step_key).title,
-                      "leaders": alerts.leader_positions(session, incident),
+                      "leaders": alerts.leaders_to_ask(session, incident),
                       "route_due": alerts.route_due(alert, incident.clock_speed)})
     reg = registry()
     departments = [(key, d.name) for key in alerts.departments_to_route(session)

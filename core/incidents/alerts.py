@@ -45,6 +45,7 @@ from core.platform.errors import (
     ReasonRequired,
 )
 from core.platform.settings import get_settings
+from core.users.models import Role, User, UserPosition
 from process_defs.law_rules import position_ref_problem
 from process_defs.schema import DepartmentKind, IncidentType
 
@@ -127,6 +128,37 @@ def leader_positions(session: Session, incident: Incident) -> list[str]:
         for ref in plan.positions_for(act, incident.level) or []:
             if ref not in found:
                 found.append(ref)
+    return found
+
+
+@dataclass(frozen=True)
+class Leader:
+    """A position the office may refer a handed-back task to, and who holds it now (their names, not codes)."""
+
+    ref: str
+    holders: tuple[str, ...]
+    named_by_plan: bool
+
+
+def leaders_to_ask(session: Session, incident: Incident) -> list[Leader]:
+    """The leaders the office's "ask a leader" offers: the positions the plan names at the incident's level
+    that somebody holds, then every other position somebody holds. A position nobody holds is not offered
+    (`ask_leader` would refuse it), so the office never has to type a position's code."""
+    found: list[Leader] = []
+    for ref in leader_positions(session, incident):
+        holders = position_holders(session, ref)
+        if holders:
+            found.append(Leader(ref, tuple(sorted(u.display_name or u.username for u in holders)), True))
+    named = {leader.ref for leader in found}
+    rows = session.exec(select(UserPosition.position, UserPosition.organisation).distinct()
+                        .join(User, col(UserPosition.user_id) == col(User.id))
+                        .where(col(User.active).is_(True), User.role != Role.manager.value)).all()
+    for ref in sorted({f"{position}@{organisation}" if organisation else position
+                       for position, organisation in rows} - named):
+        # By the roster where the position is rostered: the holder now, as `ask_leader` will check.
+        holders = position_holders(session, ref)
+        if holders:
+            found.append(Leader(ref, tuple(sorted(u.display_name or u.username for u in holders)), False))
     return found
 
 
