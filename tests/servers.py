@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,34 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 __all__ = ["PostgresCluster", "PrefectServer", "postgres_bin"]
 
 
+def migrated_prefect_database() -> Path:
+    """A Prefect database (SQLite) migrated once for every test process of the run and any later run of the same
+    Prefect, for each embedded Prefect server a test starts to begin from a copy (`seed_prefect_home`): migrating
+    a fresh one costs a server's start 8 s of CPU more (16 s instead of 8, measured on 2026-12-03)."""
+    import prefect
+
+    template = Path(tempfile.gettempdir()) / f"baton-prefect-{prefect.__version__}-migrated.db"
+    with (template.with_suffix(".lock")).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process migrates; the others wait for it and copy
+        if not template.exists():
+            home = Path(tempfile.mkdtemp(prefix="baton-prefect-template-"))
+            try:
+                subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                               env=prefect_env(home), check=True, capture_output=True, timeout=600)
+                shutil.copyfile(home / "prefect" / "prefect.db", template.with_suffix(".part"))
+                os.replace(template.with_suffix(".part"), template)
+            finally:
+                shutil.rmtree(home, ignore_errors=True)
+    return template
+
+
+def seed_prefect_home(home: Path) -> None:
+    """Give the embedded Prefect server that will run with `home` as its Baton data folder (PREFECT_HOME is
+    `home/prefect`, flows.stack.prefect_env) an already migrated, empty database."""
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_prefect_database(), home / "prefect" / "prefect.db")
+
+
 class PrefectServer:
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="baton-prefect-"))
@@ -32,6 +62,7 @@ class PrefectServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrefectServer:
+        seed_prefect_home(self.home)
         env = prefect_env(self.home)
         env.pop("PREFECT_API_URL", None)
         env["PREFECT_UI_ENABLED"] = "false"

@@ -44,7 +44,7 @@ from core.signals.intake import SignalRateLimited, SignalRejected, add_source, a
 from core.signals.models import Signal
 from core.users.models import User
 from tests.api_server import PASSWORD, audit_actions, error_of, issued_token, make_user, run_api, serve_api
-from tests.servers import stop_process
+from tests.servers import seed_prefect_home, stop_process
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -571,6 +571,7 @@ def _start_marked(args: list[str], home: Path, **env: str) -> tuple[subprocess.P
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "PREFECT_API_URL"))}
     environ.update({"BATON_DATA_DIR": str(home), mark.split("=")[0]: mark.split("=")[1], **env})
     log = home.parent / f"{home.name}.log"
+    seed_prefect_home(home)  # `serve` starts an embedded Prefect server on SQLite there
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=environ, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)

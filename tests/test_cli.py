@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.stack import free_port
+from tests.servers import seed_prefect_home
 
 runner = CliRunner()
 
@@ -139,6 +140,7 @@ def test_demo_runs_the_whole_system_and_a_flood_incident_to_its_end(tmp_path: Pa
     """`make run`'s main job, with simulated departments and without staying up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "PREFECT_API_URL"))}
     env["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
+    seed_prefect_home(tmp_path / ".baton")
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "demo", "--simulate", "--exit", "--port", str(free_port()),
          "--prefect-port", str(free_port())],
