@@ -47,6 +47,56 @@ def migrated_prefect_database() -> Path:
     return template
 
 
+def migrated_stack_cluster() -> Path:
+    """A server-mode PostgreSQL data folder (`flows.stack.stack_up`'s cluster, stopped cleanly) whose `baton`
+    database is at Baton's head and whose `prefect` database is migrated by this Prefect: made once for every
+    test process of the run and any later run of the same migrations, Prefect and PostgreSQL, for each stack a
+    test brings up to begin from a copy (`seed_stack_cluster`) instead of initdb and both migrations."""
+    import hashlib
+
+    import prefect
+
+    from core.platform.migrate import upgrade
+
+    bindir = postgres_bin()
+    assert bindir is not None, "PostgreSQL is not installed"
+    versions = Path(__file__).resolve().parents[1] / "core" / "migrations" / "versions"
+    digest = hashlib.sha256(prefect.__version__.encode() + str(bindir).encode())
+    for migration in sorted(versions.glob("*.py")):
+        digest.update(migration.name.encode() + migration.read_bytes())
+    template = Path(tempfile.gettempdir()) / f"baton-stack-cluster-{digest.hexdigest()[:16]}"
+    with (template.with_suffix(".lock")).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (template / "data" / "PG_VERSION").exists():
+            shutil.rmtree(template, ignore_errors=True)
+            building = template.with_name(template.name + ".part")
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            building.chmod(0o755)
+            cluster = PostgresCluster(root=building, durable=True).start()
+            try:
+                baton_url = cluster.create_database("baton")
+                cluster.create_database("prefect", extensions=("pg_trgm",))
+                upgrade(baton_url)
+                env = prefect_env(building)
+                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cluster.url("prefect", driver="asyncpg")
+                subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
+                               check=True, capture_output=True, timeout=600)
+            finally:
+                cluster.stop()
+            os.replace(building, template)
+    return template / "data"
+
+
+def seed_stack_cluster(data_dir: Path) -> None:
+    """Give the stack `stack_up(data_dir, …)` will bring up a migrated cluster (`migrated_stack_cluster`): its
+    PostgresCluster finds the data folder there and skips initdb, and both migrations find nothing to do."""
+    target = data_dir / "postgres"
+    target.mkdir(parents=True, exist_ok=True)
+    # `cp -a` keeps the files the postgres user's (PostgresCluster runs the server as it when we are root).
+    subprocess.run(["cp", "-a", str(migrated_stack_cluster()), str(target / "data")], check=True)
+
+
 def seed_prefect_home(home: Path) -> None:
     """Give the embedded Prefect server that will run with `home` as its Baton data folder (PREFECT_HOME is
     `home/prefect`, flows.stack.prefect_env) an already migrated, empty database."""

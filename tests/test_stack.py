@@ -22,6 +22,7 @@ from core.learning.simulation import sample_value, satisfy_checks
 from flows.stack import alive, free_port, read_stack, stack_down, stack_up
 from process_defs.schema import FieldCheck, FormField
 from tests.fixtures.system import postgres_available, require
+from tests.servers import seed_stack_cluster
 
 _RNG = random.Random(11)
 pytestmark = [pytest.mark.postgres, pytest.mark.prefect]
@@ -47,6 +48,7 @@ def stack() -> Iterator[dict[str, Any]]:
     from core.platform.settings import get_settings
 
     get_settings.cache_clear()
+    seed_stack_cluster(data_dir)
     state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
                      pg_port=free_port())
     get_settings.cache_clear()

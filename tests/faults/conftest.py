@@ -18,6 +18,7 @@ import pytest
 from flows.stack import free_port, stack_down, stack_up
 from tests.faults.harness import FaultStack
 from tests.fixtures.system import postgres_available, require
+from tests.servers import seed_stack_cluster
 
 ENV = {"BATON_LEASE_SECONDS": "4", "BATON_RETRY_DELAYS": "[0.2, 0.5, 1.0]", "PREFECT_UI_ENABLED": "false"}
 SAVED = ("BATON_DATABASE_URL", "BATON_PREFECT_API_URL", "BATON_DATA_DIR", *ENV)
@@ -69,6 +70,7 @@ def fault_stack() -> Iterator[FaultStack]:
     (data_dir / "failpoints").mkdir()
     os.environ["BATON_FAILPOINT_DIR"] = str(data_dir / "failpoints")
     get_settings.cache_clear()
+    seed_stack_cluster(data_dir)
     try:
         state = stack_up(data_dir, workers=2, api_workers=2, api_port=free_port(), prefect_port=free_port(),
                          pg_port=free_port())
