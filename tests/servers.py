@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from flows.stack import PostgresCluster, free_port, postgres_bin, prefect_env, wait_http
@@ -26,32 +27,50 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
 __all__ = ["PostgresCluster", "PrefectServer", "postgres_bin"]
 
 
+def made_once(name: str, make: Callable[[Path], None]) -> Path:
+    """The file or folder `name` in the temporary folder, made by `make(path)` the first time any test process
+    asks for it (the others wait on its lock) and kept for later runs: its name says what it was made from.
+    It is made under another name and renamed whole, so a run killed half-way leaves nothing to be taken for it."""
+    target = Path(tempfile.gettempdir()) / name
+    with target.with_name(f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            part = target.with_name(f"{name}.part")
+            shutil.rmtree(part, ignore_errors=True)
+            part.unlink(missing_ok=True)
+            make(part)
+            os.replace(part, target)
+    return target
+
+
+def migrate_prefect(env: dict[str, str]) -> None:
+    """`prefect server database upgrade` on the database `env` names."""
+    subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env, check=True,
+                   capture_output=True, timeout=600)
+
+
 def migrated_prefect_database() -> Path:
-    """A Prefect database (SQLite) migrated once for every test process of the run and any later run of the same
-    Prefect, for each embedded Prefect server a test starts to begin from a copy (`seed_prefect_home`): migrating
-    a fresh one costs a server's start 8 s of CPU more (16 s instead of 8, measured on 2026-12-03)."""
+    """A Prefect database (SQLite) migrated once for this Prefect, for each embedded Prefect server a test starts
+    to begin from a copy (`seed_prefect_home`): migrating a fresh one costs a server's start 8 s of CPU more
+    (16 s instead of 8, measured on 2026-12-03)."""
     import prefect
 
-    template = Path(tempfile.gettempdir()) / f"baton-prefect-{prefect.__version__}-migrated.db"
-    with (template.with_suffix(".lock")).open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process migrates; the others wait for it and copy
-        if not template.exists():
-            home = Path(tempfile.mkdtemp(prefix="baton-prefect-template-"))
-            try:
-                subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-                               env=prefect_env(home), check=True, capture_output=True, timeout=600)
-                shutil.copyfile(home / "prefect" / "prefect.db", template.with_suffix(".part"))
-                os.replace(template.with_suffix(".part"), template)
-            finally:
-                shutil.rmtree(home, ignore_errors=True)
-    return template
+    def make(part: Path) -> None:
+        home = Path(tempfile.mkdtemp(prefix="baton-prefect-template-"))
+        try:
+            migrate_prefect(prefect_env(home))
+            shutil.copyfile(home / "prefect" / "prefect.db", part)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+    return made_once(f"baton-prefect-{prefect.__version__}-migrated.db", make)
 
 
 def migrated_stack_cluster() -> Path:
     """A server-mode PostgreSQL data folder (`flows.stack.stack_up`'s cluster, stopped cleanly) whose `baton`
-    database is at Baton's head and whose `prefect` database is migrated by this Prefect: made once for every
-    test process of the run and any later run of the same migrations, Prefect and PostgreSQL, for each stack a
-    test brings up to begin from a copy (`seed_stack_cluster`) instead of initdb and both migrations."""
+    database is at Baton's head and whose `prefect` database is migrated by this Prefect, made once for these
+    migrations, Prefect and PostgreSQL, for each stack a test brings up to begin from a copy
+    (`seed_stack_cluster`) instead of initdb and both migrations."""
     import hashlib
 
     import prefect
@@ -64,28 +83,21 @@ def migrated_stack_cluster() -> Path:
     digest = hashlib.sha256(prefect.__version__.encode() + str(bindir).encode())
     for migration in sorted(versions.glob("*.py")):
         digest.update(migration.name.encode() + migration.read_bytes())
-    template = Path(tempfile.gettempdir()) / f"baton-stack-cluster-{digest.hexdigest()[:16]}"
-    with (template.with_suffix(".lock")).open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (template / "data" / "PG_VERSION").exists():
-            shutil.rmtree(template, ignore_errors=True)
-            building = template.with_name(template.name + ".part")
-            shutil.rmtree(building, ignore_errors=True)
-            building.mkdir()
-            building.chmod(0o755)
-            cluster = PostgresCluster(root=building, durable=True).start()
-            try:
-                baton_url = cluster.create_database("baton")
-                cluster.create_database("prefect", extensions=("pg_trgm",))
-                upgrade(baton_url)
-                env = prefect_env(building)
-                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cluster.url("prefect", driver="asyncpg")
-                subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env=env,
-                               check=True, capture_output=True, timeout=600)
-            finally:
-                cluster.stop()
-            os.replace(building, template)
-    return template / "data"
+
+    def make(part: Path) -> None:
+        part.mkdir()
+        part.chmod(0o755)
+        cluster = PostgresCluster(root=part, durable=True).start()
+        try:
+            baton_url = cluster.create_database("baton")
+            cluster.create_database("prefect", extensions=("pg_trgm",))
+            upgrade(baton_url)
+            migrate_prefect({**prefect_env(part),
+                             "PREFECT_SERVER_DATABASE_CONNECTION_URL": cluster.url("prefect", driver="asyncpg")})
+        finally:
+            cluster.stop()
+
+    return made_once(f"baton-stack-cluster-{digest.hexdigest()[:16]}", make) / "data"
 
 
 def seed_stack_cluster(data_dir: Path) -> None:

@@ -144,21 +144,18 @@ def leaders_to_ask(session: Session, incident: Incident) -> list[Leader]:
     """The leaders the office's "ask a leader" offers: the positions the plan names at the incident's level
     that somebody holds, then every other position somebody holds. A position nobody holds is not offered
     (`ask_leader` would refuse it), so the office never has to type a position's code."""
-    found: list[Leader] = []
-    for ref in leader_positions(session, incident):
-        holders = position_holders(session, ref)
-        if holders:
-            found.append(Leader(ref, tuple(sorted(u.display_name or u.username for u in holders)), True))
-    named = {leader.ref for leader in found}
+    named = leader_positions(session, incident)
     rows = session.exec(select(UserPosition.position, UserPosition.organisation).distinct()
                         .join(User, col(UserPosition.user_id) == col(User.id))
                         .where(col(User.active).is_(True), User.role != Role.manager.value)).all()
-    for ref in sorted({f"{position}@{organisation}" if organisation else position
-                       for position, organisation in rows} - named):
-        # By the roster where the position is rostered: the holder now, as `ask_leader` will check.
+    held = sorted({f"{position}@{organisation}" if organisation else position for position, organisation in rows}
+                  - set(named))
+    found: list[Leader] = []
+    for ref, by_plan in [(ref, True) for ref in named] + [(ref, False) for ref in held]:
+        # Who holds it now (by the roster where the position is rostered), as `ask_leader` will check.
         holders = position_holders(session, ref)
         if holders:
-            found.append(Leader(ref, tuple(sorted(u.display_name or u.username for u in holders)), False))
+            found.append(Leader(ref, tuple(sorted(u.display_name or u.username for u in holders)), by_plan))
     return found
 
 
