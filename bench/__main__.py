@@ -9,7 +9,10 @@ an office user and one user per department, and measures:
   - open incidents waiting at once, with resident memory, threads and idle CPU of every process;
   - sustained ledgered handoffs per second, and inbox read latency under 50 concurrent department clients;
   - stock Prefect's trigger → running (`run_deployment` to `serve()` and to a process worker, default and 1 s
-    polling) on the same Prefect server, as ratios to Baton's trigger → first task.
+    polling) on the same Prefect server, as ratios to Baton's trigger → first task;
+  - stock Prefect's human handoff (`pause_flow_run` at 10 s and 1 s polling, `suspend_flow_run` resumed through
+    `serve()`; bench/stock_handoff.py): resume → the flow has the answer, CPU per handoff and memory held while
+    waiting, as ratios to Baton's handoff, CPU per handoff and memory per waiting incident.
 Prints a table (a missed target is named, with by how much), writes bench/results/bench.json and .svg.
 """
 
@@ -402,6 +405,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     # Baton's own figures stand without the comparison; say why it is missing.
                     results["stock_prefect_error"] = f"{type(exc).__name__}: {exc}"
                     console.print(f"[red]stock Prefect comparison failed:[/red] {exc}")
+            from bench.stock_handoff import measure as measure_handoffs
+
+            with console.status("stock Prefect: human handoffs through pause_flow_run and suspend_flow_run"):
+                try:
+                    costs = measure_handoffs(state["prefect_api_url"], processes(state)["prefect-server"])
+                    results["stock_handoff"] = {k: v.as_json() for k, v in costs.items()}
+                except (OSError, TimeoutError, RuntimeError, httpx.HTTPError) as exc:
+                    results["stock_handoff_error"] = f"{type(exc).__name__}: {exc}"
+                    console.print(f"[red]stock Prefect handoff comparison failed:[/red] {exc}")
     finally:
         stack_down(data_dir)
         # The processes' logs of the last run stay beside its results, for when a figure needs explaining.
@@ -479,6 +491,8 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
             stock.add_row(name, str(row["n"]), f"{row['p50']:.2f}", f"{row['p95']:.2f}", f"{ours:.3f}",
                           f"{row['p50'] / ours:.0f}×")
         console.print(stock)
+    if "stock_handoff" in results:
+        report_stock_handoffs(results)
     if misses:
         console.print("[red]Targets missed:[/red]")
         for miss in misses:
@@ -511,6 +525,33 @@ def report_costs(sustained_run: dict[str, Any], check: Callable[[str, float, flo
         console.print(hot)
     for name, error in sustained_run.get("profile", {}).get("errors", {}).items():
         console.print(f"[red]py-spy could not record {name}:[/red] {error}")
+
+
+def report_stock_handoffs(results: dict[str, Any]) -> None:
+    """Stock Prefect's human handoff (pause or suspend, then resume with the answer) against Baton's: the time
+    until the flow has the answer, the CPU it costs, and what a run waiting for a person holds, as ratios."""
+    ours = results.get("handoff_within_stage", {}).get("p50")
+    ours_cpu = sum(results.get("sustained", {}).get("cpu_ms_per_handoff", {}).values()) or None
+    waiting = results.get("waiting", {})
+    worker_mb = sum(row["rss_mb"] for name, row in waiting.get("processes", {}).items() if "worker" in name)
+    ours_mb = worker_mb / waiting["open_incidents"] if waiting.get("open_incidents") else None
+    table = Table(title="A human handoff: stock Prefect against Baton (completion → dependent task visible, p50; "
+                        "CPU of all processes per handoff; memory held by one waiting run)")
+    for column in ("stock Prefect", "n", "p50 s", "× Baton", "CPU ms", "× Baton", "waiting MB", "× Baton"):
+        table.add_column(column, justify="left" if column == "stock Prefect" else "right")
+
+    def times(value: float, base: float | None) -> str:
+        return f"{value / base:.1f}×" if base else "–"
+
+    for name, row in results["stock_handoff"].items():
+        p50 = statistics.median(row["latencies"])
+        cpu = sum(row["cpu_ms_per_handoff"].values())
+        table.add_row(name, str(len(row["latencies"])), f"{p50:.2f}", times(p50, ours), f"{cpu:.0f}",
+                      times(cpu, ours_cpu), f"{row['waiting_mb']:.1f}",
+                      times(row["waiting_mb"], ours_mb) if row["waiting_mb"] else "none held")
+    table.add_row("Baton", "", f"{ours:.3f}" if ours else "–", "1×", f"{ours_cpu:.0f}" if ours_cpu else "–", "1×",
+                  f"{ours_mb:.2f}" if ours_mb else "–", "1×", end_section=True)
+    console.print(table)
 
 
 def main(argv: list[str] | None = None, runner: Callable[[argparse.Namespace], dict[str, Any]] = run) -> int:
