@@ -401,7 +401,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     stock = measure(state["prefect_api_url"], samples=args.stock_samples)
                     results["stock_prefect"] = {k: summary(v) for k, v in stock.items()}
-                except (OSError, TimeoutError, subprocess.CalledProcessError) as exc:
+                except (OSError, TimeoutError, subprocess.SubprocessError) as exc:
                     # Baton's own figures stand without the comparison; say why it is missing.
                     results["stock_prefect_error"] = f"{type(exc).__name__}: {exc}"
                     console.print(f"[red]stock Prefect comparison failed:[/red] {exc}")
@@ -411,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     costs = measure_handoffs(state["prefect_api_url"], processes(state)["prefect-server"])
                     results["stock_handoff"] = {k: v.as_json() for k, v in costs.items()}
-                except (OSError, TimeoutError, RuntimeError, httpx.HTTPError) as exc:
+                except (OSError, TimeoutError, RuntimeError, subprocess.SubprocessError, httpx.HTTPError) as exc:
                     results["stock_handoff_error"] = f"{type(exc).__name__}: {exc}"
                     console.print(f"[red]stock Prefect handoff comparison failed:[/red] {exc}")
     finally:

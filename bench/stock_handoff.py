@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.procinfo import TICKS, tree_of, usage
+from bench.stock_prefect import stop_process
 
 FLOW_SOURCE = '''
 import sys, time
@@ -145,15 +146,6 @@ class _Driver:
         return cost
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 def _deployment_id(api: httpx.Client, name: str, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -197,7 +189,7 @@ def measure(api_url: str, server_pids: list[int], handoffs: int = 4,
                 proc.wait(timeout=60)
             finally:
                 if proc.poll() is None:
-                    _stop(proc)
+                    stop_process(proc)
         folder = work / "suspend"
         folder.mkdir()
         driver.work = folder
@@ -210,7 +202,7 @@ def measure(api_url: str, server_pids: list[int], handoffs: int = 4,
             results["suspend_flow_run, serve() 1 s poll"] = driver.drive(
                 str(created["id"]), None, runner.pid, handoffs, "suspend")
         finally:
-            _stop(runner)
+            stop_process(runner)
     finally:
         driver.api.close()
     return results

@@ -7,6 +7,7 @@ until the flow body starts (it writes a timestamp file)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,22 @@ def noop(marker: str) -> None:
 if __name__ == "__main__":
     noop.serve(name=sys.argv[1])
 '''
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a Prefect runner or worker started in a session of its own, with the flow-run processes it started: a
+    worker can take longer than its grace period to wind down (seen: over 30 s), so it is then killed."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _wait_deployment(api_url: str, name: str, timeout: float = 60) -> None:
@@ -83,8 +100,7 @@ def measure(api_url: str, samples: int = 3) -> dict[str, list[float]]:
             _wait_deployment(api_url, name)
             results[label] = _trigger(api_url, name, work, samples, base, label)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_process(proc)
     subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "bench-pool", "--type", "process"],
                    env=base, capture_output=True)
     deploy = (
@@ -105,6 +121,5 @@ def measure(api_url: str, samples: int = 3) -> dict[str, list[float]]:
             time.sleep(3)
             results[label] = _trigger(api_url, "worker", work, samples, base, label)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_process(proc)
     return results

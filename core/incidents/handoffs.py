@@ -47,7 +47,7 @@ def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask
     session.add(task)
     ledger.append(session, incident=incident, kind=LedgerKind.task_acknowledged, actor=actor,
                   from_party=COMMAND, to_party=task.department, step_key=task.step_key,
-                  idempotency_key=f"{task.id}:acknowledged", at=now)
+                  idempotency_key=f"{task.id}:acknowledged", at=now, fresh=True)  # acknowledged once (above)
     wake(incident, now)
     session.add(incident)
     return task
@@ -113,7 +113,7 @@ def complete(
                   | ({"authority": decided.details()} if decided else {})
                   | ({"position": task.position, "meant": task.meant, "acted": actor} if task.position else {})
                   | ({"files": files} if files else {}),
-                  at=now)
+                  at=now, fresh=True)  # the status check above: a task is completed once
     if decided is not None:
         authority.record(session, incident=incident, authorised=decided, at=now)
     alerts.settle(session, task=task, actor=actor, at=now)

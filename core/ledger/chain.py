@@ -84,7 +84,9 @@ def append(
     fresh: bool = False,
 ) -> LedgerEntry:
     """Append one entry; a repeated idempotency key returns the entry already written. `fresh`: the key names a
-    row this transaction created (a task just inserted), so no entry can hold it yet and it is not looked up.
+    row this transaction created (a task just inserted), or a step the caller's state check under the incident's
+    lock proves not taken yet (a task completed once), so no entry can hold it yet and it is not looked up (the
+    key's unique constraint still refuses a second one).
 
     The caller holds the incident's write lock (see `core.incidents.service.lock_incident`), so the head read
     here is the head the entry links to. The entry and the incident's new head are written with the
