@@ -17,16 +17,19 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 import prcoords
-from shapely.geometry import Point, Polygon, mapping
-from shapely.geometry.base import BaseGeometry
-from shapely.ops import nearest_points
-from shapely.validation import explain_validity
 
 from core.platform.errors import BatonError
+
+if TYPE_CHECKING:
+    from shapely.geometry import Polygon
+    from shapely.geometry.base import BaseGeometry
+
+# shapely (and numpy under it, about 0.2 s) is imported where a geometry is made or measured, not with this module:
+# every Baton process imports it through the engine, and most never touch a geometry.
 
 # China's bounds, islands included (曾母暗沙 ~3.9°N, 漠河 ~53.6°N, 帕米尔 ~73.5°E, 抚远 ~135.1°E), with a margin.
 MIN_LON, MIN_LAT, MAX_LON, MAX_LAT = 73.0, 3.5, 135.5, 54.0
@@ -80,6 +83,8 @@ class Place:
 
     @property
     def geojson(self) -> dict[str, Any]:
+        from shapely.geometry import mapping
+
         return dict(mapping(self.shape))
 
     def text(self) -> str:
@@ -89,6 +94,8 @@ class Place:
     @property
     def point(self) -> tuple[float, float]:
         """(lon, lat) of the point, or of a point surely inside the polygon."""
+        from shapely.geometry import Point
+
         spot = self.shape if isinstance(self.shape, Point) else self.shape.representative_point()
         return round(float(spot.x), 7), round(float(spot.y), 7)
 
@@ -148,6 +155,9 @@ def _ring(value: Any, datum: Datum, which: str) -> list[tuple[float, float]]:
 
 def from_geojson(value: str | Mapping[str, Any], *, datum: Datum = Datum.wgs84) -> Place:
     """A Point or Polygon (a GeoJSON geometry, or a Feature holding one) checked and in WGS-84."""
+    from shapely.geometry import Point, Polygon
+    from shapely.validation import explain_validity
+
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -180,6 +190,8 @@ def from_geojson(value: str | Mapping[str, Any], *, datum: Datum = Datum.wgs84) 
 
 def from_point(lon: float, lat: float, *, datum: Datum = Datum.wgs84) -> Place:
     """A point from a longitude and a latitude (as a spreadsheet's two columns give them)."""
+    from shapely.geometry import Point
+
     x, y = _position([lon, lat], datum)
     return Place(Point(x, y))
 
@@ -207,6 +219,9 @@ class Circle:
 
     def covers(self, place: Place) -> bool:
         """Whether any of the place lies within the circle (a polygon: its nearest point)."""
+        from shapely.geometry import Point
+        from shapely.ops import nearest_points
+
         centre = Point(self.lon, self.lat)
         near = place.shape if isinstance(place.shape, Point) else nearest_points(place.shape, centre)[0]
         if place.shape.covers(centre):
@@ -277,7 +292,7 @@ def parse_cap_area(*, polygons: Iterable[str] = (), circles: Iterable[str] = ())
             raise _refuse("bad_cap_polygon", "a CAP polygon is 'lat,lon lat,lon …' (at least four pairs, closed)",
                           "CAP 多边形应为“纬度,经度 纬度,经度 …”（至少四对，首尾相同）")
         place = from_geojson({"type": "Polygon", "coordinates": [[[lon, lat] for lat, lon in pairs]]})
-        assert isinstance(place.shape, Polygon)
+        assert place.shape.geom_type == "Polygon"
         shapes.append(place.shape)
     rounds: list[Circle] = []
     for text in circles:

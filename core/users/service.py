@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import secrets
@@ -32,8 +33,15 @@ LOCKOUT = timedelta(minutes=15)
 # Past `login_failures_per_account` failures from every address, each further one locks the account everywhere,
 # for a minute at first and twice as long each time, never longer than LOCKOUT.
 BACKOFF_START = timedelta(minutes=1)
-# Verifying against a fixed hash when the user does not exist keeps the timing the same either way.
-_DUMMY_HASH = _hasher.hash("baton-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A fixed hash to verify against when the user does not exist, so that the timing is the same either way.
+    Made at the first login check of the process (every login pays for it then, whoever it is for), not at import:
+    every Baton process imports this module and most never check a password."""
+    return _hasher.hash("baton-no-such-user")
+
 REFUSED = "wrong user name or password"
 
 
@@ -178,7 +186,7 @@ def _refuse(session: Session, *, password: str, address: str, now: datetime) -> 
     """What a user name that does not exist and a locked account both cost and answer: a password check
     against a fixed hash, a failure counted against the address, and 401 `authentication_failed`."""
     with contextlib.suppress(VerificationError):
-        _hasher.verify(_DUMMY_HASH, password)
+        _hasher.verify(_dummy_hash(), password)
     _count_failure(session, address, now)
     return AuthenticationFailed(REFUSED)
 
@@ -193,6 +201,7 @@ def authenticate(session: Session, *, username: str, password: str, source: str 
     tell neither. The user's row is locked for the check, so concurrent guesses at one account are counted one
     by one and none slips past a limit between a read and a write.
     """
+    _dummy_hash()  # the process's first check pays for it whichever way it goes
     now = utcnow()
     address = source[:64]
     throttle = session.get(LoginThrottle, address)
