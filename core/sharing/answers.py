@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, literal, or_
 from sqlmodel import Session, col, select
 
 from core.geo.shapes import Area, cap_alert_area
@@ -425,40 +426,47 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
 
 
 def _next_due(session: Session, incident: Incident) -> datetime | None:
-    """The next answer deadline, or the next command prompt while the response has not started."""
-    due = session.exec(select(AnswerRequest.due_at).where(AnswerRequest.incident_id == incident.id,
-                                                          col(AnswerRequest.answered_at).is_(None),
-                                                          col(AnswerRequest.escalated_at).is_(None))
-                       .order_by(col(AnswerRequest.due_at)).limit(1)).first()
-    if not response_started(incident):
-        prompt = session.exec(select(AnswerCall.response_due_at).where(
-            AnswerCall.incident_id == incident.id, col(AnswerCall.response_due_at).is_not(None),
-            col(AnswerCall.command_prompted_at).is_(None)).order_by(col(AnswerCall.response_due_at))
-            .limit(1)).first()
-        if prompt is not None:
-            due = prompt if due is None else min(due, prompt)
+    """The next answer deadline, or the next command prompt while the response has not started (one statement:
+    the flow asks after every wake)."""
+    requests = select(func.min(AnswerRequest.due_at)).where(
+        AnswerRequest.incident_id == incident.id, col(AnswerRequest.answered_at).is_(None),
+        col(AnswerRequest.escalated_at).is_(None)).scalar_subquery()
+    if response_started(incident):
+        due: datetime | None = session.exec(select(requests)).one()
+        return due
+    prompts = select(func.min(AnswerCall.response_due_at)).where(
+        AnswerCall.incident_id == incident.id, col(AnswerCall.response_due_at).is_not(None),
+        col(AnswerCall.command_prompted_at).is_(None)).scalar_subquery()
+    due, prompt = session.exec(select(requests, prompts)).one()
+    if prompt is not None:
+        due = prompt if due is None else min(due, prompt)
     return due
 
 
 def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> tuple[bool, datetime | None]:
     """Whether reconciling would write anything (a call to open, a deadline or a prompt that has passed), and the
-    next moment something falls due as things stand (read once: the flow asks after every wake)."""
+    next moment something falls due as things stand. Two statements, whatever the incident holds: the flow asks
+    after every wake."""
     due = _next_due(session, incident)
     if due is not None and due <= now:
         return True, due
-    opened = set(session.exec(select(AnswerCall.source_key).where(AnswerCall.incident_id == incident.id)).all())
-    alerts = session.exec(select(CapAlert.id).where(
+
+    def not_called(source: Any) -> Any:
+        return ~select(AnswerCall.id).where(AnswerCall.incident_id == incident.id,
+                                            AnswerCall.source_key == source).exists()
+
+    # A released warning of an answering colour, or a completed must-answer step, with no call opened for it yet.
+    owed = [select(CapAlert.id).where(
         CapAlert.incident_id == incident.id, CapAlert.state == WarningState.issued, CapAlert.msg_type != "Cancel",
-        col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(plan.answering.colours)))).all()
-    if any(f"alert:{alert_id}" not in opened for alert_id in alerts):
-        return True, due
+        col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(plan.answering.colours)),
+        not_called(literal("alert:") + col(CapAlert.id))).exists()]
     must = [step.key for _, step in plan.steps() if step.must_answer]
     if must:
-        done = session.exec(select(DepartmentTask.id).where(DepartmentTask.incident_id == incident.id,
-                                                            col(DepartmentTask.step_key).in_(must),
-                                                            DepartmentTask.status == TaskStatus.completed)).all()
-        return any(f"step:{task_id}" not in opened for task_id in done), due
-    return False, due
+        owed.append(select(DepartmentTask.id).where(
+            DepartmentTask.incident_id == incident.id, col(DepartmentTask.step_key).in_(must),
+            DepartmentTask.status == TaskStatus.completed,
+            not_called(literal("step:") + col(DepartmentTask.id))).exists())
+    return bool(session.exec(select(or_(*owed))).one()), due
 
 
 def _sooner(current: datetime | None, moment: datetime) -> datetime:
