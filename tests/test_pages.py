@@ -890,3 +890,28 @@ def test_page_times_show_the_year_when_it_is_not_this_year() -> None:
     last_year = now.replace(year=now.year - 1, month=6, day=1, hour=4)  # noon in Beijing: the same day there
     assert helpers.when(last_year) == last_year.astimezone(helpers.zone).strftime("%Y-%m-%d %H:%M")
     assert helpers.when(last_year, seconds=True).startswith(f"{now.year - 1}-06-01 ")
+
+
+def test_a_refused_page_names_its_reader_without_reading_them_again(login: Login) -> None:
+    """A page a role may not see is a 404 page in the reader's language with their name on it; the rollback of the
+    refused request keeps the user and session already read, so the page costs the one statement that found them
+    (reading them again would also block the event loop, where the error page is rendered)."""
+    from sqlalchemy import event
+
+    from core.platform.db import get_engine
+
+    client = login("met1")
+    client.get("/inbox")  # the app's first requests warm what is read once per process (plans, settings)
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        refused = client.get("/office")
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    assert refused.status_code == 404
+    assert "met1" in refused.text and 'lang="zh' in refused.text
+    assert len([s for s in statements if "FROM app_user" in s or "FROM access_token" in s]) == 1, statements

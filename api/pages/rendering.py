@@ -53,11 +53,22 @@ class PageRoute(APIRoute):
             except (BatonError, ApiError) as exc:
                 db = getattr(request.state, "db", None)
                 if isinstance(db, Session):
-                    await run_in_threadpool(db.rollback)
+                    await run_in_threadpool(_roll_back, db, getattr(request.state, "principal", None))
                 status = exc.http_status if isinstance(exc, BatonError) else exc.status
                 return error_page(request, status, exc.code)
 
         return page_handler
+
+
+def _roll_back(db: Session, principal: object) -> None:
+    """Undo the refused request's writes. The user and their session token, read unchanged at the start, are kept
+    as read (taken out of the session first: a rollback expires what it holds), so that the error page names the
+    user without reading them again (from the event loop, where the page is rendered)."""
+    if isinstance(principal, Principal):
+        for row in (principal.user, principal.token):
+            if row in db and row not in db.dirty:
+                db.expunge(row)
+    db.rollback()
 
 
 def page_router() -> APIRouter:
