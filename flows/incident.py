@@ -88,6 +88,7 @@ async def follow_level(level: str) -> None:
 
 async def run_incident(incident_id: str) -> dict[str, Any]:
     runtime = current_runtime()
+    runtime.started()  # Prefect has started the run: the worker may start another
     sending: dict[str, asyncio.Task[str]] = {}
     try:
         return await _walk(incident_id, runtime, sending)

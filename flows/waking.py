@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -44,6 +45,8 @@ class Runtime:
     poll_without_worker: float = 0.5
     # Incidents whose lease this worker lost: their flows stop without a word to Prefect (flows/incident.py).
     lost: set[str] = field(default_factory=set)
+    # Called once the incident's flow body runs: the worker bounds how many runs start at once (flows/worker.py).
+    started: Callable[[], None] = field(default=lambda: None)
 
 
 RUNTIME: ContextVar[Runtime | None] = ContextVar("baton_runtime", default=None)

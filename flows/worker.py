@@ -82,6 +82,7 @@ class BatonWorker:
         self._client: PrefectClient | None = None
         self._flow_ids: dict[str, UUID] = {}
         self.stopping = asyncio.Event()
+        self.starting = asyncio.Semaphore(self.settings.worker_start_concurrency)
 
     # -- flow runs -----------------------------------------------------------------------------------
     async def _flow_id(self, name: str) -> UUID:
@@ -128,17 +129,33 @@ class BatonWorker:
 
     async def _run_incident(self, incident_id: str) -> None:
         started = time.monotonic()
+        # Held from the snapshot until the flow body runs (`Runtime.started`), or until this start fails: at most
+        # `worker_start_concurrency` runs are being created and started in Prefect at once.
+        holding = [False]
+
+        def release() -> None:
+            if holding[0]:
+                holding[0] = False
+                self.starting.release()
+
         try:
-            info = await in_transaction(_snapshot, incident_id=incident_id)
-            if info is None or info["status"] != "open":
-                return
-            run = await self.ensure_flow_run(info)
-            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost))
+            await self.starting.acquire()
+            holding[0] = True
+            try:
+                info = await in_transaction(_snapshot, incident_id=incident_id)
+                if info is None or info["status"] != "open":
+                    return
+                run = await self.ensure_flow_run(info)
+            except BaseException:
+                release()  # before any back-off below: a failed start holds no other start up
+                raise
+            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost, started=release))
             try:
                 state = await run_flow_async(incident_flow(info["type"]), flow_run=run,
                                              parameters={"incident_id": incident_id}, return_type="state")
             finally:
                 RUNTIME.reset(token)
+                release()
             if state is not None and hasattr(state, "is_completed") and not state.is_completed():
                 await self._back_off(incident_id, info["code"], f"its flow run ended {state.name}: {state.message}",
                                      ran_for=time.monotonic() - started)
@@ -156,6 +173,7 @@ class BatonWorker:
             await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {outage_reason(exc)}",
                                  exc_info=not outage, outage=outage, ran_for=time.monotonic() - started)
         finally:
+            release()
             self.running.pop(incident_id, None)
             self.lost.discard(incident_id)
             if not self.stopping.is_set():

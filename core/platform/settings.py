@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # second, which on a small machine took a third of the CPU that handoffs needed.
     recheck_seconds: float = 300.0
     worker_capacity: int = 5000
+    # Incidents a worker starts at once (each start is a few Prefect API calls over a client of 16 connections): a
+    # worker that claimed thousands at once would queue them all on that pool, and those waiting past its timeout
+    # failed and were retried (the 10,000-incident bench, 2026-12-03).
+    worker_start_concurrency: int = Field(default=8, ge=1, le=64)
     reminder_before: float = Field(default=0.2, description="Remind when this share of a deadline is left.")
     retry_delays: list[float] = Field(default=[1.0, 4.0, 15.0, 60.0])
 
