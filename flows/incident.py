@@ -164,7 +164,10 @@ async def _walk(incident_id: str, runtime: Runtime, sending: dict[str, asyncio.T
 @lru_cache(maxsize=64)
 def incident_flow(type_key: str) -> Flow[..., Any]:
     """The Prefect flow for one incident type; every incident of that type is a run of it."""
+    # A result storage of its own (nothing is persisted: persist_result=False), so that Prefect's engine does not
+    # ask the server for its default storage at every run start (a blocking HTTP round trip, on the worker's loop).
     return flow(name=f"incident-{type_key}", persist_result=False, log_prints=False, retries=0,
+                result_storage=(get_settings().data_dir / "prefect-results").resolve(),
                 description=f"Walks a '{type_key}' incident through warning, response, recovery and learning.")(
         run_incident)
 
