@@ -203,6 +203,9 @@ class BatonWorker:
         while not self.stopping.is_set():
             try:
                 room = self.settings.worker_capacity - len(self.running)
+                if room <= 0:  # full: nothing to ask the database for until an incident ends here
+                    await self._sleep(self.settings.claim_interval)
+                    continue
                 claimed = await in_transaction(leases.claim, lane="leases", worker_id=self.worker_id,
                                                limit=min(room, 50), lease_seconds=self.settings.lease_seconds)
                 for incident_id in claimed:

@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     wake_interval: float = 0.2
     # A safety net only: every change that matters wakes its incident, and deadlines set their own timeout.
     # Each re-check is one reconciliation per waiting incident; at 30 s, 1,000 waiting incidents cost 33 a
-    # second, which on a small machine took a third of the CPU that handoffs needed.
-    recheck_seconds: float = 300.0
+    # second, which on a small machine took a third of the CPU that handoffs needed; at 300 s, 10,000 waiting
+    # incidents cost the same and kept two workers a third busy each with nothing to do (the bench, 2026-12-03).
+    recheck_seconds: float = 3600.0
     worker_capacity: int = 5000
     # Incidents a worker starts at once (each start is a few Prefect API calls over a client of 16 connections): a
     # worker that claimed thousands at once would queue them all on that pool, and those waiting past its timeout
