@@ -367,6 +367,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir.chmod(0o755)
     os.environ["BATON_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+    # The workers together hold every incident the run opens (the timed samples besides the ramp's): at the default
+    # capacity two workers hold 10,000, and a 10,000-incident run left its last samples' worth unclaimed.
+    room = -(-(args.incidents + 4 * args.samples + 100) // max(1, args.workers))
+    os.environ.setdefault("BATON_WORKER_CAPACITY", str(max(5000, room)))
     from core.platform.settings import get_settings
 
     get_settings.cache_clear()
