@@ -53,6 +53,21 @@ class Usage:
     cpu_seconds: float
 
 
+def cpu_seconds(pids: list[int], *, exited_children: bool = False) -> float:
+    """CPU time of the processes; with `exited_children`, also what their children that already exited (and were
+    waited for) spent, as a runner's flow-run processes that came and went."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        if exited_children:
+            total += (int(fields[13]) + int(fields[14])) / TICKS
+    return total
+
+
 def usage(pids: list[int]) -> Usage:
     rss = 0.0
     threads = 0

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench.procinfo import TICKS, tree_of, usage
+from bench.procinfo import cpu_seconds, tree_of, usage
 from bench.stock_prefect import stop_process
 
 FLOW_SOURCE = '''
@@ -80,23 +80,17 @@ class HandoffCost:
                 "waiting_mb": round(self.waiting_mb, 1)}
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """CPU of a process tree, with what its children that already exited (and were waited for) spent."""
-    total = usage(pids).cpu_seconds
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[13]) + int(fields[14])) / TICKS
-    return total
-
-
 class _Driver:
     def __init__(self, api_url: str, server_pids: list[int], work: Path) -> None:
         self.api = httpx.Client(base_url=api_url, timeout=30)
         self.server_pids = server_pids
         self.work = work
+
+    def spent(self, root_pid: int) -> tuple[float, float]:
+        """CPU seconds so far of the flow's processes (the tree under `root_pid`, with those that exited) and of the
+        Prefect server."""
+        return (cpu_seconds(tree_of(root_pid), exited_children=True),
+                cpu_seconds(self.server_pids, exited_children=True))
 
     def waiting_at(self, run_id: str, key: str, timeout: float = 120) -> None:
         """Until the run is paused (or suspended) at `key`."""
@@ -134,11 +128,11 @@ class _Driver:
         cost = HandoffCost()
         self.waiting_at(run_id, "handoff-0")
         cost.waiting_mb = usage(flow_pids).rss_mb if flow_pids else 0.0
-        flow_before, server_before = _cpu_seconds(tree_of(root_pid)), _cpu_seconds(self.server_pids)
+        flow_before, server_before = self.spent(root_pid)
         for i in range(handoffs - 1):
             cost.latencies.append(self.hand_over(run_id, i, self.work / f"{prefix}-{i}"))
             self.waiting_at(run_id, f"handoff-{i + 1}")
-        flow_after, server_after = _cpu_seconds(tree_of(root_pid)), _cpu_seconds(self.server_pids)
+        flow_after, server_after = self.spent(root_pid)
         measured = handoffs - 1
         cost.cpu_ms = {"flow processes": round(1000 * (flow_after - flow_before) / measured, 1),
                        "Prefect server": round(1000 * (server_after - server_before) / measured, 1)}

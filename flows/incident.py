@@ -78,7 +78,7 @@ async def follow_level(level: str) -> None:
     if sorted(tags) == sorted(run.tags):
         return
     try:
-        async with get_client() as client:  # level changes are rare: a client of its own costs nothing
+        async with get_client() as client:  # in a worker, the client it shares with its runs (flows/worker.py)
             await client.update_flow_run(run.id, tags=tags)
     except (httpx.HTTPError, PrefectHTTPStatusError) as exc:
         log.warning("flow run %s: its level tag stays %s for now (%s)", run.name, run.tags, exc)

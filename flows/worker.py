@@ -131,24 +131,21 @@ class BatonWorker:
         started = time.monotonic()
         # Held from the snapshot until the flow body runs (`Runtime.started`), or until this start fails: at most
         # `worker_start_concurrency` runs are being created and started in Prefect at once.
-        holding = [False]
+        holding = False
 
         def release() -> None:
-            if holding[0]:
-                holding[0] = False
+            nonlocal holding
+            if holding:
+                holding = False
                 self.starting.release()
 
         try:
             await self.starting.acquire()
-            holding[0] = True
-            try:
-                info = await in_transaction(_snapshot, incident_id=incident_id)
-                if info is None or info["status"] != "open":
-                    return
-                run = await self.ensure_flow_run(info)
-            except BaseException:
-                release()  # before any back-off below: a failed start holds no other start up
-                raise
+            holding = True
+            info = await in_transaction(_snapshot, incident_id=incident_id)
+            if info is None or info["status"] != "open":
+                return
+            run = await self.ensure_flow_run(info)
             token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost, started=release))
             try:
                 state = await run_flow_async(incident_flow(info["type"]), flow_run=run,
@@ -168,6 +165,7 @@ class BatonWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            release()  # before the back-off: a failed start holds no other start up
             # An outage (the database or Prefect down) is named in one line; anything else with its traceback.
             outage = is_outage(exc)
             await self._back_off(incident_id, incident_id, f"{type(exc).__name__}: {outage_reason(exc)}",
