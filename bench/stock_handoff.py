@@ -80,11 +80,27 @@ class HandoffCost:
                 "waiting_mb": round(self.waiting_mb, 1)}
 
 
+# Prefect's server answers 503 when its database is busy (a locked SQLite) and 429 when it sheds load, and its own
+# client retries both with a back-off (PREFECT_CLIENT_MAX_RETRIES, 5 by default): the driver does the same, so a
+# busy machine slows the figure rather than failing the run.
+_RETRYABLE = frozenset({429, 503})
+_RETRIES = 6
+
+
 class _Driver:
     def __init__(self, api_url: str, server_pids: list[int], work: Path) -> None:
         self.api = httpx.Client(base_url=api_url, timeout=30)
         self.server_pids = server_pids
         self.work = work
+
+    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request to Prefect's REST API, retried as Prefect's client retries it; raises on any other error."""
+        for attempt in range(_RETRIES + 1):
+            response = self.api.request(method, url, **kwargs)
+            if response.status_code not in _RETRYABLE or attempt == _RETRIES:
+                return response.raise_for_status()
+            time.sleep(float(response.headers.get("Retry-After") or min(0.25 * 2 ** attempt, 4.0)))
+        raise AssertionError("unreachable")
 
     def spent(self, root_pid: int) -> tuple[float, float]:
         """CPU seconds so far of the flow's processes (the tree under `root_pid`, with those that exited) and of the
@@ -96,7 +112,7 @@ class _Driver:
         """Until the run is paused (or suspended) at `key`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.api.get(f"/flow_runs/{run_id}").raise_for_status().json().get("state") or {}
+            state = self.call("GET", f"/flow_runs/{run_id}").json().get("state") or {}
             if state.get("type") == "PAUSED" and (state.get("state_details") or {}).get("pause_key") == key:
                 return
             if state.get("type") in ("FAILED", "CRASHED", "CANCELLED", "COMPLETED"):
@@ -107,8 +123,7 @@ class _Driver:
     def hand_over(self, run_id: str, i: int, marker: Path) -> float:
         """Resume the run with the department's answer; the time until its flow body has it."""
         sent = time.time()
-        response = self.api.post(f"/flow_runs/{run_id}/resume", json={"run_input": {"value": f"answer-{i}"}})
-        response.raise_for_status()
+        response = self.call("POST", f"/flow_runs/{run_id}/resume", json={"run_input": {"value": f"answer-{i}"}})
         if response.json().get("status") != "ACCEPT":
             raise RuntimeError(f"resume of {run_id} at handoff {i}: {response.text}")
         deadline = time.monotonic() + 120
@@ -191,8 +206,8 @@ def measure(api_url: str, server_pids: list[int], handoffs: int = 4,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deployment = _deployment_id(driver.api, "human")
-            created = driver.api.post(f"/deployments/{deployment}/create_flow_run", json={
-                "parameters": {"folder": str(folder), "handoffs": handoffs}}).raise_for_status().json()
+            created = driver.call("POST", f"/deployments/{deployment}/create_flow_run", json={
+                "parameters": {"folder": str(folder), "handoffs": handoffs}}).json()
             results["suspend_flow_run, serve() 1 s poll"] = driver.drive(
                 str(created["id"]), None, runner.pid, handoffs, "suspend")
         finally:

@@ -6,11 +6,14 @@ those figures beside Baton's as ratios."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
 import bench.__main__ as bench_main
+from bench import stock_handoff
 from bench.__main__ import report_stock_handoffs
 from bench.procinfo import tree_of
 from bench.stock_handoff import measure
@@ -55,3 +58,27 @@ def test_the_report_gives_stock_figures_as_ratios_to_batons(monkeypatch: pytest.
     assert "1.50" in pause and "30.0×" in pause and "150" in pause and "3.0×" in pause and "80.0×" in pause
     suspend = next(line for line in out.splitlines() if "suspend_flow_run" in line)
     assert "80.0×" in suspend and "60.0×" in suspend and "none held" in suspend
+
+
+def test_the_driver_retries_what_prefect_answers_as_busy_and_raises_on_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's server answers 503 while its SQLite is locked (a CI run failed on one resume): the driver retries
+    it, and 429, as Prefect's client does, and still raises on an error that retrying cannot cure."""
+    monkeypatch.setattr(stock_handoff.time, "sleep", lambda _s: None)
+    answers = {"/api/flow_runs/busy/resume": [503, 429, 200], "/api/flow_runs/gone/resume": [404],
+               "/api/flow_runs/locked/resume": [503] * 20}
+    seen: list[str] = []
+
+    def prefect(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(answers[request.url.path].pop(0), json={"status": "ACCEPT"})
+
+    driver = stock_handoff._Driver("http://prefect.test/api", [], tmp_path)
+    driver.api = httpx.Client(base_url="http://prefect.test/api", transport=httpx.MockTransport(prefect))
+    assert driver.call("POST", "/flow_runs/busy/resume").json() == {"status": "ACCEPT"}
+    assert seen.count("/api/flow_runs/busy/resume") == 3
+    with pytest.raises(httpx.HTTPStatusError, match="404"):
+        driver.call("POST", "/flow_runs/gone/resume")
+    with pytest.raises(httpx.HTTPStatusError, match="503"):
+        driver.call("POST", "/flow_runs/locked/resume")
+    assert seen.count("/api/flow_runs/locked/resume") == stock_handoff._RETRIES + 1
