@@ -113,12 +113,23 @@ class _Driver:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.call("GET", f"/flow_runs/{run_id}").json().get("state") or {}
-            if state.get("type") == "PAUSED" and (state.get("state_details") or {}).get("pause_key") == key:
+            details = state.get("state_details") or {}
+            if state.get("type") == "PAUSED" and details.get("pause_key") == key and self._asks_input(
+                    run_id, details.get("run_input_keyset") or {}):
                 return
             if state.get("type") in ("FAILED", "CRASHED", "CANCELLED", "COMPLETED"):
                 raise RuntimeError(f"stock Prefect run {run_id} ended {state.get('type')} waiting for {key}")
             time.sleep(0.02)
         raise TimeoutError(f"stock Prefect run {run_id} did not wait at {key} within {timeout:.0f} s")
+
+    def _asks_input(self, run_id: str, keyset: dict[str, str]) -> bool:
+        """Whether the run has saved the schema of the input it waits for. Prefect pauses the run first and saves
+        the schema after (prefect.flow_runs.suspend_flow_run), and refuses a resume in between ("Run input schema
+        not found"), so a run is waiting for a person only once both are done."""
+        if "schema" not in keyset:
+            return True
+        response = self.api.get(f"/flow_runs/{run_id}/input/{keyset['schema']}")
+        return response.status_code == 200
 
     def hand_over(self, run_id: str, i: int, marker: Path) -> float:
         """Resume the run with the department's answer; the time until its flow body has it."""

@@ -82,3 +82,25 @@ def test_the_driver_retries_what_prefect_answers_as_busy_and_raises_on_the_rest(
     with pytest.raises(httpx.HTTPStatusError, match="503"):
         driver.call("POST", "/flow_runs/locked/resume")
     assert seen.count("/api/flow_runs/locked/resume") == stock_handoff._RETRIES + 1
+
+
+def test_a_run_waits_for_a_person_only_once_its_input_schema_is_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect pauses a run before it saves the schema of the input it asks for, and refuses a resume in between
+    ("Run input schema not found", seen once in the suite): the driver waits for both."""
+    monkeypatch.setattr(stock_handoff.time, "sleep", lambda _s: None)
+    schema_reads: list[int] = []
+    paused = {"type": "PAUSED", "state_details": {"pause_key": "handoff-0", "run_input_keyset": {
+        "description": "d", "response": "r", "schema": "suspended-handoff-0-schema"}}}
+
+    def prefect(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/flow_runs/r1":
+            return httpx.Response(200, json={"state": paused})
+        assert request.url.path == "/api/flow_runs/r1/input/suspended-handoff-0-schema"
+        schema_reads.append(1)
+        return httpx.Response(200 if len(schema_reads) == 3 else 404, json={})
+
+    driver = stock_handoff._Driver("http://prefect.test/api", [], tmp_path)
+    driver.api = httpx.Client(base_url="http://prefect.test/api", transport=httpx.MockTransport(prefect))
+    driver.waiting_at("r1", "handoff-0")
+    assert len(schema_reads) == 3
