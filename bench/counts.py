@@ -322,8 +322,14 @@ class _PrefectFlowSide(_FlowSide):
         """Until nothing the flow set off beside it (deliveries run as tasks of their own) is still busy."""
         import time
 
+        def waits_for_a_wake(item: asyncio.Task[Any]) -> bool:
+            # The flow's own wait: asyncio.wait_for runs the waker's `Event.wait()` as a task of its own.
+            frame = getattr(item.get_coro(), "cr_frame", None)
+            return frame is not None and any(frame.f_locals.get("self") is event
+                                             for event in list(self.waker.events.values()))
+
         def busy() -> int:
-            return sum(1 for item in asyncio.all_tasks(self.loop) if not item.done())
+            return sum(1 for item in asyncio.all_tasks(self.loop) if not item.done() and not waits_for_a_wake(item))
 
         deadline = time.monotonic() + 30
         while busy() > 1 and time.monotonic() < deadline:
