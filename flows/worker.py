@@ -82,6 +82,10 @@ class BatonWorker:
         self._client: PrefectClient | None = None
         self._flow_ids: dict[str, UUID] = {}
         self.stopping = asyncio.Event()
+        # PostgreSQL: set while this worker listens for notifications (its polls then run as the fallback only),
+        # and `claim_now` when one says an incident was opened.
+        self.listening = False
+        self.claim_now = asyncio.Event()
         self.starting = asyncio.Semaphore(self.settings.worker_start_concurrency)
 
     # -- flow runs -----------------------------------------------------------------------------------
@@ -204,16 +208,21 @@ class BatonWorker:
                 if room <= 0:  # full: nothing to ask the database for until an incident ends here
                     await self._sleep(self.settings.claim_interval)
                     continue
+                self.claim_now.clear()  # a notification from here on brings the next pass forward
                 claimed = await in_transaction(leases.claim, lane="leases", worker_id=self.worker_id,
                                                limit=min(room, 50), lease_seconds=self.settings.lease_seconds)
                 for incident_id in claimed:
                     if incident_id not in self.running:
                         self.running[incident_id] = asyncio.create_task(self._run_incident(incident_id))
-                delay = 0.0 if len(claimed) >= 50 else self.settings.claim_interval
+                delay = 0.0 if len(claimed) >= 50 else self.poll_interval(self.settings.claim_interval)
             except Exception as exc:
                 _loop_failed("claim failed", exc)
                 delay = 2.0
-            await self._sleep(delay)
+            await self._sleep(delay, self.claim_now)
+
+    def poll_interval(self, interval: float) -> float:
+        """A poll's interval: `interval`, or while notifications arrive, the longer fallback's."""
+        return max(interval, self.settings.notified_poll_interval) if self.listening else interval
 
     def running_ids(self) -> list[str]:
         """The incidents running now (read from the lease keeper's thread as well as the loop)."""
@@ -260,12 +269,14 @@ class BatonWorker:
                     self.seen = {k: v for k, v in self.seen.items() if k in self.running}
             except Exception as exc:
                 _loop_failed("wake poll failed", exc)
-            await self._sleep(self.settings.wake_interval)
+            await self._sleep(self.poll_interval(self.settings.wake_interval))
 
     async def _notify_loop(self) -> None:
         """PostgreSQL: wake a flow the moment a transaction that woke its incident commits (LISTEN/NOTIFY), instead of
-        at the next wake poll; the poll stays as the fallback (a notification lost while this connection was down
-        costs one poll interval). Nothing to do on SQLite."""
+        at the next wake poll, and claim a new incident the moment the transaction that opened it commits. The polls
+        stay as the fallback, slower while this listens (`notified_poll_interval`): a notification lost while this
+        connection was down costs at most one poll interval, and while it is down they poll at their own pace.
+        Nothing to do on SQLite."""
         import psycopg
 
         conninfo = leases.wake_listener_conninfo()
@@ -275,7 +286,13 @@ class BatonWorker:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {leases.WAKE_CHANNEL}")
+                    await conn.execute(f"LISTEN {leases.CLAIM_CHANNEL}")
+                    self.listening = True
+                    self.claim_now.set()  # what was opened before this listened is claimed now, not a poll later
                     async for note in conn.notifies():
+                        if note.channel == leases.CLAIM_CHANNEL:
+                            self.claim_now.set()
+                            continue
                         woken = leases.parse_wake(note.payload)
                         if woken is None or woken[0] not in self.running:
                             continue
@@ -284,7 +301,9 @@ class BatonWorker:
                         self.waker.wake(woken[0])
             except Exception as exc:
                 _loop_failed("wake notifications", exc)
-                await self._sleep(2.0)
+            finally:
+                self.listening = False
+            await self._sleep(2.0)
 
     async def _outbox_loop(self) -> None:
         """Send what no flow will: deliveries of closed incidents (late shares, replays of dead letters). The
@@ -302,9 +321,18 @@ class BatonWorker:
         for item in sending.values():
             item.cancel()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+    async def _sleep(self, seconds: float, until: asyncio.Event | None = None) -> None:
+        """`seconds`, or until the worker stops or `until` is set."""
+        if until is None or seconds <= 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+            return
+        waits = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(until.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for item in waits:
+                item.cancel()
 
     async def serve(self) -> None:
         # Baton's leases find dead workers; Prefect's per-run heartbeat threads would only add threads.

@@ -236,3 +236,66 @@ def test_a_database_outage_does_not_fail_the_flow_it_waits_and_goes_on(
     asyncio.run(scenario())
     assert pauses == [1, 2]  # the count of outages in a row, reset by the reconciliation that went through
     assert len(attempts) >= 3
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down_while_notified(
+        baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the worker listens, a new incident is claimed the moment the transaction that opened it commits (the
+    claim poll, the fallback, set here to 30 s, could not have), and the polls run at the fallback's pace; when
+    the listening connection is lost, they are back at their own pace until it is up again."""
+    import flows.worker as worker_module
+    from core.incidents import leases
+
+    monkeypatch.setenv("BATON_NOTIFIED_POLL_INTERVAL", "30")
+    get_settings.cache_clear()
+    claims: list[float] = []
+    real_in_transaction = worker_module.in_transaction
+
+    async def in_transaction(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        if fn is leases.claim:
+            claims.append(time.monotonic())
+        return await real_in_transaction(fn, **kwargs)
+
+    monkeypatch.setattr(worker_module, "in_transaction", in_transaction)
+
+    async def scenario() -> tuple[float, int, int, bool]:
+        worker = worker_module.BatonWorker(settings=get_settings(), worker_id="w-claim")
+        started: dict[str, float] = {}
+
+        async def run_incident(incident_id: str) -> None:  # the flow run itself is not this test's business
+            started[incident_id] = time.monotonic()
+            await worker.stopping.wait()
+
+        monkeypatch.setattr(worker, "_run_incident", run_incident)
+        listening = asyncio.create_task(worker._notify_loop())
+        claiming = asyncio.create_task(worker._claim_loop())
+        try:
+            while not worker.listening:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            quiet = len(claims)
+            opened_at = time.monotonic()
+            incident_id = await asyncio.to_thread(drive.open_, "flood")
+            while incident_id not in started:
+                assert time.monotonic() - opened_at < 10, "the new incident was not claimed"
+                await asyncio.sleep(0.01)
+            latency = started[incident_id] - opened_at
+            # The listening connection is lost: the claim poll is back at its own pace (0.1 s) at once.
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            assert not worker.listening
+            worker.claim_now.set()
+            before = len(claims)
+            await asyncio.sleep(1.0)
+            return latency, quiet, len(claims) - before, worker.listening
+        finally:
+            worker.stop()
+            listening.cancel()
+            await asyncio.gather(claiming, listening, return_exceptions=True)
+
+    latency, quiet, unlistened, still_listening = asyncio.run(scenario())
+    assert latency < 1.0
+    # Listening: the pass on connecting (what was opened before it) and none after, in a second of 0.1 s polls.
+    assert quiet <= 2
+    assert unlistened >= 5 and not still_listening

@@ -19,7 +19,7 @@ def _pauses(failures: list[dict[str, object]]) -> list[float]:
     worker = BatonWorker(worker_id="w-backoff")
     slept: list[float] = []
 
-    async def sleep(seconds: float) -> None:
+    async def sleep(seconds: float, until: asyncio.Event | None = None) -> None:
         slept.append(seconds)
 
     worker._sleep = sleep  # type: ignore[method-assign]

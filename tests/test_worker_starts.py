@@ -51,7 +51,7 @@ def test_a_worker_starts_at_most_its_start_concurrency_at_once(
                 raise RuntimeError("Prefect refused the run")  # a failed start gives its place up
             return await real_ensure(info)
 
-        async def no_pause(seconds: float) -> None:
+        async def no_pause(seconds: float, until: asyncio.Event | None = None) -> None:
             await asyncio.sleep(0.05)
 
         worker.ensure_flow_run = ensure  # type: ignore[method-assign]

@@ -23,11 +23,17 @@ from core.platform.settings import get_settings
 # The wake poll (`recently_woken`) stays: on SQLite it is the only way, and on PostgreSQL it catches a notification
 # lost while a worker's listening connection was down, one poll interval later.
 WAKE_CHANNEL = "baton_wake"
+# And a transaction that opens an incident notifies this one (no payload), so that a worker claims it at once
+# rather than at its next claim poll.
+CLAIM_CHANNEL = "baton_claim"
 _WOKEN = "baton_woken"
+_OPENED = "baton_opened"
 
 
 @event.listens_for(Session, "after_flush")
 def _note_wakes(session: Session, _context: Any) -> None:
+    if any(isinstance(item, Incident) for item in session.new):
+        session.info[_OPENED] = True
     for item in session.dirty:
         if isinstance(item, Incident) and item.lease_owner is not None \
                 and inspect(item).attrs.woken_at.history.has_changes():
@@ -40,6 +46,8 @@ def _notify_wakes(session: Session) -> None:
         return
     session.flush()  # the commit's own flush comes after this event: the wakes it writes are noted first
     woken: dict[str, datetime] = session.info.pop(_WOKEN, {})
+    if session.info.pop(_OPENED, False):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CLAIM_CHANNEL})
     if woken:
         session.execute(text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"),
                         {"channel": WAKE_CHANNEL,
@@ -49,6 +57,7 @@ def _notify_wakes(session: Session) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_wakes(session: Session, _previous: Any) -> None:
     session.info.pop(_WOKEN, None)
+    session.info.pop(_OPENED, None)
 
 
 def wake_listener_conninfo() -> str | None:

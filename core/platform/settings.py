@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     lease_seconds: float = 15.0
     claim_interval: float = 0.1
     wake_interval: float = 0.2
+    # On PostgreSQL a worker is told of new incidents and wake-ups (LISTEN/NOTIFY): while its listening connection
+    # is up, its claim and wake polls are only the fallback for a notification lost, and run this often instead
+    # (each poll is a transaction: at 0.1 and 0.2 s they were most of an idle worker's CPU, the bench, 2026-12-03).
+    notified_poll_interval: float = Field(default=2.0, gt=0, le=60)
     # A safety net only: every change that matters wakes its incident, and deadlines set their own timeout.
     # Each re-check is one reconciliation per waiting incident; at 30 s, 1,000 waiting incidents cost 33 a
     # second, which on a small machine took a third of the CPU that handoffs needed; at 300 s, 10,000 waiting
