@@ -242,8 +242,9 @@ def test_a_database_outage_does_not_fail_the_flow_it_waits_and_goes_on(
 def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down_while_notified(
         baton: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the worker listens, a new incident is claimed the moment the transaction that opened it commits (the
-    claim poll, the fallback, set here to 30 s, could not have), and the polls run at the fallback's pace; when
-    the listening connection is lost, they are back at their own pace until it is up again."""
+    claim poll, the fallback, set here to 30 s, could not have), and while nothing happens the polls run at the
+    fallback's pace; for a few seconds after something did, and while the listening connection is lost, they run
+    at their own."""
     import flows.worker as worker_module
     from core.incidents import leases
 
@@ -259,7 +260,7 @@ def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down
 
     monkeypatch.setattr(worker_module, "in_transaction", in_transaction)
 
-    async def scenario() -> tuple[float, int, int, bool]:
+    async def scenario() -> tuple[float, int, int, int, bool]:
         worker = worker_module.BatonWorker(settings=get_settings(), worker_id="w-claim")
         started: dict[str, float] = {}
 
@@ -281,6 +282,11 @@ def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down
                 assert time.monotonic() - opened_at < 10, "the new incident was not claimed"
                 await asyncio.sleep(0.01)
             latency = started[incident_id] - opened_at
+            # Something happened here: for a few seconds the polls keep their own pace, as handoffs flow.
+            before = len(claims)
+            await asyncio.sleep(1.0)
+            busy = len(claims) - before
+            assert worker.listening
             # The listening connection is lost: the claim poll is back at its own pace (0.1 s) at once.
             listening.cancel()
             await asyncio.gather(listening, return_exceptions=True)
@@ -288,14 +294,16 @@ def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down
             worker.claim_now.set()
             before = len(claims)
             await asyncio.sleep(1.0)
-            return latency, quiet, len(claims) - before, worker.listening
+            return latency, quiet, busy, len(claims) - before, worker.listening
         finally:
             worker.stop()
             listening.cancel()
             await asyncio.gather(claiming, listening, return_exceptions=True)
 
-    latency, quiet, unlistened, still_listening = asyncio.run(scenario())
+    latency, quiet, busy, unlistened, still_listening = asyncio.run(scenario())
     assert latency < 1.0
-    # Listening: the pass on connecting (what was opened before it) and none after, in a second of 0.1 s polls.
+    # Listening and idle: the pass on connecting (what was opened before it) and none after, in a second of 0.1 s
+    # polls; busy, or not listening, every 0.1 s.
     assert quiet <= 2
+    assert busy >= 5
     assert unlistened >= 5 and not still_listening
