@@ -95,12 +95,13 @@ class _Driver:
 
     def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request to Prefect's REST API, retried as Prefect's client retries it; raises on any other error."""
-        for attempt in range(_RETRIES + 1):
+        attempt = 0
+        while True:
             response = self.api.request(method, url, **kwargs)
             if response.status_code not in _RETRYABLE or attempt == _RETRIES:
                 return response.raise_for_status()
             time.sleep(float(response.headers.get("Retry-After") or min(0.25 * 2 ** attempt, 4.0)))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def spent(self, root_pid: int) -> tuple[float, float]:
         """CPU seconds so far of the flow's processes (the tree under `root_pid`, with those that exited) and of the

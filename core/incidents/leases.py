@@ -32,6 +32,7 @@ _OPENED = "baton_opened"
 
 @event.listens_for(Session, "after_flush")
 def _note_wakes(session: Session, _context: Any) -> None:
+    """What the commit will notify: the leased incidents this flush woke, and whether it opened one."""
     if any(isinstance(item, Incident) for item in session.new):
         session.info[_OPENED] = True
     for item in session.dirty:
