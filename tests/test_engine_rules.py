@@ -375,15 +375,28 @@ def test_worker_that_lost_the_lease_cannot_advance(baton: str) -> None:
         assert advance(session, incident_id=incident_id, worker_id="w1").stage == "warning"
 
 
+@BOTH
 def test_a_worker_renews_only_the_leases_of_incidents_it_runs(baton: str) -> None:
     """A lease whose release failed (the database was down as the flow ended) must lapse, so that a worker
-    claims the incident again; renewing it for a flow nobody runs would strand the incident."""
+    claims the incident again; renewing it for a flow nobody runs would strand the incident. An incident that has
+    just closed is still held, its lease not extended. (PostgreSQL and SQLite renew by different statements.)"""
     from core.incidents import leases
+    from core.incidents.models import Incident, IncidentStatus
     from core.platform.clock import utcnow
 
-    running, orphaned = drive.open_("flood"), drive.open_("flood")
+    running, orphaned, closing = drive.open_("flood"), drive.open_("flood"), drive.open_("flood")
     with session_scope() as session:
-        assert sorted(leases.claim(session, worker_id="w1", limit=10, lease_seconds=30)) == sorted([running, orphaned])
+        assert sorted(leases.claim(session, worker_id="w1", limit=10, lease_seconds=30)) == sorted(
+            [running, orphaned, closing])
+    with session_scope() as session:
+        closed = session.get(Incident, closing)
+        assert closed is not None
+        closed.status, until = IncidentStatus.closed, closed.lease_expires_at
+    with session_scope() as session:
+        assert leases.renew(session, worker_id="w1", incident_ids=[closing, running], lease_seconds=300) == {
+            closing, running}
+        renewed = {i.id: i.lease_expires_at for i in session.exec(select(Incident)).all()}
+        assert renewed[closing] == until and renewed[running] > renewed[orphaned] > utcnow()
     later = utcnow() + timedelta(seconds=60)
     with session_scope() as session:
         assert leases.renew(session, worker_id="w1", incident_ids=[running], lease_seconds=30, now=later) == {running}

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, event, inspect, or_, text, update
+from sqlalchemy import String, and_, any_, bindparam, case, event, inspect, or_, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
@@ -118,11 +119,20 @@ def renew(session: Session, *, worker_id: str, incident_ids: list[str], lease_se
     """
     if not incident_ids:
         return set()
-    moment = now or utcnow()
+    expires = (now or utcnow()) + timedelta(seconds=lease_seconds)
+    if is_postgres(session):
+        # One statement with the ids as one array: a worker holding 5,000 incidents renews them in about a quarter
+        # of the database's CPU and a tenth of its own that an IN list of 5,000 parameters, sent twice (UPDATE
+        # then SELECT), cost (docs/scaling.md). A closed incident's lease is rewritten unchanged.
+        held = and_(col(Incident.lease_owner) == worker_id,
+                    col(Incident.id) == any_(bindparam("held", incident_ids, type_=ARRAY(String))))
+        extended = case((col(Incident.status) == IncidentStatus.open, expires), else_=col(Incident.lease_expires_at))
+        rows = session.execute(update(Incident).where(held).values(lease_expires_at=extended)
+                               .returning(col(Incident.id)).execution_options(synchronize_session=False))
+        return set(rows.scalars())
     mine = and_(col(Incident.lease_owner) == worker_id, col(Incident.id).in_(incident_ids))
     session.execute(update(Incident).where(mine, col(Incident.status) == IncidentStatus.open)
-                    .values(lease_expires_at=moment + timedelta(seconds=lease_seconds))
-                    .execution_options(synchronize_session=False))
+                    .values(lease_expires_at=expires).execution_options(synchronize_session=False))
     return set(session.exec(select(Incident.id).where(mine)).all())
 
 

@@ -62,7 +62,9 @@ class IncidentBase(SQLModel):
 class Incident(IncidentBase, table=True):
     __tablename__ = "incident"
     __table_args__ = (
-        Index("ix_incident_claim", "status", "lease_expires_at"),
+        # Claims take the oldest open incidents. Not on `lease_expires_at`: every lease renewal rewrites that column,
+        # and with it in no index PostgreSQL renews a lease without touching any index (migration 0032).
+        Index("ix_incident_claim", "status", "created_at"),
         Index("ix_incident_wake", "lease_owner", "woken_at"),
     )
 
