@@ -115,6 +115,12 @@ def raise_if_stopping() -> None:
 def _group_alive(pgid: int, leader: subprocess.Popen[bytes] | None) -> bool:
     if leader is not None:
         leader.poll()  # reaped, the leader no longer counts as a member (a zombie would)
+    else:
+        # Started by this process with no Popen at hand (`stack_up` then `stack_down` in one process, as `stack up
+        # --foreground` does): a leader that died earlier (a crashed worker) is a zombie until reaped here, and
+        # would hold the wait for the whole grace period.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pgid, os.WNOHANG)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

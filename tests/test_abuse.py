@@ -644,6 +644,21 @@ def test_a_sigterm_whose_interrupt_was_lost_still_stops_a_stack_that_is_starting
         wait_http(f"http://127.0.0.1:{free_port()}/api/health", 1)
 
 
+
+def test_stopping_groups_does_not_wait_on_a_child_that_died_before() -> None:
+    """`stack up --foreground` starts the stack and later stops it in one process, knowing its children by pid only
+    (the stack file): one that had died before (a crashed worker) stays a zombie until reaped, and must not hold
+    the stop for the whole grace period while a live one is still stopped."""
+    from flows.stack import stop_process_groups
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    while Path(f"/proc/{dead.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # wait until it has exited, not reaped: a zombie
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    started = time.monotonic()
+    stop_process_groups({dead.pid: None, live.pid: None}, grace=20)
+    assert time.monotonic() - started < 5
+    assert not Path(f"/proc/{live.pid}").exists()  # stopped by the SIGTERM, and reaped
 @pytest.mark.slow  # baton serve: Prefect, a worker, the API
 def test_sigterm_to_baton_serve_stops_every_process_it_started(tmp_path: Path) -> None:
     """`baton serve` (its own Prefect server, a worker, the API under two uvicorn workers), stopped as a process
