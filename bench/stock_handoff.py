@@ -31,22 +31,27 @@ from bench.procinfo import cpu_seconds, tree_of, usage
 from bench.stock_prefect import stop_process
 
 FLOW_SOURCE = '''
-import sys, time
+import os, sys, time
 from pathlib import Path
 from prefect import flow
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.runtime import flow_run
 
 
+def _note(folder, name, text):
+    # Written whole or not at all: the driver reads a file as soon as it exists.
+    Path(folder, name + ".part").write_text(text)
+    os.replace(Path(folder, name + ".part"), Path(folder, name))
+
+
 def _answered(folder, name, answer):
-    marker = Path(folder, name)
-    if not marker.exists():  # a suspended run's flow body runs again from the top on every resume
-        marker.write_text(f"{time.time()} {answer}")
+    if not Path(folder, name).exists():  # a suspended run's flow body runs again from the top on every resume
+        _note(folder, name, f"{time.time()} {answer}")
 
 
 @flow(name="bench-human-pause")
 def paused(folder: str, handoffs: int, poll: int) -> None:
-    Path(folder, "pause-run").write_text(flow_run.id)
+    _note(folder, "pause-run", flow_run.id)
     for i in range(handoffs):
         answer = pause_flow_run(wait_for_input=str, key=f"handoff-{i}", poll_interval=poll, timeout=600)
         _answered(folder, f"pause-{i}", answer)

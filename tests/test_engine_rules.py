@@ -396,7 +396,9 @@ def test_a_worker_renews_only_the_leases_of_incidents_it_runs(baton: str) -> Non
         assert leases.renew(session, worker_id="w1", incident_ids=[closing, running], lease_seconds=300) == {
             closing, running}
         renewed = {i.id: i.lease_expires_at for i in session.exec(select(Incident)).all()}
-        assert renewed[closing] == until and renewed[running] > renewed[orphaned] > utcnow()
+        assert renewed[closing] == until
+        assert renewed[running] is not None and renewed[orphaned] is not None
+        assert renewed[running] > renewed[orphaned] > utcnow()
     later = utcnow() + timedelta(seconds=60)
     with session_scope() as session:
         assert leases.renew(session, worker_id="w1", incident_ids=[running], lease_seconds=30, now=later) == {running}

@@ -121,9 +121,9 @@ def renew(session: Session, *, worker_id: str, incident_ids: list[str], lease_se
         return set()
     expires = (now or utcnow()) + timedelta(seconds=lease_seconds)
     if is_postgres(session):
-        # One statement with the ids as one array: a worker holding 5,000 incidents renews them in about a quarter
-        # of the database's CPU and a tenth of its own that an IN list of 5,000 parameters, sent twice (UPDATE
-        # then SELECT), cost (docs/scaling.md). A closed incident's lease is rewritten unchanged.
+        # One statement with the ids as one array: a worker holding 5,000 incidents renews them for a third of the
+        # database's CPU and a tenth of its own that an IN list of 5,000 parameters, sent twice (UPDATE then
+        # SELECT), cost (`python -m bench.leases`, docs/scaling.md). A closed incident's lease is rewritten as is.
         held = and_(col(Incident.lease_owner) == worker_id,
                     col(Incident.id) == any_(bindparam("held", incident_ids, type_=ARRAY(String))))
         extended = case((col(Incident.status) == IncidentStatus.open, expires), else_=col(Incident.lease_expires_at))
