@@ -397,8 +397,8 @@ def test_a_worker_renews_only_the_leases_of_incidents_it_runs(baton: str) -> Non
             closing, running}
         renewed = {i.id: i.lease_expires_at for i in session.exec(select(Incident)).all()}
         assert renewed[closing] == until
-        assert renewed[running] is not None and renewed[orphaned] is not None
-        assert renewed[running] > renewed[orphaned] > utcnow()
+        extended, left = renewed[running], renewed[orphaned]
+        assert extended is not None and left is not None and extended > left > utcnow()
     later = utcnow() + timedelta(seconds=60)
     with session_scope() as session:
         assert leases.renew(session, worker_id="w1", incident_ids=[running], lease_seconds=30, now=later) == {running}
