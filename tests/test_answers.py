@@ -317,6 +317,7 @@ def test_a_red_flood_warning_reaches_twenty_officials_seventeen_answer_three_sta
     assert board.status_code == 200
     panel = board.text[board.text.index('id="board-answers"'):]
     assert '<strong class="answer-tally">17/20</strong>' in panel and "answer-p95" in panel
+    assert "时限15分钟" in panel  # minutes as people write them: not "15.0"
     assert all(f'data-username="{n}"' in panel for n in SILENT)
     # The after-action report carries the same figures.
     with session_scope() as session:
