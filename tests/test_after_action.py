@@ -465,6 +465,30 @@ def test_the_pdf_is_a_document_with_a_running_header_and_page_numbers(flood_inci
     assert f"Page 1 of {len(english)}" in (english[0].extract_text() or "")
 
 
+@needs_chromium
+def test_no_page_of_the_pdf_ends_with_a_heading_or_a_chart_legend(flood_incident: str) -> None:
+    """Wherever the timeline falls (a spacer before it moves it down the page in steps shorter than its chart), its
+    heading and legend go with the chart to the next page rather than stay behind at the foot of one."""
+    from pypdf import PdfReader
+
+    report = report_of(flood_incident)
+    html = render_report_html(report, "zh")
+    headings = {re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<h2[^>]*>(.*?)</h2>", html)}
+    assert "时间线" in headings
+    anchor = '<section class="card" id="timeline">'
+    assert anchor in html
+    endings = []
+    for spacer in range(0, 250, 25):  # millimetres; the timeline's chart is taller than a step
+        moved = html.replace(anchor, f'<div style="height:{spacer}mm"></div>{anchor}')
+        for page in PdfReader(io.BytesIO(html_to_pdf(moved))).pages[:-1]:
+            lines = [line.strip() for line in (page.extract_text() or "").splitlines()]
+            running = re.compile(r"第\s*\d+\s*页|" + re.escape(report.code))  # the running header and the page number
+            body = [line for line in lines if line and not running.search(line)]
+            endings.append((spacer, body[-1] if body else ""))
+    stranded = [(spacer, last) for spacer, last in endings if last in headings or "按时完成" in last]
+    assert stranded == [], stranded
+
+
 def test_the_header_of_the_print_stylesheet_cannot_be_broken_out_of(flood_incident: str) -> None:
     from core.learning.after_action.text import ReportText
 
