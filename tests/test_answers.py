@@ -332,6 +332,23 @@ def test_a_red_flood_warning_reaches_twenty_officials_seventeen_answer_three_sta
         assert ledger.verify_incident(session, incident_id).valid
 
 
+def test_a_warning_whose_posts_nobody_holds_is_flagged_on_the_board(api: Api, clock: Clock) -> None:
+    """Not a quiet 0/0: the office reads that nobody was called, and why, where it watches the answers."""
+    from core.users.positions import revoke
+
+    with session_scope() as session:  # the one post holder of the cast (the flood headquarters' commander) leaves it
+        commander = session.exec(select(User).where(User.username == "commander")).one()
+        revoke(session, user_id=commander.id, ref="commander@flood_control_hq", actor="user:admin")
+    incident_id, _ = red_warning()
+    reconcile(incident_id)
+    [call] = api.call("office", "GET", f"/api/incidents/{incident_id}/answers").json()["calls"]
+    assert (call["officials"], call["answered"]) == (0, 0)
+    assert [e.details["why"] for e in kinds(incident_id, "answer.unreachable")] == ["nobody holds the posts"]
+    board = page_client(api.server, "office").get(f"/incidents/{incident_id}/board")
+    panel = board.text[board.text.index('id="board-answers"'):]
+    assert 'class="alert error nobody-to-call"' in panel and "未能叫应任何人" in panel
+
+
 def test_answer_links_are_single_use_expire_and_cannot_be_forged(
         api: Api, robots: dict[str, Received], clock: Clock) -> None:
     who = staff(api, robots)
