@@ -527,6 +527,14 @@ def test_a_late_report_is_flagged_in_the_ledger_board_review_and_after_action_re
                                                          LedgerEntry.kind == "upward_report.overdue")
                                .order_by(col(LedgerEntry.seq))).all()
     assert [(e.details["channel"], e.at) for e in overdue] == [("phone", at(45)), ("written", at(90))]
+    with TestClient(app) as browser, clock(at(90)):
+        page_login(browser, "boss")
+        page = browser.get(f"/incidents/{incident_id}/board").text
+    # Not yet sent, it stands at the top of the board by its deadline, and its line says that the time is one.
+    item = page[page.index('data-kind="upward_report"'):]
+    header = re.search(r'<div class="muted">(.*?)</div>', item, re.S)
+    assert header is not None and header.group(1).strip().startswith("期限 ")
+    assert "late-report" in item[:item.index("</li>")]
     sign_and_send(initial.id, at(150))  # 90 minutes past its limit
 
     with clock(at(200)), session_scope() as session:
