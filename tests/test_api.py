@@ -75,6 +75,31 @@ def test_login_gives_a_bearer_token_and_me_names_the_user(api: Api) -> None:
         assert api.call(name, "GET", "/api/auth/me").json()["role"] == role
 
 
+@pytest.mark.production_hashing
+def test_a_password_hashed_at_a_lower_cost_is_upgraded_at_the_first_login(api: Api) -> None:
+    """What a user whose password was hashed under an older, cheaper setting meets: the first login hashes it again
+    at today's cost, and later logins check that hash."""
+    from argon2 import PasswordHasher
+
+    from core.users.models import User
+
+    def stored() -> str:
+        with session_scope() as session:
+            return session.exec(select(User.password_hash).where(User.username == "water_affairs")).one()
+
+    today = PasswordHasher()
+    before = stored()
+    assert today.check_needs_rehash(before)  # the test cast is hashed at a low cost
+    logins = []
+    for _ in range(2):
+        response = api.server.post("/api/auth/token", data={"username": "water_affairs", "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        logins.append(stored())
+    upgraded, kept = logins
+    assert upgraded != before and not today.check_needs_rehash(upgraded) and today.verify(upgraded, PASSWORD)
+    assert kept == upgraded  # the second login checked the new hash and left it
+
+
 def test_login_form_must_be_complete(api: Api) -> None:
     error = error_of(api.server.post("/api/auth/token", data={"username": "office"}), 422, "invalid_request")
     assert "password" in fields_named(error)
