@@ -341,11 +341,7 @@ class BatonWorker:
 
     async def _sleep(self, seconds: float, until: asyncio.Event | None = None) -> None:
         """`seconds`, or until the worker stops or `until` is set."""
-        if until is None or seconds <= 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-            return
-        waits = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(until.wait())]
+        waits = [asyncio.ensure_future(event.wait()) for event in (self.stopping, until) if event is not None]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

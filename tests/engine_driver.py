@@ -111,16 +111,11 @@ def person(username: str = "commander", *positions: str, role: str = "office",
            department: str | None = None) -> User:
     """A user (made once) holding `positions`; by default the flood headquarters' commander, who may decide
     every level of the flood plan."""
-    from unittest import mock
-
-    from argon2 import PasswordHasher
-
-    import core.users.service
     from core.users.positions import grant
     from core.users.service import add_user
+    from tests.fixtures.api import cheap_hashing
 
-    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)  # a test user needs no costly hash
-    with session_scope() as session, mock.patch.object(core.users.service, "_hasher", cheap):
+    with session_scope() as session, cheap_hashing():  # a test user needs no costly hash
         user = session.exec(select(User).where(User.username == username)).first()
         if user is None:
             user = add_user(session, username=username, role=role, department=department,

@@ -477,12 +477,12 @@ def test_no_page_of_the_pdf_ends_with_a_heading_or_a_chart_legend(flood_incident
     assert "时间线" in headings
     anchor = '<section class="card" id="timeline">'
     assert anchor in html
+    running = re.compile(r"第\s*\d+\s*页|" + re.escape(report.code))  # the running header and the page number
     endings = []
     for spacer in range(0, 250, 25):  # millimetres; the timeline's chart is taller than a step
         moved = html.replace(anchor, f'<div style="height:{spacer}mm"></div>{anchor}')
         for page in PdfReader(io.BytesIO(html_to_pdf(moved))).pages[:-1]:
             lines = [line.strip() for line in (page.extract_text() or "").splitlines()]
-            running = re.compile(r"第\s*\d+\s*页|" + re.escape(report.code))  # the running header and the page number
             body = [line for line in lines if line and not running.search(line)]
             endings.append((spacer, body[-1] if body else ""))
     stranded = [(spacer, last) for spacer, last in endings if last in headings or "按时完成" in last]

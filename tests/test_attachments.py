@@ -27,7 +27,6 @@ from core.platform.settings import get_settings
 from core.users.service import add_user
 from tests.api_server import ASSESSMENT, Api, error_of, flood, task_row
 from tests.conftest import copy_plans
-from tests.fixtures.api import cheap_hashing
 from tests.fixtures.database import clear_settings_caches
 
 
@@ -232,7 +231,7 @@ PASSWORDS = {"water1": "water-secret-1", "met1": "meteo-secret-1"}
 
 @pytest.fixture
 def page_users(baton: str) -> None:
-    with session_scope() as session, cheap_hashing():
+    with session_scope() as session:  # at a low cost (tests/fixtures/api.py)
         add_user(session, username="water1", role="department", department="water_affairs",
                  password=PASSWORDS["water1"])
         add_user(session, username="met1", role="department", department="meteorology", password=PASSWORDS["met1"])

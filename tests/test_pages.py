@@ -26,7 +26,6 @@ from core.platform.settings import get_settings
 from core.users.models import AccessToken, User
 from core.users.service import add_user
 from tests import engine_driver as drive
-from tests.fixtures.api import cheap_hashing
 
 PASSWORDS = {"office1": "office-secret-1", "met1": "meteo-secret-1", "water1": "water-secret-1",
              "boss1": "manager-secret-1", "root1": "admin-secret-1"}
@@ -39,7 +38,7 @@ Login = Callable[[str], TestClient]
 
 @pytest.fixture
 def users(baton: str) -> None:
-    with session_scope() as session, cheap_hashing():
+    with session_scope() as session:  # at a low cost (tests/fixtures/api.py)
         add_user(session, username="office1", role="office", password=PASSWORDS["office1"], display_name="值班员")
         add_user(session, username="met1", role="department", department="meteorology", password=PASSWORDS["met1"])
         add_user(session, username="water1", role="department", department="water_affairs",
