@@ -68,6 +68,7 @@ lint: $(STAMP_TEST)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python -m bench.counts --postgres
+	$(BIN)/python -m bench.prefect_tasks
 	$(BIN)/python -m bench
 
 # The long soak (docs/reliability.md): `make test` runs the 40-second one; SOAK_SECONDS sets this one's length.

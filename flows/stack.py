@@ -56,14 +56,27 @@ def free_port() -> int:
         return chosen
 
 
+# How the Prefect servers Baton starts are tuned (deploy/compose.yaml and deploy/k8s say the same for theirs).
+PREFECT_SERVER_TUNING = {
+    # The pause-expiry scan walks every paused run each loop; Baton pauses none, so look rarely.
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "60",
+    # Task runs (Baton's automated steps) reach the server as events, which the task-run recorder writes one
+    # transaction per event by default: 19 ms of the server's CPU per task run on the 2-core machine, 6.8 ms
+    # when it writes up to 100 at a time (`python -m bench.prefect_tasks`, 2026-12-04). Every task run is
+    # still recorded; Prefect's UI shows a step at most a second later.
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+
+
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "PREFECT_HOME": str((home / "prefect").resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
-        # The pause-expiry scan walks every paused run each loop; Baton pauses none, so look rarely.
-        "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "60",
+        **PREFECT_SERVER_TUNING,
     })
     if api_url:
         env["PREFECT_API_URL"] = api_url

@@ -26,6 +26,7 @@ from core.platform.db import session_scope
 from core.platform.settings import Settings
 from core.prevention.campaigns import CAMPAIGNS
 from flows import maintenance
+from flows.stack import PREFECT_SERVER_TUNING
 from tests import engine_driver as drive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,6 +313,7 @@ def test_compose_prefect_settings_exist_in_prefect_and_use_redis() -> None:
         assert env["PREFECT_SERVER_EVENTS_MESSAGING_CACHE"] == "prefect_redis.messaging"
         assert env["PREFECT_SERVER_DOCKET_URL"].startswith("redis://")
         assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == "prefect_redis.lease_storage"
+        assert PREFECT_SERVER_TUNING.items() <= env.items(), f"{name}: tuned as flows.stack tunes its servers"
     for name in ("api", "worker", "maintenance-worker", "migrate"):
         env = env_dict(services[name])
         assert env["BATON_DATABASE_URL"].startswith("postgresql+psycopg://")
@@ -415,6 +417,9 @@ def test_helm_values_for_prefect_server_and_worker() -> None:
     for item in server["global"]["prefect"]["env"]:
         assert item["name"] in names, item["name"]
         assert not SECRET_NAME.search(item["name"]), "secrets go in the referenced Secrets"
+    # The cluster's Prefect is tuned as the servers Baton starts itself are.
+    assert PREFECT_SERVER_TUNING.items() <= {item["name"]: item["value"]
+                                             for item in server["global"]["prefect"]["env"]}.items()
 
     def no_inline_secrets(value: Any, where: str) -> None:
         if isinstance(value, dict):

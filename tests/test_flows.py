@@ -16,6 +16,7 @@ from uuid import UUID
 import pytest
 import yaml
 from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlmodel import select
 
 from core.incidents.models import DepartmentTask, Incident
@@ -24,6 +25,7 @@ from core.ledger import chain as ledger
 from core.ledger.models import LedgerEntry
 from core.platform.db import session_scope
 from core.platform.errors import TaskStateConflict
+from tasks.actions import ACTION_TASKS
 from tests import engine_driver as drive
 from tests.conftest import copy_plans
 
@@ -74,6 +76,13 @@ def drive_until(incident_id: str, stop: Callable[[Incident], bool], timeout: flo
     raise AssertionError(f"incident stuck in {drive.incident(incident_id).stage}")
 
 
+async def read_task_runs(flow_run_id: str) -> Counter[tuple[str, str]]:
+    """The flow run's task runs as Prefect shows them: (task name, state type) counted."""
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return Counter((run.name.rsplit("-", 1)[0], run.state.type.value if run.state else "") for run in runs)
+
+
 async def read_run(flow_run_id: str) -> tuple[str, str, list[str], str]:
     async with get_client() as client:
         run = await client.read_flow_run(UUID(flow_run_id))
@@ -118,6 +127,19 @@ def test_flood_incident_runs_as_a_prefect_flow_run_named_by_its_code(workers: Ca
     assert (tasks["publish_rainstorm_warning"].outputs or {})["state"] == "draft"
     assert kinds[("warning.drafted", "publish_rainstorm_warning")] == 1
     assert all(count == 1 for (kind, _), count in kinds.items() if kind == "task.assigned")
+    # Prefect shows every automated step as a completed task run of the incident's flow run (its server records
+    # task runs in batches, flows.stack.PREFECT_SERVER_TUNING: within a second or so, none dropped).
+    expected = sum(1 for t in tasks.values() if t.kind == "action" and t.status == "completed")
+    assert expected >= 2, "the flood drill ran fewer automated steps than its plan has"
+
+    def actions_shown() -> Counter[tuple[str, str]] | None:
+        runs = asyncio.run(read_task_runs(row.flow_run_id or ""))
+        actions = Counter({key: n for key, n in runs.items() if key[0] in ACTION_TASKS})
+        return actions if sum(actions.values()) >= expected else None
+
+    shown = wait_for(actions_shown, 30, "Prefect to show the automated steps")
+    assert isinstance(shown, Counter) and sum(shown.values()) == expected, shown
+    assert {state for (_, state) in shown} == {"COMPLETED"}, shown
 
 
 def test_a_level_change_retags_the_flow_run_which_names_its_baton_instance(
