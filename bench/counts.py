@@ -226,7 +226,6 @@ class _FlowSide:
         body), until nothing more falls due."""
         from core.platform.db import session_scope
         from core.reporting.schedule import advance_with_reports
-        from flows.incident import _action_of
         from tasks.actions import ACTION_TASKS
 
         while True:
@@ -235,9 +234,7 @@ class _FlowSide:
             if not result.actions:
                 return
             for task_id in result.actions:
-                with session_scope() as session:
-                    action = _action_of(session, task_id=task_id)
-                asyncio.run(ACTION_TASKS[action].fn(task_id))
+                asyncio.run(ACTION_TASKS[result.action_of[task_id]].fn(task_id))
                 self.automated += 1
 
     def stop(self) -> None:

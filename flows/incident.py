@@ -34,17 +34,6 @@ from tasks.delivery import deliver_with_retries
 log = logging.getLogger("baton.flow")
 
 
-def _action_of(session: Any, *, task_id: str) -> str:
-    from core.incidents.models import DepartmentTask, Incident
-    from core.plans.store import plan_for_version
-
-    row = session.get(DepartmentTask, task_id)
-    incident = session.get(Incident, row.incident_id)
-    action = plan_for_version(session, incident.plan_version_id).step(row.step_key).action
-    assert action is not None
-    return action
-
-
 def _reconcile(session: Any, *, incident_id: str, worker_id: str | None) -> AdvanceResult:
     """One wake's reconciliation, in one transaction: the engine's (core.incidents), the upward reports it leaves
     owed (core.reporting), and the 叫应 answer calls (core.sharing.answers) on the incident row already locked and
@@ -59,8 +48,7 @@ def _reconcile(session: Any, *, incident_id: str, worker_id: str | None) -> Adva
     return result
 
 
-async def _run_action(task_id: str) -> None:
-    action = await in_transaction(_action_of, task_id=task_id)
+async def _run_action(task_id: str, action: str) -> None:
     state = await ACTION_TASKS[action](task_id, return_state=True)
     if state.is_failed() or state.is_crashed():
         # Out of retries: record the failure and tell the command office rather than stall the incident.
@@ -127,7 +115,8 @@ async def _walk(incident_id: str, runtime: Runtime, sending: dict[str, asyncio.T
                     sending[delivery_id] = asyncio.create_task(deliver_with_retries(delivery_id))
             if result.actions:
                 # All of them finish before an outage is retried: none is started twice at once.
-                done = await asyncio.gather(*(_run_action(task_id) for task_id in result.actions),
+                done = await asyncio.gather(*(_run_action(task_id, result.action_of[task_id])
+                                              for task_id in result.actions),
                                             return_exceptions=True)
                 for failed in done:
                     if isinstance(failed, BaseException):

@@ -223,12 +223,14 @@ def test_an_action_out_of_retries_is_recorded_and_reported_not_left_hanging(
                                                             "warning_colour": "red",
                                                             "valid_until": drive.VALID_UNTIL})
     with session_scope() as session:
-        advance(session, incident_id=incident_id)
+        result = advance(session, incident_id=incident_id)
     task_id = drive.tasks(incident_id)["publish_rainstorm_warning"].id
+    # The reconciliation names the automated step each pending action task runs: the plan step's action.
+    assert result.action_of[task_id] == "publish_warning"
 
     @flow(name="test-action")
     async def run_it() -> None:
-        await incident_flow_module._run_action(task_id)
+        await incident_flow_module._run_action(task_id, result.action_of[task_id])
 
     asyncio.run(run_it())
     row = drive.tasks(incident_id)["publish_rainstorm_warning"]

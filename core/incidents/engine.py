@@ -38,6 +38,9 @@ class AdvanceResult:
     stage: str
     level: str
     actions: list[str] = field(default_factory=list)
+    # The automated step each of `actions` runs (its plan step's `action`): the flow runs them without reading
+    # the task and the plan again.
+    action_of: dict[str, str] = field(default_factory=dict)
     deliveries: list[str] = field(default_factory=list)
     next_check: datetime | None = None
     # What the reconciliation read and wrote, for whatever runs next in the same transaction (the reports).
@@ -388,10 +391,12 @@ class _Advancer:
                             observed=grading.observed_outputs(self.tasks), source="outputs", now=self.now)
         next_check = self.deadlines(fraction) if self.incident.status == IncidentStatus.open else None
         self.session.flush()
-        actions = [t.id for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]
+        pending = [t for t in self.tasks.values() if t.kind == "action" and t.status == TaskStatus.pending]
+        actions = [t.id for t in pending]
+        action_of = {t.id: action for t in pending if (action := self.plan.step(t.step_key).action)}
         deliveries = outbox.pending(self.session, incident_id=self.incident.id)
         return AdvanceResult(incident_id=self.incident.id, code=self.incident.code, status=self.incident.status,
-                             stage=self.incident.stage, level=self.incident.level, actions=actions,
+                             stage=self.incident.stage, level=self.incident.level, actions=actions, action_of=action_of,
                              deliveries=deliveries, next_check=next_check, incident_row=self.incident,
                              tasks=self.tasks)
 
