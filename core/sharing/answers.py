@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, or_
+from sqlalchemy import func, literal, null, or_
 from sqlmodel import Session, col, select
 
 from core.geo.shapes import Area, cap_alert_area
@@ -425,31 +425,35 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
     return result
 
 
-def _next_due(session: Session, incident: Incident) -> datetime | None:
-    """The next answer deadline, or the next command prompt while the response has not started (one statement:
-    the flow asks after every wake)."""
+def _due_columns(incident: Incident) -> tuple[Any, Any]:
+    """The next answer deadline and, while the response has not started, the next command prompt (else NULL):
+    scalar subqueries, for one statement with whatever else the caller asks."""
     requests = select(func.min(AnswerRequest.due_at)).where(
         AnswerRequest.incident_id == incident.id, col(AnswerRequest.answered_at).is_(None),
         col(AnswerRequest.escalated_at).is_(None)).scalar_subquery()
     if response_started(incident):
-        due: datetime | None = session.exec(select(requests)).one()
-        return due
+        return requests, null()
     prompts = select(func.min(AnswerCall.response_due_at)).where(
         AnswerCall.incident_id == incident.id, col(AnswerCall.response_due_at).is_not(None),
         col(AnswerCall.command_prompted_at).is_(None)).scalar_subquery()
-    due, prompt = session.exec(select(requests, prompts)).one()
-    if prompt is not None:
-        due = prompt if due is None else min(due, prompt)
-    return due
+    return requests, prompts
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    present = [moment for moment in moments if moment is not None]
+    return min(present) if present else None
+
+
+def _next_due(session: Session, incident: Incident) -> datetime | None:
+    """The next answer deadline, or the next command prompt while the response has not started (one statement)."""
+    requests, prompts = _due_columns(incident)
+    return _earliest(*session.exec(select(requests, prompts)).one())
 
 
 def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> tuple[bool, datetime | None]:
     """Whether reconciling would write anything (a call to open, a deadline or a prompt that has passed), and the
-    next moment something falls due as things stand. Two statements, whatever the incident holds: the flow asks
+    next moment something falls due as things stand. One statement, whatever the incident holds: the flow asks
     after every wake."""
-    due = _next_due(session, incident)
-    if due is not None and due <= now:
-        return True, due
 
     def not_called(source: Any) -> Any:
         return ~select(AnswerCall.id).where(AnswerCall.incident_id == incident.id,
@@ -466,7 +470,10 @@ def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetim
             DepartmentTask.incident_id == incident.id, col(DepartmentTask.step_key).in_(must),
             DepartmentTask.status == TaskStatus.completed,
             not_called(literal("step:") + col(DepartmentTask.id))).exists())
-    return bool(session.exec(select(or_(*owed))).one()), due
+    requests, prompts = _due_columns(incident)
+    request_due, prompt_due, calls_owed = session.exec(select(requests, prompts, or_(*owed))).one()
+    due = _earliest(request_due, prompt_due)
+    return bool(calls_owed) or (due is not None and due <= now), due
 
 
 def _sooner(current: datetime | None, moment: datetime) -> datetime:
