@@ -46,13 +46,14 @@ def _notify(session: Session, *, task_id: str) -> dict[str, Any]:
     # no warning area, or no area on file for it, and it is notified as before.
     area, _ = warning_area(session, incident_id=incident.id, now=utcnow())
     if not Reach(session, area).organisation(target):
-        finish_action(session, task_id=task_id, outputs={"delivery_id": None, "target": target,
-                                                         "outside_warning_area": True})
+        finish_action(session, task_id=task_id, locked=(incident, row),
+                      outputs={"delivery_id": None, "target": target, "outside_warning_area": True})
         return {"delivery_id": None, "outside_warning_area": True}
     delivery = outbox.queue(session, incident=incident, key=f"{incident.id}:{step.key}:notify",
                             purpose="notice", target=target,
                             payload={"step": step.key, "message": params.message.model_dump()})
-    finish_action(session, task_id=task_id, outputs={"delivery_id": delivery.id, "target": target})
+    finish_action(session, task_id=task_id, locked=(incident, row),
+                  outputs={"delivery_id": delivery.id, "target": target})
     return {"delivery_id": delivery.id}
 
 
@@ -66,13 +67,13 @@ def _publish(session: Session, *, task_id: str) -> dict[str, Any]:
     alert = draft(session, incident_id=incident.id, params=params, department=step.department, actor="baton",
                   key=f"{incident.id}:{step.key}:cap", step_key=step.key)
     if alert is None:  # an all-clear of a warning never released: its drafts were withdrawn
-        finish_action(session, task_id=task_id, outputs={"drafted": False, "published": False,
-                                                        "msg_type": params.msg_type})
+        finish_action(session, task_id=task_id, locked=(incident, row),
+                      outputs={"drafted": False, "published": False, "msg_type": params.msg_type})
         return {"identifier": None}
-    finish_action(session, task_id=task_id, outputs={"identifier": alert.identifier, "drafted": True,
-                                                    "state": alert.state, "published": alert.published,
-                                                    "msg_type": alert.msg_type, "status": alert.status,
-                                                    "colour": alert.colour})
+    finish_action(session, task_id=task_id, locked=(incident, row),
+                  outputs={"identifier": alert.identifier, "drafted": True, "state": alert.state,
+                           "published": alert.published, "msg_type": alert.msg_type, "status": alert.status,
+                           "colour": alert.colour})
     return {"identifier": alert.identifier}
 
 
@@ -104,7 +105,8 @@ def _summarise(session: Session, *, task_id: str) -> dict[str, Any]:
                         "outputs": outputs, "classification": classification.value if classification else None})
     summary = {"incident": incident.code, "level": incident.level, "stage": incident.stage,
                "compiled_at": utcnow().isoformat(), "entries": entries}
-    finish_action(session, task_id=task_id, outputs={"summary": summary, "entries": len(entries)})
+    finish_action(session, task_id=task_id, locked=(incident, row),
+                  outputs={"summary": summary, "entries": len(entries)})
     return {"entries": len(entries)}
 
 
@@ -115,8 +117,8 @@ def _cascade(session: Session, *, task_id: str) -> dict[str, Any]:
     params = OpenLinkedIncidentParams.model_validate(step.params)
     child = open_linked(session, parent_id=incident.id, type_key=params.type, level=params.level, actor="baton",
                         reason=f"{params.reason.zh} / {params.reason.en}", key=step.key)
-    finish_action(session, task_id=task_id, outputs={"child_id": child.id, "child_code": child.code,
-                                                    "type": params.type})
+    finish_action(session, task_id=task_id, locked=(incident, row),
+                  outputs={"child_id": child.id, "child_code": child.code, "type": params.type})
     return {"child": child.code}
 
 

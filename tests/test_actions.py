@@ -174,6 +174,19 @@ def test_warning_is_valid_cap_1_2_with_both_languages(baton: str, drill: bool) -
     assert (task.outputs or {})["state"] == "draft" and (task.outputs or {})["published"] is False
 
 
+def test_an_automated_step_records_its_result_without_waking_its_own_incident(baton: str) -> None:
+    """The step runs in its incident's flow, which reconciles as soon as its steps are done: a wake (woken_at, and on
+    PostgreSQL a notification to the worker) would make that flow reconcile a second time for nothing."""
+    incident_id = drive.open_("flood", level="I")
+    drafted = _publish_for(incident_id)
+    row = drive.incident(incident_id)
+    task = drive.tasks(incident_id)["publish_rainstorm_warning"]
+    assert task.status == "completed" and (task.outputs or {})["identifier"] == drafted.identifier
+    assert task.completed_at is not None and row.updated_at == task.completed_at
+    # The forecast's completion (a department's handoff) woke the incident; the step's own result did not.
+    assert row.woken_at is not None and row.woken_at < task.completed_at
+
+
 def test_situation_summary_leaves_out_what_its_audience_may_not_read(baton: str) -> None:
     incident_id = drive.open_("flood", level="III")
     # Walk to the summary step, finishing everything on the way.
