@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,36 +118,19 @@ def measure(*, label: str, api_url: str, server_pid: int, postmaster: int | None
     finally:
         if proc.poll() is None:
             proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
     return TaskRunCost(label=label, runs=runs, recorded=_recorded(api_url) - recorded_before,
                        flow_ms=round(1000 * flow_cpu / runs, 2),
                        server_ms=round(1000 * (server_after - server_before) / runs, 2),
                        postgres_ms=round(1000 * (database_after - database_before) / runs, 2))
 
 
-def _server(home: Path, database_url: str, tuned: bool) -> tuple[subprocess.Popen[bytes], str]:
-    from flows.stack import PREFECT_SERVER_TUNING, free_port, prefect_env, wait_http
-
-    env = prefect_env(home)
-    env.pop("PREFECT_API_URL", None)
-    if not tuned:
-        for key in PREFECT_SERVER_TUNING:
-            env.pop(key, None)
-    env.update(PREFECT_SERVER_DATABASE_CONNECTION_URL=database_url, PREFECT_UI_ENABLED="false")
-    port = free_port()
-    log = home / f"prefect-server-{'tuned' if tuned else 'stock'}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc, log)
-    return proc, f"http://127.0.0.1:{port}/api"
-
-
 def compare(*, runs: int) -> list[TaskRunCost]:
     """Stock Prefect's server and Baton's, each on a database of its own in one PostgreSQL cluster."""
-    from bench.stock_prefect import stop_process
-    from flows.stack import PostgresCluster
+    from flows.stack import PostgresCluster, Stack, free_port
 
     home = Path(tempfile.mkdtemp(prefix="baton-bench-tasks-"))
+    (home / "logs").mkdir()
     cluster = PostgresCluster().start()
     costs = []
     try:
@@ -154,14 +138,18 @@ def compare(*, runs: int) -> list[TaskRunCost]:
         for tuned in (False, True):
             name = "prefect_tuned" if tuned else "prefect_stock"
             cluster.create_database(name, extensions=("pg_trgm",))
-            proc, api_url = _server(home, cluster.url(name, driver="asyncpg"), tuned)
+            port = free_port()
+            stack = Stack(home=home, api_url=f"http://127.0.0.1:{port}/api")
             try:
-                costs.append(measure(label="as Baton starts it" if tuned else "stock", api_url=api_url,
-                                     server_pid=proc.pid, postmaster=postmaster, runs=runs))
+                stack.start_prefect(port, database_url=cluster.url(name, driver="asyncpg"), tuned=tuned)
+                costs.append(measure(label="as Baton starts it" if tuned else "stock", api_url=stack.api_url,
+                                     server_pid=stack.processes["prefect-server"].pid, postmaster=postmaster,
+                                     runs=runs))
             finally:
-                stop_process(proc)
+                stack.stop()
     finally:
         cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
     return costs
 
 

@@ -61,23 +61,29 @@ PREFECT_SERVER_TUNING = {
     # The pause-expiry scan walks every paused run each loop; Baton pauses none, so look rarely.
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "60",
     # Task runs (Baton's automated steps) reach the server as events, which the task-run recorder writes one
-    # transaction per event by default: 19 ms of the server's CPU per task run on the 2-core machine, 6.8 ms
-    # when it writes up to 100 at a time (`python -m bench.prefect_tasks`, 2026-12-04). Every task run is
-    # still recorded; Prefect's UI shows a step at most a second later.
+    # transaction per event by default: 18.5 ms of the server's CPU per task run on the 2-core machine, 6.5 ms
+    # when it writes up to 100 at a time and flushes every second (`python -m bench.prefect_tasks`, 2026-12-04).
+    # Every task run is still recorded; Prefect's UI shows a step at most a second later.
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 
 
-def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+def prefect_env(home: Path, api_url: str | None = None, *, tuned: bool = True) -> dict[str, str]:
+    """The environment of a Prefect process Baton starts; `tuned=False` leaves Prefect's own defaults where Baton
+    tunes them (the benchmark's stock server)."""
     env = dict(os.environ)
     env.update({
         "PREFECT_HOME": str((home / "prefect").resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
-        **PREFECT_SERVER_TUNING,
     })
+    if tuned:
+        env.update(PREFECT_SERVER_TUNING)
+    else:
+        for key in PREFECT_SERVER_TUNING:
+            env.pop(key, None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
@@ -187,13 +193,14 @@ class Stack:
     starters: dict[str, Callable[[], object]] = field(default_factory=dict)
     restarts: dict[str, list[float]] = field(default_factory=dict)
 
-    def start_prefect(self, port: int, database_url: str | None = None) -> None:
-        """Start a Prefect server; on PostgreSQL when `database_url` (postgresql+asyncpg://…) is given."""
+    def start_prefect(self, port: int, database_url: str | None = None, *, tuned: bool = True) -> None:
+        """Start a Prefect server; on PostgreSQL when `database_url` (postgresql+asyncpg://…) is given; with
+        Prefect's own defaults instead of Baton's tuning when not `tuned` (`prefect_env`)."""
         raise_if_stopping()
         log = self.home / "logs" / "prefect-server.log"
-        env = prefect_env(self.home)
+        env = prefect_env(self.home, tuned=tuned)
         env.pop("PREFECT_API_URL", None)
-        self.starters["prefect-server"] = lambda: self.start_prefect(port, database_url)
+        self.starters["prefect-server"] = lambda: self.start_prefect(port, database_url, tuned=tuned)
         if database_url:
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
         env["PREFECT_UI_ENABLED"] = env.get("PREFECT_UI_ENABLED", "true")
