@@ -17,6 +17,7 @@ the Prefect server. Memory is what one waiting run holds (its process's PSS; a s
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -231,4 +232,5 @@ def measure(api_url: str, server_pids: list[int], handoffs: int = 4,
             stop_process(runner)
     finally:
         driver.api.close()
+        shutil.rmtree(work, ignore_errors=True)
     return results
