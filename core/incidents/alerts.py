@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from core.incidents.models import (
@@ -325,13 +326,21 @@ def route_due(alert: OfficeAlert, clock_speed: float = 1.0) -> datetime | None:
     return alert.raised_at + timedelta(minutes=get_settings().decline_route_minutes) / clock_speed
 
 
+# The open declines not yet escalated (the only alerts with a routing limit), of the incident bound as
+# `incident_id`: asked on every wake, so built once, and usually answered with no row to load.
+_UNESCALATED_DECLINES = select(OfficeAlert).where(
+    OfficeAlert.incident_id == bindparam("incident_id"), col(OfficeAlert.resolved_at).is_(None),
+    OfficeAlert.kind == AlertKind.declined.value, col(OfficeAlert.escalated_at).is_(None),
+).order_by(col(OfficeAlert.raised_at))
+
+
 def escalate_overdue(session: Session, *, incident: Incident, at: datetime) -> datetime | None:
     """Escalate the incident's open alerts the office did not route in time (ledgered once each, shown red);
     the next such deadline, for the flow to wake at."""
     following: datetime | None = None
-    for alert in open_alerts(session, incident_id=incident.id):
+    for alert in session.exec(_UNESCALATED_DECLINES, params={"incident_id": incident.id}).all():
         due = route_due(alert, incident.clock_speed)
-        if due is None or alert.escalated_at is not None:
+        if due is None:
             continue
         if at < due:
             following = due if following is None else min(following, due)

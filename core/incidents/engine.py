@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from core.incidents import alerts, grading
@@ -54,9 +55,13 @@ class AdvanceResult:
 
 def latest_tasks(session: Session, incident_id: str) -> dict[str, DepartmentTask]:
     """The latest attempt of each step's task."""
-    rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident_id)
-                        .order_by(col(DepartmentTask.attempt))).all()
+    rows = session.exec(_TASKS_OF, params={"incident_id": incident_id}).all()
     return {row.step_key: row for row in rows}
+
+
+# Built once: every wake and every completion reads them.
+_TASKS_OF = select(DepartmentTask).where(DepartmentTask.incident_id == bindparam("incident_id")).order_by(
+    col(DepartmentTask.attempt))
 
 
 def escalation_target(step: Step) -> str:
@@ -112,7 +117,8 @@ class _Advancer:
         if self.incident.drill or department == COMMAND:
             return True
         if department not in self._staffed:
-            self._staffed[department] = able_to_act(self.session, department)
+            with self.session.no_autoflush:  # users are never written here: the pending tasks can wait for the flush
+                self._staffed[department] = able_to_act(self.session, department)
         return self._staffed[department]
 
     # -- helpers -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from core.incidents.service import COMMAND
@@ -59,11 +60,16 @@ def may_act(user: User, work: DepartmentWork, held: Iterable[str] = ()) -> bool:
 def able_to_act(session: Session, department: str) -> bool:
     """Whether any active user may act for `department` (`acts_for`): one of its department users, or for the
     emergency office an office user or administrator."""
-    roles = [Role.office.value, Role.admin.value] if department == COMMAND else [Role.department.value]
-    query = select(User.id).where(col(User.active).is_(True), col(User.role).in_(roles))
-    if department != COMMAND:
-        query = query.where(User.department == department)
-    return session.exec(query.limit(1)).first() is not None
+    if department == COMMAND:
+        return session.exec(_OFFICE_STAFFED).first() is not None
+    return session.exec(_DEPARTMENT_STAFFED, params={"department": department}).first() is not None
+
+
+# Built once: the engine asks for every department it assigns a task to.
+_OFFICE_STAFFED = select(User.id).where(col(User.active).is_(True),
+                                        col(User.role).in_([Role.office.value, Role.admin.value])).limit(1)
+_DEPARTMENT_STAFFED = select(User.id).where(col(User.active).is_(True), User.role == Role.department.value,
+                                            User.department == bindparam("department")).limit(1)
 
 
 def unstaffed(session: Session, departments: Iterable[str]) -> list[str]:

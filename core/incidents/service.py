@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session, col, select
 
 from core.incidents import authority
@@ -43,26 +43,30 @@ def lock_incident(session: Session, incident_id: str) -> Incident:
     On PostgreSQL this is a row lock; on SQLite every write transaction already holds the database's
     write lock (BEGIN IMMEDIATE), which serialises them.
     """
-    query = select(Incident).where(Incident.id == incident_id)
-    if is_postgres(session):
-        # FOR NO KEY UPDATE: compatible with the KEY SHARE locks that inserting rows referencing the
-        # incident takes, so a transaction that inserted first and locks second cannot deadlock another.
-        query = query.with_for_update(key_share=True)
-    incident = session.exec(query.execution_options(populate_existing=True)).first()
+    query = _LOCK_INCIDENT_PG if is_postgres(session) else _LOCK_INCIDENT
+    incident = session.exec(query, params={"incident_id": incident_id}).first()
     if incident is None:
         raise NotFound(f"no incident '{incident_id}'")
     return incident
+
+
+# The locking reads, built once (every completion and every wake takes one; issue 19). On PostgreSQL FOR NO KEY
+# UPDATE: compatible with the KEY SHARE locks that inserting rows referencing the incident takes, so a transaction
+# that inserted first and locks second cannot deadlock another.
+_LOCK_INCIDENT = select(Incident).where(Incident.id == bindparam("incident_id")).execution_options(
+    populate_existing=True)
+_LOCK_INCIDENT_PG = _LOCK_INCIDENT.with_for_update(key_share=True)
+_TASK_OWNER = select(DepartmentTask.incident_id).where(DepartmentTask.id == bindparam("task_id")).scalar_subquery()
+_LOCK_TASK_INCIDENT = select(Incident).where(Incident.id == _TASK_OWNER).execution_options(populate_existing=True)
+_LOCK_TASK_INCIDENT_PG = _LOCK_TASK_INCIDENT.with_for_update(key_share=True)
 
 
 def lock_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
     """A task and its incident, the incident locked first (as every writer of an incident takes it) and the task
     read after the lock, so that what it says is what the writers before this one left. Two statements: the
     incident found through the task in the locking one, then the task."""
-    owner = select(DepartmentTask.incident_id).where(DepartmentTask.id == task_id).scalar_subquery()
-    query = select(Incident).where(Incident.id == owner)
-    if is_postgres(session):
-        query = query.with_for_update(key_share=True)  # as lock_incident: FOR NO KEY UPDATE
-    incident = session.exec(query.execution_options(populate_existing=True)).first()
+    query = _LOCK_TASK_INCIDENT_PG if is_postgres(session) else _LOCK_TASK_INCIDENT
+    incident = session.exec(query, params={"task_id": task_id}).first()
     task = session.get(DepartmentTask, task_id, populate_existing=True) if incident is not None else None
     if incident is None or task is None:
         raise NotFound(f"no task '{task_id}'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlmodel import Session, col, select
 
 from core.incidents.models import Incident, IncidentStatus
@@ -54,8 +54,12 @@ def queue(session: Session, *, incident: Incident | None, key: str, purpose: str
 
 def pending(session: Session, *, incident_id: str) -> list[str]:
     """The incident's messages still to send (its flow sends them while the incident is open)."""
-    return list(session.exec(select(OutboundDelivery.id).where(
-        OutboundDelivery.incident_id == incident_id, OutboundDelivery.outcome == DeliveryOutcome.pending)).all())
+    return list(session.exec(_PENDING, params={"incident_id": incident_id}).all())
+
+
+# Built once: the incident's flow asks on every wake.
+_PENDING = select(OutboundDelivery.id).where(OutboundDelivery.incident_id == bindparam("incident_id"),
+                                             OutboundDelivery.outcome == DeliveryOutcome.pending)
 
 
 def claim_orphans(session: Session, *, worker_id: str, limit: int = 20, lease_seconds: float = 300,

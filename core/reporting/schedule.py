@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from core.incidents.engine import AdvanceResult, advance, latest_tasks
@@ -41,9 +42,12 @@ def advance_with_reports(session: Session, *, incident_id: str, worker_id: str |
 
 
 def reports_of(session: Session, incident_id: str) -> list[UpwardReport]:
-    return list(session.exec(select(UpwardReport).where(UpwardReport.incident_id == incident_id)
-                             .order_by(col(UpwardReport.created_at), col(UpwardReport.kind),
-                                       col(UpwardReport.number))).all())
+    return list(session.exec(_REPORTS_OF, params={"incident_id": incident_id}).all())
+
+
+# Built once: the reconciliation after every wake reads them.
+_REPORTS_OF = select(UpwardReport).where(UpwardReport.incident_id == bindparam("incident_id")).order_by(
+    col(UpwardReport.created_at), col(UpwardReport.kind), col(UpwardReport.number))
 
 
 def termination_moment(incident: Incident, reporting: Reporting, tasks: dict[str, DepartmentTask]) -> datetime | None:

@@ -19,12 +19,13 @@ marks them as having answered.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, null, or_
+from sqlalchemy import BindParameter, bindparam, func, literal, null, or_
 from sqlmodel import Session, col, select
 
 from core.geo.shapes import Area, cap_alert_area
@@ -425,16 +426,17 @@ def reconcile(session: Session, *, incident_id: str, now: datetime | None = None
     return result
 
 
-def _due_columns(incident: Incident) -> tuple[Any, Any]:
+def _due_columns(started: bool) -> tuple[Any, Any]:
     """The next answer deadline and, while the response has not started, the next command prompt (else NULL):
-    scalar subqueries, for one statement with whatever else the caller asks."""
+    scalar subqueries of the incident bound as `incident_id`, for one statement with whatever else it asks."""
+    incident_id: BindParameter[str] = bindparam("incident_id")
     requests = select(func.min(AnswerRequest.due_at)).where(
-        AnswerRequest.incident_id == incident.id, col(AnswerRequest.answered_at).is_(None),
+        AnswerRequest.incident_id == incident_id, col(AnswerRequest.answered_at).is_(None),
         col(AnswerRequest.escalated_at).is_(None)).scalar_subquery()
-    if response_started(incident):
+    if started:
         return requests, null()
     prompts = select(func.min(AnswerCall.response_due_at)).where(
-        AnswerCall.incident_id == incident.id, col(AnswerCall.response_due_at).is_not(None),
+        AnswerCall.incident_id == incident_id, col(AnswerCall.response_due_at).is_not(None),
         col(AnswerCall.command_prompted_at).is_(None)).scalar_subquery()
     return requests, prompts
 
@@ -444,34 +446,47 @@ def _earliest(*moments: datetime | None) -> datetime | None:
     return min(present) if present else None
 
 
+# The statements below are built once per shape and bound per incident: the flow asks after every wake, and
+# building the expression (not running it) was most of the check's CPU in the worker's profile (issue 19).
+@functools.cache
+def _next_due_statement(started: bool) -> Any:
+    return select(*_due_columns(started))
+
+
+@functools.cache
+def _owed_statement(colours: tuple[str, ...], must: tuple[str, ...], started: bool) -> Any:
+    incident_id: BindParameter[str] = bindparam("incident_id")
+
+    def not_called(source: Any) -> Any:
+        return ~select(AnswerCall.id).where(AnswerCall.incident_id == incident_id,
+                                            AnswerCall.source_key == source).exists()
+
+    # A released warning of an answering colour, or a completed must-answer step, with no call opened for it yet.
+    owed = [select(CapAlert.id).where(
+        CapAlert.incident_id == incident_id, CapAlert.state == WarningState.issued, CapAlert.msg_type != "Cancel",
+        col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(colours)),
+        not_called(literal("alert:") + col(CapAlert.id))).exists()]
+    if must:
+        owed.append(select(DepartmentTask.id).where(
+            DepartmentTask.incident_id == incident_id, col(DepartmentTask.step_key).in_(list(must)),
+            DepartmentTask.status == TaskStatus.completed,
+            not_called(literal("step:") + col(DepartmentTask.id))).exists())
+    return select(*_due_columns(started), or_(*owed))
+
+
 def _next_due(session: Session, incident: Incident) -> datetime | None:
     """The next answer deadline, or the next command prompt while the response has not started (one statement)."""
-    requests, prompts = _due_columns(incident)
-    return _earliest(*session.exec(select(requests, prompts)).one())
+    statement = _next_due_statement(response_started(incident))
+    return _earliest(*session.exec(statement, params={"incident_id": incident.id}).one())
 
 
 def _owed(session: Session, incident: Incident, plan: IncidentType, now: datetime) -> tuple[bool, datetime | None]:
     """Whether reconciling would write anything (a call to open, a deadline or a prompt that has passed), and the
     next moment something falls due as things stand. One statement, whatever the incident holds: the flow asks
     after every wake."""
-
-    def not_called(source: Any) -> Any:
-        return ~select(AnswerCall.id).where(AnswerCall.incident_id == incident.id,
-                                            AnswerCall.source_key == source).exists()
-
-    # A released warning of an answering colour, or a completed must-answer step, with no call opened for it yet.
-    owed = [select(CapAlert.id).where(
-        CapAlert.incident_id == incident.id, CapAlert.state == WarningState.issued, CapAlert.msg_type != "Cancel",
-        col(CapAlert.superseded_by).is_(None), col(CapAlert.colour).in_(list(plan.answering.colours)),
-        not_called(literal("alert:") + col(CapAlert.id))).exists()]
-    must = [step.key for _, step in plan.steps() if step.must_answer]
-    if must:
-        owed.append(select(DepartmentTask.id).where(
-            DepartmentTask.incident_id == incident.id, col(DepartmentTask.step_key).in_(must),
-            DepartmentTask.status == TaskStatus.completed,
-            not_called(literal("step:") + col(DepartmentTask.id))).exists())
-    requests, prompts = _due_columns(incident)
-    request_due, prompt_due, calls_owed = session.exec(select(requests, prompts, or_(*owed))).one()
+    must = tuple(step.key for _, step in plan.steps() if step.must_answer)
+    statement = _owed_statement(tuple(plan.answering.colours), must, response_started(incident))
+    request_due, prompt_due, calls_owed = session.exec(statement, params={"incident_id": incident.id}).one()
     due = _earliest(request_due, prompt_due)
     return bool(calls_owed) or (due is not None and due <= now), due
 
