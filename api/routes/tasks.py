@@ -27,8 +27,9 @@ from core.attachments.models import Attachment
 from core.incidents import alerts, handoffs, reads
 from core.incidents.models import DepartmentTask, Incident, OfficeAlert
 from core.incidents.permissions import held_for, may_act
+from core.incidents.service import lock_task
 from core.plans.store import plan_for_version
-from core.platform.errors import ReasonRequired
+from core.platform.errors import NotFound, ReasonRequired
 from core.platform.input_policy import Offset
 from core.prevention import service as prevention
 
@@ -70,12 +71,30 @@ def _readable(session: Session, principal: Principal, task_id: str) -> Departmen
     return reads.get_task(session, task_id, None if principal.sees_all else principal.user.department)
 
 
-def _actable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
-    task = _readable(session, principal, task_id)
+def _may_act(session: Session, principal: Principal, task: DepartmentTask) -> None:
     if not may_act(principal.user, task, held_for(session, principal.user, task)):
         # Office and admin read every task but act only for the emergency office.
         raise ApiError(403, "forbidden", f"only {task.department} can act on this task")
+
+
+def _actable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
+    task = _readable(session, principal, task_id)
+    _may_act(session, principal, task)
     return task
+
+
+def _locked_actable(session: Session, principal: Principal, task_id: str) -> handoffs.Locked:
+    """The task and its incident locked, as the handoff holds them (read once, not before and again under the
+    lock), for a principal who may read and act on it; else 404 or 403 as `_actable`."""
+    incident, task = lock_task(session, task_id)
+    if not principal.sees_all and task.department != principal.user.department:
+        raise NotFound(f"no task '{task_id}'")
+    _may_act(session, principal, task)
+    return incident, task
+
+
+def _handed(session: Session, task: DepartmentTask, locked: handoffs.Locked) -> TaskPublic:
+    return public(session, task, (locked[0].code, locked[0].plan_version_id))
 
 
 @router.get("", response_model=TaskPage, responses={304: {"description": "Not changed since the ETag sent"}})
@@ -121,20 +140,21 @@ def detail(task_id: str, principal: CurrentUser, session: SessionDep) -> TaskDet
 
 @router.post("/{task_id}/acknowledge", response_model=TaskPublic)
 def acknowledge(task_id: str, principal: ActingUser, session: SessionDep) -> TaskPublic:
-    task = _actable(session, principal, task_id)
-    return public(session, handoffs.acknowledge(session, task_id=task.id, actor=principal.actor))
+    locked = _locked_actable(session, principal, task_id)
+    return _handed(session, handoffs.acknowledge(session, task_id=task_id, actor=principal.actor, locked=locked),
+                   locked)
 
 
 @router.post("/{task_id}/complete", response_model=TaskPublic)
 def complete(task_id: str, body: CompleteIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     """Complete with the form's values; 422 names every bad field, 409 if it is already done."""
-    task = _actable(session, principal, task_id)
+    locked = _locked_actable(session, principal, task_id)
     if body.confirm_open_work and not body.open_work_reason:
         raise ReasonRequired("confirming that open tasks are cancelled needs a reason (open_work_reason)")
-    return public(session, handoffs.complete(session, task_id=task.id, actor=principal.actor, by=principal.user,
-                                             outputs=body.outputs, note=body.note, ordered_by=body.ordered_by,
-                                             check_open_work=True, open_work_reason=body.open_work_reason
-                                             if body.confirm_open_work else None))
+    return _handed(session, handoffs.complete(session, task_id=task_id, actor=principal.actor, by=principal.user,
+                                              outputs=body.outputs, note=body.note, ordered_by=body.ordered_by,
+                                              check_open_work=True, open_work_reason=body.open_work_reason
+                                              if body.confirm_open_work else None, locked=locked), locked)
 
 
 def attachment_out(row: Attachment) -> AttachmentOut:
@@ -160,17 +180,18 @@ def upload_attachment(task_id: str, file: Annotated[UploadFile, File(description
 
 @router.post("/{task_id}/hand-back", response_model=TaskPublic)
 def hand_back(task_id: str, body: HandBackIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
-    task = _actable(session, principal, task_id)
-    return public(session, handoffs.hand_back(session, task_id=task.id, actor=principal.actor, reason=body.reason))
+    locked = _locked_actable(session, principal, task_id)
+    return _handed(session, handoffs.hand_back(session, task_id=task_id, actor=principal.actor, reason=body.reason,
+                                               locked=locked), locked)
 
 
 @router.post("/{task_id}/decline", response_model=TaskPublic)
 def decline(task_id: str, body: DeclineIn, principal: ActingUser, session: SessionDep) -> TaskPublic:
     """Decline the task as not the department's own (退单), with a reason code and text: the office is alerted and
     must route it within `decline_route_minutes` (else the alert escalates)."""
-    task = _actable(session, principal, task_id)
-    return public(session, handoffs.decline(session, task_id=task.id, actor=principal.actor,
-                                            code=body.reason_code, reason=body.reason))
+    locked = _locked_actable(session, principal, task_id)
+    return _handed(session, handoffs.decline(session, task_id=task_id, actor=principal.actor,
+                                             code=body.reason_code, reason=body.reason, locked=locked), locked)
 
 
 # -- the office's choices on a hand-back alert -----------------------------------------------------------------

@@ -28,14 +28,18 @@ from core.platform.failpoints import failpoint
 from core.users.models import User
 from process_defs.schema import IncidentType
 
-
-def _locked_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
-    """The task and its incident, locked. Who may act on it is the caller's check (`permissions.may_act`)."""
-    return lock_task(session, task_id)
+Locked = tuple[Incident, DepartmentTask]
 
 
-def acknowledge(session: Session, *, task_id: str, actor: str) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id)
+def _locked_task(session: Session, task_id: str, locked: Locked | None) -> Locked:
+    """The task and its incident, locked: `locked` when the caller holds them already in this transaction (the
+    API locks before it checks who may act, and the rows are not read twice), else locked here. Who may act on
+    it is the caller's check (`permissions.may_act`)."""
+    return locked if locked is not None else lock_task(session, task_id)
+
+
+def acknowledge(session: Session, *, task_id: str, actor: str, locked: Locked | None = None) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id, locked)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.escalated) \
             or task.acknowledged_at is not None:
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be acknowledged")
@@ -74,13 +78,14 @@ def complete(
     ordered_by: str | None = None,
     check_open_work: bool = False,
     open_work_reason: str | None = None,
+    locked: Locked | None = None,
 ) -> DepartmentTask:
     """Complete a task with its form's outputs. `by`: the person completing it (None: a simulated department,
     demo and drills), whose positions authorise a decision that needs one; `ordered_by`: the commander on
     whose verbal order the office records it. `check_open_work` (people's requests: the API, pages, CLI): a
     gate's decision that would cancel the stage's open tasks is refused (`open_work`) unless `open_work_reason`
-    confirms it."""
-    incident, task = _locked_task(session, task_id)
+    confirms it. `locked`: the task and its incident as the caller locked them in this transaction."""
+    incident, task = _locked_task(session, task_id, locked)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
@@ -135,13 +140,15 @@ def complete(
     return task
 
 
-def hand_back(session: Session, *, task_id: str, actor: str, reason: str) -> DepartmentTask:
+def hand_back(session: Session, *, task_id: str, actor: str, reason: str, locked: Locked | None = None
+              ) -> DepartmentTask:
     if not reason.strip():
         raise ReasonRequired("handing a task back needs a reason")
-    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=None)
+    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=None, locked=locked)
 
 
-def decline(session: Session, *, task_id: str, actor: str, code: str, reason: str) -> DepartmentTask:
+def decline(session: Session, *, task_id: str, actor: str, code: str, reason: str, locked: Locked | None = None
+            ) -> DepartmentTask:
     """The department declines the task as not its own (退单), with a reason code (`DeclineCode`) and text: the
     office is alerted with both and must route it within `decline_route_minutes`, or the alert escalates."""
     if code not in {c.value for c in DeclineCode}:
@@ -149,12 +156,12 @@ def decline(session: Session, *, task_id: str, actor: str, code: str, reason: st
                            details=[{"field": "reason_code", "reason": "not_a_choice"}])
     if not reason.strip():
         raise ReasonRequired("declining a task needs a reason")
-    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=DeclineCode(code))
+    return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=DeclineCode(code), locked=locked)
 
 
-def _give_back(session: Session, *, task_id: str, actor: str, reason: str, code: DeclineCode | None
-               ) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id)
+def _give_back(session: Session, *, task_id: str, actor: str, reason: str, code: DeclineCode | None,
+               locked: Locked | None) -> DepartmentTask:
+    incident, task = _locked_task(session, task_id, locked)
     verb = "handed back" if code is None else "declined"
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
