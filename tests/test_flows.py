@@ -190,6 +190,25 @@ def test_worker_killed_mid_stage_is_taken_over_and_the_same_flow_run_resumes(
     assert assigned and max(assigned.values()) == 1, assigned
 
 
+def test_sigterm_stops_a_worker_with_waiting_runs_cleanly_and_hands_its_incidents_back(
+        workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """A supervisor's SIGTERM reaches the worker's own stop, not Prefect's per-run handler (which tore the loop down
+    under every run: a traceback per run, reported through a closed client): the runs are cancelled, the leases
+    released at once, and the process ends within the supervisor's grace period."""
+    worker = workers("worker-stop")
+    incidents = [drive.open_("flood", level="IV") for _ in range(3)]
+    wait_for(lambda: all("rainstorm_forecast" in drive.open_tasks(i) and drive.incident(i).flow_run_id
+                         for i in incidents), 60, "each first assignment and flow run")
+    assert {drive.incident(i).lease_owner for i in incidents} == {"worker-stop"}
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    log = (tmp_path / "worker-stop.log").read_text(encoding="utf-8")
+    assert "Baton worker worker-stop stopping: 3 incident flow runs handed back" in log, log[-3000:]
+    assert "Baton worker worker-stop stopped" in log, log[-3000:]
+    assert "Traceback" not in log and "client has been closed" not in log, log[-3000:]
+    assert all(drive.incident(i).lease_owner is None for i in incidents)  # released, not left to lapse
+
+
 def test_overdue_task_escalates_while_the_flow_waits(
         workers: Callable[[str], object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     plans = copy_plans(tmp_path / "plans", "flood")
