@@ -83,6 +83,8 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
     except asyncio.CancelledError:
         if incident_id in runtime.lost:
             raise _handed_over(f"incident {incident_id}: its lease was lost to another worker") from None
+        if runtime.stopping():
+            raise _handed_over(f"incident {incident_id}: its worker stopped and handed it back") from None
         raise
     except LeaseLost as exc:
         raise _handed_over(str(exc)) from None
@@ -93,10 +95,11 @@ async def run_incident(incident_id: str) -> dict[str, Any]:
 
 
 def _handed_over(why: str) -> Abort:
-    """How a flow whose incident another worker has taken over stops: Prefect's Abort ends the run in this process
-    and proposes no state, where a crash would force the run Crashed (and a failure mark it Failed) under the worker
-    that now runs it."""
-    return Abort(f"{why}; the run goes on there")
+    """How a flow whose incident another worker has taken over (or will: this one is stopping) stops: Prefect's
+    Abort ends the run in this process and proposes no state, where a crash would force the run Crashed (and a
+    failure mark it Failed) under the worker that runs it next — and a stopping worker would send one such report
+    per run it held, all at once."""
+    return Abort(f"{why}; the run goes on with another worker")
 
 
 async def _walk(incident_id: str, runtime: Runtime, sending: dict[str, asyncio.Task[str]]) -> dict[str, Any]:

@@ -47,6 +47,8 @@ class Runtime:
     lost: set[str] = field(default_factory=set)
     # Called once the incident's flow body runs: the worker bounds how many runs start at once (flows/worker.py).
     started: Callable[[], None] = field(default=lambda: None)
+    # Whether the worker is stopping: its flows, cancelled, hand their incidents back without a word to Prefect.
+    stopping: Callable[[], bool] = field(default=lambda: False)
 
 
 RUNTIME: ContextVar[Runtime | None] = ContextVar("baton_runtime", default=None)

@@ -177,7 +177,8 @@ class BatonWorker:
             if info is None or info["status"] != "open":
                 return
             run = await self.ensure_flow_run(info)
-            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost, started=release))
+            token = RUNTIME.set(Runtime(worker_id=self.worker_id, waker=self.waker, lost=self.lost, started=release,
+                                        stopping=self.stopping.is_set))
             try:
                 state = await run_flow_async(incident_flow(info["type"]), flow_run=run,
                                              parameters={"incident_id": incident_id}, return_type="state")
@@ -191,8 +192,10 @@ class BatonWorker:
                 self.failures.pop(incident_id, None)
                 self.outages.pop(incident_id, None)
         except Abort as exc:
-            # Its lease was lost and another worker runs it now (flows/incident.py): nothing to retry here.
-            log.warning("incident %s: stopped here: %s", incident_id, exc)
+            # Its lease was lost and another worker runs it now, or this worker is stopping and hands it back
+            # (flows/incident.py; the stop says so once for all): nothing to retry here.
+            log.log(logging.DEBUG if self.stopping.is_set() else logging.WARNING, "incident %s: stopped here: %s",
+                    incident_id, exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -389,7 +392,7 @@ class BatonWorker:
                 await asyncio.to_thread(keeper.stop)
                 if self.running:
                     log.info("Baton worker %s stopping: %d incident flow runs handed back for another worker to "
-                             "resume (Prefect shows each Crashed until then)", self.worker_id, len(self.running))
+                             "resume (Prefect shows them Running meanwhile)", self.worker_id, len(self.running))
                 for item in loops:
                     item.cancel()
                 for item in list(self.running.values()):

@@ -193,7 +193,7 @@ def test_worker_killed_mid_stage_is_taken_over_and_the_same_flow_run_resumes(
 def test_sigterm_stops_a_worker_with_waiting_runs_cleanly_and_hands_its_incidents_back(
         workers: Callable[..., subprocess.Popen[bytes]], tmp_path: Path) -> None:
     """A supervisor's SIGTERM reaches the worker's own stop, not Prefect's per-run handler (which tore the loop down
-    under every run: a traceback per run, reported through a closed client): the runs are cancelled, the leases
+    under every run: a traceback per run, reported through a closed client): the runs are handed back, the leases
     released at once, and the process ends within the supervisor's grace period."""
     worker = workers("worker-stop")
     incidents = [drive.open_("flood", level="IV") for _ in range(3)]
@@ -207,6 +207,17 @@ def test_sigterm_stops_a_worker_with_waiting_runs_cleanly_and_hands_its_incident
     assert "Baton worker worker-stop stopped" in log, log[-3000:]
     assert "Traceback" not in log and "client has been closed" not in log, log[-3000:]
     assert all(drive.incident(i).lease_owner is None for i in incidents)  # released, not left to lapse
+    # Handed back without a word to Prefect: no crash report per run (one API call each, all at once, from a worker
+    # holding thousands), and the runs stay as they were for the worker that resumes them.
+    states = {asyncio.run(read_run(str(drive.incident(i).flow_run_id)))[3] for i in incidents}
+    assert states == {"RUNNING"}, states
+    # ...and another worker takes them over at once (no lease to wait out) and goes on with the same runs.
+    runs = {i: drive.incident(i).flow_run_id for i in incidents}
+    workers("worker-next")
+    drive.complete_step(incidents[0], "rainstorm_forecast")
+    wait_for(lambda: "flood_risk_assessment" in drive.open_tasks(incidents[0]), 30, "the next step, resumed")
+    assert {i: drive.incident(i).flow_run_id for i in incidents} == runs
+    wait_for(lambda: {drive.incident(i).lease_owner for i in incidents} == {"worker-next"}, 30, "the takeover")
 
 
 def test_overdue_task_escalates_while_the_flow_waits(
