@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.clock",
     "tests.fixtures.figures",
     "tests.fixtures.tiers",
+    "tests.fixtures.grouping",
 ]
 
 __all__ = ["Say", "StartWorker", "copy_plans"]
