@@ -51,10 +51,12 @@ def stack_settings(fault_stack: FaultStack, monkeypatch: pytest.MonkeyPatch) -> 
     get_settings.cache_clear()
 
 
-# Under pytest-xdist (`make test`) each fault module is an xdist group of its own: its tests run in order in one
-# process, and the modules run side by side, each on a stack of its own (four stacks at once finished sooner on
-# two cores than one stack taking the four modules in turn). Package-scoped: a process tears the stack down when
-# it moves on to other tests.
+# Under pytest-xdist (`make test`) the fault modules are two xdist groups: the exact matrix (test_crash_points.py)
+# alone, and the other three in order (harness.STACK_GROUP). Each group's tests run in order in one process, the
+# two groups side by side, each on a stack of its own (four stacks at once, one a module, cost the rest of the
+# suite more CPU than they saved; one stack taking the four modules in turn made the longest chain of the run).
+# Package-scoped: the modules of a group share their process's stack, and a process tears it down when it moves
+# on to other tests.
 @pytest.fixture(scope="package")
 def fault_stack() -> Iterator[FaultStack]:
     require("PostgreSQL", postgres_available())
@@ -95,7 +97,7 @@ def fault_stack() -> Iterator[FaultStack]:
         try:
             stack_down(data_dir)
         finally:
-            # The processes' logs outlive the run (the last run's of each test process: the fault modules run
+            # The processes' logs outlive the run (the last run's of each test process: the fault groups run
             # side by side, each on a stack of its own), for when an invariant fails.
             kept = Path(tempfile.gettempdir()) / "baton-faults-logs" / os.environ.get("PYTEST_XDIST_WORKER", "main")
             shutil.rmtree(kept, ignore_errors=True)

@@ -34,6 +34,7 @@ import pytest
 
 from tests.conftest import Say
 from tests.faults.harness import (
+    STACK_GROUP,
     Driver,
     FaultStack,
     OpenTask,
@@ -43,7 +44,7 @@ from tests.faults.harness import (
     wait_quiet,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-matrix")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group(STACK_GROUP)]
 
 PHASES = ("trigger", "completion", "stage", "ledger")
 # (process, phase) in the order they run: triggers first so that there are incidents, completions before

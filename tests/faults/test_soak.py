@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import Say
 from tests.faults.harness import (
+    STACK_GROUP,
     Driver,
     FaultStack,
     OpenTask,
@@ -37,7 +38,7 @@ from tests.faults.harness import (
     wait_quiet,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-soak")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group(STACK_GROUP)]
 
 SOAK_SECONDS = float(os.environ.get("BATON_SOAK_SECONDS", "40"))
 FAULT_EVERY = float(os.environ.get("BATON_SOAK_FAULT_EVERY", "4.5"))

@@ -24,10 +24,10 @@ from core.platform.settings import get_settings
 from flows.stack import PostgresCluster
 from tests import engine_driver as drive
 from tests.api_server import FORECAST
-from tests.faults.harness import FaultStack, running
+from tests.faults.harness import STACK_GROUP, FaultStack, running
 from tests.servers import PrefectServer
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group("faults-recovery")]
+pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.prefect, pytest.mark.xdist_group(STACK_GROUP)]
 
 
 def test_a_worker_started_while_the_database_is_down_waits_for_it(fault_stack: FaultStack) -> None:
