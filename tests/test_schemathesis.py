@@ -12,13 +12,14 @@ shrunk, and listed together.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,19 +100,21 @@ def pdf_unavailable(response: requests.Response) -> bool:
         return False
 
 
-def check_response(tally: Tally, label: str, response: requests.Response, curl: str) -> None:
+def check_response(tally: Tally, label: str, response: requests.Response, curl: Callable[[], str]) -> None:
+    """`curl` gives the request as a curl command, for a failure's message: built only for a failure (building it
+    for each of the run's 3,700 responses cost a second or two of CPU)."""
     tally.requests += 1
     tally.statuses[response.status_code] += 1
     if response.status_code >= 500 and not (label.startswith("GET /api/incidents/{incident_id}/report.pdf ")
                                             and pdf_unavailable(response)):
-        tally.failures.append(f"{label}: {response.status_code} {response.text[:200]}\n    {curl[:600]}")
+        tally.failures.append(f"{label}: {response.status_code} {response.text[:200]}\n    {curl()[:600]}")
         return
     if 400 <= response.status_code < 500:
         try:
             error_of(_Adapter(response), response.status_code)  # type: ignore[arg-type]
         except (AssertionError, ValueError) as exc:
             tally.failures.append(f"{label}: {response.status_code} not in the error format: {exc}"[:400]
-                                  + f"\n    {curl[:600]}")
+                                  + f"\n    {curl()[:600]}")
 
 
 class _Adapter:
@@ -159,7 +162,7 @@ def send(api: Api, operation: Any, role: str, cases: list[Any], label: str, tall
         except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, UnicodeError, ValueError):
             tally.unsendable += 1
             continue
-        check_response(tally, f"{label} as {role}", response, case.as_curl_command(headers=headers))
+        check_response(tally, f"{label} as {role}", response, functools.partial(case.as_curl_command, headers=headers))
 
 
 def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(fuzz_api: Api, figures: Say) -> None:
