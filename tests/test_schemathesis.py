@@ -46,8 +46,14 @@ pytestmark = pytest.mark.prefect
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "3"))
 ROLES = ("anonymous", "office", "manager", "admin", "water_affairs")
-SCHEMA = schemathesis.openapi.from_dict(app.openapi())
-OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]  # type: ignore[union-attr]
+
+
+@functools.cache
+def all_operations() -> list[Any]:
+    """The app's operations from its OpenAPI schema, read when the test runs: built at import, the schema cost every
+    pytest-xdist process 2-4 s of CPU at collection, though one of them runs this test."""
+    schema = schemathesis.openapi.from_dict(app.openapi())
+    return [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
 
 
 @dataclass
@@ -169,7 +175,7 @@ def test_no_input_gives_a_server_error_and_every_refusal_is_in_the_error_format(
     started = time.monotonic()
     known = real_parameters()
     tally = Tally()
-    operations = [op for op in OPERATIONS if op.path.startswith(("/api/", "/public/"))]
+    operations = [op for op in all_operations() if op.path.startswith(("/api/", "/public/"))]
     assert len(operations) >= 30, [op.path for op in operations]
     for operation in operations:
         names = re.findall(r"{(\w+)}", operation.path)
