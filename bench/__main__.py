@@ -299,11 +299,19 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
             "desks": len(departments)}
 
 
+def task_runs_recorded(prefect_api_url: str) -> int:
+    """How many task runs the Prefect server has recorded."""
+    response = httpx.post(f"{prefect_api_url}/task_runs/count", json={}, timeout=30)
+    response.raise_for_status()
+    return int(response.json())
+
+
 def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Namespace) -> dict[str, Any]:
     """The sustained handoff run, then the wait until the workers have done what it set off; what each process
     spent on CPU over both, per handoff accepted; with `--profile`, py-spy's record of the same span."""
     trees = processes(state)
     before = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
+    runs_before = task_runs_recorded(state["prefect_api_url"])
     recording: Recording | None = None
     if args.profile:
         recording = Recording(RESULTS / "profile", {name: pids[0] for name, pids in trees.items()
@@ -317,6 +325,10 @@ def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Nam
     handoffs = max(1, result["handoffs"])
     result["cpu_ms_per_handoff"] = {name: round(1000 * (after[name] - before[name]) / handoffs, 1)
                                     for name in trees}
+    # The automated steps the run set off, each a Prefect task run: what Prefect's share per handoff is made of
+    # (bench.prefect_tasks prices one). The server records them a second or so after their events.
+    time.sleep(2.0)
+    result["task_runs_per_handoff"] = round((task_runs_recorded(state["prefect_api_url"]) - runs_before) / handoffs, 2)
     if recording is not None:
         result["profile"] = {"folder": str(recording.folder), "errors": recording.errors, "processes": {}}
         for name in recording.running:
@@ -521,6 +533,9 @@ def report_costs(sustained_run: dict[str, Any], check: Callable[[str, float, flo
     costs.add_row("total", f"{total:.1f}  (target ≤ {CPU_MS_PER_HANDOFF:g}: "
                            f"{check('CPU per handoff', total, CPU_MS_PER_HANDOFF, 'ms')})")
     console.print(costs)
+    if "task_runs_per_handoff" in sustained_run:
+        console.print(f"Prefect task runs (automated steps and deliveries) per handoff: "
+                      f"{sustained_run['task_runs_per_handoff']:.2f}")
     for name, found in sustained_run.get("profile", {}).get("processes", {}).items():
         hot = Table(title=f"py-spy, {name}: {found['samples']} on-CPU samples; by package (self): "
                           + ", ".join(f"{k} {v:.0%}" for k, v in list(found["packages"].items())[:6]))
