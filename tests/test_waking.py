@@ -276,12 +276,15 @@ def test_on_postgresql_a_new_incident_is_claimed_at_once_and_the_polls_slow_down
                 await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
             quiet = len(claims)
-            opened_at = time.monotonic()
             incident_id = await asyncio.to_thread(drive.open_, "flood")
+            # From the opening transaction's commit (the call returns after it): the call itself may take seconds
+            # on a loaded machine (the first one in a process loads the plans), and is not the claim's latency.
+            # A claim as early as the commit itself counts as at once; the poll would have taken 30 s.
+            committed_at = time.monotonic()
             while incident_id not in started:
-                assert time.monotonic() - opened_at < 10, "the new incident was not claimed"
+                assert time.monotonic() - committed_at < 10, "the new incident was not claimed"
                 await asyncio.sleep(0.01)
-            latency = started[incident_id] - opened_at
+            latency = started[incident_id] - committed_at
             # Something happened here: for a few seconds the polls keep their own pace, as handoffs flow.
             before = len(claims)
             await asyncio.sleep(1.0)
