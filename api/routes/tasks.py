@@ -27,9 +27,9 @@ from core.attachments.models import Attachment
 from core.incidents import alerts, handoffs, reads
 from core.incidents.models import DepartmentTask, Incident, OfficeAlert
 from core.incidents.permissions import held_for, may_act
-from core.incidents.service import lock_task
+from core.incidents.service import LockedTask, lock_task
 from core.plans.store import plan_for_version
-from core.platform.errors import NotFound, ReasonRequired
+from core.platform.errors import ReasonRequired
 from core.platform.input_policy import Offset
 from core.prevention import service as prevention
 
@@ -67,8 +67,12 @@ def alert_out(session: Session, alert: OfficeAlert) -> AlertOut:
                     escalated_at=alert.escalated_at)
 
 
+def _scope(principal: Principal) -> str | None:
+    return None if principal.sees_all else principal.user.department
+
+
 def _readable(session: Session, principal: Principal, task_id: str) -> DepartmentTask:
-    return reads.get_task(session, task_id, None if principal.sees_all else principal.user.department)
+    return reads.get_task(session, task_id, _scope(principal))
 
 
 def _may_act(session: Session, principal: Principal, task: DepartmentTask) -> None:
@@ -83,17 +87,15 @@ def _actable(session: Session, principal: Principal, task_id: str) -> Department
     return task
 
 
-def _locked_actable(session: Session, principal: Principal, task_id: str) -> handoffs.Locked:
+def _locked_actable(session: Session, principal: Principal, task_id: str) -> LockedTask:
     """The task and its incident locked, as the handoff holds them (read once, not before and again under the
     lock), for a principal who may read and act on it; else 404 or 403 as `_actable`."""
     incident, task = lock_task(session, task_id)
-    if not principal.sees_all and task.department != principal.user.department:
-        raise NotFound(f"no task '{task_id}'")
-    _may_act(session, principal, task)
+    _may_act(session, principal, reads.in_scope(task, task_id, _scope(principal)))
     return incident, task
 
 
-def _handed(session: Session, task: DepartmentTask, locked: handoffs.Locked) -> TaskPublic:
+def _handed(session: Session, task: DepartmentTask, locked: LockedTask) -> TaskPublic:
     return public(session, task, (locked[0].code, locked[0].plan_version_id))
 
 

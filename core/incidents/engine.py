@@ -19,7 +19,7 @@ from core.incidents import alerts, grading
 from core.incidents.deadlines import WITH_DEADLINES, reminder_at
 from core.incidents.models import AlertKind, DepartmentTask, Incident, IncidentStatus, TaskStatus
 from core.incidents.permissions import able_to_act, duty_of
-from core.incidents.service import COMMAND, SYSTEM, lock_incident, lock_task
+from core.incidents.service import COMMAND, SYSTEM, LockedTask, lock_incident, lock_task
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
@@ -417,13 +417,13 @@ def advance(session: Session, *, incident_id: str, worker_id: str | None = None,
 
 
 def finish_action(session: Session, *, task_id: str, outputs: dict[str, Any], ok: bool = True,
-                  locked: tuple[Incident, DepartmentTask] | None = None) -> DepartmentTask:
+                  locked: LockedTask | None = None) -> DepartmentTask:
     """Record an automated step's result (idempotent: a second call changes nothing). `locked`: the incident and the
     task as the caller locked and read them in this transaction (`lock_task`), not read again.
 
     The step runs in its incident's own flow, which reconciles as soon as its steps are done (flows/incident.py):
     the incident is not woken, or the flow would be woken by its own step and reconcile once more for nothing."""
-    incident, task = locked if locked is not None else lock_task(session, task_id)
+    incident, task = lock_task(session, task_id, held=locked)
     if task.status != TaskStatus.pending:
         return task
     now = utcnow()

@@ -16,7 +16,7 @@ from core.incidents import alerts, authority
 from core.incidents.engine import latest_tasks
 from core.incidents.models import AlertKind, DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.scope import recipients
-from core.incidents.service import COMMAND, lock_task, wake
+from core.incidents.service import COMMAND, LockedTask, lock_task, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
 from core.outbox import queue as outbox
@@ -28,18 +28,13 @@ from core.platform.failpoints import failpoint
 from core.users.models import User
 from process_defs.schema import IncidentType
 
-Locked = tuple[Incident, DepartmentTask]
+# Each action takes the task and its incident locked (`lock_task`), or as the caller locked them in this transaction
+# (`locked`: the API locks before it checks who may act). Who may act on it is the caller's check
+# (`permissions.may_act`).
 
 
-def _locked_task(session: Session, task_id: str, locked: Locked | None) -> Locked:
-    """The task and its incident, locked: `locked` when the caller holds them already in this transaction (the
-    API locks before it checks who may act, and the rows are not read twice), else locked here. Who may act on
-    it is the caller's check (`permissions.may_act`)."""
-    return locked if locked is not None else lock_task(session, task_id)
-
-
-def acknowledge(session: Session, *, task_id: str, actor: str, locked: Locked | None = None) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, locked)
+def acknowledge(session: Session, *, task_id: str, actor: str, locked: LockedTask | None = None) -> DepartmentTask:
+    incident, task = lock_task(session, task_id, held=locked)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.escalated) \
             or task.acknowledged_at is not None:
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be acknowledged")
@@ -78,14 +73,14 @@ def complete(
     ordered_by: str | None = None,
     check_open_work: bool = False,
     open_work_reason: str | None = None,
-    locked: Locked | None = None,
+    locked: LockedTask | None = None,
 ) -> DepartmentTask:
     """Complete a task with its form's outputs. `by`: the person completing it (None: a simulated department,
     demo and drills), whose positions authorise a decision that needs one; `ordered_by`: the commander on
     whose verbal order the office records it. `check_open_work` (people's requests: the API, pages, CLI): a
     gate's decision that would cancel the stage's open tasks is refused (`open_work`) unless `open_work_reason`
     confirms it. `locked`: the task and its incident as the caller locked them in this transaction."""
-    incident, task = _locked_task(session, task_id, locked)
+    incident, task = lock_task(session, task_id, held=locked)
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):
         raise TaskStateConflict(f"task {task.step_key} is {task.status} and cannot be completed")
@@ -140,14 +135,14 @@ def complete(
     return task
 
 
-def hand_back(session: Session, *, task_id: str, actor: str, reason: str, locked: Locked | None = None
+def hand_back(session: Session, *, task_id: str, actor: str, reason: str, locked: LockedTask | None = None
               ) -> DepartmentTask:
     if not reason.strip():
         raise ReasonRequired("handing a task back needs a reason")
     return _give_back(session, task_id=task_id, actor=actor, reason=reason, code=None, locked=locked)
 
 
-def decline(session: Session, *, task_id: str, actor: str, code: str, reason: str, locked: Locked | None = None
+def decline(session: Session, *, task_id: str, actor: str, code: str, reason: str, locked: LockedTask | None = None
             ) -> DepartmentTask:
     """The department declines the task as not its own (退单), with a reason code (`DeclineCode`) and text: the
     office is alerted with both and must route it within `decline_route_minutes`, or the alert escalates."""
@@ -160,8 +155,8 @@ def decline(session: Session, *, task_id: str, actor: str, code: str, reason: st
 
 
 def _give_back(session: Session, *, task_id: str, actor: str, reason: str, code: DeclineCode | None,
-               locked: Locked | None) -> DepartmentTask:
-    incident, task = _locked_task(session, task_id, locked)
+               locked: LockedTask | None) -> DepartmentTask:
+    incident, task = lock_task(session, task_id, held=locked)
     verb = "handed back" if code is None else "declined"
     if task.kind != "human" or task.status not in (TaskStatus.assigned, TaskStatus.acknowledged,
                                                    TaskStatus.escalated):

@@ -91,7 +91,11 @@ def incident_heads(session: Session, incident_ids: set[str]) -> dict[str, tuple[
 
 
 def get_task(session: Session, task_id: str, department: str | None) -> DepartmentTask:
-    task = session.get(DepartmentTask, task_id)
+    return in_scope(session.get(DepartmentTask, task_id), task_id, department)
+
+
+def in_scope(task: DepartmentTask | None, task_id: str, department: str | None) -> DepartmentTask:
+    """The task, for a reader of `department` (None: every department's), or `NotFound` as if it did not exist."""
     if task is None or (department is not None and task.department != department):
         raise NotFound(f"no task '{task_id}'")
     return task

@@ -61,10 +61,16 @@ _LOCK_TASK_INCIDENT = select(Incident).where(Incident.id == _TASK_OWNER).executi
 _LOCK_TASK_INCIDENT_PG = _LOCK_TASK_INCIDENT.with_for_update(key_share=True)
 
 
-def lock_task(session: Session, task_id: str) -> tuple[Incident, DepartmentTask]:
+LockedTask = tuple[Incident, DepartmentTask]
+
+
+def lock_task(session: Session, task_id: str, *, held: LockedTask | None = None) -> LockedTask:
     """A task and its incident, the incident locked first (as every writer of an incident takes it) and the task
     read after the lock, so that what it says is what the writers before this one left. Two statements: the
-    incident found through the task in the locking one, then the task."""
+    incident found through the task in the locking one, then the task. `held`: the pair as the caller already
+    locked it in this transaction, taken as it is (the rows are not read twice)."""
+    if held is not None:
+        return held
     query = _LOCK_TASK_INCIDENT_PG if is_postgres(session) else _LOCK_TASK_INCIDENT
     incident = session.exec(query, params={"task_id": task_id}).first()
     task = session.get(DepartmentTask, task_id, populate_existing=True) if incident is not None else None
