@@ -306,6 +306,20 @@ def task_runs_recorded(prefect_api_url: str) -> int:
     return int(response.json())
 
 
+# What Prefect's server logs when it throws an event away: its in-memory event bus when a subscriber's queue is full
+# (`prefect.server.utilities.messaging.memory`: 10,000 messages a subscriber), and the event persister when its own
+# queue is full or a write failed too often. Each is an automated step or a state Prefect's UI may not show.
+PREFECT_DROP_MARKERS = ("Subscription queue is full, dropping message", "Event queue full (", "Max flush retries (")
+
+
+def prefect_events_dropped(log: Path) -> int:
+    """Lines in the Prefect server's log that say it dropped events."""
+    if not log.exists():
+        return 0
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        return sum(1 for line in lines if any(marker in line for marker in PREFECT_DROP_MARKERS))
+
+
 def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Namespace) -> dict[str, Any]:
     """The sustained handoff run, then the wait until the workers have done what it set off; what each process
     spent on CPU over both, per handoff accepted; with `--profile`, py-spy's record of the same span."""
@@ -438,6 +452,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(RESULTS / "logs", ignore_errors=True)
         if (data_dir / "logs").is_dir():
             shutil.copytree(data_dir / "logs", RESULTS / "logs")
+        results["prefect_events_dropped"] = prefect_events_dropped(data_dir / "logs" / "prefect-server.log")
         shutil.rmtree(data_dir, ignore_errors=True)
     return results
 
@@ -500,6 +515,14 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
         if waiting["first_tasks_assigned"] < waiting["triggered"]:
             misses.append(f"only {waiting['first_tasks_assigned']} of {waiting['triggered']} triggered incidents "
                           "got their first task")
+    if "prefect_events_dropped" in results:
+        # Prefect shows every incident's flow run and every automated step only if its server keeps every event.
+        dropped = int(results["prefect_events_dropped"])
+        verdict = "[red]NO[/red]" if dropped else "[green]none[/green]"
+        console.print(f"Prefect server: events dropped {dropped} (target 0: {verdict})")
+        if dropped:
+            misses.append(f"Prefect events dropped: {dropped} log lines of the Prefect server say it threw events "
+                          "away (its in-memory event bus was full): some automated steps may be missing in its UI")
     if "stock_prefect" in results and "trigger_to_first_task" in results:
         ours = results["trigger_to_first_task"]["p50"]
         stock = Table(title="Trigger → running: stock Prefect against Baton's trigger → first task (p50)")

@@ -34,6 +34,7 @@ import httpx
 import psycopg
 
 from core.platform.settings import Settings
+from core.platform.tls import tls_context
 
 # Ports for Baton's own servers come from below the kernel's ephemeral range (32768–60999 on Linux): a port
 # the kernel handed out for `bind(0)` is free only until a client connection takes it as its local port, which
@@ -176,7 +177,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise RuntimeError(f"{url}: the process exited with {proc.returncode}\n{tail}")
         try:
-            if httpx.get(url, timeout=2).status_code in accept:
+            if httpx.get(url, timeout=2, verify=tls_context()).status_code in accept:
                 return
         except httpx.HTTPError:
             pass

@@ -39,6 +39,7 @@ from api.app import app
 from core.incidents.models import Incident
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from core.platform.tls import tls_context
 from core.reports.pdf import chromium_path
 from core.signals.intake import SignalRateLimited, SignalRejected, add_source, admit, receive, source_for_key
 from core.signals.models import Signal
@@ -594,7 +595,7 @@ def _wait_until(what: str, check: Any, proc: subprocess.Popen[bytes], log: Path,
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code in (200, 503)
+        return httpx.get(url, timeout=2, verify=tls_context()).status_code in (200, 503)
     except httpx.HTTPError:
         return False
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
 from typing import Any
 
-from bench.__main__ import report
+from bench.__main__ import prefect_events_dropped, report
 
 
 def _latency(p95: float) -> dict[str, float]:
@@ -53,3 +56,33 @@ def test_a_smaller_waiting_run_is_named_as_short_of_the_ten_thousand() -> None:
     misses = report(_results(waiting={"open_incidents": 1000, "triggered": 1000, "first_tasks_assigned": 1000,
                                       "total_rss_mb": 900.0}))
     assert misses == ["waiting incidents: 1,000 measured, the target is 10,000 (run with --incidents 10000)"]
+
+
+def test_events_the_prefect_server_dropped_are_counted_from_its_log_and_named_a_miss(tmp_path: Path) -> None:
+    """The count reads what Prefect's in-memory event bus really logs when a subscriber is full (its own
+    Subscription, filled to its limit, writing through a handler as the server's log file does)."""
+    from prefect.server.utilities.messaging.memory import MemoryMessage, Subscription, Topic
+
+    log = tmp_path / "prefect-server.log"
+    handler = logging.FileHandler(log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s - %(message)s"))
+    bus_logger = logging.getLogger("prefect.server.utilities.messaging.memory")
+    bus_logger.addHandler(handler)
+
+    async def overfill() -> None:
+        subscription = Subscription(Topic("bench-drops"), dead_letter_queue_path=tmp_path / "dlq")
+        for i in range(subscription._queue.maxsize + 3):
+            await subscription.deliver(MemoryMessage(data=str(i), attributes={}))
+
+    try:
+        asyncio.run(overfill())
+    finally:
+        bus_logger.removeHandler(handler)
+        handler.close()
+    log.write_text(log.read_text(encoding="utf-8") + "12:00:00 | INFO | uvicorn - nothing dropped here\n",
+                   encoding="utf-8")
+    assert prefect_events_dropped(log) == 3
+    assert prefect_events_dropped(tmp_path / "absent.log") == 0
+    misses = report(_results(prefect_events_dropped=3))
+    assert [m for m in misses if m.startswith("Prefect events dropped: 3 ")], misses
+    assert report(_results(prefect_events_dropped=0)) == []

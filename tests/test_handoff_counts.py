@@ -5,6 +5,7 @@ where timings do not; a change that adds statements to the hot path fails here, 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -66,6 +67,13 @@ def test_a_handoff_costs_few_statements_and_no_prefect_round_trip(prefect_server
     assert counts.database == "postgresql"
     # On the session's server, not an ephemeral one the flow's thread would start for itself.
     assert counts.prefect_api == prefect_server.api_url
-    assert all(h.worker_prefect == 0 for h in counts.handoffs), _explain(counts)
+    # Prefect's event worker names the flow in each task run's events and reads it once per process to do so
+    # (`prefect.events.related`, cached): the first automated step of a process whose cache a test before it
+    # did not fill pays that one read. Any other call, or that one twice, is a round trip per handoff.
+    calls: Counter[str] = Counter()
+    for handoff in counts.handoffs:
+        calls.update({call: n for call, n in handoff.worker_calls.items() if not call.startswith("event ")})
+    calls -= Counter({"GET /api/flows/{id}": 1})
+    assert not calls, _explain(counts)
     # Each automated step is one task run: its Pending, Running and Completed events.
     assert counts.handoffs[0].worker_events <= 3 * counts.handoffs[0].automated_steps + 3, _explain(counts)

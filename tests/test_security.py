@@ -313,10 +313,9 @@ def broken_worker(baton: str, workers: StartWorker, broken_plans: Path, monkeypa
     malformed (as a bad edit that reached the database would be), one good."""
     monkeypatch.setenv("BATON_PLANS_DIR", str(broken_plans))
     get_settings.cache_clear()
-    from core.plans.store import _registry, parse_plan_text
+    from core.plans.store import forget_plans
 
-    _registry.cache_clear()
-    parse_plan_text.cache_clear()
+    forget_plans()
     bad_id = drive.open_("flood")
     with session_scope() as session:
         garbage = PlanVersion(type="flood", version=99, digest="f" * 64, content="key: flood\nstages: [unclosed")

@@ -10,6 +10,7 @@ from api.deps import CurrentUser, SessionDep
 from core.plans.store import current_plans, plan_in_use, registry
 from core.platform.errors import NotFound, UnknownIncidentType
 from core.platform.settings import get_settings
+from core.platform.tls import tls_context
 
 router = APIRouter(tags=["plans"])
 
@@ -57,7 +58,7 @@ def health(session: SessionDep) -> JSONResponse:
     api_url = get_settings().resolved_prefect_api_url()
     if api_url:
         try:
-            ok = httpx.get(f"{api_url.rstrip('/')}/health", timeout=3).status_code == 200
+            ok = httpx.get(f"{api_url.rstrip('/')}/health", timeout=3, verify=tls_context()).status_code == 200
             status["prefect"] = "ok" if ok else "error"
         except httpx.HTTPError as exc:
             status["prefect"] = f"error: {type(exc).__name__}"

@@ -259,7 +259,8 @@ def request_for(config: ChannelConfig, notice: dict[str, Any], *, drill: bool, m
 async def send(item: Message, config: ChannelConfig | None) -> Attempt:
     """One attempt to deliver a notice over its channel; an answer is judged as `sending` judges a webhook's,
     and a robot's error code in a 200 answer is a failure (retried when the robot says to slow down)."""
-    from core.outbox.sending import Attempt, outcome_of, tls_context
+    from core.outbox.sending import Attempt, outcome_of
+    from core.platform.tls import tls_context
 
     notice = item.payload.get("notice") or {}
     if config is None or not config.active:

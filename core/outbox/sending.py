@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import smtplib
-import ssl
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -26,14 +24,9 @@ from core.outbox.models import DeliveryAttempt, DeliveryOutcome, OutboundDeliver
 from core.outbox.signing import HEADER, sign
 from core.platform.clock import utcnow
 from core.platform.settings import get_settings
+from core.platform.tls import tls_context
 
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
-
-
-@lru_cache(maxsize=1)
-def tls_context() -> ssl.SSLContext:
-    """One TLS context for every delivery: building one loads the CA bundle, 150 ms of CPU a message otherwise."""
-    return ssl.create_default_context()
 
 
 class DeliveryFailed(Exception):

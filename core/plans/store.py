@@ -17,17 +17,37 @@ from process_defs.schema import KEY_PATTERN, DepartmentRegistry, IncidentType, S
 from process_defs.signals import SIGNALS_FILE, SignalRules
 from process_defs.validation import REGISTRY_FILE, load_registry, load_signal_rules, parse_plan
 
+# Parsed registries and plans by what they were parsed from: a registry by its file's digest, a plan by its text,
+# file name, `stored` and the digest of the registry it was checked against. The same text under the same registry
+# parses to the same plan, so nothing here goes stale; what changes is only which registry a folder holds now
+# (`_registry`, by folder, read again when its cache is cleared). Each map is emptied when full.
+_REGISTRIES: dict[str, DepartmentRegistry] = {}
+_PLANS: dict[tuple[str, str, bool, str], IncidentType] = {}
+_PLANS_HELD = 256
+_REGISTRIES_HELD = 16
+
 
 @lru_cache(maxsize=4)
-def _registry(plans_dir: str) -> DepartmentRegistry:
-    registry, problems = load_registry(Path(plans_dir) / REGISTRY_FILE)
-    if registry is None:
-        raise PlanInvalid("; ".join(str(p) for p in problems))
-    return registry
+def _registry(plans_dir: str) -> tuple[DepartmentRegistry, str]:
+    """The folder's registry and the digest of its file."""
+    path = Path(plans_dir) / REGISTRY_FILE
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        digest = ""  # load_registry says why it cannot be read
+    found = _REGISTRIES.get(digest) if digest else None
+    if found is None:
+        found, problems = load_registry(path)
+        if found is None:
+            raise PlanInvalid("; ".join(str(p) for p in problems))
+        if len(_REGISTRIES) >= _REGISTRIES_HELD:
+            _REGISTRIES.clear()
+        _REGISTRIES[digest] = found
+    return found, digest
 
 
 def registry() -> DepartmentRegistry:
-    return _registry(str(get_settings().plans_dir))
+    return _registry(str(get_settings().plans_dir))[0]
 
 
 def current_plan_text(type_key: str) -> str:
@@ -40,12 +60,19 @@ def current_plan_text(type_key: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=256)
 def parse_plan_text(text: str, file: str, stored: bool = False) -> IncidentType:
-    """A plan from its text; `stored` for a version an incident was opened on (see `parse_plan`)."""
-    plan, problems = parse_plan(text, file, registry(), stored=stored)
+    """A plan from its text; `stored` for a version an incident was opened on (see `parse_plan`). Parsed once
+    per process for each registry it is checked against."""
+    current, digest = _registry(str(get_settings().plans_dir))
+    key = (text, file, stored, digest)
+    plan = _PLANS.get(key)
     if plan is None:
-        raise PlanInvalid("; ".join(str(p) for p in problems), details=[str(p) for p in problems])
+        plan, problems = parse_plan(text, file, current, stored=stored)
+        if plan is None:
+            raise PlanInvalid("; ".join(str(p) for p in problems), details=[str(p) for p in problems])
+        if len(_PLANS) >= _PLANS_HELD:
+            _PLANS.clear()
+        _PLANS[key] = plan
     return plan
 
 
@@ -162,6 +189,14 @@ def plan_for_version(session: Session, plan_version_id: int) -> IncidentType:
 
 def forget_versions() -> None:
     """Forget the parsed versions (the tests' databases come and go under the same process)."""
+    _VERSIONS.clear()
+
+
+def forget_plans() -> None:
+    """Forget every parsed registry, plan and version, and which registry each folder holds."""
+    _registry.cache_clear()
+    _REGISTRIES.clear()
+    _PLANS.clear()
     _VERSIONS.clear()
 
 

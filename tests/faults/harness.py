@@ -33,6 +33,7 @@ import httpx
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col, select
 
+from core.platform.tls import tls_context
 from flows.stack import STACK_FILE, PostgresCluster, alive, prefect_env
 
 T = TypeVar("T")
@@ -256,7 +257,7 @@ class FaultStack:
             if dead:
                 raise AssertionError(f"processes died by themselves: {dead}; see {self.data_dir / 'logs'}")
             try:
-                response = httpx.get(f"{self.api_url}/api/health", timeout=5)
+                response = httpx.get(f"{self.api_url}/api/health", timeout=5, verify=tls_context())
                 last = response.text
                 if response.status_code == 200:
                     self.wait_workers_started(max(deadline - time.monotonic(), 1))

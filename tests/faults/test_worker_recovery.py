@@ -56,7 +56,7 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(fault_stack: F
 @pytest.fixture
 def own_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster of this test's own (it is crashed and restarted), with Baton's database on it."""
-    from core.plans.store import _registry, parse_plan_text
+    from core.plans.store import forget_plans
     from core.platform.migrate import upgrade
 
     cluster = PostgresCluster(durable=True).start()
@@ -65,8 +65,7 @@ def own_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Po
         monkeypatch.setenv("BATON_DATABASE_URL", url)
         monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path / "baton"))
         get_settings.cache_clear()
-        _registry.cache_clear()
-        parse_plan_text.cache_clear()
+        forget_plans()
         upgrade()
         yield cluster
     finally:
