@@ -4,6 +4,8 @@ database; it never runs a flow."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -39,6 +41,7 @@ from api.routes import (
     users,
 )
 from core.platform import input_policy as policy
+from core.platform.heap import freeze_startup_heap
 from core.platform.settings import get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -174,10 +177,16 @@ class Guard:
         await (refused or self.app)(scope, receive, send_with_headers)
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    freeze_startup_heap()  # each uvicorn worker process, once it has imported everything
+    yield
+
+
 def create_app() -> FastAPI:
     # The schema and the interactive docs are for logged-in users only, like every other endpoint: FastAPI's
     # own routes for them are off, and authenticated ones stand in (the docs pages are in api/pages/docs.py).
-    app = FastAPI(title="Baton", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None,
+    app = FastAPI(title="Baton", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Multi-department emergency response: incidents, department tasks, handoff ledger.")
     errors.install(app, headers=SECURITY_HEADERS)
 

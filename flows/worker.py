@@ -35,6 +35,7 @@ from core.outbox.queue import claim_orphans
 from core.platform.clock import utcnow
 from core.platform.db import in_transaction, outage_reason, session_scope
 from core.platform.failpoints import afailpoint
+from core.platform.heap import freeze_startup_heap
 from core.platform.settings import Settings, get_settings
 from flows.incident import incident_flow
 from flows.lease_keeper import LeaseKeeper
@@ -387,7 +388,9 @@ class BatonWorker:
                 keeper.start()
                 loops = [asyncio.create_task(coro) for coro in
                          (self._claim_loop(), self._wake_loop(), self._notify_loop(), self._outbox_loop())]
-                log.info("Baton worker %s started", self.worker_id)
+                frozen = freeze_startup_heap()
+                log.info("Baton worker %s started (%d objects of its start-up kept out of garbage collection)",
+                         self.worker_id, frozen)
                 await self.stopping.wait()
                 await asyncio.to_thread(keeper.stop)
                 if self.running:
