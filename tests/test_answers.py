@@ -553,6 +553,11 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
                                                     "url": "https://oapi.dingtalk.com/robot/send?access_token=x",
                                                     "token": token, "secret": secret})
     assert refused.status_code == 422 and 'id="err-url"' in refused.text
+    # Said beside the field in the reader's language, not in the service's English.
+    said = re.search(r'id="err-url">([^<]*)</p>', refused.text)
+    assert said, refused.text[-3000:]
+    assert said.group(1) == "访问令牌或密钥属于保密信息，请填在专门的栏目中，不要写在地址里。"
+    assert "access_token" not in said.group(1) and "secret)" not in refused.text
     assert token not in refused.text and secret not in refused.text and 'value="防汛群"' in refused.text
     added = office.post("/office/channels", data={"csrf": csrf, "name": "防汛群", "kind": "dingtalk",
                                                   "url": "https://oapi.dingtalk.com/robot/send", "token": token,
@@ -591,6 +596,12 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     assert office.post("/admin/stand-ins", data={"csrf": csrf, **form}).status_code == 404
     admin = page_client(api.server, "admin")
     admin_csrf = csrf_of(admin, "/office/channels")
+    for changes, where, words in (({"stand_in": "nobody_at_all"}, "si_stand_in", "没有该用户名的用户。"),
+                                  ({"stand_in": "keeper_x"}, "si_stand_in", "AB角须由职务担任人以外的人员担任。"),
+                                  ({"username": "nobody_at_all"}, "si_username", "没有该用户名的用户。")):
+        wrong = admin.post("/admin/stand-ins", data={"csrf": admin_csrf, **form, **changes})
+        said = re.search(rf'id="err-{where}">([^<]*)</p>', wrong.text)
+        assert wrong.status_code == 422 and said and said.group(1) == words, (changes, wrong.text[-2000:])
     assert admin.post("/admin/stand-ins", data={"csrf": admin_csrf, **form}).status_code == 303
     with session_scope() as session:
         row = session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one()

@@ -27,10 +27,18 @@ DONE = ("added", "changed", "contact", "stand_in")
 
 
 def _field_of(exc: BatonError, default: str) -> str:
-    where = exc.details.get("field") if isinstance(exc.details, dict) else None
-    if where is None and isinstance(exc.details, dict) and exc.details.get("reason") == "stand_in":
+    details = exc.details if isinstance(exc.details, dict) else {}
+    where = details.get("field")
+    if where is None and str(details.get("reason", "")).startswith("stand_in"):
         where = "stand_in"
     return str(where or default)
+
+
+def _said(exc: BatonError) -> str:
+    """What the page says beside the field: the refusal's reason, which the template words in the reader's
+    language; the service's own (English) message only for a refusal without one."""
+    reason = exc.details.get("reason") if isinstance(exc.details, dict) else None
+    return str(reason) if reason else exc.message
 
 
 def _page(request: Request, principal: Principal, session: Session, *, errors: dict[str, str] | None = None,
@@ -47,7 +55,7 @@ def _refused(request: Request, principal: Principal, session: Session, exc: Bato
     if exc.http_status != 422:
         raise exc
     session.rollback()
-    return _page(request, principal, session, errors={f"{prefix}{_field_of(exc, default)}": exc.message},
+    return _page(request, principal, session, errors={f"{prefix}{_field_of(exc, default)}": _said(exc)},
                  values=values, status_code=422)
 
 
@@ -106,7 +114,7 @@ def set_stand_in(request: Request, principal: AdminPageUser, session: SessionDep
     if holder is None:
         session.rollback()
         return _page(request, principal, session, values=values, status_code=422,
-                     errors={"si_username": f"'{values['si_username'][:64]}' is not a user"})
+                     errors={"si_username": "not_a_user"})
     try:
         positions.set_stand_in(session, user_id=holder.id, ref=values["si_position"],
                                stand_in=values["si_stand_in"] or None, actor=principal.actor)

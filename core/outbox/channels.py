@@ -79,24 +79,29 @@ def add_channel(session: Session, *, name: str, kind: str, url: str = "", token:
     """A new channel (audited, without its token or secret)."""
     name = name.strip()
     if not name or len(name) > 64:
-        raise ChannelInvalid("a channel needs a name of at most 64 characters", details={"field": "name"})
+        raise ChannelInvalid("a channel needs a name of at most 64 characters",
+                             details={"field": "name", "reason": "name_invalid"})
     if kind not in {k.value for k in ChannelKind}:
-        raise ChannelInvalid(f"kind is one of {', '.join(k.value for k in ChannelKind)}", details={"field": "kind"})
+        raise ChannelInvalid(f"kind is one of {', '.join(k.value for k in ChannelKind)}",
+                             details={"field": "kind", "reason": "kind_invalid"})
     url, token, secret = url.strip(), token.strip(), secret.strip()
     if kind != ChannelKind.email:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 500:
-            raise ChannelInvalid("the channel's address is an http(s) URL", details={"field": "url"})
+            raise ChannelInvalid("the channel's address is an http(s) URL",
+                                 details={"field": "url", "reason": "url_invalid"})
         if parsed.query and any(k in ("access_token", "key") for k in urllib.parse.parse_qs(parsed.query)):
             raise ChannelInvalid("give the robot's access token or key as `token`, not in the URL (it is a secret)",
-                                 details={"field": "url"})
+                                 details={"field": "url", "reason": "token_in_url"})
         if not token:
             raise ChannelInvalid("a robot needs its access token or key, a gateway its API key",
-                                 details={"field": "token"})
+                                 details={"field": "token", "reason": "token_needed"})
     elif get_settings().smtp is None:
-        raise ChannelInvalid("e-mail needs a mail server in settings (BATON_SMTP__HOST …)", details={"field": "kind"})
+        raise ChannelInvalid("e-mail needs a mail server in settings (BATON_SMTP__HOST …)",
+                             details={"field": "kind", "reason": "smtp_missing"})
     if session.exec(select(NotifyChannel.id).where(NotifyChannel.name == name)).first() is not None:
-        raise ChannelInvalid(f"there is a channel named '{name}' already", details={"field": "name"})
+        raise ChannelInvalid(f"there is a channel named '{name}' already",
+                             details={"field": "name", "reason": "name_taken"})
     channel = NotifyChannel(name=name, kind=kind, url=url, token=token, secret=secret, for_drills=for_drills,
                             created_by=actor)
     session.add(channel)
@@ -143,12 +148,14 @@ def set_contact(session: Session, *, channel_id: str, username: str, address: st
     channel = get_channel(session, channel_id)
     user = session.exec(select(User).where(User.username == username)).first()
     if user is None:
-        raise ChannelInvalid(f"'{username[:64]}' is not a user", details={"field": "username"})
+        raise ChannelInvalid(f"'{username[:64]}' is not a user", details={"field": "username", "reason": "not_a_user"})
     address = address.strip()
     pattern = EMAIL if channel.kind == ChannelKind.email else MOBILE
     if not pattern.fullmatch(address):
-        raise ChannelInvalid("an e-mail channel needs a mailbox address" if channel.kind == ChannelKind.email
-                             else "this channel reaches people by their mobile number", details={"field": "address"})
+        email = channel.kind == ChannelKind.email
+        raise ChannelInvalid("an e-mail channel needs a mailbox address" if email
+                             else "this channel reaches people by their mobile number",
+                             details={"field": "address", "reason": "mailbox_needed" if email else "mobile_needed"})
     row = session.exec(select(ChannelContact).where(ChannelContact.channel_id == channel.id,
                                                     ChannelContact.user_id == user.id)).first()
     if row is None:

@@ -77,9 +77,9 @@ def set_stand_in(session: Session, *, user_id: str, ref: str, stand_in: str | No
     if stand_in is not None:
         other = session.exec(select(User).where(User.username == stand_in)).first()
         if other is None:
-            raise UserInvalid(f"'{stand_in[:64]}' is not a user", details={"reason": "stand_in"})
+            raise UserInvalid(f"'{stand_in[:64]}' is not a user", details={"reason": "stand_in_unknown"})
         if other.id == user.id:
-            raise UserInvalid("the stand-in is the holder", details={"reason": "stand_in"})
+            raise UserInvalid("the stand-in is the holder", details={"reason": "stand_in_is_holder"})
     row.stand_in_id = other.id if other is not None else None
     session.add(row)
     audit(session, actor=actor, action="user.stand_in_set", username=user.username, position=ref,
