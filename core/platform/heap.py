@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import gc
-import threading
-
-_frozen = threading.Event()
 
 
 def freeze_startup_heap() -> int:
@@ -15,8 +12,7 @@ def freeze_startup_heap() -> int:
     time (`gc.callbacks`, `python -m bench --quick`, 2026-12-05), long enough that a stage crossing committed
     150 ms after its ledger entries were written, in 2 of 30 samples. Objects made later (incidents' coroutines,
     sessions, requests) are collected as before. Returns how many objects are frozen."""
-    if not _frozen.is_set():
-        _frozen.set()
+    if gc.get_freeze_count() == 0:  # not yet in this process
         gc.collect()  # garbage from the start-up is freed, not frozen
         gc.freeze()
     return gc.get_freeze_count()
