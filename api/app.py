@@ -11,10 +11,10 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, pages
+from api import errors, pages, refusals
 from api.deps import CurrentUser
 from api.forwarded import TrustedProxies
 from api.pages import docs
@@ -124,8 +124,8 @@ class BodyLimit:
         path = str(scope.get("path", ""))
         response: Response
         if path.startswith(("/api/", "/public/")) or path == "/openapi.json":
-            response = JSONResponse(errors.error_body("body_too_large", f"the request body is over {limit} bytes"),
-                                    status_code=413)
+            lang = refusals.language_of(Headers(scope=scope).get("accept-language"), None)
+            response = errors.error_answer(lang, 413, "body_too_large", f"the request body is over {limit} bytes")
         else:
             # A page's form: a page that says so, in the language the address asks for.
             lang = "en" if b"lang=en" in (scope.get("query_string") or b"") else "zh"
@@ -144,9 +144,9 @@ def refused_address(request: Request) -> Response | None:
             policy.text(value)
     except policy.Violation as exc:
         if request.url.path.startswith(("/api/", "/public/")):
-            return JSONResponse(errors.error_body("invalid_request", f"the address is not valid: it {exc.message}",
-                                                  [{"field": "address", "reason": exc.reason,
-                                                    "message": exc.message}]), status_code=422)
+            return errors.error_answer(errors.reader_language(request), 422, "invalid_request",
+                                       f"the address is not valid: it {exc.message}",
+                                       [{"field": "address", "reason": exc.reason, "message": exc.message}])
         return error_page(request, 422, "input_invalid")
     return None
 

@@ -93,6 +93,7 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     if principal is None:
         raise ApiError(401, "not_authenticated", "log in first: a valid bearer token or session is needed",
                        headers={"WWW-Authenticate": "Bearer"})
+    request.state.reader_lang = principal.user.lang  # the language its refusals are said in (api/errors.py)
     if kind == "session" and request.method not in SAFE_METHODS:
         # A browser sends the session cookie by itself; a write on it must also prove it came from a Baton
         # page (SameSite=Lax alone leaves same-site origins and older browsers open).
@@ -146,6 +147,7 @@ def page_principal(request: Request, session: SessionDep) -> Principal:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target)
     request.state.principal = principal
+    request.state.reader_lang = principal.user.lang
     return principal
 
 

@@ -1,4 +1,5 @@
-"""Every error leaves the API as `{"error": {"code": ..., "message": ...}}` with a stable code."""
+"""Every error leaves the API as `{"error": {"code": ..., "message": ...}}` with a stable code and a message in
+the reader's language (api/refusals.py), the service's English beside a Chinese one as `message_en`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import refusals
 from core.platform.db import outage_reason
 from core.platform.errors import BatonError
 
@@ -31,11 +33,21 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "message": message}
+def error_answer(lang: str, status: int, code: str, message: str, details: Any = None, *,
+                 headers: dict[str, str] | None = None, worded_in: str = "en") -> JSONResponse:
+    """The error answer: `message` (worded in `worded_in`) said to a reader of `lang`."""
+    body: dict[str, Any] = {"code": code, **refusals.worded(code, message, details, lang, worded_in=worded_in)}
     if details is not None:
         body["details"] = details
-    return {"error": body}
+    response = JSONResponse({"error": body}, status_code=status, headers=headers)
+    response.headers["Content-Language"] = "en" if lang == "en" else "zh-CN"
+    return response
+
+
+def reader_language(request: Request) -> str:
+    """The language of whoever sent `request`: the user's setting once they are known (api/deps.py notes it),
+    else the request's Accept-Language, else Chinese."""
+    return refusals.language_of(request.headers.get("accept-language"), getattr(request.state, "reader_lang", None))
 
 
 # Addresses that are never pages: the API, files and feeds a program reads.
@@ -62,14 +74,14 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
     middleware that puts them on every other answer."""
 
     @app.exception_handler(BatonError)
-    async def _domain(_: Request, exc: BatonError) -> JSONResponse:
+    async def _domain(request: Request, exc: BatonError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.http_status,
-                            headers=headers)
+        return error_answer(reader_language(request), exc.http_status, exc.code, exc.message, exc.details,
+                            headers=headers, worded_in=exc.lang)
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_answer(reader_language(request), exc.status, exc.code, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -78,30 +90,30 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
         details = [{"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "reason": err.get("type"),
                     "message": err.get("msg")} for err in exc.errors()]
         listing = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:10])
-        return JSONResponse(error_body("invalid_request", f"the request is not valid: {listing}", details),
-                            status_code=422)
+        return error_answer(reader_language(request), 422, "invalid_request", f"the request is not valid: {listing}",
+                            details)
 
     @app.exception_handler(OperationalError)
-    async def _database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         # The database restarting or out of reach: nothing was stored (the transaction rolled back), and the
         # same request, sent again, will be answered once it is back. Clients retry on 503 with Retry-After.
         reason = outage_reason(exc)
         log.warning("database unavailable: %s", reason)
-        return JSONResponse(error_body("database_unavailable",
-                                       "the database is not reachable just now; nothing was stored, try again"),
-                            status_code=503, headers={"Retry-After": "2"})
+        return error_answer(reader_language(request), 503, "database_unavailable",
+                            "the database is not reachable just now; nothing was stored, try again",
+                            headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The details go to the log, not to the client.
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "something went wrong on the server; it has been logged"),
-                            status_code=500, headers=headers)
+        return error_answer(reader_language(request), 500, "internal_error",
+                            "something went wrong on the server; it has been logged", headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = HTTP_CODES.get(exc.status_code, "error")
         if wants_page(request) and exc.status_code == 404:
             return page_answer(request, exc.status_code, code)
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+        return error_answer(reader_language(request), exc.status_code, code, str(exc.detail),
                             headers=getattr(exc, "headers", None))

@@ -8,6 +8,7 @@ their names are importable from here too, as they were before the fixtures moved
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,18 +76,33 @@ def ledger_count(incident_id: str | None = None) -> int:
         return int(session.exec(query).one())
 
 
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
 def error_of(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """Assert the response is `status` in the error format (with `code` when given); return the error."""
+    """Assert the response is `status` in the error format (with `code` when given), its message in the language
+    the answer declares (Content-Language; Chinese with the service's English beside it as `message_en`); return
+    the error."""
     assert response.status_code == status, f"{response.status_code} != {status}: {response.text[:500]}"
     body = response.json()
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
-    assert set(error) <= {"code", "message", "details"}, error
+    assert set(error) <= {"code", "message", "message_en", "details"}, error
     assert isinstance(error["code"], str) and error["code"], error
     assert isinstance(error["message"], str) and error["message"], error
+    language = response.headers.get("content-language")
+    assert language in ("zh-CN", "en"), response.headers
+    assert bool(CJK.search(error["message"])) == (language == "zh-CN"), (language, error)
+    if "message_en" in error:  # the service's English (which may quote Chinese values) beside a Chinese message
+        assert language == "zh-CN" and error["message_en"] != error["message"], error
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+def said_in_english(error: dict[str, Any]) -> str:
+    """The service's own English wording of an error answer (beside a Chinese message, or the message)."""
+    return str(error.get("message_en", error["message"]))
 
 
 @dataclass

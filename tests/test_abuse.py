@@ -44,7 +44,16 @@ from core.reports.pdf import chromium_path
 from core.signals.intake import SignalRateLimited, SignalRejected, add_source, admit, receive, source_for_key
 from core.signals.models import Signal
 from core.users.models import User
-from tests.api_server import PASSWORD, audit_actions, error_of, issued_token, make_user, run_api, serve_api
+from tests.api_server import (
+    PASSWORD,
+    audit_actions,
+    error_of,
+    issued_token,
+    make_user,
+    run_api,
+    said_in_english,
+    serve_api,
+)
 from tests.servers import seed_prefect_home, stop_process
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -110,7 +119,7 @@ def test_a_burst_of_signals_is_limited_across_api_processes(two_apis: tuple[str,
     assert Counter(a.status_code for a in answers) == {201: 10, 429: 5}, [a.text for a in answers]
     for refused in (a for a in answers if a.status_code == 429):
         error = error_of(refused, 429, "signal_rate_limited")
-        assert "try again later" in error["message"]
+        assert "try again later" in said_in_english(error)
         # One a minute (the fixture's rate), the bucket just emptied: the next token is nearly a minute away.
         assert 50 <= int(refused.headers["Retry-After"]) <= 60, refused.headers
     outcomes = Counter(a.json()["outcome"] for a in answers if a.status_code == 201)
@@ -168,7 +177,7 @@ def test_stale_future_and_non_finite_signals_are_refused(baton: str) -> None:
                        ((now - timedelta(hours=2)).isoformat(), "too old"),
                        ((now + timedelta(hours=1)).isoformat(), "ahead of this server's clock")):
         error = error_of(post(_rain("滨江", 180, observed_at=when)), 422, "signal_out_of_window")
-        assert said in error["message"], error
+        assert said in said_in_english(error), error
     error_of(post(_rain("滨江", observed_at="2026-07-20T08:00:00")), 422, "invalid_request")  # no time zone
     # "Infinity" (a string JSON allows, read as a float), the bare literal Python's JSON reader takes, and an
     # overflowing number.
@@ -284,7 +293,8 @@ def test_a_lockout_holds_one_address_and_reads_as_a_missing_account(baton: str) 
     # ... and cannot tell that from a user name that does not exist: status, code, message, headers.
     assert locked.status_code == missing.status_code == 401
     assert locked.json() == missing.json() == {"error": {"code": "authentication_failed",
-                                                         "message": "wrong user name or password"}}
+                                                         "message": "用户名或密码错误。",
+                                                         "message_en": "wrong user name or password"}}
     assert {k: v for k, v in locked.headers.items() if k != "content-length"} == \
         {k: v for k, v in missing.headers.items() if k != "content-length"}
     # The owner, elsewhere, logs in as usual: five wrong guesses no longer lock anyone out from anywhere.

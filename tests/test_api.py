@@ -39,6 +39,7 @@ from tests.api_server import (
     issued_token,
     ledger_count,
     ledger_kinds,
+    said_in_english,
     serve_api,
     standard_api,
     task_row,
@@ -214,7 +215,7 @@ def test_roles_that_may_not_do_something_get_403(api: Api) -> None:
     ]
     for who, method, path, body, named in refused:
         error = error_of(api.call(who, method, path, json=body), 403, "forbidden")
-        assert named in error["message"], (who, path, error)
+        assert named in said_in_english(error), (who, path, error)
     assert ledger_count(incident.id) == count and task_row(task).status == "assigned"
     assert api.call("office", "GET", "/api/incidents").json()["total"] == 1
 
@@ -256,7 +257,7 @@ def test_trigger_names_each_bad_field(api: Api) -> None:
         error = error_of(trigger(api, **payload), 422, "invalid_request")
         assert fields_named(error) == fields, payload
         for name in fields:
-            assert name.split(".")[-1] in error["message"]
+            assert name.split(".")[-1] in said_in_english(error)
     assert api.call("office", "GET", "/api/incidents").json()["total"] == 0
 
 
@@ -637,7 +638,7 @@ def test_complete_names_every_bad_form_field(api: Api) -> None:
     assert "number" in problems["rainfall_1h"] and "orange" in problems["warning_colour"]
     assert "offset" in problems["valid_until"] and "not a field" in problems["wind"]
     for name in problems:
-        assert name in error["message"]
+        assert name in said_in_english(error)
     assert task_row(task_id).status == "assigned" and ledger_count(incident.id) == count
     # Other field types: a boolean, a number given as a boolean, an attachment reference.
     second = flood("assessment")
@@ -824,7 +825,7 @@ def test_an_oversized_body_is_413(small_api: Api) -> None:
                            (None, "/api/auth/token", b"username=office&password=" + b"p" * 10_000)):
         response = small_api.call(who, "POST", path, content=raw, headers=headers)
         error = error_of(response, 413, "body_too_large")
-        assert "10000" in error["message"]
+        assert "10000" in said_in_english(error)
         assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert small_api.call("office", "GET", "/api/incidents").json()["total"] == 2  # flood() and the first
     assert task_row(incident.tasks["rainstorm_forecast"]).status == "assigned"

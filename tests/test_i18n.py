@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.pofile import read_po
 
+from api import refusals
 from core.platform.templating import LANGUAGES, LOCALES, TEMPLATES, environment, translations
 
 # The same settings as core.platform.templating's environment, so that `{% trans %}` blocks are read alike.
@@ -25,7 +26,21 @@ def catalogue(lang: str) -> Catalog:
         return read_po(handle, locale=lang)
 
 
+# Python modules whose messages are marked for the catalogue (`N_`) and said through it.
+PYTHON_SOURCES = (Path(refusals.__file__),)
+
+
 def used_messages() -> dict[str, list[str]]:
+    """Every msgid in the templates and in the Python modules that mark theirs."""
+    found = template_messages()
+    for source in PYTHON_SOURCES:
+        for lineno, msgid, _comments, _context in extract_from_file("python", str(source), keywords={"N_": None}):
+            assert isinstance(msgid, str), msgid  # N_ marks one message, never a plural
+            found.setdefault(msgid, []).append(f"{source.name}:{lineno}")
+    return found
+
+
+def template_messages() -> dict[str, list[str]]:
     """Every msgid in the templates, as `pybabel extract` with Jinja's extractor finds them."""
     found: dict[str, list[str]] = {}
     method_map = [("**.html", "jinja2.ext:babel_extract"), ("**.j2", "jinja2.ext:babel_extract"),
@@ -39,7 +54,7 @@ def used_messages() -> dict[str, list[str]]:
 
 
 def test_templates_use_messages_and_the_extractors_agree() -> None:
-    used = used_messages()
+    used = template_messages()
     assert len(used) > 100, "the page templates should say everything through gettext"
     # Jinja's own reading (the environment pages render with) finds the same messages.
     env = environment()

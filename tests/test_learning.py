@@ -24,14 +24,7 @@ from core.platform.db import session_scope
 from core.platform.errors import NotFound
 from core.users.models import AuditEvent
 from tests import engine_driver as drive
-from tests.api_server import (
-    ASSESSMENT,
-    FORECAST,
-    Api,
-    error_of,
-    flood,
-    ledger_count,
-)
+from tests.api_server import ASSESSMENT, FORECAST, Api, error_of, flood, ledger_count, said_in_english
 
 FILLS: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"}, "rainstorm_forecast": FORECAST,
                                      "flood_risk_assessment": ASSESSMENT}
@@ -157,7 +150,7 @@ def test_lessons_and_follow_ups_are_refused_cleanly(api: Api) -> None:
     assert error["details"] == [{"field": "department", "message": "unknown department 'ministry_of_magic'"}]
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     error = error_of(api.call("office", "POST", path, json={**body, "due_at": past}), 422, "follow_up_invalid")
-    assert "due_at: must be in the future" in error["message"]
+    assert "due_at: must be in the future" in said_in_english(error)
     error_of(api.call("office", "POST", "/api/lessons/no-such-lesson/follow-ups", json=body), 404, "not_found")
     # A due date without an offset is read in Baton's time zone (Asia/Shanghai).
     local = (datetime.now(UTC) + timedelta(days=3)).replace(tzinfo=None, microsecond=0)
@@ -250,7 +243,7 @@ def test_a_proposed_plan_change_round_trips_and_old_incidents_keep_their_version
              "proposal_state_conflict")
     error = error_of(api.call("admin", "POST", f"/api/plan-proposals/{stale['id']}/accept"), 409,
                      "proposal_state_conflict")
-    assert "version 3 now" in error["message"]
+    assert "version 3 now" in said_in_english(error)
     with session_scope() as session:
         rows = session.exec(select(PlanVersion).where(PlanVersion.type == "flood")
                             .order_by(col(PlanVersion.version))).all()
@@ -312,7 +305,7 @@ def test_an_invalid_proposal_is_422_with_every_problem_at_its_line(api: Api) -> 
         f"flood.yaml:{deadline_line} stages.warning.steps[2].deadline.IV: '2 hours' is not an ISO 8601 duration "
         "such as PT30M, PT4H or P2D",
     ]
-    assert error["message"].startswith("the proposed flood plan has 2 problems: flood.yaml:")
+    assert said_in_english(error).startswith("the proposed flood plan has 2 problems: flood.yaml:")
     # Malformed YAML names its line too; a file with no change, or for no plan, is refused.
     broken = current_plan_text("flood").replace("  warning:\n", "  warning: [\n", 1)
     error = error_of(api.call("office", "POST", "/api/plan-proposals", json={"type": "flood", "text": broken}), 422,

@@ -25,7 +25,7 @@ from core.platform.db import session_scope
 from core.registers.models import MaterialReserve
 from core.resources import edxl
 from core.resources.models import Replenishment, ReserveMovement, ResourceRequest
-from tests.api_server import Api, error_of, flood, ledger_kinds
+from tests.api_server import Api, error_of, flood, ledger_kinds, said_in_english
 
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
                                indirect=True)
@@ -284,7 +284,8 @@ def test_more_than_in_stock_is_a_conflict_naming_what_is_available(api: Api) -> 
                         json=ask(500, reserve_id=reserve))
     error = error_of(response, 409, "insufficient_stock")
     assert error["details"] == {"available": 120, "requested": 500, "unit": "袋", "field": "quantity"}
-    assert "120" in error["message"]
+    assert "120" in said_in_english(error)
+    assert error["message"] == "库存不足：现有 120 袋，申请 500 袋。请减少数量，或向其他单位申请。", error
     # An approval of more than is left by then is the same conflict, and draws nothing.
     request = request_on(api, incident.id, reserve, 100)
     with session_scope() as session:

@@ -3,7 +3,8 @@ process (schemathesis' ASGI transport): every operation, as every role (and nobo
 data (negative mode: wrong types, missing and extra fields, malformed bodies), on random and on real path
 parameters.
 
-Each response must not be a 5xx, and each 4xx must carry the error format `{"error": {"code", "message"}}`.
+Each response must not be a 5xx, and each 4xx must carry the error format `{"error": {"code", "message"}}`, its
+message in the language its Content-Language declares.
 The one 5xx allowed is the PDF report's 503 `pdf_unavailable` on a machine without Chromium.
 Examples per operation, role and mode are bounded (SCHEMATHESIS_EXAMPLES, default 3; one for nobody, who
 gets no further than the login check) so the whole run takes a couple of minutes; failures are collected, not
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
@@ -129,6 +131,9 @@ class _Adapter:
     def __init__(self, response: requests.Response) -> None:
         self.status_code = response.status_code
         self.text = response.text
+        # case-insensitive, like httpx's (schemathesis gives each header's values as a list)
+        self.headers = httpx.Headers([(name, value) for name, values in response.headers.items()
+                                      for value in (values if isinstance(values, list) else [values])])
         self._response = response
 
     def json(self) -> Any:

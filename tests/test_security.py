@@ -60,6 +60,7 @@ from tests.api_server import (
     issued_token,
     make_user,
     page_client,
+    said_in_english,
     standard_api,
 )
 from tests.conftest import Say, StartWorker, copy_plans
@@ -93,7 +94,7 @@ def test_oversized_bodies_and_huge_fields_are_refused_with_clear_errors(loopback
             (None, "/api/auth/token", b"username=office&password=" + b"p" * big, "application/x-www-form-urlencoded")):
         response = api.call(who, "POST", path, content=content, headers={"Content-Type": kind})
         error = error_of(response, 413, "body_too_large")
-        assert "1000000 bytes" in error["message"]
+        assert "1000000 bytes" in said_in_english(error)
     # A page's form gets a page that says so (in the reader's language), not a JSON error.
     for who, path, content in ((None, "/login", b"username=office&password=" + b"p" * big),
                                ("office", "/office/incidents", b"title=" + b"t" * big),
@@ -475,7 +476,7 @@ def test_guessing_across_accounts_from_one_address_is_throttled(throttled_api: A
     # Now the right password is refused too, whichever account, through the API and the login page.
     response = api.server.post("/api/auth/token", data={"username": "public_security", "password": PASSWORD})
     error = error_of(response, 429, "login_throttled")
-    assert "try again later" in error["message"]
+    assert "try again later" in said_in_english(error)
     assert 590 <= int(response.headers["retry-after"]) <= 600, response.headers
     client = api.server.client()
     response = client.post("/login", data={"username": "office", "password": PASSWORD, "csrf": csrf_of(client,

@@ -28,6 +28,7 @@ from tests.api_server import (
     issued_token,
     make_user,
     page_client,
+    said_in_english,
 )
 
 NEW_PASSWORD = "a-brand-new-password-7"
@@ -60,7 +61,7 @@ def test_an_administrator_adds_a_user_who_can_then_log_in(api: Api) -> None:
                         ({**body, "username": "water3", "role": "manager"}, "only department users"),
                         ({**body}, "already exists"),
                         ({**body, "username": "bad name!"}, "letters, digits")):
-        assert says in error_of(admin(api, "POST", "/api/users", json=wrong), 422, "user_invalid")["message"]
+        assert says in said_in_english(error_of(admin(api, "POST", "/api/users", json=wrong), 422, "user_invalid"))
     error_of(admin(api, "POST", "/api/users", json={**body, "username": "water3", "password": "short"}), 422)
     names = [u["username"] for u in admin(api, "GET", "/api/users").json()["items"]]
     assert "water3" not in names and names.count("water2") == 1
@@ -93,7 +94,7 @@ def test_the_office_cannot_be_locked_out_by_its_own_administrator(api: Api) -> N
     terminal's refusal of the last one is tested below)."""
     me = user_id(api, "admin")
     refused = error_of(admin(api, "POST", f"/api/users/{me}/disable"), 409, "user_state_conflict")
-    assert "your own account" in refused["message"] and refused["details"] == {"reason": "self"}
+    assert "your own account" in said_in_english(refused) and refused["details"] == {"reason": "self"}
     assert admin(api, "GET", "/api/users").status_code == 200  # still an administrator
     # Another administrator may disable this one; its token ends with it.
     make_user("admin2", "admin")

@@ -18,6 +18,7 @@ from starlette.datastructures import FormData
 from api.deps import AdminPageUser, Principal, SessionDep
 from api.pages.listings import plans
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
+from api.refusals import refusal_said
 from core.incidents import alerts
 from core.incidents.service import COMMAND
 from core.plans.store import registry
@@ -45,12 +46,13 @@ def _reason(exc: BatonError) -> str:
     return str(details.get("reason") or exc.code)
 
 
-def _refusal(exc: BatonError) -> tuple[dict[str, str], str | None, str]:
-    """A refused change as the page shows it: beside its field (errors), or else above the form (problem)."""
+def _refusal(exc: BatonError, lang: str) -> tuple[dict[str, str], str | None, str]:
+    """A refused change as the page shows it: beside its field (errors), or else above the form (problem, and
+    the refusal in the reader's language for a reason the page does not word itself)."""
     reason = _reason(exc)
     if reason in FIELD_OF:
         return {FIELD_OF[reason]: reason}, None, ""
-    return {}, reason, exc.message
+    return {}, reason, refusal_said(exc, lang)
 
 
 def _unstaffed(session: Session) -> list[tuple[str, list[object]]]:
@@ -103,7 +105,7 @@ def admin_add_user(request: Request, principal: AdminPageUser, session: SessionD
                        display_name=values["display_name"], actor=principal.actor)
     except users.UserInvalid as exc:
         session.rollback()
-        errors, problem, detail = _refusal(exc)
+        errors, problem, detail = _refusal(exc, principal.user.lang)
         return _admin_users_page(request, principal, session, problem=problem, detail=detail, errors=errors,
                                  values=values, status_code=422)
     session.commit()
@@ -172,7 +174,7 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
     except (users.UserInvalid, users.UserStateConflict) as exc:
         session.rollback()
         session.refresh(target)
-        errors, problem, detail = _refusal(exc)
+        errors, problem, detail = _refusal(exc, principal.user.lang)
         if action in CONFIRMED:
             return _confirm_page(request, principal, target, action, reason=reason, problem=problem,
                                  status_code=exc.http_status)

@@ -13,6 +13,7 @@ from api.deps import PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages.instructions import instruction_context
 from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
+from api.refusals import refusal_said
 from core.incidents import reads
 from core.incidents.scope import EVERYONE, departments_on
 from core.plans.store import plan_for_version, registry
@@ -81,7 +82,7 @@ def board_report(incident_id: str, request: Request, principal: PageUser, sessio
                     classification=field(form, "classification") or "internal")
     except ReportInvalid as exc:
         session.rollback()
-        return page(request, principal, "board.html", 422, report_error=exc.message,
+        return page(request, principal, "board.html", 422, report_error=refusal_said(exc, principal.user.lang),
                     report_text=field(form, "text"), share_with=_scope(chosen),
                     **_board_context(session, principal, incident_id))
     session.commit()

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from api.deps import AdminPageUser, OfficePageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect
+from api.refusals import refusal_said
 from core.outbox import channels
 from core.outbox.models import ChannelKind
 from core.platform.errors import BatonError
@@ -34,11 +35,11 @@ def _field_of(exc: BatonError, default: str) -> str:
     return str(where or default)
 
 
-def _said(exc: BatonError) -> str:
+def _said(exc: BatonError, lang: str) -> str:
     """What the page says beside the field: the refusal's reason, which the template words in the reader's
-    language; the service's own (English) message only for a refusal without one."""
+    language; for a refusal without one, its code's sentence (api/refusals.py)."""
     reason = exc.details.get("reason") if isinstance(exc.details, dict) else None
-    return str(reason) if reason else exc.message
+    return str(reason) if reason else refusal_said(exc, lang)
 
 
 def _page(request: Request, principal: Principal, session: Session, *, errors: dict[str, str] | None = None,
@@ -55,8 +56,9 @@ def _refused(request: Request, principal: Principal, session: Session, exc: Bato
     if exc.http_status != 422:
         raise exc
     session.rollback()
-    return _page(request, principal, session, errors={f"{prefix}{_field_of(exc, default)}": _said(exc)},
-                 values=values, status_code=422)
+    said = _said(exc, principal.user.lang)
+    return _page(request, principal, session, errors={f"{prefix}{_field_of(exc, default)}": said}, values=values,
+                 status_code=422)
 
 
 @router.get("/office/channels")

@@ -20,6 +20,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from api import refusals
 from api.deps import LoginRequired, Principal, check_csrf, csrf_token
 from api.errors import ApiError
 from core.incidents import reads
@@ -123,6 +124,11 @@ class Helpers(Wording):
 
     def overdue(self, task: DepartmentTask) -> bool:
         return reads.is_overdue(task)
+
+    def said(self, code: str) -> str | None:
+        """A refusal's code said as the API says it, in the reader's language (None for a code it does not
+        know)."""
+        return refusals.said(code, self.lang)
 
 
 def base_context(path: str, principal: Principal | None, lang: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from api.deps import PageUser, Principal, SessionDep, first_of_a_race, idempotency_digest
 from api.pages.rendering import Form, checked_form, field, page, page_router, redirect, zone
+from api.refusals import refusal_said
 from core.incidents import reads as incident_reads
 from core.incidents.models import Incident
 from core.platform.db import new_id
@@ -84,6 +85,7 @@ def _incident_page(request: Request, principal: Principal, session: Session, inc
     return page(request, principal, "incident_resources.html", status_code, incident=incident, requests=rows,
                 can_request=principal.acts_for is not None and incident.status == "open", reserves=reserves,
                 suppliers=sorted({r.organisation for r in reserves}), errors=errors or [], problem=problem,
+                problem_text=refusal_said(problem, principal.user.lang) if problem is not None else "",
                 asked={**dict.fromkeys(ASKED, ""), **(asked or {})}, idempotency=new_id())
 
 
@@ -125,7 +127,8 @@ def request_resources(incident_id: str, request: Request, principal: PageUser, s
         details = refused.details if isinstance(refused.details, list) else []
         errors = [d for d in details if isinstance(d, dict)]
         if not errors and isinstance(refused.details, dict) and refused.details.get("field"):
-            errors = [{"field": refused.details["field"], "reason": refused.code, "message": refused.message}]
+            errors = [{"field": refused.details["field"], "reason": refused.code,
+                       "message": refusal_said(refused, principal.user.lang)}]
         return _incident_page(request, principal, session, incident, errors=errors, problem=refused, asked=asked,
                               status_code=refused.http_status)
     session.commit()
@@ -167,6 +170,7 @@ def act(request_id: str, request: Request, principal: PageUser, session: Session
     except BatonError as exc:
         session.rollback()
         return _request_page(request, principal, session, _readable(session, principal, request_id),
-                             problem=exc.code, problem_text=exc.message, status_code=exc.http_status)
+                             problem=exc.code, problem_text=refusal_said(exc, principal.user.lang),
+                             status_code=exc.http_status)
     session.commit()
     return redirect(f"/resources/{found.id}?done={step}")

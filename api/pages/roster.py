@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from api.deps import OfficePageUser, PageUser, Principal, SessionDep
 from api.pages.rendering import Form, checked_form, chosen_file, field, page, page_router, redirect, zone
+from api.refusals import field_said, refusal_said
 from core.plans.store import registry
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -61,7 +62,7 @@ def mark_away(request: Request, principal: OfficePageUser, session: SessionDep, 
         try:
             moments[name] = policy.moment_text(values[name], local=zone())
         except Violation as exc:
-            errors[name] = exc.message
+            errors[name] = field_said({"code": exc.reason}, principal.user.lang)
     if not errors:
         try:
             rosters.mark_away(session, username=values["username"].strip(), starts_at=moments["starts_at"],
@@ -70,7 +71,7 @@ def mark_away(request: Request, principal: OfficePageUser, session: SessionDep, 
             if exc.http_status != 422:
                 raise
             where = exc.details.get("field", "_") if isinstance(exc.details, dict) else "_"
-            errors[str(where)] = exc.message
+            errors[str(where)] = refusal_said(exc, principal.user.lang)
     if errors:
         session.rollback()
         return _page(request, principal, session, errors=errors, values=values, status_code=422)

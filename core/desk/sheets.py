@@ -199,7 +199,8 @@ def require_reviewer(session: Session, user: User, at: datetime | None = None) -
     message = (f"reviewing an event record sheet needs the duty leader on duty or a leader of the office, "
                f"which you are not: {names}" if en
                else f"审核事件记录单须由当班带班领导或应急办负责同志进行，您不是：{names}")
-    raise PositionRequired(message, details={"reason": "not_held", "act": "review_sheet", "needs": leader_refs()})
+    raise PositionRequired(message, details={"reason": "not_held", "act": "review_sheet", "needs": leader_refs()},
+                           lang="en" if en else "zh")
 
 
 def _waiting(sheet: EventSheet) -> None:

@@ -73,7 +73,8 @@ def _refusal(act: str, level: str, needs: list[str], lang: str, reason: str, who
     else:
         subject = f"{who}不担任" if who else "您不担任"
         message = f"{zh_act}{LEVEL_NUMERALS.get(level, level)}级响应须由以下职务决定，{subject}：{names}"
-    return PositionRequired(message, details={"reason": reason, "act": act, "level": level, "needs": needs})
+    return PositionRequired(message, details={"reason": reason, "act": act, "level": level, "needs": needs},
+                            lang="en" if lang.startswith("en") else "zh")
 
 
 def require_position(session: Session, *, user: User, needs: list[str], act: str, what: tuple[str, str]) -> str:
@@ -88,7 +89,7 @@ def require_position(session: Session, *, user: User, needs: list[str], act: str
     en = user.lang.startswith("en")
     names = ("; " if en else "、").join(reg.position_name(ref, "en" if en else "zh") for ref in needs)
     raise PositionRequired(f"{what[1]}, which you do not hold: {names}" if en else f"{what[0]}，您不担任：{names}",
-                           details={"reason": "not_held", "act": act, "needs": needs})
+                           details={"reason": "not_held", "act": act, "needs": needs}, lang="en" if en else "zh")
 
 
 def authorise(session: Session, *, plan: IncidentType, act: str, level: str, user: User,

@@ -9,11 +9,15 @@ class BatonError(Exception):
     code = "baton_error"
     http_status = 400
 
-    def __init__(self, message: str, *, details: Any = None, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, retry_after: int | None = None,
+                 lang: str = "en") -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         self.retry_after = retry_after  # seconds, for a refusal that passes (sent as Retry-After)
+        # The language `message` is in: English, unless the service worded it for its reader (a position's name
+        # in the user's language); the API words it for any other reader (api/refusals.py).
+        self.lang = lang
 
 
 class NotFound(BatonError):

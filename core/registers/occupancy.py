@@ -36,7 +36,8 @@ class OccupancyRefused(BatonError):
 
     def __init__(self, *, lang: str, en: str, zh: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(en if lang == "en" else zh,
-                         details={"field": "occupancy", "message_en": en, "message_zh": zh, **(extra or {})})
+                         details={"field": "occupancy", "message_en": en, "message_zh": zh, **(extra or {})},
+                         lang="en" if lang == "en" else "zh")
 
 
 class OverCapacity(OccupancyRefused):
