@@ -237,12 +237,13 @@ def fields_listed(items: Any, lang: str, limit: int = 10) -> str:
             field = str(item.get("field") or "body")[:64]
             why = field_said(item, lang).rstrip("。.")
             parts.append(_gettext(FIELD_LISTED, lang) % {"field": field, "why": why})
-    return ("；" if lang == "zh" else "; ").join(parts)
+    return ("；" if lang != "en" else "; ").join(parts)
 
 
 def worded(code: str, message: str, details: Any, lang: str, *, worded_in: str = "en") -> dict[str, str]:
     """What an error answer says: `message` in the reader's language and, when that is not the language the
     service worded it in, the service's own beside it (`message_en`)."""
+    lang = "en" if lang == "en" else "zh"  # a reader of both (zh-en) reads refusals in Chinese
     if lang == worded_in:
         return {"message": message}
     if lang == "en":
@@ -281,4 +282,4 @@ def _with_figures(code: str, details: Any, lang: str) -> str | None:
 
 
 def _gettext(english: str, lang: str) -> str:
-    return translations(lang).gettext(english) if lang == "zh" else english
+    return translations(lang).gettext(english) if lang != "en" else english

@@ -410,9 +410,23 @@ class BatonWorker:
                 finally:
                     run_log.setLevel(level)
                 # Hand the incidents back at once rather than making others wait for the leases to lapse.
-                with contextlib.suppress(Exception):
-                    await in_transaction(leases.release, worker_id=self.worker_id)
+                await self._release_leases()
                 log.info("Baton worker %s stopped", self.worker_id)
+
+    async def _release_leases(self, attempts: int = 5) -> None:
+        """Free this worker's leases as it stops, trying again over a busy moment (SQLite's writer lock held by
+        another process, a database restarting); leases not freed lapse on their own within the lease time."""
+        for attempt in range(attempts):
+            try:
+                await in_transaction(leases.release, worker_id=self.worker_id)
+                return
+            except Exception as exc:
+                if attempt == attempts - 1:
+                    log.warning("Baton worker %s: its leases were not released as it stopped (%s); they lapse "
+                                "within %s s", self.worker_id, outage_reason(exc) if is_outage(exc) else exc,
+                                self.settings.lease_seconds)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -36,8 +36,8 @@ def words(lang: str) -> dict[str, Any]:
     h = Helpers(lang)
     return {"levels": {key: h.level_short(key) for key in LEVEL_NUMERALS},
             "stages": {key: h.stage(key) for key in STAGES},
-            "types": {key: h.t(plan.name) for key, plan in plans()},
-            "colours": {key: h.t(value) for key, value in COLOUR_NAMES.items()}}
+            "types": {key: h.plain(plan.name) for key, plan in plans()},
+            "colours": {key: h.plain(value) for key, value in COLOUR_NAMES.items()}}
 
 
 @router.get("/map")

@@ -6,7 +6,7 @@ Pages render through the one Jinja environment (`core.platform.templating`) in t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import PurePath
 from typing import Annotated, Any
@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
+from markupsafe import Markup, escape
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -32,7 +33,7 @@ from core.platform.errors import BatonError
 from core.platform.input_policy import Refusals, Violation
 from core.platform.settings import get_settings
 from core.platform.tabular import FileUnreadable
-from core.platform.templating import render
+from core.platform.templating import SUBTITLED, render, with_english
 from core.users.service import people
 
 FRAGMENT_HEADER = "X-Baton-Fragment"
@@ -113,6 +114,17 @@ class Helpers(Wording):
 
     def __init__(self, lang: str, people: PeopleOf | None = None) -> None:
         super().__init__(lang, people=people)
+        self.subtitled = lang == SUBTITLED
+
+    def t(self, text: Any) -> str:
+        """A bilingual text in the reader's language; for a reader who asked for both, its Chinese marked with its
+        English (core/platform/templating.py makes that a subtitle on the page)."""
+        shown = super().t(text)
+        if self.subtitled:
+            both = text.model_dump() if hasattr(text, "model_dump") else text
+            if isinstance(both, Mapping) and both.get("zh") and both.get("en"):
+                return Markup(with_english(str(escape(shown)), str(escape(str(both["en"])))))
+        return shown
 
     def when(self, moment: datetime | None, seconds: bool = False) -> str:
         """A console's short time, `07-20 18:00`, with its year (`2025-07-20 18:00`) when that is not this year's

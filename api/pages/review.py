@@ -35,7 +35,7 @@ def review_incident(incident_id: str, request: Request, principal: ReviewerPageU
     timeline = reads.timeline(session, incident)
     lang = principal.user.lang
     helpers = Helpers(lang)
-    names = {d.key: helpers.t(d.name) for d in registry().departments}
+    names = {d.key: helpers.plain(d.name) for d in registry().departments}
     # The SVG is built by escaping every text it holds (core.learning.timeline_svg); nothing else is marked safe.
     svg = Markup(render_timeline(timeline, lang=lang, now=utcnow(), tz=get_settings().timezone,
                                  department_names=names))

@@ -72,7 +72,7 @@ class Wording:
             return ""
         kind, _, name = actor.partition(":")
         if not name:
-            return self.t(SYSTEM_ACTOR) if kind in ("baton", "system") else actor
+            return self.plain(SYSTEM_ACTOR) if kind in ("baton", "system") else actor
         if kind == "user":
             if self._people is None:
                 self._people = self._people_of() if self._people_of is not None else {}
@@ -80,7 +80,7 @@ class Wording:
             return f"{shown} · {self.dept(department)}" if department else shown
         if kind in ACTOR_KINDS:
             # `demo:water_affairs` names a department; a name that is none (`demo:office`) is not shown raw.
-            label = self.t(ACTOR_KINDS[kind])
+            label = self.plain(ACTOR_KINDS[kind])
             unit = DEPARTMENT_ALIASES.get(name, name)
             if registry().department(unit) is None:
                 return label
@@ -103,6 +103,12 @@ class Wording:
         return ("、" if self.lang == "zh" else ", ").join(names)
 
     def t(self, text: Any) -> str:
+        """A bilingual text in the reader's language, falling back to the other one."""
+        return self.plain(text)
+
+    def plain(self, text: Any) -> str:
+        """`t` as text, whatever a subclass adds for a page (api/pages/rendering.py marks its English): what the
+        other wordings here build on."""
         if text is None:
             return ""
         if hasattr(text, "model_dump"):
@@ -120,17 +126,17 @@ class Wording:
         if not key:
             return ""
         department = registry().department(key)
-        return self.t(department.name) if department else key
+        return self.plain(department.name) if department else key
 
     def position(self, ref: str) -> str:
         """`commander@flood_control_hq` as people say it: 市防汛抗旱指挥部总指挥."""
         return registry().position_name(ref, self.lang)
 
     def stage(self, key: str) -> str:
-        return self.t(STAGE_NAMES.get(key, {"zh": key, "en": key}))
+        return self.plain(STAGE_NAMES.get(key, {"zh": key, "en": key}))
 
     def level(self, key: str) -> str:
-        return self.t(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
+        return self.plain(LEVEL_NAMES.get(key, {"zh": key, "en": key}))
 
     def numeral(self, key: str | None) -> str:
         """A level's numeral: Ⅱ (the Roman numeral character) in Chinese, II in English. The one home of how a
@@ -169,7 +175,7 @@ class Wording:
         """Baton's time zone as people name it: 北京时间 (Beijing time) in China, else its UTC offset."""
         offset = datetime.now(self.zone).strftime("%z")
         if self.zone.key in CHINA_ZONES:
-            return self.t(BEIJING_TIME)
+            return self.plain(BEIJING_TIME)
         return f"UTC{offset[:3]}:{offset[3:]}"
 
     def clock(self, moment: datetime | None = None) -> str:
@@ -200,10 +206,10 @@ class Wording:
         return f"{self.number(value)} {shown}" if shown else self.number(value)
 
     def classification(self, key: str | None) -> str:
-        return self.t(CLASSIFICATION_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
+        return self.plain(CLASSIFICATION_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
 
     def msg_type(self, key: str | None) -> str:
-        return self.t(MSG_TYPE_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
+        return self.plain(MSG_TYPE_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
 
     def value(self, form_field: FormField | None, value: Any) -> str:
         """An output value as people read it: 是/否 (Yes/No), choices by their label, places by name, moments in
@@ -215,7 +221,7 @@ class Wording:
         if isinstance(value, bool):
             return self.yes_no(value)
         if form_field is not None and form_field.type is FieldType.choice and form_field.choices:
-            labels = {c.value: self.t(c.label) for c in form_field.choices}
+            labels = {c.value: self.plain(c.label) for c in form_field.choices}
             values = value if isinstance(value, list) else [value]
             return separator.join(labels.get(str(v), self.value(None, v)) for v in values)
         if isinstance(value, Mapping):
@@ -224,7 +230,7 @@ class Wording:
                 if value.get("lat") is not None:
                     parts.append(f"({value.get('lat')}, {value.get('lon')})")
                 return " ".join(p for p in parts if p)
-            return separator.join(f"{self.t(k) if isinstance(k, Mapping) else k}: {self.value(None, v)}"
+            return separator.join(f"{self.plain(k) if isinstance(k, Mapping) else k}: {self.value(None, v)}"
                                   for k, v in value.items())
         if isinstance(value, list):
             return separator.join(self.value(form_field, v) for v in value)

@@ -25,6 +25,7 @@ from core.platform.db import is_postgres
 from core.platform.errors import BatonError, NotFound
 from core.platform.paging import Page, paged
 from core.platform.settings import get_settings
+from core.platform.templating import READER_LANGUAGES
 from core.users.models import AccessToken, AuditEvent, LoginLock, LoginThrottle, Role, User
 
 _hasher = PasswordHasher()
@@ -367,7 +368,7 @@ def unstaffed_departments(session: Session, *, command: str) -> dict[str, list[s
 
 def set_lang(session: Session, *, user_id: str, lang: str) -> None:
     user = session.get(User, user_id)
-    if user is not None and lang in ("zh", "en"):
+    if user is not None and lang in READER_LANGUAGES:
         user.lang = lang
         session.add(user)
 
