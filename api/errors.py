@@ -50,8 +50,9 @@ def reader_language(request: Request) -> str:
     return refusals.language_of(request.headers.get("accept-language"), getattr(request.state, "reader_lang", None))
 
 
-# Addresses that are never pages: the API, files and feeds a program reads.
-NOT_PAGES = ("/api/", "/static/", "/docs", "/redoc", "/openapi.json", "/public/")
+# Addresses that are never pages: the API and the files a program reads (the public warnings' XML and feed end
+# in a file name, as below).
+NOT_PAGES = ("/api/", "/static/", "/docs", "/redoc", "/openapi.json")
 
 
 def wants_page(request: Request) -> bool:
@@ -63,10 +64,21 @@ def wants_page(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def page_answer(request: Request, status: int, code: str) -> Response:
+def page_answer(request: Request, status: int, code: str, headers: dict[str, str] | None = None) -> Response:
     from api.pages.rendering import error_page  # the pages import this module: look them up when answering
 
-    return error_page(request, status, code)
+    response = error_page(request, status, code)
+    response.headers.update(headers or {})
+    return response
+
+
+def _page_or_json(request: Request, status: int, code: str, headers: dict[str, str]) -> Response:
+    """The error page of a server-side failure; should the page itself fail to render, the plain answer."""
+    try:
+        return page_answer(request, status, code, headers)
+    except Exception:
+        log.exception("the error page could not be rendered")
+        return error_answer(reader_language(request), status, code, "the server could not answer", headers=headers)
 
 
 def install(app: FastAPI, headers: dict[str, str]) -> None:
@@ -74,8 +86,10 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
     middleware that puts them on every other answer."""
 
     @app.exception_handler(BatonError)
-    async def _domain(request: Request, exc: BatonError) -> JSONResponse:
+    async def _domain(request: Request, exc: BatonError) -> Response:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        if wants_page(request):  # a page that refused (a public warning that is not public, …)
+            return page_answer(request, exc.http_status, exc.code, headers)
         return error_answer(reader_language(request), exc.http_status, exc.code, exc.message, exc.details,
                             headers=headers, worded_in=exc.lang)
 
@@ -94,26 +108,30 @@ def install(app: FastAPI, headers: dict[str, str]) -> None:
                             details)
 
     @app.exception_handler(OperationalError)
-    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _database_unavailable(request: Request, exc: OperationalError) -> Response:
         # The database restarting or out of reach: nothing was stored (the transaction rolled back), and the
         # same request, sent again, will be answered once it is back. Clients retry on 503 with Retry-After.
         reason = outage_reason(exc)
         log.warning("database unavailable: %s", reason)
+        if wants_page(request):
+            return _page_or_json(request, 503, "database_unavailable", {**headers, "Retry-After": "2"})
         return error_answer(reader_language(request), 503, "database_unavailable",
                             "the database is not reachable just now; nothing was stored, try again",
                             headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         # The details go to the log, not to the client.
         log.exception("unhandled error", exc_info=exc)
+        if wants_page(request):
+            return _page_or_json(request, 500, "internal_error", headers)
         return error_answer(reader_language(request), 500, "internal_error",
                             "something went wrong on the server; it has been logged", headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = HTTP_CODES.get(exc.status_code, "error")
-        if wants_page(request) and exc.status_code == 404:
-            return page_answer(request, exc.status_code, code)
+        if wants_page(request):  # a page address that does not exist, or not for this method
+            return page_answer(request, exc.status_code, code, getattr(exc, "headers", None))
         return error_answer(reader_language(request), exc.status_code, code, str(exc.detail),
                             headers=getattr(exc, "headers", None))

@@ -222,7 +222,9 @@ class AlertOut(BaseModel):
     department: str  # who was meant to act (a department, or a position)
     kind: str  # handed_back, declined, unstaffed, overdue
     reason: str
-    reason_code: str | None = None  # a decline's: not_our_duty, wrong_area, lacking_resources
+    # a decline's (not_our_duty, wrong_area, lacking_resources), or the system's reason for an alert it raised
+    # (dept_unstaffed, post_unheld, post_away:<user>, overdue_post, overdue:<department>, dept_emptied)
+    reason_code: str | None = None
     route_due_at: datetime | None = None  # a declined task: when the office must have routed it by
     escalated_at: datetime | None = None  # the office did not route it in time
     raised_by: str

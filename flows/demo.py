@@ -43,15 +43,20 @@ def demo_users(data_dir: Path, departments: list[str]) -> list[tuple[str, str, s
         for line in path.read_text(encoding="utf-8").splitlines():
             name, role, password = line.split("\t")
             known[name] = (role, password)
-    wanted: list[tuple[str, str, str | None]] = [("office", "office", None), ("manager", "manager", None),
-                                                 ("admin", "admin", None)]
-    wanted += [(dept, "department", dept) for dept in departments]
+    # Named as the pages show people (display name · department), never by their user names.
+    wanted: list[tuple[str, str, str | None, str]] = [("office", "office", None, "应急办值班员"),
+                                                      ("manager", "manager", None, "应急管理局督查员"),
+                                                      ("admin", "admin", None, "系统管理员")]
+    reg = registry()
+    for dept in departments:
+        found = reg.department(dept)
+        wanted.append((dept, "department", dept, f"{found.name.zh if found else dept}值班员"))
     with session_scope() as session:
-        for name, role, department in wanted:
+        for name, role, department, shown in wanted:
             if session.exec(select(User).where(User.username == name)).first() is None:
                 password = secrets.token_urlsafe(9)
                 add_user(session, username=name, role=role, department=department, password=password,
-                         actor="demo:setup")
+                         display_name=shown, actor="demo:setup")
                 known[name] = (role, password)
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -19,7 +19,7 @@ import pytest
 from sqlmodel import select
 
 from api.pages.rendering import Helpers
-from core.incidents import chase, handoffs, reads
+from core.incidents import alerts, chase, handoffs, reads
 from core.incidents.models import DepartmentTask, Incident
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -28,6 +28,7 @@ from core.outbox.models import DeliveryOutcome, OutboundDelivery
 from core.platform.db import session_scope
 from core.platform.errors import BatonError
 from core.platform.settings import get_settings
+from core.users.models import User
 from tests import engine_driver as drive
 from tests.receiver import Receiver, running_receiver
 from tests.test_pages import (  # noqa: F401  (login and users are fixtures)
@@ -74,6 +75,11 @@ def visible(html: str) -> str:
 
 # -- the counters and deadlines (core) ------------------------------------------------------------------------------
 def test_the_counters_and_next_deadlines_of_a_constructed_incident(baton: str) -> None:
+    from tests.fixtures.api import make_user
+
+    # Somebody able to act in each department given a task (else each task is the office's to route).
+    for name, department in (("water1", "water_affairs"), ("edu1", "education"), ("met1", "meteorology")):
+        make_user(name, "department", department)
     incident_id = flood("II")
     drive.complete_step(incident_id, "rainstorm_forecast")
     drive.step(incident_id)
@@ -98,6 +104,15 @@ def test_the_counters_and_next_deadlines_of_a_constructed_incident(baton: str) -
         handoffs.hand_back(session, task_id=assessment.id, actor="user:water1", reason="泵车全部外借")
     second = screen(incident_id)
     assert second["counts"] == {"waiting": 1, "in_progress": 0, "overdue": 1, "handed_back": 1}
+    # The counter counts what the office's panel lists: a task nobody can act on too, not hand-backs alone.
+    with session_scope() as session:
+        education = session.exec(select(User).where(User.username == "edu1")).one()
+        alerts.disable_user(session, user_id=education.id, actor="test:admin")
+    third = screen(incident_id)
+    with session_scope() as session:
+        listed = alerts.open_alerts(session, incident_id=incident_id)
+    assert {a.task_id: a.kind for a in listed} == {assessment.id: "handed_back", schools.id: "unstaffed"}
+    assert third["counts"]["handed_back"] == len(listed) == 2
     assert second["deadlines"] == []
     assert Helpers("zh").remaining(timedelta(minutes=80)) == "还剩 1小时20分"
     assert Helpers("en").remaining(timedelta(minutes=5)) == "5 min left"

@@ -106,3 +106,34 @@ def test_a_domain_refusal_is_said_by_its_code_with_the_services_english_beside(a
     refused = api.call("office", "POST", "/api/incidents", json={"type": "no_such_type", "level": "IV", "title": "x"})
     error = error_of(refused, 422, "unknown_incident_type")
     assert error["message"] == "该类事件没有相应的应急预案。" and "no_such_type" in error["message_en"]
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+def test_a_browser_gets_an_error_page_in_its_language_and_a_program_the_error_format(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a public warning that does not exist: a page for a person, JSON for a feed reader, a 404 for both
+    missing = api.call(None, "GET", "/public/warnings/urn:oid:no-such", headers=HTML)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "页面不存在，或您无权查看。" in missing.text, missing.text[:500]
+    assert '{"error"' not in missing.text
+    error_of(api.call(None, "GET", "/public/warnings/urn:oid:no-such"), 404, "not_found")
+    error_of(api.call(None, "GET", "/public/warnings/no-such.xml", headers=HTML), 404, "not_found")
+    # a page address asked with the wrong method
+    wrong = api.call("office", "GET", "/office/tasks/x/chase-up", headers=HTML)
+    assert wrong.status_code == 405 and wrong.headers["content-type"].startswith("text/html")
+    assert "该地址不接受此类请求" in wrong.text and "allow" in {k.lower() for k in wrong.headers}
+    # a failure on the server: the page says so (the details only in the log), with the security headers
+    from api.routes import public
+
+    def broken(*_: object, **__: object) -> list[object]:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(public, "active_public", broken)
+    failed = api.call(None, "GET", "/public/warnings", headers=HTML)
+    assert failed.status_code == 500 and failed.headers["content-type"].startswith("text/html")
+    assert "服务器出现错误" in failed.text and "secret detail" not in failed.text
+    assert failed.headers["x-content-type-options"] == "nosniff"
+    assert error_of(api.call(None, "GET", "/public/warnings"), 500, "internal_error")["message"] == \
+        "服务器出现错误，已记录在案。"

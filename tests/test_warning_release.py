@@ -342,3 +342,22 @@ def test_the_meteorology_bureaus_director_signs_off_from_the_inbox(api: Api) -> 
     assert "预警已签发" in director.get("/inbox?done=signed").text
     assert "市气象台发布暴雨橙色预警信号" in _public(api)
     assert "warning.signed" in _kinds(incident_id)
+
+
+def test_a_city_that_names_itself_issues_its_warnings_as_its_observatory(baton: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """杭州市气象台发布暴雨红色预警信号, not 市气象台…, once Baton knows the city's name (BATON_CITY_NAME)."""
+    from core.platform.settings import get_settings
+
+    monkeypatch.setenv("BATON_CITY_NAME", "杭州市")
+    monkeypatch.setenv("BATON_CITY_NAME_EN", "Hangzhou")
+    get_settings.cache_clear()
+    _, alert, _ = _flood_draft("red")
+    assert alert.content["headline"] == {"zh": "杭州市气象台发布暴雨红色预警信号",
+                                         "en": "Hangzhou Municipal Meteorological Observatory issues the Red "
+                                               "rainstorm warning"}
+    assert alert.content["issuer"]["zh"] == "杭州市气象台"
+    monkeypatch.setenv("BATON_CITY_NAME", "<script>")  # a name is a Chinese place name, or Baton does not start
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match="city_name"):
+        get_settings()

@@ -156,9 +156,7 @@ def _admin_action(request: Request, principal: Principal, session: Session, form
         return _confirm_page(request, principal, target, action, reason=reason)  # asked, not done
     try:
         if action == "disable":
-            users.disable_user(session, user_id=target.id, actor=principal.actor, reason=reason or None)
-            if target.role == "department" and target.department is not None \
-                    and alerts.department_unstaffed(session, department=target.department, actor=principal.actor):
+            if alerts.disable_user(session, user_id=target.id, actor=principal.actor, reason=reason or None).raised:
                 action = "disable-unstaffed"
         elif action == "enable":
             users.enable_user(session, user_id=target.id, actor=principal.actor)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import Session
 
-from api.deps import AdminUser, Principal, SessionDep
+from api.deps import AdminUser, SessionDep
 from api.schemas import (
     AuditEventOut,
     AuditPage,
@@ -104,17 +104,13 @@ def add_user(body: UserCreate, principal: AdminUser, session: SessionDep) -> Use
 @router.post("/api/users/{user_id}/disable", response_model=RevokedOut)
 def disable(user_id: str, principal: AdminUser, session: SessionDep, body: DisableIn | None = None) -> RevokedOut:
     """No more logins; every token and page session of the user ends now."""
-    revoked = users.disable_user(session, user_id=user_id, actor=principal.actor, reason=body.reason if body else None)
-    user = users.get_user(session, user_id=user_id)
-    warnings = unstaffed_warnings(session, user, principal)
-    return RevokedOut(user=public(session, user), revoked=revoked, warnings=warnings)
+    done = alerts.disable_user(session, user_id=user_id, actor=principal.actor, reason=body.reason if body else None)
+    return RevokedOut(user=public(session, done.user), revoked=done.revoked, warnings=unstaffed_warnings(done))
 
 
-def unstaffed_warnings(session: Session, user: User, principal: Principal) -> list[dict[str, object]]:
-    """A department left with nobody to act on its open tasks: the office is alerted, the admin warned."""
-    if user.role != "department" or user.department is None:
-        return []
-    raised = alerts.department_unstaffed(session, department=user.department, actor=principal.actor)
+def unstaffed_warnings(done: alerts.Disabled) -> list[dict[str, object]]:
+    """A department left with nobody to act on its open tasks: the office was alerted, the admin is warned."""
+    user, raised = done.user, done.raised
     if not raised:
         return []
     return [{"code": "department_unstaffed", "department": user.department, "open_tasks": len(raised),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -46,6 +47,7 @@ from core.platform.errors import (
     ReasonRequired,
 )
 from core.platform.settings import get_settings
+from core.users import service as users
 from core.users.models import Role, User, UserPosition
 from process_defs.law_rules import position_ref_problem
 from process_defs.schema import DepartmentKind, IncidentType
@@ -65,6 +67,30 @@ class TargetInvalid(BatonError):
 
     code = "target_invalid"
     http_status = 422
+
+
+class SystemReason(StrEnum):
+    """Why the system (not a department) raised an alert: its code, kept in `OfficeAlert.reason_code` (where a
+    decline keeps its `DeclineCode`). The office's pages word each in the reader's language, naming the
+    department or post (`pages/_handback_alerts.html`); `reason` keeps the English sentence for the ledger and the
+    API. Alerts raised before these codes have none, and show their reason as stored."""
+
+    dept_unstaffed = "dept_unstaffed"  # nobody active in the task's department can act on it (at assignment)
+    dept_emptied = "dept_emptied"  # the same, because its last active user was disabled
+    post_unheld = "post_unheld"  # nobody holds the task's post now
+    post_away = "post_away"  # the post's holder on duty is away, with no stand-in (argument: their user name)
+    overdue_post = "overdue_post"  # a post's task is overdue: the office is told rather than escalating it
+    overdue = "overdue"  # overdue, and the department it escalates to has nobody able to act (argument: it)
+
+
+REASON_CODE_LENGTH = 32  # OfficeAlert.reason_code's column
+
+
+def system_code(code: SystemReason, argument: str | None = None) -> str:
+    """The code stored for a system alert: `code:argument` (`overdue:city_government`) when that fits the column,
+    else the code alone (the page then words it without the argument)."""
+    full = f"{code.value}:{argument}" if argument else code.value
+    return full if len(full) <= REASON_CODE_LENGTH else code.value
 
 
 def raise_alert(session: Session, *, incident: Incident, task: DepartmentTask, kind: AlertKind, reason: str,
@@ -307,11 +333,34 @@ def department_unstaffed(session: Session, *, department: str, actor: str) -> li
         for task in tasks:
             raised.append(raise_alert(session, incident=incident, task=task, kind=AlertKind.unstaffed,
                                       reason=f"nobody active in {department} can act (its last user was disabled)",
-                                      actor=actor, at=now))
+                                      actor=actor, at=now, reason_code=system_code(SystemReason.dept_emptied)))
         wake(incident, now)
         session.add(incident)
     return raised
 
+
+@dataclass(frozen=True)
+class Disabled:
+    """A user disabled: how many of their tokens and page sessions ended, and the office's alerts raised on the
+    open tasks of a department they left with nobody able to act."""
+
+    user: User
+    revoked: int
+    raised: list[OfficeAlert]
+
+
+def disable_user(session: Session, *, user_id: str, actor: str, reason: str | None = None) -> Disabled:
+    """Disable a user (`core.users.service.disable_user`: no more logins, every token and session ended) and, if
+    that leaves their department with nobody able to act, alert the office on its open tasks
+    (`department_unstaffed`). Every way of disabling a user goes through here: the API, the admin page and
+    `baton users disable` (core.users cannot: this domain imports it). Disabling a user already disabled alerts
+    nobody again."""
+    was_active = users.get_user(session, user_id=user_id).active
+    revoked = users.disable_user(session, user_id=user_id, actor=actor, reason=reason)
+    user = users.get_user(session, user_id=user_id)
+    raised = department_unstaffed(session, department=user.department, actor=actor) \
+        if was_active and user.role == Role.department and user.department is not None else []
+    return Disabled(user, revoked, raised)
 
 
 # -- a declined task's deadline, and the time tasks had no owner ------------------------------------------------

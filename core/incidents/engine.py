@@ -183,12 +183,14 @@ class _Advancer:
             # listed should somebody be added).
             alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.unstaffed,
                                reason=f"nobody active in {task.department} can act on the task", actor=SYSTEM,
-                               at=self.now)
+                               at=self.now, reason_code=alerts.system_code(alerts.SystemReason.dept_unstaffed))
         elif step.kind == "human" and task.position is not None and not holders and not self.incident.drill:
+            code = alerts.system_code(alerts.SystemReason.post_away, task.meant) if task.meant \
+                else alerts.system_code(alerts.SystemReason.post_unheld)
             alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.unstaffed,
                                reason=f"nobody holds {task.position} now" + (f" ({task.meant} is away, no stand-in)"
                                                                              if task.meant else ""),
-                               actor=SYSTEM, at=self.now)
+                               actor=SYSTEM, at=self.now, reason_code=code)
         if step.kind == "human" and outbox.has_endpoint(task.department):
             outbox.queue(self.session, incident=self.incident, key=f"{task.id}:assignment", purpose="assignment",
                          target=task.department,
@@ -361,8 +363,10 @@ class _Advancer:
                     target = COMMAND
                     why = (f"overdue; {planned} has nobody able to act" if task.position is None
                            else f"overdue with {task.position}")
+                    code = (alerts.system_code(alerts.SystemReason.overdue, planned) if task.position is None
+                            else alerts.system_code(alerts.SystemReason.overdue_post))
                     alerts.raise_alert(self.session, incident=self.incident, task=task, kind=AlertKind.overdue,
-                                       reason=why, actor=SYSTEM, at=self.now)
+                                       reason=why, actor=SYSTEM, at=self.now, reason_code=code)
                 task.status = TaskStatus.escalated
                 task.escalated_at = self.now
                 task.escalated_to = target

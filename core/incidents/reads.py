@@ -256,8 +256,9 @@ def shared_with(session: Session, incident: Incident, department: str | None) ->
 def duty_screen(session: Session, incident: Incident, now: datetime | None = None,
                 deadlines: int = 5) -> dict[str, Any]:
     """What the duty officer reads at a glance on an incident: its stages (past ones done, the current one
-    marked), the open people's tasks counted (waiting to be signed for, in progress, overdue, handed back to the
-    office), the current level with its reason and who set it, and the nearest open deadlines."""
+    marked), the open people's tasks counted (waiting to be signed for, in progress, overdue, and `handed_back`:
+    those for the office to route, as its panel of alerts lists them, `alerts.open_alerts`), the current level
+    with its reason and who set it, and the nearest open deadlines."""
     moment = now or utcnow()
     rows = session.exec(select(DepartmentTask).where(DepartmentTask.incident_id == incident.id,
                                                      DepartmentTask.kind == "human",
@@ -270,11 +271,13 @@ def duty_screen(session: Session, incident: Incident, now: datetime | None = Non
     closed = incident.status != "open"
     stages = [{"stage": s, "state": "done" if i < current or closed else "current" if i == current else "ahead"}
               for i, s in enumerate(STAGES)]
-    handed_back = [a for a in open_alerts(session, incident_id=incident.id) if a.kind == "handed_back"]
+    # The tasks for the office to route: exactly what the office's panel beside the counter lists (its open
+    # alerts: handed back, declined, meant for nobody able to act, overdue with nobody to escalate to).
+    to_route = open_alerts(session, incident_id=incident.id)
     return {"now": moment, "stages": stages,
             "counts": {"waiting": sum(t.acknowledged_at is None for t in live),
                        "in_progress": sum(t.acknowledged_at is not None for t in live),
-                       "overdue": len(overdue), "handed_back": len(handed_back)},
+                       "overdue": len(overdue), "handed_back": len(to_route)},
             "overdue": sorted(overdue, key=lambda t: t.due_at or moment),
             "level": current_level(session, incident),
             "deadlines": [{"task": t, "department": t.position or t.department, "due_at": t.due_at,

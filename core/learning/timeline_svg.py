@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.platform.clock import as_utc
-from process_defs.schema import STAGE_NAMES
+from process_defs.schema import LEVEL_NUMERALS, STAGE_NAMES
 
 LABEL_WIDTH = 300
 RIGHT_PAD = 28
@@ -29,6 +29,29 @@ TICK_STEPS = [timedelta(seconds=s) for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 
 STAGE_FILLS = {"warning": "#fff4d6", "response": "#fde0dc", "recovery": "#e0f2e9", "learning": "#e3ecfa"}
 COLOURS = {"done": "#2e7d32", "open": "#1565c0", "overdue": "#c62828", "action": "#00838f", "closed": "#9e9e9e"}
 OPEN = {"pending", "assigned", "acknowledged", "escalated"}
+# A step's status and the hover text's labels in the reader's language: Chinese as an emergency office words a
+# task's state (a step not applicable at the level or condition is 不适用, as the status badge says), English as
+# the statuses read.
+STATUS_WORDS: dict[str, dict[str, str]] = {
+    "pending": {"zh": "待分派", "en": "pending"},
+    "assigned": {"zh": "已分派", "en": "assigned"},
+    "acknowledged": {"zh": "已签收", "en": "acknowledged"},
+    "completed": {"zh": "已完成", "en": "completed"},
+    "handed_back": {"zh": "已退回", "en": "handed back"},
+    "escalated": {"zh": "已升级督办", "en": "escalated"},
+    "cancelled": {"zh": "已取消", "en": "cancelled"},
+    "skipped": {"zh": "不适用", "en": "skipped"},
+}
+LABELS: dict[str, dict[str, str]] = {
+    "assigned": {"zh": "分派时间", "en": "assigned"},
+    "acknowledged": {"zh": "签收时间", "en": "acknowledged"},
+    "completed": {"zh": "完成时间", "en": "completed"},
+    "due": {"zh": "办理期限", "en": "due"},
+    "overdue": {"zh": "已超时", "en": "overdue"},
+    "none": {"zh": "—", "en": "-"},
+    "ongoing": {"zh": "至今", "en": "-"},
+    "colon": {"zh": "：", "en": ": "},
+}
 
 
 def _utc(value: Any) -> datetime | None:
@@ -69,8 +92,22 @@ def _tick_label(moment: datetime, step: timedelta, span: timedelta, zone: tzinfo
     return local.strftime("%H:%M")
 
 
-def _fmt(moment: datetime | None, zone: tzinfo) -> str:
-    return moment.astimezone(zone).strftime("%m-%d %H:%M:%S") if moment else "-"
+def _fmt(moment: datetime | None, zone: tzinfo, missing: str = "-") -> str:
+    return moment.astimezone(zone).strftime("%m-%d %H:%M:%S") if moment else missing
+
+
+def _language(lang: str) -> str:
+    """The reader's language for the picture's own words: English when asked, Chinese otherwise (a reader of
+    both reads the Chinese)."""
+    return "en" if lang.startswith("en") else "zh"
+
+
+def _level(key: Any, lang: str) -> str:
+    """A level as the reader writes it: `Ⅱ级` in Chinese, `II` in English."""
+    value = "" if key is None else str(key)
+    if lang == "zh" and value in LEVEL_NUMERALS:
+        return f"{LEVEL_NUMERALS[value]}级"
+    return value
 
 
 def render_timeline(  # noqa: C901  (one drawing pass; its branches are the picture's parts)
@@ -84,6 +121,13 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
 ) -> str:
     """The timeline as an `<svg>` element (a string, every text escaped)."""
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    words = _language(lang)
+
+    def word(key: str) -> str:
+        return LABELS[key][words]
+
+    def status_word(value: str) -> str:
+        return STATUS_WORDS[value][words] if value in STATUS_WORDS else value
     names = department_names or {}
     moment_now = _utc(now) or datetime.now(UTC)
     steps: Sequence[Mapping[str, Any]] = data.get("steps") or []
@@ -135,8 +179,9 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
         if ex - sx > 24:
             out.append(f'<text x="{sx + 4}" y="15" font-size="12" font-weight="600" fill="#444">'
                        f'{escape(_clip(label, _width_limit(label, ex - sx - 6, 12)))}</text>')
-        out.append(f'<title>{escape(label)}: {_fmt(entered, zone)} – {_fmt(_utc(stage.get("left_at")), zone)}'
-                   f'</title></g>')
+        stage_tip = (f"{label}{word('colon')}{_fmt(entered, zone)} – "
+                     f"{_fmt(_utc(stage.get('left_at')), zone, word('ongoing'))}")
+        out.append(f"<title>{escape(stage_tip)}</title></g>")
 
     # Time axis with grid lines.
     step = _tick_step(span)
@@ -172,13 +217,16 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
         out.append(f'<g class="{" ".join(escape(c) for c in classes)}" data-step="{escape(key)}" '
                    f'data-department="{escape(department)}" data-status="{escape(status)}" '
                    f'data-overdue="{"true" if overdue else "false"}">')
-        tip = (f"{title} · {dept_name} · {status}"
-               f" · assigned {_fmt(assigned, zone)} · acknowledged {_fmt(acknowledged, zone)}"
-               f" · completed {_fmt(completed, zone)} · due {_fmt(due, zone)}")
+        none = word("none")
+        tip = (f"{title} · {dept_name} · {status_word(status)}" + (f" · {word('overdue')}" if overdue else "")
+               + f" · {word('assigned')} {_fmt(assigned, zone, none)}"
+               f" · {word('acknowledged')} {_fmt(acknowledged, zone, none)}"
+               f" · {word('completed')} {_fmt(completed, zone, none)} · {word('due')} {_fmt(due, zone, none)}")
         out.append(f"<title>{escape(tip)}</title>")
         if index % 2:
             out.append(f'<rect x="0" y="{y}" width="{x0}" height="{ROW_HEIGHT}" fill="#f6f7f9"/>')
-        shown = title + (f" (#{attempt})" if attempt > 1 else "")
+        again = (f"（第{attempt}次）" if words == "zh" else f" (#{attempt})") if attempt > 1 else ""
+        shown = title + again
         out.append(f'<text class="label" x="8" y="{y + 14}" font-size="12" fill="{"#b71c1c" if overdue else "#222"}">'
                    f'{escape(_clip(shown, _width_limit(shown, LABEL_WIDTH - 14, 12)))}</text>')
         out.append(f'<text class="dept" x="8" y="{y + 28}" font-size="10" fill="#666">'
@@ -204,7 +252,8 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
             out.append(f'<rect class="bar" x="{bx}" y="{mid - 6}" width="{max(3.0, ex - bx)}" height="12" rx="3" '
                        f'fill="{colour}"/>')
         else:
-            out.append(f'<text x="{x0 + 4}" y="{mid + 4}" font-size="10" fill="#888">{escape(status)}</text>')
+            out.append(f'<text x="{x0 + 4}" y="{mid + 4}" font-size="10" fill="#888">'
+                       f'{escape(status_word(status))}</text>')
         if due is not None:
             if due <= end:
                 dx = x(due)
@@ -232,11 +281,11 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
         if at is None:
             continue
         cx = x(at)
-        label = f"{change.get('from')}→{change.get('to')}"
+        label = f"{_level(change.get('from'), words)}→{_level(change.get('to'), words)}"
         out.append(f'<g class="level-change"><line x1="{cx}" y1="{STAGE_BAND}" x2="{cx}" '
                    f'y2="{top + rows_height + 4}" stroke="#6a1b9a" stroke-width="2"/>'
                    f'<text x="{cx + 3}" y="{top + rows_height + 13}" font-size="10" fill="#6a1b9a">'
                    f'{escape(label)}</text>'
-                   f'<title>{escape(label)}: {escape(str(change.get("reason") or ""))}</title></g>')
+                   f'<title>{escape(label)}{word("colon")}{escape(str(change.get("reason") or ""))}</title></g>')
     out.append("</svg>")
     return "".join(out)

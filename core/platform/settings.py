@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     pdf_queue_seconds: float = Field(default=60.0, ge=0)
     plans_dir: Path = PROCESS_DEFS_DIR
     timezone: str = "Asia/Shanghai"
+    # The city this Baton serves, as its public notices name it: a plan's municipal issuer (市气象台, Municipal
+    # Meteorological Observatory) is issued as 杭州市气象台 / Hangzhou Municipal Meteorological Observatory.
+    city_name: str | None = Field(default=None, pattern=r"^[\u4e00-\u9fff]{1,12}[市州盟区县]$")
+    city_name_en: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z' -]{0,39}$")
     # A declined task (退单): the office must route it (reassign, take over, ask a leader) within this many
     # minutes, or its alert escalates (ledgered, shown red).
     decline_route_minutes: float = Field(default=15.0, gt=0)

@@ -249,10 +249,19 @@ def _expiry(params: PublishWarningParams, now: datetime,
 
 
 def _issuer(params: PublishWarningParams, department: str) -> notice.Worded:
+    """Who issues the notice: the plan's issuer, else the department; a municipal one named with the city's
+    name when Baton knows it (市气象台 → 杭州市气象台), as public notices name their issuer."""
     if params.issuer is not None:
-        return params.issuer.model_dump()
-    dept = registry().department(department)
-    return dept.name.model_dump() if dept is not None else {"zh": department, "en": department}
+        named = params.issuer.model_dump()
+    else:
+        dept = registry().department(department)
+        named = dept.name.model_dump() if dept is not None else {"zh": department, "en": department}
+    settings = get_settings()
+    if settings.city_name and named["zh"].startswith("市"):
+        named["zh"] = settings.city_name + named["zh"][1:]
+    if settings.city_name_en and named["en"].startswith(("Municipal ", "City ")):
+        named["en"] = f"{settings.city_name_en} {named['en']}"
+    return named
 
 
 def _area(incident: Incident) -> notice.Worded:

@@ -394,7 +394,9 @@ def user_named(session: Session, *, username: str) -> User:
 
 
 def disable_user(session: Session, *, user_id: str, actor: str, reason: str | None = None) -> int:
-    """Refuse the user's logins from now on and end every token and session they hold; returns how many."""
+    """Refuse the user's logins from now on and end every token and session they hold; returns how many. The API,
+    the admin page and the CLI disable through `core.incidents.alerts.disable_user`, which also alerts the office
+    when this leaves a department with nobody able to act (this domain cannot import that one)."""
     user = get_user(session, user_id=user_id)
     if actor == f"user:{user.username}":
         raise UserStateConflict("you cannot disable your own account", details={"reason": "self"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -68,6 +69,11 @@ def demo(
     """`make run`: the whole system with demo users (passwords printed) and a demo flood incident."""
     from flows.demo import run_demo
 
+    # The demo's city is the one its map shows (Hangzhou's districts, core/maps/boundaries/) unless one is set:
+    # its warnings are issued as 杭州市气象台 would issue them. The stack's processes inherit it.
+    os.environ.setdefault("BATON_CITY_NAME", "杭州市")
+    os.environ.setdefault("BATON_CITY_NAME_EN", "Hangzhou")
+    get_settings.cache_clear()
     migrate()
     try:
         code = run_demo(simulate=simulate, keep_running=keep_running, port=port, prefect_port=prefect_port,

@@ -91,11 +91,15 @@ def _for_user(username: str, action: Callable[..., T], **kwargs: Any) -> T:
 @app.command("disable")
 def users_disable(name: Annotated[str, typer.Argument(help="User name.")],
                   reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None) -> None:
-    """Refuse the user's logins and end every token and page session they hold."""
-    from core.users.service import disable_user
+    """Refuse the user's logins and end every token and page session they hold. A department left with nobody
+    able to act on its open tasks: the emergency office is alerted on each."""
+    from core.incidents.alerts import disable_user
 
-    revoked = _for_user(name, disable_user, actor=CLI_ADMIN, reason=reason)
-    console.print(f"disabled {name}; {revoked} token(s) and session(s) ended")
+    done = _for_user(name, disable_user, actor=CLI_ADMIN, reason=reason)
+    console.print(f"disabled {name}; {done.revoked} token(s) and session(s) ended")
+    if done.raised:
+        err.print(f"[yellow]warning[/yellow] nobody active in {done.user.department} can act on its "
+                  f"{len(done.raised)} open task(s); the emergency office has been alerted")
 
 
 @app.command("enable")
