@@ -16,6 +16,7 @@ from api.pages.rendering import Form, checked_form, field, page, page_router, re
 from core.desk import logs, sheets
 from core.desk.models import EventSheet, SheetSource, SheetStatus
 from core.incidents import reads
+from core.maps import layers
 from core.plans.store import current_plans
 from core.platform import input_policy as policy
 from core.platform.clock import utcnow
@@ -92,7 +93,7 @@ def _desk(request: Request, principal: Principal, session: Session, *, values: d
                 reviewed=[s for s in everything if SheetStatus(s.status).reviewed][:20],
                 overdue=sheets.is_overdue, limit_minutes=int(sheets.review_limit().total_seconds() // 60),
                 log=log, entries=logs.entries(session, log) if log else [], recent_logs=logs.recent(session, 10),
-                handed_from=logs.handed_from(session, log) if log else None)
+                handed_from=logs.handed_from(session, log) if log else None, map_base=layers.base())
 
 
 @router.get("/desk")
@@ -127,7 +128,8 @@ def _sheet_page(request: Request, principal: Principal, session: Session, sheet:
                 history=sheets.history(session, sheet), overdue=sheets.is_overdue(sheet), plans=plans,
                 levels=LEVELS, open_incidents=open_incidents, errors=errors or {},
                 amend_errors=amend_errors or {}, sources=[s.value for s in SheetSource],
-                values=values or _values(None, sheet), done=done if done in ("recorded", "amended") else None)
+                values=values or _values(None, sheet), done=done if done in ("recorded", "amended") else None,
+                map_base=layers.base() if sheet.status == SheetStatus.returned else None)  # the amend form's map
 
 
 @router.get("/desk/sheets/{sheet_id}")

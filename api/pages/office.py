@@ -32,6 +32,7 @@ from core.desk import sheets
 from core.incidents import authority, chase, grading, reads
 from core.incidents.models import Incident
 from core.incidents.service import COMMAND, change_level, lock_incident, open_incident
+from core.maps import layers
 from core.plans.store import current_plans, list_types, plan_for_version
 from core.platform.errors import BatonError, NotFound, OpenWork
 from process_defs.schema import LEVELS
@@ -50,7 +51,8 @@ def _office_console(request: Request, principal: Principal, session: Session, *,
     return page(request, principal, "office.html", status_code, levels=LEVELS, plans=plans, broken_plans=broken_plans,
                 values={**defaults, **(values or {})}, errors=errors or {}, tasks=tasks, task_incidents=task_incidents,
                 titles=listings.titles(session, tasks, task_incidents), **listings.incident_context(list(incidents)),
-                overdue_sheets=sheets.overdue_sheets(session), **handback_context(request, session))
+                overdue_sheets=sheets.overdue_sheets(session), map_base=layers.base(),
+                **handback_context(request, session))
 
 
 @router.get("/office")
@@ -127,31 +129,56 @@ def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
 NOTICES = ("opened", "level", "chased")
 
 
-def _notice(request: Request, incident: Incident, done: str | None) -> str | None:
+def _chased(session: Session, incident: Incident) -> dict[str, str]:
+    """What the chase-up just made reached, as the ledger recorded it (the incident's latest): a person on duty
+    through a channel, else only the department's system, else nobody outside Baton."""
+    done = chase.last_chase_up(session, incident.id)
+    recorded = isinstance(done.entry.details, dict) and "on_duty" in done.entry.details if done else False
+    if done is None or done.reached or not recorded:  # (a chase-up from before channels: as it was said then)
+        return {"zh": "已催办，已通知承办部门", "en": "Chased up: the department has been told"}
+    if done.system:
+        return {"zh": "已催办，已通知承办部门系统；但没有任何通知渠道联系到值班人员，请电话联系",
+                "en": "Chased up: sent to the department's system, but no channel reached anyone on duty: "
+                      "call them"}
+    return {"zh": "已催办（已记录），但没有任何通知渠道联系到值班人员，请电话联系承办部门",
+            "en": "Chased up (recorded), but no channel reached anyone on duty: call the department"}
+
+
+def _notice(request: Request, session: Session, incident: Incident, done: str | None) -> str | None:
     """"已启动事件 FLD-2026-0007", "响应级别已调整为Ⅱ级", in the reader's language."""
     if done not in NOTICES:
         return None
     principal = getattr(request.state, "principal", None)
     h = Helpers(principal.user.lang if isinstance(principal, Principal) else "zh")
+    if done == "chased":
+        return h.t(_chased(session, incident))
     texts = {"opened": {"zh": f"已启动事件 {incident.code}", "en": f"Incident {incident.code} opened"},
              "level": {"zh": f"响应级别已调整为{h.level_short(incident.level)}",
-                       "en": f"Response level changed to {h.level_short(incident.level)}"},
-             "chased": {"zh": "已催办，已通知承办部门", "en": "Chased up: the department has been told"}}
+                       "en": f"Response level changed to {h.level_short(incident.level)}"}}
     return h.t(texts[done])
 
 
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
                    level_error: str | None = None, reason: str = "", proposal_error: str | None = None,
                    needs: list[str] | None = None, status_code: int = 200, notice: str | None = None,
-                   chase_error: str | None = None) -> HTMLResponse:
+                   chase_error: str | None = None, ordered_by: str = "") -> HTMLResponse:
     tasks = listings.sorted_open(
         reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
     plan = plan_for_version(session, incident.plan_version_id)
-    proposals = [{"kind": "proposal", **p.model_dump()} for p in grading.open_proposals(session, incident.id)]
+    # Whose verbal order the office may record (a choice, not a user name to type): for the level form, the
+    # holders of the positions for any level it offers; for a proposal, of those that may raise to its level.
+    order_needs = authority.level_change_needs(plan, incident.level)
+    proposals: list[dict[str, Any]] = []
+    for p in grading.open_proposals(session, incident.id):
+        raise_needs = plan.positions_for("raise", p.level)
+        proposals.append({"kind": "proposal", **p.model_dump(), "order_needs": raise_needs,
+                          "order_givers": authority.order_givers(session, raise_needs or [])})
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
                 duty=reads.duty_screen(session, incident), notice=notice, chase_error=chase_error,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
                 proposals=proposals, proposal_error=proposal_error, needs=needs or [],
+                order_needs=order_needs, order_givers=authority.order_givers(session, order_needs or []),
+                ordered_by=ordered_by,
                 awaiting=authority.awaiting(session, incident.id),
                 release=warning_release.context(session, incident),
                 tasks=tasks, poll_seconds=POLL_SECONDS, flow_run_url=listings.flow_run_url(incident),
@@ -175,7 +202,8 @@ def _attempt(session: Session, decide: Callable[[], object]) -> tuple[str | None
 def office_incident(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
                     done: str | None = None) -> Response:
     incident = reads.get_incident(session, incident_id, None)
-    return _incident_page(request, principal, session, incident, notice=_notice(request, incident, done))
+    return _incident_page(request, principal, session, incident,
+                          notice=_notice(request, session, incident, done))
 
 
 @router.get("/office/incidents/{incident_id}/duty")
@@ -190,7 +218,8 @@ def office_duty(incident_id: str, request: Request, principal: OfficePageUser, s
 @router.post("/office/tasks/{task_id}/chase-up")
 def office_chase_up(task_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
                     form: Form) -> Response:
-    """Chase up an overdue task (催办): ledgered, sent to the department's system, shown on the task's page."""
+    """Chase up an overdue task (催办): ledgered, sent to the people on duty for it through their channels and to
+    the department's system, shown on the task's page; the confirmation says when no channel reached anyone."""
     checked_form(principal, form)
     task = reads.get_task(session, task_id, None)
     try:
@@ -244,7 +273,8 @@ def office_level(incident_id: str, request: Request, principal: OfficePageUser, 
     if problem is not None:
         incident = reads.get_incident(session, incident_id, None)
         return _incident_page(request, principal, session, incident, level_error=problem, reason=reason,
-                              needs=needs, status_code=409 if problem in ("incident_closed", "closed") else status)
+                              needs=needs, ordered_by=field(form, "ordered_by").strip(),
+                              status_code=409 if problem in ("incident_closed", "closed") else status)
     session.commit()
     return redirect(f"/office/incidents/{incident.id}?done=level")
 

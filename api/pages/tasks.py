@@ -18,7 +18,7 @@ from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_for
 from api.pages.task_form import field_errors, form_values, parse_outputs, take_uploads
 from core.attachments import service as attachments
 from core.desk import instructions
-from core.incidents import chase, handoffs, reads
+from core.incidents import authority, chase, handoffs, reads
 from core.incidents.authority import PositionRequired
 from core.incidents.models import DeclineCode, DepartmentTask, Incident, TaskStatus
 from core.incidents.permissions import held_for, may_act
@@ -114,6 +114,11 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                                   for fld in item["fields"]]} for item in detail["inputs"]]
     acting = task.kind == "human" and may_act(principal.user, task, _held(session, principal, task))
     open_ = task.status in ACTIONABLE
+    # A decision of the level (the warning gate, ending the response) may be recorded on a leader's verbal order:
+    # the office chooses among those whose order it may record, never types a user name.
+    order_needs = authority.decision_needs(plan, task.step_key, detail["incident"].level) if acting and open_ \
+        else None
+    order_givers = authority.order_givers(session, order_needs) if order_needs else []
     return page(request, principal, "task.html", status_code, task=task, incident=detail["incident"], step=step,
                 inputs=inputs, fields=list(step.form), values=values if values is not None
                 else form_values(step, task.outputs or (detail["prefill"] if open_ else {})),
@@ -131,7 +136,8 @@ def _task_page(request: Request, principal: Principal, session: Session, task: D
                 chased=chase.chase_ups(session, task),
                 # The office does not hand a task back to itself.
                 may_hand_back=task.department != COMMAND,
-                open_work=open_work, task_history=reads.attempts(session, task))
+                open_work=open_work, task_history=reads.attempts(session, task), order_needs=order_needs,
+                order_givers=order_givers)
 
 
 @router.get("/tasks/{task_id}")

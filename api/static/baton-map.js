@@ -4,9 +4,11 @@
 
    - [data-map="layers"] (the /map page): the district boundaries (or the city's tiles) under the layers of
      GET /api/map/layers, each a toggle in Leaflet's layer control; a popup says what a feature is.
-   - [data-picker] (a location field of a task's form): a small map under the field; a click puts the point in
-     the field's latitude and longitude inputs, which stay as they are (typed, or filled by "use my position").
-     Without script the map stays hidden and the inputs work as before.
+   - [data-picker] (pages/_location.html: a task form's location field, the office's open-incident form, the duty
+     desk's event record sheet): a small map under the place; a click puts the point in the form's latitude and
+     longitude inputs (ids in data-lat and data-lon, else the picker's name + "_lat" and "_lon"), which stay as
+     they are (typed, or filled by "use my position"). Without script the map's box stays hidden and the inputs
+     work as before.
    Served from 'self'; every text shown is set as text, never as markup (but the layer control's names, escaped). */
 (function () {
   "use strict";
@@ -221,9 +223,11 @@
 
   function picker(el) {
     var name = el.getAttribute("data-picker");
-    var lat = document.getElementById(name + "_lat");
-    var lon = document.getElementById(name + "_lon");
+    var lat = document.getElementById(el.getAttribute("data-lat") || name + "_lat");
+    var lon = document.getElementById(el.getAttribute("data-lon") || name + "_lon");
     if (!lat || !lon) { return; }
+    var box = document.getElementById(name + "_pick");
+    if (box) { box.hidden = false; }
     el.hidden = false;
     var hint = document.getElementById(name + "_pick_hint");
     if (hint) { hint.hidden = false; }

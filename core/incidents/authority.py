@@ -9,6 +9,7 @@ office, as before.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,9 +21,9 @@ from core.ledger.kinds import LedgerKind
 from core.plans.store import registry
 from core.platform.clock import utcnow
 from core.platform.errors import BatonError, NotFound
-from core.users.models import Role, User
+from core.users.models import Role, User, UserPosition
 from core.users.positions import holds
-from process_defs.schema import LEVEL_NUMERALS, IncidentType
+from process_defs.schema import LEVEL_NUMERALS, LEVELS, IncidentType, level_rank, split_position
 
 OFFICE_ROLES = (Role.office, Role.admin)
 ACTS = {"start": ("启动", "start"), "raise": ("提升至", "raise the level to"), "lower": ("从该级别降低", "lower from"),
@@ -121,6 +122,51 @@ def authorise(session: Session, *, plan: IncidentType, act: str, level: str, use
     return Authorised(act, level, needs, commander.username, held, actor, verbal=True)
 
 
+@dataclass(frozen=True)
+class OrderGiver:
+    """Someone whose verbal order the office may record: by the position `ref` (a person holding two of the
+    positions is listed under each), their user name (what `ordered_by` names) and the name people call them."""
+
+    ref: str
+    username: str
+    name: str
+
+
+def order_givers(session: Session, needs: Iterable[str]) -> list[OrderGiver]:
+    """Whose verbal order `authorise` accepts for a decision needing one of `needs`: each active user holding one
+    of the positions (by `holds`, the rule `authorise` applies to the order's giver), position by position in the
+    order given, then by name. Managers (who only read, and could not confirm the order) are left out."""
+    refs = list(dict.fromkeys(needs))
+    if not refs:
+        return []
+    candidates = session.exec(
+        select(User).join(UserPosition, col(UserPosition.user_id) == col(User.id))
+        .where(col(User.active).is_(True), User.role != Role.manager.value,
+               col(UserPosition.position).in_(sorted({split_position(ref)[0] for ref in refs})))).unique().all()
+    found: list[OrderGiver] = []
+    for ref in refs:
+        holders = [user for user in candidates if holds(session, user, [ref]) is not None]
+        found.extend(OrderGiver(ref, user.username, user.display_name or user.username)
+                     for user in sorted(holders, key=lambda u: (u.display_name or u.username, u.username)))
+    return found
+
+
+def level_change_needs(plan: IncidentType, level: str) -> list[str] | None:
+    """The positions that may decide some change from `level` to another level (raising to a higher one needs
+    that level's `raise` positions, lowering needs `level`'s `lower` ones, as `change_level` asks), in the plan's
+    order; None when the plan names no positions."""
+    found: list[str] = []
+    for other in LEVELS:
+        if other == level:
+            continue
+        needs = plan.positions_for("raise", other) if level_rank(other) > level_rank(level) \
+            else plan.positions_for("lower", level)
+        if needs is None:
+            return None
+        found.extend(ref for ref in needs if ref not in found)
+    return found
+
+
 def unauthorised(act: str, level: str, needs: list[str] | None, actor: str) -> Authorised | None:
     """A decision recorded by someone without the position (flagged until a holder confirms); None when the
     plan names no positions."""
@@ -183,6 +229,19 @@ def starts_response(plan: IncidentType, step_key: str, outputs: dict[str, object
     stage = plan.stage_of(step_key)
     return (plan.stages.get(stage).gate == step_key and stage == "warning"
             and plan.stage_after(stage, dict(outputs)) == "response")
+
+
+def decision_needs(plan: IncidentType, step_key: str, level: str) -> list[str] | None:
+    """The positions a task's decision of a level needs, as `for_decision` asks them: the warning gate's start
+    of the response, a termination step's end of it; None for a step that decides no level (or a plan that
+    names no positions)."""
+    stage = plan.stage_of(step_key)
+    if stage == "warning" and plan.stages.get(stage).gate == step_key:
+        return plan.positions_for("start", level)
+    terminates = plan.step(step_key).terminates
+    if terminates is not None:
+        return terminates.approved_by or plan.positions_for("lower", level)
+    return None
 
 
 def for_decision(session: Session, *, plan: IncidentType, step_key: str, outputs: dict[str, object], level: str,

@@ -10,6 +10,7 @@ from the department: whether anybody active may act for it, so that no task is g
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from core.incidents.service import COMMAND
 from core.platform.clock import utcnow
 from core.users import rosters
 from core.users.models import Role, User, UserPosition
+from core.users.positions import stand_in_of
 from process_defs.schema import split_position
 
 
@@ -115,3 +117,24 @@ def _holders(session: Session, position: str, organisation: str | None) -> list[
     if organisation is not None:
         query = query.where(UserPosition.organisation == organisation)
     return list(session.exec(query).unique().all())
+
+
+@dataclass(frozen=True)
+class Official:
+    """A person reached for a position (`position` is its ref): a holder, or the stand-in in their place."""
+
+    user: User
+    position: str
+
+
+def stand_in(session: Session, *, user: User, ref: str, at: datetime) -> User | None:
+    """The person's stand-in (AB角) for `ref`: the roster's for a rostered duty position (when the person is the
+    shift's holder), else the one named for the position they hold."""
+    position, organisation = split_position(ref)
+    if organisation is not None and rosters.rostered(session, organisation, position):
+        duty = rosters.on_duty(session, department=organisation, position=position, at=at)
+        if duty is None or duty.holder.id != user.id or duty.stand_in is None:
+            return None
+        return duty.stand_in if duty.stand_in.active else None
+    other = stand_in_of(session, user_id=user.id, ref=ref)
+    return other if other is not None and other.active else None

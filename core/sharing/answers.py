@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from core.geo.shapes import Area, cap_alert_area
 from core.incidents.models import DepartmentTask, Incident, IncidentStatus, TaskStatus
-from core.incidents.permissions import position_holders
+from core.incidents.permissions import Official, position_holders, stand_in
 from core.incidents.service import COMMAND, SYSTEM, lock_incident, wake
 from core.ledger import chain as ledger
 from core.ledger.kinds import LedgerKind
@@ -43,9 +43,8 @@ from core.platform.errors import BatonError
 from core.platform.settings import get_settings
 from core.registers.service import AREA_ORGANISATIONS, area_meets, warning_area
 from core.sharing.models import AnswerCall, AnswerRequest, CapAlert, WarningState
-from core.users import rosters
 from core.users.models import User
-from core.users.positions import holdings, stand_in_of
+from core.users.positions import holdings
 from process_defs.actions import WARNING_COLOURS
 from process_defs.schema import LEVEL_COLOURS, IncidentType, split_position
 
@@ -86,30 +85,11 @@ class AnswerPass:
     opened: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Official:
-    user: User
-    position: str
-
-
 # -- who is called ------------------------------------------------------------------------------------------------
 def holders(session: Session, ref: str, at: datetime) -> list[User]:
     """Who holds `ref` now: by the roster for a rostered duty position (the stand-in while the holder is away),
     else every active user holding it."""
     return position_holders(session, ref, at)
-
-
-def stand_in(session: Session, *, user: User, ref: str, at: datetime) -> User | None:
-    """The person's stand-in (AB角) for `ref`: the roster's for a rostered duty position (when the person is the
-    shift's holder), else the one named for the position they hold."""
-    position, organisation = split_position(ref)
-    if organisation is not None and rosters.rostered(session, organisation, position):
-        duty = rosters.on_duty(session, department=organisation, position=position, at=at)
-        if duty is None or duty.holder.id != user.id or duty.stand_in is None:
-            return None
-        return duty.stand_in if duty.stand_in.active else None
-    other = stand_in_of(session, user_id=user.id, ref=ref)
-    return other if other is not None and other.active else None
 
 
 def one_level_up(session: Session, ref: str, at: datetime) -> list[Official]:
