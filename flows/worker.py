@@ -80,7 +80,8 @@ def _loop_failed(what: str, exc: Exception) -> None:
 def run_tags(incident: Incident) -> list[str]:
     """The flow run's tags: what Prefect's UI filters by. The level follows changes (flows/incident.py); the
     instance tells two Baton systems on one Prefect server apart."""
-    tags = [f"type:{incident.type}", f"level:{incident.level}", "baton", f"instance:{get_settings().instance_name}"]
+    instance = get_settings().resolved_instance_name()
+    tags = [f"type:{incident.type}", f"level:{incident.level}", "baton", f"instance:{instance}"]
     if incident.drill:
         tags.append("drill")
     return tags

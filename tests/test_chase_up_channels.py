@@ -225,8 +225,10 @@ def test_nobody_reachable_the_chase_up_is_recorded_and_the_page_says_no_channel_
     url = f"/office/incidents/{incident_id}"
     done = post(office, f"/office/tasks/{forecast.id}/chase-up", {}, url)
     assert done.status_code == 303
-    page = visible(office.get(done.headers["location"]).text)
+    html = office.get(done.headers["location"]).text
+    page = visible(html)
     assert "没有任何通知渠道联系到值班人员" in page and "已通知承办部门" not in page
+    assert '<p class="alert warn" role="alert" id="notice">' in html  # a warning to call them, not a confirmation
     [details] = chased(incident_id)
     assert details["on_duty"] == [{"username": "met_duty", "position": "duty_officer@meteorology", "channels": []}]
     assert notices(incident_id) == []

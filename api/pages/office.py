@@ -133,8 +133,7 @@ def _chased(session: Session, incident: Incident) -> dict[str, str]:
     """What the chase-up just made reached, as the ledger recorded it (the incident's latest): a person on duty
     through a channel, else only the department's system, else nobody outside Baton."""
     done = chase.last_chase_up(session, incident.id)
-    recorded = isinstance(done.entry.details, dict) and "on_duty" in done.entry.details if done else False
-    if done is None or done.reached or not recorded:  # (a chase-up from before channels: as it was said then)
+    if done is None or _reached(done):  # (a chase-up from before channels: as it was said then)
         return {"zh": "已催办，已通知承办部门", "en": "Chased up: the department has been told"}
     if done.system:
         return {"zh": "已催办，已通知承办部门系统；但没有任何通知渠道联系到值班人员，请电话联系",
@@ -142,6 +141,19 @@ def _chased(session: Session, incident: Incident) -> dict[str, str]:
                       "call them"}
     return {"zh": "已催办（已记录），但没有任何通知渠道联系到值班人员，请电话联系承办部门",
             "en": "Chased up (recorded), but no channel reached anyone on duty: call the department"}
+
+
+def _reached(done: chase.ChaseUp) -> bool:
+    recorded = isinstance(done.entry.details, dict) and "on_duty" in done.entry.details
+    return bool(done.reached) or not recorded
+
+
+def _notice_warns(session: Session, incident: Incident, done: str | None) -> bool:
+    """The notice is a warning, not a confirmation: the chase-up reached nobody on duty through a channel."""
+    if done != "chased":
+        return False
+    last = chase.last_chase_up(session, incident.id)
+    return last is not None and not _reached(last)
 
 
 def _notice(request: Request, session: Session, incident: Incident, done: str | None) -> str | None:
@@ -161,7 +173,7 @@ def _notice(request: Request, session: Session, incident: Incident, done: str | 
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
                    level_error: str | None = None, reason: str = "", proposal_error: str | None = None,
                    needs: list[str] | None = None, status_code: int = 200, notice: str | None = None,
-                   chase_error: str | None = None, ordered_by: str = "") -> HTMLResponse:
+                   chase_error: str | None = None, ordered_by: str = "", notice_warns: bool = False) -> HTMLResponse:
     tasks = listings.sorted_open(
         reads.list_tasks(session, department=COMMAND, incident_id=incident.id, open_only=True).items)
     plan = plan_for_version(session, incident.plan_version_id)
@@ -174,7 +186,8 @@ def _incident_page(request: Request, principal: Principal, session: Session, inc
         proposals.append({"kind": "proposal", **p.model_dump(), "order_needs": raise_needs,
                           "order_givers": authority.order_givers(session, raise_needs or [])})
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
-                duty=reads.duty_screen(session, incident), notice=notice, chase_error=chase_error,
+                duty=reads.duty_screen(session, incident), notice=notice, notice_warns=notice_warns,
+                chase_error=chase_error,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,
                 proposals=proposals, proposal_error=proposal_error, needs=needs or [],
                 order_needs=order_needs, order_givers=authority.order_givers(session, order_needs or []),
@@ -203,7 +216,8 @@ def office_incident(incident_id: str, request: Request, principal: OfficePageUse
                     done: str | None = None) -> Response:
     incident = reads.get_incident(session, incident_id, None)
     return _incident_page(request, principal, session, incident,
-                          notice=_notice(request, session, incident, done))
+                          notice=_notice(request, session, incident, done),
+                          notice_warns=_notice_warns(session, incident, done))
 
 
 @router.get("/office/incidents/{incident_id}/duty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -98,9 +99,11 @@ class Settings(BaseSettings):
     map_boundaries: Path | None = None
 
     worker_id: str | None = None
-    instance_name: str = Field(
-        default="baton", pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
-        description="This Baton's name on a shared Prefect server: its flow runs are tagged instance:<name>.")
+    instance_name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+        description="This Baton's name on a shared Prefect server: its flow runs are tagged instance:<name>. "
+                    "Unset, it is named after its database (baton-<6 hex digits>): two systems on one Prefect server "
+                    "are told apart without being configured, and one system's workers and API share the name.")
     lease_seconds: float = 15.0
     claim_interval: float = 0.1
     wake_interval: float = 0.2
@@ -164,6 +167,14 @@ class Settings(BaseSettings):
         if self.database_url is not None and self.database_url.get_secret_value():
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'baton.db').resolve()}"
+
+    def resolved_instance_name(self) -> str:
+        """This system's name on its flow runs: as configured, else from its database (its workers and API
+        processes share the database, two systems do not); a digest, so nothing of the URL's secret shows."""
+        if self.instance_name:
+            return self.instance_name
+        digest = hashlib.sha256(self.resolved_database_url().encode("utf-8")).hexdigest()[:6]
+        return f"baton-{digest}"
 
     def resolved_secret_key(self) -> str:
         if self.secret_key is not None:
