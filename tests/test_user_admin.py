@@ -257,6 +257,10 @@ def test_the_audit_page_pages_through_the_trail(api: Api) -> None:
     assert 'href="/admin/audit?action=login&amp;offset=0"' in second  # "newer"
     assert len(re.findall(r'data-action="login', second)) == total - 2
     assert page.get("/admin/audit?offset=not-a-number").status_code == 200
+    # A user added (by the fixtures) reads with its department's name; a user without one says nothing of it.
+    added = page.get("/admin/audit?action=user.added").text
+    assert "department: 市水务局" in added and "department: None" not in added and "department: water_affairs" \
+        not in added
 
 
 # -- administration that scales: finding users, a page at a time, one user at a time, confirmations ----------

@@ -75,6 +75,9 @@ def test_the_office_chooses_the_leader_whose_verbal_order_it_records(api: Api) -
     assert options[0] == ("", "本人决定")
     assert ("commander", COMMANDER) in options and ("deputy", DEPUTY) in options
     assert not [o for o in options if o[0] in ("director", "viewer") or "王五" in o[1] or "赵六" in o[1]]
+    # What graded it is worded by the plan's labels and units, as on the board, never by its internal measure.
+    assert "casualty_report.deaths" not in html and "<code>casualty_report" not in html
+    assert re.search(r"<li>[^<]*死亡[^<]*: 12 人", html), re.findall(r"<li>[^<]*12[^<]*</li>", html)
     # The proposal (to II) offers only those who may raise to II.
     assert select_of(html, f"proposal-order-{proposal_id}") == [("", "本人决定"), ("commander", COMMANDER)]
 

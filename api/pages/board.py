@@ -12,7 +12,17 @@ from sqlmodel import Session
 from api.deps import PageUser, Principal, SessionDep
 from api.errors import ApiError
 from api.pages.instructions import instruction_context
-from api.pages.rendering import FRAGMENT_HEADER, POLL_SECONDS, Form, checked_form, field, page, page_router, redirect
+from api.pages.rendering import (
+    FRAGMENT_HEADER,
+    POLL_SECONDS,
+    Form,
+    checked_form,
+    field,
+    page,
+    page_router,
+    plan_field,
+    redirect,
+)
 from api.refusals import refusal_said
 from core.incidents import reads
 from core.incidents.scope import EVERYONE, departments_on
@@ -38,17 +48,8 @@ def _board_context(session: Session, principal: Principal, incident_id: str) -> 
     return {"incident": incident, "items": items, "figures": key_figures(items), "poll_seconds": POLL_SECONDS,
             "answer_calls": answer_calls,
             "can_report": principal.acts_for is not None, "share_choices": share_choices,
-            "form_field": lambda step_key, key: _form_field(plan, step_key, key), "figure_of": figure_of,
+            "form_field": lambda step_key, key: plan_field(plan, step_key, key), "figure_of": figure_of,
             **instruction_context(session, incident, reader)}
-
-
-def _form_field(plan: Any, step_key: str | None, key: str) -> Any:
-    if step_key is None:
-        return None
-    try:
-        return plan.step(step_key).field(key)
-    except KeyError:
-        return None
 
 
 def _scope(values: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from api.pages.rendering import (
     field,
     page,
     page_router,
+    plan_field,
     redirect,
 )
 from core.desk import sheets
@@ -186,6 +187,7 @@ def _incident_page(request: Request, principal: Principal, session: Session, inc
         proposals.append({"kind": "proposal", **p.model_dump(), "order_needs": raise_needs,
                           "order_givers": authority.order_givers(session, raise_needs or [])})
     return page(request, principal, "office_incident.html", status_code, incident=incident, plan=plan,
+                form_field=lambda step_key, key: plan_field(plan, step_key, key),
                 duty=reads.duty_screen(session, incident), notice=notice, notice_warns=notice_warns,
                 chase_error=chase_error,
                 steps=_progress(session, incident), levels=LEVELS, level_error=level_error, reason=reason,

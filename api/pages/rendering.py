@@ -143,6 +143,17 @@ class Helpers(Wording):
         return refusals.said(code, self.lang)
 
 
+def plan_field(plan: Any, step_key: str | None, key: str) -> Any:
+    """A plan's form field by step and key, or None: what a page needs to word a reported value by its label and
+    unit (the board's figures, a grading proposal's basis)."""
+    if step_key is None:
+        return None
+    try:
+        return plan.step(step_key).field(key)
+    except KeyError:
+        return None
+
+
 def base_context(path: str, principal: Principal | None, lang: str) -> dict[str, Any]:
     return {"user": principal.user if principal else None,
             "csrf": csrf_token(principal.token.id) if principal else "",
