@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+from sqlmodel import select
+
+from core.platform.db import session_scope
 from core.platform.templating import subtitled, with_english
+from core.users.models import User
 from tests.api_server import Api, flood
 from tests.fixtures.api import csrf_of, page_client
 
@@ -84,3 +88,30 @@ def test_a_stored_text_holding_the_marks_cannot_forge_a_subtitle(api: Api) -> No
     board = client.get(f"/incidents/{incident.id}/board").text
     assert "道路封闭&lt;b&gt;closed&lt;/b&gt; 3 条" in board and not MARKS.search(board)
     assert "<b>closed" not in board and "Log out" in SUBTITLE.findall(board)
+
+
+def test_every_console_renders_for_a_reader_of_both_without_a_mark_left_or_markup_in_an_attribute(api: Api) -> None:
+    incident = flood("assessment")
+    pages = ["/office", f"/office/incidents/{incident.id}", "/inbox", "/desk", "/roster", "/map", "/review",
+             f"/review/incidents/{incident.id}", f"/review/incidents/{incident.id}/report", "/registers",
+             "/resources", "/prevention", "/upward-reports", f"/incidents/{incident.id}/board",
+             f"/tasks/{incident.tasks['flood_risk_assessment']}", "/admin/users", "/admin/audit", "/no-such-page"]
+    with session_scope() as session:
+        for user in session.exec(select(User)).all():
+            user.lang = "zh-en"
+            session.add(user)
+    seen = 0
+    for who in ("office", "admin", "manager"):
+        client = page_client(api.server, who)
+        for path in pages:
+            response = client.get(path)
+            if response.status_code in (302, 303):
+                continue
+            assert response.status_code in (200, 404), (who, path, response.status_code)
+            html = response.text
+            assert not MARKS.search(html), (who, path)
+            placement = Placement()
+            placement.feed(html)
+            assert placement.misplaced == [] and placement.in_attributes == [], (who, path, placement.in_attributes)
+            seen += len(SUBTITLE.findall(html)) > 0
+    assert seen >= 20, seen
