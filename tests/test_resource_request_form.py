@@ -64,6 +64,10 @@ def test_a_department_on_the_incident_asks_through_the_form_and_the_request_is_t
         expected = datetime.fromisoformat(form["needed_by"]) - timedelta(hours=8)
         assert abs(request.needed_by.replace(tzinfo=None) - expected) < timedelta(minutes=1)
         assert "resource.requested" in [kind for kind, _ in ledger_kinds(incident.id)]
+        # the request as other systems read it (EDXL-RM), linked in words a Chinese reader knows
+        shown = client.get(made.headers["location"]).text
+        assert f'<a href="/api/resource-requests/{request.id}/edxl-rm/request" title="RequestResource">申请报文</a>' \
+            in shown and ">RequestResource<" not in shown
         # a second press of the same form asks once (the form's one-time key, as the API's Idempotency-Key)
         again = client.post(f"/incidents/{incident.id}/resources", data=form)
         assert again.status_code == 303 and again.headers["location"] == made.headers["location"]
