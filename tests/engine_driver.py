@@ -71,6 +71,17 @@ def open_tasks(incident_id: str) -> dict[str, DepartmentTask]:
         return {row.step_key: row for row in rows}
 
 
+def forecast_past_due() -> tuple[str, DepartmentTask]:
+    """A level IV flood stepped one second past its rainstorm forecast's deadline (meteorology's task, which
+    escalates to the city government, a body with no users): the incident's id and the task as it was due."""
+    incident_id = open_("flood", level="IV")
+    step(incident_id)
+    task = open_tasks(incident_id)["rainstorm_forecast"]
+    assert task.due_at is not None
+    step(incident_id, now=task.due_at + timedelta(seconds=1))
+    return incident_id, task
+
+
 def tasks(incident_id: str) -> dict[str, DepartmentTask]:
     with session_scope() as session:
         return latest_tasks(session, incident_id)

@@ -193,11 +193,7 @@ def test_overdue_task_is_reminded_then_escalated_to_its_target(baton: str) -> No
 
 def test_an_escalation_to_a_department_nobody_can_act_for_goes_to_the_office(baton: str) -> None:
     # The city government (meteorology's supervisor) has no users: the office is told instead, and alerted.
-    incident_id = drive.open_("flood", level="IV")
-    drive.step(incident_id)
-    task = drive.open_tasks(incident_id)["rainstorm_forecast"]
-    assert task.due_at is not None
-    drive.step(incident_id, now=task.due_at + timedelta(seconds=1))
+    incident_id, task = drive.forecast_past_due()
     with session_scope() as session:
         row = session.get(DepartmentTask, task.id)
         assert row is not None and (row.status, row.escalated_to) == ("escalated", "emergency_office")

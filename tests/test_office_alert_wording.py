@@ -7,7 +7,6 @@ department's last user from the command line alerts the office as the API and th
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from html import unescape
 
 from sqlmodel import select
@@ -121,11 +120,7 @@ def test_each_code_is_worded_and_a_reason_typed_or_from_before_the_codes_shows_a
 
 def test_overdue_with_nobody_to_escalate_to_names_the_department_in_chinese(api: Api) -> None:
     # The city government (meteorology's supervisor) has no users: the office is alerted instead.
-    incident_id = drive.open_("flood", level="IV")
-    drive.step(incident_id)
-    task = drive.open_tasks(incident_id)["rainstorm_forecast"]
-    assert task.due_at is not None
-    drive.step(incident_id, now=task.due_at + timedelta(seconds=1))
+    incident_id, task = drive.forecast_past_due()
     with session_scope() as session:
         alert = alert_of_task(session, task.id)
         assert alert is not None and (alert.kind, alert.reason_code) == ("overdue", "overdue:city_government")

@@ -130,11 +130,10 @@ def _progress(session: Session, incident: Incident) -> list[dict[str, Any]]:
 NOTICES = ("opened", "level", "chased")
 
 
-def _chased(session: Session, incident: Incident) -> dict[str, str]:
-    """What the chase-up just made reached, as the ledger recorded it (the incident's latest): a person on duty
-    through a channel, else only the department's system, else nobody outside Baton."""
-    done = chase.last_chase_up(session, incident.id)
-    if done is None or _reached(done):  # (a chase-up from before channels: as it was said then)
+def _chased(done: chase.ChaseUp | None) -> dict[str, str]:
+    """What the chase-up just made reached, as the ledger recorded it: a person on duty through a channel, else
+    only the department's system, else nobody outside Baton."""
+    if done is None or not done.unheard:
         return {"zh": "已催办，已通知承办部门", "en": "Chased up: the department has been told"}
     if done.system:
         return {"zh": "已催办，已通知承办部门系统；但没有任何通知渠道联系到值班人员，请电话联系",
@@ -144,31 +143,20 @@ def _chased(session: Session, incident: Incident) -> dict[str, str]:
             "en": "Chased up (recorded), but no channel reached anyone on duty: call the department"}
 
 
-def _reached(done: chase.ChaseUp) -> bool:
-    recorded = isinstance(done.entry.details, dict) and "on_duty" in done.entry.details
-    return bool(done.reached) or not recorded
-
-
-def _notice_warns(session: Session, incident: Incident, done: str | None) -> bool:
-    """The notice is a warning, not a confirmation: the chase-up reached nobody on duty through a channel."""
-    if done != "chased":
-        return False
-    last = chase.last_chase_up(session, incident.id)
-    return last is not None and not _reached(last)
-
-
-def _notice(request: Request, session: Session, incident: Incident, done: str | None) -> str | None:
-    """"已启动事件 FLD-2026-0007", "响应级别已调整为Ⅱ级", in the reader's language."""
+def _notice(request: Request, session: Session, incident: Incident, done: str | None) -> tuple[str | None, bool]:
+    """"已启动事件 FLD-2026-0007", "响应级别已调整为Ⅱ级", in the reader's language, and whether it warns rather
+    than confirms (a chase-up that reached nobody on duty through a channel: call them)."""
     if done not in NOTICES:
-        return None
+        return None, False
     principal = getattr(request.state, "principal", None)
     h = Helpers(principal.user.lang if isinstance(principal, Principal) else "zh")
     if done == "chased":
-        return h.t(_chased(session, incident))
+        last = chase.last_chase_up(session, incident.id)
+        return h.t(_chased(last)), last is not None and last.unheard
     texts = {"opened": {"zh": f"已启动事件 {incident.code}", "en": f"Incident {incident.code} opened"},
              "level": {"zh": f"响应级别已调整为{h.level_short(incident.level)}",
                        "en": f"Response level changed to {h.level_short(incident.level)}"}}
-    return h.t(texts[done])
+    return h.t(texts[done]), False
 
 
 def _incident_page(request: Request, principal: Principal, session: Session, incident: Incident, *,
@@ -217,9 +205,8 @@ def _attempt(session: Session, decide: Callable[[], object]) -> tuple[str | None
 def office_incident(incident_id: str, request: Request, principal: OfficePageUser, session: SessionDep,
                     done: str | None = None) -> Response:
     incident = reads.get_incident(session, incident_id, None)
-    return _incident_page(request, principal, session, incident,
-                          notice=_notice(request, session, incident, done),
-                          notice_warns=_notice_warns(session, incident, done))
+    notice, warns = _notice(request, session, incident, done)
+    return _incident_page(request, principal, session, incident, notice=notice, notice_warns=warns)
 
 
 @router.get("/office/incidents/{incident_id}/duty")

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
@@ -38,9 +37,9 @@ from core.ledger.models import LedgerEntry
 from core.outbox import channels
 from core.outbox import queue as outbox
 from core.plans.store import plan_for_version, registry
-from core.platform.clock import as_utc, utcnow
+from core.plans.wording import Wording
+from core.platform.clock import utcnow
 from core.platform.errors import BatonError, IncidentClosed
-from core.platform.settings import get_settings
 from core.users import rosters
 
 # A department's duty posts a chase-up reaches, in turn: the first anyone is on duty in.
@@ -68,6 +67,12 @@ class ChaseUp:
         """The people on duty a channel reaches (user names); empty: no channel reached anyone."""
         return [person["username"] for person in self.on_duty if person.get("channels")]
 
+    @property
+    def unheard(self) -> bool:
+        """No channel reached anyone on duty (a chase-up recorded before channels were used says nothing of it)."""
+        details = self.entry.details if isinstance(self.entry.details, dict) else {}
+        return "on_duty" in details and not self.reached
+
     @classmethod
     def of(cls, entry: LedgerEntry) -> ChaseUp:
         details = entry.details if isinstance(entry.details, dict) else {}
@@ -92,10 +97,6 @@ def on_duty(session: Session, task: DepartmentTask, at: datetime) -> list[Offici
     return []
 
 
-def _local(moment: datetime) -> str:
-    return as_utc(moment).astimezone(ZoneInfo(get_settings().timezone)).strftime("%Y-%m-%d %H:%M")
-
-
 def words(session: Session, incident: Incident, task: DepartmentTask) -> tuple[str, str]:
     """The chase-up's title and text, Chinese first with the English beside it: which incident, which task, for
     whom, overdue since when, and what to do."""
@@ -105,7 +106,7 @@ def words(session: Session, incident: Incident, task: DepartmentTask) -> tuple[s
     else:
         dept = registry().department(task.department)
         holder = {lang: dept.name.get(lang) if dept else task.department for lang in ("zh", "en")}
-    since = _local(task.due_at) if task.due_at else "—"
+    since = Wording("zh").local(task.due_at, "%Y-%m-%d %H:%M")  # "—" without one; any stored moment shows
     title = f"【催办】{incident.code} {step.zh}"
     text = (f"事件：{incident.code} {incident.title}\n任务：{step.zh}（{holder['zh']}）\n"
             f"该任务已于 {since} 超时，请尽快办理并在系统中签收/办结。\n\n"
