@@ -259,12 +259,12 @@ def test_handoff_counts_add_up_and_returned_and_cancelled_tasks_say_why(flood_in
     assert tally["assigned"] == tally["completed"] + tally["handed_back"] + tally["cancelled"] + tally["open"]
     assert report.to_json()["tally"] == tally
     html = render_report_html(report, "zh")
-    assert "13 项任务交给各部门 = 已完成 5 + 退回 1 + 已取消 1 + 仍在办理 6。" in html
+    assert "向各部门分派任务 13 项 = 已完成 5 + 退回 1 + 已取消 1 + 仍在办理 6。" in html
     returned = re.findall(r'<li data-kind="(handed_back|cancelled)" data-step="([a-z_]+)">(.*?)</li>', html)
     assert [(kind, step) for kind, step, _ in returned] == [("handed_back", "underground_space_check"),
                                                            ("cancelled", "underground_space_check")]
     assert "市住房和城乡建设局" in returned[0][2] and "地下空间检查不属本局职责" in returned[0][2]
-    assert "已取消" in returned[1][2] and "所在阶段已先行结束" in returned[1][2]
+    assert "取消：" in returned[1][2] and "所在阶段已先行结束" in returned[1][2]
     # The summary's deadline outcomes add up to the handoffs too: those handed back or cancelled before their
     # deadline are counted, not dropped.
     counts = report.counts()
@@ -288,7 +288,7 @@ def test_the_damage_summary_adds_up_each_departments_latest_report(flood_inciden
     section = html[html.index('id="damage"'):html.index('id="timeline"')]
     assert 'data-figure="dead" data-total="2"' in section and "2 人" in section
     assert "街道办事处" in section and "统计报送灾情和人员伤亡（日报）" in section
-    assert 'data-figure="economic_loss">' in section and "未报告" in section  # not made up: said to be missing
+    assert 'data-figure="economic_loss">' in section and "未报送" in section  # not made up: said to be missing
     english = render_report_html(report, "en")
     assert "350 people" in english and "Direct economic loss" in english
 
@@ -341,7 +341,7 @@ def test_a_drill_on_a_compressed_clock_reports_plan_time(baton: str) -> None:
     html = render_report_html(report, "zh")
     assert "本次演练按压缩时钟运行（×60）" in html and "预案时间" in html
     # Moments are shown on the plan clock too (90 s at ×60: an hour and a half), except when it was generated.
-    assert "数据截至 2026-07-20 11:30:00" in html and "由 Baton 于 2026-07-20 10:01:30 生成" in html
+    assert "数据截至 2026-07-20 11:30:00" in html and "本报告由系统于 2026-07-20 10:01:30 生成" in html
     assert "Every duration in this report is plan time" in render_report_html(report, "en")
 
 

@@ -368,7 +368,7 @@ def test_answer_links_are_single_use_expire_and_cannot_be_forged(
                    f"{request_id}.{expires}.{'A' * len(mac)}"):
         page = api.call(None, "GET", f"/answer/{forged}")
         assert page.status_code == 404 and 'data-state="answer_link_invalid"' in page.text
-        assert "不是 Baton 发出的" in page.text or "无效" in page.text
+        assert "并非本系统发出" in page.text or "无效" in page.text
         assert "This link is not valid" in page.text
         posted = api.call(None, "POST", f"/answer/{forged}", data={"confirm": "0" * 64})
         assert posted.status_code in (403, 404)
@@ -596,9 +596,9 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     assert office.post("/admin/stand-ins", data={"csrf": csrf, **form}).status_code == 404
     admin = page_client(api.server, "admin")
     admin_csrf = csrf_of(admin, "/office/channels")
-    for changes, where, words in (({"stand_in": "nobody_at_all"}, "si_stand_in", "没有该用户名的用户。"),
+    for changes, where, words in (({"stand_in": "nobody_at_all"}, "si_stand_in", "该用户名不存在。"),
                                   ({"stand_in": "keeper_x"}, "si_stand_in", "AB角须由职务担任人以外的人员担任。"),
-                                  ({"username": "nobody_at_all"}, "si_username", "没有该用户名的用户。")):
+                                  ({"username": "nobody_at_all"}, "si_username", "该用户名不存在。")):
         wrong = admin.post("/admin/stand-ins", data={"csrf": admin_csrf, **form, **changes})
         said = re.search(rf'id="err-{where}">([^<]*)</p>', wrong.text)
         assert wrong.status_code == 422 and said and said.group(1) == words, (changes, wrong.text[-2000:])

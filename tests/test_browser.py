@@ -186,7 +186,7 @@ def test_a_flood_warning_stage_through_the_pages(site: str, browser: Browser) ->
     met.shoot("task-confirm")
     page.click('#confirm button[value="confirm"]')
     page.wait_for_url(re.compile(r".*\?done=completed$"))
-    expect(page.locator(".alert.ok")).to_contain_text("已完成")
+    expect(page.locator(".alert.ok")).to_contain_text("已办结")
     expect(page.locator('#outputs dd[data-field="warning_colour"]')).to_have_text("橙色")
 
     # Water affairs sees the assessment appear in its inbox (the list refreshes itself) and completes it,

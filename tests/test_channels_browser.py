@@ -104,6 +104,7 @@ def test_the_office_adds_a_wecom_drill_channel_and_an_official_answers_on_a_phon
         official = on_phone(browser, problems, "keeper_a")
         official.goto(f"{server.url}/answer/{link.group(1)}")
         expect(official.locator("#confirm-answer")).to_be_visible()
+        expect(official.locator("p.badge").first).to_have_text("演练")  # said once, not 演练 · 演练
         fits(official, "answer-confirm")
         with session_scope() as session:  # opening the link answered nothing
             assert session.exec(select(AnswerRequest)).one().answered_at is None

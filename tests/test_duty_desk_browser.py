@@ -37,7 +37,7 @@ READS = {
         "declined": "已退单。应急办须将任务另行派发。",
         "wrong_area": "非本辖区",
         "declined_badge": "已退单",
-        "declined_because": "退单理由",
+        "declined_because": "退单原因",
         "declined_by": "退单人",
         "reassign": "改派其他部门",
         "on_duty": "当前值班",

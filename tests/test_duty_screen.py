@@ -200,7 +200,7 @@ def test_the_office_chases_up_an_overdue_task_ledgered_delivered_and_shown_to_th
         assert task is not None
         at = chase.chase_ups(session, task)[0]
     shown = Helpers("zh").when(at)
-    assert f"应急办于 {shown} 催办" in met.get(f"/tasks/{forecast.id}").text
+    assert f"应急办已于 {shown} 催办。" in met.get(f"/tasks/{forecast.id}").text
     # A task completed meanwhile is not chased up.
     drive.complete_step(incident_id, "rainstorm_forecast")
     assert post(office, chase_url, {}, url).status_code == 409

@@ -413,10 +413,10 @@ def test_task_form_with_bad_values_names_each_field_and_changes_nothing(login: L
                                              "note": "先报一部分"}, url)
     assert response.status_code == 422
     html = response.text
-    assert "表单有误" in html
+    assert "表单填写有误" in html
     assert field_error(html, "rainfall_1h") == "请填写数字，单位：毫米。"
     assert field_error(html, "rainfall_24h") == "此项必填。"
-    assert field_error(html, "warning_colour") == "请从列出的选项中选择。"
+    assert field_error(html, "warning_colour") == "请从所列选项中选择。"
     assert field_error(html, "valid_until") == "请填写日期和时间。"
     # What the user typed is shown again.
     assert 'value="sixty"' in html and 'value="tomorrow"' in html and "先报一部分</textarea>" in html
@@ -446,7 +446,7 @@ def test_completing_through_the_form_hands_over_to_the_next_department(login: Lo
     assert ("task.acknowledged", "user:met1") in kinds and ("task.completed", "user:met1") in kinds
     shown = met.get(response.headers["location"]).text
     until = drive.VALID_UNTIL_LOCAL[5:].replace("T", " ")  # MM-DD HH:MM, with the year before it in another year
-    assert "已完成。后续部门的任务已分派。" in shown and "橙色" in shown and until in shown
+    assert "已办结。后续部门的任务已分派。" in shown and "橙色" in shown and until in shown
     again = met.post(f"{url}/complete", data={"csrf": csrf_of(shown), **FORECAST_FORM})
     assert again.status_code == 409 and "该任务已不在办理中" in again.text
 

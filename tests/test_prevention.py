@@ -533,7 +533,7 @@ def test_the_inbox_lists_a_departments_prevention_tasks_answered_and_closed_with
     closing = water.post(f"{fix_url}/close", data={"csrf": _csrf(page.text), "measures": "已清掏", "action": "close"})
     assert closing.status_code == 422
     error = closing.text.split('id="err-evidence_file"', 1)
-    assert len(error) == 2 and "整改须凭证据关闭" in error[1].split("</p>", 1)[0]
+    assert len(error) == 2 and "整改销号须有佐证材料" in error[1].split("</p>", 1)[0]
     assert tasks(id=fix.id)[0].status == TaskStatus.assigned
     # Not a photo: refused beside the field, nothing stored.
     bad = water.post(f"{fix_url}/close", data={"csrf": _csrf(page.text), "measures": "已清掏", "action": "close"},

@@ -86,14 +86,14 @@ def test_refused_fields_are_named_beside_each_field_in_the_readers_language(api:
         refused = client.post(f"/incidents/{incident.id}/resources", data=form)
         assert refused.status_code == 422
         errors = dict(re.findall(r'data-field-error="(\w+)">([^<]+)<', refused.text))
-        assert errors == {"quantity": "请填写整数。", "needed_by": "该时间已过去。", "destination": "此项必填。"}
+        assert errors == {"quantity": "请填写整数。", "needed_by": "不能早于当前时间。", "destination": "此项必填。"}
         assert 'value="2.5"' in refused.text  # what was typed is shown again
         # more than in stock: named on the quantity, a 409 as on the API
         form.update(quantity="500", needed_by=local_time(6), destination="解放路")
         short = client.post(f"/incidents/{incident.id}/resources", data=form)
         assert short.status_code == 409
         assert dict(re.findall(r'data-field-error="(\w+)">([^<]+)<', short.text)) == {
-            "quantity": "库存不足：请减少数量，或向其他部门申请。"}
+            "quantity": "库存不足，请减少申请数量，或向其他部门申请。"}
         with session_scope() as session:
             user = session.exec(select(User).where(User.username == "water_affairs")).one()
             user.lang = "en"

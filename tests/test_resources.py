@@ -285,7 +285,7 @@ def test_more_than_in_stock_is_a_conflict_naming_what_is_available(api: Api) -> 
     error = error_of(response, 409, "insufficient_stock")
     assert error["details"] == {"available": 120, "requested": 500, "unit": "袋", "field": "quantity"}
     assert "120" in said_in_english(error)
-    assert error["message"] == "库存不足：现有 120 袋，申请 500 袋。请减少数量，或向其他单位申请。", error
+    assert error["message"] == "库存不足：现有 120 袋，申请 500 袋。请减少申请数量，或向其他部门申请。", error
     # An approval of more than is left by then is the same conflict, and draws nothing.
     request = request_on(api, incident.id, reserve, 100)
     with session_scope() as session:

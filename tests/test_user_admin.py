@@ -390,7 +390,7 @@ def test_logging_out_everywhere_asks_first_then_ends_every_session(api: Api) -> 
     token = csrf_of(page, "/admin/users")
     target = user_id(api, "water_affairs")
     asked = page.get(f"/admin/users/{target}/revoke-tokens")
-    assert asked.status_code == 200 and "结束 water_affairs 的全部会话？" in asked.text
+    assert asked.status_code == 200 and "强制 water_affairs 退出全部登录？" in asked.text
     unconfirmed = page.post(f"/admin/users/{target}/revoke-tokens", data={"csrf": token})
     assert unconfirmed.status_code == 200 and 'name="confirm" value="yes"' in unconfirmed.text
     assert desk.get("/inbox").status_code == 200

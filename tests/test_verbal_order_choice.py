@@ -97,7 +97,7 @@ def test_the_office_chooses_the_leader_whose_verbal_order_it_records(api: Api) -
                                                  "ordered_by": "director"})
     assert refused.status_code == 403
     [said] = re.findall(r'<p class="alert error" role="alert">(.*?)</p>', refused.text, re.S)
-    assert "须为以下职务之一" in said and "市防汛抗旱指挥部总指挥" in said
+    assert "须由以下职务之一决定" in said and "市防汛抗旱指挥部总指挥" in said
     # The deputy is listed (they may raise to III) but may not order II: refused too.
     refused = browser.post(f"{url}/level", data={"csrf": csrf_of(browser, url), "level": "II", "reason": "x",
                                                  "ordered_by": "deputy"})
