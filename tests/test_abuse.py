@@ -629,8 +629,10 @@ def _terminate_and_check(proc: subprocess.Popen[bytes], mark: str, log: Path) ->
         raise AssertionError(f"still running 90 s after SIGTERM:\n{log.read_text()[-3000:]}") from None
     survivors = _marked(mark)
     assert not survivors, f"left running after SIGTERM: {survivors}"
-    # 0 once up; 130 (interrupted) or 1 (click's "Aborted!") when stopped while still starting.
-    assert code in (0, 1, 130), (code, log.read_text()[-3000:])
+    # 0 once up; 130 (interrupted) or 1 (click's "Aborted!") when stopped while still starting, or -SIGINT: a
+    # KeyboardInterrupt that reaches no handler (the SIGTERM landing outside typer's, seen once under a profiler's
+    # load) ends Python by its own SIGINT. Either way nothing may be left running (above).
+    assert code in (0, 1, 130, -signal.SIGINT), (code, log.read_text()[-3000:])
 
 
 def test_a_sigterm_whose_interrupt_was_lost_still_stops_a_stack_that_is_starting() -> None:
