@@ -606,6 +606,26 @@ def test_the_office_configures_channels_and_contacts_on_its_page_secrets_shown_b
     with session_scope() as session:
         row = session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one()
         assert row.stand_in_id is not None
+    # The page offers each post with its holder, by their names, and the people who may stand in: no code is typed.
+    from core.plans.wording import Wording
+
+    shown = admin.get("/office/channels").text
+    post_name = Wording("zh").position("evacuation_keeper@community")
+    option = re.search(r'<option value="(keeper_x evacuation_keeper@community)"[^>]*>([^<]*)</option>', shown)
+    assert option, shown[-3000:]
+    assert option.group(2).startswith(f"{post_name} · keeper_x") and "evacuation_keeper" not in option.group(2)
+    assert option.group(2).endswith("（AB角：keeper_x_b）"), option.group(2)  # the stand-in named above
+    assert re.search(r'<select id="si_stand_in" name="stand_in">.*<option value="keeper_x_b">', shown, re.S)
+    assert 'placeholder="evacuation_keeper@community"' not in shown
+    # Chosen from the page: the post and its holder as one choice, the stand-in cleared.
+    cleared = admin.post("/admin/stand-ins", data={"csrf": admin_csrf, "holding": option.group(1), "stand_in": ""})
+    assert cleared.status_code == 303, cleared.text[-2000:]
+    with session_scope() as session:
+        assert session.exec(sql_select(UserPosition).where(UserPosition.user_id == holder)).one().stand_in_id is None
+    # A post its "holder" does not hold (a forged choice) is refused beside the field.
+    forged = "keeper_x_b evacuation_keeper@community"
+    wrong = admin.post("/admin/stand-ins", data={"csrf": admin_csrf, "holding": forged, "stand_in": "keeper_x"})
+    assert wrong.status_code == 422 and 'id="err-si_position"' in wrong.text, wrong.text[-2000:]
 
 
 # -- through a real worker --------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_every_console_renders_for_a_reader_of_both_without_a_mark_left_or_marku
     incident = flood("assessment")
     pages = ["/office", f"/office/incidents/{incident.id}", "/inbox", "/desk", "/roster", "/map", "/review",
              f"/review/incidents/{incident.id}", f"/review/incidents/{incident.id}/report", "/registers",
-             "/resources", "/prevention", "/upward-reports", f"/incidents/{incident.id}/board",
+             "/resources", "/prevention", "/upward-reports", "/office/channels", f"/incidents/{incident.id}/board",
              f"/tasks/{incident.tasks['flood_risk_assessment']}", "/admin/users", "/admin/audit", "/no-such-page"]
     with session_scope() as session:
         for user in session.exec(select(User)).all():

@@ -20,6 +20,7 @@ from core.outbox.models import ChannelKind
 from core.platform.errors import BatonError
 from core.users import positions
 from core.users.models import Role, User
+from core.users.service import list_users
 
 router = page_router()
 
@@ -46,9 +47,11 @@ def _page(request: Request, principal: Principal, session: Session, *, errors: d
           values: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
     rows = [channels.public(c, channels.contact_count(session, c.id)) for c in channels.list_channels(session)]
     done = request.query_params.get("done")
+    is_admin = principal.user.role == Role.admin
     return page(request, principal, "channels.html", status_code, channels=rows, kinds=[k.value for k in ChannelKind],
-                errors=errors or {}, values=values or {}, done=done if done in DONE else None,
-                is_admin=principal.user.role == Role.admin)
+                errors=errors or {}, values=values or {}, done=done if done in DONE else None, is_admin=is_admin,
+                posts=positions.held_posts(session) if is_admin else [],
+                people=[u for u in list_users(session) if u.active] if is_admin else [])
 
 
 def _refused(request: Request, principal: Principal, session: Session, exc: BatonError, *, prefix: str,
@@ -112,6 +115,12 @@ def set_contact(request: Request, principal: OfficePageUser, session: SessionDep
 def set_stand_in(request: Request, principal: AdminPageUser, session: SessionDep, form: Form) -> Response:
     checked_form(principal, form)
     values = {f"si_{name}": field(form, name).strip() for name in ("username", "position", "stand_in")}
+    # The page offers each post with its holder as one choice ("<user name> <position>": neither has a space);
+    # the user name and position fields stay for a client that posts them apart.
+    holding = field(form, "holding").strip()
+    if holding:
+        values["si_holding"] = holding
+        values["si_username"], _, values["si_position"] = holding.partition(" ")
     holder = session.exec(select(User).where(User.username == values["si_username"])).first()
     if holder is None:
         session.rollback()

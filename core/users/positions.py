@@ -25,6 +25,18 @@ def holdings_of(session: Session, user_ids: list[str]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def held_posts(session: Session) -> list[tuple[User, UserPosition, User | None]]:
+    """Every post an active user holds, with its holder and stand-in (AB角) if one is named: what an
+    administrator chooses from to name a stand-in, instead of typing a user name and a position's code."""
+    rows = session.exec(select(UserPosition, User).join(User, col(UserPosition.user_id) == col(User.id))
+                        .where(col(User.active).is_(True))
+                        .order_by(col(UserPosition.position), col(UserPosition.organisation), col(User.username))).all()
+    stand_in_ids = {row.stand_in_id for row, _ in rows if row.stand_in_id}
+    stand_ins = {u.id: u for u in session.exec(select(User).where(col(User.id).in_(stand_in_ids))).all()} \
+        if stand_in_ids else {}
+    return [(user, row, stand_ins.get(row.stand_in_id) if row.stand_in_id else None) for row, user in rows]
+
+
 def holds(session: Session, user: User, refs: list[str]) -> str | None:
     """The first of `refs` the user holds (a bare position matches it held anywhere), or None."""
     held = {(h.position, h.organisation) for h in holdings(session, user.id)}
