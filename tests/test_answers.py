@@ -35,13 +35,14 @@ from core.platform.settings import get_settings
 from core.sharing import answers
 from core.sharing import warnings as release
 from core.sharing.models import AnswerRequest, CapAlert
-from core.users.models import RosterShift, User
+from core.users.models import User
 from core.users.positions import set_stand_in
 from tasks.delivery import send_once
 from tests import engine_driver as drive
 from tests.api_server import Api, make_user, page_client
 from tests.channel_receivers import Received, running, running_mail_server
 from tests.conftest import StartWorker, copy_plans
+from tests.fixtures.api import on_duty
 from tests.fixtures.clock import Clock
 from tests.fixtures.database import clear_settings_caches
 from tests.test_flows import wait_for
@@ -497,15 +498,8 @@ def must_answer_plan(baton: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_a_must_answer_step_calls_the_rostered_duty_officer_then_the_stand_in_then_the_level_above(
         api: Api, must_answer_plan: None, clock: Clock) -> None:
-    for name in ("wa_zhang", "wa_li"):
-        make_user(name, "department", "water_affairs")
+    on_duty("water_affairs", "wa_zhang", "wa_li")
     make_user("yjj_director", "office", None, positions=["bureau_director@emergency_office"])
-    now = utcnow()
-    with session_scope() as session:
-        users = {u.username: u.id for u in session.exec(select(User)).all()}
-        session.add(RosterShift(department="water_affairs", position="duty_officer", holder_id=users["wa_zhang"],
-                                stand_in_id=users["wa_li"], starts_at=now - timedelta(hours=6),
-                                ends_at=now + timedelta(hours=6), imported_by="test:setup"))
     incident_id = drive.open_("flood", level="IV")
     drive.step(incident_id)
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 20, "rainfall_24h": 60,

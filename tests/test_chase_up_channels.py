@@ -26,11 +26,11 @@ from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.errors import BatonError
 from core.users import rosters
-from core.users.models import RosterShift, User
+from core.users.models import User
 from core.users.positions import set_stand_in
 from tasks.delivery import send_once
 from tests.channel_receivers import Received, running
-from tests.fixtures.api import make_user
+from tests.fixtures.api import make_user, on_duty
 from tests.test_duty_screen import late, visible
 from tests.test_pages import (  # noqa: F401  (login and users are fixtures)
     Login,
@@ -139,14 +139,8 @@ def test_a_chase_up_reaches_the_departments_duty_officer_on_dingtalk_and_a_task_
 
 def test_the_rostered_duty_officer_away_the_stand_in_is_chased_on_wecom_once_per_minute(
         baton: str, robots: dict[str, Received]) -> None:
-    for name in ("met_zhang", "met_li"):
-        make_user(name, "department", "meteorology")
+    on_duty("meteorology", "met_zhang", "met_li")
     now = utcnow()
-    with session_scope() as session:
-        ids = {u.username: u.id for u in session.exec(select(User)).all()}
-        session.add(RosterShift(department="meteorology", position="duty_officer", holder_id=ids["met_zhang"],
-                                stand_in_id=ids["met_li"], starts_at=now - timedelta(hours=6),
-                                ends_at=now + timedelta(hours=6), imported_by="test:setup"))
     with session_scope() as session:
         rosters.mark_away(session, username="met_zhang", starts_at=now - timedelta(hours=1),
                           ends_at=now + timedelta(hours=3), reason="病假", actor="test:office")
