@@ -355,9 +355,9 @@ def disable_user(session: Session, *, user_id: str, actor: str, reason: str | No
     (`department_unstaffed`). Every way of disabling a user goes through here: the API, the admin page and
     `baton users disable` (core.users cannot: this domain imports it). Disabling a user already disabled alerts
     nobody again."""
-    was_active = users.get_user(session, user_id=user_id).active
-    revoked = users.disable_user(session, user_id=user_id, actor=actor, reason=reason)
     user = users.get_user(session, user_id=user_id)
+    was_active = user.active
+    revoked = users.disable_user(session, user_id=user_id, actor=actor, reason=reason)  # the same row, now disabled
     raised = department_unstaffed(session, department=user.department, actor=actor) \
         if was_active and user.role == Role.department and user.department is not None else []
     return Disabled(user, revoked, raised)

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.plans.wording import Wording
 from core.platform.clock import as_utc
 from process_defs.schema import LEVEL_NUMERALS, STAGE_NAMES
 
@@ -105,9 +106,7 @@ def _language(lang: str) -> str:
 def _level(key: Any, lang: str) -> str:
     """A level as the reader writes it: `Ⅱ级` in Chinese, `II` in English."""
     value = "" if key is None else str(key)
-    if lang == "zh" and value in LEVEL_NUMERALS:
-        return f"{LEVEL_NUMERALS[value]}级"
-    return value
+    return Wording(lang).level_short(value) if lang == "zh" and value in LEVEL_NUMERALS else value
 
 
 def render_timeline(  # noqa: C901  (one drawing pass; its branches are the picture's parts)
