@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +42,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench import RESULTS
 from bench.chart import bar_chart_svg
 from bench.procinfo import tree_of, usage
 from bench.profile import Recording, by_package, hot_frames
@@ -59,7 +61,6 @@ from process_defs.schema import FieldCheck, FormField
 
 console = Console()
 _RNG = random.Random(11)
-RESULTS = Path(__file__).resolve().parent / "results"
 FIXED = {"lift_warning": {"decision": "respond"},
          "flood_risk_assessment": {"hot_spots": 3, "pumps_deployed": 5, "river_level_high": False},
          "rainstorm_forecast": {"rainfall_1h": 50, "rainfall_24h": 120, "warning_colour": "yellow",
@@ -250,20 +251,23 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
 
     stop = time.perf_counter() + seconds
     count = 0
+    requests = 0  # every request the desks and completers made: what the stack served for the handoffs counted
     lock = threading.Lock()
     departments = [u for u in users.headers if u != "office"]
     work: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=clients * 4)
     queued: set[str] = set()
 
     def desk(user: str) -> None:
+        nonlocal requests
         headers = users.headers[user]
         with httpx.Client(base_url=base_url, timeout=30) as client:
             while time.perf_counter() < stop:
                 items = client.get("/api/tasks", params={"open": "true", "limit": 200}, headers=headers).json()
                 fresh = [item for item in items["items"] if item["id"] not in queued]
+                with lock:
+                    requests += 1
+                    queued.update(item["id"] for item in fresh)
                 for item in fresh:
-                    with lock:
-                        queued.add(item["id"])
                     while time.perf_counter() < stop:
                         try:
                             work.put((user, item), timeout=0.2)
@@ -274,7 +278,7 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                     time.sleep(0.1)
 
     def complete() -> None:
-        nonlocal count
+        nonlocal count, requests
         with httpx.Client(base_url=base_url, timeout=30) as client:
             while time.perf_counter() < stop:
                 try:
@@ -287,8 +291,9 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                     outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
                 response = client.post(f"/api/tasks/{item['id']}/complete", json={"outputs": outputs},
                                        headers=headers)
-                if response.status_code == 200 and time.perf_counter() < stop:
-                    with lock:
+                with lock:
+                    requests += 1 if item["step_key"] in FIXED else 2
+                    if response.status_code == 200 and time.perf_counter() < stop:
                         count += 1
 
     with ThreadPoolExecutor(len(departments) + clients) as pool:
@@ -296,7 +301,51 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
         for job in jobs:
             job.result()
     return {"handoffs": count, "seconds": seconds, "per_second": round(count / seconds, 1), "clients": clients,
-            "desks": len(departments)}
+            "desks": len(departments), "requests_per_handoff": round(requests / max(1, count), 2)}
+
+
+def request_floor(state: dict[str, Any], users: Users, requests: int = 1000) -> dict[str, Any]:
+    """Two prices measured on the quiet stack, one after another, apart from any handoff: an authenticated request
+    that does nothing else (`GET /api/auth/me`: uvicorn, FastAPI, Baton's middlewares, the token checked in
+    PostgreSQL; the API's and PostgreSQL's CPU), the least any request of a handoff costs; and a transaction that
+    writes one row and commits (SQLAlchemy Core and psycopg, as the workers use them, into a temporary table; this
+    process's and PostgreSQL's CPU), the least the worker's wake after a handoff costs."""
+    from sqlalchemy import create_engine, text
+
+    wait_until_idle(state)
+    trees = {name: pids for name, pids in processes(state).items() if name in ("api", "postgresql")}
+    before = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
+    driver_before = driver_cpu_seconds()
+    with httpx.Client(base_url=state["api_url"], timeout=30) as client:
+        for _ in range(requests):
+            client.get("/api/auth/me", headers=users.headers["office"]).raise_for_status()
+    driver = driver_cpu_seconds() - driver_before
+    after = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
+    spent = {name: round(1000 * (after[name] - before[name]) / requests, 2) for name in trees}
+    engine = create_engine(state["database_url"])
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TEMPORARY TABLE floor_probe (n integer, at timestamptz)"))
+            conn.commit()
+            database_before, writer_before = usage(trees["postgresql"]).cpu_seconds, driver_cpu_seconds()
+            insert = text("INSERT INTO floor_probe VALUES (:n, now())")
+            for n in range(requests):
+                conn.execute(insert, {"n": n})
+                conn.commit()
+            writer = driver_cpu_seconds() - writer_before
+            database = usage(trees["postgresql"]).cpu_seconds - database_before
+    finally:
+        engine.dispose()
+    return {"requests": requests, "cpu_ms_per_request": spent,
+            "client_ms_per_request": round(1000 * driver / requests, 2),
+            "cpu_ms_per_transaction": {"writer": round(1000 * writer / requests, 2),
+                                       "postgresql": round(1000 * database / requests, 2)}}
+
+
+def driver_cpu_seconds() -> float:
+    """CPU this process (the benchmark's own HTTP clients, every thread) has used so far."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def task_runs_recorded(prefect_api_url: str) -> int:
@@ -332,13 +381,18 @@ def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Nam
                                                     if name != "postgresql"})
         shutil.rmtree(recording.folder, ignore_errors=True)
     with recording or nullcontext():
+        driver_before = driver_cpu_seconds()
         result = sustained(state["api_url"], users, args.sustain_seconds, clients=16)
+        driver = driver_cpu_seconds() - driver_before
         with console.status("waiting for the workers to finish what the handoff run left them"):
             result["idle_again_after_s"] = wait_until_idle(state)
     after = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
     handoffs = max(1, result["handoffs"])
     result["cpu_ms_per_handoff"] = {name: round(1000 * (after[name] - before[name]) / handoffs, 1)
                                     for name in trees}
+    # The desks and completers are threads of this process, on the same two cores as the stack: not in the stack's
+    # total, but what they take is not the stack's to use (the machine's limit, docs/scaling.md).
+    result["driver_cpu_ms_per_handoff"] = round(1000 * driver / handoffs, 1)
     # The automated steps the run set off, each a Prefect task run: what Prefect's share per handoff is made of
     # (bench.prefect_tasks prices one). The server records them a second or so after their events.
     time.sleep(2.0)
@@ -426,6 +480,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # Fresh work for the handoff run: its first tasks are already waiting in the inboxes.
             results["sustained"] = sustained_with_costs(state, users, args)
             results["inbox_read_50_clients"] = summary(inbox_latency(state["api_url"], users, 50, 15))
+            results["request_floor"] = request_floor(state, users)
+        task_run = RESULTS / "prefect_tasks.json"  # written by `python -m bench.prefect_tasks`, run first by make
+        if task_run.exists():
+            results["prefect_task_run"] = json.loads(task_run.read_text())
         if not args.quick:
             from bench.stock_prefect import measure
 
@@ -493,6 +551,7 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
     console.print(table)
     if "cpu_ms_per_handoff" in results.get("sustained", {}):
         report_costs(results["sustained"], check)
+        report_floor(results)
     if "waiting" in results:
         waiting = results["waiting"]
         procs = Table(title=f"{waiting['open_incidents']} incidents open and waiting "
@@ -556,8 +615,11 @@ def report_costs(sustained_run: dict[str, Any], check: Callable[[str, float, flo
     costs.add_row("total", f"{total:.1f}  (target ≤ {CPU_MS_PER_HANDOFF:g}: "
                            f"{check('CPU per handoff', total, CPU_MS_PER_HANDOFF, 'ms')})")
     console.print(costs)
+    if "driver_cpu_ms_per_handoff" in sustained_run:
+        console.print(f"The benchmark's own desks and completers (HTTP clients on the same cores, not in the total): "
+                      f"{sustained_run['driver_cpu_ms_per_handoff']:.1f} ms per handoff")
     if "task_runs_per_handoff" in sustained_run:
-        console.print(f"Prefect task runs (automated steps and deliveries) per handoff: "
+        console.print(f"Prefect task runs (automated steps, and deliveries being retried) per handoff: "
                       f"{sustained_run['task_runs_per_handoff']:.2f}")
     for name, found in sustained_run.get("profile", {}).get("processes", {}).items():
         hot = Table(title=f"py-spy, {name}: {found['samples']} on-CPU samples; by package (self): "
@@ -569,6 +631,43 @@ def report_costs(sustained_run: dict[str, Any], check: Callable[[str, float, flo
         console.print(hot)
     for name, error in sustained_run.get("profile", {}).get("errors", {}).items():
         console.print(f"[red]py-spy could not record {name}:[/red] {error}")
+
+
+def floor_of(results: dict[str, Any]) -> dict[str, float] | None:
+    """The least a handoff of this run can cost the stack, from parts measured apart from Baton's handoff code: its
+    requests, each at the price of an authenticated request that does nothing else (`request_floor`), and its
+    Prefect task runs, each at the price `bench.prefect_tasks` measured on this machine (client, server and
+    PostgreSQL). None when a part was not measured. Baton's own work (the handoff's transaction, the worker's wake
+    and reconciliation) comes on top."""
+    run = results.get("sustained", {})
+    request = results.get("request_floor")
+    task_run = results.get("prefect_task_run")
+    if not request or not task_run or "requests_per_handoff" not in run or "task_runs_per_handoff" not in run:
+        return None
+    per_request = sum(request["cpu_ms_per_request"].values())
+    transaction = sum(request.get("cpu_ms_per_transaction", {}).values())  # the worker's one wake
+    requests = float(run["requests_per_handoff"]) * per_request
+    prefect = float(run["task_runs_per_handoff"]) * float(task_run["total_ms"])
+    return {"per_request_ms": round(per_request, 2), "requests_ms": round(requests, 2),
+            "transaction_ms": round(transaction, 2), "task_run_ms": float(task_run["total_ms"]),
+            "prefect_ms": round(prefect, 2), "total_ms": round(requests + transaction + prefect, 2),
+            "one_request_ms": round(per_request + transaction + prefect, 2)}
+
+
+def report_floor(results: dict[str, Any]) -> None:
+    floor = floor_of(results)
+    if floor is None:
+        return
+    run = results["sustained"]
+    console.print(
+        f"The least a handoff costs before Baton's own work (parts measured apart): "
+        f"{run['requests_per_handoff']:.2f} requests × {floor['per_request_ms']:.2f} ms (an authenticated request that "
+        f"does nothing else: API and PostgreSQL) + one wake's transaction at {floor['transaction_ms']:.2f} ms (a row "
+        f"written and committed) + {run['task_runs_per_handoff']:.2f} Prefect task runs × "
+        f"{floor['task_run_ms']:.2f} ms (bench.prefect_tasks, {results['prefect_task_run'].get('measured', '?')}) = "
+        f"{floor['total_ms']:.1f} ms; with the completion its only request, {floor['one_request_ms']:.1f} ms. "
+        f"Two cores at {floor['total_ms']:.1f} ms carry at most {2000 / floor['total_ms']:.0f} handoffs/s "
+        f"(target {CPU_MS_PER_HANDOFF:g} ms, {HANDOFFS_PER_SECOND:g} /s).")
 
 
 def report_stock_handoffs(results: dict[str, Any]) -> None:

@@ -36,7 +36,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, event
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import RESULTS
+
 # Completed in this order, each when it is open: the warning stage's people's steps (two automated steps fall
 # due with the first), its gate (a stage boundary), then the response's first step (a fan-out).
 ORDER = ["rainstorm_forecast", "flood_risk_assessment", "school_suspension", "underground_space_check",

@@ -1,12 +1,18 @@
-"""The Prefect task that delivers a queued message: `core.outbox.sending` attempts it, Prefect retries it with
-the configured backoff, and after the last retry it is dead-lettered."""
+"""Delivering a queued message: `core.outbox.sending` attempts it; the first attempt is made at once, and a message
+that needs retrying becomes the Prefect task `deliver`, which retries it with the configured backoff; after the last
+retry it is dead-lettered."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from prefect import task
 
 from core.outbox import sending
 from core.platform.db import in_transaction
+
+log = logging.getLogger("baton.delivery")
 
 
 async def send_once(delivery_id: str) -> str:
@@ -28,12 +34,28 @@ async def deliver(delivery_id: str) -> str:
 
 
 async def deliver_with_retries(delivery_id: str) -> str:
-    """Run the Prefect task with the outbox's backoff; after the last retry the delivery is dead-lettered."""
+    """Deliver with the outbox's backoff; after the last retry the delivery is dead-lettered.
+
+    The first attempt is not a Prefect task run: most messages are delivered, refused or found to have nothing to
+    call at once, and each is recorded in the outbox with its attempt either way (the pages and the ledger audit read
+    that). A Prefect task run costs about 7 ms of CPU across the stack (`bench.prefect_tasks`), and one per message
+    was a third of the task runs a handoff set off (`docs/scaling.md`); a message that has to be retried is handed to
+    Prefect's `deliver`, so its retries and its failure are shown in Prefect as before."""
     delays = sending.retry_delays()
-    state = await deliver.with_options(retries=len(delays), retry_delay_seconds=delays)(  # type: ignore[misc]
-        delivery_id, return_state=True)
-    if state.is_completed():
-        result: str = await state.aresult()
-        return result
+    try:
+        return await send_once(delivery_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # whatever failed, the retries below (as Prefect's would) try again
+        if not isinstance(exc, sending.DeliveryFailed):
+            log.warning("delivery %s: its first attempt failed (%s: %s); retrying", delivery_id,
+                        type(exc).__name__, exc)
+    if delays:
+        await asyncio.sleep(delays[0])
+        state = await deliver.with_options(retries=len(delays) - 1, retry_delay_seconds=delays[1:])(  # type: ignore[misc]
+            delivery_id, return_state=True)
+        if state.is_completed():
+            result: str = await state.aresult()
+            return result
     await in_transaction(sending.dead_letter, delivery_id=delivery_id)
     return "failed"

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import prefect_events_dropped, report
+from bench.__main__ import floor_of, prefect_events_dropped, report
 
 
 def _latency(p95: float) -> dict[str, float]:
@@ -86,3 +86,22 @@ def test_events_the_prefect_server_dropped_are_counted_from_its_log_and_named_a_
     misses = report(_results(prefect_events_dropped=3))
     assert [m for m in misses if m.startswith("Prefect events dropped: 3 ")], misses
     assert report(_results(prefect_events_dropped=0)) == []
+
+
+def test_the_floor_of_a_handoff_is_its_requests_and_task_runs_at_their_measured_prices() -> None:
+    """The least a handoff costs, from parts measured apart: each request at the price of an authenticated request
+    that does nothing else, the worker's wake at the price of one written row committed, each Prefect task run at
+    bench.prefect_tasks' price; none without the prices."""
+    results = _results(sustained={"requests_per_handoff": 2.5, "task_runs_per_handoff": 1.2},
+                       request_floor={"requests": 1000, "cpu_ms_per_request": {"api": 1.6, "postgresql": 0.4},
+                                      "client_ms_per_request": 0.7,
+                                      "cpu_ms_per_transaction": {"writer": 0.5, "postgresql": 0.25}},
+                       prefect_task_run={"total_ms": 7.0, "measured": "2026-12-05 10:00 UTC"})
+    floor = floor_of(results)
+    assert floor is not None
+    assert floor["per_request_ms"] == 2.0 and floor["requests_ms"] == 5.0 and floor["prefect_ms"] == 8.4
+    assert floor["transaction_ms"] == 0.75
+    assert floor["total_ms"] == 14.15 and floor["one_request_ms"] == 11.15
+    assert report(results) == []  # printed beside the costs; a floor is an explanation, never a miss of its own
+    del results["prefect_task_run"]
+    assert floor_of(results) is None
