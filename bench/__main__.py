@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,15 +177,21 @@ def processes(state: dict[str, Any]) -> dict[str, list[int]]:
     return out
 
 
-def wait_until_idle(state: dict[str, Any], *, below: float = 0.5, every: float = 2.0, most: float = 180.0) -> float:
+def wait_until_idle(state: dict[str, Any], *, below: float = 0.5, every: float = 2.0, most: float = 180.0,
+                    busy: dict[str, float] | None = None) -> float:
     """Until the stack uses less than `below` of one core (the work a burst left behind is done); returns the
-    seconds waited. A measurement taken while the workers still catch up would charge that work to it."""
+    seconds waited. A measurement taken while the workers still catch up would charge that work to it. `busy`, if
+    given, gets for each process the seconds until the end of the last interval in which it used a fifth of a core
+    or more: which process the wait was for."""
     trees = processes(state)
     started = time.perf_counter()
     while time.perf_counter() - started < most:
-        before = sum(usage(pids).cpu_seconds for pids in trees.values())
+        before = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
         time.sleep(every)
-        if (sum(usage(pids).cpu_seconds for pids in trees.values()) - before) / every < below:
+        used = {name: (usage(pids).cpu_seconds - before[name]) / every for name, pids in trees.items()}
+        if busy is not None:
+            busy.update({name: round(time.perf_counter() - started, 1) for name, share in used.items() if share >= 0.2})
+        if sum(used.values()) < below:
             break
     return round(time.perf_counter() - started, 1)
 
@@ -304,6 +310,36 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
             "desks": len(departments), "requests_per_handoff": round(requests / max(1, count), 2)}
 
 
+def drained_after(state: dict[str, Any], window_end: datetime) -> dict[str, float]:
+    """Seconds after the window's end at which, by their own records, Baton's workers had assigned the last task and
+    finished the last automated step the window's handoffs set off, and Prefect's server had recorded the last task
+    run (its `updated`, read back over its API); read once the stack is idle. Where the drain's time goes."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(state["database_url"])
+    try:
+        with engine.connect() as conn:
+            baton = conn.execute(text(
+                "SELECT max(greatest(assigned_at, CASE WHEN kind = 'action' THEN completed_at END)) "
+                "FROM department_task WHERE assigned_at > :end OR (kind = 'action' AND completed_at > :end)"),
+                {"end": window_end}).scalar_one()
+    finally:
+        engine.dispose()
+    response = httpx.post(f"{state['prefect_api_url']}/task_runs/filter",
+                          json={"sort": "END_TIME_DESC", "limit": 200}, timeout=30)
+    response.raise_for_status()
+    recorded = [datetime.fromisoformat(run["updated"]) for run in response.json() if run.get("updated")]
+    prefect = max(recorded, default=None)
+
+    def after(moment: datetime | None) -> float:
+        if moment is None:
+            return 0.0
+        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # stored in UTC either way
+        return round(max(0.0, (moment - window_end).total_seconds()), 1)
+
+    return {"baton": after(baton), "prefect": after(prefect)}
+
+
 def request_floor(state: dict[str, Any], users: Users, requests: int = 1000) -> dict[str, Any]:
     """Two prices measured on the quiet stack, one after another, apart from any handoff: an authenticated request
     that does nothing else (`GET /api/auth/me`: uvicorn, FastAPI, Baton's middlewares, the token checked in
@@ -383,9 +419,12 @@ def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Nam
     with recording or nullcontext():
         driver_before = driver_cpu_seconds()
         result = sustained(state["api_url"], users, args.sustain_seconds, clients=16)
+        window_end = datetime.now(UTC)
         driver = driver_cpu_seconds() - driver_before
         with console.status("waiting for the workers to finish what the handoff run left them"):
-            result["idle_again_after_s"] = wait_until_idle(state)
+            busy: dict[str, float] = {}
+            result["idle_again_after_s"] = wait_until_idle(state, busy=busy)
+            result["busy_after_s"] = busy
     after = {name: usage(pids).cpu_seconds for name, pids in trees.items()}
     handoffs = max(1, result["handoffs"])
     result["cpu_ms_per_handoff"] = {name: round(1000 * (after[name] - before[name]) / handoffs, 1)
@@ -397,6 +436,7 @@ def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Nam
     # (bench.prefect_tasks prices one). The server records them a second or so after their events.
     time.sleep(2.0)
     result["task_runs_per_handoff"] = round((task_runs_recorded(state["prefect_api_url"]) - runs_before) / handoffs, 2)
+    result["drained_after_s"] = drained_after(state, window_end)
     if recording is not None:
         result["profile"] = {"folder": str(recording.folder), "errors": recording.errors, "processes": {}}
         for name in recording.running:
@@ -548,7 +588,14 @@ def report(results: dict[str, Any]) -> list[str]:  # noqa: C901  (one line per f
             drain = float(results["sustained"]["idle_again_after_s"])
             table.add_row("backlog drained after the window, s", "", f"{drain:.1f}", "", "", f"≤ {DRAIN_SECONDS:g} s",
                           check("backlog drained", drain, DRAIN_SECONDS, "s"))
+            for name, seconds in results["sustained"].get("drained_after_s", {}).items():
+                what = {"baton": "… Baton's last assignment or automated step",
+                        "prefect": "… Prefect's last task run recorded"}.get(name, name)
+                table.add_row(what, "", f"{seconds:.1f}", "", "", "", "")
     console.print(table)
+    if results.get("sustained", {}).get("busy_after_s"):
+        console.print("After the window, each process busy (a fifth of a core or more) until: " + ", ".join(
+            f"{name} {seconds:.0f} s" for name, seconds in results["sustained"]["busy_after_s"].items()))
     if "cpu_ms_per_handoff" in results.get("sustained", {}):
         report_costs(results["sustained"], check)
         report_floor(results)

@@ -19,6 +19,7 @@ def _results(**changes: Any) -> dict[str, Any]:
         "trigger_to_first_task": _latency(0.25), "handoff_within_stage": _latency(0.08),
         "handoff_across_stage": _latency(0.09), "inbox_read_50_clients": _latency(0.015),
         "sustained": {"handoffs": 6000, "per_second": 210.0, "idle_again_after_s": 3.0,
+                      "drained_after_s": {"baton": 1.5, "prefect": 2.5}, "busy_after_s": {"api": 2.0},
                       "cpu_ms_per_handoff": {"api": 4.0, "worker-1": 2.5, "worker-2": 2.5}},
         "waiting": {"open_incidents": 10_000, "triggered": 10_000, "first_tasks_assigned": 10_000,
                     "ramp_seconds": 900.0, "total_rss_mb": 7000.0,
