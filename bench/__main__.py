@@ -249,13 +249,15 @@ def ramp(client: httpx.Client, users: Users, state: dict[str, Any], target: int,
             "total_rss_mb": round(sum(p["rss_mb"] for p in per_process.values()), 1), "processes": per_process}
 
 
-def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict[str, Any]:
+def sustained(base_url: str, users: Users, seconds: float, clients: int, pace: float = 0.0) -> dict[str, Any]:
     """Departments work their inboxes as fast as they can: each department's desk reads its inbox and hands
     what it finds to `clients` completers (a desk reads once and completes many tasks; every completer
-    re-reading every inbox would measure inbox reads, not handoffs). Counts completions answered 200."""
+    re-reading every inbox would measure inbox reads, not handoffs). Counts completions answered 200. `pace`, if
+    given, is the most completions a second the completers send between them (a load the stack can carry)."""
     import queue
 
     stop = time.perf_counter() + seconds
+    next_slot = time.perf_counter()
     count = 0
     requests = 0  # every request the desks and completers made: what the stack served for the handoffs counted
     lock = threading.Lock()
@@ -284,7 +286,7 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                     time.sleep(0.1)
 
     def complete() -> None:
-        nonlocal count, requests
+        nonlocal count, requests, next_slot
         with httpx.Client(base_url=base_url, timeout=30) as client:
             while time.perf_counter() < stop:
                 try:
@@ -292,6 +294,10 @@ def sustained(base_url: str, users: Users, seconds: float, clients: int) -> dict
                 except queue.Empty:
                     continue
                 headers = users.headers[user]
+                if pace:
+                    with lock:
+                        slot = next_slot = max(time.perf_counter(), next_slot + 1.0 / pace)
+                    time.sleep(max(0.0, slot - time.perf_counter()))
                 outputs = FIXED.get(item["step_key"])
                 if outputs is None:
                     outputs = answers(client.get(f"/api/tasks/{item['id']}", headers=headers).json())
@@ -418,7 +424,7 @@ def sustained_with_costs(state: dict[str, Any], users: Users, args: argparse.Nam
         shutil.rmtree(recording.folder, ignore_errors=True)
     with recording or nullcontext():
         driver_before = driver_cpu_seconds()
-        result = sustained(state["api_url"], users, args.sustain_seconds, clients=16)
+        result = sustained(state["api_url"], users, args.sustain_seconds, clients=16, pace=args.pace)
         window_end = datetime.now(UTC)
         driver = driver_cpu_seconds() - driver_before
         with console.status("waiting for the workers to finish what the handoff run left them"):
@@ -752,6 +758,9 @@ def main(argv: list[str] | None = None, runner: Callable[[argparse.Namespace], d
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--sustain-seconds", type=float, default=30.0)
     parser.add_argument("--stock-samples", type=int, default=3)
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="offer at most this many handoffs a second in the sustained run (default: as fast as "
+                             "the desks and completers can)")
     parser.add_argument("--quick", action="store_true", help="skip the stock Prefect comparison")
     parser.add_argument("--profile", action="store_true",
                         help="record the processes with py-spy during the sustained handoff run (slows them: "
