@@ -40,7 +40,7 @@ def test_a_run_that_meets_every_target_names_no_miss() -> None:
 
 def test_each_missed_target_is_named_with_its_figure() -> None:
     misses = report(_results(trigger_to_first_task=_latency(0.5),
-                             sustained={"per_second": 150.0, "idle_again_after_s": 9.0,
+                             sustained={"per_second": 150.0, "drained_after_s": {"baton": 2.0, "prefect": 9.0},
                                         "cpu_ms_per_handoff": {"api": 40.0, "worker-1": 60.0}},
                              waiting={"total_rss_mb": 9000.0}))
     text = "\n".join(misses)
@@ -106,3 +106,15 @@ def test_the_floor_of_a_handoff_is_its_requests_and_task_runs_at_their_measured_
     assert report(results) == []  # printed beside the costs; a floor is an explanation, never a miss of its own
     del results["prefect_task_run"]
     assert floor_of(results) is None
+
+
+def test_the_drain_is_read_from_the_records_and_from_the_stacks_cpu_only_without_them() -> None:
+    """Done when Baton's last assignment and Prefect's last recorded task run are: a stack still busy after both
+    (Prefect's own bookkeeping) is printed, not judged; a run without the records is judged by the CPU."""
+    busy_after = _results(sustained={"idle_again_after_s": 14.0, "drained_after_s": {"baton": 3.0, "prefect": 4.5}})
+    assert report(busy_after) == []
+    late = report(_results(sustained={"idle_again_after_s": 14.0, "drained_after_s": {"baton": 6.5, "prefect": 4.0}}))
+    assert late == ["backlog drained: 6.500 s against a target of 5 s (over by 1.500 s)"]
+    without = _results(sustained={"idle_again_after_s": 14.0})
+    del without["sustained"]["drained_after_s"]
+    assert report(without) == ["backlog drained: 14.000 s against a target of 5 s (over by 9.000 s)"]
