@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from typing import Any
 from xml.etree import ElementTree
 
@@ -14,6 +15,7 @@ import pytest
 import respx
 import xmlschema
 from prefect import flow
+from prefect.client.schemas.objects import State
 from sqlmodel import col, select
 
 from core.incidents.models import DepartmentTask, Incident
@@ -28,6 +30,8 @@ from process_defs.actions import ACTIONS
 from tasks.actions import ACTION_TASKS, compile_situation_summary, publish_warning
 from tasks.delivery import deliver_with_retries
 from tests import engine_driver as drive
+from tests.fixtures.prefect import read_task_runs
+from tests.polling import wait_for
 
 NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2"}
 HOOK = "https://met.example.gov.cn/baton/hook"
@@ -56,6 +60,11 @@ def _queued(incident_id: str) -> str:
 @flow(name="test-delivery")
 async def _deliver(delivery_id: str) -> str:
     return await deliver_with_retries(delivery_id)
+
+
+async def _deliver_state(delivery_id: str) -> State[str]:
+    state: State[str] = await _deliver(delivery_id, return_state=True)
+    return state
 
 
 def _attempts(delivery_id: str) -> tuple[OutboundDelivery, list[DeliveryAttempt]]:
@@ -88,6 +97,24 @@ def test_notice_is_signed_retried_with_backoff_and_every_attempt_recorded(
     assert (delivery.outcome, delivery.attempts, delivery.last_status) == ("delivered", 3, 202)
     assert [a.status_code for a in attempts] == [500, None, 202]
     assert attempts[1].error is not None and "ConnectError" in attempts[1].error
+
+
+@pytest.mark.prefect
+def test_only_a_message_that_must_be_retried_becomes_a_prefect_task_run(prefect_server: Any, endpoint: str) -> None:
+    """A message delivered at its first attempt costs no Prefect task run (its attempt is in the outbox); one that
+    has to be retried is Prefect's `deliver`, shown with its retries."""
+    first, retried = _queued(drive.open_("flood")), _queued(drive.open_("flood"))
+    with respx.mock() as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        mock.post(HOOK).mock(side_effect=[httpx.Response(202), httpx.Response(503), httpx.Response(202)])
+        states = [asyncio.run(_deliver_state(delivery_id)) for delivery_id in (first, retried)]
+    assert [asyncio.run(state.aresult()) for state in states] == ["delivered", "delivered"]
+    runs = [str(state.state_details.flow_run_id) for state in states]
+    # The server records task runs from their events, in order: once the retried one is shown, the first would be.
+    shown = wait_for(lambda: asyncio.run(read_task_runs(runs[1])) or None, 30, "the retried delivery in Prefect")
+    assert shown == Counter({("deliver", "COMPLETED"): 1})
+    assert asyncio.run(read_task_runs(runs[0])) == Counter()
+    assert [_attempts(d)[0].attempts for d in (first, retried)] == [1, 2]
 
 
 @pytest.mark.prefect

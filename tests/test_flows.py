@@ -17,7 +17,6 @@ from uuid import UUID
 import pytest
 import yaml
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlmodel import select
 
 from core.incidents.models import DepartmentTask, Incident
@@ -29,6 +28,8 @@ from core.platform.errors import TaskStateConflict
 from tasks.actions import ACTION_TASKS
 from tests import engine_driver as drive
 from tests.conftest import copy_plans
+from tests.fixtures.prefect import read_task_runs
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.prefect
 BOTH = pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -37,16 +38,6 @@ FILLS: dict[str, dict[str, Any]] = {"lift_warning": {"decision": "respond"},
          "rainstorm_forecast": {"rainfall_1h": 60, "rainfall_24h": 180, "warning_colour": "orange",
                                 "valid_until": drive.VALID_UNTIL},
          "flood_risk_assessment": {"hot_spots": 4, "pumps_deployed": 12, "river_level_high": True}}
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 GATES = {"lift_warning"}
@@ -75,13 +66,6 @@ def drive_until(incident_id: str, stop: Callable[[Incident], bool], timeout: flo
         work_open_tasks(incident_id, only)
         time.sleep(0.1)
     raise AssertionError(f"incident stuck in {drive.incident(incident_id).stage}")
-
-
-async def read_task_runs(flow_run_id: str) -> Counter[tuple[str, str]]:
-    """The flow run's task runs as Prefect shows them: (task name, state type) counted."""
-    async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
-    return Counter((run.name.rsplit("-", 1)[0], run.state.type.value if run.state else "") for run in runs)
 
 
 async def read_run(flow_run_id: str) -> tuple[str, str, list[str], str]:
@@ -246,7 +230,7 @@ def test_overdue_task_escalates_while_the_flow_waits(
     wait_for(lambda: drive.tasks(incident_id).get("rainstorm_forecast"), 60, "assignment")
     task = wait_for(lambda: (t := drive.tasks(incident_id)["rainstorm_forecast"]).status == "escalated" and t,
                     30, "escalation")
-    assert task.escalated_to == "city_government"  # type: ignore[attr-defined]
+    assert task.escalated_to == "city_government"
     with session_scope() as session:
         assert session.exec(select(LedgerEntry).where(LedgerEntry.kind == "task.escalated",
                                                       LedgerEntry.incident_id == incident_id)).one()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +30,7 @@ from process_defs.actions import PublishWarningParams
 from process_defs.schema import Text
 from tests import engine_driver as drive
 from tests.conftest import StartWorker
+from tests.polling import wait_for
 from tests.receiver import Receiver, running_receiver
 
 EVACUATION = {"people_evacuated": 320, "shelters_open": 4}
@@ -269,33 +269,23 @@ def worker(workers: StartWorker, receiver: Receiver) -> subprocess.Popen[bytes]:
     return workers("w-share")
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.prefect
 def test_department_systems_get_signed_assignments_and_shares_through_failures(
         receiver: Receiver, worker: subprocess.Popen[bytes]) -> None:
     receiver.fail_next = 2  # the water-affairs system is down at first …
     receiver.hang_next = 1  # … then hangs once past Baton's timeout, then recovers
     incident_id = drive.open_("flood", level="III")
-    wait_until(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "first assignment")
+    wait_for(lambda: "rainstorm_forecast" in drive.open_tasks(incident_id), 60, "first assignment")
     drive.complete_step(incident_id, "rainstorm_forecast", {"rainfall_1h": 80, "rainfall_24h": 190,
                                                             "warning_colour": "red",
                                                             "valid_until": drive.VALID_UNTIL})
-    assignment = wait_until(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
+    assignment = wait_for(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
                                      and m["task"]["step"] == "flood_risk_assessment"], 60,
                             "the signed assignment to water affairs")[0]
     assert assignment["incident"]["id"] == incident_id and assignment["drill"] is False
     assert assignment["task"]["inputs"]["rainstorm_forecast"]["warning_colour"] == "red"
     # The forecast (public, shared with all) goes to every department system on the incident.
-    wait_until(lambda: [m for m in receiver.received if m["purpose"] == "shared"], 60, "the shared forecast")
+    wait_for(lambda: [m for m in receiver.received if m["purpose"] == "shared"], 60, "the shared forecast")
     assert receiver.bad_signatures == 0
 
     def settled() -> list[OutboundDelivery] | None:
@@ -303,7 +293,7 @@ def test_department_systems_get_signed_assignments_and_shares_through_failures(
             rows = list_deliveries(session, incident_id=incident_id).items
         return rows if rows and all(d.outcome != "pending" for d in rows) else None
 
-    rows = wait_until(settled, 60, "every delivery to settle")
+    rows = wait_for(settled, 60, "every delivery to settle")
     delivered = [d for d in rows if d.outcome == "delivered"]
     # The notify step's sub-district has no system: recorded as such, never called.
     assert {(d.target, d.outcome) for d in rows if d.outcome != "delivered"} == {("subdistrict", "no_endpoint")}
