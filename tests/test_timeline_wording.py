@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from core.incidents.models import TaskStatus
-from core.learning.timeline_svg import STATUS_WORDS, render_timeline
+from core.incidents.models import IncidentStatus, TaskStatus
+from core.learning.timeline_svg import render_timeline
+from core.plans.wording import STATUS_NAMES, Wording
 
 T0 = datetime(2026, 7, 20, 2, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=40)
@@ -63,10 +64,12 @@ def titles_of(svg: str) -> dict[str, str]:
             for t in g.iter(f"{NS}title")}
 
 
-def test_every_task_status_is_worded_in_both_languages() -> None:
-    for status in TaskStatus:
-        assert STATUS_WORDS[status.value]["zh"] and STATUS_WORDS[status.value]["en"]
-        assert not re.search(r"[A-Za-z]", STATUS_WORDS[status.value]["zh"])
+def test_every_task_and_incident_status_is_named_in_both_languages() -> None:
+    """One table names a status for the badges, the after-action report and this timeline (STATUS_NAMES)."""
+    for status in [*TaskStatus, *IncidentStatus]:
+        assert STATUS_NAMES[status.value]["zh"] and STATUS_NAMES[status.value]["en"]
+        assert not re.search(r"[A-Za-z]", STATUS_NAMES[status.value]["zh"])
+        assert Wording("zh").status(status.value) == STATUS_NAMES[status.value]["zh"]
 
 
 def test_a_chinese_reader_reads_no_english_status_or_label() -> None:

@@ -33,16 +33,6 @@ OPEN = {"pending", "assigned", "acknowledged", "escalated"}
 # A step's status and the hover text's labels in the reader's language: Chinese as an emergency office words a
 # task's state (a step not applicable at the level or condition is 不适用, as the status badge says), English as
 # the statuses read.
-STATUS_WORDS: dict[str, dict[str, str]] = {
-    "pending": {"zh": "待分派", "en": "pending"},
-    "assigned": {"zh": "已分派", "en": "assigned"},
-    "acknowledged": {"zh": "已签收", "en": "acknowledged"},
-    "completed": {"zh": "已完成", "en": "completed"},
-    "handed_back": {"zh": "已退回", "en": "handed back"},
-    "escalated": {"zh": "已升级督办", "en": "escalated"},
-    "cancelled": {"zh": "已取消", "en": "cancelled"},
-    "skipped": {"zh": "不适用", "en": "skipped"},
-}
 LABELS: dict[str, dict[str, str]] = {
     "assigned": {"zh": "分派时间", "en": "assigned"},
     "acknowledged": {"zh": "签收时间", "en": "acknowledged"},
@@ -126,7 +116,9 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
         return LABELS[key][words]
 
     def status_word(value: str) -> str:
-        return STATUS_WORDS[value][words] if value in STATUS_WORDS else value
+        # The status's name (core.plans.wording.STATUS_NAMES); in English lower case, inside the step's title line.
+        shown = Wording(words).status(value)
+        return shown[:1].lower() + shown[1:] if words == "en" else shown
     names = department_names or {}
     moment_now = _utc(now) or datetime.now(UTC)
     steps: Sequence[Mapping[str, Any]] = data.get("steps") or []

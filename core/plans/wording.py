@@ -32,6 +32,19 @@ CLASSIFICATION_NAMES: dict[str, dict[str, str]] = {
     "internal": {"zh": "内部", "en": "Internal"},
     "restricted": {"zh": "限定范围", "en": "Restricted"},
 }
+# A task's or an incident's status, as its badge on a page, the after-action report and the review's timeline name it.
+STATUS_NAMES: dict[str, dict[str, str]] = {
+    "pending": {"zh": "待分派", "en": "Pending"},
+    "assigned": {"zh": "已分派", "en": "Assigned"},
+    "acknowledged": {"zh": "已签收", "en": "Acknowledged"},
+    "completed": {"zh": "已完成", "en": "Completed"},
+    "handed_back": {"zh": "已退回", "en": "Handed back"},
+    "escalated": {"zh": "已升级督办", "en": "Escalated"},
+    "cancelled": {"zh": "已取消", "en": "Cancelled"},
+    "skipped": {"zh": "不适用", "en": "Skipped"},
+    "open": {"zh": "处置中", "en": "Open"},
+    "closed": {"zh": "已关闭", "en": "Closed"},
+}
 # What a CAP message does, as people say it.
 MSG_TYPE_NAMES: dict[str, dict[str, str]] = {
     "Alert": {"zh": "发布", "en": "Issued"},
@@ -204,6 +217,10 @@ class Wording:
             return "—"
         shown = self.unit(unit)
         return f"{self.number(value)} {shown}" if shown else self.number(value)
+
+    def status(self, key: str | None) -> str:
+        """A status by its name (`STATUS_NAMES`); one not named there as it is stored."""
+        return self.t(STATUS_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
 
     def classification(self, key: str | None) -> str:
         return self.plain(CLASSIFICATION_NAMES.get(key or "", {"zh": key or "", "en": key or ""}))
