@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from core.signals.intake import add_source
 from tests import engine_driver as drive
 from tests.api_server import ApiServer, issued_token, make_user, run_api
 from tests.conftest import StartWorker
+from tests.polling import wait_for
 from tests.receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.prefect
@@ -51,16 +51,6 @@ def world(baton: str, prefect_server: Any, workers: StartWorker, monkeypatch: py
             # Stopped before the receiver goes, so that no delivery is attempted to a closed port.
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=20)
-
-
-def until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, Receiver]) -> None:
@@ -115,10 +105,10 @@ def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, 
             finished.extend(work(department))
         return "evacuate_residents" in finished
 
-    until(progress, 120, f"the evacuation report (done so far: {finished})")
+    wait_for(progress, 120, f"the evacuation report (done so far: {finished})")
 
     # The warning stage drafted the meteorology bureau's alert: nothing is public until it is reviewed and signed.
-    drafts = until(lambda: server.request("GET", f"/api/incidents/{incident_id}/warnings", tokens["office"]
+    drafts = wait_for(lambda: server.request("GET", f"/api/incidents/{incident_id}/warnings", tokens["office"]
                                           ).json()["items"], 30, "the warning's draft")
     assert [(d["state"], d["colour"], d["published"]) for d in drafts] == [("draft", "orange", False)]
     assert opened["code"] not in server.request("GET", "/public/warnings.atom").text
@@ -136,7 +126,7 @@ def test_a_rainfall_signal_to_shared_evacuation_figures(world: tuple[ApiServer, 
     xmlschema.XMLSchema(str(CAP_SCHEMA)).validate(alert.text)
 
     # Water affairs' system received its assignment, signed with its secret.
-    assignment = until(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
+    assignment = wait_for(lambda: [m for m in receiver.received if m["purpose"] == "assignment"
                                 and m["task"]["step"] == "flood_risk_assessment"], 30, "the assignment")[0]
     assert assignment["incident"]["id"] == incident_id and receiver.bad_signatures == 0
 

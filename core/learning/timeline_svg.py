@@ -30,9 +30,8 @@ TICK_STEPS = [timedelta(seconds=s) for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 
 STAGE_FILLS = {"warning": "#fff4d6", "response": "#fde0dc", "recovery": "#e0f2e9", "learning": "#e3ecfa"}
 COLOURS = {"done": "#2e7d32", "open": "#1565c0", "overdue": "#c62828", "action": "#00838f", "closed": "#9e9e9e"}
 OPEN = {"pending", "assigned", "acknowledged", "escalated"}
-# A step's status and the hover text's labels in the reader's language: Chinese as an emergency office words a
-# task's state (a step not applicable at the level or condition is 不适用, as the status badge says), English as
-# the statuses read.
+# The hover text's labels in the reader's language: Chinese as an emergency office words a task's times, English
+# as the statuses read (a status's own name is core.plans.wording.STATUS_NAMES, the badge's).
 LABELS: dict[str, dict[str, str]] = {
     "assigned": {"zh": "分派时间", "en": "assigned"},
     "acknowledged": {"zh": "签收时间", "en": "acknowledged"},
