@@ -39,7 +39,7 @@ def reason_shown(html: str, task_id: str) -> str:
 
 
 def counter(html: str) -> int:
-    found = re.search(r'data-count="handed_back"[^>]*><span class="num">(\d+)</span>', html)
+    found = re.search(r'data-count="waiting_on_office"[^>]*><span class="num">(\d+)</span>', html)
     assert found is not None
     return int(found.group(1))
 
@@ -61,7 +61,7 @@ def test_a_task_nobody_can_act_on_is_worded_in_the_readers_language_and_counted_
         assert row is not None
         listed = open_alerts(session, incident_id=incident.id)
         # The duty screen's counter counts what the office's panel lists, a task nobody can act on included.
-        assert reads.duty_screen(session, row)["counts"]["handed_back"] == len(listed) >= 1
+        assert reads.duty_screen(session, row)["counts"]["waiting_on_office"] == len(listed) >= 1
         assert school.id in {a.task_id for a in listed}
     education = dept_name("education")
     with page_client(api.server, "office") as office:

@@ -256,7 +256,7 @@ def shared_with(session: Session, incident: Incident, department: str | None) ->
 def duty_screen(session: Session, incident: Incident, now: datetime | None = None,
                 deadlines: int = 5) -> dict[str, Any]:
     """What the duty officer reads at a glance on an incident: its stages (past ones done, the current one
-    marked), the open people's tasks counted (waiting to be signed for, in progress, overdue, and `handed_back`:
+    marked), the open people's tasks counted (waiting to be signed for, in progress, overdue, and `waiting_on_office`:
     those for the office to route, as its panel of alerts lists them, `alerts.open_alerts`), the current level
     with its reason and who set it, and the nearest open deadlines."""
     moment = now or utcnow()
@@ -277,7 +277,7 @@ def duty_screen(session: Session, incident: Incident, now: datetime | None = Non
     return {"now": moment, "stages": stages,
             "counts": {"waiting": sum(t.acknowledged_at is None for t in live),
                        "in_progress": sum(t.acknowledged_at is not None for t in live),
-                       "overdue": len(overdue), "handed_back": len(to_route)},
+                       "overdue": len(overdue), "waiting_on_office": len(to_route)},
             "overdue": sorted(overdue, key=lambda t: t.due_at or moment),
             "level": current_level(session, incident),
             "deadlines": [{"task": t, "department": t.position or t.department, "due_at": t.due_at,
