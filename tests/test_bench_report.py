@@ -95,7 +95,6 @@ def test_the_floor_of_a_handoff_is_its_requests_and_task_runs_at_their_measured_
     bench.prefect_tasks' price; none without the prices."""
     results = _results(sustained={"requests_per_handoff": 2.5, "task_runs_per_handoff": 1.2},
                        request_floor={"requests": 1000, "cpu_ms_per_request": {"api": 1.6, "postgresql": 0.4},
-                                      "client_ms_per_request": 0.7,
                                       "cpu_ms_per_transaction": {"writer": 0.5, "postgresql": 0.25}},
                        prefect_task_run={"total_ms": 7.0, "measured": "2026-12-05 10:00 UTC"})
     floor = floor_of(results)

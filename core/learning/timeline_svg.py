@@ -114,9 +114,11 @@ def render_timeline(  # noqa: C901  (one drawing pass; its branches are the pict
     def word(key: str) -> str:
         return LABELS[key][words]
 
+    wording = Wording(words)
+
     def status_word(value: str) -> str:
         # The status's name (core.plans.wording.STATUS_NAMES); in English lower case, inside the step's title line.
-        shown = Wording(words).status(value)
+        shown = wording.status(value)
         return shown[:1].lower() + shown[1:] if words == "en" else shown
     names = department_names or {}
     moment_now = _utc(now) or datetime.now(UTC)
