@@ -45,7 +45,7 @@ from tests.conftest import StartWorker, copy_plans
 from tests.fixtures.api import on_duty
 from tests.fixtures.clock import Clock
 from tests.fixtures.database import clear_settings_caches
-from tests.test_flows import wait_for
+from tests.polling import wait_for
 
 LINK = re.compile(r"/answer/([A-Za-z0-9_.\-]+)")
 
